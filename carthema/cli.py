@@ -1,0 +1,47 @@
+"""Command-line interface: a thin layer over the public API.
+
+User errors (:class:`carthema.data.errors.InputError`) print one line and exit with
+code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from carthema.data.errors import InputError
+
+app = typer.Typer(
+    name="carthema",
+    help="CAR-T kinetics, haematopoiesis and engraftment windows after CD19 CAR-T therapy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Command modules register themselves on `app` when imported.
+from carthema import cli_data, cli_model  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``carthema`` command."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except InputError as exc:
+        err_console.print(f"error: {exc.message}", markup=False)
+        sys.exit(2)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""CLI commands for patient data (check-data)."""
+
+from __future__ import annotations

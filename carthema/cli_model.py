@@ -1,0 +1,3 @@
+"""CLI commands for the model (simulate, demo)."""
+
+from __future__ import annotations
