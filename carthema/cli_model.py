@@ -1,3 +1,128 @@
-"""CLI commands for the model (simulate, demo)."""
+"""CLI commands for the model: simulate, params, demo."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to ``app``."""
+
+    @app.command()
+    def simulate(
+        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
+        days: Annotated[float, typer.Option(help="Simulate up to this day.")] = 180.0,
+        backend: Annotated[str, typer.Option(help="numba or jax.")] = "numba",
+        components: Annotated[
+            str, typer.Option(help="full, cart, cart_targets, haematopoiesis.")
+        ] = "full",
+        params: Annotated[
+            Path | None,
+            typer.Option(help="Parameter overrides: JSON {name: value} or CSV name,value."),
+        ] = None,
+        patient: Annotated[
+            str | None, typer.Option(help="Patient in a multi-patient events table.")
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="Write the long-form trajectory CSV here.")
+        ] = None,
+        plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+    ) -> None:
+        """Simulate a patient's course from an events table."""
+        from carthema.api import read_events
+        from carthema.api import simulate as run
+
+        ev = read_events(events) if events is not None else None
+        if ev is not None and patient is None and ev["patient"].nunique() > 1:
+            from carthema.data.errors import InputError
+
+            raise InputError(
+                f"the events table holds {ev['patient'].nunique()} patients",
+                file=str(events),
+                column="patient",
+                fix="choose one with --patient ID",
+            )
+        traj = run(
+            ev, components=components, params=params, days=days, backend=backend, patient=patient
+        )
+        for note in traj.notes:
+            console.print(f"note: {note}")
+        if not traj.ok:
+            console.print(f"[red]solver failed: {traj.message}[/red]")
+            raise typer.Exit(1)
+        _summary(traj)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            traj.to_frame().to_csv(out, index=False)
+            console.print(f"trajectory: {out}")
+        if plot is not None:
+            from carthema.models.plotting import plot_trajectory
+
+            plot_trajectory(traj, plot, title=f"carthema simulate ({components})")
+            console.print(f"plot: {plot}")
+
+    @app.command()
+    def params(
+        components: Annotated[str, typer.Option(help="Component set.")] = "full",
+    ) -> None:
+        """List model parameters with units, defaults, ranges and sources."""
+        from carthema.models.model import get_model
+
+        table = Table(title=f"parameters of the '{components}' model")
+        for col in ("name", "default", "unit", "range", "source"):
+            table.add_column(col, overflow="fold")
+        for q in get_model(components).params:
+            table.add_row(q.name, f"{q.default:.4g}", q.unit, f"{q.low:.3g}-{q.high:.3g}", q.source)
+        console.print(table)
+
+    @app.command()
+    def demo(
+        out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_output"),
+    ) -> None:
+        """Run the main job on bundled data: simulate the han2022 patient."""
+        from carthema.api import load_example
+        from carthema.api import simulate as run
+        from carthema.models.plotting import plot_trajectory
+
+        out.mkdir(parents=True, exist_ok=True)
+        ex = load_example("han2022")
+        console.print(
+            "Simulating the han2022 patient (Han et al. 2022) with default "
+            "parameters and the patient's own events..."
+        )
+        traj = run(ex.events, days=120)
+        for note in traj.notes:
+            console.print(f"note: {note}")
+        if not traj.ok:
+            console.print(f"[red]solver failed: {traj.message}[/red]")
+            raise typer.Exit(1)
+        _summary(traj)
+        csv = out / "han2022_trajectory.csv"
+        traj.to_frame().to_csv(csv, index=False)
+        png = plot_trajectory(
+            traj,
+            out / "han2022_trajectory.png",
+            observations=ex.observations,
+            title="han2022: default-parameter simulation vs reported values",
+        )
+        console.print(f"outputs: {csv} and {png}")
+
+
+def _summary(traj) -> None:
+    table = Table(title="simulated course")
+    table.add_column("day", justify="right")
+    for name, obs in zip(traj.model.obs_names, traj.model.observables, strict=True):
+        table.add_column(f"{name}\n({obs.unit})", justify="right")
+    for day in (0, 7, 14, 21, 28, 42, 60, 90, 120, 180):
+        hit = traj.t == day
+        if hit.any():
+            i = int(hit.argmax())
+            table.add_row(str(day), *(f"{v:.3g}" for v in traj.obs[i]))
+    console.print(table)

@@ -1,0 +1,24 @@
+"""The public API, re-exported from ``carthema``."""
+
+from __future__ import annotations
+
+from carthema.data import load_example, read_events, read_nonmem, read_observations
+from carthema.data.errors import InputError
+from carthema.models.model import COMPONENT_SETS, Model, get_model
+from carthema.models.scenarios import typical_course, with_boost
+from carthema.models.simulate import Trajectory, simulate
+
+__all__ = [
+    "COMPONENT_SETS",
+    "InputError",
+    "Model",
+    "Trajectory",
+    "get_model",
+    "load_example",
+    "read_events",
+    "read_nonmem",
+    "read_observations",
+    "simulate",
+    "typical_course",
+    "with_boost",
+]

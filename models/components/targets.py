@@ -1,0 +1,139 @@
+"""CD19+ targets: normal B cells and leukemic blasts, killed by CAR-T cells.
+
+Normal B cells (cells/uL blood) are produced from the lymphoid output of the stem-cell
+compartment (when the haematopoiesis component is present; otherwise at a constant
+rate), turn over with a lifetime of about 60 days (Leon-Triana et al. 2021) and are
+killed by CAR-T cells with saturating kinetics. Leukemic blasts (CD19+ blast load,
+cells/uL-equivalents) grow logistically up to their pre-treatment burden: the model
+holds untreated disease at its diagnostic level so that the untreated patient is at
+steady state, and lets surviving blasts regrow to it after CAR-T (relapse).
+"""
+
+from __future__ import annotations
+
+from ..parameters import Observable, Param, State
+
+STATES = (
+    State("tgt_B", "cells/uL", 100.0, "normal CD19+ B cells in blood"),
+    State("tgt_L", "cells/uL", 1.0, "CD19+ leukemic blast load"),
+)
+
+PARAMS = (
+    Param(
+        "b_B0",
+        250.0,
+        "cells/uL",
+        50.0,
+        1000.0,
+        "reference range of CD19+ B cells in adults 100-500 cells/uL (Morbach et al. 2010, "
+        "Clin Exp Immunol)",
+        "baseline B-cell count",
+    ),
+    Param(
+        "b_turnover",
+        1.0 / 60.0,
+        "1/d",
+        1.0 / 200.0,
+        0.1,
+        "normal B-cell lifetime about 60 d (Leon-Triana et al. 2021, Cancers)",
+        "B-cell turnover rate",
+    ),
+    Param(
+        "kill_max",
+        3.0,
+        "1/d",
+        0.3,
+        30.0,
+        "calibrated: B-cell aplasia within about 2 weeks of CAR-T (Maude et al. 2018)",
+        "maximal CAR-T killing rate of CD19+ cells",
+    ),
+    Param(
+        "kill_EC50",
+        200.0,
+        "copies/ug DNA",
+        5.0,
+        5000.0,
+        "calibrated: B-cell recovery follows loss of CAR-T transgene (Mueller et al. 2018, "
+        "Clin Cancer Res); aplasia lasts while copies stay above tens per ug",
+        "CAR-T level giving half-maximal killing",
+    ),
+    Param(
+        "kill_Asat",
+        10.0,
+        "cells/uL",
+        0.5,
+        1000.0,
+        "calibrated: CAR-T Cmax rises with tumour burden (Mueller et al. 2017, Blood; "
+        "Stein et al. 2019)",
+        "CD19+ load above which killing becomes effector-limited",
+    ),
+    Param(
+        "leuk_L0",
+        1000.0,
+        "cells/uL",
+        1e-3,
+        1e5,
+        "assumption: patient-specific; 1000 cells/uL-equivalents (50% marrow blasts) is a "
+        "typical relapsed/refractory burden",
+        "pre-treatment leukemic blast load (also its regrowth ceiling)",
+    ),
+    Param(
+        "leuk_growth",
+        0.1,
+        "1/d",
+        0.01,
+        1.0,
+        "blast doubling time about 1 week in relapsed B-ALL (Leon-Triana et al. 2021)",
+        "leukemic blast growth rate",
+    ),
+    Param(
+        "ld_kill_lymph",
+        0.3,
+        "1/d",
+        0.1,
+        5.0,
+        "calibrated: CD19+ targets fall about 2.5-fold over 3 days of flu/cy, leaving the "
+        "antigen that drives expansion (marrow B-lineage and blasts are less exposed)",
+        "lymphocyte (B cell, blast) kill rate per unit of lymphodepletion intensity",
+    ),
+    Param(
+        "leuk_marrow_ref",
+        1000.0,
+        "cells/uL",
+        100.0,
+        1e5,
+        "assumption: blast load equivalent to 50% marrow blasts",
+        "blast load at which marrow blasts are 50%",
+    ),
+)
+
+INPUTS = ("ld",)
+
+OBSERVABLES = (
+    Observable("b_cells", "cells/uL", "CD19+ B cells in blood"),
+    Observable("marrow_blasts", "%", "leukemic blasts in marrow"),
+)
+
+
+def derivatives(s: dict, p: dict, u: dict, m) -> dict:
+    B, L = s["tgt_B"], s["tgt_L"]
+    C = s["cart_E"] + s["cart_M"] if "cart_E" in s else 0.0
+    # Ratio-dependent killing: each CAR-T cell engages a limited number of targets, so
+    # a large CD19+ load raises the CAR-T level needed for fast killing. This lets CAR-T
+    # expand for days on a heavy load yet keeps B cells aplastic at memory levels.
+    kill = p["kill_max"] * C / (C + p["kill_EC50"] * (1.0 + (B + L) / p["kill_Asat"]))
+    lymphoid_output = s["hsc_output"] if "hsc_output" in s else 1.0
+    ld = p["ld_kill_lymph"] * u["ld"]
+    return {
+        "tgt_B": p["b_turnover"] * p["b_B0"] * lymphoid_output - (p["b_turnover"] + kill + ld) * B,
+        "tgt_L": p["leuk_growth"] * L * (1.0 - L / p["leuk_L0"]) - (kill + ld) * L,
+    }
+
+
+def initial(p: dict, m) -> dict:
+    return {"tgt_B": p["b_B0"], "tgt_L": p["leuk_L0"]}
+
+
+def observables(s: dict, p: dict, m) -> dict:
+    L = s["tgt_L"]
+    return {"b_cells": s["tgt_B"], "marrow_blasts": 100.0 * L / (L + p["leuk_marrow_ref"])}

@@ -1,0 +1,83 @@
+"""Ready-made event tables for common courses (same columns as the data layer's events)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+EVENT_COLUMNS = [
+    "patient",
+    "day",
+    "kind",
+    "amount",
+    "unit",
+    "duration",
+    "drug",
+    "source",
+    "cd34_selected",
+    "cd3_per_kg",
+]
+
+
+def _row(
+    patient: str, day: float, kind: str, amount: float, unit: str, duration: float = 1.0, **extra
+) -> dict:
+    r = {c: None for c in EVENT_COLUMNS}
+    r.update(
+        patient=patient,
+        day=float(day),
+        kind=kind,
+        amount=float(amount),
+        unit=unit,
+        duration=float(duration),
+        **extra,
+    )
+    return r
+
+
+def typical_course(
+    *,
+    patient: str = "typical",
+    cart_dose: float = 3.1e6,
+    cart_days: Sequence[float] = (0.0,),
+    ld_days: Sequence[float] = (-5.0, -4.0, -3.0),
+    fludarabine: float = 30.0,
+    cyclophosphamide: float = 500.0,
+) -> pd.DataFrame:
+    """A tisagenlecleucel-like course.
+
+    Fludarabine 30 mg/m2 and cyclophosphamide 500 mg/m2 on days -5..-3 and CAR-T on day
+    0 at the ELIANA median dose 3.1e6 CAR+ cells/kg (Maude et al. 2018), split evenly
+    over ``cart_days`` when several are given.
+    """
+    rows = []
+    for d in ld_days:
+        rows.append(_row(patient, d, "lymphodepletion", fludarabine, "mg/m2", drug="fludarabine"))
+        rows.append(
+            _row(patient, d, "lymphodepletion", cyclophosphamide, "mg/m2", drug="cyclophosphamide")
+        )
+    for d in cart_days:
+        rows.append(
+            _row(patient, d, "cart_infusion", cart_dose / len(cart_days), "cells/kg", duration=0.0)
+        )
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def with_boost(
+    events: pd.DataFrame,
+    day: float,
+    cd34_per_kg: float,
+    *,
+    source: str = "allogeneic",
+    cd34_selected: bool = True,
+    cd3_per_kg: float | None = None,
+) -> pd.DataFrame:
+    """``events`` plus one stem-cell boost (CD34+ cells/kg) on ``day``."""
+    patient = str(events["patient"].iloc[0]) if len(events) else "patient"
+    extra = {"source": source, "cd34_selected": "yes" if cd34_selected else "no"}
+    if cd3_per_kg is not None:
+        extra["cd3_per_kg"] = float(cd3_per_kg)
+    boost = _row(patient, day, "stem_cell_boost", cd34_per_kg, "cells/kg", duration=0.0, **extra)
+    out = pd.concat([events, pd.DataFrame([boost], columns=EVENT_COLUMNS)], ignore_index=True)
+    return out.sort_values("day", kind="stable").reset_index(drop=True)

@@ -1,0 +1,264 @@
+"""``simulate``: one patient's trajectory from an events table, with either backend."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.errors import InputError
+from .events import SolverEvents, build_events
+from .model import Model, get_model
+
+#: Solver status codes shared by both backends.
+STATUS = {
+    0: "ok",
+    1: "step limit reached",
+    2: "non-finite state",
+    3: "step size underflow",
+    4: "bad solver input",
+}
+METHODS = {"tsit5": 0, "rosenbrock": 1, "auto": 2}
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A simulated trajectory.
+
+    Attributes
+    ----------
+    t:
+        Output times, days since the first CAR-T infusion.
+    obs:
+        Observables, shape (len(t), n_obs), units of ``model.observables``.
+    status:
+        0 when the solve succeeded; see :data:`STATUS`. Values after a failure are NaN.
+    """
+
+    model: Model
+    t: np.ndarray
+    obs: np.ndarray
+    status: int
+    params: np.ndarray
+    events: SolverEvents
+    backend: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def message(self) -> str:
+        return STATUS.get(self.status, f"status {self.status}")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Time course of one observable (``traj["anc"]``)."""
+        return self.obs[:, self.model.index("obs", name)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long form: day, analyte, value, unit (one row per time and observable)."""
+        n_t, n_o = self.obs.shape
+        return pd.DataFrame(
+            {
+                "day": np.repeat(self.t, n_o),
+                "analyte": np.tile(self.model.obs_names, n_t),
+                "value": self.obs.reshape(-1),
+                "unit": np.tile([o.unit for o in self.model.observables], n_t),
+            }
+        )
+
+
+def resolve_params(
+    model: Model, params: Mapping[str, float] | Sequence[float] | np.ndarray | str | Path | None
+) -> np.ndarray:
+    """Parameter vector (natural scale) from defaults overridden by ``params``.
+
+    ``params`` may be a mapping ``{name: value}``, a full vector, or a path to a JSON
+    file (``{"name": value}``) or CSV file (columns ``name,value``). Unknown names and
+    non-positive values are refused.
+    """
+    p = model.default_params()
+    if params is None:
+        return p
+    source = None
+    if isinstance(params, str | Path):
+        source = str(params)
+        params = _read_param_file(Path(params))
+    if isinstance(params, Mapping):
+        for i, (name, value) in enumerate(params.items(), start=1):
+            row = i if source else None
+            if name not in model.param_names:
+                close = difflib.get_close_matches(name, model.param_names, n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else "see `carthema params`"
+                raise InputError(
+                    f"unknown parameter '{name}' for the '{model.name}' model",
+                    file=source,
+                    row=row,
+                    column="name",
+                    fix=hint,
+                )
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"value '{value}' of '{name}' is not a number",
+                    file=source,
+                    row=row,
+                    column="value",
+                    fix="give a positive number",
+                ) from None
+            if not np.isfinite(v) or v <= 0:
+                raise InputError(
+                    f"parameter '{name}' must be positive and finite, got {value}",
+                    file=source,
+                    row=row,
+                    column="value",
+                    fix="parameters are rates, sizes or fractions > 0",
+                )
+            p[model.index("param", name)] = v
+        return p
+    arr = np.asarray(params, dtype=float)
+    if arr.shape != (model.n_p,):
+        raise InputError(
+            f"parameter vector has shape {arr.shape}, expected ({model.n_p},)",
+            fix="pass a mapping of names to values",
+        )
+    return arr.copy()
+
+
+def _read_param_file(path: Path) -> dict[str, float]:
+    if not path.exists():
+        raise InputError("file not found", file=str(path), fix="check the path")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"not valid JSON ({exc.msg}, line {exc.lineno})",
+                file=str(path),
+                fix='write {"name": value, ...}',
+            ) from None
+        if not isinstance(data, dict):
+            raise InputError(
+                "expected a JSON object of name: value",
+                file=str(path),
+                fix='write {"name": value, ...}',
+            )
+        return data
+    df = pd.read_csv(path)
+    for col in ("name", "value"):
+        if col not in df.columns:
+            raise InputError(
+                "missing required column",
+                file=str(path),
+                column=col,
+                fix="a parameter CSV has columns name,value",
+            )
+    return dict(zip(df["name"].astype(str), df["value"], strict=True))
+
+
+def output_times(events: SolverEvents, days: float, step: float = 1.0) -> np.ndarray:
+    """Daily output grid from the first event (or day 0) to ``days``."""
+    start = min(events.first_time if events.first_time is not None else 0.0, 0.0)
+    return np.arange(np.floor(start), days + step / 2, step)
+
+
+def simulate(
+    events: pd.DataFrame | None = None,
+    *,
+    components: str | Sequence[str] = "full",
+    params: Mapping[str, float] | np.ndarray | str | Path | None = None,
+    days: float = 180.0,
+    t_out: np.ndarray | None = None,
+    backend: str = "numba",
+    method: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    patient: str | None = None,
+) -> Trajectory:
+    """Simulate one patient.
+
+    Parameters
+    ----------
+    events:
+        Events table of the data layer (CAR-T infusions, lymphodepletion, boosts, ...).
+        Day 0 is the first CAR-T infusion; the patient is at the untreated steady state
+        before the first event.
+    components:
+        Component set: ``"full"``, ``"cart"``, ``"cart_targets"``, ``"haematopoiesis"``.
+    params:
+        Overrides of the default parameters (see :func:`resolve_params`).
+    days, t_out:
+        Output every day up to ``days``, or at the given times (days).
+    backend:
+        ``"numba"`` (default) or ``"jax"`` (diffrax).
+    method:
+        numba: ``"tsit5"`` (explicit), ``"rosenbrock"`` (stiff) or ``"auto"``;
+        jax: ``"tsit5"``, ``"kvaerno5"`` (stiff) or ``"dopri5"``.
+    rtol, atol:
+        Relative tolerance; absolute tolerance relative to each state's typical size.
+
+    Returns
+    -------
+    Trajectory
+        Never raises for a numerical failure: check ``.status``.
+    """
+    model = get_model(components)
+    p = resolve_params(model, params)
+    ev = build_events(model, events, p, patient=patient)
+    t = np.asarray(t_out, dtype=float) if t_out is not None else output_times(ev, days)
+    if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) < 0):
+        raise InputError("output times must be a non-empty increasing list of days")
+    t0 = min(float(t[0]), ev.first_time if ev.first_time is not None else float(t[0]))
+    u0 = np.zeros(model.n_u)
+    if backend == "numba":
+        from .compiled import numba_model
+
+        if method not in METHODS:
+            raise InputError(f"unknown numba method '{method}'", fix=f"use one of {list(METHODS)}")
+        mod = numba_model(model)
+        status, _, obs, _ = mod.solve(
+            p,
+            u0,
+            t0,
+            t,
+            ev.t,
+            ev.kind,
+            ev.target,
+            ev.value,
+            ev.scale,
+            rtol,
+            atol,
+            max_steps,
+            METHODS[method],
+        )
+    elif backend == "jax":
+        from .jax_backend import make_solver
+
+        solver = make_solver(
+            model,
+            t0,
+            t,
+            ev.t,
+            ev.kind,
+            ev.target,
+            ev.scale,
+            solver=method if method != "tsit5" else "tsit5",
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+        )
+        status, obs = solver(p, u0, ev.value)
+        status, obs = int(status), np.asarray(obs)
+    else:
+        raise InputError(f"unknown backend '{backend}'", fix="use 'numba' or 'jax'")
+    return Trajectory(
+        model, t, np.asarray(obs), int(status), p, ev, backend, notes=ev.ignored + ev.notes
+    )

@@ -1,0 +1,245 @@
+"""Model core: steady state, agreement with an independent scipy reference, sensitivities,
+positivity, and the clinical story the default parameters must reproduce."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from carthema import get_model, simulate, typical_course, with_boost
+from carthema.models.compiled import numba_model
+from carthema.models.events import build_events
+from carthema.models.simulate import METHODS
+
+from scipy_reference import observe_all, reference_solve
+
+
+@pytest.fixture(scope="module")
+def full():
+    return get_model("full")
+
+
+def _rich_course():
+    """Typical course plus split infusion, G-CSF, a platelet transfusion and a boost."""
+    ev = typical_course(cart_days=(0.0, 1.0, 2.0), cart_dose=4e6)
+    ev = with_boost(ev, 34.0, 0.95e6, source="allogeneic", cd34_selected=False)
+    extra = ev.iloc[[0, 0]].copy()
+    extra["kind"] = ["gcsf", "platelet_transfusion"]
+    extra["day"] = [20.0, 30.0]
+    extra["amount"] = [5.0, 1.0]
+    extra["unit"] = ["ug/kg/day", "units"]
+    extra["duration"] = [10.0, 0.0]
+    extra["drug"] = None
+    import pandas as pd
+
+    return pd.concat([ev, extra], ignore_index=True).sort_values("day").reset_index(drop=True)
+
+
+def test_untreated_full_model_is_at_steady_state_with_normal_counts(full):
+    """Normal ANC 2-7 G/L and platelets 150-400 G/L at an exact steady state."""
+    p = full.default_params()
+    y0 = np.array(full.init(p, np))
+    dy = np.array(full.rhs(0.0, y0, p, np.zeros(full.n_u), np))
+    scale = np.maximum(np.abs(y0), full.atol_scale)
+    assert np.all(np.abs(dy) / scale < 1e-9)
+    obs = dict(zip(full.obs_names, full.observe(0.0, y0, p, np), strict=True))
+    assert 2.0 <= obs["anc"] <= 7.0
+    assert 150.0 <= obs["platelets"] <= 400.0
+    # At an exact steady state an explicit solver still hovers at its stability limit,
+    # so the drift is of the order of the tolerance: solve tightly.
+    traj = simulate(None, days=100, rtol=1e-12, atol=1e-14)
+    assert traj.ok
+    np.testing.assert_allclose(traj["anc"], obs["anc"], rtol=1e-9)
+    np.testing.assert_allclose(traj["platelets"], obs["platelets"], rtol=1e-9)
+
+
+def _max_rel_diff(a, b, floor):
+    return np.max(np.abs(a - b) / np.maximum(np.abs(b), floor))
+
+
+@pytest.mark.slow
+def test_numba_and_jax_agree_with_scipy_on_full_model_with_events(full):
+    """Both backends at rtol 1e-10 match a DOP853 rtol 1e-12 reference within 1e-5."""
+    p = full.default_params()
+    events = _rich_course()
+    ev = build_events(full, events, p)
+    t_out = np.arange(-5.0, 181.0, 1.0)
+    ref = observe_all(full, p, reference_solve(full, p, ev, t_out, -5.0))
+    # Values far below any assay (e.g. blasts 1e-30 %) are compared in absolute terms.
+    floor = 1e-6 * np.maximum(np.nanmax(np.abs(ref), axis=0), 1e-12)
+    for backend, method in (("numba", "tsit5"), ("numba", "rosenbrock"), ("jax", "tsit5")):
+        traj = simulate(events, t_out=t_out, backend=backend, method=method, rtol=1e-10, atol=1e-12)
+        assert traj.ok, (backend, method, traj.message)
+        for j, name in enumerate(full.obs_names):
+            err = _max_rel_diff(traj.obs[:, j], ref[:, j], floor[j])
+            assert err < 1e-5, (backend, method, name, err)
+
+
+def test_cart_alone_matches_stein_closed_form():
+    """Stein et al. 2019: after Tmax, C = (1-FB) Cmax e^{-alpha tau} + FB Cmax e^{-beta tau}."""
+    # Stein's typical values: fold expansion 3900 by Tmax 9.3 d, so the gross expansion
+    # rate is ln(3900)/9.3 plus the contraction rate alpha that also acts before Tmax.
+    params = {"cart_k_exh": 1e-12, "cart_rho": np.log(3900.0) / 9.3 + 0.16 + 1e-12}
+    ev = typical_course(ld_days=())
+    traj = simulate(
+        ev,
+        components="cart",
+        params=params,
+        t_out=np.arange(0.0, 366.0, 0.5),
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    assert traj.ok
+    m = traj.model
+    p = traj.params
+    rho, alpha, fb, beta, tmax, f = (
+        p[m.index("param", k)]
+        for k in ("cart_rho", "cart_alpha", "cart_fb", "cart_beta", "cart_tmax", "cart_f_dose")
+    )
+    c0 = 3.1e6 * f
+    g = rho - alpha - 1e-12
+    k = fb * (alpha - beta)
+    cmax = c0 * np.exp(g * tmax)  # effectors at Tmax
+    # Memory formed during expansion (Stein's model neglects it; it is 0.1% of Cmax here).
+    m0 = k * c0 * (np.exp(g * tmax) - np.exp(-beta * tmax)) / (g + beta)
+    tau = traj.t - tmax
+    after = tau > 0
+    expected = (
+        (1 - fb) * cmax * np.exp(-alpha * tau)
+        + fb * cmax * np.exp(-beta * tau)
+        + m0 * np.exp(-beta * tau)
+    )
+    got = traj["cart_copies"]
+    np.testing.assert_allclose(got[after], expected[after], rtol=1e-7)
+    # Cmax = 3900 x 6.2 copies/ug = 24,000 copies/ug (Stein et al. 2019).
+    assert abs(cmax / 24000.0 - 1.0) < 0.01
+
+
+def test_sensitivities_match_central_finite_differences(full):
+    mod = numba_model(full)
+    p = full.default_params()
+    ev = build_events(full, _rich_course(), p)
+    t_out = np.array([-2.0, 5.0, 10.0, 20.0, 34.0, 40.0, 60.0, 120.0])
+    names = [
+        "cart_rho",
+        "cart_f_dose",
+        "hsc_regen",
+        "anc0",
+        "graft_hsc",
+        "plt_unit_increment",
+        "neu_gamma",
+        "kill_EC50",
+        "rej_rate",
+    ]
+    free = np.array([full.index("param", n) for n in names], dtype=np.int64)
+    u0 = np.zeros(full.n_u)
+    args = (ev.t, ev.kind, ev.target, ev.value, ev.scale, 1e-12, 1e-14, 1_000_000, 0)
+    status, _, O, dO = mod.solve_sens(p, free, u0, -5.0, t_out, *args)
+    assert status == 0
+    h = 1e-5
+    for k, idx in enumerate(free):
+        pp, pm = p.copy(), p.copy()
+        pp[idx] *= np.exp(h)
+        pm[idx] *= np.exp(-h)
+        sp_, _, Op, _ = mod.solve(pp, u0, -5.0, t_out, *args)
+        sm_, _, Om, _ = mod.solve(pm, u0, -5.0, t_out, *args)
+        fd = (Op - Om) / (2 * h)
+        # Finite differences carry noise of about rtol/h relative to each observable's size.
+        col_scale = np.abs(O).max(axis=0)
+        tol = 1e-4 * np.abs(fd) + 1e-6 * col_scale
+        worst = np.max(np.abs(dO[:, :, k] - fd) / tol)
+        assert worst < 1.0, (names[k], worst)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_states_stay_non_negative_under_random_parameters(full, seed):
+    rng = np.random.default_rng(seed)
+    mod = numba_model(full)
+    lo = np.log([q.low for q in full.params])
+    hi = np.log([q.high for q in full.params])
+    p = np.exp(rng.uniform(lo, hi))
+    ev = build_events(full, _rich_course(), p)
+    t_out = np.arange(-5.0, 181.0, 1.0)
+    status, Y, _, _ = mod.solve(
+        p,
+        np.zeros(full.n_u),
+        -5.0,
+        t_out,
+        ev.t,
+        ev.kind,
+        ev.target,
+        ev.value,
+        ev.scale,
+        1e-8,
+        1e-10,
+        200_000,
+        METHODS["auto"],
+    )
+    assert status == 0
+    assert np.all(Y >= -1e-6 * full.atol_scale)
+
+
+# ---- the clinical story -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def typical():
+    return simulate(typical_course(), days=180)
+
+
+def test_cart_peak_and_contraction(typical):
+    """CAR-T peak between day 7 and 14 (Mueller et al. 2017: Tmax about day 10; Stein et
+    al. 2019: 9.3 d) and at least 10-fold contraction by day 60 (alpha 0.16/d)."""
+    c = typical["cart_copies"]
+    t = typical.t
+    tmax = t[np.argmax(c)]
+    assert 7.0 <= tmax <= 14.0
+    assert c.max() / c[t == 60.0][0] >= 10.0
+    assert c.max() > 1000.0
+
+
+def test_b_cell_aplasia_while_cart_persists(typical):
+    """B cells below 5% of baseline from day 14 to 60 while CAR-T persist (>30 copies/ug);
+    Maude et al. 2018: B-cell aplasia for as long as CAR-T cells persist."""
+    b = typical["b_cells"]
+    c = typical["cart_copies"]
+    window = (typical.t >= 14) & (typical.t <= 60)
+    assert np.all(c[window] > 30.0)
+    assert np.all(b[window] < 0.05 * 250.0)
+
+
+def test_neutrophil_nadir_and_recovery_good_reserve(typical):
+    """ANC nadir below 0.5 G/L; recovery above 0.5 G/L between day 14 and 45 (Wang et al.
+    2021: median neutrophil recovery day 28, range 14-44); platelets recover too."""
+    anc = typical["anc"]
+    t = typical.t
+    assert anc.min() < 0.5
+    nadir = t[np.argmin(anc)]
+    recovered = t[(t > nadir) & (anc > 0.5)][0]
+    assert 14.0 <= recovered <= 45.0
+    plt_ = typical["platelets"]
+    assert plt_[t == 90.0][0] > 100.0
+
+
+def test_poor_reserve_gives_months_of_cytopenia():
+    """A low marrow reserve leaves ANC below 0.5 G/L for months (Rejeski et al. 2021:
+    prolonged cytopenia in high CAR-HEMATOTOX patients; ELIANA: grade 3-4 neutropenia
+    beyond day 30 in 53%)."""
+    traj = simulate(typical_course(), params={"hsc_regen": 0.005}, days=180)
+    anc = traj["anc"]
+    t = traj.t
+    assert np.all(anc[(t >= 7) & (t <= 90)] < 0.5)
+
+
+def test_allogeneic_boost_engrafts_only_in_a_suppressed_host():
+    """Han et al. 2022: an unconditioned allogeneic graft engrafted during post-CAR-T
+    aplasia. A 3e6 CD34+/kg allogeneic boost on day 30 into the suppressed, aplastic host
+    reaches majority donor chimerism by +30 days; the same boost into an untreated host
+    (no lymphodepletion, no CAR-T) is rejected."""
+    suppressed = with_boost(typical_course(), 30.0, 3e6, source="allogeneic")
+    traj = simulate(suppressed, params={"hsc_regen": 0.005}, days=90)
+    assert traj["chimerism"][traj.t == 60.0][0] > 50.0
+    untreated = with_boost(typical_course().iloc[0:0], 30.0, 3e6, source="allogeneic")
+    untreated["patient"] = "untreated"
+    traj = simulate(untreated, params={"hsc_regen": 0.005}, days=90)
+    assert traj["chimerism"][traj.t == 60.0][0] < 5.0
