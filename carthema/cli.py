@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
+
+try:  # typer >= 0.26 carries its own copy of click (typer._click)
+    from typer import Abort
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click
+    from click.exceptions import Abort, ClickException
 
 from carthema.data.errors import InputError
 
@@ -23,8 +28,18 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+@app.callback()
+def _root() -> None:
+    """CAR-T kinetics, haematopoiesis and engraftment windows after CD19 CAR-T therapy."""
+    # A callback keeps commands as subcommands even while only one is registered.
+
+
 # Command modules register themselves on `app` when imported.
 from carthema import cli_data, cli_model  # noqa: E402,F401
+
+cli_data.register(app)
+cli_model.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         err_console.print(f"error: {exc.message}", markup=False)
         sys.exit(2)
-    except click.exceptions.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except Abort:
         err_console.print("aborted")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

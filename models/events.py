@@ -8,8 +8,9 @@ Mapping of event kinds (``carthema.data`` events table) to the model:
 
 ========================  ==================================================================
 cart_infusion             bolus into ``cart_E``: amount (CAR+ cells/kg) x ``cart_f_dose``;
-                          without targets, also opens ``cart_expand`` until first dose +
-                          ``cart_tmax``
+                          a duration of N >= 2 days splits the amount into N equal daily
+                          infusions; without targets, also opens ``cart_expand`` until
+                          first dose + ``cart_tmax``
 lymphodepletion           input ``ld`` = sum over drugs of weight x amount / reference dose
                           (:data:`LD_REFERENCE`) during ``duration`` days (default 1)
 stem_cell_boost           allogeneic: bolus into donor stem cells (x ``graft_hsc``), donor
@@ -19,7 +20,10 @@ stem_cell_boost           allogeneic: bolus into donor stem cells (x ``graft_hsc
 gcsf                      input ``gcsf`` = 1 during ``duration`` days
 tpo_agonist               input ``tpo`` = 1 during ``duration`` days
 platelet_transfusion      bolus into ``plt_circ``: amount (units) x ``plt_unit_increment``
-rbc_transfusion           no red-cell lineage in the model: listed in ``ignored``
+rbc_transfusion,          no model effect (no red-cell lineage, no explicit cytokine or
+tocilizumab,              steroid effect): listed in ``ignored``
+corticosteroid,
+plasma_exchange
 ========================  ==================================================================
 
 Events that the chosen component set has no state for are listed in
@@ -44,9 +48,20 @@ LD_REFERENCE: dict[str, tuple[float, float]] = {
     "bendamustine": (90.0, 1.0),
 }
 
-#: CD3+ per CD34+ cell in an unselected mobilised peripheral-blood graft when the
-#: CD3+ dose is not given: typical grafts carry about 2-3e8 CD3+/kg with 5e6 CD34+/kg.
+#: CD3+ per CD34+ cell in an unselected mobilised peripheral-blood graft when neither the
+#: CD3+ nor the mononuclear-cell dose is given: typical grafts carry about 2-3e8 CD3+/kg
+#: with 5e6 CD34+/kg (assumption).
 UNSELECTED_CD3_PER_CD34 = 50.0
+#: CD3+ fraction of mononuclear cells in a mobilised apheresis product (assumption: T
+#: cells are roughly a quarter of the mononuclear cells).
+CD3_FRACTION_OF_MNC = 0.25
+#: Event kinds the model has no mechanism for; reported in ``SolverEvents.ignored``.
+NO_MODEL_EFFECT = {
+    "rbc_transfusion": "no red-cell lineage in the model",
+    "tocilizumab": "no explicit IL-6 blockade in the model",
+    "corticosteroid": "no explicit steroid effect in the model",
+    "plasma_exchange": "no explicit cytokine removal in the model",
+}
 
 BOLUS, SET_INPUT = 0, 1
 
@@ -134,13 +149,17 @@ def build_events(
         kind = str(row["kind"])
         amount = _get(row, "amount")
         amount = None if amount is None else float(amount)
-        duration = float(_get(row, "duration", 1.0) or 1.0)
+        duration = float(_get(row, "duration", 0.0) or 0.0)
         label = f"{kind} on day {day:g}"
         if kind == "cart_infusion":
             if not model.has("cart_E"):
                 ignored.append(label + " (model has no CAR-T component)")
                 continue
-            rows.append((day, BOLUS, state("cart_E"), amount, scale("cart_f_dose")))
+            n_split = max(1, int(round(duration))) if duration >= 2 else 1
+            for i in range(n_split):
+                rows.append(
+                    (day + i, BOLUS, state("cart_E"), amount / n_split, scale("cart_f_dose"))
+                )
             first_cart = day if first_cart is None else min(first_cart, day)
         elif kind == "lymphodepletion":
             if not model.has("ld"):
@@ -149,17 +168,27 @@ def build_events(
             drug = str(_get(row, "drug", "")).strip().lower()
             if drug not in LD_REFERENCE:
                 raise InputError(
-                    f"lymphodepletion drug '{drug}' on day {day:g} has no reference dose",
+                    f"the model has no reference dose for lymphodepletion drug '{drug}' "
+                    f"(day {day:g})",
                     column="drug",
-                    fix=f"use one of {sorted(LD_REFERENCE)}",
+                    fix=f"the model knows {sorted(LD_REFERENCE)}; express the regimen as an "
+                    "equivalent dose of one of them",
                 )
             ref, weight = LD_REFERENCE[drug]
-            periods.setdefault("ld", []).append((day, day + duration, weight * amount / ref))
+            # A lymphodepletion row is one day's dose unless a duration says otherwise.
+            span = duration if duration > 0 else 1.0
+            periods.setdefault("ld", []).append((day, day + span, weight * amount / ref))
         elif kind in ("gcsf", "tpo_agonist"):
             name = "gcsf" if kind == "gcsf" else "tpo"
             if not model.has(name):
                 ignored.append(label + " (model has no haematopoiesis component)")
                 continue
+            if duration <= 0:
+                raise InputError(
+                    f"{kind} period on day {day:g} has no duration",
+                    column="duration",
+                    fix="give the number of days the treatment was given",
+                )
             periods.setdefault(name, []).append((day, day + duration, 1.0))
         elif kind == "platelet_transfusion":
             if not model.has("plt_circ"):
@@ -180,9 +209,17 @@ def build_events(
             rows.append((day, BOLUS, state("plt_prol"), amount, scale("graft_prog_plt")))
             if allo:
                 cd3 = _get(row, "cd3_per_kg")
+                mnc = _get(row, "mnc_per_kg")
                 if cd3 is None:
                     if _is_true(_get(row, "cd34_selected", False)):
                         cd3 = 0.0
+                    elif mnc is not None:
+                        cd3 = CD3_FRACTION_OF_MNC * float(mnc)
+                        notes.append(
+                            f"{label}: unselected graft without a CD3+ dose; assumed "
+                            f"{CD3_FRACTION_OF_MNC:g} of {float(mnc):.3g} MNC/kg = {cd3:.3g} "
+                            "CD3+/kg"
+                        )
                     else:
                         cd3 = UNSELECTED_CD3_PER_CD34 * amount
                         notes.append(
@@ -191,8 +228,8 @@ def build_events(
                         )
                 if float(cd3) > 0:
                     rows.append((day, BOLUS, state("gvh_T"), float(cd3) / 1e8, -1))
-        elif kind == "rbc_transfusion":
-            ignored.append(label + " (no red-cell lineage in the model)")
+        elif kind in NO_MODEL_EFFECT:
+            ignored.append(f"{label} ({NO_MODEL_EFFECT[kind]})")
         else:
             raise InputError(
                 f"unknown event kind '{kind}'", column="kind", fix="see carthema.data events kinds"

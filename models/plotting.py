@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 #: Observables shown on a log axis because they span decades.
 LOG_SCALE = {"cart_copies", "b_cells", "marrow_blasts", "anc", "platelets"}
@@ -35,6 +36,8 @@ def plot_trajectory(
         if name in LOG_SCALE:
             floor = max(np.nanmax(y) * 1e-6, 1e-3) if np.isfinite(y).any() else 1e-3
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             y = np.where(y > floor, y, np.nan)
         ax.plot(traj.t, y, color="C0", lw=1.6, label="model")
         for thr in THRESHOLDS.get(name, ()):

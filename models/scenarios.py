@@ -21,7 +21,7 @@ EVENT_COLUMNS = [
 
 
 def _row(
-    patient: str, day: float, kind: str, amount: float, unit: str, duration: float = 1.0, **extra
+    patient: str, day: float, kind: str, amount: float, unit: str, duration: float | None = None, **extra
 ) -> dict:
     r = {c: None for c in EVENT_COLUMNS}
     r.update(
@@ -30,7 +30,7 @@ def _row(
         kind=kind,
         amount=float(amount),
         unit=unit,
-        duration=float(duration),
+        duration=None if duration is None else float(duration),
         **extra,
     )
     return r
@@ -59,7 +59,7 @@ def typical_course(
         )
     for d in cart_days:
         rows.append(
-            _row(patient, d, "cart_infusion", cart_dose / len(cart_days), "cells/kg", duration=0.0)
+            _row(patient, d, "cart_infusion", cart_dose / len(cart_days), "cells/kg")
         )
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
@@ -78,6 +78,6 @@ def with_boost(
     extra = {"source": source, "cd34_selected": "yes" if cd34_selected else "no"}
     if cd3_per_kg is not None:
         extra["cd3_per_kg"] = float(cd3_per_kg)
-    boost = _row(patient, day, "stem_cell_boost", cd34_per_kg, "cells/kg", duration=0.0, **extra)
+    boost = _row(patient, day, "stem_cell_boost", cd34_per_kg, "cells/kg", **extra)
     out = pd.concat([events, pd.DataFrame([boost], columns=EVENT_COLUMNS)], ignore_index=True)
     return out.sort_values("day", kind="stable").reset_index(drop=True)

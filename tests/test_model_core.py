@@ -238,8 +238,8 @@ def test_allogeneic_boost_engrafts_only_in_a_suppressed_host():
     (no lymphodepletion, no CAR-T) is rejected."""
     suppressed = with_boost(typical_course(), 30.0, 3e6, source="allogeneic")
     traj = simulate(suppressed, params={"hsc_regen": 0.005}, days=90)
-    assert traj["chimerism"][traj.t == 60.0][0] > 50.0
+    assert traj["chimerism_cd15"][traj.t == 60.0][0] > 50.0
     untreated = with_boost(typical_course().iloc[0:0], 30.0, 3e6, source="allogeneic")
     untreated["patient"] = "untreated"
     traj = simulate(untreated, params={"hsc_regen": 0.005}, days=90)
-    assert traj["chimerism"][traj.t == 60.0][0] < 5.0
+    assert traj["chimerism_cd15"][traj.t == 60.0][0] < 5.0

@@ -316,7 +316,11 @@ INPUTS = ("ld", "gcsf", "tpo")
 OBSERVABLES = (
     Observable("anc", "G/L", "absolute neutrophil count"),
     Observable("platelets", "G/L", "platelet count"),
-    Observable("chimerism", "%", "donor fraction of blood neutrophils (myeloid chimerism)"),
+    Observable(
+        "chimerism_cd15",
+        "% donor",
+        "donor fraction of blood neutrophils (myeloid, CD15+ chimerism)",
+    ),
 )
 
 
@@ -403,5 +407,5 @@ def observables(s: dict, p: dict, m) -> dict:
     return {
         "anc": host + donor,
         "platelets": s["plt_circ"],
-        "chimerism": 100.0 * donor / (host + donor),
+        "chimerism_cd15": 100.0 * donor / (host + donor),
     }

@@ -1,0 +1,81 @@
+"""Synthetic virtual patients and the vectorised population paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carthema import get_model, load_example, read_events, read_observations, typical_course
+from carthema.models import jax_backend
+from carthema.models.compiled import numba_model
+from carthema.models.events import build_events
+from carthema.models.virtual import LLOQ, draw_parameters, make_virtual_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return make_virtual_cohort(4, seed=11)
+
+
+def test_virtual_cohort_is_valid_data_and_reproducible(cohort, tmp_path):
+    cohort.write(tmp_path)
+    obs = read_observations(tmp_path / "observations.csv")
+    ev = read_events(tmp_path / "events.csv")
+    assert obs["patient"].nunique() == 4 and ev["patient"].nunique() == 4
+    again = make_virtual_cohort(4, seed=11)
+    pd.testing.assert_frame_equal(cohort.observations, again.observations)
+    truth = cohort.parameters
+    assert set(truth["name"]) == set(get_model("full").param_names)
+
+
+def test_values_below_lloq_are_flagged_not_dropped(cohort):
+    obs = cohort.observations
+    qpcr = obs[obs["analyte"] == "cart_copies"]
+    blq = qpcr[qpcr["blq"]]
+    assert len(blq) > 0
+    assert blq["value"].isna().all() and (blq["lloq"] == LLOQ["cart_copies"]).all()
+    assert (qpcr.loc[~qpcr["blq"], "value"] >= LLOQ["cart_copies"]).all()
+    # Every scheduled visit is present: 10 qPCR samples per patient.
+    assert qpcr.groupby("patient").size().eq(10).all()
+
+
+def test_bundled_synthetic_patients_match_the_generator():
+    """The bundled files are what the generator makes now (regenerate them after a model
+    change: python -m carthema.models.virtual data/examples/synthetic 5 2026)."""
+    ex = load_example("synthetic")
+    fresh = make_virtual_cohort(5, seed=2026)
+    got = ex.observations.sort_values(["patient", "analyte", "day"]).reset_index(drop=True)
+    want = fresh.observations.sort_values(["patient", "analyte", "day"]).reset_index(drop=True)
+    assert list(got["blq"]) == list(want["blq"])
+    np.testing.assert_allclose(
+        got["value"].to_numpy(float), want["value"].to_numpy(float), rtol=1e-3, equal_nan=True
+    )
+
+
+def test_numba_prange_population_matches_jax_vmap_population():
+    m = get_model("full")
+    P = draw_parameters(m, 6, np.random.default_rng(3))
+    ev = build_events(m, typical_course(), m.default_params())
+    t_out = np.arange(-5.0, 121.0, 1.0)
+    u0 = np.zeros(m.n_u)
+    mod = numba_model(m)
+    st_n, O_n = mod.solve_population(
+        P, u0, -5.0, t_out, ev.t, ev.kind, ev.target, ev.value, ev.scale, 1e-10, 1e-12, 200_000, 0
+    )
+    st_j, O_j = jax_backend.simulate_population(
+        m,
+        P,
+        t_out,
+        t0=-5.0,
+        ev_t=ev.t,
+        ev_kind=ev.kind,
+        ev_target=ev.target,
+        ev_value=ev.value,
+        ev_scale=ev.scale,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    assert np.all(st_n == 0) and np.all(st_j == 0)
+    scale = np.maximum(np.abs(O_n).max(axis=1, keepdims=True), 1e-12)
+    assert np.max(np.abs(O_n - O_j) / np.maximum(np.abs(O_n), 1e-6 * scale)) < 1e-5
