@@ -21,7 +21,13 @@ EVENT_COLUMNS = [
 
 
 def _row(
-    patient: str, day: float, kind: str, amount: float, unit: str, duration: float | None = None, **extra
+    patient: str,
+    day: float,
+    kind: str,
+    amount: float,
+    unit: str,
+    duration: float | None = None,
+    **extra,
 ) -> dict:
     r = {c: None for c in EVENT_COLUMNS}
     r.update(
@@ -58,9 +64,7 @@ def typical_course(
             _row(patient, d, "lymphodepletion", cyclophosphamide, "mg/m2", drug="cyclophosphamide")
         )
     for d in cart_days:
-        rows.append(
-            _row(patient, d, "cart_infusion", cart_dose / len(cart_days), "cells/kg")
-        )
+        rows.append(_row(patient, d, "cart_infusion", cart_dose / len(cart_days), "cells/kg"))
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 

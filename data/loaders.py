@@ -1,0 +1,172 @@
+"""Read observation and event files (CSV or Parquet, chosen by extension).
+
+``read_observations(path)`` and ``read_events(path)`` return validated tables in
+canonical units, sorted by patient and day (see :mod:`carthema.data.schema`). Bad input
+raises one :class:`InputError` naming the file, the 1-based data row (the header is
+row 0; Parquet rows are numbered the same way), the column and the fix.
+
+Every cell is read as text first, so that a value like ``1,5`` or ``<50`` is reported
+exactly as written instead of being coerced by the CSV reader.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from carthema.data.errors import InputError
+from carthema.data.validate import (
+    to_text_frame,
+    validate_events_text,
+    validate_observations_text,
+    validate_outcomes_text,
+)
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suf in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        if name.endswith(suf):
+            return suf
+    return path.suffix.lower()
+
+
+def read_table_text(path: str | Path) -> pd.DataFrame:
+    """Read a CSV/TSV or Parquet file as a text frame (index = 1-based data row numbers).
+
+    Raises :class:`InputError` for a missing file, an unknown extension, an empty file,
+    a malformed CSV line or an unreadable Parquet file.
+    """
+    p = Path(path)
+    where = str(path)
+    if not p.exists():
+        raise InputError(
+            "file not found.",
+            file=where,
+            fix="check the path (relative paths are taken from the current directory).",
+        )
+    if p.is_dir():
+        raise InputError("is a directory, not a file.", file=where, fix="give a file path.")
+    suffix = _suffix(p)
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet(p, where)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(p, where, sep="\t" if suffix == ".tsv" else ",")
+    raise InputError(
+        f"unknown file type '{p.suffix}'.",
+        file=where,
+        fix="save the table as .csv (comma-separated, header in the first line) or .parquet.",
+    )
+
+
+def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
+    if p.stat().st_size == 0:
+        raise InputError(
+            "the file is empty (no header, no rows).",
+            file=where,
+            row=0,
+            fix="write a header line and at least one data row.",
+        )
+    try:
+        # skip_blank_lines=False keeps row numbers equal to file line numbers - 1
+        raw = pd.read_csv(
+            p,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            "the file is empty (no header, no rows).",
+            file=where,
+            row=0,
+            fix="write a header line and at least one data row.",
+        ) from None
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if m:
+            line = int(m.group(2))
+            raise InputError(
+                f"row has {m.group(3)} fields but the header has {m.group(1)}.",
+                file=where,
+                row=line - 1,
+                fix="check for an extra separator or an unquoted comma in a text cell.",
+            ) from None
+        raise InputError(
+            f"not a readable CSV file ({str(exc).splitlines()[0]}).",
+            file=where,
+            fix="save the table as comma-separated text with a header line.",
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text.", file=where, fix="save the file as UTF-8 CSV.") from None
+    raw.index = pd.RangeIndex(1, len(raw) + 1)
+    return raw.astype(object).fillna("")
+
+
+def _read_parquet(p: Path, where: str) -> pd.DataFrame:
+    try:
+        raw = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise InputError(
+            f"not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0]}).",
+            file=where,
+            fix="write it with pandas.DataFrame.to_parquet or save it as .csv.",
+        ) from None
+    if len(raw.columns) == 0:
+        raise InputError(
+            "the file is empty (no columns).",
+            file=where,
+            row=0,
+            fix="write a table with a header and at least one row.",
+        )
+    return to_text_frame(raw.reset_index(drop=True))
+
+
+def read_observations(path: str | Path) -> pd.DataFrame:
+    """Read and validate an observation file; values in canonical units.
+
+    Columns (see :mod:`carthema.data.schema`): patient, day, analyte, value, unit,
+    compartment, lloq, blq, note. Units are converted to each analyte's canonical unit
+    (counts G/L, B cells cells/uL, CAR-T copies/ug DNA, percentages %, haemoglobin g/L,
+    CRP mg/L, ferritin ug/L, IL-6 pg/mL). Below-limit rows keep ``blq=True``; their value
+    may be empty (NaN) with the limit in ``lloq``.
+    """
+    return validate_observations_text(read_table_text(path), str(path))
+
+
+def read_events(path: str | Path) -> pd.DataFrame:
+    """Read and validate an events file; amounts in canonical units.
+
+    Columns: patient, day, kind, amount, unit, duration, drug, source, cd34_selected,
+    cd3_per_kg, mnc_per_kg, note (see :mod:`carthema.data.events` for the kinds).
+    CAR-T and boost doses are in cells/kg, lymphodepletion in mg/m2, G-CSF in ug/kg/day
+    (or dose/day), transfusions in units, durations in days.
+    """
+    return validate_events_text(read_table_text(path), str(path))
+
+
+def read_outcomes(path: str | Path) -> pd.DataFrame:
+    """Read and validate an outcomes file (patient, outcome, day, source_quote)."""
+    return validate_outcomes_text(read_table_text(path), str(path))
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as CSV or Parquet (by extension), readable by the readers above."""
+    p = Path(path)
+    suffix = _suffix(p)
+    if suffix in PARQUET_SUFFIXES:
+        df.to_parquet(p, index=False)
+    elif suffix in CSV_SUFFIXES:
+        df.to_csv(p, index=False, sep="\t" if suffix == ".tsv" else ",")
+    else:
+        raise InputError(
+            f"unknown file type '{p.suffix}'.", file=str(path), fix="use .csv or .parquet."
+        )
+    return p

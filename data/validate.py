@@ -1,0 +1,801 @@
+"""Row-by-row validation of observation, event and outcome tables.
+
+Every check stops at the first bad row and raises one :class:`InputError` naming the
+file, the 1-based data row (header = row 0), the column and the fix. Checks run in a
+fixed order (columns, then each column left to right, then cross-column and cross-row
+rules), so the same file always gives the same message. Nothing is dropped or guessed:
+a value that cannot be read exactly is refused. The only rows skipped are blank lines.
+
+The validators work on a *text frame*: every cell a string, ``""`` when empty, and the
+index holding each row's 1-based number in the file. The readers in
+:mod:`carthema.data.loaders` build it from CSV and Parquet; :func:`to_text_frame` builds
+it from an in-memory DataFrame, so tables made in code get the same checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from carthema.data import units as U
+from carthema.data.analytes import ANALYTES, COMPARTMENTS, suggest_analytes
+from carthema.data.errors import InputError
+from carthema.data.events import (
+    EVENT_KINDS,
+    KIND_SPECIFIC_COLUMNS,
+    SOURCES,
+    YES_NO,
+    get_event_kind,
+    suggest_event_kinds,
+)
+from carthema.data.schema import (
+    EVENT_COLUMNS,
+    EVENT_REQUIRED,
+    OBSERVATION_COLUMNS,
+    OBSERVATION_KEY,
+    OBSERVATION_REQUIRED,
+    OUTCOME_COLUMNS,
+    check_events,
+    check_observations,
+)
+
+# Cell contents that mean "no value" (compared case-insensitively). "." is NONMEM's.
+MISSING_MARKERS: frozenset[str] = frozenset({"", "na", "nan", "n/a", "null", "none", "."})
+
+
+# ----------------------------------------------------------------------------- text frames
+def _cell_text(x: object) -> str:
+    """One cell as text, exactly: floats in shortest round-trip form, missing as ''."""
+    if x is None or x is pd.NA or x is pd.NaT:
+        return ""
+    if isinstance(x, bool | np.bool_):
+        return "true" if x else "false"
+    if isinstance(x, float | np.floating):
+        if math.isnan(x):
+            return ""
+        return str(float(x))
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    return str(x).strip()
+
+
+def to_text_frame(df: pd.DataFrame, rows: Iterable[int] | None = None) -> pd.DataFrame:
+    """Copy of ``df`` with every cell as text and the index set to 1-based row numbers.
+
+    ``rows`` gives each row's number in its file; by default rows are numbered 1..n in
+    order (header = row 0), which is also how Parquet rows are reported.
+    """
+    out = pd.DataFrame(
+        {str(c): [_cell_text(x) for x in df[c].tolist()] for c in df.columns},
+        dtype=object,
+    )
+    out.index = pd.Index(list(rows) if rows is not None else range(1, len(df) + 1))
+    return out
+
+
+class _Table:
+    """A text frame being validated, with the name of the file it came from."""
+
+    def __init__(self, text: pd.DataFrame, source: str) -> None:
+        self.df = text
+        self.source = source
+
+    def fail(self, row: int | None, column: str | None, problem: str, fix: str) -> None:
+        raise InputError(problem, file=self.source, row=row, column=column, fix=fix)
+
+    def first(self, mask: pd.Series) -> int | None:
+        """Row number of the first True in ``mask`` (None if none)."""
+        hits = mask[mask.to_numpy(dtype=bool)]
+        return None if hits.empty else int(hits.index[0])
+
+    def col(self, name: str) -> pd.Series:
+        return self.df[name].astype(object).map(lambda s: str(s).strip())
+
+    def missing(self, name: str) -> pd.Series:
+        return self.col(name).str.lower().isin(MISSING_MARKERS)
+
+
+def _suggest(word: str, pool: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(word, list(pool), n=3, cutoff=0.6)
+
+
+def _normalise_columns(t: _Table, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    """Lower-case and strip column names; refuse duplicated, unknown or missing columns."""
+    names = [str(c).strip().lower() for c in t.df.columns]
+    seen: set[str] = set()
+    for raw, name in zip(t.df.columns, names, strict=True):
+        # read_csv renames a repeated header "day" to "day.1"; catch both spellings.
+        base = re.sub(r"\.\d+$", "", name) if name not in allowed else name
+        if name in seen or (base != name and base in allowed):
+            t.fail(
+                0,
+                base,
+                f"column '{base}' appears more than once in the header.",
+                "keep one column of each name.",
+            )
+        seen.add(name)
+        if name not in allowed:
+            close = _suggest(name, allowed)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            t.fail(
+                0,
+                str(raw),
+                f"unknown column '{raw}'.",
+                f"{hint}Allowed columns: {', '.join(allowed)}; put free text in 'note'.",
+            )
+    t.df.columns = names
+    for name in required:
+        if name not in names:
+            t.fail(
+                0,
+                name,
+                f"required column '{name}' is missing (header has: {', '.join(names)}).",
+                f"add a '{name}' column; required columns are {', '.join(required)}.",
+            )
+
+
+def _drop_blank_rows(t: _Table) -> None:
+    """Blank lines are not records: drop rows whose every cell is empty."""
+    if t.df.empty:
+        return
+    blank = t.df.apply(lambda col: col.map(lambda s: str(s).strip() == "")).all(axis=1)
+    t.df = t.df[~blank]
+
+
+def _require_rows(t: _Table) -> None:
+    if t.df.empty:
+        t.fail(1, None, "the table has a header but no data rows.", "add at least one row.")
+
+
+def _text(t: _Table, name: str, *, required: bool, fix: str) -> pd.Series:
+    """A text column, stripped; '' where empty. Refuses empty cells if ``required``."""
+    if name not in t.df.columns:
+        return pd.Series("", index=t.df.index, dtype=object)
+    s = t.col(name)
+    if required:
+        row = t.first(t.missing(name))
+        if row is not None:
+            t.fail(row, name, f"'{name}' is empty.", fix)
+    return s.where(~t.missing(name), "")
+
+
+def _numbers(
+    t: _Table,
+    name: str,
+    *,
+    required: bool,
+    what: str,
+    fix_missing: str,
+    hint: str = "",
+) -> pd.Series:
+    """A numeric column as float (NaN where empty). Refuses text and non-finite numbers."""
+    if name not in t.df.columns:
+        return pd.Series(np.nan, index=t.df.index, dtype=float)
+    s = t.col(name)
+    missing = t.missing(name)
+    if required:
+        row = t.first(missing)
+        if row is not None:
+            t.fail(row, name, f"{what} is empty.", fix_missing)
+    # Decimal commas and thousands separators are refused, not reinterpreted.
+    num = pd.to_numeric(s.where(~missing), errors="coerce").astype(float)
+    bad = ~missing & num.isna()
+    row = t.first(bad)
+    if row is not None:
+        raw = s.loc[row]
+        extra = hint
+        if re.fullmatch(r"[<>]=?\s*[-+0-9.eE]+", raw):
+            extra = (
+                "write a below-limit result as an empty value with blq=true and the "
+                "limit in lloq (e.g. value='', blq=true, lloq=50). "
+            )
+        elif re.fullmatch(r"[-+]?[0-9]+,[0-9]+", raw):
+            extra = "use a dot as the decimal separator. "
+        t.fail(row, name, f"{what} '{raw}' is not a number.", f"{extra}Write a plain number.")
+    nonfinite = ~missing & ~np.isfinite(num.fillna(0.0))
+    row = t.first(nonfinite)
+    if row is not None:
+        t.fail(
+            row,
+            name,
+            f"{what} '{s.loc[row]}' is not a finite number.",
+            "write a finite number (an empty cell where there is no value).",
+        )
+    return num
+
+
+def _yes_no(t: _Table, name: str, *, default: bool | None) -> pd.Series:
+    """A yes/no column as bool (``default`` where empty; None keeps pd.NA)."""
+    if name not in t.df.columns:
+        return pd.Series(default if default is not None else pd.NA, index=t.df.index)
+    s = t.col(name).str.lower()
+    missing = t.missing(name)
+    bad = ~missing & ~s.isin(list(YES_NO))
+    row = t.first(bad)
+    if row is not None:
+        t.fail(
+            row,
+            name,
+            f"'{t.col(name).loc[row]}' is not a yes/no value.",
+            "write yes, no, true, false, 1 or 0.",
+        )
+    out = s.map(lambda v: YES_NO.get(v))
+    fill = default if default is not None else pd.NA
+    return out.where(~missing, fill)
+
+
+def _check_day(t: _Table) -> pd.Series:
+    return _numbers(
+        t,
+        "day",
+        required=True,
+        what="day",
+        fix_missing="give the day as a number of days since the first CAR-T infusion (day 0).",
+        hint="day must be a number of days since the first CAR-T infusion, not a date. ",
+    )
+
+
+def _check_patient(t: _Table) -> pd.Series:
+    return _text(t, "patient", required=True, fix="give every row a patient identifier.")
+
+
+def _analyte_units(symbols: Iterable[str]) -> str:
+    """Accepted spellings of an analyte's units, for a message."""
+    return U.describe(U.spellings(tuple(symbols)))
+
+
+def _kind_units(kind_units: Iterable[str]) -> str:
+    """Accepted spellings of an event kind's units (every unit of the same dimension)."""
+    dims = {U.parse_unit(s).dimension for s in kind_units}
+    return U.describe(U.spellings(tuple(U.symbols_of_dimension(dims))))
+
+
+# ---------------------------------------------------------------------------- observations
+def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate a text frame of observations; return the canonical table.
+
+    See :mod:`carthema.data.schema` for the columns. Values and limits are converted to
+    each analyte's canonical unit. Rows where ``blq`` is true may have an empty value
+    (stored as NaN; ``lloq`` keeps the limit).
+    """
+    t = _Table(text.copy(), source)
+    _normalise_columns(t, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
+    _drop_blank_rows(t)
+    _require_rows(t)
+
+    patient = _check_patient(t)
+    day = _check_day(t)
+
+    # analyte
+    analyte_raw = _text(t, "analyte", required=True, fix="name the analyte of every row.")
+    analyte = analyte_raw.str.lower()
+    unknown = ~analyte.isin(list(ANALYTES))
+    row = t.first(unknown)
+    if row is not None:
+        close = suggest_analytes(analyte_raw.loc[row])
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        t.fail(
+            row,
+            "analyte",
+            f"unknown analyte '{analyte_raw.loc[row]}'.",
+            f"{hint}Known analytes: {', '.join(ANALYTES)}.",
+        )
+
+    # compartment: empty -> the analyte's default, where it has exactly one meaning
+    comp_raw = _text(t, "compartment", required=False, fix="")
+    comp = comp_raw.str.lower()
+    bad = (comp != "") & ~comp.isin(list(COMPARTMENTS))
+    row = t.first(bad)
+    if row is not None:
+        t.fail(
+            row,
+            "compartment",
+            f"unknown compartment '{comp_raw.loc[row]}'.",
+            f"write one of: {', '.join(COMPARTMENTS)}.",
+        )
+    default = analyte.map(lambda a: ANALYTES[a].default_compartment or "")
+    comp = comp.where(comp != "", default)
+    row = t.first(comp == "")
+    if row is not None:
+        a = ANALYTES[analyte.loc[row]]
+        t.fail(
+            row,
+            "compartment",
+            f"{a.name} is measured in blood and in marrow, and this row does not say which.",
+            "fill the 'compartment' column with blood or marrow.",
+        )
+    allowed = pd.Series(
+        [c in ANALYTES[a].compartments for a, c in zip(analyte, comp, strict=True)],
+        index=t.df.index,
+    )
+    row = t.first(~allowed)
+    if row is not None:
+        a = ANALYTES[analyte.loc[row]]
+        t.fail(
+            row,
+            "compartment",
+            f"{a.name} is not measured in {comp.loc[row]}.",
+            f"use compartment {' or '.join(a.compartments)}, or check the analyte.",
+        )
+
+    # unit
+    unit_raw = _text(
+        t,
+        "unit",
+        required=True,
+        fix="give the unit of every value (e.g. G/L, cells/uL, copies/ug DNA, %).",
+    )
+    parsed = unit_raw.map(U.parse_unit)
+    row = t.first(parsed.isna())
+    if row is not None:
+        a = ANALYTES[analyte.loc[row]]
+        t.fail(
+            row,
+            "unit",
+            f"unknown unit '{unit_raw.loc[row]}'.",
+            f"write one of the units of {a.name}: {_analyte_units(a.units)}.",
+        )
+    fits = pd.Series(
+        [u.symbol in ANALYTES[a].units for a, u in zip(analyte, parsed, strict=True)],
+        index=t.df.index,
+    )
+    row = t.first(~fits)
+    if row is not None:
+        a = ANALYTES[analyte.loc[row]]
+        t.fail(
+            row,
+            "unit",
+            f"unit '{unit_raw.loc[row]}' is not a unit of {a.name} ({a.description}).",
+            f"write one of: {_analyte_units(a.units)}.",
+        )
+    # One unit per patient and analyte: a change of unit inside a series is more often a
+    # transcription slip than a change of lab, so it is refused rather than converted.
+    symbol = parsed.map(lambda u: u.symbol)
+    first_symbol = symbol.groupby([patient, analyte]).transform("first")
+    row = t.first(symbol != first_symbol)
+    if row is not None:
+        t.fail(
+            row,
+            "unit",
+            f"patient {patient.loc[row]} has {analyte.loc[row]} in '{unit_raw.loc[row]}' "
+            f"here but in '{first_symbol.loc[row]}' on an earlier row (mixed units).",
+            "use one unit per analyte and patient; carthema converts it to "
+            f"{ANALYTES[analyte.loc[row]].canonical_unit} on load.",
+        )
+
+    # blq flag, value, lloq
+    blq = _yes_no(t, "blq", default=False).astype(bool)
+    value = _numbers(
+        t,
+        "value",
+        required=False,
+        what="value",
+        fix_missing="",
+    )
+    lloq = _numbers(
+        t,
+        "lloq",
+        required=False,
+        what="lloq",
+        fix_missing="",
+    )
+    row = t.first(value.isna() & ~blq)
+    if row is not None:
+        t.fail(
+            row,
+            "value",
+            "value is empty.",
+            "give the measured value; if it was below the quantification limit, "
+            "set blq=true and give the limit in lloq.",
+        )
+    row = t.first(lloq.notna() & (lloq <= 0))
+    if row is not None:
+        t.fail(row, "lloq", f"lloq {lloq.loc[row]:g} is not positive.", "give a limit > 0.")
+    row = t.first(blq & lloq.isna())
+    if row is not None:
+        t.fail(
+            row,
+            "lloq",
+            "blq is set but lloq (the quantification limit) is empty.",
+            "give the assay's lower limit of quantification in lloq, in the row's unit.",
+        )
+    row = t.first(blq & value.notna() & (value > lloq))
+    if row is not None:
+        t.fail(
+            row,
+            "value",
+            f"value {value.loc[row]:g} is above lloq {lloq.loc[row]:g} but flagged blq.",
+            "set blq=false if the value was quantified, or correct value or lloq.",
+        )
+    row = t.first(~blq & value.notna() & lloq.notna() & (value < lloq))
+    if row is not None:
+        t.fail(
+            row,
+            "blq",
+            f"value {value.loc[row]:g} is below lloq {lloq.loc[row]:g} but not flagged blq.",
+            "set blq=true (the value is kept), or correct value or lloq.",
+        )
+    is_count = analyte.map(lambda a: ANALYTES[a].count)
+    row = t.first(value < 0)
+    if row is not None:
+        kind = "a count" if is_count.loc[row] else "this analyte"
+        t.fail(
+            row,
+            "value",
+            f"value {value.loc[row]:g} is negative; {kind} ({analyte.loc[row]}) "
+            "cannot be below zero.",
+            "correct the value; write a below-limit result as blq=true with lloq.",
+        )
+    upper = analyte.map(lambda a: ANALYTES[a].upper if ANALYTES[a].upper else np.inf)
+    factor = pd.Series(
+        [
+            u.factor / U.parse_unit(ANALYTES[a].canonical_unit).factor
+            for a, u in zip(analyte, parsed, strict=True)
+        ],
+        index=t.df.index,
+        dtype=float,
+    )
+    row = t.first(value * factor > upper)
+    if row is not None:
+        t.fail(
+            row,
+            "value",
+            f"value {value.loc[row]:g} is above {upper.loc[row]:g} "
+            f"{ANALYTES[analyte.loc[row]].canonical_unit}, impossible for {analyte.loc[row]}.",
+            "a percentage must lie between 0 and 100.",
+        )
+
+    # duplicated record
+    keyframe = pd.DataFrame(
+        {"patient": patient, "day": day, "analyte": analyte, "compartment": comp}
+    )
+    dup = keyframe.duplicated(keep="first")
+    row = t.first(dup)
+    if row is not None:
+        k = keyframe.loc[row]
+        same = (keyframe == k).all(axis=1)
+        earlier = int(same[same].index[0])
+        t.fail(
+            row,
+            "day",
+            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['analyte']} "
+            f"in {k['compartment']} already appears on row {earlier}.",
+            "keep one measurement per patient, day, analyte and compartment "
+            "(use fractional days for repeated measurements on one day).",
+        )
+
+    note = _text(t, "note", required=False, fix="")
+    out = pd.DataFrame(
+        {
+            "patient": patient.astype(str),
+            "day": day.astype(float),
+            "analyte": analyte.astype(str),
+            "value": (value * factor).astype(float),
+            "unit": analyte.map(lambda a: ANALYTES[a].canonical_unit).astype(str),
+            "compartment": comp.astype(str),
+            "lloq": (lloq * factor).astype(float),
+            "blq": blq.astype(bool),
+            "note": note.replace("", np.nan).astype(object),
+        }
+    )
+    out = _sort(out, ["patient", "day", "analyte", "compartment"])
+    out["note"] = out["note"].astype("str").where(out["note"].notna(), None)
+    out.attrs["source"] = source
+    return check_observations(out, source)
+
+
+# ---------------------------------------------------------------------------------- events
+def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate a text frame of events; return the canonical table.
+
+    See :mod:`carthema.data.events` for the kinds and :mod:`carthema.data.schema` for
+    the columns. Amounts are converted to the kind's canonical unit (cells/kg, mg/m2, ...).
+    """
+    t = _Table(text.copy(), source)
+    _normalise_columns(t, EVENT_COLUMNS, EVENT_REQUIRED)
+    _drop_blank_rows(t)
+    _require_rows(t)
+
+    patient = _check_patient(t)
+    day = _check_day(t)
+
+    kind_raw = _text(t, "kind", required=True, fix="give every event a kind.")
+    kind = kind_raw.str.lower()
+    row = t.first(~kind.isin(list(EVENT_KINDS)))
+    if row is not None:
+        close = suggest_event_kinds(kind_raw.loc[row])
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        t.fail(
+            row,
+            "kind",
+            f"unknown event kind '{kind_raw.loc[row]}'.",
+            f"{hint}Known kinds: {', '.join(EVENT_KINDS)}.",
+        )
+    spec = kind.map(get_event_kind)
+
+    # amount and unit
+    amount = _numbers(t, "amount", required=False, what="amount", fix_missing="")
+    needs = spec.map(lambda k: k.amount_required)
+    row = t.first(needs & amount.isna())
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "amount",
+            f"{k.name} event has no amount.",
+            f"give the amount in {' or '.join(k.units)} ({k.description}).",
+        )
+    row = t.first(amount.notna() & (amount <= 0))
+    if row is not None:
+        t.fail(
+            row,
+            "amount",
+            f"amount {amount.loc[row]:g} is not positive.",
+            "give a dose > 0; leave out events that did not happen.",
+        )
+    unit_raw = _text(t, "unit", required=False, fix="")
+    row = t.first(amount.notna() & (unit_raw == ""))
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "unit",
+            "amount is given without a unit.",
+            f"write the unit of {k.name}: {_kind_units(k.units)}.",
+        )
+    row = t.first(amount.isna() & (unit_raw != ""))
+    if row is not None:
+        t.fail(
+            row,
+            "unit",
+            f"unit '{unit_raw.loc[row]}' is given but amount is empty.",
+            "give the amount, or leave the unit empty too.",
+        )
+    parsed = unit_raw.map(lambda s: U.parse_unit(s) if s else None)
+    row = t.first((unit_raw != "") & parsed.isna())
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "unit",
+            f"unknown unit '{unit_raw.loc[row]}'.",
+            f"write one of the units of {k.name}: {_kind_units(k.units)}.",
+        )
+    target: list[str | None] = []
+    for k, u in zip(spec, parsed, strict=True):
+        if u is None:
+            target.append(None)
+            continue
+        match = [sym for sym in k.units if U.parse_unit(sym).dimension == u.dimension]
+        target.append(match[0] if match else "")
+    target_s = pd.Series(target, index=t.df.index, dtype=object)
+    row = t.first(target_s == "")
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "unit",
+            f"unit '{unit_raw.loc[row]}' is not a unit of {k.name} ({k.description}).",
+            f"write one of: {_kind_units(k.units)}.",
+        )
+    factor = pd.Series(
+        [
+            u.factor / U.parse_unit(tg).factor if u is not None else 1.0
+            for u, tg in zip(parsed, target_s, strict=True)
+        ],
+        index=t.df.index,
+        dtype=float,
+    )
+
+    # duration
+    duration = _numbers(t, "duration", required=False, what="duration", fix_missing="")
+    row = t.first(duration < 0)
+    if row is not None:
+        t.fail(row, "duration", f"duration {duration.loc[row]:g} is negative.", "give days >= 0.")
+    is_period = spec.map(lambda k: k.period)
+    row = t.first(is_period & (duration.isna() | (duration <= 0)))
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "duration",
+            f"{k.name} is a period and needs a duration in days (> 0).",
+            f"give the number of days the {k.name} period lasted.",
+        )
+    takes_duration = spec.map(lambda k: k.period or k.split_allowed)
+    row = t.first(~takes_duration & duration.notna() & (duration > 0))
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(
+            row,
+            "duration",
+            f"duration does not apply to {k.name} (a one-day event).",
+            "write one row per day the event happened, with that day's amount.",
+        )
+
+    # kind-specific columns: a value where it does not apply is refused, not ignored
+    present = {c: _text(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
+    for col in KIND_SPECIFIC_COLUMNS:
+        applies = spec.map(lambda k, c=col: (c == "drug" and bool(k.drugs)) or c in k.columns)
+        row = t.first(~applies & (present[col] != ""))
+        if row is not None:
+            users = [
+                k.name
+                for k in EVENT_KINDS.values()
+                if (col == "drug" and k.drugs) or col in k.columns
+            ]
+            t.fail(
+                row,
+                col,
+                f"'{col}' does not apply to {spec.loc[row].name}.",
+                f"leave it empty; it is used by {', '.join(users)}.",
+            )
+
+    drug = present["drug"].str.lower()
+    row = t.first(spec.map(lambda k: k.drug_required) & (drug == ""))
+    if row is not None:
+        k = spec.loc[row]
+        t.fail(row, "drug", f"{k.name} needs the drug.", f"write one of: {', '.join(k.drugs)}.")
+    ok = pd.Series(
+        [d == "" or d in k.drugs for d, k in zip(drug, spec, strict=True)], index=t.df.index
+    )
+    row = t.first(~ok)
+    if row is not None:
+        k = spec.loc[row]
+        close = _suggest(drug.loc[row], k.drugs)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        t.fail(
+            row,
+            "drug",
+            f"unknown {k.name} drug '{present['drug'].loc[row]}'.",
+            f"{hint}Write one of: {', '.join(k.drugs)}.",
+        )
+
+    is_boost = kind == "stem_cell_boost"
+    source_col = present["source"].str.lower()
+    row = t.first(is_boost & (source_col == ""))
+    if row is not None:
+        t.fail(
+            row,
+            "source",
+            "stem_cell_boost needs its source.",
+            f"write one of: {', '.join(SOURCES)}.",
+        )
+    row = t.first((source_col != "") & ~source_col.isin(list(SOURCES)))
+    if row is not None:
+        t.fail(
+            row,
+            "source",
+            f"unknown source '{present['source'].loc[row]}'.",
+            f"write one of: {', '.join(SOURCES)}.",
+        )
+    cd34 = _yes_no(t, "cd34_selected", default=None)
+    row = t.first(is_boost & cd34.isna())
+    if row is not None:
+        t.fail(
+            row,
+            "cd34_selected",
+            "stem_cell_boost needs to say whether the graft was CD34-selected.",
+            "write yes or no.",
+        )
+    cd3 = _numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
+    mnc = _numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
+    for name, s in (("cd3_per_kg", cd3), ("mnc_per_kg", mnc)):
+        row = t.first(s < 0)
+        if row is not None:
+            t.fail(row, name, f"{name} {s.loc[row]:g} is negative.", "give cells/kg >= 0.")
+
+    # duplicated record: same patient, day, kind and drug
+    keyframe = pd.DataFrame({"patient": patient, "day": day, "kind": kind, "drug": drug})
+    row = t.first(keyframe.duplicated(keep="first"))
+    if row is not None:
+        k = keyframe.loc[row]
+        same = (keyframe == k).all(axis=1)
+        earlier = int(same[same].index[0])
+        t.fail(
+            row,
+            "day",
+            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['kind']}"
+            f"{' ' + k['drug'] if k['drug'] else ''} already appears on row {earlier}.",
+            "write one row per event; if two were given on one day, sum their amounts.",
+        )
+
+    note = _text(t, "note", required=False, fix="")
+
+    def _opt_text(s: pd.Series) -> pd.Series:
+        return s.astype(object).where(s != "", None)
+
+    out = pd.DataFrame(
+        {
+            "patient": patient.astype(str),
+            "day": day.astype(float),
+            "kind": kind.astype(str),
+            "amount": (amount * factor).astype(float),
+            "unit": _opt_text(target_s.fillna("")),
+            "duration": duration.astype(float),
+            "drug": _opt_text(drug),
+            "source": _opt_text(source_col),
+            "cd34_selected": cd34.astype("boolean"),
+            "cd3_per_kg": cd3.astype(float),
+            "mnc_per_kg": mnc.astype(float),
+            "note": _opt_text(note),
+        }
+    )
+    out = _sort(out, ["patient", "day", "kind"])
+    for c in ("unit", "drug", "source", "note"):
+        out[c] = out[c].astype("str").where(out[c].notna(), None)
+    out.attrs["source"] = source
+    return check_events(out, source)
+
+
+# -------------------------------------------------------------------------------- outcomes
+def validate_outcomes_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate an outcomes table (patient, outcome, day, source_quote).
+
+    Outcomes are stated clinical results that are not measurements: engraftment days,
+    "MRD negative", "full donor chimerism". ``day`` may be empty when the source gives
+    none; ``source_quote`` is the sentence the outcome is read from.
+    """
+    t = _Table(text.copy(), source)
+    _normalise_columns(t, OUTCOME_COLUMNS + ("note",), OUTCOME_COLUMNS)
+    _drop_blank_rows(t)
+    _require_rows(t)
+    patient = _check_patient(t)
+    outcome = _text(t, "outcome", required=True, fix="name the outcome.")
+    day = _numbers(t, "day", required=False, what="day", fix_missing="")
+    quote = _text(t, "source_quote", required=True, fix="quote the sentence it comes from.")
+    out = pd.DataFrame(
+        {"patient": patient, "outcome": outcome, "day": day, "source_quote": quote},
+    )
+    for c in ("patient", "outcome", "source_quote"):
+        out[c] = out[c].astype("str")
+    return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------- public
+def validate_observations(df: pd.DataFrame, source: str = "<observations>") -> pd.DataFrame:
+    """Validate an observation table built in code (rows numbered 1..n in order).
+
+    Returns the canonical table: values in canonical units, sorted by patient and day.
+    """
+    return validate_observations_text(to_text_frame(df), source)
+
+
+def validate_events(df: pd.DataFrame, source: str = "<events>") -> pd.DataFrame:
+    """Validate an events table built in code (rows numbered 1..n in order)."""
+    return validate_events_text(to_text_frame(df), source)
+
+
+def validate_outcomes(df: pd.DataFrame, source: str = "<outcomes>") -> pd.DataFrame:
+    """Validate an outcomes table built in code (rows numbered 1..n in order)."""
+    return validate_outcomes_text(to_text_frame(df), source)
+
+
+def _natural_key(s: str) -> tuple:
+    """Sort key putting patient '2' before '10' (numbers by value, then text)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", s) if p)
+
+
+def _sort(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    order = {p: i for i, p in enumerate(sorted(df["patient"].unique(), key=_natural_key))}
+    keyed = df.assign(_p=df["patient"].map(order))
+    keyed = keyed.sort_values(["_p", *by[1:]], kind="stable")
+    return keyed.drop(columns="_p").reset_index(drop=True)
+
+
+__all__ = [
+    "MISSING_MARKERS",
+    "OBSERVATION_KEY",
+    "to_text_frame",
+    "validate_events",
+    "validate_events_text",
+    "validate_observations",
+    "validate_observations_text",
+    "validate_outcomes",
+    "validate_outcomes_text",
+]

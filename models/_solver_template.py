@@ -1,0 +1,1005 @@
+# ruff: noqa: F821
+"""Generic adaptive ODE solver with forward sensitivities (numba source template).
+
+This file is never imported as a module. :mod:`carthema.models.numba_backend` reads
+its text and appends it to the generated source of one model, so that every model gets
+its own module in which the solver below calls the model functions (``rhs``,
+``jac_y``, ...) as module globals. That is what lets numba's ``cache=True`` work: a
+jitted function that receives other jitted functions as arguments, or a closure, is
+recompiled in every process, whereas a plain module-level function calling module-level
+dispatchers is cached on disk next to the generated file.
+
+Model contract (names the generated source must define before this text)
+-----------------------------------------------------------------------
+``N_Y, N_P, N_U, N_OBS`` : int
+    Number of states, parameters, piecewise-constant inputs and observables.
+``JY_ROWS, JY_COLS`` : int64 arrays
+    Structural nonzeros of ``df/dy`` (``jac_y`` writes only these entries).
+``JP_ROWS, JP_COLS`` : int64 arrays
+    Structural nonzeros of ``df/dp`` (``jac_p`` writes only these entries).
+``ATOL_SCALE`` : float64 array, shape (N_Y,)
+    Typical magnitude of each state; the absolute tolerance of state ``i`` (and of
+    every sensitivity of state ``i``) is ``atol * ATOL_SCALE[i]``.
+``rhs(t, y, p, u, dy)``, ``jac_y(t, y, p, u, J)``, ``jac_p(t, y, p, u, Jp)``,
+``init(p, y)``, ``init_jac_p(p, Y0p)``, ``observe(t, y, p, o)``,
+``observe_jac_y(t, y, p, Oy)``, ``observe_jac_p(t, y, p, Op)`` : njit functions
+    ``p`` are the natural-scale parameters (N_P,), ``u`` the current inputs (N_U,).
+
+Events
+------
+Five equally long arrays, sorted by time (several events may share a time; they are
+applied in array order):
+
+``ev_t`` (float64)
+    Event time, same unit as ``t`` (days in carthema); must be ``>= t0``.
+``ev_kind`` (int64)
+    0 = bolus: ``y[target] += value * (p[scale] if scale >= 0 else 1.0)``;
+    1 = set input: ``u[target] = value`` (inputs start at ``u0``).
+``ev_target`` (int64), ``ev_value`` (float64), ``ev_scale`` (int64, -1 = none).
+
+Integration stops exactly at every event time and restarts after applying the events:
+no step straddles a discontinuity. **An output time equal to an event time reports the
+state before that time's events** (a pre-dose sample); to see the post-dose state,
+ask for a time just after the event.
+
+Methods
+-------
+0 = Tsit5
+    Tsitouras' explicit 5(4) pair with FSAL and its free 4th-order dense output.
+1 = ROS34PW2
+    Rang & Angermann's (2005) 4-stage, order-3 (embedded order 2), L-stable and
+    stiffly accurate Rosenbrock-W method, with the exact ``J_y`` at the start of each
+    step and an in-place dense LU with partial pivoting. Its steps land exactly on the
+    output times: a cubic Hermite interpolant was tried and is not reliable for stiff
+    components (on Robertson's problem it was off by 4e-3 relative at rtol 1e-6, where
+    the step end points were right to 1e-6), because the local error control says
+    nothing about the solution between the step's end points.
+    Because it is a W-method its order does not rely on the exact Jacobian, which
+    makes two simplifications legitimate: ``df/dt`` is omitted (``rhs`` is
+    autonomous between events in practice), and the sensitivity columns use the
+    block-diagonal matrix ``I - gamma h J_y`` instead of the full Jacobian of the
+    augmented system (which would need second derivatives of ``f``).
+2 = auto
+    Start with Tsit5 and switch to ROS34PW2 for the rest of the solve once Hairer's
+    stiffness test fires on 15 accepted steps without 6 non-stiff steps in between:
+    ``h * rho > 2.5``, with ``rho = |k7 - k6| / |y_new - g6|`` (the two stages at
+    ``c = 1``, in the error-weighted norm over the states). Tsit5's real stability
+    boundary is about 3.51; the estimate undershoots it. There is no switch back.
+
+Sensitivities
+-------------
+``S[i, k] = d y_i / d log p[free[k]]`` is integrated together with the states as one
+augmented system ``z = [y, S[:, 0], ..., S[:, n_free - 1]]``::
+
+    dS/dt = J_y S + Jp[:, free] * p[free],   S(t0) = init_jac_p[:, free] * p[free]
+
+and a bolus whose ``scale`` is ``free[k]`` adds ``value * p[scale]`` to
+``S[target, k]``. The sensitivities share the step sequence of the states and take
+part in the error control with the states' tolerances (absolute ``atol *
+ATOL_SCALE[i]`` for row ``i``), so they are as accurate as the states.
+
+Error control
+-------------
+Hairer's scaled RMS norm over all ``n_z = N_Y * (1 + n_free)`` components,
+``sc_i = atol_i + rtol * max(|z_i|, |z_new_i|)``; a PI step-size controller
+(``beta1 = 0.7 / k``, ``beta2 = 0.4 / k`` with ``k`` the order of the error estimate
+plus one); the initial step of every integration segment by the Hairer-Wanner
+heuristic (``HINIT``).
+
+Status codes (never raised as exceptions)
+-----------------------------------------
+0 ok; 1 ``max_steps`` attempted steps exceeded; 2 non-finite state or derivative;
+3 step size underflow; 4 bad input. After a failure, outputs from the failure point on
+are NaN.
+
+The hot loop allocates nothing: every work array is allocated once at the entry of
+``_solve_impl``.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+STATUS_OK = 0
+STATUS_MAX_STEPS = 1
+STATUS_NONFINITE = 2
+STATUS_STEP_UNDERFLOW = 3
+STATUS_BAD_INPUT = 4
+
+METHOD_TSIT5 = 0
+METHOD_ROSENBROCK = 1
+METHOD_AUTO = 2
+
+# error_model="numpy": a division by zero gives inf/nan (caught by the status logic)
+# instead of raising ZeroDivisionError inside a sampler; nogil lets callers thread.
+_JIT = {"cache": True, "error_model": "numpy", "nogil": True}
+
+# Step-size control constants (Hairer & Wanner's usual choices).
+_SAFE = 0.9
+_FACMIN = 0.2
+_FACMAX_TSIT5 = 10.0
+_FACMAX_ROS = 6.0
+# The estimate mixes eigenmodes and undershoots: on Robertson's problem it reads 2.2-2.5
+# while the step sits on Tsit5's stability boundary (h |lambda| ~ 3.5).
+_STIFF_HRHO = 2.5
+_STIFF_COUNT = 15
+_NONSTIFF_COUNT = 6
+
+# ---------------------------------------------------------------------------------
+# Tsit5 (Tsitouras 2011, Comput. Math. Appl. 62:770) Butcher tableau.
+# ---------------------------------------------------------------------------------
+_T_C2 = 0.161
+_T_C3 = 0.327
+_T_C4 = 0.9
+_T_C5 = 0.9800255409045097
+_T_A21 = 0.161
+_T_A31 = -0.008480655492356989
+_T_A32 = 0.335480655492357
+_T_A41 = 2.8971530571054935
+_T_A42 = -6.359448489975075
+_T_A43 = 4.3622954328695815
+_T_A51 = 5.325864828439257
+_T_A52 = -11.748883564062828
+_T_A53 = 7.4955393428898365
+_T_A54 = -0.09249506636175525
+_T_A61 = 5.86145544294642
+_T_A62 = -12.92096931784711
+_T_A63 = 8.159367898576159
+_T_A64 = -0.071584973281401
+_T_A65 = -0.028269050394068383
+_T_B1 = 0.09646076681806523
+_T_B2 = 0.01
+_T_B3 = 0.4798896504144996
+_T_B4 = 1.379008574103742
+_T_B5 = -3.290069515436081
+_T_B6 = 2.324710524099774
+# b - b_hat (error weights); the 7th stage is f(t + h, y_new) (FSAL).
+_T_E1 = 0.0017800110522257773
+_T_E2 = 0.0008164344596567463
+_T_E3 = -0.007880878010261994
+_T_E4 = 0.1447110071732629
+_T_E5 = -0.5823571654525552
+_T_E6 = 0.45808210592918686
+_T_E7 = -0.015151515151515152
+# Dense output y(t + theta h) = y + h sum_i b_i(theta) k_i with
+# b_i(theta) = R_i1 theta + R_i2 theta^2 + R_i3 theta^3 + R_i4 theta^4.
+_T_R11 = 1.0
+_T_R12 = -2.763706197274826
+_T_R13 = 2.9132554618219126
+_T_R14 = -1.0530884977290216
+_T_R22 = 0.1317
+_T_R23 = -0.2234
+_T_R24 = 0.1017
+_T_R32 = 3.930296236894751
+_T_R33 = -5.941033872131505
+_T_R34 = 2.490627285651253
+_T_R42 = -12.411077166933676
+_T_R43 = 30.33818863028232
+_T_R44 = -16.548102889244902
+_T_R52 = 37.50931341651104
+_T_R53 = -88.1789048947664
+_T_R54 = 47.37952196281928
+_T_R62 = -27.896526289197286
+_T_R63 = 65.09189467479368
+_T_R64 = -34.87065786149661
+_T_R72 = 1.5
+_T_R73 = -4.0
+_T_R74 = 2.5
+
+
+# ---------------------------------------------------------------------------------
+# ROS34PW2 (Rang & Angermann 2005, BIT 45:761), published in the form
+#   (I - gamma h J) k_i = h f(t + alpha_i h, y + sum_j alpha_ij k_j) + h J sum_j gamma_ij k_j
+# and used in Hairer & Wanner's transformed form (u_i = sum_j Gamma_ij k_j), which needs
+# no matrix-vector products with J:
+#   (I/(gamma h) - J) u_i = f(t + alpha_i h, y + sum_j a_ij u_j) + sum_j (c_ij / h) u_j
+#   y_new = y + sum_j m_j u_j,   error = sum_j (m_j - mhat_j) u_j
+# with a = A Gamma^-1, C = diag(1/gamma) - Gamma^-1, m = b Gamma^-1.
+# ---------------------------------------------------------------------------------
+def _ros34pw2_transformed():
+    g = 0.435866521508459
+    alpha = np.zeros((4, 4))
+    alpha[1, 0] = 0.87173304301691801
+    alpha[2, 0] = 0.84457060015369423
+    alpha[2, 1] = -0.11299064236484185
+    alpha[3, 2] = 1.0
+    gam = np.zeros((4, 4))
+    gam[1, 0] = -0.87173304301691801
+    gam[2, 0] = -0.90338057013044082
+    gam[2, 1] = 0.054180672388095326
+    gam[3, 0] = 0.24212380706095346
+    gam[3, 1] = -1.2232505839045147
+    gam[3, 2] = 0.54526025533510214
+    gam += g * np.eye(4)
+    b = np.array([0.24212380706095346, -1.2232505839045147, 1.5452602553351020, g])
+    bhat = np.array([0.37810903145819369, -0.096042292212423178, 0.5, 0.2179332607542295])
+    ginv = np.linalg.inv(gam)
+    a = alpha @ ginv
+    c = np.diag(1.0 / np.diag(gam)) - ginv
+    m = b @ ginv
+    mhat = bhat @ ginv
+    return g, alpha.sum(axis=1), a, c, m, m - mhat
+
+
+_R_G, _R_ALPHA, _R_A, _R_C, _R_M, _R_E = _ros34pw2_transformed()
+# Scalars, so that numba freezes them as compile-time constants.
+_R_GAMMA = float(_R_G)
+_R_AL2 = float(_R_ALPHA[1])
+_R_AL3 = float(_R_ALPHA[2])
+_R_AL4 = float(_R_ALPHA[3])
+_R_A21 = float(_R_A[1, 0])
+_R_A31 = float(_R_A[2, 0])
+_R_A32 = float(_R_A[2, 1])
+_R_A41 = float(_R_A[3, 0])
+_R_A42 = float(_R_A[3, 1])
+_R_A43 = float(_R_A[3, 2])
+_R_C21 = float(_R_C[1, 0])
+_R_C31 = float(_R_C[2, 0])
+_R_C32 = float(_R_C[2, 1])
+_R_C41 = float(_R_C[3, 0])
+_R_C42 = float(_R_C[3, 1])
+_R_C43 = float(_R_C[3, 2])
+_R_M1 = float(_R_M[0])
+_R_M2 = float(_R_M[1])
+_R_M3 = float(_R_M[2])
+_R_M4 = float(_R_M[3])
+_R_E1 = float(_R_E[0])
+_R_E2 = float(_R_E[1])
+_R_E3 = float(_R_E[2])
+_R_E4 = float(_R_E[3])
+
+
+# ---------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------
+@njit(**_JIT)
+def _f_aug(t, z, p, u, ns, pos, fz, J, Jp):
+    """Right-hand side of the augmented system ``z = [y, S]`` into ``fz``.
+
+    ``J`` (N_Y, N_Y) and ``Jp`` (N_Y, N_P) are scratch matrices that were zeroed once;
+    only their structural nonzeros are ever written, so the products below run over
+    those entries only.
+    """
+    rhs(t, z[:N_Y], p, u, fz[:N_Y])
+    if ns == 0:
+        return
+    y = z[:N_Y]
+    jac_y(t, y, p, u, J)
+    jac_p(t, y, p, u, Jp)
+    nz = N_Y * (1 + ns)
+    for i in range(N_Y, nz):
+        fz[i] = 0.0
+    for e in range(JY_ROWS.shape[0]):
+        r = JY_ROWS[e]
+        c = JY_COLS[e]
+        v = J[r, c]
+        for k in range(ns):
+            off = N_Y * (1 + k)
+            fz[off + r] += v * z[off + c]
+    for e in range(JP_ROWS.shape[0]):
+        c = JP_COLS[e]
+        k = pos[c]
+        if k >= 0:
+            r = JP_ROWS[e]
+            # d/d log p = p * d/dp
+            fz[N_Y * (1 + k) + r] += Jp[r, c] * p[c]
+
+
+@njit(**_JIT)
+def _all_finite(x, n):
+    acc = 0.0
+    for i in range(n):
+        # x * 0 is nan for inf and nan, 0 otherwise: one branch-free pass.
+        acc += x[i] * 0.0
+    return acc == 0.0
+
+
+@njit(**_JIT)
+def _lu_factor(M, piv, n):
+    """In-place LU with partial pivoting (LAPACK getrf convention). False if singular."""
+    for k in range(n):
+        imax = k
+        vmax = abs(M[k, k])
+        for i in range(k + 1, n):
+            v = abs(M[i, k])
+            if v > vmax:
+                vmax = v
+                imax = i
+        if not (vmax > 0.0) or not math.isfinite(vmax):
+            return False
+        piv[k] = imax
+        if imax != k:
+            for j in range(n):
+                tmp = M[k, j]
+                M[k, j] = M[imax, j]
+                M[imax, j] = tmp
+        inv = 1.0 / M[k, k]
+        for i in range(k + 1, n):
+            lik = M[i, k] * inv
+            M[i, k] = lik
+            if lik != 0.0:
+                for j in range(k + 1, n):
+                    M[i, j] -= lik * M[k, j]
+    return True
+
+
+@njit(**_JIT)
+def _lu_solve(M, piv, b, off, n):
+    """Solve ``M x = b[off:off+n]`` in place with the factors from ``_lu_factor``."""
+    for k in range(n):
+        pk = piv[k]
+        if pk != k:
+            tmp = b[off + k]
+            b[off + k] = b[off + pk]
+            b[off + pk] = tmp
+    for i in range(1, n):
+        s = b[off + i]
+        for j in range(i):
+            s -= M[i, j] * b[off + j]
+        b[off + i] = s
+    for i in range(n - 1, -1, -1):
+        s = b[off + i]
+        for j in range(i + 1, n):
+            s -= M[i, j] * b[off + j]
+        b[off + i] = s / M[i, i]
+
+
+@njit(**_JIT)
+def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, J, Jp, az, rtol, nz, order):
+    """Initial step size (Hairer, Norsett & Wanner, Solving ODEs I, II.4 ``HINIT``)."""
+    d0 = 0.0
+    d1 = 0.0
+    for i in range(nz):
+        sk = az[i] + rtol * abs(z[i])
+        d0 += (z[i] / sk) ** 2
+        d1 += (f0[i] / sk) ** 2
+    d0 = math.sqrt(d0 / nz)
+    d1 = math.sqrt(d1 / nz)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    h0 = min(h0, hmax)
+    for i in range(nz):
+        z1[i] = z[i] + h0 * f0[i]
+    _f_aug(t + h0, z1, p, u, ns, pos, f1, J, Jp)
+    d2 = 0.0
+    for i in range(nz):
+        sk = az[i] + rtol * abs(z[i])
+        d2 += ((f1[i] - f0[i]) / sk) ** 2
+    d2 = math.sqrt(d2 / nz) / h0
+    if not math.isfinite(d2):
+        # The Euler probe already left the domain: start cautiously, let control grow h.
+        return min(0.01 * h0, hmax)
+    dm = max(d1, d2)
+    if dm <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / dm) ** (1.0 / (order + 1))
+    return min(100.0 * h0, h1, hmax)
+
+
+@njit(**_JIT)
+def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz, want_rho):
+    """One Tsit5 attempt from ``(t, z)`` with ``K[0] = f(t, z)``.
+
+    Writes stages to ``K[1:7]`` (``K[6] = f(t + h, znew)``) and the solution to ``znew``.
+    Returns ``(err, h*rho)``: the scaled RMS error (nan if non-finite) and, when
+    ``want_rho``, Hairer's stiffness estimate ``h * |k7 - k6| / |y_new - g6|``
+    on the state components.
+    """
+    for i in range(nz):
+        zs[i] = z[i] + h * _T_A21 * K[0, i]
+    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, K[1], J, Jp)
+    for i in range(nz):
+        zs[i] = z[i] + h * (_T_A31 * K[0, i] + _T_A32 * K[1, i])
+    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, K[2], J, Jp)
+    for i in range(nz):
+        zs[i] = z[i] + h * (_T_A41 * K[0, i] + _T_A42 * K[1, i] + _T_A43 * K[2, i])
+    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, K[3], J, Jp)
+    for i in range(nz):
+        zs[i] = z[i] + h * (
+            _T_A51 * K[0, i] + _T_A52 * K[1, i] + _T_A53 * K[2, i] + _T_A54 * K[3, i]
+        )
+    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, K[4], J, Jp)
+    for i in range(nz):
+        zs[i] = z[i] + h * (
+            _T_A61 * K[0, i]
+            + _T_A62 * K[1, i]
+            + _T_A63 * K[2, i]
+            + _T_A64 * K[3, i]
+            + _T_A65 * K[4, i]
+        )
+    _f_aug(t + h, zs, p, u, ns, pos, K[5], J, Jp)
+    for i in range(nz):
+        znew[i] = z[i] + h * (
+            _T_B1 * K[0, i]
+            + _T_B2 * K[1, i]
+            + _T_B3 * K[2, i]
+            + _T_B4 * K[3, i]
+            + _T_B5 * K[4, i]
+            + _T_B6 * K[5, i]
+        )
+    _f_aug(t + h, znew, p, u, ns, pos, K[6], J, Jp)
+    s = 0.0
+    chk = 0.0
+    for i in range(nz):
+        e = h * (
+            _T_E1 * K[0, i]
+            + _T_E2 * K[1, i]
+            + _T_E3 * K[2, i]
+            + _T_E4 * K[3, i]
+            + _T_E5 * K[4, i]
+            + _T_E6 * K[5, i]
+            + _T_E7 * K[6, i]
+        )
+        sc = az[i] + rtol * max(abs(z[i]), abs(znew[i]))
+        q = e / sc
+        s += q * q
+        chk += znew[i] * 0.0
+    err = math.sqrt(s / nz) + chk
+    hrho = 0.0
+    if want_rho:
+        num = 0.0
+        den = 0.0
+        # Weighted by the error scales: unweighted, the small but stiff components
+        # (e.g. a radical at 1e-5) are drowned by the large slow ones and rho is
+        # underestimated.
+        for i in range(N_Y):
+            w = 1.0 / (az[i] + rtol * abs(znew[i]))
+            num += ((K[6, i] - K[5, i]) * w) ** 2
+            den += ((znew[i] - zs[i]) * w) ** 2
+        if den > 0.0:
+            hrho = h * math.sqrt(num / den)
+    return err, hrho
+
+
+@njit(**_JIT)
+def _tsit5_interp(theta, h, z, K, zi, nz):
+    """Tsit5's 4th-order continuous extension at ``t + theta h`` into ``zi``."""
+    b1 = theta * (_T_R11 + theta * (_T_R12 + theta * (_T_R13 + theta * _T_R14)))
+    t2 = theta * theta
+    b2 = t2 * (_T_R22 + theta * (_T_R23 + theta * _T_R24))
+    b3 = t2 * (_T_R32 + theta * (_T_R33 + theta * _T_R34))
+    b4 = t2 * (_T_R42 + theta * (_T_R43 + theta * _T_R44))
+    b5 = t2 * (_T_R52 + theta * (_T_R53 + theta * _T_R54))
+    b6 = t2 * (_T_R62 + theta * (_T_R63 + theta * _T_R64))
+    b7 = t2 * (_T_R72 + theta * (_T_R73 + theta * _T_R74))
+    for i in range(nz):
+        zi[i] = z[i] + h * (
+            b1 * K[0, i]
+            + b2 * K[1, i]
+            + b3 * K[2, i]
+            + b4 * K[3, i]
+            + b5 * K[4, i]
+            + b6 * K[5, i]
+            + b7 * K[6, i]
+        )
+
+
+@njit(**_JIT)
+def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, nz):
+    """One ROS34PW2 attempt from ``(t, z)`` with ``K[0] = f(t, z)``, ``Jw = J_y(t, y)``.
+
+    Stage increments go to ``K[1:5]``, ``K[5]`` is scratch, and on success
+    ``K[7] = f(t + h, znew)`` (the next step's first stage). Returns the scaled RMS
+    error, ``inf`` if the iteration matrix is singular, nan if anything is non-finite.
+    """
+    inv_gh = 1.0 / (_R_GAMMA * h)
+    for i in range(N_Y):
+        for j in range(N_Y):
+            M[i, j] = -Jw[i, j]
+        M[i, i] += inv_gh
+    if not _lu_factor(M, piv, N_Y):
+        return np.inf
+    nb = 1 + ns
+    inv_h = 1.0 / h
+    # Stage 1
+    for i in range(nz):
+        K[1, i] = K[0, i]
+    for b in range(nb):
+        _lu_solve(M, piv, K[1], b * N_Y, N_Y)
+    # Stage 2
+    for i in range(nz):
+        zs[i] = z[i] + _R_A21 * K[1, i]
+    _f_aug(t + _R_AL2 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    for i in range(nz):
+        K[2, i] = K[5, i] + inv_h * (_R_C21 * K[1, i])
+    for b in range(nb):
+        _lu_solve(M, piv, K[2], b * N_Y, N_Y)
+    # Stage 3
+    for i in range(nz):
+        zs[i] = z[i] + _R_A31 * K[1, i] + _R_A32 * K[2, i]
+    _f_aug(t + _R_AL3 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    for i in range(nz):
+        K[3, i] = K[5, i] + inv_h * (_R_C31 * K[1, i] + _R_C32 * K[2, i])
+    for b in range(nb):
+        _lu_solve(M, piv, K[3], b * N_Y, N_Y)
+    # Stage 4
+    for i in range(nz):
+        zs[i] = z[i] + _R_A41 * K[1, i] + _R_A42 * K[2, i] + _R_A43 * K[3, i]
+    _f_aug(t + _R_AL4 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    for i in range(nz):
+        K[4, i] = K[5, i] + inv_h * (_R_C41 * K[1, i] + _R_C42 * K[2, i] + _R_C43 * K[3, i])
+    for b in range(nb):
+        _lu_solve(M, piv, K[4], b * N_Y, N_Y)
+    s = 0.0
+    chk = 0.0
+    for i in range(nz):
+        znew[i] = z[i] + _R_M1 * K[1, i] + _R_M2 * K[2, i] + _R_M3 * K[3, i] + _R_M4 * K[4, i]
+        e = _R_E1 * K[1, i] + _R_E2 * K[2, i] + _R_E3 * K[3, i] + _R_E4 * K[4, i]
+        sc = az[i] + rtol * max(abs(z[i]), abs(znew[i]))
+        q = e / sc
+        s += q * q
+        chk += znew[i] * 0.0
+    err = math.sqrt(s / nz) + chk
+    if err <= 1.0:
+        _f_aug(t + h, znew, p, u, ns, pos, K[7], J, Jp)
+        if not _all_finite(K[7], nz):
+            return np.nan
+    return err
+
+
+@njit(**_JIT)
+def _record(i, t, zr, p, free, ns, Y, O, dO, Oy, Op):
+    """Store state, observables and (if ``ns``) observable sensitivities at output ``i``."""
+    y = zr[:N_Y]
+    for m in range(N_Y):
+        Y[i, m] = y[m]
+    observe(t, y, p, O[i])
+    if ns == 0:
+        return
+    observe_jac_y(t, y, p, Oy)
+    observe_jac_p(t, y, p, Op)
+    for j in range(N_OBS):
+        for k in range(ns):
+            c = free[k]
+            s = Op[j, c] * p[c]
+            off = N_Y * (1 + k)
+            for m in range(N_Y):
+                s += Oy[j, m] * zr[off + m]
+            dO[i, j, k] = s
+
+
+@njit(**_JIT)
+def _check_inputs(
+    p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale, rtol, atol, method
+):
+    """True if the inputs satisfy the documented contract (else status 4)."""
+    if p.shape[0] != N_P or u0.shape[0] != N_U:
+        return False
+    if not math.isfinite(t0):
+        return False
+    if not (math.isfinite(rtol) and rtol >= 0.0 and math.isfinite(atol) and atol > 0.0):
+        return False
+    if method < 0 or method > 2:
+        return False
+    n_t = t_out.shape[0]
+    for i in range(n_t):
+        if not math.isfinite(t_out[i]) or t_out[i] < t0:
+            return False
+        if i > 0 and t_out[i] < t_out[i - 1]:
+            return False
+    n_ev = ev_t.shape[0]
+    if (
+        ev_kind.shape[0] != n_ev
+        or ev_target.shape[0] != n_ev
+        or ev_value.shape[0] != n_ev
+        or ev_scale.shape[0] != n_ev
+    ):
+        return False
+    for i in range(n_ev):
+        if not math.isfinite(ev_t[i]) or ev_t[i] < t0:
+            return False
+        if i > 0 and ev_t[i] < ev_t[i - 1]:
+            return False
+        if not math.isfinite(ev_value[i]):
+            return False
+        k = ev_kind[i]
+        tg = ev_target[i]
+        if k == 0:
+            if tg < 0 or tg >= N_Y:
+                return False
+        elif k == 1:
+            if tg < 0 or tg >= N_U:
+                return False
+        else:
+            return False
+        sc = ev_scale[i]
+        if sc < -1 or sc >= N_P:
+            return False
+    for k in range(free.shape[0]):
+        if free[k] < 0 or free[k] >= N_P:
+            return False
+        for j in range(k):
+            if free[j] == free[k]:
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------
+@njit(**_JIT)
+def _solve_impl(
+    p,
+    free,
+    u0,
+    t0,
+    t_out,
+    ev_t,
+    ev_kind,
+    ev_target,
+    ev_value,
+    ev_scale,
+    rtol,
+    atol,
+    max_steps,
+    method,
+    Y,
+    O,
+    dO,
+):
+    """Integrate one patient; fill ``Y``, ``O``, ``dO`` in place; return (status, n_steps).
+
+    ``Y`` (n_t, N_Y), ``O`` (n_t, N_OBS), ``dO`` (n_t, N_OBS, len(free)) are set to NaN
+    first, so that whatever a failure leaves unwritten reads NaN.
+    """
+    n_t = t_out.shape[0]
+    ns = free.shape[0]
+    Y[:, :] = np.nan
+    O[:, :] = np.nan
+    dO[:, :, :] = np.nan
+    if not _check_inputs(
+        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale, rtol, atol, method
+    ):
+        return STATUS_BAD_INPUT, 0
+    if n_t == 0:
+        return STATUS_OK, 0
+
+    # ---- work arrays: the only allocations of the solve ----
+    nz = N_Y * (1 + ns)
+    z = np.empty(nz)
+    znew = np.empty(nz)
+    zs = np.empty(nz)
+    zi = np.empty(nz)
+    K = np.empty((8, nz))
+    az = np.empty(nz)
+    J = np.zeros((N_Y, N_Y))
+    Jw = np.zeros((N_Y, N_Y))
+    M = np.empty((N_Y, N_Y))
+    piv = np.empty(N_Y, dtype=np.int64)
+    Jp = np.zeros((N_Y, N_P))
+    Oy = np.empty((N_OBS, N_Y))
+    Op = np.empty((N_OBS, N_P))
+    u = u0.copy()
+    pos = np.full(N_P, -1, dtype=np.int64)
+    for k in range(ns):
+        pos[free[k]] = k
+    for b in range(1 + ns):
+        for i in range(N_Y):
+            az[b * N_Y + i] = atol * ATOL_SCALE[i]
+
+    # ---- initial condition ----
+    init(p, z[:N_Y])
+    if ns > 0:
+        Y0p = np.empty((N_Y, N_P))
+        init_jac_p(p, Y0p)
+        for k in range(ns):
+            c = free[k]
+            for i in range(N_Y):
+                z[N_Y * (1 + k) + i] = Y0p[i, c] * p[c]
+    if not _all_finite(z, nz):
+        return STATUS_NONFINITE, 0
+
+    n_ev = ev_t.shape[0]
+    t_final = t_out[n_t - 1]
+    eps = np.finfo(np.float64).eps
+    status = STATUS_OK
+    n_steps = 0
+    cur = METHOD_ROSENBROCK if method == METHOD_ROSENBROCK else METHOD_TSIT5
+    n_stiff = 0
+    n_nonstiff = 0
+    t = t0
+    iout = 0
+    iev = 0
+    # Outputs at t0 see the state before the events at t0 (pre-dose convention).
+    while iout < n_t and t_out[iout] <= t:
+        _record(iout, t, z, p, free, ns, Y, O, dO, Oy, Op)
+        iout += 1
+
+    while iout < n_t:
+        # ---- apply all events at the current time, in array order ----
+        while iev < n_ev and ev_t[iev] <= t:
+            if ev_kind[iev] == 0:
+                tg = ev_target[iev]
+                sc = ev_scale[iev]
+                if sc >= 0:
+                    z[tg] += ev_value[iev] * p[sc]
+                    k = pos[sc]
+                    if k >= 0:
+                        # d(value * p_s)/d log p_s = value * p_s
+                        z[N_Y * (1 + k) + tg] += ev_value[iev] * p[sc]
+                else:
+                    z[tg] += ev_value[iev]
+            else:
+                u[ev_target[iev]] = ev_value[iev]
+            iev += 1
+        if not _all_finite(z, nz):
+            status = STATUS_NONFINITE
+            break
+        t_end = t_final
+        if iev < n_ev and ev_t[iev] < t_end:
+            t_end = ev_t[iev]
+
+        # ---- restart the integration at t (state or inputs may have jumped) ----
+        _f_aug(t, z, p, u, ns, pos, K[0], J, Jp)
+        if not _all_finite(K[0], nz):
+            status = STATUS_NONFINITE
+            break
+        order = 5 if cur == METHOD_TSIT5 else 3
+        h = _hinit(t, t_end - t, z, K[0], zs, K[1], p, u, ns, pos, J, Jp, az, rtol, nz, order)
+        need_jac = True
+        errold = 1e-4
+        facmax_now = _FACMAX_TSIT5 if cur == METHOD_TSIT5 else _FACMAX_ROS
+        last_nonfinite = False
+
+        while True:
+            if n_steps >= max_steps:
+                status = STATUS_MAX_STEPS
+                break
+            # Below this, t + h no longer moves t by a meaningful amount.
+            hmin = 16.0 * eps * abs(t)
+            if not (h > hmin):
+                status = STATUS_NONFINITE if last_nonfinite else STATUS_STEP_UNDERFLOW
+                break
+            # Land exactly on the segment end (and, for ROS34PW2, on the next output
+            # time); stretch by up to 1% rather than leave a sliver step behind.
+            t_stop = t_end
+            if cur == METHOD_ROSENBROCK and t_out[iout] < t_stop:
+                t_stop = t_out[iout]
+            h_prop = h
+            if t + 1.01 * h >= t_stop:
+                h_try = t_stop - t
+                t_new = t_stop
+            else:
+                h_try = h
+                t_new = t + h
+            last = t_new == t_end
+            n_steps += 1
+            if cur == METHOD_TSIT5:
+                err, hrho = _tsit5_step(
+                    t, h_try, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz,
+                    method == METHOD_AUTO,
+                )  # fmt: skip
+                kexp = 5.0
+            else:
+                if need_jac:
+                    jac_y(t, z[:N_Y], p, u, Jw)
+                    need_jac = False
+                err = _ros_step(
+                    t, h_try, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, nz
+                )
+                hrho = 0.0
+                kexp = 3.0
+
+            if err <= 1.0:
+                # ---- accepted: dense output for the outputs inside (t, t_new] ----
+                while iout < n_t and t_out[iout] <= t_new:
+                    if t_out[iout] == t_new:
+                        _record(iout, t_new, znew, p, free, ns, Y, O, dO, Oy, Op)
+                    else:
+                        # Only Tsit5 gets here (ROS34PW2 lands on output times).
+                        theta = (t_out[iout] - t) / h_try
+                        _tsit5_interp(theta, h_try, z, K, zi, nz)
+                        _record(iout, t_out[iout], zi, p, free, ns, Y, O, dO, Oy, Op)
+                    iout += 1
+                fsal = 6 if cur == METHOD_TSIT5 else 7
+                for i in range(nz):
+                    z[i] = znew[i]
+                    K[0, i] = K[fsal, i]
+                t = t_new
+                need_jac = True
+                last_nonfinite = False
+                # PI controller (Gustafsson / Hairer): beta1 = 0.7/k, beta2 = 0.4/k.
+                if err > 0.0:
+                    fac = _SAFE * err ** (-0.7 / kexp) * errold ** (0.4 / kexp)
+                else:
+                    fac = facmax_now
+                fac = min(facmax_now, max(_FACMIN, fac))
+                h = h_try * fac
+                if h_try < h_prop and not last:
+                    # The step was shortened to hit an output time; the proposal it
+                    # replaced is still the controller's best guess.
+                    h = max(h, h_prop)
+                errold = max(err, 1e-4)
+                facmax_now = _FACMAX_TSIT5 if cur == METHOD_TSIT5 else _FACMAX_ROS
+                if method == METHOD_AUTO and cur == METHOD_TSIT5:
+                    if hrho > _STIFF_HRHO:
+                        n_nonstiff = 0
+                        n_stiff += 1
+                        if n_stiff >= _STIFF_COUNT:
+                            cur = METHOD_ROSENBROCK
+                            errold = 1e-4
+                            facmax_now = _FACMAX_ROS
+                    else:
+                        n_nonstiff += 1
+                        if n_nonstiff >= _NONSTIFF_COUNT:
+                            n_stiff = 0
+                if last:
+                    break
+            else:
+                # ---- rejected ----
+                if math.isfinite(err):
+                    last_nonfinite = False
+                    fac = max(_FACMIN, _SAFE * err ** (-1.0 / kexp))
+                else:
+                    # nan: the attempt produced a non-finite value; inf: singular matrix.
+                    last_nonfinite = err != err
+                    fac = 0.25
+                h = h_try * fac
+                facmax_now = 1.0  # no growth right after a rejection
+        if status != STATUS_OK:
+            break
+    return status, n_steps
+
+
+# ---------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------
+@njit(**_JIT)
+def solve(
+    p,
+    u0,
+    t0,
+    t_out,
+    ev_t,
+    ev_kind,
+    ev_target,
+    ev_value,
+    ev_scale,
+    rtol,
+    atol,
+    max_steps,
+    method,
+):
+    """Solve the model for one parameter vector.
+
+    Parameters
+    ----------
+    p : float64 array, shape (N_P,)
+        Natural-scale parameters.
+    u0 : float64 array, shape (N_U,)
+        Inputs at ``t0`` (changed by kind-1 events).
+    t0 : float
+        Initial time; the state at ``t0`` is ``init(p)``.
+    t_out : float64 array, shape (n_t,)
+        Output times, non-decreasing, ``>= t0``. An output at an event time reports
+        the state before that time's events.
+    ev_t, ev_kind, ev_target, ev_value, ev_scale : arrays, shape (n_ev,)
+        Events sorted by time (see module docstring), all ``>= t0``.
+    rtol, atol : float
+        Relative tolerance (``>= 0``) and absolute tolerance (``> 0``; state ``i`` uses
+        ``atol * ATOL_SCALE[i]``).
+    max_steps : int
+        Maximum number of attempted (accepted + rejected) steps over the whole solve.
+    method : int
+        0 Tsit5, 1 ROS34PW2 (stiff), 2 auto (Tsit5, switching to ROS34PW2 on stiffness).
+
+    Returns
+    -------
+    status : int
+        0 ok, 1 max_steps exceeded, 2 non-finite, 3 step underflow, 4 bad input.
+    Y : float64 array, shape (n_t, N_Y)
+        States at ``t_out`` (NaN from a failure point on).
+    O : float64 array, shape (n_t, N_OBS)
+        Observables at ``t_out``.
+    n_steps : int
+        Attempted steps (accepted + rejected).
+    """
+    n_t = t_out.shape[0]
+    free = np.empty(0, dtype=np.int64)
+    Y = np.empty((n_t, N_Y))
+    O = np.empty((n_t, N_OBS))
+    dO = np.empty((n_t, N_OBS, 0))
+    status, n_steps = _solve_impl(
+        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
+        rtol, atol, max_steps, method, Y, O, dO,
+    )  # fmt: skip
+    return status, Y, O, n_steps
+
+
+@njit(**_JIT)
+def solve_sens(
+    p,
+    free,
+    u0,
+    t0,
+    t_out,
+    ev_t,
+    ev_kind,
+    ev_target,
+    ev_value,
+    ev_scale,
+    rtol,
+    atol,
+    max_steps,
+    method,
+):
+    """Solve the model with forward sensitivities w.r.t. ``log p[free]``.
+
+    Parameters are those of :func:`solve`, plus
+
+    free : int64 array, shape (n_free,)
+        Distinct indices into ``p`` of the parameters to differentiate.
+
+    Returns
+    -------
+    status : int
+        As in :func:`solve`.
+    Y : float64 array, shape (n_t, N_Y)
+        States at ``t_out``.
+    O : float64 array, shape (n_t, N_OBS)
+        Observables at ``t_out``.
+    dO : float64 array, shape (n_t, N_OBS, n_free)
+        ``dO[i, j, k] = d O[i, j] / d log p[free[k]]
+        = (Oy @ S + Op[:, free] * p[free])[j, k]`` at ``t_out[i]``.
+    """
+    n_t = t_out.shape[0]
+    Y = np.empty((n_t, N_Y))
+    O = np.empty((n_t, N_OBS))
+    dO = np.empty((n_t, N_OBS, free.shape[0]))
+    status, _ = _solve_impl(
+        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
+        rtol, atol, max_steps, method, Y, O, dO,
+    )  # fmt: skip
+    return status, Y, O, dO
+
+
+@njit(parallel=True, **_JIT)
+def solve_population(
+    P,
+    u0,
+    t0,
+    t_out,
+    ev_t,
+    ev_kind,
+    ev_target,
+    ev_value,
+    ev_scale,
+    rtol,
+    atol,
+    max_steps,
+    method,
+):
+    """Solve many parameter vectors with a shared schedule, in parallel (``prange``).
+
+    Parameters
+    ----------
+    P : float64 array, shape (n, N_P)
+        One natural-scale parameter vector per row (C-contiguous).
+    u0, t0, t_out, ev_*, rtol, atol, max_steps, method
+        As in :func:`solve`, shared by all rows.
+
+    Returns
+    -------
+    status : int64 array, shape (n,)
+        Per-row status as in :func:`solve`.
+    O : float64 array, shape (n, n_t, N_OBS)
+        Observables; NaN from a row's failure point on.
+    """
+    n = P.shape[0]
+    n_t = t_out.shape[0]
+    status = np.empty(n, dtype=np.int64)
+    O = np.empty((n, n_t, N_OBS))
+    free = np.empty(0, dtype=np.int64)
+    for i in prange(n):
+        Y = np.empty((n_t, N_Y))
+        dO = np.empty((n_t, N_OBS, 0))
+        st, _ = _solve_impl(
+            P[i], free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
+            rtol, atol, max_steps, method, Y, O[i], dO,
+        )  # fmt: skip
+        status[i] = st
+    return status, O

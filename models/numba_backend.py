@@ -1,0 +1,182 @@
+"""Numba backend: one cached module per model (generated source + generic solver).
+
+numba's ``cache=True`` cannot cache a jitted function that takes other jitted functions
+as arguments, nor a closure: both are recompiled in every new process. So instead of
+passing the model's functions to a generic solver, :func:`load_numba_module` writes the
+model's generated source followed by the text of ``_solver_template.py`` to one file,
+
+    <cache_dir>/numba/<key>_<sha256(text)[:16]>.py
+
+and imports it under a unique module name. Inside that module the solver calls the
+model functions as module globals, which numba caches on disk next to the file
+(``__pycache__``). Any change of the model source or of the template changes the hash,
+hence the file name, so a stale cache is never picked up.
+
+The loaded module exposes ``solve``, ``solve_sens`` and ``solve_population`` (see the
+docstring of ``_solver_template.py`` for signatures, event encoding, status codes and
+the pre-dose output convention) next to the model's own names (``N_Y``, ``rhs``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+__all__ = [
+    "cache_dir",
+    "load_numba_module",
+    "template_source",
+    "event_arrays",
+    "STATUS_MESSAGES",
+    "METHODS",
+]
+
+_TEMPLATE_PATH = Path(__file__).with_name("_solver_template.py")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_LOCK = threading.Lock()
+_LOADED: dict[str, types.ModuleType] = {}
+
+#: Meaning of the ``status`` returned by the solver functions.
+STATUS_MESSAGES = {
+    0: "ok",
+    1: "max_steps exceeded",
+    2: "non-finite state or derivative",
+    3: "step size underflow",
+    4: "bad input (unsorted or early t_out/events, out-of-range indices, bad tolerances)",
+}
+#: ``method`` codes accepted by the solver functions.
+METHODS = {"tsit5": 0, "rosenbrock": 1, "auto": 2}
+
+
+def cache_dir() -> Path:
+    """Root of carthema's on-disk cache.
+
+    ``$CARTHEMA_CACHE_DIR`` if set (and non-empty), else
+    ``platformdirs.user_cache_dir("carthema")``. Generated numba modules live in the
+    ``numba`` subfolder. The folder is not created here.
+    """
+    env = os.environ.get("CARTHEMA_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("carthema"))
+
+
+def template_source() -> str:
+    """Text of the generic solver template (read from disk, never imported)."""
+    return _TEMPLATE_PATH.read_text(encoding="utf-8")
+
+
+def _module_text(model_source: str) -> str:
+    return (
+        model_source.rstrip()
+        + "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
+        + template_source()
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers never see a partial file.
+
+    An existing file with the same text is left untouched: numba's cache index is keyed
+    on the source file's modification time, so rewriting it would force a recompile.
+    """
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_numba_module(key: str, model_source: str) -> types.ModuleType:
+    """Return the compiled-on-demand numba module for one model.
+
+    Parameters
+    ----------
+    key : str
+        Short identifier of the model (``[A-Za-z_][A-Za-z0-9_]*``, at most 64
+        characters), used in the file and module names only.
+    model_source : str
+        Generated model source following the contract in ``_solver_template.py``
+        (module-level ``@njit(cache=True)`` functions ``rhs``, ``jac_y``, ...).
+
+    Returns
+    -------
+    module : types.ModuleType
+        A module holding the model's names and the solver's ``solve``,
+        ``solve_sens`` and ``solve_population``. Functions compile on first call (or
+        load from numba's on-disk cache). The same module object is returned for the
+        same file within a process.
+
+    Raises
+    ------
+    ValueError
+        If ``key`` is not a valid identifier.
+    """
+    if not _KEY_RE.match(key):
+        raise ValueError(f"invalid model key {key!r}: use [A-Za-z_][A-Za-z0-9_]*, <= 64 chars")
+    text = _module_text(model_source)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    path = cache_dir() / "numba" / f"{key}_{digest}.py"
+    memo = str(path.resolve())
+    with _LOCK:
+        mod = _LOADED.get(memo)
+        if mod is not None:
+            return mod
+        _write_atomic(path, text)
+        name = f"_carthema_numba_{key}_{digest}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:  # pragma: no cover - importlib contract
+            raise ImportError(f"cannot import generated module {path}")
+        mod = importlib.util.module_from_spec(spec)
+        # Registered before execution, as importlib does, so that numba (and pickling of
+        # cached functions) can find the module by name.
+        sys.modules[name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        _LOADED[memo] = mod
+        return mod
+
+
+def event_arrays(
+    ev_t=(), ev_kind=(), ev_target=(), ev_value=(), ev_scale=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coerce event columns to the contiguous dtypes the solver is compiled for.
+
+    Returns ``(ev_t float64, ev_kind int64, ev_target int64, ev_value float64,
+    ev_scale int64)``; ``ev_scale`` defaults to -1 (unscaled) for every event. Sorting
+    is the caller's job (the solver returns status 4 for unsorted events).
+    """
+    t = np.ascontiguousarray(ev_t, dtype=np.float64).reshape(-1)
+    n = t.shape[0]
+    kind = np.ascontiguousarray(ev_kind, dtype=np.int64).reshape(-1)
+    target = np.ascontiguousarray(ev_target, dtype=np.int64).reshape(-1)
+    value = np.ascontiguousarray(ev_value, dtype=np.float64).reshape(-1)
+    if ev_scale is None:
+        scale = np.full(n, -1, dtype=np.int64)
+    else:
+        scale = np.ascontiguousarray(ev_scale, dtype=np.int64).reshape(-1)
+    return t, kind, target, value, scale
