@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 #: Observables shown on a log axis because they span decades.
 LOG_SCALE = {"cart_copies", "b_cells", "marrow_blasts", "anc", "platelets"}
@@ -36,6 +36,7 @@ def plot_trajectory(
         if name in LOG_SCALE:
             floor = max(np.nanmax(y) * 1e-6, 1e-3) if np.isfinite(y).any() else 1e-3
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
             y = np.where(y > floor, y, np.nan)
@@ -43,7 +44,13 @@ def plot_trajectory(
         for thr in THRESHOLDS.get(name, ()):
             ax.axhline(thr, color="0.5", ls="--", lw=0.8)
         if observations is not None and len(observations):
-            sel = observations[observations["analyte"] == name]
+            # Only the simulated span: earlier history (e.g. prior therapy lines) is not
+            # something the simulation speaks to.
+            sel = observations[
+                (observations["analyte"] == name)
+                & (observations["day"] >= traj.t[0])
+                & (observations["day"] <= traj.t[-1])
+            ]
             if len(sel):
                 ax.plot(sel["day"], sel["value"], "o", color="C3", ms=4, label="observed")
         ax.set_title(f"{name} ({obs.unit})", fontsize=10)

@@ -14,16 +14,13 @@ import pandas as pd
 from ..data.errors import InputError
 from .events import SolverEvents, build_events
 from .model import Model, get_model
+from .numba_backend import METHODS, STATUS_MESSAGES
 
-#: Solver status codes shared by both backends.
+#: Status meanings per backend (0 is success for both).
 STATUS = {
-    0: "ok",
-    1: "step limit reached",
-    2: "non-finite state",
-    3: "step size underflow",
-    4: "bad solver input",
+    "numba": STATUS_MESSAGES,
+    "jax": {0: "ok", 1: "diffrax solve failed (step limit or step size)", 2: "non-finite state"},
 }
-METHODS = {"tsit5": 0, "rosenbrock": 1, "auto": 2}
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,8 @@ class Trajectory:
     obs:
         Observables, shape (len(t), n_obs), units of ``model.observables``.
     status:
-        0 when the solve succeeded; see :data:`STATUS`. Values after a failure are NaN.
+        0 when the solve succeeded; see :data:`STATUS` and ``message``. Values after a
+        failure are NaN.
     """
 
     model: Model
@@ -55,7 +53,7 @@ class Trajectory:
 
     @property
     def message(self) -> str:
-        return STATUS.get(self.status, f"status {self.status}")
+        return STATUS[self.backend].get(self.status, f"status {self.status}")
 
     def __getitem__(self, name: str) -> np.ndarray:
         """Time course of one observable (``traj["anc"]``)."""

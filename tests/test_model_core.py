@@ -9,7 +9,7 @@ import pytest
 from carthema import get_model, simulate, typical_course, with_boost
 from carthema.models.compiled import numba_model
 from carthema.models.events import build_events
-from carthema.models.simulate import METHODS
+from carthema.models.numba_backend import METHODS
 
 from scipy_reference import observe_all, reference_solve
 
