@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carthema._console import stdout_console
+
 
 def _fmt(x: object, spec: str = ".4g") -> str:
     if x is None or x is pd.NA or (isinstance(x, float) and pd.isna(x)):
@@ -110,7 +112,7 @@ def register(app: typer.Typer) -> None:
 
         observations = read_observations(obs)
         ev = read_events(events) if events is not None else None
-        console = Console(highlight=False)
+        console = stdout_console()
         print_summary(console, observations, ev, str(obs), str(events))
         if events is None:
             console.print(f"OK: {obs} is valid.")

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+from carthema._console import stdout_console
+
+console = stdout_console()
 
 
 def register(app: typer.Typer) -> None:
