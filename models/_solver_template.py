@@ -24,6 +24,9 @@ Model contract (names the generated source must define before this text)
 ``init(p, y)``, ``init_jac_p(p, Y0p)``, ``observe(t, y, p, o)``,
 ``observe_jac_y(t, y, p, Oy)``, ``observe_jac_p(t, y, p, Op)`` : njit functions
     ``p`` are the natural-scale parameters (N_P,), ``u`` the current inputs (N_U,).
+    Compile them with ``error_model="numpy"`` as well: under numba's default
+    ("python") a float division by zero raises ZeroDivisionError instead of giving
+    inf/nan, which would escape the status logic below.
 
 Events
 ------
@@ -40,7 +43,8 @@ applied in array order):
 Integration stops exactly at every event time and restarts after applying the events:
 no step straddles a discontinuity. **An output time equal to an event time reports the
 state before that time's events** (a pre-dose sample); to see the post-dose state,
-ask for a time just after the event.
+ask for a time just after the event. Events after the last output time are ignored;
+an event before ``t0`` is bad input.
 
 Methods
 -------
@@ -69,7 +73,8 @@ Methods
 Sensitivities
 -------------
 ``S[i, k] = d y_i / d log p[free[k]]`` is integrated together with the states as one
-augmented system ``z = [y, S[:, 0], ..., S[:, n_free - 1]]``::
+augmented system ``z = [y, S.ravel()]`` (S row-major, so that loops over the
+sensitivity columns are contiguous)::
 
     dS/dt = J_y S + Jp[:, free] * p[free],   S(t0) = init_jac_p[:, free] * p[free]
 
@@ -268,22 +273,26 @@ def _f_aug(t, z, p, u, ns, pos, fz, J, Jp):
     jac_y(t, y, p, u, J)
     jac_p(t, y, p, u, Jp)
     nz = N_Y * (1 + ns)
-    for i in range(N_Y, nz):
-        fz[i] = 0.0
+    fz[N_Y:nz] = 0.0
+    # S is stored row-major after y (S[i, k] at N_Y + i * ns + k), so the inner loop
+    # over the sensitivity columns is contiguous. It runs over row views: indexing with
+    # a computed offset (ro + k) makes numba emit a negative-index wraparound branch that
+    # blocks vectorisation (4x slower at 47 columns).
     for e in range(JY_ROWS.shape[0]):
-        r = JY_ROWS[e]
-        c = JY_COLS[e]
-        v = J[r, c]
+        v = J[JY_ROWS[e], JY_COLS[e]]
+        ro = N_Y + JY_ROWS[e] * ns
+        co = N_Y + JY_COLS[e] * ns
+        frow = fz[ro : ro + ns]
+        zrow = z[co : co + ns]
         for k in range(ns):
-            off = N_Y * (1 + k)
-            fz[off + r] += v * z[off + c]
+            frow[k] += v * zrow[k]
     for e in range(JP_ROWS.shape[0]):
         c = JP_COLS[e]
         k = pos[c]
         if k >= 0:
             r = JP_ROWS[e]
             # d/d log p = p * d/dp
-            fz[N_Y * (1 + k) + r] += Jp[r, c] * p[c]
+            fz[N_Y + r * ns + k] += Jp[r, c] * p[c]
 
 
 @njit(**_JIT)
@@ -343,6 +352,43 @@ def _lu_solve(M, piv, b, off, n):
         for j in range(i + 1, n):
             s -= M[i, j] * b[off + j]
         b[off + i] = s / M[i, i]
+
+
+@njit(**_JIT)
+def _lu_solve_rows(M, piv, b, off, n, m):
+    """Solve ``M X = B`` in place for ``B`` stored row-major at ``b[off:off + n*m]``
+    (``B[i, k] = b[off + i*m + k]``), i.e. all sensitivity columns at once."""
+    if m == 0:
+        return
+    # Row views rather than b[off + i*m + q]: see _f_aug on numba's wraparound branch.
+    for k in range(n):
+        pk = piv[k]
+        if pk != k:
+            bk = b[off + k * m : off + (k + 1) * m]
+            bp = b[off + pk * m : off + (pk + 1) * m]
+            for q in range(m):
+                tmp = bk[q]
+                bk[q] = bp[q]
+                bp[q] = tmp
+    for i in range(1, n):
+        bi = b[off + i * m : off + (i + 1) * m]
+        for j in range(i):
+            lij = M[i, j]
+            if lij != 0.0:
+                bj = b[off + j * m : off + (j + 1) * m]
+                for q in range(m):
+                    bi[q] -= lij * bj[q]
+    for i in range(n - 1, -1, -1):
+        bi = b[off + i * m : off + (i + 1) * m]
+        for j in range(i + 1, n):
+            uij = M[i, j]
+            if uij != 0.0:
+                bj = b[off + j * m : off + (j + 1) * m]
+                for q in range(m):
+                    bi[q] -= uij * bj[q]
+        d = M[i, i]
+        for q in range(m):
+            bi[q] /= d
 
 
 @njit(**_JIT)
@@ -493,37 +539,36 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, 
         M[i, i] += inv_gh
     if not _lu_factor(M, piv, N_Y):
         return np.inf
-    nb = 1 + ns
     inv_h = 1.0 / h
     # Stage 1
     for i in range(nz):
         K[1, i] = K[0, i]
-    for b in range(nb):
-        _lu_solve(M, piv, K[1], b * N_Y, N_Y)
+    _lu_solve(M, piv, K[1], 0, N_Y)
+    _lu_solve_rows(M, piv, K[1], N_Y, N_Y, ns)
     # Stage 2
     for i in range(nz):
         zs[i] = z[i] + _R_A21 * K[1, i]
     _f_aug(t + _R_AL2 * h, zs, p, u, ns, pos, K[5], J, Jp)
     for i in range(nz):
         K[2, i] = K[5, i] + inv_h * (_R_C21 * K[1, i])
-    for b in range(nb):
-        _lu_solve(M, piv, K[2], b * N_Y, N_Y)
+    _lu_solve(M, piv, K[2], 0, N_Y)
+    _lu_solve_rows(M, piv, K[2], N_Y, N_Y, ns)
     # Stage 3
     for i in range(nz):
         zs[i] = z[i] + _R_A31 * K[1, i] + _R_A32 * K[2, i]
     _f_aug(t + _R_AL3 * h, zs, p, u, ns, pos, K[5], J, Jp)
     for i in range(nz):
         K[3, i] = K[5, i] + inv_h * (_R_C31 * K[1, i] + _R_C32 * K[2, i])
-    for b in range(nb):
-        _lu_solve(M, piv, K[3], b * N_Y, N_Y)
+    _lu_solve(M, piv, K[3], 0, N_Y)
+    _lu_solve_rows(M, piv, K[3], N_Y, N_Y, ns)
     # Stage 4
     for i in range(nz):
         zs[i] = z[i] + _R_A41 * K[1, i] + _R_A42 * K[2, i] + _R_A43 * K[3, i]
     _f_aug(t + _R_AL4 * h, zs, p, u, ns, pos, K[5], J, Jp)
     for i in range(nz):
         K[4, i] = K[5, i] + inv_h * (_R_C41 * K[1, i] + _R_C42 * K[2, i] + _R_C43 * K[3, i])
-    for b in range(nb):
-        _lu_solve(M, piv, K[4], b * N_Y, N_Y)
+    _lu_solve(M, piv, K[4], 0, N_Y)
+    _lu_solve_rows(M, piv, K[4], N_Y, N_Y, ns)
     s = 0.0
     chk = 0.0
     for i in range(nz):
@@ -556,9 +601,8 @@ def _record(i, t, zr, p, free, ns, Y, O, dO, Oy, Op):
         for k in range(ns):
             c = free[k]
             s = Op[j, c] * p[c]
-            off = N_Y * (1 + k)
             for m in range(N_Y):
-                s += Oy[j, m] * zr[off + m]
+                s += Oy[j, m] * zr[N_Y + m * ns + k]
             dO[i, j, k] = s
 
 
@@ -677,9 +721,10 @@ def _solve_impl(
     pos = np.full(N_P, -1, dtype=np.int64)
     for k in range(ns):
         pos[free[k]] = k
-    for b in range(1 + ns):
-        for i in range(N_Y):
-            az[b * N_Y + i] = atol * ATOL_SCALE[i]
+    for i in range(N_Y):
+        az[i] = atol * ATOL_SCALE[i]
+        for k in range(ns):
+            az[N_Y + i * ns + k] = atol * ATOL_SCALE[i]
 
     # ---- initial condition ----
     init(p, z[:N_Y])
@@ -689,7 +734,7 @@ def _solve_impl(
         for k in range(ns):
             c = free[k]
             for i in range(N_Y):
-                z[N_Y * (1 + k) + i] = Y0p[i, c] * p[c]
+                z[N_Y + i * ns + k] = Y0p[i, c] * p[c]
     if not _all_finite(z, nz):
         return STATUS_NONFINITE, 0
 
@@ -720,7 +765,7 @@ def _solve_impl(
                     k = pos[sc]
                     if k >= 0:
                         # d(value * p_s)/d log p_s = value * p_s
-                        z[N_Y * (1 + k) + tg] += ev_value[iev] * p[sc]
+                        z[N_Y + tg * ns + k] += ev_value[iev] * p[sc]
                 else:
                     z[tg] += ev_value[iev]
             else:

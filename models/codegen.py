@@ -3,7 +3,8 @@
 The equations live once, in the components. Here they are evaluated on sympy symbols,
 differentiated exactly (state and parameter Jacobians, initial-state and observable
 Jacobians), reduced with common-subexpression elimination and printed as plain Python
-with module-level ``@njit(cache=True)`` functions. The text follows the contract of
+with module-level ``@njit(cache=True, error_model="numpy")`` functions: a division by
+zero gives inf/nan, which the solver reports as a status instead of raising. The text follows the contract of
 ``_solver_template.py`` and is joined to the solver by :mod:`.numba_backend`.
 """
 
@@ -18,7 +19,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .model import Model
 
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 
 class _Printer(PythonCodePrinter):
@@ -78,7 +79,7 @@ def _function(
     body += [f"    {tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced, strict=True)]
     if not body:
         body = ["    pass"]
-    return f"@njit(cache=True)\ndef {name}({args}):\n" + "\n".join(body) + "\n"
+    return f"@njit(cache=True, error_model=\"numpy\")\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
 def _int_array(values: Sequence[int]) -> str:

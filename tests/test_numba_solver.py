@@ -503,6 +503,34 @@ def test_bad_input_gives_status_4(lin, case):
         assert st == 4
 
 
+@pytest.mark.parametrize("method", [0, 1])
+def test_no_allocation_in_the_stepping_loop(lin, method):
+    """The number of NRT allocations per call does not grow with the number of steps."""
+    nrt = pytest.importorskip("numba.core.runtime._nrt_python")
+    from numba.core.runtime import rtsys
+
+    if not hasattr(nrt, "memsys_enable_stats"):
+        pytest.skip("this numba cannot switch NRT statistics on at run time")
+    ev = event_arrays(*EVENTS_LIN)
+    free = np.arange(5, dtype=np.int64)
+    was_enabled = nrt.memsys_stats_enabled()
+    nrt.memsys_enable_stats()
+    try:
+        counts, steps = [], []
+        for rtol in (1e-5, 1e-11):
+            args = (P_LIN, U0_LIN, 0.0, T_OUT_LIN, *ev, rtol, rtol, 10**7, method)
+            steps.append(lin.solve(*args)[3])
+            before = rtsys.get_allocation_stats().alloc
+            lin.solve(*args)
+            lin.solve_sens(P_LIN, free, *args[1:])
+            counts.append(rtsys.get_allocation_stats().alloc - before)
+    finally:
+        if not was_enabled:
+            nrt.memsys_disable_stats()
+    assert steps[1] > 5 * steps[0]
+    assert counts[0] == counts[1]
+
+
 def test_empty_outputs(lin):
     st, Y, O, n = lin.solve(P_LIN, U0_LIN, 0.0, np.empty(0), *NO_EVENTS, 1e-8, 1e-10, 100, 0)
     assert st == 0 and Y.shape == (0, 2) and O.shape == (0, 2) and n == 0
