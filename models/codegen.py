@@ -4,8 +4,9 @@ The equations live once, in the components. Here they are evaluated on sympy sym
 differentiated exactly (state and parameter Jacobians, initial-state and observable
 Jacobians), reduced with common-subexpression elimination and printed as plain Python
 with module-level ``@njit(cache=True, error_model="numpy")`` functions: a division by
-zero gives inf/nan, which the solver reports as a status instead of raising. The text follows the contract of
-``_solver_template.py`` and is joined to the solver by :mod:`.numba_backend`.
+zero gives inf/nan, which the solver reports as a status instead of raising. The text
+follows the contract of ``_solver_template.py`` and is joined to the solver by
+:mod:`.numba_backend`.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def _function(
     body += [f"    {tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced, strict=True)]
     if not body:
         body = ["    pass"]
-    return f"@njit(cache=True, error_model=\"numpy\")\ndef {name}({args}):\n" + "\n".join(body) + "\n"
+    decorator = '@njit(cache=True, error_model="numpy")'
+    return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
 def _int_array(values: Sequence[int]) -> str:
