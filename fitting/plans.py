@@ -118,7 +118,8 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
 def engraftment_summary(res, within: Sequence[int] = (14, 30)) -> dict[str, float]:
     """Median and 5-95% of the time to a criterion (uncensored draws) and the probability
     of meeting it within each of ``within`` days; ``p_never`` is the censored fraction."""
-    out = {f"{k}_days": v for k, v in _quantiles(res.time).items()}
+    q = _quantiles(res.time)
+    out = {"median_days": q["median"], "q05": q["q05"], "q95": q["q95"]}
     # Draws that already meet the criterion on the reference day (time 0).
     out["p_already"] = float(np.mean(res.time == 0.0))
     for w in within:

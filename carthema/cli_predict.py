@@ -1,0 +1,135 @@
+"""CLI commands for predictions: predict-boost (and, with fits, window)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from carthema._console import stdout_console
+
+console = stdout_console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the prediction commands to ``app``."""
+
+    @app.command("predict-boost")
+    def predict_boost_cmd(
+        day: Annotated[float, typer.Option(help="Boost day (days since CAR-T).")],
+        dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
+        source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
+        selected: Annotated[
+            bool, typer.Option("--selected/--unselected", help="CD34-selected graft.")
+        ] = True,
+        anc: Annotated[float | None, typer.Option(help="ANC on the boost day, G/L.")] = None,
+        plt: Annotated[float | None, typer.Option(help="Platelets on the boost day, G/L.")] = None,
+        events: Annotated[
+            Path | None,
+            typer.Option(help="The patient's events (CSV or Parquet); default: a typical course."),
+        ] = None,
+        obs: Annotated[
+            Path | None, typer.Option(help="Earlier observations to condition on.")
+        ] = None,
+        patient: Annotated[str | None, typer.Option(help="Patient in multi-patient files.")] = None,
+        draws: Annotated[int, typer.Option(help="Population-prior draws.")] = 4000,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Write the prediction here.")
+        ] = None,
+    ) -> None:
+        """Predict engraftment after a stem-cell boost for a patient with little data."""
+        from carthema.api import read_events, read_observations
+        from carthema.fitting.predict_boost import predict_boost
+
+        ev = _one_patient(read_events(events), events, patient) if events else None
+        ob = _one_patient(read_observations(obs), obs, patient) if obs else None
+        res = predict_boost(
+            day,
+            dose,
+            source,
+            selected=selected,
+            anc=anc,
+            platelets=plt,
+            events=ev,
+            observations=ob,
+            n_draws=draws,
+            seed=seed,
+        )
+        _print_prediction(res)
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(res, indent=2))
+            console.print(f"prediction: {json_out}")
+
+
+def _one_patient(df, path, patient):
+    from carthema.data.errors import InputError
+
+    ids = sorted(df["patient"].astype(str).unique())
+    if patient is None:
+        if len(ids) > 1:
+            raise InputError(
+                f"the table holds {len(ids)} patients",
+                file=str(path),
+                column="patient",
+                fix="choose one with --patient ID",
+            )
+        return df
+    if patient not in ids:
+        raise InputError(
+            f"patient '{patient}' not found",
+            file=str(path),
+            column="patient",
+            fix=f"patients in the file: {', '.join(ids[:10])}",
+        )
+    return df[df["patient"].astype(str) == patient]
+
+
+def _print_prediction(res: dict) -> None:
+    from rich.table import Table
+
+    b = res["boost"]
+    sel = "CD34-selected" if b["cd34_selected"] else "unselected"
+    table = Table(
+        title=f"{b['source']} {sel} boost of {b['dose_cd34_per_kg']:.3g} CD34+/kg "
+        f"on day {b['day']:g}: days from the boost"
+    )
+    for col in ("criterion", "median", "5-95%", "P(<=14 d)", "P(<=30 d)", "P(never)"):
+        table.add_column(col, justify="right")
+    names = {
+        "neutrophil": "ANC > 0.5 G/L x3 d",
+        "platelet": "PLT > 20 G/L x3 d",
+        "anc_gt_1": "ANC > 1 G/L, no G-CSF",
+    }
+    for key, label in names.items():
+        r = res[key]
+        table.add_row(
+            label,
+            f"{r['median_days']:.0f}",
+            f"{r['q05']:.0f}-{r['q95']:.0f}",
+            f"{r['p_within_14d']:.0%}",
+            f"{r['p_within_30d']:.0%}",
+            f"{r['p_never']:.0%}",
+        )
+    console.print(table)
+    if "chimerism_day30" in res:
+        c = res["chimerism_day30"]
+        console.print(
+            f"donor myeloid chimerism 30 days after the boost: median {c['median']:.0f}% "
+            f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
+        )
+    if res.get("cart_at_boost"):
+        c = res["cart_at_boost"]
+        console.print(
+            f"CAR-T on the boost day: median {c['median']:.3g} copies/ug "
+            f"(5-95%: {c['q05']:.3g}-{c['q95']:.3g})"
+        )
+    console.print(
+        f"conditioned on {len(res['conditioned_on'])} values; effective sample size "
+        f"{res['effective_sample_size']:.0f} of {res['n_draws']} prior draws"
+    )
+    for w in res["warnings"]:
+        console.print(f"[yellow]warning: {w}[/yellow]")
