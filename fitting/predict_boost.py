@@ -106,6 +106,10 @@ def predict_boost(
     model = get_model("full")
     rng = np.random.default_rng(seed)
     ev = events if events is not None else typical_course(patient="patient")
+    # The boost being predicted replaces any boost the table already has from that day on.
+    later = (ev["kind"] == "stem_cell_boost") & (ev["day"] >= day)
+    replaced = [f"stem_cell_boost on day {d:g}" for d in ev.loc[later, "day"]]
+    ev = ev[~later]
     cond = (
         observations.copy()
         if observations is not None
@@ -160,6 +164,7 @@ def predict_boost(
         },
         "conditioned_on": cond[["day", "analyte", "value"]].to_dict("records"),
         "unused_analytes": unused,
+        "replaced_events": replaced,
         "n_draws": n_draws,
         "effective_sample_size": ess,
         "horizon_days_after_boost": horizon_days,

@@ -265,29 +265,34 @@ PARAMS = (
     ),
     Param(
         "graft_hsc",
-        1e-8,
+        2e-9,
         "niche fraction per CD34+ cell/kg",
         1e-10,
         1e-7,
-        "assumption: a 3e6/kg graft seeds 3% of the niche",
+        "calibrated: a 3e6/kg allogeneic graft into an aplastic, immunosuppressed host "
+        "reaches majority donor chimerism within about a month (Han et al. 2022: full "
+        "donor chimerism after 0.95e6/kg; ours needs donor T cells for that speed)",
         "long-term stem cells seeded per infused CD34+ cell/kg",
     ),
     Param(
         "graft_prog",
-        4e-7,
-        "G/L per CD34+ cell/kg",
         1e-8,
+        "G/L per CD34+ cell/kg",
+        1e-9,
         1e-5,
-        "calibrated: neutrophil engraftment about 2 weeks after a 3-5e6/kg graft",
+        "calibrated: about a month to ANC > 1 G/L without G-CSF after a 6.75e6/kg "
+        "CD34-selected boost into cytopenic hosts (Mullanfiroze et al. 2022 report a median "
+        "42 days, range 11-192; benchmarks/validation.py)",
         "neutrophil progenitors seeded per infused CD34+ cell/kg",
     ),
     Param(
         "graft_prog_plt",
-        2e-6,
+        5e-8,
         "G/L per CD34+ cell/kg",
-        1e-8,
+        1e-9,
         1e-4,
-        "calibrated: platelet engraftment a few weeks after a graft",
+        "calibrated with graft_prog (same progenitor content relative to the platelet "
+        "lineage's larger steady-state pool)",
         "platelet progenitors seeded per infused CD34+ cell/kg",
     ),
     Param(
