@@ -314,3 +314,141 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
             "consolidative transplant within about 90 days of CAR-T (Jiang et al. 2020)."
         )
     return lines
+
+
+def plot_window(
+    table: pd.DataFrame, summary: dict, path, *, bands: dict | None = None, within: int = 30
+):
+    """Probability of neutrophil engraftment within ``within`` days against boost day,
+    with the window shaded; optionally a second row with predicted ANC and platelet bands
+    for the recommended day (``bands``: {"days", "anc": (q05, q50, q95), "platelets": ...}).
+    """
+    import matplotlib.pyplot as plt
+
+    from ..models.plotting import log_axis
+
+    fig = plt.figure(figsize=(11, 8.4 if bands else 4.2))
+    ax = fig.add_subplot(2 if bands else 1, 1, 1)
+    d = table["boost_day"]
+    ax.plot(
+        d,
+        table[f"neutrophil_p_within_{within}d"],
+        "o-",
+        color="C0",
+        label=f"neutrophils > 0.5 G/L within {within} d",
+    )
+    if f"platelet_p_within_{within}d" in table:
+        ax.plot(
+            d,
+            table[f"platelet_p_within_{within}d"],
+            "s--",
+            color="C1",
+            label=f"platelets > 20 G/L within {within} d",
+        )
+    ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1, label="threshold")
+    if summary["window_first_day"] is not None:
+        ax.axvspan(
+            summary["window_first_day"] - 0.5,
+            summary["window_last_day"] + 0.5,
+            color="C2",
+            alpha=0.15,
+            label="window",
+        )
+        ax.axvline(summary["recommended_day"], color="C2", lw=1.5)
+    ax.set_xlabel("boost day (days since CAR-T)")
+    ax.set_ylabel("predicted probability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    for k, name in enumerate(("anc", "platelets") if bands else ()):
+        a = fig.add_subplot(2, 2, 3 + k)
+        lo, mid, hi = bands[name]
+        a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="90% band")
+        a.plot(bands["days"], mid, color="C0", label="median")
+        a.axhline(0.5 if name == "anc" else 20.0, color="0.4", ls="--", lw=0.8)
+        a.axvline(summary["recommended_day"], color="C2", lw=1)
+        log_axis(a)
+        a.set_title(f"{name} (G/L), boost on day {summary['recommended_day']:g}")
+        a.set_xlabel("days since CAR-T")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plan_bands(
+    model: Model, draws: np.ndarray, events: pd.DataFrame, plan: Plan, *, horizon: float
+) -> dict:
+    """Daily 5/50/95% predictive bands of ANC and platelets under ``plan``."""
+    days, status, obs, _ = simulate_plan(model, draws, events, plan, horizon=horizon)
+    out: dict = {"days": days}
+    for name in ("anc", "platelets"):
+        if name in model.obs_names:
+            x = obs[status == 0, :, model.index("obs", name)]
+            out[name] = tuple(np.quantile(x, [0.05, 0.5, 0.95], axis=0))
+    return out
+
+
+def window_job(
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    boost_days: Sequence[float],
+    out_dir,
+    *,
+    dose: float = 3e6,
+    source: str = "allogeneic",
+    selected: bool = True,
+    threshold: float = 0.8,
+    cart_limit: float = 1000.0,
+) -> dict:
+    """Scan boost days and write window.csv, window.json and window.png to ``out_dir``.
+
+    Returns the JSON summary (window, transplant signals, plain-language lines, paths).
+    """
+    import json
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, summary = scan_window(
+        model,
+        draws,
+        events,
+        boost_days,
+        dose=dose,
+        source=source,
+        selected=selected,
+        threshold=threshold,
+        cart_limit=cart_limit,
+    )
+    signals = transplant_signals(model, draws, events)
+    bands = None
+    if summary["recommended_day"] is not None:
+        day = summary["recommended_day"]
+        bands = plan_bands(
+            model,
+            draws,
+            events,
+            Plan(day=day, dose=dose, source=source, selected=selected),
+            horizon=day + 90.0,
+        )
+    table.to_csv(out_dir / "window.csv", index=False)
+    plot_window(table, summary, out_dir / "window.png", bands=bands)
+    result = {
+        "plan": {
+            "dose_cd34_per_kg": dose,
+            "source": source,
+            "cd34_selected": selected,
+            "boost_days": [float(d) for d in boost_days],
+        },
+        "window": summary,
+        "transplant_signals": signals,
+        "summary_lines": plain_summary(summary, signals),
+        "n_draws": int(draws.shape[0]),
+        "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
+    }
+    (out_dir / "window.json").write_text(json.dumps(result, indent=2, default=float))
+    return result

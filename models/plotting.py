@@ -18,6 +18,14 @@ LOG_SCALE = {"cart_copies", "b_cells", "marrow_blasts", "anc", "platelets"}
 THRESHOLDS = {"anc": (0.5, 1.0), "platelets": (20.0, 50.0), "cart_copies": (30.0,)}
 
 
+def log_axis(ax) -> None:
+    """Log y axis with ticks at 1, 2, 5 x 10^k written as plain numbers."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_trajectory(
     traj,
     path: str | Path,
@@ -35,10 +43,7 @@ def plot_trajectory(
         y = traj[name]
         if name in LOG_SCALE:
             floor = max(np.nanmax(y) * 1e-6, 1e-3) if np.isfinite(y).any() else 1e-3
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            log_axis(ax)
             y = np.where(y > floor, y, np.nan)
         ax.plot(traj.t, y, color="C0", lw=1.6, label="model")
         for thr in THRESHOLDS.get(name, ()):

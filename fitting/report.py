@@ -1,0 +1,75 @@
+"""A self-contained HTML report: figures embedded as base64 PNG, tables as HTML, no
+external files or scripts, so it can be mailed or archived as one file."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #345; padding-bottom: .2em; }
+h2 { font-size: 1.25em; margin-top: 1.6em; color: #234; }
+p.lead { font-size: 1.05em; background: #f3f6fa; padding: .7em 1em; border-left: 4px solid #468; }
+p.warn { background: #fff4e0; padding: .5em 1em; border-left: 4px solid #d80; }
+img { max-width: 100%; border: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; }
+th { background: #eef2f6; }
+td:first-child, th:first-child { text-align: left; }
+footer { margin-top: 3em; font-size: .8em; color: #777; }
+"""
+
+
+@dataclass
+class Section:
+    """One part of the report: a heading with paragraphs, warnings, figures and tables."""
+
+    title: str
+    paragraphs: Sequence[str] = ()
+    warnings: Sequence[str] = ()
+    figures: Sequence[str | Path] = ()
+    tables: Sequence[pd.DataFrame] = field(default_factory=list)
+
+
+def _img(path: str | Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}", na_rep="")
+
+
+def write_report(
+    path: str | Path, title: str, lead: Sequence[str], sections: Sequence[Section]
+) -> Path:
+    """Write the report to ``path`` and return it."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    parts += [f'<p class="lead">{html.escape(line)}</p>' for line in lead]
+    for sec in sections:
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        parts += [f'<p class="warn">{html.escape(w)}</p>' for w in sec.warnings]
+        parts += [f"<p>{html.escape(p)}</p>" for p in sec.paragraphs]
+        parts += [_img(f) for f in sec.figures]
+        parts += [_table(t) for t in sec.tables]
+    parts.append(
+        f"<footer>carthema report, {date.today().isoformat()}. Model predictions "
+        "support, and do not replace, clinical judgement.</footer></body></html>"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
