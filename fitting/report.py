@@ -73,3 +73,49 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (``apt-get install chromium``), if installed."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(
+    html_path: str | Path,
+    png_path: str | Path,
+    *,
+    width: int = 1200,
+    height: int = 1600,
+    timeout: float = 120.0,
+) -> Path:
+    """Render ``html_path`` in headless chromium and save a PNG: the check that the report
+    displays in a real browser. Raises RuntimeError when chromium is missing or fails."""
+    import subprocess
+    import tempfile
+
+    exe = chromium_path()
+    if exe is None:
+        raise RuntimeError("chromium not found; install it with `apt-get install chromium`")
+    png_path = Path(png_path)
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={png_path}",
+            Path(html_path).resolve().as_uri(),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 or not png_path.exists():
+        raise RuntimeError(f"chromium failed ({proc.returncode}): {proc.stderr[-500:]}")
+    return png_path
