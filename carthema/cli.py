@@ -41,6 +41,7 @@ from carthema import cli_data, cli_model, cli_predict  # noqa: E402
 cli_data.register(app)
 cli_model.register(app)
 cli_predict.register(app)
+cli_predict.register_trial(app)
 
 
 def main(argv: list[str] | None = None) -> None:
