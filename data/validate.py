@@ -480,7 +480,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             "compartment": comp.astype(str),
             "lloq": (lloq * factor).astype(float),
             "blq": blq.astype(bool),
-            "note": note.replace("", np.nan).astype(object),
+            "note": note.astype(object).where(note != "", np.nan),
         }
     )
     out = _sort(out, ["patient", "day", "analyte", "compartment"])

@@ -1,1 +1,35 @@
-"""carthema.fitting"""
+"""carthema.fitting: Bayesian fits of individual patients with PyMC.
+
+- :func:`fit`: one patient's observations and events -> :class:`FitResult` (posterior,
+  diagnostics, summary, plot); samplers nutpie (numba, default), nutpie-jax, numpyro,
+  PyMC, or MAP + Laplace.
+- :func:`build_patient_model` / :func:`build_model`: the PyMC model alone.
+- :mod:`carthema.fitting.priors`: population priors (:data:`DEFAULT_FREE`,
+  :func:`prior_table`) and residual-error models (:data:`RESIDUALS`).
+- :class:`SolveOp`: the ODE solve as a PyTensor Op (numba and JAX implementations,
+  forward-sensitivity gradient).
+"""
+
+from carthema.fitting.build import FitModel, build_model, build_patient_model
+from carthema.fitting.data import PatientData, prepare_patient
+from carthema.fitting.diagnostics import Diagnostics
+from carthema.fitting.ode_op import SolveOp
+from carthema.fitting.priors import DEFAULT_FREE, RESIDUALS, Prior, prior_table
+from carthema.fitting.samplers import SAMPLERS, FitResult, fit
+
+__all__ = [
+    "DEFAULT_FREE",
+    "RESIDUALS",
+    "SAMPLERS",
+    "Diagnostics",
+    "FitModel",
+    "FitResult",
+    "PatientData",
+    "Prior",
+    "SolveOp",
+    "build_model",
+    "build_patient_model",
+    "fit",
+    "prepare_patient",
+    "prior_table",
+]

@@ -1,0 +1,204 @@
+"""Build the PyMC model of one patient: priors, ODE solve, residual-error likelihood.
+
+Variables of the PyMC model
+---------------------------
+``z`` (dims ``param``)
+    Standard-normal innovations; the free log-parameters are ``mu + sd * z`` (a
+    non-centred form: the sampler sees unit-scale coordinates).
+``log_params``, ``params`` (dims ``param``)
+    Deterministic: free parameters on the log and the natural scale.
+``sigma`` (dims ``analyte``)
+    Residual SDs of the analytes with enough quantified observations (half-normal
+    priors, :data:`carthema.fitting.priors.RESIDUALS`); the others are held at their
+    typical SD (listed in :attr:`FitModel.sigma_fixed`).
+``obs``
+    Observed: quantified observations on their likelihood scale.
+``blq_loglik``
+    Potential: the M3 term of the below-limit observations.
+``solver_ok``
+    Potential: 0 when the ODE solve succeeded, -inf when it failed (a rejected draw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+
+from ..models.model import Model, get_model
+from .data import PatientData, prepare_patient
+from .likelihood import normal_lcdf_pt, transform_pt
+from .ode_op import ATOL, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp
+from .priors import RESIDUALS, Prior, prior_table, resolve_free
+
+#: An analyte needs at least this many quantified observations to estimate its own
+#: residual SD; with fewer, the SD is held at its typical value.
+MIN_OBS_FOR_SIGMA = 5
+
+
+@dataclass
+class FitModel:
+    """A PyMC model of one patient and what it was built from."""
+
+    pymc_model: pm.Model
+    data: PatientData
+    priors: list[Prior]
+    free: tuple[str, ...]
+    sigma_free: tuple[str, ...]
+    sigma_fixed: dict[str, float]
+    op: SolveOp
+    schedule: Schedule
+
+    @property
+    def model(self) -> Model:
+        return self.data.model
+
+    @property
+    def prior_mu(self) -> np.ndarray:
+        return np.array([p.mu for p in self.priors])
+
+    @property
+    def prior_sd(self) -> np.ndarray:
+        return np.array([p.sd for p in self.priors])
+
+    def theta_from_z(self, z: np.ndarray) -> np.ndarray:
+        return self.prior_mu + self.prior_sd * np.asarray(z)
+
+    def sigma_rows(self, sigma_free: np.ndarray | None = None) -> np.ndarray:
+        """Residual SD of every observation row (numpy)."""
+        values = dict(self.sigma_fixed)
+        if sigma_free is not None:
+            values.update(zip(self.sigma_free, np.atleast_1d(sigma_free), strict=True))
+        else:
+            values.update({a: RESIDUALS[a].typical_sd for a in self.sigma_free})
+        return np.array([values[o] for o in self.data.rows["observable"]])
+
+
+def build_model(
+    data: PatientData,
+    free: str | Iterable[str] | None = None,
+    *,
+    prior_sd: Mapping[str, float] | None = None,
+    sigma: Mapping[str, float] | None = None,
+    min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    max_steps: int = MAX_STEPS,
+    method: str = METHOD,
+    predictor=None,
+) -> FitModel:
+    """The PyMC model of one patient (see the module docstring for its variables).
+
+    Parameters
+    ----------
+    data:
+        From :func:`carthema.fitting.data.prepare_patient`.
+    free:
+        Free parameters (names or a comma-separated string); default
+        :data:`carthema.fitting.priors.DEFAULT_FREE` of the component set.
+    prior_sd:
+        Overrides of the prior spreads (log scale) by parameter name.
+    sigma:
+        Residual SDs to hold fixed, by analyte (on the analyte's likelihood scale).
+    min_obs_for_sigma:
+        Estimate an analyte's residual SD only with at least this many quantified rows.
+    rtol, atol, max_steps, method:
+        ODE solver settings (see :mod:`carthema.fitting.ode_op`).
+    predictor:
+        Replace the ODE Op: a function ``theta -> (pred, ok)`` of PyTensor variables
+        (predictions at the rows of ``data`` and a 0/1 success flag). Used to compare
+        other ODE solvers under the same priors and likelihood (benchmarks).
+    """
+    model = data.model
+    free = resolve_free(model, free)
+    priors = prior_table(model, free, prior_sd)
+    schedule = Schedule.from_data(data, free)
+    op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
+
+    rows = data.rows
+    sigma = dict(sigma or {})
+    n_quant = rows.loc[~rows["censored"]].groupby("observable").size()
+    sigma_free, sigma_fixed = [], {}
+    for o in data.observables:
+        if o in sigma:
+            sigma_fixed[o] = float(sigma[o])
+        elif int(n_quant.get(o, 0)) >= min_obs_for_sigma:
+            sigma_free.append(o)
+        else:
+            sigma_fixed[o] = RESIDUALS[o].typical_sd
+
+    coords = {"param": list(free)}
+    if sigma_free:
+        coords["analyte"] = sigma_free
+    mu0 = np.array([p.mu for p in priors])
+    sd0 = np.array([p.sd for p in priors])
+    y = data.transformed()
+    censored = data.censored
+    with pm.Model(coords=coords) as pm_model:
+        z = pm.Normal("z", 0.0, 1.0, dims="param")
+        theta = pm.Deterministic("log_params", mu0 + sd0 * z, dims="param")
+        pm.Deterministic("params", pt.exp(theta), dims="param")
+        if predictor is None:
+            pred, _jac, ok = op(theta, *schedule.constants())
+        else:
+            pred, ok = predictor(theta)
+        pm.Potential("solver_ok", pt.switch(pt.gt(ok, 0.5), 0.0, -np.inf))
+        if sigma_free:
+            s_free = pm.HalfNormal(
+                "sigma",
+                sigma=np.array([RESIDUALS[a].prior_scale for a in sigma_free]),
+                dims="analyte",
+            )
+        # Residual SD per row: gather from [free..., fixed...].
+        order = list(sigma_free) + list(sigma_fixed)
+        pieces = []
+        if sigma_free:
+            pieces.append(s_free)
+        if sigma_fixed:
+            pieces.append(pt.constant(np.array([sigma_fixed[o] for o in sigma_fixed])))
+        s_all = pieces[0] if len(pieces) == 1 else pt.concatenate(pieces)
+        pos = np.array([order.index(o) for o in rows["observable"]], dtype=np.int64)
+        s_rows = s_all[pos]
+        mu = transform_pt(pred, data)
+        unc = np.flatnonzero(~censored)
+        cen = np.flatnonzero(censored)
+        if unc.size:
+            pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=y[unc])
+        if cen.size:
+            pm.Potential("blq_loglik", normal_lcdf_pt((y[cen] - mu[cen]) / s_rows[cen]).sum())
+    return FitModel(
+        pymc_model=pm_model,
+        data=data,
+        priors=priors,
+        free=free,
+        sigma_free=tuple(sigma_free),
+        sigma_fixed=sigma_fixed,
+        op=op,
+        schedule=schedule,
+    )
+
+
+def build_patient_model(
+    observations: pd.DataFrame,
+    events: pd.DataFrame | None,
+    patient: str | None,
+    components: str = "full",
+    free: str | Iterable[str] | None = None,
+    *,
+    params: Mapping[str, float] | None = None,
+    **kwargs,
+) -> FitModel:
+    """:func:`prepare_patient` + :func:`build_model` in one call.
+
+    ``params`` sets the values of non-free parameters (default: model defaults).
+    """
+    from ..models.simulate import resolve_params
+
+    model = get_model(components)
+    p = resolve_params(model, params)
+    data = prepare_patient(model, observations, events, patient, p)
+    return build_model(data, free, **kwargs)

@@ -1,0 +1,497 @@
+"""``fit``: one patient, one call: build the model, sample (or MAP), diagnose.
+
+Samplers
+--------
+``"nutpie"`` (default)
+    nutpie's NUTS on the log-density compiled by PyTensor's numba backend, the ODE
+    solve included (no object mode). Mass matrix: nutpie's low-rank modified
+    adaptation, which learns the strong posterior correlations of ODE parameters
+    (it cut the leapfrog steps per draw about 6-fold against a diagonal mass matrix on
+    the synthetic patients).
+``"nutpie-jax"``
+    nutpie on the JAX-compiled log-density (diffrax solve).
+``"numpyro"``
+    numpyro's NUTS through ``pm.sample(nuts_sampler="numpyro")`` (diffrax solve,
+    ``jax.grad`` through the Op's custom VJP).
+``"pymc"``
+    PyMC's own NUTS (Python loop; the ODE solve runs in the numba kernel).
+``"map"``
+    MAP + Laplace approximation (:mod:`carthema.fitting.laplace`): seconds, for
+    screening; its draws are independent Gaussian draws in the unconstrained space.
+
+NUTS chains start from the MAP point (jittered) unless ``init="prior"``: ODE posteriors
+can have local modes far from the prior median, and a chain started there can stay.
+Seeds: every random choice (MAP restarts, jitter, sampler) derives from ``seed``; when
+``seed`` is None one is drawn and recorded in the result, so any run can be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..data.errors import InputError
+from ..models.model import COMPONENT_SETS, get_model
+from ..models.simulate import resolve_params
+from .build import FitModel, build_model
+from .data import prepare_patient
+from .diagnostics import Diagnostics, diagnose, information_lines, summary_table
+from .laplace import MapResult, find_map, laplace_draws
+from .priors import priors_frame
+
+SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
+
+
+@dataclass
+class FitResult:
+    """Result of :func:`fit`.
+
+    Attributes
+    ----------
+    idata:
+        ArviZ InferenceData: ``posterior`` (z, log_params, params, sigma), sample stats,
+        and a ``carthema_observations`` group with the rows the likelihood used.
+    diagnostics:
+        R-hat, ESS, divergences, E-BFMI and plain-words warnings.
+    fit_model:
+        The PyMC model and what it was built from (data, priors, free parameters).
+    sampler, settings, timings:
+        How it was run (seed included) and how long it took (seconds).
+    map:
+        The MAP result when one was computed (``sampler="map"`` or MAP init).
+    """
+
+    idata: az.InferenceData
+    diagnostics: Diagnostics
+    fit_model: FitModel
+    sampler: str
+    settings: dict
+    timings: dict
+    events_table: pd.DataFrame | None = None
+    truth: dict[str, float] | None = None
+    map: MapResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def patient(self) -> str:
+        return self.fit_model.data.patient
+
+    def summary(self) -> pd.DataFrame:
+        """Per-parameter table: prior, posterior, shrinkage, ESS, R-hat (and truth)."""
+        fm = self.fit_model
+        return summary_table(
+            self.idata,
+            fm.priors,
+            fm.sigma_free,
+            fm.sigma_fixed,
+            truth=self.truth,
+            method=self.sampler,
+        )
+
+    def information(self) -> list[str]:
+        """How much the data inform each parameter, in words."""
+        return information_lines(self.summary())
+
+    def report(self) -> list[str]:
+        """Everything worth printing after a fit."""
+        fm = self.fit_model
+        data = fm.data
+        n_cen = int(data.censored.sum())
+        lines = [
+            f"patient {data.patient}: {data.n} observations used ({n_cen} below a limit, "
+            f"M3-censored) of {', '.join(data.observables)}; model '{fm.model.name}', "
+            f"{len(fm.free)} free parameters",
+        ]
+        if len(data.unused):
+            by = data.unused.groupby("reason").size()
+            for reason, k in by.items():
+                lines.append(f"unused: {k} observation(s): {reason}")
+        lines += [f"note: {n}" for n in data.notes]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += self.diagnostics.lines()
+        t = self.timings
+        lines.append(
+            "time: "
+            + ", ".join(
+                f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if k.endswith("_s")
+            )
+        )
+        lines.append("how much the data inform each parameter (prior vs posterior):")
+        lines += ["  " + s for s in self.information()]
+        return lines
+
+    def save(self, out: str | Path, *, plot: bool = True) -> dict[str, Path]:
+        """Write ``posterior.nc``, ``summary.csv``, ``priors.csv`` and ``fit.png``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "posterior": out / "posterior.nc",
+            "summary": out / "summary.csv",
+            "priors": out / "priors.csv",
+        }
+        self.idata.to_netcdf(str(paths["posterior"]))
+        self.summary().to_csv(paths["summary"], index=False)
+        priors_frame(self.fit_model.priors).to_csv(paths["priors"], index=False)
+        if len(self.fit_model.data.unused):
+            paths["unused"] = out / "unused_observations.csv"
+            self.fit_model.data.unused.to_csv(paths["unused"], index=False)
+        if plot:
+            from .plots import plot_fit
+
+            paths["plot"] = out / "fit.png"
+            plot_fit(self, paths["plot"])
+        return paths
+
+
+def _default_cores(chains: int) -> int:
+    return max(1, min(chains, os.cpu_count() or 1))
+
+
+def _observations_group(fm: FitModel) -> xr.Dataset:
+    r = fm.data.rows
+    return xr.Dataset(
+        {
+            "day": ("row", r["day"].to_numpy(float)),
+            "analyte": ("row", r["observable"].astype(str).to_numpy()),
+            "value": ("row", r["value"].to_numpy(float)),
+            "limit": ("row", r["limit"].to_numpy(float)),
+            "censored": ("row", r["censored"].to_numpy(bool)),
+        }
+    )
+
+
+def _idata_from_unconstrained(fm: FitModel, X: np.ndarray, slices, chains: int) -> az.InferenceData:
+    """InferenceData from unconstrained draws (n, dim), reshaped to (chains, n/chains)."""
+    n = X.shape[0] // chains
+    X = X[: n * chains].reshape(chains, n, -1)
+    z = X[..., slices["z"]]
+    theta = fm.prior_mu + fm.prior_sd * z
+    post = {"z": z, "log_params": theta, "params": np.exp(theta)}
+    dims = {"z": ["param"], "log_params": ["param"], "params": ["param"]}
+    coords = {"param": list(fm.free)}
+    if fm.sigma_free:
+        post["sigma"] = np.exp(X[..., slices["sigma_log__"]])
+        dims["sigma"] = ["analyte"]
+        coords["analyte"] = list(fm.sigma_free)
+    return az.from_dict(posterior=post, dims=dims, coords=coords)
+
+
+def _count_grad_evals(idata) -> int:
+    n = 0
+    for g in ("sample_stats", "warmup_sample_stats"):
+        if g in idata.groups():
+            st = idata[g]
+            for key in ("n_steps", "num_steps"):
+                if key in st:
+                    n += int(st[key].sum())
+                    break
+    return n
+
+
+def fit(
+    observations: pd.DataFrame,
+    events: pd.DataFrame | None,
+    patient: str | None = None,
+    components: str = "full",
+    free: str | Iterable[str] | None = None,
+    sampler: str = "nutpie",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int | None = None,
+    *,
+    cores: int | None = None,
+    init: str = "map",
+    progress: bool = False,
+    params: Mapping[str, float] | None = None,
+    prior_sd: Mapping[str, float] | None = None,
+    sigma: Mapping[str, float] | None = None,
+    truth: Mapping[str, float] | None = None,
+    target_accept: float = 0.8,
+    low_rank: bool = True,
+    history_days: float = 30.0,
+    log: Callable[[str], None] | None = None,
+    **solver_options,
+) -> FitResult:
+    """Fit one patient's parameters.
+
+    Parameters
+    ----------
+    observations, events:
+        Data-layer tables (may hold several patients).
+    patient:
+        Patient to fit (may be omitted when the observations hold one).
+    components:
+        Component set (``"full"``, ``"cart"``, ``"cart_targets"``, ``"haematopoiesis"``).
+    free:
+        Free parameters (default: :data:`carthema.fitting.priors.DEFAULT_FREE`).
+    sampler:
+        ``"nutpie"`` (default), ``"nutpie-jax"``, ``"numpyro"``, ``"pymc"`` or ``"map"``.
+    draws, tune, chains:
+        Draws kept and tuning steps per chain; number of chains. For ``"map"``,
+        ``draws`` Laplace draws are returned (one chain).
+    seed:
+        Random seed (recorded in ``settings``; drawn when None).
+    cores:
+        Chains run in parallel (default: min(chains, CPUs)).
+    init:
+        ``"map"`` (start NUTS at the jittered MAP point) or ``"prior"``.
+    progress:
+        Show progress bars.
+    params:
+        Values of the non-free parameters (default: model defaults).
+    prior_sd, sigma:
+        Prior spread overrides by parameter; residual SDs to hold fixed by analyte.
+    truth:
+        Known true values (synthetic patients): reported against the intervals.
+    target_accept, low_rank:
+        NUTS step-size target; nutpie's low-rank mass-matrix adaptation.
+    history_days:
+        Observations up to this many days before the first event are used.
+    log:
+        Called with a short status line before each long step (compile, MAP, sampling).
+    **solver_options:
+        ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
+    """
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler '{sampler}'", fix=f"choose one of {', '.join(SAMPLERS)}")
+    if components not in COMPONENT_SETS:
+        raise InputError(
+            f"unknown component set '{components}'",
+            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
+        )
+    for name, v in (("draws", draws), ("chains", chains)):
+        if int(v) < 1:
+            raise InputError(f"{name} must be at least 1, got {v}")
+    if int(tune) < 0:
+        raise InputError(f"tune must be >= 0, got {tune}")
+    if init not in ("map", "prior"):
+        raise InputError(f"unknown init '{init}'", fix="use 'map' or 'prior'")
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
+    seed = int(seed)
+    cores = _default_cores(chains) if cores is None else int(cores)
+    t_start = time.perf_counter()
+    model = get_model(components)
+    p = resolve_params(model, params)
+    data = prepare_patient(model, observations, events, patient, p, history_days=history_days)
+    fm = build_model(data, free, prior_sd=prior_sd, sigma=sigma, **solver_options)
+    timings = {"build_s": time.perf_counter() - t_start}
+    settings = {
+        "sampler": sampler,
+        "draws": int(draws),
+        "tune": int(tune),
+        "chains": int(chains),
+        "seed": seed,
+        "cores": cores,
+        "init": init,
+        "target_accept": target_accept,
+        "low_rank": bool(low_rank),
+        "rtol": fm.op.rtol,
+        "atol": fm.op.atol,
+        "method": fm.op.method,
+    }
+    notes: list[str] = []
+    ss = np.random.SeedSequence(seed)
+    map_seed, jitter_seed, sampler_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(3))
+
+    say = log or (lambda _msg: None)
+    compiled = None
+    if sampler in ("nutpie", "nutpie-jax"):
+        say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
+        t0 = time.perf_counter()
+        compiled = _compile_nutpie(fm, sampler)
+        timings["compile_s"] = time.perf_counter() - t0
+    map_res = None
+    if sampler == "map" or init == "map":
+        say("finding the posterior mode (MAP)")
+        t0 = time.perf_counter()
+        vg = None
+        if compiled is not None and sampler == "nutpie":
+            # nutpie's compiled log-density and gradient, same variable layout.
+            vg = compiled.logp_func
+        map_res = find_map(fm, value_grad=vg, seed=map_seed)
+        timings["map_s"] = time.perf_counter() - t0
+        notes += map_res.notes
+        if not map_res.success:
+            notes.append(f"the MAP optimiser stopped early: {map_res.message}")
+
+    extra_warn: list[str] = []
+    if sampler == "map":
+        X = laplace_draws(map_res, int(draws), seed=sampler_seed)
+        idata = _idata_from_unconstrained(fm, X, map_res.slices, 1)
+        grad_evals = map_res.n_grad_evals
+        timings["sample_s"] = 0.0
+    else:
+        say(f"sampling {chains} chains x ({tune} tune + {draws} draws) with {sampler}")
+        idata, grad_evals, t_samp = _run_nuts(
+            fm,
+            sampler,
+            compiled,
+            draws=int(draws),
+            tune=int(tune),
+            chains=int(chains),
+            cores=cores,
+            seed=sampler_seed,
+            map_res=map_res,
+            jitter_seed=jitter_seed,
+            progress=progress,
+            target_accept=target_accept,
+            low_rank=low_rank,
+        )
+        timings["sample_s"] = t_samp
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["grad_evals"] = int(grad_evals)
+    idata.add_groups({"carthema_observations": _observations_group(fm)})
+    idata.posterior.attrs.update(
+        {
+            "carthema_patient": data.patient,
+            "carthema_components": model.name,
+            "carthema_free": ",".join(fm.free),
+            "carthema_sampler": sampler,
+            "carthema_seed": seed,
+            "carthema_notes": " | ".join(list(data.notes) + notes),
+        }
+    )
+    diag = diagnose(idata, "map" if sampler == "map" else sampler, extra_warn)
+    ev_table = None
+    if events is not None and len(events):
+        ev_table = events[events["patient"].astype(str) == data.patient]
+    return FitResult(
+        idata=idata,
+        diagnostics=diag,
+        fit_model=fm,
+        sampler=sampler,
+        settings=settings,
+        timings=timings,
+        events_table=ev_table,
+        truth=None if truth is None else {k: float(v) for k, v in truth.items()},
+        map=map_res,
+        notes=notes,
+    )
+
+
+def _compile_nutpie(fm: FitModel, sampler: str):
+    import nutpie
+
+    if sampler == "nutpie":
+        return nutpie.compile_pymc_model(fm.pymc_model, backend="numba")
+    from ..models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
+
+    # jax.grad through diffrax's reverse-mode adjoint: cheaper than the forward-mode
+    # Jacobian that PyTensor's gradient of the Op would use.
+    return nutpie.compile_pymc_model(fm.pymc_model, backend="jax", gradient_backend="jax")
+
+
+def _laplace_init(map_res: MapResult, seed: int):
+    def init(chain_seed=None) -> np.ndarray:
+        key = [seed] if chain_seed is None else [seed, int(chain_seed) % (2**32)]
+        return np.ascontiguousarray(laplace_draws(map_res, 1, np.random.default_rng(key))[0])
+
+    return init
+
+
+def _run_nuts(
+    fm: FitModel,
+    sampler: str,
+    compiled,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    seed: int,
+    map_res: MapResult | None,
+    jitter_seed: int,
+    progress: bool,
+    target_accept: float,
+    low_rank: bool,
+):
+    """Run a NUTS sampler; returns (idata, gradient evaluations, seconds)."""
+    model = fm.pymc_model
+    if sampler in ("nutpie", "nutpie-jax"):
+        import nutpie
+
+        if map_res is not None:
+            # Each chain starts at a draw from the Laplace approximation around the MAP
+            # (unconstrained space, the layout nutpie uses): inside the main mode, with a
+            # spread like the posterior's. nutpie's own start (prior median + uniform(-1, 1)
+            # jitter) can drop a chain into a minor local mode that it never leaves.
+            compiled = dataclasses.replace(
+                compiled, initial_point_func=_laplace_init(map_res, jitter_seed)
+            )
+        t0 = time.perf_counter()
+        idata = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            seed=seed,
+            progress_bar=progress,
+            low_rank_modified_mass_matrix=low_rank,
+            target_accept=target_accept,
+        )
+        return idata, _count_grad_evals(idata), time.perf_counter() - t0
+
+    import pymc as pm
+
+    initvals = None
+    init_kw = {}
+    if map_res is not None:
+        # One start per chain, drawn from the Laplace approximation (see nutpie above).
+        X = laplace_draws(map_res, chains, seed=jitter_seed)
+        initvals = []
+        for x in X:
+            pt = map_res.point(x)
+            iv = {"z": pt["z"]}
+            if "sigma_log__" in pt:
+                iv["sigma"] = np.exp(pt["sigma_log__"])
+            initvals.append(iv)
+        init_kw = {"init": "adapt_diag"} if sampler == "pymc" else {}
+    t0 = time.perf_counter()
+    with model:
+        if sampler == "numpyro":
+            from ..models import jax_backend  # noqa: F401  (float64 in JAX)
+
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                random_seed=seed,
+                initvals=initvals,
+                progressbar=progress,
+                nuts_sampler="numpyro",
+                target_accept=target_accept,
+                nuts_sampler_kwargs={"chain_method": "vectorized"},
+                idata_kwargs={"log_likelihood": False},
+                compute_convergence_checks=False,
+            )
+        else:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                random_seed=seed,
+                initvals=initvals,
+                progressbar=progress,
+                target_accept=target_accept,
+                compute_convergence_checks=False,
+                discard_tuned_samples=False,
+                **init_kw,
+            )
+    t_all = time.perf_counter() - t0
+    if "warmup_posterior" in idata.groups():
+        # Keep the warm-up statistics (for gradient counts) but not its draws.
+        del idata.warmup_posterior
+    return idata, _count_grad_evals(idata), t_all
