@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+from carthema._console import stdout_console
+
+console = stdout_console()
 
 
 def _load(obs: str, events: Path | None, truth: Path | None):
@@ -122,13 +123,18 @@ def register(app: typer.Typer) -> None:
             log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
         )
         paths = result.save(out, plot=plot)
-        for line in result.report():
-            style = "yellow" if line.startswith("warning") else None
-            console.print(line, style=style, markup=False)
-        _table(result)
-        console.print(f"seed {result.settings['seed']}")
-        for kind, path in paths.items():
-            console.print(f"wrote {kind}: {path}")
+        print_fit(result, paths)
+
+
+def print_fit(result, paths: dict) -> None:
+    """Diagnostics, information lines, the posterior table and the files written."""
+    for line in result.report():
+        style = "yellow" if line.startswith("warning") else None
+        console.print(line, style=style, markup=False)
+    _table(result)
+    console.print(f"seed {result.settings['seed']}")
+    for kind, path in paths.items():
+        console.print(f"wrote {kind}: {path}", markup=False)
 
 
 def _table(result) -> None:

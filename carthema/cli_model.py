@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,10 @@ import typer
 from rich.table import Table
 
 from carthema._console import stdout_console
+
+#: Patient and draws per chain of ``carthema demo``.
+DEMO_PATIENT = "VP003"
+DEMO_DRAWS = 500
 
 console = stdout_console()
 
@@ -86,34 +91,62 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_output"),
+        patient: Annotated[str, typer.Option(help="Bundled synthetic patient.")] = DEMO_PATIENT,
+        sampler: Annotated[
+            str, typer.Option(help="nutpie (default) or map for a seconds-long run.")
+        ] = "nutpie",
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
     ) -> None:
-        """Run the main job on bundled data: simulate the han2022 patient."""
+        """Run the main job on bundled data: fit a patient, scan the engraftment window,
+        write the report."""
         from carthema.api import load_example
-        from carthema.api import simulate as run
-        from carthema.models.plotting import plot_trajectory
+        from carthema.cli_fit import print_fit
+        from carthema.cli_window import print_window
+        from carthema.fitting import fit
+        from carthema.fitting.window import parse_days, window_from_fit
 
-        out.mkdir(parents=True, exist_ok=True)
-        ex = load_example("han2022")
+        def say(msg: str) -> None:
+            console.print(f"[dim]{msg}...[/dim]")
+
+        ex = load_example("synthetic")
+        truth = ex.tables["parameters"]
+        truth = truth[truth["patient"] == patient]
         console.print(
-            "Simulating the han2022 patient (Han et al. 2022) with default "
-            "parameters and the patient's own events..."
+            f"[bold]1/2 fit[/bold]: virtual patient {patient} of the bundled synthetic "
+            "cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism; a poor-reserve "
+            "patient who received a stem-cell boost on day 42), full model"
         )
-        traj = run(ex.events, days=120)
-        for note in traj.notes:
-            console.print(f"note: {note}")
-        if not traj.ok:
-            console.print(f"[red]solver failed: {traj.message}[/red]")
-            raise typer.Exit(1)
-        _summary(traj)
-        csv = out / "han2022_trajectory.csv"
-        traj.to_frame().to_csv(csv, index=False)
-        png = plot_trajectory(
-            traj,
-            out / "han2022_trajectory.png",
-            observations=ex.observations,
-            title="han2022: default-parameter simulation vs reported values",
+        result = fit(
+            ex.observations,
+            ex.events,
+            patient,
+            sampler=sampler,
+            draws=DEMO_DRAWS,
+            tune=DEMO_DRAWS,
+            chains=4,
+            seed=seed,
+            truth=dict(zip(truth["name"], truth["value"], strict=True)),
+            progress=sys.stderr.isatty(),
+            log=say,
         )
-        console.print(f"outputs: {csv} and {png}")
+        paths = result.save(out / "fit")
+        print_fit(result, paths)
+        console.print(
+            "[bold]2/2 engraftment window[/bold]: an allogeneic CD34-selected boost of "
+            "3e6 CD34+ cells/kg on each of days 21-120 (every 3 days)"
+        )
+        res = window_from_fit(
+            out / "fit",
+            parse_days("21:120", 3.0),
+            out / "window",
+            dose=3e6,
+            source="allogeneic",
+            selected=True,
+            report=True,
+            log=say,
+        )
+        print_window(res)
+        console.print(f"\n[bold]open {res['files']['report']} in a browser[/bold]")
 
 
 def _summary(traj) -> None:

@@ -316,6 +316,68 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
     return lines
 
 
+def recovery_without_boost(
+    model: Model, draws: np.ndarray, events: pd.DataFrame, *, horizon: float
+) -> dict:
+    """Engraftment without any boost, in days since CAR-T: the first sustained recovery
+    (clinical definitions) after the count has first fallen below its threshold.
+
+    Per count ("neutrophil", "platelet"): median and 5-95 % day, ``p_never`` (no
+    recovery by ``horizon``: censored) and ``p_not_cytopenic`` (never fell below).
+    """
+    days, status, obs, ev_df = simulate_plan(model, draws, events, Plan(), horizon=horizon)
+    ok = status == 0
+    transfusions = list(ev_df.loc[ev_df["kind"] == "platelet_transfusion", "day"].astype(float))
+    out: dict = {"horizon_day": horizon}
+    for key, name, thr in (("neutrophil", "anc", 0.5), ("platelet", "platelets", PLT_ENGRAFT)):
+        if name not in model.obs_names:
+            continue
+        x = obs[ok, :, model.index("obs", name)]
+        fell = np.cumsum(x < thr, axis=1) > 0
+        # Before the first dip the count cannot "engraft": mask it as zero.
+        masked = np.where(fell, x, 0.0)
+        if key == "neutrophil":
+            e = neutrophil_engraftment(days, masked, reference=float(days[0]))
+        else:
+            e = platelet_engraftment(
+                days, masked, reference=float(days[0]), transfusions=transfusions
+            )
+        cyto = fell.any(axis=1)
+        out[key] = {
+            **_quantiles(np.where(cyto, e.day, np.nan)),
+            "p_never": float(np.mean(e.censored & cyto)),
+            "p_not_cytopenic": float(np.mean(~cyto)),
+        }
+    return out
+
+
+def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
+    """What the counts do without any boost (days since CAR-T)."""
+    lines = []
+    for key, what in (("neutrophil", "Neutrophils"), ("platelet", "Platelets")):
+        r = baseline.get(key)
+        if r is None:
+            continue
+        if r["p_not_cytopenic"] >= 0.5:
+            lines.append(
+                f"Without a boost: {what.lower()} are predicted not to fall below the "
+                f"engraftment threshold at all in {r['p_not_cytopenic']:.0%} of draws."
+            )
+        elif r["p_never"] >= 0.5:
+            lines.append(
+                f"Without a boost: {what.lower()} are predicted not to engraft by day "
+                f"{horizon:g} in {r['p_never']:.0%} of posterior draws."
+            )
+        else:
+            lines.append(
+                f"Without a boost: {what.lower()} are predicted to recover on day "
+                f"{r['median']:.0f} after CAR-T (90% interval {r['q05']:.0f}-"
+                f"{r['q95']:.0f}; not by day {horizon:g} in {r['p_never']:.0%} of draws). "
+                "A boost after that day adds little."
+            )
+    return lines
+
+
 def plot_window(
     table: pd.DataFrame, summary: dict, path, *, bands: dict | None = None, within: int = 30
 ):
@@ -425,6 +487,8 @@ def window_job(
         cart_limit=cart_limit,
     )
     signals = transplant_signals(model, draws, events)
+    last = float(max(boost_days))
+    baseline = recovery_without_boost(model, draws, events, horizon=last + 120.0)
     bands = None
     if summary["recommended_day"] is not None:
         day = summary["recommended_day"]
@@ -446,7 +510,11 @@ def window_job(
         },
         "window": summary,
         "transplant_signals": signals,
-        "summary_lines": plain_summary(summary, signals),
+        "no_boost": baseline,
+        "summary_lines": [
+            *no_boost_lines(baseline, last + 120.0),
+            *plain_summary(summary, signals),
+        ],
         "n_draws": int(draws.shape[0]),
         "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
     }

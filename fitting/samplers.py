@@ -27,7 +27,9 @@ Seeds: every random choice (MAP restarts, jitter, sampler) derives from ``seed``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -77,6 +79,7 @@ class FitResult:
     settings: dict
     timings: dict
     events_table: pd.DataFrame | None = None
+    observations_table: pd.DataFrame | None = None
     truth: dict[str, float] | None = None
     map: MapResult | None = None
     notes: list[str] = field(default_factory=list)
@@ -129,18 +132,55 @@ class FitResult:
         lines += ["  " + s for s in self.information()]
         return lines
 
+    def meta(self) -> dict:
+        """What a later step needs to use the fit: patient, model, free parameters, the
+        values of the fixed ones, settings, timings, diagnostics and notes (JSON-ready)."""
+        fm = self.fit_model
+        model = fm.model
+        return {
+            "format": FIT_FORMAT,
+            "patient": fm.data.patient,
+            "components": model.name,
+            "free": list(fm.free),
+            "fixed_params": {
+                n: float(v) for n, v in zip(model.param_names, fm.data.p_fixed, strict=True)
+            },
+            "sigma_fixed": {k: float(v) for k, v in fm.sigma_fixed.items()},
+            "settings": self.settings,
+            "timings": {k: float(v) for k, v in self.timings.items()},
+            "diagnostics": self.diagnostics.as_dict(),
+            "notes": list(fm.data.notes) + list(self.notes),
+        }
+
     def save(self, out: str | Path, *, plot: bool = True) -> dict[str, Path]:
-        """Write ``posterior.nc``, ``summary.csv``, ``priors.csv`` and ``fit.png``."""
+        """Write the fit folder: ``posterior.nc``, ``summary.csv``, ``priors.csv``,
+        ``fit.json`` (:meth:`meta`), the patient's ``events.csv`` and
+        ``observations.csv`` (so that ``carthema window`` needs nothing else) and
+        ``fit.png``. Each file is written under a temporary name and then renamed."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {
             "posterior": out / "posterior.nc",
             "summary": out / "summary.csv",
             "priors": out / "priors.csv",
+            "meta": out / "fit.json",
         }
-        self.idata.to_netcdf(str(paths["posterior"]))
-        self.summary().to_csv(paths["summary"], index=False)
-        priors_frame(self.fit_model.priors).to_csv(paths["priors"], index=False)
+        with _atomic(paths["posterior"]) as tmp:
+            self.idata.to_netcdf(str(tmp))
+        with _atomic(paths["summary"]) as tmp:
+            self.summary().to_csv(tmp, index=False)
+        with _atomic(paths["priors"]) as tmp:
+            priors_frame(self.fit_model.priors).to_csv(tmp, index=False)
+        for key, table in (
+            ("events", self.events_table),
+            ("observations", self.observations_table),
+        ):
+            if table is not None:
+                paths[key] = out / f"{key}.csv"
+                with _atomic(paths[key]) as tmp:
+                    table.to_csv(tmp, index=False)
+        with _atomic(paths["meta"]) as tmp:
+            tmp.write_text(json.dumps(self.meta(), indent=2, default=_json_default))
         if len(self.fit_model.data.unused):
             paths["unused"] = out / "unused_observations.csv"
             self.fit_model.data.unused.to_csv(paths["unused"], index=False)
@@ -150,6 +190,31 @@ class FitResult:
             paths["plot"] = out / "fit.png"
             plot_fit(self, paths["plot"])
         return paths
+
+
+#: Version of the fit-folder layout written by :meth:`FitResult.save`.
+FIT_FORMAT = 1
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success, so that
+    a half-written file never carries the final name."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
 
 
 def _default_cores(chains: int) -> int:
@@ -365,7 +430,8 @@ def fit(
     diag = diagnose(idata, "map" if sampler == "map" else sampler, extra_warn)
     ev_table = None
     if events is not None and len(events):
-        ev_table = events[events["patient"].astype(str) == data.patient]
+        ev_table = events[events["patient"].astype(str) == data.patient].reset_index(drop=True)
+    obs_table = observations[observations["patient"].astype(str) == data.patient]
     return FitResult(
         idata=idata,
         diagnostics=diag,
@@ -374,6 +440,7 @@ def fit(
         settings=settings,
         timings=timings,
         events_table=ev_table,
+        observations_table=obs_table.reset_index(drop=True),
         truth=None if truth is None else {k: float(v) for k, v in truth.items()},
         map=map_res,
         notes=notes,

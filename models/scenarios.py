@@ -83,5 +83,8 @@ def with_boost(
     if cd3_per_kg is not None:
         extra["cd3_per_kg"] = float(cd3_per_kg)
     boost = _row(patient, day, "stem_cell_boost", cd34_per_kg, "cells/kg", **extra)
-    out = pd.concat([events, pd.DataFrame([boost], columns=EVENT_COLUMNS)], ignore_index=True)
+    # From records, not concat: concat with all-empty columns changes dtype rules.
+    cols = list(events.columns) if len(events.columns) else EVENT_COLUMNS
+    records = events.to_dict("records") + [{c: boost.get(c) for c in cols}]
+    out = pd.DataFrame.from_records(records, columns=cols)
     return out.sort_values("day", kind="stable").reset_index(drop=True)

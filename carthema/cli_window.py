@@ -1,0 +1,69 @@
+"""CLI command ``carthema window``: the engraftment window of a fitted patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from carthema._console import stdout_console
+
+console = stdout_console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``window`` to ``app``."""
+
+    @app.command()
+    def window(
+        fitdir: Annotated[Path, typer.Argument(help="Fit folder written by `carthema fit`.")],
+        boost_days: Annotated[
+            str, typer.Option(help='Candidate boost days: "30:120" (with --step) or "30,45,60".')
+        ] = "30:120",
+        step: Annotated[float, typer.Option(help="Days between candidates in a range.")] = 1.0,
+        dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3e6.")] = 3e6,
+        source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
+        selected: Annotated[
+            bool, typer.Option("--selected/--unselected", help="CD34-selected graft.")
+        ] = True,
+        threshold: Annotated[
+            float, typer.Option(help="Wanted P(neutrophil engraftment within 30 days).")
+        ] = 0.8,
+        cart_limit: Annotated[
+            float, typer.Option(help="Highest median CAR-T copies/ug DNA on the boost day.")
+        ] = 1000.0,
+        draws: Annotated[int, typer.Option(help="Posterior draws to predict over.")] = 500,
+        seed: Annotated[int, typer.Option(help="Random seed for picking draws.")] = 0,
+        out: Annotated[
+            Path | None, typer.Option(help="Output folder (default: FITDIR/window).")
+        ] = None,
+        report: Annotated[bool, typer.Option(help="Also write report.html.")] = False,
+    ) -> None:
+        """When will a stem-cell boost work? Scan boost days over the fitted posterior."""
+        from carthema.fitting.window import parse_days, window_from_fit
+
+        days = parse_days(boost_days, step)
+        res = window_from_fit(
+            fitdir,
+            days,
+            out if out is not None else fitdir / "window",
+            dose=dose,
+            source=source,
+            selected=selected,
+            threshold=threshold,
+            cart_limit=cart_limit,
+            n_draws=draws,
+            seed=seed,
+            report=report,
+            log=lambda m: console.print(f"[dim]{m}...[/dim]"),
+        )
+        print_window(res)
+
+
+def print_window(res: dict) -> None:
+    """Summary lines and output paths of a window result."""
+    for line in res["summary_lines"]:
+        console.print(line, markup=False)
+    for kind, path in res["files"].items():
+        console.print(f"wrote {kind}: {path}", markup=False)

@@ -1,0 +1,146 @@
+"""Engraftment window from a fit folder: boost-day parsing, fit-folder reading, the scan
+checked against per-draw simulations through the public simulate API, the report and the
+``carthema window`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import carthema
+from carthema.cli import main as cli_main
+from carthema.data import load_example
+from carthema.data.errors import InputError
+from carthema.fitting.fitdir import load_fit
+from carthema.fitting.plans import recovery_without_boost
+from carthema.fitting.window import parse_days, window_from_fit, without_boosts
+
+PATIENT = "VP003"
+
+
+@pytest.fixture(scope="module")
+def fit_dir(tmp_path_factory):
+    ex = load_example("synthetic")
+    r = carthema.fit(ex.observations, ex.events, PATIENT, sampler="map", draws=300, seed=3)
+    out = tmp_path_factory.mktemp("fit")
+    r.save(out, plot=False)
+    return out
+
+
+def test_parse_days():
+    assert parse_days("30:40") == [float(d) for d in range(30, 41)]
+    assert parse_days("30:40", 5) == [30.0, 35.0, 40.0]
+    assert parse_days("45, 30") == [45.0, 30.0]
+    for bad in ("30:", "a:b", "40:30", "0:10", "", "-5"):
+        with pytest.raises(InputError, match="boost"):
+            parse_days(bad)
+    with pytest.raises(InputError, match="step"):
+        parse_days("30:40", 0)
+
+
+def test_without_boosts_removes_only_boosts_after_day_0():
+    ev = load_example("han2022").events
+    left, removed = without_boosts(ev)
+    assert (left["kind"] != "stem_cell_boost").all()
+    assert len(left) == len(ev) - 1
+    assert removed == ["stem_cell_boost of 9.5e+05 CD34+ cells/kg on day 34"]
+
+
+def test_load_fit_refuses_missing_or_incomplete_folders(tmp_path, fit_dir):
+    with pytest.raises(InputError, match="fit folder not found") as e:
+        load_fit(tmp_path / "nope")
+    assert "carthema fit" in str(e.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "posterior.nc").write_bytes(b"")
+    with pytest.raises(InputError, match="no fit.json") as e:
+        load_fit(tmp_path / "half")
+    assert "half/fit.json" in str(e.value)
+
+
+def test_fit_folder_round_trip(fit_dir):
+    ff = load_fit(fit_dir)
+    assert ff.patient == PATIENT and ff.model.name == "full"
+    P = ff.draws(50, seed=1)
+    assert P.shape == (50, ff.model.n_p)
+    post = ff.idata.posterior["params"].values.reshape(-1, len(ff.free))
+    for j, name in enumerate(ff.free):
+        col = P[:, ff.model.index("param", name)]
+        assert np.all(np.isin(np.round(col, 12), np.round(post[:, j], 12)))
+    fixed = [n for n in ff.model.param_names if n not in ff.free]
+    for name in fixed[:5]:
+        i = ff.model.index("param", name)
+        assert np.all(P[:, i] == ff.model.default_params()[i])
+
+
+def _engraft_day(days: np.ndarray, anc: np.ndarray, start: float) -> float:
+    """First of 3 consecutive days with ANC > 0.5 from ``start``, written out plainly."""
+    for k in range(len(days) - 2):
+        if days[k] >= start and all(anc[k + j] > 0.5 for j in range(3)):
+            return float(days[k])
+    return np.inf
+
+
+def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
+    """P(neutrophil engraftment within 30 days of the boost) in the window table equals
+    the fraction computed from one `carthema.simulate` run per posterior draw."""
+    n, day = 40, 45.0
+    res = window_from_fit(fit_dir, [day, 90.0], tmp_path, n_draws=n, seed=5)
+    table = pd.read_csv(tmp_path / "window.csv")
+    ff = load_fit(fit_dir)
+    P = ff.draws(n, seed=5)
+    events, _ = without_boosts(ff.events)
+    events = carthema.with_boost(events, day, 3e6, source="allogeneic", cd34_selected=True)
+    hits = 0
+    for p in P:
+        traj = carthema.simulate(events, params=p, days=day + 120, rtol=1e-8, atol=1e-10)
+        anc = traj.obs[:, traj.model.index("obs", "anc")]
+        hits += _engraft_day(traj.t, anc, day) - day <= 30
+    row = table[table["boost_day"] == day].iloc[0]
+    assert row["neutrophil_p_within_30d"] == pytest.approx(hits / n, abs=1.5 / n)
+    assert res["replaced_events"] == ["stem_cell_boost of 5e+06 CD34+ cells/kg on day 42"]
+    on = json.loads((tmp_path / "window.json").read_text())
+    assert on["patient"] == PATIENT and on["n_draws"] == n
+    inside = table.loc[table["in_window"], "boost_day"].tolist()
+    want = table.loc[table["neutrophil_p_within_30d"] >= 0.8, "boost_day"].tolist()
+    assert inside == [d for d in want if d in inside]
+
+
+def test_recovery_without_boost_is_after_a_dip(fit_dir):
+    ff = load_fit(fit_dir)
+    P = ff.draws(20, seed=2)
+    events, _ = without_boosts(ff.events)
+    r = recovery_without_boost(ff.model, P, events, horizon=240.0)
+    for p, _ in zip(P[:3], range(3), strict=False):
+        traj = carthema.simulate(events, params=p, days=240)
+        anc = traj.obs[:, traj.model.index("obs", "anc")]
+        first_low = traj.t[np.argmax(anc < 0.5)]
+        assert _engraft_day(traj.t, anc, first_low) > first_low
+    assert 0.0 <= r["neutrophil"]["p_never"] <= 1.0
+    if np.isfinite(r["neutrophil"]["median"]):
+        assert r["neutrophil"]["median"] > 0
+
+
+def test_cli_window_with_report(fit_dir, tmp_path, capsys):
+    out = tmp_path / "w"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(fit_dir), "--boost-days", "30:60", "--step", "15",
+                  "--draws", "30", "--report", "--out", str(out)])  # fmt: skip
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "Without a boost" in text and "report.html" in text
+    html = (out / "report.html").read_text()
+    assert "Engraftment window" in html and "data:image/png;base64" in html
+    assert len(pd.read_csv(out / "window.csv")) == 3
+
+
+def test_cli_window_refuses_a_fit_without_counts(tmp_path, capsys):
+    ex = load_example("synthetic")
+    r = carthema.fit(ex.observations, ex.events, PATIENT, "cart", sampler="map", draws=20, seed=1)
+    r.save(tmp_path, plot=False)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(tmp_path), "--boost-days", "30"])
+    assert e.value.code == 2
+    assert "fit with --components full" in capsys.readouterr().err
