@@ -1,0 +1,794 @@
+"""Cohort fits: independent per-patient fits on dask.distributed, resumable.
+
+:func:`fit_cohort` fits every patient of an observations table with :func:`fit`, one
+patient per dask task, on a :class:`distributed.LocalCluster` (worker processes with one
+thread each) or on an existing cluster (``scheduler="tcp://host:port"``).
+
+Output layout (``out``)::
+
+    cohort.json                  settings of the cohort (seed included); a restart must match
+    cohort.parquet, cohort.csv   one row per patient: status, error, diagnostics, wall time,
+                                 posterior median and 90 % interval of each free parameter
+    patients/<id>/               a fit folder as ``carthema fit`` writes it
+                                 (:meth:`FitResult.save`: posterior.nc, fit.json,
+                                 summary.csv, priors.csv, events.csv, observations.csv;
+                                 ``carthema window`` reads it), plus
+    patients/<id>/report.txt     the lines ``carthema fit`` prints
+    patients/<id>/done.json      written last: the patient is done
+    patients/<id>/error.txt      a failed fit: the error and its traceback
+    patients/<id>/failed.json    a failed fit: its table row
+
+What "done" means: a patient is done when ``done.json`` exists, parses, and every file it
+lists exists with the size it records. Every file is written to a temporary name in the
+same folder and renamed over its final name (``os.replace``, atomic), and ``done.json`` is
+written after all the others; a run killed at any point therefore leaves no patient that
+looks done without being done. A restarted run (same ``out``, same settings) fits only the
+patients that are not done: the missing ones and the failed ones (failures are retried).
+Leftover temporary files are ignored and removed.
+
+Seeds: each patient's seed is derived from the cohort seed and the patient id
+(:func:`patient_seed`), so a resumed run gives the same results as an uninterrupted one and
+a patient's result does not depend on which other patients are in the run. When no seed is
+given one is drawn and recorded in ``cohort.json``; a restart reuses it.
+
+Workers fit and write the patient's files to a local temporary folder and send the bytes
+back; only the client writes to ``out``. Workers of a remote cluster therefore need the
+same carthema installed but no shared file system. Compile caches: worker processes of the
+local cluster inherit the environment, so they share PyTensor's compile directory and
+carthema's numba cache (``$CARTHEMA_CACHE_DIR``) with the client; both are safe to share
+between processes (PyTensor locks its directory, numba modules are written atomically).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..data.errors import InputError
+
+#: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
+#: when they apply), besides ``done.json``.
+DONE = "done.json"
+FAILED = "failed.json"
+ERROR = "error.txt"
+MANIFEST = "cohort.json"
+#: Table columns before the per-parameter ones.
+BASE_COLUMNS = (
+    "patient",
+    "status",
+    "error",
+    "sampler",
+    "components",
+    "seed",
+    "n_observations",
+    "max_rhat",
+    "min_ess_bulk",
+    "min_ess_tail",
+    "divergences",
+    "min_ebfmi",
+    "maxdepth_hits",
+    "n_warnings",
+    "warnings",
+    "wall_s",
+    "fit_s",
+    "worker",
+    "finished",
+)
+#: Settings that change the result; a restart in the same folder must repeat them.
+RESULT_SETTINGS = (
+    "components",
+    "free",
+    "sampler",
+    "draws",
+    "tune",
+    "chains",
+    "seed",
+    "init",
+    "fit_options",
+)
+_TMP_RE = re.compile(r"\.tmp-")
+#: How long to keep trying to reach a scheduler given by address.
+CONNECT_TIMEOUT = "15s"
+
+
+@dataclass
+class CohortResult:
+    """Result of :func:`fit_cohort`.
+
+    Attributes
+    ----------
+    table:
+        One row per patient (columns :data:`BASE_COLUMNS`, then ``<param>_median``,
+        ``<param>_q05``, ``<param>_q95`` and, for synthetic patients, ``<param>_true``).
+    out, paths:
+        The output folder; the cohort table files and the manifest.
+    fitted, skipped, failed:
+        Patients fitted in this run, found already done, and failed in this run.
+    settings:
+        The cohort settings (``seed`` included), as in ``cohort.json``.
+    timings:
+        ``startup_s`` (cluster start), ``fit_s`` (first submission to last result),
+        ``total_s``; ``workers``: how many workers the cluster had.
+    """
+
+    table: pd.DataFrame
+    out: Path
+    paths: dict[str, Path]
+    fitted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(len(self.table)) and bool((self.table["status"] == "ok").all())
+
+
+# ---------------------------------------------------------------------------------
+# Small pieces: seeds, folder names, atomic writes, markers
+# ---------------------------------------------------------------------------------
+def patient_seed(cohort_seed: int, patient: str) -> int:
+    """Seed of one patient: a hash of the cohort seed and the patient id (0 <= s < 2**31)."""
+    digest = hashlib.sha256(f"carthema-cohort:{int(cohort_seed)}:{patient}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**31)
+
+
+def patient_folder(patient: str) -> str:
+    """Folder name of a patient: the id when it is a safe file name, else a cleaned id
+    plus a short hash (so two ids never share a folder)."""
+    pid = str(patient)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", pid).strip(".") or "patient"
+    if safe == pid and len(pid) <= 100:
+        return pid
+    return f"{safe[:80]}-{hashlib.sha256(pid.encode()).hexdigest()[:8]}"
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary name in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(data, str):
+        data = data.encode()
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean_floats(d: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN/inf -> None so that the markers are plain JSON."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float | np.floating) and not np.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def patient_state(pdir: Path) -> tuple[str, dict | None]:
+    """``("done", row)``, ``("failed", row)`` or ``("missing", None)`` of a patient folder.
+
+    Done only when ``done.json`` parses and lists files that all exist with the recorded
+    sizes; anything else (no marker, a truncated marker, a missing or resized file, only
+    temporary files) is not done.
+    """
+    marker = _read_json(pdir / DONE)
+    if marker is not None and marker.get("status") == "ok":
+        files = marker.get("files")
+        if isinstance(files, dict) and files:
+            try:
+                intact = all((pdir / n).stat().st_size == int(s) for n, s in files.items())
+            except (OSError, TypeError, ValueError):
+                intact = False
+            if intact and isinstance(marker.get("row"), dict):
+                return "done", marker["row"]
+    failed = _read_json(pdir / FAILED)
+    if failed is not None and isinstance(failed.get("row"), dict):
+        return "failed", failed["row"]
+    return "missing", None
+
+
+def _prepare_folder(pdir: Path) -> None:
+    """Before (re)fitting a patient: drop temporary files and a stale done marker."""
+    pdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (pdir / DONE).unlink()
+    for p in pdir.iterdir():
+        if _TMP_RE.search(p.name) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _commit(pdir: Path, payload: dict) -> None:
+    """Write one patient's result (client side); the marker goes last."""
+    _prepare_folder(pdir)
+    row = _clean_floats(payload["row"])
+    finished = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    row["finished"] = finished
+    if payload["status"] == "ok":
+        sizes = {}
+        for name, data in payload["files"].items():
+            _write_atomic(pdir / name, data)
+            sizes[name] = len(data)
+        for stale in (FAILED, ERROR):
+            with contextlib.suppress(FileNotFoundError):
+                (pdir / stale).unlink()
+        marker = {"patient": row["patient"], "status": "ok", "files": sizes, "row": row}
+        _write_atomic(pdir / DONE, _dumps(marker))
+    else:
+        _write_atomic(pdir / ERROR, payload.get("traceback") or row.get("error") or "")
+        marker = {"patient": row["patient"], "status": "failed", "row": row}
+        _write_atomic(pdir / FAILED, _dumps(marker))
+    payload["row"] = row
+
+
+# ---------------------------------------------------------------------------------
+# The task that runs on a worker
+# ---------------------------------------------------------------------------------
+def _summary_columns(summary: pd.DataFrame) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for _, r in summary.iterrows():
+        name = str(r["name"])
+        for q in ("median", "q05", "q95"):
+            v = r.get(q)
+            out[f"{name}_{q}"] = float(v) if v is not None and v == v else np.nan
+        if "true" in summary.columns:
+            t = r.get("true")
+            if t is not None and t == t:
+                out[f"{name}_true"] = float(t)
+    return out
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fit_patient_task(
+    observations: pd.DataFrame,
+    events: pd.DataFrame | None,
+    patient: str,
+    settings: Mapping[str, Any],
+    seed: int,
+    truth: Mapping[str, float] | None = None,
+) -> dict:
+    """Fit one patient (runs on a dask worker); never raises for a failed fit.
+
+    Returns ``{"status": "ok", "row": ..., "files": {name: bytes}}`` or
+    ``{"status": "failed", "row": ..., "traceback": str}``.
+    """
+    from .samplers import fit
+
+    t0 = time.perf_counter()
+    base = {
+        "patient": patient,
+        "sampler": settings["sampler"],
+        "components": settings["components"],
+        "seed": int(seed),
+        "worker": _worker_name(),
+    }
+    try:
+        result = fit(
+            observations,
+            events,
+            patient,
+            components=settings["components"],
+            free=settings["free"],
+            sampler=settings["sampler"],
+            draws=settings["draws"],
+            tune=settings["tune"],
+            chains=settings["chains"],
+            seed=int(seed),
+            cores=settings["cores"],
+            init=settings["init"],
+            truth=truth,
+            progress=False,
+            **settings["fit_options"],
+        )
+        with tempfile.TemporaryDirectory(prefix="carthema-cohort-") as tmp:
+            paths = result.save(tmp, plot=settings["plot"])
+            report = Path(tmp) / "report.txt"
+            report.write_text("\n".join(result.report()) + "\n")
+            paths["report"] = report
+            files = {Path(p).name: Path(p).read_bytes() for p in paths.values()}
+        diag = result.diagnostics.as_dict()
+        row = {
+            **base,
+            "status": "ok",
+            "error": "",
+            "n_observations": int(result.fit_model.data.n),
+            "max_rhat": diag["max_rhat"],
+            "min_ess_bulk": diag["min_ess_bulk"],
+            "min_ess_tail": diag["min_ess_tail"],
+            "divergences": diag["divergences"],
+            "min_ebfmi": diag["min_ebfmi"],
+            "maxdepth_hits": diag["maxdepth_hits"],
+            "n_warnings": len(diag["warnings"]),
+            "warnings": " | ".join(diag["warnings"]),
+            "wall_s": time.perf_counter() - t0,
+            "fit_s": float(result.timings.get("total_s", np.nan)),
+            **_summary_columns(result.summary()),
+        }
+        return {"status": "ok", "row": row, "files": files}
+    except Exception as exc:  # noqa: BLE001 - a failed patient must not stop the cohort
+        return _failed(base, exc, time.perf_counter() - t0, traceback.format_exc())
+
+
+def _failed(base: dict, exc: BaseException, wall: float, tb: str | None = None) -> dict:
+    text = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    row = {**base, "status": "failed", "error": text, "wall_s": wall}
+    return {"status": "failed", "row": row, "traceback": (tb or text).rstrip() + "\n"}
+
+
+# ---------------------------------------------------------------------------------
+# Cluster
+# ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _client(scheduler: Any, workers: int | None, cores: int) -> Iterator[Any]:
+    from distributed import Client
+
+    if scheduler is not None and not isinstance(scheduler, str):
+        yield scheduler  # an existing distributed.Client: the caller owns it
+        return
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise InputError(
+                f"cannot reach the dask scheduler at {scheduler} ({exc})",
+                fix="start one with `dask scheduler` and workers with `dask worker ADDRESS "
+                "--nthreads 1`, or leave out --scheduler to use a local cluster",
+            ) from None
+        with client:
+            yield client
+        return
+    with local_client(workers, cores) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def local_client(workers: int | None = None, cores: int = 1) -> Iterator[Any]:
+    """A :class:`distributed.Client` on a new LocalCluster, closed on exit.
+
+    ``workers`` processes (default ``cpu_count // cores``) with one thread each; each
+    fit in a worker may use ``cores`` cores (``NUMBA_NUM_THREADS``).
+    """
+    from distributed import Client, LocalCluster
+
+    n = int(workers) if workers else max(1, (os.cpu_count() or 1) // max(1, int(cores)))
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={"NUMBA_NUM_THREADS": str(max(1, int(cores)))},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(FastExit(), name=FastExit.name)
+        yield client
+
+
+def _exit_now() -> None:  # pragma: no cover - runs in worker processes at exit
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(0)
+
+
+class FastExit(WorkerPlugin):
+    """Worker plugin: the worker process skips interpreter finalisation at exit.
+
+    A worker that has loaded PyMC, PyTensor and numba-compiled solvers takes seconds to
+    finalise the interpreter after the worker itself has closed (tearing down compiled
+    code), longer than the nanny's 4 s grace period on a busy machine; the nanny then
+    kills it and logs a warning. Only used for the local cluster's own processes: the
+    handler is registered last, so it runs first (after the worker has closed and removed
+    its scratch folder) and ends the process.
+    """
+
+    name = "carthema-fast-exit"
+
+    def setup(self, worker: Any) -> None:
+        import atexit
+
+        atexit.register(_exit_now)
+
+
+def _n_workers(client: Any) -> int:
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - informational only
+        return 0
+
+
+# ---------------------------------------------------------------------------------
+# The cohort
+# ---------------------------------------------------------------------------------
+def _normalise_free(free: str | Iterable[str] | None) -> list[str] | None:
+    if free is None:
+        return None
+    items = free.split(",") if isinstance(free, str) else list(free)
+    names = [str(s).strip() for s in items if str(s).strip()]
+    return names or None
+
+
+def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
+    """Reuse the recorded seed when none is given; refuse other result settings."""
+    path = out / MANIFEST
+    if not path.exists():
+        return settings
+    old = _read_json(path)
+    if old is None or not isinstance(old.get("settings"), dict):
+        return settings  # unreadable manifest: it is rewritten below
+    prev = old["settings"]
+    if not seed_given and prev.get("seed") is not None:
+        settings = {**settings, "seed": int(prev["seed"])}
+    diff = [k for k in RESULT_SETTINGS if _jsonable(prev.get(k)) != _jsonable(settings.get(k))]
+    if diff:
+        what = ", ".join(f"{k} {prev.get(k)!r} -> {settings.get(k)!r}" for k in diff)
+        raise InputError(
+            f"{out} holds a cohort fitted with other settings ({what})",
+            file=str(path),
+            fix="repeat the first run's settings to resume it, or write to another --out "
+            "folder (or delete this one to start again)",
+        )
+    return settings
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=_json_default))
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in BASE_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    rest = [c for c in df.columns if c not in BASE_COLUMNS]
+    df = df[list(BASE_COLUMNS) + rest]
+    for c in ("error", "warnings", "worker", "finished", "sampler", "components"):
+        df[c] = df[c].where(df[c].notna(), "").astype(str)
+    return df
+
+
+def _write_table(out: Path, df: pd.DataFrame) -> dict[str, Path]:
+    paths = {"table_parquet": out / "cohort.parquet", "table_csv": out / "cohort.csv"}
+    tmp = out / f".cohort.parquet.tmp-{os.getpid()}"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, paths["table_parquet"])
+    _write_atomic(paths["table_csv"], df.to_csv(index=False))
+    return paths
+
+
+def fit_cohort(
+    observations: pd.DataFrame,
+    events: pd.DataFrame | None,
+    out: str | Path,
+    *,
+    patients: Iterable[str] | None = None,
+    scheduler: Any = None,
+    workers: int | None = None,
+    components: str = "full",
+    free: str | Iterable[str] | None = None,
+    sampler: str = "nutpie",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int | None = None,
+    cores: int = 1,
+    init: str = "map",
+    truth: pd.DataFrame | None = None,
+    plot: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    **fit_options: Any,
+) -> CohortResult:
+    """Fit every patient (or ``patients``) independently on dask.distributed.
+
+    Parameters
+    ----------
+    observations, events:
+        Data-layer tables holding all patients.
+    out:
+        Output folder (layout in the module docstring). A folder of an earlier run with
+        the same settings is resumed: done patients are kept, the others are fitted.
+    patients:
+        Patient ids to fit (default: every patient in ``observations``).
+    scheduler:
+        ``None``: a LocalCluster of ``workers`` processes with one thread each (default
+        ``cpu_count // cores``). A string ``"tcp://host:port"``: an existing dask
+        scheduler. A :class:`distributed.Client`: used as it is (not closed).
+    workers:
+        Number of local worker processes (LocalCluster only).
+    components, free, sampler, draws, tune, chains, init:
+        As :func:`carthema.fitting.fit`, the same for every patient.
+    seed:
+        Cohort seed; each patient gets :func:`patient_seed` (cohort seed, id). Drawn and
+        recorded when None (a restart reuses the recorded one).
+    cores:
+        Cores per fit (chains run in parallel up to this); keep 1 with one-thread
+        workers. PyMC's own sampler needs ``cores=1`` on dask workers (daemon processes
+        cannot start the processes it would use for parallel chains).
+    truth:
+        True parameters (columns patient, name, value) of synthetic patients: added to
+        each patient's summary and as ``<param>_true`` columns.
+    plot:
+        Also write ``fit.png`` per patient.
+    progress:
+        Show a rich progress bar (on stderr).
+    log:
+        Called with one line per step and per finished patient.
+    **fit_options:
+        Passed on to :func:`fit` (``target_accept``, ``low_rank``, ``history_days``,
+        ``prior_sd``, ``sigma``, ``params``, solver options).
+    """
+    from .samplers import SAMPLERS
+
+    t_start = time.perf_counter()
+    say = log or (lambda _msg: None)
+    out = Path(out)
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler '{sampler}'", fix=f"choose one of {', '.join(SAMPLERS)}")
+    from ..models.model import COMPONENT_SETS
+
+    if components not in COMPONENT_SETS:
+        raise InputError(
+            f"unknown component set '{components}'",
+            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
+        )
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    if workers is not None and isinstance(scheduler, str) and scheduler:
+        raise InputError(
+            "--workers applies to the local cluster only",
+            fix="leave out --workers with --scheduler (start workers with `dask worker`)",
+        )
+    if "patient" not in observations.columns:
+        raise InputError("missing required column", column="patient")
+    all_ids = list(dict.fromkeys(observations["patient"].astype(str)))
+    if patients is None:
+        ids = all_ids
+    else:
+        ids = list(dict.fromkeys(str(p).strip() for p in patients if str(p).strip()))
+        unknown = [p for p in ids if p not in set(all_ids)]
+        if unknown:
+            raise InputError(
+                f"patient(s) {', '.join(repr(p) for p in unknown)} not in the observations",
+                column="patient",
+                fix=f"choose among {', '.join(all_ids[:20])}",
+            )
+    if not ids:
+        raise InputError("no patients to fit", fix="the observations table is empty")
+
+    seed_given = seed is not None
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
+    settings = {
+        "components": components,
+        "free": _normalise_free(free),
+        "sampler": sampler,
+        "draws": int(draws),
+        "tune": int(tune),
+        "chains": int(chains),
+        "seed": int(seed),
+        "init": init,
+        "fit_options": {k: v for k, v in sorted(fit_options.items())},
+        "cores": max(1, int(cores)),
+        "plot": bool(plot),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _check_manifest(out, settings, seed_given)
+    manifest = {
+        "settings": {k: settings[k] for k in RESULT_SETTINGS},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
+        "done.json (written last)",
+    }
+    old = _read_json(out / MANIFEST)
+    if old is not None and isinstance(old.get("created"), str):
+        manifest["created"] = old["created"]
+    _write_atomic(out / MANIFEST, _dumps(manifest))
+    drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
+    say(f"cohort seed {settings['seed']}{drawn}")
+
+    rows: dict[str, dict] = {}
+    todo: list[str] = []
+    skipped: list[str] = []
+    for pid in ids:
+        state, row = patient_state(out / "patients" / patient_folder(pid))
+        if state == "done":
+            rows[pid] = row
+            skipped.append(pid)
+        else:
+            todo.append(pid)
+            rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
+            if state == "failed":
+                rows[pid] = {**row, "status": "pending"}
+    # Other patients done in this folder by earlier runs stay in the table.
+    pdirs = out / "patients"
+    for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
+        state, row = patient_state(pdir)
+        if row is not None and str(row.get("patient")) not in rows:
+            rows[str(row["patient"])] = row
+    say(
+        f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
+        + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
+    )
+
+    def order() -> list[dict]:
+        return [rows[k] for k in rows]
+
+    paths = _write_table(out, _table(order()))
+    paths["manifest"] = out / MANIFEST
+    fitted: list[str] = []
+    failed: list[str] = []
+    timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
+    if todo:
+        truth_by_patient: dict[str, dict[str, float]] = {}
+        if truth is not None and len(truth):
+            for pid, g in truth.groupby(truth["patient"].astype(str)):
+                truth_by_patient[str(pid)] = dict(
+                    zip(g["name"].astype(str), g["value"].astype(float), strict=True)
+                )
+        obs_by = {str(k): g for k, g in observations.groupby(observations["patient"].astype(str))}
+        ev_by: dict[str, pd.DataFrame] = {}
+        if events is not None and len(events) and "patient" in events.columns:
+            ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
+        empty_ev = None if events is None else events.iloc[0:0]
+        where = (
+            f"the dask scheduler at {scheduler}"
+            if isinstance(scheduler, str) and scheduler
+            else "the given dask client"
+            if scheduler is not None
+            else "a local dask cluster"
+        )
+        say(f"starting {where}")
+        t0 = time.perf_counter()
+        with _client(scheduler, workers, settings["cores"]) as client:
+            timings["startup_s"] = time.perf_counter() - t0
+            n_workers = _n_workers(client)
+            timings["workers"] = n_workers
+            say(
+                f"{n_workers} worker(s) connected"
+                if n_workers
+                else "no workers connected yet: waiting for `dask worker` processes"
+            )
+            t_fit = time.perf_counter()
+            futures = {}
+            for pid in todo:
+                _prepare_folder(out / "patients" / patient_folder(pid))
+                fut = client.submit(
+                    fit_patient_task,
+                    obs_by[pid],
+                    ev_by.get(pid, empty_ev),
+                    pid,
+                    settings,
+                    patient_seed(settings["seed"], pid),
+                    truth_by_patient.get(pid),
+                    key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
+                    pure=False,
+                    retries=0,
+                )
+                futures[fut] = pid
+            with _progress(progress, len(todo)) as (advance, print_line):
+                emit = print_line if progress else say
+                from distributed import as_completed
+
+                for k, fut in enumerate(as_completed(futures), start=1):
+                    pid = futures[fut]
+                    try:
+                        payload = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. the worker died
+                        base = {
+                            "patient": pid,
+                            "sampler": sampler,
+                            "components": components,
+                            "seed": patient_seed(settings["seed"], pid),
+                        }
+                        payload = _failed(base, exc, float("nan"))
+                    fut.release()
+                    _commit(out / "patients" / patient_folder(pid), payload)
+                    row = payload["row"]
+                    rows[pid] = row
+                    (fitted if row["status"] == "ok" else failed).append(pid)
+                    _write_table(out, _table(order()))
+                    emit(f"[{k}/{len(todo)}] {_describe(row)}")
+                    advance()
+            timings["fit_s"] = time.perf_counter() - t_fit
+    table = _table(order())
+    paths.update(_write_table(out, table))
+    timings["total_s"] = time.perf_counter() - t_start
+    return CohortResult(
+        table=table,
+        out=out,
+        paths=paths,
+        fitted=fitted,
+        skipped=skipped,
+        failed=failed,
+        settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
+        timings=timings,
+    )
+
+
+def _describe(row: Mapping[str, Any]) -> str:
+    pid, wall = row["patient"], row.get("wall_s")
+    took = f" in {wall:.1f} s" if isinstance(wall, float) and np.isfinite(wall) else ""
+    if row["status"] != "ok":
+        return f"{pid}: FAILED{took}: {row.get('error', '')}"
+    bits = []
+    if row.get("sampler") != "map":
+        r = row.get("max_rhat")
+        e = row.get("min_ess_bulk")
+        bits.append(f"max R-hat {r:.3f}" if isinstance(r, float) else "max R-hat n/a")
+        bits.append(f"min bulk ESS {e:.0f}" if isinstance(e, float) else "")
+        bits.append(f"{row.get('divergences', 0)} divergences")
+    n_w = row.get("n_warnings") or 0
+    if n_w:
+        bits.append(f"{n_w} warning(s)")
+    return f"{pid}: ok{took}" + (f" ({', '.join(b for b in bits if b)})" if bits else "")
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int):
+    if not show:
+        yield (lambda: None), (lambda _msg: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    console = Console(stderr=True, highlight=False)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("fitting patients", total=total)
+        yield (lambda: bar.advance(task)), (lambda msg: bar.console.print(msg, markup=False))
