@@ -493,9 +493,12 @@ def _run_nuts(
             # (unconstrained space, the layout nutpie uses): inside the main mode, with a
             # spread like the posterior's. nutpie's own start (prior median + uniform(-1, 1)
             # jitter) can drop a chain into a minor local mode that it never leaves.
-            compiled = dataclasses.replace(
-                compiled, initial_point_func=_laplace_init(map_res, jitter_seed)
-            )
+            init = _laplace_init(map_res, jitter_seed)
+            # The numba model names the field initial_point_func, the JAX one
+            # _make_initial_points (nutpie's CompiledPyMCModel vs PyFuncModel).
+            names = {f.name for f in dataclasses.fields(compiled)}
+            key = "initial_point_func" if "initial_point_func" in names else "_make_initial_points"
+            compiled = dataclasses.replace(compiled, **{key: init})
         t0 = time.perf_counter()
         idata = nutpie.sample(
             compiled,
@@ -555,6 +558,8 @@ def _run_nuts(
                 target_accept=target_accept,
                 compute_convergence_checks=False,
                 discard_tuned_samples=False,
+                # PyTensor's numba backend: the ODE Op runs natively and no C BLAS is needed.
+                compile_kwargs={"mode": "NUMBA"},
                 **init_kw,
             )
     t_all = time.perf_counter() - t0

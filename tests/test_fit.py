@@ -266,3 +266,21 @@ def test_cli_fit_bad_input_exits_2(tmp_path, capsys):
                   "--out", str(tmp_path)])  # fmt: skip
     assert e.value.code == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["nutpie-jax", "numpyro", "pymc"])
+def test_other_samplers_run_from_the_map_start(synthetic, sampler):
+    """Each optional sampler runs a (short) fit of the small CAR-T model with MAP starts
+    and returns draws near the nutpie/MAP answer."""
+    obs, ev = synthetic.observations, synthetic.events
+    # One process: PyMC forks worker processes, which JAX (imported by other tests) warns about.
+    r = fit(obs, ev, PATIENT, "cart", sampler=sampler, draws=30, tune=30, chains=2, seed=2,
+            cores=1)  # fmt: skip
+    post = r.idata.posterior
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 30
+    ref = fit(obs, ev, PATIENT, "cart", sampler="map", draws=200, seed=2).summary()
+    got = r.summary().set_index("name")
+    rho = ref.set_index("name").loc["cart_rho"]
+    assert got.loc["cart_rho", "median"] == pytest.approx(rho["median"], rel=0.2)
+    assert r.timings["grad_evals"] > 0
