@@ -36,11 +36,13 @@ def _root() -> None:
 
 
 # Command modules register themselves on `app` when imported.
+import carthema.cli_population as cli_population  # noqa: E402
 from carthema import cli_cohort, cli_data, cli_fit, cli_model, cli_predict  # noqa: E402
 
 cli_data.register(app)
 cli_model.register(app)
 cli_fit.register(app)
+cli_population.register(app)
 cli_cohort.register(app)
 cli_predict.register(app)
 cli_predict.register_trial(app)

@@ -14,6 +14,7 @@ from carthema.fitting.build import FitModel, build_model, build_patient_model
 from carthema.fitting.data import PatientData, prepare_patient
 from carthema.fitting.diagnostics import Diagnostics
 from carthema.fitting.ode_op import SolveOp
+from carthema.fitting.population import PopulationResult, fit_population
 from carthema.fitting.priors import DEFAULT_FREE, RESIDUALS, Prior, prior_table
 from carthema.fitting.samplers import SAMPLERS, FitResult, fit
 
@@ -25,11 +26,13 @@ __all__ = [
     "FitModel",
     "FitResult",
     "PatientData",
+    "PopulationResult",
     "Prior",
     "SolveOp",
     "build_model",
     "build_patient_model",
     "fit",
+    "fit_population",
     "prepare_patient",
     "prior_table",
 ]

@@ -120,16 +120,7 @@ def build_model(
     op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
 
     rows = data.rows
-    sigma = dict(sigma or {})
-    n_quant = rows.loc[~rows["censored"]].groupby("observable").size()
-    sigma_free, sigma_fixed = [], {}
-    for o in data.observables:
-        if o in sigma:
-            sigma_fixed[o] = float(sigma[o])
-        elif int(n_quant.get(o, 0)) >= min_obs_for_sigma:
-            sigma_free.append(o)
-        else:
-            sigma_fixed[o] = RESIDUALS[o].typical_sd
+    sigma_free, sigma_fixed = split_residuals(rows, data.observables, sigma, min_obs_for_sigma)
 
     coords = {"param": list(free)}
     if sigma_free:
@@ -147,29 +138,16 @@ def build_model(
         else:
             pred, ok = predictor(theta)
         pm.Potential("solver_ok", pt.switch(pt.gt(ok, 0.5), 0.0, -np.inf))
-        if sigma_free:
-            s_free = pm.HalfNormal(
-                "sigma",
-                sigma=np.array([RESIDUALS[a].prior_scale for a in sigma_free]),
-                dims="analyte",
-            )
-        # Residual SD per row: gather from [free..., fixed...].
-        order = list(sigma_free) + list(sigma_fixed)
-        pieces = []
-        if sigma_free:
-            pieces.append(s_free)
-        if sigma_fixed:
-            pieces.append(pt.constant(np.array([sigma_fixed[o] for o in sigma_fixed])))
-        s_all = pieces[0] if len(pieces) == 1 else pt.concatenate(pieces)
-        pos = np.array([order.index(o) for o in rows["observable"]], dtype=np.int64)
-        s_rows = s_all[pos]
-        mu = transform_pt(pred, data)
-        unc = np.flatnonzero(~censored)
-        cen = np.flatnonzero(censored)
-        if unc.size:
-            pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=y[unc])
-        if cen.size:
-            pm.Potential("blq_loglik", normal_lcdf_pt((y[cen] - mu[cen]) / s_rows[cen]).sum())
+        s_free = residual_sd_variable(sigma_free)
+        add_residual_likelihood(
+            transform_pt(pred, data),
+            y,
+            censored,
+            rows["observable"].to_numpy(),
+            s_free,
+            sigma_free,
+            sigma_fixed,
+        )
     return FitModel(
         pymc_model=pm_model,
         data=data,
@@ -180,6 +158,83 @@ def build_model(
         op=op,
         schedule=schedule,
     )
+
+
+def split_residuals(
+    rows: pd.DataFrame,
+    observables: Iterable[str],
+    sigma: Mapping[str, float] | None = None,
+    min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
+) -> tuple[list[str], dict[str, float]]:
+    """Which residual SDs are estimated and which are held fixed.
+
+    ``rows``: observation rows (columns ``observable`` and ``censored``) of one patient or
+    of several pooled; ``observables``: the analytes used, in model order. An analyte
+    given in ``sigma`` is held at that SD (on its likelihood scale); one with at least
+    ``min_obs_for_sigma`` quantified rows gets its own SD; the others are held at
+    :attr:`~carthema.fitting.priors.Residual.typical_sd`. Returns ``(free, fixed)``.
+    """
+    sigma = dict(sigma or {})
+    n_quant = rows.loc[~rows["censored"].astype(bool)].groupby("observable").size()
+    sigma_free, sigma_fixed = [], {}
+    for o in observables:
+        if o in sigma:
+            sigma_fixed[o] = float(sigma[o])
+        elif int(n_quant.get(o, 0)) >= min_obs_for_sigma:
+            sigma_free.append(o)
+        else:
+            sigma_fixed[o] = RESIDUALS[o].typical_sd
+    return sigma_free, sigma_fixed
+
+
+def residual_sd_variable(sigma_free: Iterable[str]):
+    """The half-normal residual SDs ``sigma`` (dims ``analyte``) inside a model context,
+    or ``None`` when no SD is estimated."""
+    sigma_free = list(sigma_free)
+    if not sigma_free:
+        return None
+    return pm.HalfNormal(
+        "sigma",
+        sigma=np.array([RESIDUALS[a].prior_scale for a in sigma_free]),
+        dims="analyte",
+    )
+
+
+def add_residual_likelihood(
+    mu,
+    y: np.ndarray,
+    censored: np.ndarray,
+    row_observable: np.ndarray,
+    s_free,
+    sigma_free: Iterable[str],
+    sigma_fixed: Mapping[str, float],
+) -> None:
+    """Add ``obs`` (quantified rows) and ``blq_loglik`` (M3, censored rows) to the model
+    in context.
+
+    ``mu``: predictions on each row's likelihood scale (PyTensor vector, see
+    :func:`~carthema.fitting.likelihood.transform_pt`); ``y``: observed values or limits
+    on that scale; ``row_observable``: the analyte of each row; ``s_free``: the
+    :func:`residual_sd_variable` (or ``None``).
+    """
+    sigma_free = list(sigma_free)
+    # Residual SD per row: gather from [free..., fixed...].
+    order = sigma_free + list(sigma_fixed)
+    pieces = []
+    if sigma_free:
+        pieces.append(s_free)
+    if sigma_fixed:
+        pieces.append(pt.constant(np.array([sigma_fixed[o] for o in sigma_fixed])))
+    s_all = pieces[0] if len(pieces) == 1 else pt.concatenate(pieces)
+    pos = np.array([order.index(o) for o in row_observable], dtype=np.int64)
+    s_rows = s_all[pos]
+    censored = np.asarray(censored, dtype=bool)
+    unc = np.flatnonzero(~censored)
+    cen = np.flatnonzero(censored)
+    if unc.size:
+        pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=y[unc])
+    if cen.size:
+        pm.Potential("blq_loglik", normal_lcdf_pt((y[cen] - mu[cen]) / s_rows[cen]).sum())
 
 
 def build_patient_model(

@@ -1,0 +1,122 @@
+"""CLI command ``carthema fit-population``: hierarchical fit of several patients.
+
+Writes DIR/population.nc (ArviZ InferenceData), DIR/population_summary.csv (population
+means ``mu`` and between-patient SDs ``omega`` of the log-parameters, covariate effects,
+residual SDs: posterior median and 90 % interval), DIR/population.json (the file
+``carthema virtual-trial --population`` reads) and DIR/population_patients.csv, and
+prints the diagnostics. ``OBS`` may also be ``example:NAME`` for a bundled data set.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``fit-population`` to ``app``."""
+
+    @app.command("fit-population")
+    def fit_population_cmd(
+        obs: Annotated[
+            str,
+            typer.Argument(
+                help="Observations table of the cohort (CSV or Parquet), or example:NAME."
+            ),
+        ],
+        out: Annotated[Path, typer.Option(help="Output folder.")],
+        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
+        patients: Annotated[
+            str | None,
+            typer.Option(help="Comma-separated patients to fit (default: all in OBS)."),
+        ] = None,
+        components: Annotated[
+            str, typer.Option(help="cart (default), cart_targets, haematopoiesis or full.")
+        ] = "cart",
+        free: Annotated[
+            str | None,
+            typer.Option(help="Comma-separated free parameters (default: per component set)."),
+        ] = None,
+        covariates: Annotated[
+            Path | None,
+            typer.Option(
+                help="Per-patient covariates (CSV or Parquet): a patient column and one "
+                "column per covariate (numbers, or text levels such as an age group)."
+            ),
+        ] = None,
+        effects: Annotated[
+            str | None,
+            typer.Option(
+                help="Which parameters each covariate acts on, e.g. "
+                "'reserve:hsc_regen;age_group:cart_rho,cart_alpha' (default: all free)."
+            ),
+        ] = None,
+        sampler: Annotated[
+            str, typer.Option(help="nutpie (default), pymc, or map (screening only).")
+        ] = "nutpie",
+        draws: Annotated[int, typer.Option(help="Draws per chain kept.")] = 1000,
+        tune: Annotated[int, typer.Option(help="Tuning steps per chain.")] = 1000,
+        chains: Annotated[int, typer.Option(help="Number of chains.")] = 4,
+        seed: Annotated[int | None, typer.Option(help="Random seed (printed if drawn).")] = None,
+    ) -> None:
+        """Fit a hierarchical population model (shared means and between-patient spreads
+        of the log-parameters) to several patients and write the population posterior."""
+        from carthema.cli_fit import _load
+        from carthema.data.loaders import read_table_text
+        from carthema.fitting.population import fit_population
+
+        observations, ev, _truth = _load(obs, events, None)
+        cov = read_table_text(covariates) if covariates is not None else None
+        result = fit_population(
+            observations,
+            ev,
+            patients,
+            components=components,
+            free=free,
+            covariates=cov,
+            effects=effects,
+            sampler=sampler,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            progress=sys.stderr.isatty(),
+            log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
+        )
+        paths = result.save(out)
+        for line in result.report():
+            style = "yellow" if line.startswith("warning") else None
+            console.print(line, style=style, markup=False)
+        _table(result)
+        console.print(f"seed {result.settings['seed']}")
+        for kind, path in paths.items():
+            console.print(f"wrote {kind}: {path}")
+
+
+def _table(result) -> None:
+    df = result.summary()
+    table = Table(
+        title=f"population posterior ({len(result.patients)} patients)", title_justify="left"
+    )
+    for col in ("quantity", "parameter", "median", "90% interval", "prior 90%", "ESS", "R-hat"):
+        table.add_column(col, justify="left" if col in ("quantity", "parameter") else "right")
+    for _, r in df.iterrows():
+        fixed = str(r["quantity"]).endswith("(fixed)")
+        cells = [
+            str(r["quantity"]),
+            str(r["name"]),
+            f"{r['median']:.4g}",
+            "fixed" if fixed else f"{r['q05']:.3g} - {r['q95']:.3g}",
+            "" if fixed else f"{r['prior_q05']:.3g} - {r['prior_q95']:.3g}",
+            "" if r.get("ess_bulk") != r.get("ess_bulk") else f"{r['ess_bulk']:.0f}",
+            "" if r.get("r_hat") != r.get("r_hat") else f"{r['r_hat']:.3f}",
+        ]
+        table.add_row(*cells)
+    console.print(table)
