@@ -36,8 +36,15 @@ def _root() -> None:
 
 
 # Command modules register themselves on `app` when imported.
-import carthema.cli_population as cli_population  # noqa: E402
-from carthema import cli_cohort, cli_data, cli_fit, cli_model, cli_predict  # noqa: E402
+from carthema import (  # noqa: E402
+    cli_cohort,
+    cli_data,
+    cli_fit,
+    cli_model,
+    cli_population,
+    cli_predict,
+    cli_window,
+)
 
 cli_data.register(app)
 cli_model.register(app)
@@ -46,6 +53,7 @@ cli_population.register(app)
 cli_cohort.register(app)
 cli_predict.register(app)
 cli_predict.register_trial(app)
+cli_window.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
