@@ -97,8 +97,7 @@ def register(app: typer.Typer) -> None:
         ] = "nutpie",
         seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
     ) -> None:
-        """Run the main job on bundled data: fit a patient, scan the engraftment window,
-        write the report."""
+        """Main job on bundled data: fit a patient, engraftment window, HTML report."""
         from carthema.api import load_example
         from carthema.cli_fit import print_fit
         from carthema.cli_window import print_window

@@ -66,8 +66,10 @@ def register(app: typer.Typer) -> None:
         chains: Annotated[int, typer.Option(help="Number of chains.")] = 4,
         seed: Annotated[int | None, typer.Option(help="Random seed (printed if drawn).")] = None,
     ) -> None:
-        """Fit a hierarchical population model (shared means and between-patient spreads
-        of the log-parameters) to several patients and write the population posterior."""
+        """Hierarchical population fit: shared log-means and between-patient spreads.
+
+        Writes population.nc, population_summary.csv and population.json (for
+        virtual-trial)."""
         from carthema.cli_fit import _load
         from carthema.data.loaders import read_table_text
         from carthema.fitting.population import fit_population
