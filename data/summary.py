@@ -120,7 +120,7 @@ def summarize(obs: pd.DataFrame | None, events: pd.DataFrame | None = None) -> D
     for p in order:
         o = obs[obs["patient"] == p]
         e = events[events["patient"] == p]
-        days = pd.concat([o["day"], e["day"]]).astype(float)
+        days = pd.Series(np.concatenate([o["day"].to_numpy(float), e["day"].to_numpy(float)]))
         rows.append(
             {
                 "patient": p,

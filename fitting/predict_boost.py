@@ -128,7 +128,9 @@ def predict_boost(
             fix="e.g. --anc 0.3 --plt 15",
         )
     if rows:
-        cond = pd.concat([cond, pd.DataFrame(rows)], ignore_index=True)
+        # From records: concat with all-NA columns changes pandas' dtype rules.
+        records = cond.to_dict("records") + [{c: r.get(c) for c in cond.columns} for r in rows]
+        cond = pd.DataFrame.from_records(records, columns=cond.columns)
     cond = cond[cond["analyte"].isin(model.obs_names) & (cond["day"] <= day)]
     unused = (
         sorted(set(observations["analyte"]) - set(model.obs_names))

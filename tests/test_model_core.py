@@ -32,7 +32,9 @@ def _rich_course():
     extra["drug"] = None
     import pandas as pd
 
-    return pd.concat([ev, extra], ignore_index=True).sort_values("day").reset_index(drop=True)
+    rows = ev.to_dict("records") + extra.to_dict("records")
+    out = pd.DataFrame.from_records(rows, columns=ev.columns)
+    return out.sort_values("day").reset_index(drop=True)
 
 
 def test_untreated_full_model_is_at_steady_state_with_normal_counts(full):
