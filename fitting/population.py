@@ -72,11 +72,11 @@ from .build import (
 )
 from .data import HISTORY_DAYS, PatientData, patients_in, prepare_patient
 from .diagnostics import Diagnostics, _mcmc_stats, _moments, diagnose
-from .laplace import MapResult, find_map, laplace_draws
+from .laplace import MapResult
 from .likelihood import transform_pt
 from .ode_op import ATOL, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp
 from .priors import RESIDUALS, Prior, prior_table, resolve_free
-from .samplers import _compile_nutpie, _default_cores, _run_nuts
+from .samplers import _default_cores, run_sampler
 
 #: Samplers of a population fit.
 POPULATION_SAMPLERS = ("nutpie", "pymc", "map")
@@ -1052,50 +1052,27 @@ def fit_population(
         "method": pop.op.method,
     }
     notes = _cohort_notes(data)
-    ss = np.random.SeedSequence(seed)
-    map_seed, jitter_seed, sampler_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(3))
-
-    compiled = None
-    if sampler == "nutpie":
-        say("compiling the log-density for nutpie (PyTensor -> numba)")
-        t0 = time.perf_counter()
-        compiled = _compile_nutpie(pop, sampler)
-        timings["compile_s"] = time.perf_counter() - t0
-    map_res = None
-    if sampler == "map" or (sampler == "nutpie" and init == "map"):
-        say("finding the joint posterior mode (MAP)")
-        t0 = time.perf_counter()
-        vg = compiled.logp_func if compiled is not None else None
-        map_res = find_map(pop, value_grad=vg, seed=map_seed)
-        timings["map_s"] = time.perf_counter() - t0
-        notes += map_res.notes
-        if not map_res.success:
-            notes.append(f"the MAP optimiser stopped early: {map_res.message}")
-
+    # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
+    # (the per-chain start values built in _run_nuts name single-patient variables).
+    idata, grad_evals, map_res, run_notes = run_sampler(
+        pop,
+        sampler,
+        lambda X, slices: _deterministic_draws(pop, X, slices, 1),
+        draws=int(draws),
+        tune=int(tune),
+        chains=int(chains),
+        cores=cores,
+        seed=seed,
+        init_map=sampler == "nutpie" and init == "map",
+        progress=progress,
+        target_accept=target_accept,
+        low_rank=low_rank,
+        timings=timings,
+        say=say,
+    )
+    notes += run_notes
     if sampler == "map":
         notes.append(_MAP_NOTE)
-        X = laplace_draws(map_res, int(draws), seed=sampler_seed)
-        idata = _deterministic_draws(pop, X, map_res.slices, 1)
-        grad_evals = map_res.n_grad_evals
-        timings["sample_s"] = 0.0
-    else:
-        say(f"sampling {chains} chains x ({tune} tune + {draws} draws) with {sampler}")
-        idata, grad_evals, t_samp = _run_nuts(
-            pop,
-            sampler,
-            compiled,
-            draws=int(draws),
-            tune=int(tune),
-            chains=int(chains),
-            cores=cores,
-            seed=sampler_seed,
-            map_res=map_res if sampler == "nutpie" else None,
-            jitter_seed=jitter_seed,
-            progress=progress,
-            target_accept=target_accept,
-            low_rank=low_rank,
-        )
-        timings["sample_s"] = t_samp
     timings["total_s"] = time.perf_counter() - t_start
     timings["grad_evals"] = int(grad_evals)
     idata.posterior.attrs.update(

@@ -365,55 +365,24 @@ def fit(
         "atol": fm.op.atol,
         "method": fm.op.method,
     }
-    notes: list[str] = []
-    ss = np.random.SeedSequence(seed)
-    map_seed, jitter_seed, sampler_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(3))
-
     say = log or (lambda _msg: None)
-    compiled = None
-    if sampler in ("nutpie", "nutpie-jax"):
-        say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
-        t0 = time.perf_counter()
-        compiled = _compile_nutpie(fm, sampler)
-        timings["compile_s"] = time.perf_counter() - t0
-    map_res = None
-    if sampler == "map" or init == "map":
-        say("finding the posterior mode (MAP)")
-        t0 = time.perf_counter()
-        vg = None
-        if compiled is not None and sampler == "nutpie":
-            # nutpie's compiled log-density and gradient, same variable layout.
-            vg = compiled.logp_func
-        map_res = find_map(fm, value_grad=vg, seed=map_seed)
-        timings["map_s"] = time.perf_counter() - t0
-        notes += map_res.notes
-        if not map_res.success:
-            notes.append(f"the MAP optimiser stopped early: {map_res.message}")
-
+    idata, grad_evals, map_res, notes = run_sampler(
+        fm,
+        sampler,
+        lambda X, slices: _idata_from_unconstrained(fm, X, slices, 1),
+        draws=int(draws),
+        tune=int(tune),
+        chains=int(chains),
+        cores=cores,
+        seed=seed,
+        init_map=init == "map",
+        progress=progress,
+        target_accept=target_accept,
+        low_rank=low_rank,
+        timings=timings,
+        say=say,
+    )
     extra_warn: list[str] = []
-    if sampler == "map":
-        X = laplace_draws(map_res, int(draws), seed=sampler_seed)
-        idata = _idata_from_unconstrained(fm, X, map_res.slices, 1)
-        grad_evals = map_res.n_grad_evals
-        timings["sample_s"] = 0.0
-    else:
-        say(f"sampling {chains} chains x ({tune} tune + {draws} draws) with {sampler}")
-        idata, grad_evals, t_samp = _run_nuts(
-            fm,
-            sampler,
-            compiled,
-            draws=int(draws),
-            tune=int(tune),
-            chains=int(chains),
-            cores=cores,
-            seed=sampler_seed,
-            map_res=map_res,
-            jitter_seed=jitter_seed,
-            progress=progress,
-            target_accept=target_accept,
-            low_rank=low_rank,
-        )
-        timings["sample_s"] = t_samp
     timings["total_s"] = time.perf_counter() - t_start
     timings["grad_evals"] = int(grad_evals)
     idata.add_groups({"carthema_observations": _observations_group(fm)})
@@ -445,6 +414,75 @@ def fit(
         map=map_res,
         notes=notes,
     )
+
+
+def run_sampler(
+    target,
+    sampler: str,
+    laplace_idata: Callable[[np.ndarray, dict], az.InferenceData],
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    seed: int,
+    init_map: bool,
+    progress: bool,
+    target_accept: float,
+    low_rank: bool,
+    timings: dict,
+    say: Callable[[str], None],
+) -> tuple[az.InferenceData, int, MapResult | None, list[str]]:
+    """Compile (nutpie), find the MAP (for ``sampler="map"`` or MAP starts) and sample.
+
+    ``target`` has ``pymc_model`` (a :class:`FitModel` or a population model);
+    ``laplace_idata(X, slices)`` turns Laplace draws in the unconstrained space into
+    InferenceData. Seeds for the MAP restarts, the chain starts and the sampler derive
+    from ``seed``. Fills ``timings`` (compile_s, map_s, sample_s); returns (idata,
+    gradient evaluations, MAP result or None, notes).
+    """
+    notes: list[str] = []
+    ss = np.random.SeedSequence(seed)
+    map_seed, jitter_seed, sampler_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(3))
+    compiled = None
+    if sampler in ("nutpie", "nutpie-jax"):
+        say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
+        t0 = time.perf_counter()
+        compiled = _compile_nutpie(target, sampler)
+        timings["compile_s"] = time.perf_counter() - t0
+    map_res = None
+    if sampler == "map" or init_map:
+        say("finding the posterior mode (MAP)")
+        t0 = time.perf_counter()
+        # nutpie's compiled log-density and gradient have the same variable layout.
+        vg = compiled.logp_func if compiled is not None and sampler == "nutpie" else None
+        map_res = find_map(target, value_grad=vg, seed=map_seed)
+        timings["map_s"] = time.perf_counter() - t0
+        notes += map_res.notes
+        if not map_res.success:
+            notes.append(f"the MAP optimiser stopped early: {map_res.message}")
+    if sampler == "map":
+        X = laplace_draws(map_res, int(draws), seed=sampler_seed)
+        timings["sample_s"] = 0.0
+        return laplace_idata(X, map_res.slices), map_res.n_grad_evals, map_res, notes
+    say(f"sampling {chains} chains x ({tune} tune + {draws} draws) with {sampler}")
+    idata, grad_evals, t_samp = _run_nuts(
+        target,
+        sampler,
+        compiled,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        seed=sampler_seed,
+        map_res=map_res,
+        jitter_seed=jitter_seed,
+        progress=progress,
+        target_accept=target_accept,
+        low_rank=low_rank,
+    )
+    timings["sample_s"] = t_samp
+    return idata, grad_evals, map_res, notes
 
 
 def _compile_nutpie(fm: FitModel, sampler: str):
