@@ -72,7 +72,9 @@ def add_noise(values: np.ndarray, analyte: str, sd: np.ndarray, rng) -> np.ndarr
         f = np.clip(values / 100.0, 1e-12, 1 - 1e-12)
         lg = np.log(f / (1 - f)) + eps
         return 100.0 / (1.0 + np.exp(-lg))
-    return values + eps
+    # Identity scale is used for donor chimerism, a percentage: a measured value lies
+    # in [0, 100] whatever the assay noise.
+    return np.clip(values + eps, 0.0, 100.0)
 
 
 def predictive_bands(
