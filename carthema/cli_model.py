@@ -110,10 +110,15 @@ def register(app: typer.Typer) -> None:
         ex = load_example("synthetic")
         truth = ex.tables["parameters"]
         truth = truth[truth["patient"] == patient]
+        about = (
+            "; a poor-reserve patient who received a stem-cell boost on day 42"
+            if patient == DEMO_PATIENT
+            else ""
+        )
         console.print(
             f"[bold]1/2 fit[/bold]: virtual patient {patient} of the bundled synthetic "
-            "cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism; a poor-reserve "
-            "patient who received a stem-cell boost on day 42), full model"
+            f"cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism{about}), "
+            "full model"
         )
         result = fit(
             ex.observations,

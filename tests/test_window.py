@@ -144,3 +144,16 @@ def test_cli_window_refuses_a_fit_without_counts(tmp_path, capsys):
         cli_main(["window", str(tmp_path), "--boost-days", "30"])
     assert e.value.code == 2
     assert "fit with --components full" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_fit_window_and_report(tmp_path, capsys):
+    """`carthema demo` (MAP for speed) writes the fit folder, the window and the report
+    and prints where they are."""
+    with pytest.raises(SystemExit) as e:
+        cli_main(["demo", "--out", str(tmp_path), "--sampler", "map"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for path in ("fit/posterior.nc", "fit/fit.png", "window/window.csv", "window/report.html"):
+        assert (tmp_path / path).stat().st_size > 0
+        assert path.split("/")[-1] in text
