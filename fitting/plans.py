@@ -221,6 +221,11 @@ def _p_before(day: np.ndarray) -> dict[str, float]:
     }
 
 
+#: Share of draws with neutrophils already engrafted on the boost day above which the day
+#: is reported as "already recovered" and left out of the window.
+ALREADY_RECOVERED = 0.5
+
+
 def scan_window(
     model: Model,
     draws: np.ndarray,
@@ -236,7 +241,9 @@ def scan_window(
 ) -> tuple[pd.DataFrame, dict]:
     """Predict a boost on each candidate day; the window is the range of days on which
     P(neutrophil engraftment within ``within`` days) >= ``threshold`` while the median
-    predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug.
+    predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug and
+    neutrophils have not already recovered (in at least :data:`ALREADY_RECOVERED` of
+    the draws) without it.
 
     Returns one row per day and a summary with the window (first/last day, or None).
     """
@@ -256,7 +263,13 @@ def scan_window(
     table = pd.DataFrame(rows)
     p = table.get(f"neutrophil_p_within_{within}d", pd.Series(np.nan, index=table.index))
     cart = table.get("cart_at_reference_median", pd.Series(0.0, index=table.index))
-    table["in_window"] = (p >= threshold) & (cart.fillna(0.0) < cart_limit)
+    # A day on which neutrophils have already recovered in most draws is no window: the
+    # boost would not be what brings the counts back.
+    already = table.get("neutrophil_p_already", pd.Series(0.0, index=table.index))
+    table["already_recovered"] = already.fillna(0.0) >= ALREADY_RECOVERED
+    table["in_window"] = (
+        (p >= threshold) & (cart.fillna(0.0) < cart_limit) & ~table["already_recovered"]
+    )
     inside = table.loc[table["in_window"], "boost_day"]
     summary = {
         "threshold": threshold,
@@ -265,6 +278,11 @@ def scan_window(
         "window_first_day": float(inside.min()) if len(inside) else None,
         "window_last_day": float(inside.max()) if len(inside) else None,
         "n_days_in_window": int(len(inside)),
+        "first_day_already_recovered": (
+            float(table.loc[table["already_recovered"], "boost_day"].min())
+            if table["already_recovered"].any()
+            else None
+        ),
         # The earliest qualifying day shortens the time spent cytopenic.
         "recommended_day": float(inside.min()) if len(inside) else None,
     }
@@ -277,6 +295,12 @@ def scan_window(
 def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
     """Sentences a physician can read."""
     lines = []
+    if summary.get("first_day_already_recovered") is not None:
+        lines.append(
+            f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
+            "already recovered without a boost in most posterior draws: those days are not "
+            "part of the window."
+        )
     if summary["window_first_day"] is None:
         lines.append(
             f"No boost day in the scanned range reaches a {summary['threshold']:.0%} chance of "
@@ -408,6 +432,15 @@ def plot_window(
             label=f"platelets > 20 G/L within {within} d",
         )
     ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1, label="threshold")
+    if "already_recovered" in table and table["already_recovered"].any():
+        done = table.loc[table["already_recovered"], "boost_day"]
+        ax.axvspan(
+            done.min() - 0.5,
+            done.max() + 0.5,
+            color="0.5",
+            alpha=0.15,
+            label="neutrophils already recovered",
+        )
     if summary["window_first_day"] is not None:
         ax.axvspan(
             summary["window_first_day"] - 0.5,

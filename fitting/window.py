@@ -195,6 +195,7 @@ def write_patient_report(ff: FitFolder, window: dict, path: str | Path) -> Path:
             "days_anc_lt_0.5_median",
             "chimerism_day30_median",
             "cart_at_reference_median",
+            "already_recovered",
             "in_window",
         )
         if c in table

@@ -55,7 +55,11 @@ def test_window_requires_probability_and_cart_limit(setup):
     table, summary = scan_window(
         m, draws, typical_course(), [20.0, 40.0, 60.0], dose=5e6, threshold=0.5, cart_limit=500.0
     )
-    ok = (table["neutrophil_p_within_30d"] >= 0.5) & (table["cart_at_reference_median"] < 500)
+    ok = (
+        (table["neutrophil_p_within_30d"] >= 0.5)
+        & (table["cart_at_reference_median"] < 500)
+        & (table["neutrophil_p_already"] < 0.5)
+    )
     assert list(table["in_window"]) == list(ok)
     if ok.any():
         assert summary["window_first_day"] == table.loc[ok, "boost_day"].min()

@@ -104,7 +104,8 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["patient"] == PATIENT and on["n_draws"] == n
     inside = table.loc[table["in_window"], "boost_day"].tolist()
-    want = table.loc[table["neutrophil_p_within_30d"] >= 0.8, "boost_day"].tolist()
+    ok = (table["neutrophil_p_within_30d"] >= 0.8) & (table["neutrophil_p_already"] < 0.5)
+    want = table.loc[ok, "boost_day"].tolist()
     assert inside == [d for d in want if d in inside]
 
 
