@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
         source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
         selected: Annotated[
-            bool, typer.Option("--selected/--unselected", help="CD34-selected graft.")
-        ] = True,
+            bool,
+            typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
+        ] = False,
         anc: Annotated[float | None, typer.Option(help="ANC on the boost day, G/L.")] = None,
         plt: Annotated[float | None, typer.Option(help="Platelets on the boost day, G/L.")] = None,
         events: Annotated[

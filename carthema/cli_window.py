@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3e6.")] = 3e6,
         source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
         selected: Annotated[
-            bool, typer.Option("--selected/--unselected", help="CD34-selected graft.")
-        ] = True,
+            bool,
+            typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
+        ] = False,
         threshold: Annotated[
             float, typer.Option(help="Wanted P(neutrophil engraftment within 30 days).")
         ] = 0.8,
