@@ -62,7 +62,7 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import numba_funcify
 
 from ..data.errors import InputError
-from ..models.model import COMPONENT_SETS, Model, get_model
+from ..models.model import Model, get_model
 from ..models.simulate import resolve_params
 from .build import (
     MIN_OBS_FOR_SIGMA,
@@ -76,7 +76,7 @@ from .laplace import MapResult
 from .likelihood import transform_pt
 from .ode_op import ATOL, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp
 from .priors import RESIDUALS, Prior, prior_table, resolve_free
-from .samplers import _default_cores, run_sampler
+from .samplers import check_run_settings, run_sampler, run_settings, seed_and_cores
 
 #: Samplers of a population fit.
 POPULATION_SAMPLERS = ("nutpie", "pymc", "map")
@@ -974,18 +974,7 @@ def fit_population(
             f"unknown sampler '{sampler}' for a population fit",
             fix=f"choose one of {', '.join(POPULATION_SAMPLERS)}",
         )
-    if components not in COMPONENT_SETS:
-        raise InputError(
-            f"unknown component set '{components}'",
-            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
-        )
-    for name, v in (("draws", draws), ("chains", chains)):
-        if int(v) < 1:
-            raise InputError(f"{name} must be at least 1, got {v}")
-    if int(tune) < 0:
-        raise InputError(f"tune must be >= 0, got {tune}")
-    if init not in ("map", "prior"):
-        raise InputError(f"unknown init '{init}'", fix="use 'map' or 'prior'")
+    check_run_settings(components, draws, tune, chains, init)
     if observations is None or len(observations) == 0:
         raise InputError("the observations table is empty", fix="give the cohort's observations")
     available = patients_in(observations)
@@ -1013,10 +1002,7 @@ def fit_population(
             column="patient",
             fix="fit single patients with `carthema fit`, or add patients",
         )
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
-    seed = int(seed)
-    cores = _default_cores(chains) if cores is None else int(cores)
+    seed, cores = seed_and_cores(seed, cores, chains)
     say = log or (lambda _msg: None)
 
     t_start = time.perf_counter()
@@ -1037,20 +1023,9 @@ def fit_population(
         **solver_options,
     )
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = {
-        "sampler": sampler,
-        "draws": int(draws),
-        "tune": int(tune),
-        "chains": int(chains),
-        "seed": seed,
-        "cores": cores,
-        "init": init,
-        "target_accept": target_accept,
-        "low_rank": bool(low_rank),
-        "rtol": pop.op.rtol,
-        "atol": pop.op.atol,
-        "method": pop.op.method,
-    }
+    settings = run_settings(
+        pop.op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
+    )
     notes = _cohort_notes(data)
     # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
     # (the per-chain start values built in _run_nuts name single-patient variables).

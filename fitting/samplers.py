@@ -217,6 +217,50 @@ def _json_default(x):
     return str(x)
 
 
+def check_run_settings(components: str, draws: int, tune: int, chains: int, init: str) -> None:
+    """Refuse an unknown component set, non-positive draws or chains, negative tuning or
+    an unknown init with an :class:`InputError`."""
+    if components not in COMPONENT_SETS:
+        raise InputError(
+            f"unknown component set '{components}'",
+            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
+        )
+    for name, v in (("draws", draws), ("chains", chains)):
+        if int(v) < 1:
+            raise InputError(f"{name} must be at least 1, got {v}")
+    if int(tune) < 0:
+        raise InputError(f"tune must be >= 0, got {tune}")
+    if init not in ("map", "prior"):
+        raise InputError(f"unknown init '{init}'", fix="use 'map' or 'prior'")
+
+
+def seed_and_cores(seed: int | None, cores: int | None, chains: int) -> tuple[int, int]:
+    """The seed (drawn when None, so that it can be recorded) and the parallel chains."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
+    return int(seed), _default_cores(chains) if cores is None else int(cores)
+
+
+def run_settings(
+    op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
+) -> dict:
+    """How a fit was run (recorded in the result and in fit.json)."""
+    return {
+        "sampler": sampler,
+        "draws": int(draws),
+        "tune": int(tune),
+        "chains": int(chains),
+        "seed": seed,
+        "cores": cores,
+        "init": init,
+        "target_accept": target_accept,
+        "low_rank": bool(low_rank),
+        "rtol": op.rtol,
+        "atol": op.atol,
+        "method": op.method,
+    }
+
+
 def _default_cores(chains: int) -> int:
     return max(1, min(chains, os.cpu_count() or 1))
 
@@ -329,42 +373,17 @@ def fit(
     """
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler '{sampler}'", fix=f"choose one of {', '.join(SAMPLERS)}")
-    if components not in COMPONENT_SETS:
-        raise InputError(
-            f"unknown component set '{components}'",
-            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
-        )
-    for name, v in (("draws", draws), ("chains", chains)):
-        if int(v) < 1:
-            raise InputError(f"{name} must be at least 1, got {v}")
-    if int(tune) < 0:
-        raise InputError(f"tune must be >= 0, got {tune}")
-    if init not in ("map", "prior"):
-        raise InputError(f"unknown init '{init}'", fix="use 'map' or 'prior'")
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
-    seed = int(seed)
-    cores = _default_cores(chains) if cores is None else int(cores)
+    check_run_settings(components, draws, tune, chains, init)
+    seed, cores = seed_and_cores(seed, cores, chains)
     t_start = time.perf_counter()
     model = get_model(components)
     p = resolve_params(model, params)
     data = prepare_patient(model, observations, events, patient, p, history_days=history_days)
     fm = build_model(data, free, prior_sd=prior_sd, sigma=sigma, **solver_options)
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = {
-        "sampler": sampler,
-        "draws": int(draws),
-        "tune": int(tune),
-        "chains": int(chains),
-        "seed": seed,
-        "cores": cores,
-        "init": init,
-        "target_accept": target_accept,
-        "low_rank": bool(low_rank),
-        "rtol": fm.op.rtol,
-        "atol": fm.op.atol,
-        "method": fm.op.method,
-    }
+    settings = run_settings(
+        fm.op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
+    )
     say = log or (lambda _msg: None)
     idata, grad_evals, map_res, notes = run_sampler(
         fm,
