@@ -17,6 +17,7 @@ antigen stimulation. The observable is E + M + X: qPCR measures every transgene 
 
 from __future__ import annotations
 
+from ..dosing import EventContext, EventRow, Handler
 from ..parameters import Observable, Param, State
 
 STEIN = (
@@ -153,3 +154,18 @@ def initial(p: dict, m) -> dict:
 
 def observables(s: dict, p: dict, m) -> dict:
     return {"cart_copies": s["cart_E"] + s["cart_M"] + s["cart_X"]}
+
+
+def _infusion(ctx: EventContext, ev: EventRow) -> None:
+    """Bolus into effectors: CAR+ cells/kg x ``cart_f_dose``; a duration of N >= 2 days
+    splits the dose into N equal daily infusions. Without targets, the first infusion
+    also opens the expansion phase ``cart_expand`` until first dose + ``cart_tmax``."""
+    n_split = max(1, int(round(ev.duration))) if ev.duration >= 2 else 1
+    for i in range(n_split):
+        ctx.bolus(ev.day + i, "cart_E", ev.amount / n_split, "cart_f_dose")
+    # Rows arrive sorted by day, so the first infusion handled is the earliest.
+    if not ctx.has("tgt_B") and "cart_expand" not in ctx.periods:
+        ctx.period("cart_expand", ev.day, ev.day + ctx.param("cart_tmax"))
+
+
+EVENTS: dict[str, Handler] = {"cart_infusion": _infusion}

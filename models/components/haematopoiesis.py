@@ -1,319 +1,215 @@
-"""Haematopoiesis: host and donor stem cells, neutrophil and platelet lineages, marrow
-inflammation, host immunity and donor T cells (graft rejection and chimerism).
+"""Haematopoiesis and graft: stem cells by origin, self-renewing progenitor pools feeding
+neutrophils and platelets, the insults of lymphodepletion and CAR-T inflammation, host
+immunity and donor T cells.
 
-Stem cells (``hsc_H`` host, ``hsc_D`` donor) are fractions of a shared niche (1 = full
-marrow). They regenerate logistically into empty niche space at ``hsc_regen`` (host; the
-marrow-reserve parameter) or ``graft_regen`` (donor), and are damaged by
-lymphodepletion and by marrow inflammation. Their output drives each myeloid lineage
-with an amplification that compensates partial stem-cell loss: the input to the
-proliferating pool is proportional to ``Htot ** hsc_eta`` (``hsc_eta`` < 1), shared
-between host and donor in proportion to their stem cells.
+**Stem cells** are fractions of one shared niche (1 = a healthy marrow). The patient's
+own resident stem cells ``hsc_H`` start at ``hsc_mass`` (the stem/progenitor mass left
+by earlier therapy, <= 1: the marrow reserve) and regenerate logistically at
+``hsc_regen`` towards it. Graft stem cells come in three compartments by origin, all
+regenerating at the healthy rate ``graft_regen`` into the whole niche:
 
-Each lineage is a Friberg et al. 2002 (J Clin Oncol 20:4713) chain: proliferating pool,
-three transit compartments with ``ktr = 4 / MTT``, circulating pool, and feedback
-``(Circ0 / Circ) ** gamma`` on the input. Lymphodepletion kills proliferating cells
-during its days; marrow inflammation (driven by antigen-engaged CAR-T expansion)
-divides the input by ``1 + infl_supp * I``; G-CSF multiplies the neutrophil input
-and a TPO agonist the platelet input. Neutrophil chains are kept separately for host and
-donor so that myeloid donor chimerism is an output; platelets share one chain.
+- ``hsc_A`` autologous (the patient's own collected cells: healthy, never rejected);
+- ``hsc_P`` prior donor (the donor of an earlier allogeneic transplant: the patient is
+  tolerant, no rejection);
+- ``hsc_N`` new allogeneic donor (rejected by residual host immunity ``imm_R``).
 
-Host immunity ``imm_R`` (1 = normal) is depleted by lymphodepletion, by inflammation and
-by donor T cells, and recovers logistically over months; it rejects allogeneic donor
-stem and progenitor cells and donor T cells at ``rej_rate * R``. Donor T cells
-``gvh_T`` (units of 1e8 CD3+ cells/kg) come with unselected grafts, decay, and attack
-host immunity and host stem cells (graft-versus-host / graft-versus-marrow), which is
-how an unselected allogeneic graft reaches full donor chimerism in an immunosuppressed
-host.
+A patient with an earlier allogeneic transplant carries donor chimerism
+``donor_chim0`` at baseline: that share of the resident marrow is of donor genotype.
+
+**Lineages** follow Friberg et al. 2002 with a self-renewing proliferating pool: the
+pool ``P`` divides at ``ktr`` under feedback ``fb = ((C0 + e) / (C + e)) ** gamma``;
+a share ``hsc_sigma`` of its influx comes from stem cells, the rest from its own
+self-renewal, so that
+
+    dP/dt = ktr * fb * s * (sigma * P0 * S / S0 + (1 - sigma) * P) - (ktr + kill) * P
+
+(``S / S0`` stem output relative to the patient's baseline, ``s`` suppression). At
+baseline the pool is exactly at steady state; after a kill it regrows at
+``ktr * (fb * (1 - sigma) - 1)`` per day, and committed progenitors in a graft amplify
+the same way, which is why a graft into an emptied marrow engrafts in about two weeks
+(graft_kinetics.csv). Three transit compartments (``ktr = 4 / MTT``) lead to the
+circulating pool. Neutrophils are kept in three chains by genotype (host, tolerated
+donor, new donor) so that myeloid chimerism is an output; platelets share one chain.
+
+**Insults.** Lymphodepletion (input ``ld``) kills proliferating progenitors, with a
+small, sourced effect on stem cells (flu/cy is not myeloablative). CAR-T expansion on
+antigen drives an inflammatory signal ``infl_I`` (CRS), which suppresses progenitor
+division for days. A delayed, slowly resolving marrow suppression ``infl_Z`` follows
+it (a low-pass copy of the saturated inflammation): its strength ``late_supp`` is the
+patient's susceptibility, and it gives the biphasic recovery most patients show and,
+with a low reserve, the persistent aplasia of a minority (the delayed insult is an
+assumption; see the ``late_*`` parameters).
+
+**Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
+lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
+cells, progenitors and T cells at ``rej_rate * R``. Donor T cells ``gvh_T`` (1e8 CD3+
+cells/kg) come only from an explicit CD3+ dose, decay, and attack host immunity and the
+resident marrow (graft-versus-host / graft-versus-marrow).
 """
 
 from __future__ import annotations
 
 import math
 
+from ...data.errors import InputError
+from ..dosing import EventContext, EventRow, Handler, lymphodepletion, treatment_period
 from ..parameters import Observable, Param, State
 from .cart import antigen_drive
 
 FRIBERG = "Friberg et al. 2002, J Clin Oncol 20:4713"
 QUARTINO = "Quartino et al. 2014, Pharm Res 31:3390"
+GRAFT_CSV = "../shared/calibration/graft_kinetics.csv"
+NH_CSV = "../shared/calibration/natural_history.csv"
 
-_CHAIN = ("prol", "tr1", "tr2", "tr3")
+_CHAIN = ("prol", "tr1", "tr2", "tr3", "circ")
+#: Neutrophil chains by genotype: host, tolerated donor (prior donor), new donor.
+GENOTYPES = ("h", "t", "n")
+STEMS = ("hsc_H", "hsc_A", "hsc_P", "hsc_N")
 
 STATES = (
-    State("hsc_H", "niche fraction", 1.0, "host stem cells"),
-    State("hsc_D", "niche fraction", 1.0, "donor stem cells"),
-    State("infl_I", "1", 1.0, "marrow inflammation"),
+    State("hsc_H", "niche fraction", 1.0, "resident (patient's own) stem cells"),
+    State("hsc_A", "niche fraction", 1.0, "autologous graft stem cells"),
+    State("hsc_P", "niche fraction", 1.0, "prior-donor graft stem cells"),
+    State("hsc_N", "niche fraction", 1.0, "new allogeneic donor stem cells"),
+    *(
+        State(f"mpp_{g}", "fraction of normal", 1.0, f"CD34+ progenitors ({g} genotype)")
+        for g in GENOTYPES
+    ),
+    State("infl_I", "1", 1.0, "CAR-T inflammatory signal (CRS)"),
+    State("infl_Z", "1", 1.0, "delayed marrow suppression"),
     State("imm_R", "1", 1.0, "host immunity (1 = normal)"),
     State("gvh_T", "1e8 CD3+ cells/kg", 0.1, "donor T cells"),
-    *(State(f"neu_{c}_h", "G/L", 10.0, f"host neutrophil lineage, {c}") for c in _CHAIN),
-    State("neu_circ_h", "G/L", 1.0, "host neutrophils in blood"),
-    *(State(f"neu_{c}_d", "G/L", 10.0, f"donor neutrophil lineage, {c}") for c in _CHAIN),
-    State("neu_circ_d", "G/L", 1.0, "donor neutrophils in blood"),
+    *(
+        State(f"neu_{c}_{g}", "G/L", 1.0, f"neutrophil lineage ({g} genotype), {c}")
+        for g in GENOTYPES
+        for c in _CHAIN
+    ),
     *(State(f"plt_{c}", "G/L", 100.0, f"platelet lineage, {c}") for c in _CHAIN),
-    State("plt_circ", "G/L", 100.0, "platelets in blood"),
 )
 
+
+def _p(name, default, unit, low, high, source, description, **kw) -> Param:
+    return Param(name, default, unit, low, high, source, description, **kw)
+
+
 PARAMS = (
-    # --- neutrophils
-    Param("anc0", 4.0, "G/L", 1.5, 8.0, "normal adult ANC 2-7 G/L", "baseline ANC"),
-    Param(
-        "neu_mtt",
-        4.5,
-        "d",
-        2.5,
-        8.0,
-        FRIBERG + "; " + QUARTINO + " (MTT about 4-5.5 d)",
-        "neutrophil maturation time",
-    ),
-    Param(
-        "neu_gamma",
-        0.16,
-        "1",
-        0.05,
-        0.5,
-        FRIBERG + " (gamma 0.161 for docetaxel)",
-        "neutrophil feedback exponent",
-    ),
-    Param(
-        "neu_kcirc",
-        math.log(2.0) / (7.0 / 24.0),
-        "1/d",
-        1.0,
-        6.0,
-        "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
-        "neutrophil elimination rate from blood",
-    ),
-    Param(
-        "gcsf_emax",
-        1.5,
-        "1",
-        0.1,
-        10.0,
-        QUARTINO + " (G-CSF raises proliferation several-fold)",
-        "fractional increase of neutrophil input during G-CSF",
-    ),
-    # --- platelets
-    Param("plt0", 250.0, "G/L", 100.0, 450.0, "normal platelets 150-400 G/L", "baseline platelets"),
-    Param(
-        "plt_mtt",
-        7.0,
-        "d",
-        4.0,
-        12.0,
-        "megakaryocyte maturation 5-10 d (Friberg-type platelet models)",
-        "platelet maturation time",
-    ),
-    Param(
-        "plt_gamma",
-        0.2,
-        "1",
-        0.05,
-        0.6,
-        "Friberg-type platelet models (gamma 0.1-0.3)",
-        "platelet feedback exponent",
-    ),
-    Param(
-        "plt_kcirc",
-        1.0 / 9.0,
-        "1/d",
-        1.0 / 14.0,
-        1.0 / 5.0,
-        "platelet lifespan 8-10 d",
-        "platelet elimination rate from blood",
-    ),
-    Param(
-        "tpo_emax",
-        1.0,
-        "1",
-        0.1,
-        5.0,
-        "assumption: TPO receptor agonists roughly double platelet production",
-        "fractional increase of platelet input during a TPO agonist",
-    ),
-    Param(
-        "plt_unit_increment",
-        20.0,
-        "G/L per unit",
-        5.0,
-        60.0,
-        "adult platelet dose raises counts by roughly 10-30 G/L (Slichter et al. 2010, "
-        "NEJM, PLADO)",
-        "platelet count increment per transfused unit",
-    ),
-    # --- stem cells
-    Param(
-        "hsc_regen",
-        0.08,
-        "1/d",
-        0.001,
-        0.5,
-        "calibrated: marrow reserve; 0.08/d recovers ANC > 0.5 G/L by about day 30, "
-        "0.005/d leaves months of cytopenia (Rejeski et al. 2021, Blood: prolonged "
-        "cytopenia in high CAR-HEMATOTOX patients)",
-        "host stem-cell regeneration rate (marrow reserve)",
-    ),
-    Param(
-        "hsc_eta",
-        1.0,
-        "1",
-        0.2,
-        1.0,
-        "assumption: progenitor amplification compensates partial stem-cell loss",
-        "exponent of lineage input in total stem cells",
-    ),
-    Param(
-        "ld_kill_hsc",
-        1.0,
-        "1/d",
-        0.01,
-        2.0,
-        "calibrated: flu/cy causes neutropenia in most patients (ELIANA: grade 3-4 "
-        "neutropenia in 53% beyond day 30, Mullanfiroze 2024)",
-        "stem-cell kill rate per unit of lymphodepletion intensity",
-    ),
-    Param(
-        "ld_kill_prol",
-        1.5,
-        "1/d",
-        0.1,
-        6.0,
-        "calibrated: ANC nadir below 0.5 G/L within a week of CAR-T after flu/cy",
-        "proliferating-cell kill rate per unit of lymphodepletion intensity",
-    ),
-    # --- inflammation
-    Param(
-        "infl_eref",
-        5000.0,
-        "copies/ug/d",
-        100.0,
-        1e5,
-        "calibrated: inflammation of order 1 at a typical expansion peak",
-        "antigen-driven CAR-T expansion flux giving unit inflammation",
-    ),
-    Param(
-        "infl_out",
-        0.1,
-        "1/d",
-        0.02,
-        1.0,
-        "calibrated: marrow suppression lasts weeks after CRS (biphasic recovery, "
-        "Rejeski et al. 2021)",
-        "inflammation resolution rate",
-    ),
-    Param(
-        "infl_supp",
-        3.0,
-        "1",
-        0.1,
-        30.0,
-        "calibrated: CRS grade relates to prolonged cytopenia (Fried et al. 2019)",
-        "suppression of lineage input per unit inflammation",
-    ),
-    Param(
-        "infl_kill_hsc",
-        0.02,
-        "1/d",
-        1e-3,
-        0.5,
-        "assumption: inflammation damages HSPC (Rejeski et al. 2021)",
-        "stem-cell kill rate per unit inflammation",
-    ),
-    # --- immunity and graft
-    Param(
-        "imm_regen",
-        0.03,
-        "1/d",
-        0.003,
-        0.3,
-        "assumption: T-cell recovery after fludarabine takes months",
-        "host immunity recovery rate",
-    ),
-    Param(
-        "ld_kill_imm",
-        1.0,
-        "1/d",
-        0.1,
-        5.0,
-        "calibrated: lymphocytes about 20-fold lower after 3 days of flu/cy",
-        "host immunity kill rate per unit of lymphodepletion intensity",
-    ),
-    Param(
-        "infl_kill_imm",
-        0.05,
-        "1/d",
-        1e-3,
-        1.0,
-        "assumption: CAR-T inflammation and B-cell aplasia deepen immunosuppression",
-        "host immunity suppression per unit inflammation",
-    ),
-    Param(
-        "rej_rate",
-        1.0,
-        "1/d",
-        0.05,
-        10.0,
-        "assumption: an unconditioned allogeneic graft into a normal host is rejected within days",
-        "rejection rate of donor stem/progenitor cells at normal host immunity",
-    ),
-    Param(
-        "graft_regen",
-        0.15,
-        "1/d",
-        0.01,
-        1.0,
-        "assumption: healthy donor stem cells fill empty niche within weeks",
-        "donor stem-cell regeneration rate",
-    ),
-    Param(
-        "graft_hsc",
-        2e-9,
-        "niche fraction per CD34+ cell/kg",
-        1e-10,
-        1e-7,
-        "calibrated: a 3e6/kg allogeneic graft into an aplastic, immunosuppressed host "
-        "reaches majority donor chimerism within about a month (Han et al. 2022: full "
-        "donor chimerism after 0.95e6/kg; ours needs donor T cells for that speed)",
-        "long-term stem cells seeded per infused CD34+ cell/kg",
-    ),
-    Param(
-        "graft_prog",
-        1e-8,
-        "G/L per CD34+ cell/kg",
-        1e-9,
-        1e-5,
-        "calibrated: about a month to ANC > 1 G/L without G-CSF after a 6.75e6/kg "
-        "CD34-selected boost into cytopenic hosts (Mullanfiroze et al. 2022 report a median "
-        "42 days, range 11-192; benchmarks/validation.py)",
-        "neutrophil progenitors seeded per infused CD34+ cell/kg",
-    ),
-    Param(
-        "graft_prog_plt",
-        5e-8,
-        "G/L per CD34+ cell/kg",
-        1e-9,
-        1e-4,
-        "calibrated with graft_prog (same progenitor content relative to the platelet "
-        "lineage's larger steady-state pool)",
-        "platelet progenitors seeded per infused CD34+ cell/kg",
-    ),
-    Param(
-        "gvh_decay",
-        0.05,
-        "1/d",
-        0.005,
-        0.5,
-        "assumption: alloreactive donor T cells contract over weeks",
-        "donor T-cell decay rate",
-    ),
-    Param(
-        "gvh_kill",
-        0.5,
-        "1/d per 1e8 CD3+/kg",
-        0.01,
-        10.0,
-        "assumption: unselected grafts (about 1e8 CD3+/kg) give full donor chimerism "
-        "within weeks (Han et al. 2022)",
-        "donor T-cell attack on host immunity and host stem cells",
-    ),
+    # --- neutrophil lineage
+    _p("anc0", 4.0, "G/L", 1.0, 10.0, "normal adult ANC 2-7 G/L; the patient's own "
+       "pre-lymphodepletion ANC is its set point", "baseline (pre-lymphodepletion) ANC"),
+    _p("neu_mtt", 4.5, "d", 2.5, 8.0, FRIBERG + "; " + QUARTINO + " (MTT about 4-5.5 d)",
+       "neutrophil maturation time"),
+    _p("neu_gamma", 0.2, "1", 0.05, 0.5, FRIBERG + " (gamma 0.16-0.24 across drugs)",
+       "neutrophil feedback exponent"),
+    _p("neu_kcirc", math.log(2.0) / (7.0 / 24.0), "1/d", 1.0, 6.0,
+       "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
+       "neutrophil elimination rate from blood"),
+    _p("neu_fb_floor", 0.3, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
+       "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
+       "feedback, and so the fastest progenitor amplification, when blood is empty",
+       "ANC added to both sides of the neutrophil feedback"),
+    _p("gcsf_emax", 1.0, "1", 0.1, 10.0, QUARTINO + " (G-CSF raises proliferation "
+       "several-fold); assumption: filgrastim 5 ug/kg doubles progenitor division",
+       "fractional increase of neutrophil progenitor division during G-CSF"),
+    # --- platelet lineage
+    _p("plt0", 250.0, "G/L", 20.0, 500.0, "normal platelets 150-400 G/L; the patient's own "
+       "pre-lymphodepletion count is its set point", "baseline (pre-lymphodepletion) platelets"),
+    _p("plt_mtt", 7.0, "d", 4.0, 12.0, "megakaryocyte maturation 5-10 d (Friberg-type "
+       "platelet models, e.g. Kloft et al. 2006)", "platelet maturation time"),
+    _p("plt_gamma", 0.2, "1", 0.05, 0.6, "Friberg-type platelet models (gamma 0.1-0.3)",
+       "platelet feedback exponent"),
+    _p("plt_kcirc", 1.0 / 9.0, "1/d", 1.0 / 14.0, 1.0 / 5.0, "platelet lifespan 8-10 d",
+       "platelet elimination rate from blood"),
+    _p("plt_fb_floor", 30.0, "G/L", 1.0, 100.0, "calibrated to " + GRAFT_CSV + " (platelets "
+       "> 20 G/L 13-18 d after 5-12e6 CD34+/kg), as neu_fb_floor",
+       "platelets added to both sides of the platelet feedback"),
+    _p("tpo_emax", 1.0, "1", 0.1, 5.0, "assumption: TPO receptor agonists roughly double "
+       "platelet production", "fractional increase of platelet progenitor division during a "
+       "TPO agonist"),
+    _p("plt_unit_increment", 20.0, "G/L per unit", 5.0, 60.0, "adult platelet dose raises "
+       "counts by roughly 10-30 G/L (Slichter et al. 2010, NEJM 362:600, PLADO)",
+       "platelet count increment per transfused unit"),
+    # --- stem cells and marrow reserve
+    _p("hsc_mass", 0.6, "niche fraction", 0.05, 1.0, "calibrated (population file): "
+       "stem/progenitor mass before lymphodepletion relative to a healthy marrow; heavily "
+       "pretreated lymphoma patients carry reduced reserve (Rejeski et al. 2021, Blood "
+       "138:2499)", "marrow reserve: resident stem-cell mass before lymphodepletion"),
+    _p("hsc_regen", 0.05, "1/d", 0.002, 0.5, "calibrated (population file) to " + NH_CSV
+       + " (duration and persistence of neutropenia)",
+       "resident stem-cell regeneration rate (marrow fitness)"),
+    _p("hsc_sigma", 0.1, "1", 0.02, 0.9, "assumption: share of the CD34+ progenitor pool's "
+       "influx that comes from stem cells at steady state (the rest is its own "
+       "self-renewal); multipotent progenitors self-renew for weeks only (Busch et al. "
+       "2015, Nature 518:542)", "stem-cell dependence of the CD34+ progenitor pool"),
+    _p("mpp_rate", 0.3, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
+       "1-2 days under stress", "CD34+ progenitor division (and exit) rate"),
+    _p("prol_sigma", 0.04, "1", 0.01, 0.9, "assumption: share of the lineage precursors' "
+       "influx that comes from CD34+ progenitors (Friberg's model is the limit 0)",
+       "CD34+ dependence of the proliferating precursor pools"),
+    _p("ld_kill_prol", 4.0, "1/d", 0.1, 6.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
+       "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
+       "progenitor kill rate per unit of lymphodepletion intensity"),
+    _p("ld_kill_mpp", 0.5, "1/d", 0.01, 3.0, "calibrated to " + NH_CSV + " (duration of "
+       "the first neutropenia); flu/cy spares part of the CD34+ progenitors (autologous "
+       "recovery without stem-cell support is the rule after it)",
+       "CD34+ progenitor kill rate per unit of lymphodepletion intensity"),
+    _p("ld_kill_hsc", 0.03, "1/d", 0.001, 0.3, "flu/cy is not myeloablative: stem cells are "
+       "relatively resistant to cyclophosphamide through aldehyde dehydrogenase (Kastan et "
+       "al. 1990, Blood 75:1947); assumption: 3 days of flu/cy remove about 10 % of stem "
+       "cells", "stem-cell kill rate per unit of lymphodepletion intensity"),
+    # --- inflammation: early (CRS) and delayed
+    _p("infl_eref", 5000.0, "copies/ug/d", 100.0, 1e5, "assumption: inflammation of order 1 "
+       "at a typical expansion peak", "antigen-driven CAR-T expansion flux giving unit "
+       "inflammation"),
+    _p("infl_out", 0.2, "1/d", 0.02, 1.0, "assumption: CRS resolves within 1-2 weeks "
+       "(Lee et al. 2019, BBMT 25:625 grading; median CRS duration about 7 d)",
+       "inflammation resolution rate"),
+    _p("infl_supp", 0.5, "1", 0.01, 30.0, "assumption: CRS adds to the early cytopenia "
+       "(Fried et al. 2019, BMT 54:1643); kept modest because prolonged cytopenia does not "
+       "follow CAR-T expansion (Rejeski et al. 2021)",
+       "suppression of progenitor division per unit early inflammation"),
+    _p("late_rate", 0.07, "1/d", 0.01, 0.5, "assumption: the delayed suppression builds up "
+       "over about 2 weeks after the CRS peak, giving the second neutrophil dip of the "
+       "biphasic course around days 20-40 (Rejeski et al. 2021; ICAHT consensus, Rejeski et "
+       "al. 2023, Blood 142:865)", "build-up and resolution rate of the delayed marrow "
+       "suppression"),
+    _p("late_supp", 0.6, "1", 0.01, 100.0, "calibrated (population file) to " + NH_CSV
+       + " rows p_anc_le_1_after_d21, p_severe_neutropenia_ge_14d; assumption: delayed "
+       "inflammatory (IFN-gamma / T-cell-mediated) marrow suppression, the patient's "
+       "susceptibility rising with baseline inflammation (CRP, ferritin)",
+       "suppression of progenitor division per unit delayed suppression"),
+    _p("late_kill_hsc", 0.01, "1/d", 1e-4, 0.5, "assumption: inflammatory signalling "
+       "exhausts stem cells (Baldridge et al. 2010, Nature 465:793: IFN-gamma drives HSC "
+       "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
+       "stem-cell loss rate per unit delayed suppression"),
+    # --- immunity, rejection and GvH
+    _p("imm_regen", 0.03, "1/d", 0.003, 0.3, "assumption: T-cell recovery after "
+       "fludarabine takes months", "host immunity recovery rate"),
+    _p("ld_kill_imm", 1.0, "1/d", 0.1, 5.0, "assumption: lymphocytes fall about 20-fold over "
+       "3 days of flu/cy", "host immunity kill rate per unit of lymphodepletion intensity"),
+    _p("infl_kill_imm", 0.05, "1/d", 1e-3, 1.0, "assumption: CAR-T inflammation and B-cell "
+       "aplasia deepen immunosuppression", "host immunity suppression per unit inflammation"),
+    _p("rej_rate", 1.0, "1/d", 0.05, 10.0, "assumption: an unconditioned allogeneic graft "
+       "into a normal host is rejected within days",
+       "rejection rate of new-donor cells at normal host immunity"),
+    _p("gvh_decay", 0.05, "1/d", 0.005, 0.5, "assumption: alloreactive donor T cells "
+       "contract over weeks", "donor T-cell decay rate"),
+    _p("gvh_kill", 0.5, "1/d per 1e8 CD3+/kg", 0.01, 10.0, "assumption: an unselected graft "
+       "(about 1e8 CD3+/kg) converts a suppressed host to full donor chimerism within weeks "
+       "(Han et al. 2022)", "donor T-cell attack on host immunity and the resident marrow"),
+    # --- graft content
+    _p("graft_regen", 0.1, "1/d", 0.01, 1.0, "assumption: healthy stem cells double in about "
+       "a week when the niche is empty", "graft stem-cell regeneration rate"),
+    _p("graft_hsc", 7e-9, "niche fraction per CD34+ cell/kg", 1e-10, 1e-7, "assumption: a "
+       "graft carries stem cells in the proportion of a healthy marrow: about 1.4e8 CD34+ "
+       "cells/kg in the marrow (1e12 nucleated cells, about 1 % CD34+), so 1 CD34+ cell/kg "
+       "is 7e-9 of it", "long-term stem cells seeded per infused CD34+ cell/kg"),
+    _p("graft_prog", 7e-9, "fraction of the normal pool per CD34+ cell/kg", 1e-10, 1e-7,
+       "calibrated to " + GRAFT_CSV + " (ANC > 0.5 G/L in 10-14 d, platelets > 20 G/L in "
+       "13-18 d after 5-12e6 CD34+/kg); about 1.4e8 CD34+ cells/kg in a healthy marrow "
+       "gives 7e-9", "CD34+ progenitors seeded per infused CD34+ cell/kg"),
+    _p("donor_chim0", 1e-4, "fraction", 1e-5, 1.0, "patient history: donor share of the "
+       "marrow before CAR-T after an earlier allogeneic transplant (1e-4 = none: below any "
+       "assay)", "baseline donor chimerism of the resident marrow"),
 )
 
 INPUTS = ("ld", "gcsf", "tpo")
@@ -329,88 +225,204 @@ OBSERVABLES = (
 )
 
 
-def _pss(circ0, kcirc, mtt):
-    """Steady-state proliferating/transit content (G/L-equivalents) of a Friberg chain."""
+def _pool(circ0, kcirc, mtt):
+    """Steady-state content (G/L-equivalents) of one compartment of a Friberg chain."""
     return circ0 * kcirc * mtt / 4.0
+
+
+def _stems(s: dict):
+    return [s.get(n, 0.0) for n in STEMS]
 
 
 def derived(s: dict, p: dict, u: dict, m) -> dict:
     """Quantities other components read: lymphoid stem-cell output (1 at baseline)."""
-    return {"hsc_output": (s["hsc_H"] + s["hsc_D"]) ** p["hsc_eta"]}
+    return {"hsc_output": sum(_stems(s)) / p["hsc_mass"]}
 
 
 def _chain(prefix, suffix, inflow, kill, ktr, kcirc, s):
-    names = [f"{prefix}_{c}{suffix}" for c in _CHAIN] + [f"{prefix}_circ{suffix}"]
+    """Friberg chain; ``kill`` acts on the pool and the first transit compartment, whose
+    precursors (myelocytes, megakaryoblasts) still divide."""
+    names = [f"{prefix}_{c}{suffix}" for c in _CHAIN]
     x = [s[n] for n in names]
     d = {names[0]: inflow - (ktr + kill) * x[0]}
-    for i in (1, 2, 3):
+    d[names[1]] = ktr * (x[0] - x[1]) - kill * x[1]
+    for i in (2, 3):
         d[names[i]] = ktr * (x[i - 1] - x[i])
     d[names[4]] = ktr * x[3] - kcirc * x[4]
     return d
 
 
 def derivatives(s: dict, p: dict, u: dict, m) -> dict:
-    H, D, I, R, T = s["hsc_H"], s["hsc_D"], s["infl_I"], s["imm_R"], s["gvh_T"]
-    Htot = H + D
-    # Input per stem cell: Htot**eta / Htot, so that total input is Htot**eta.
-    per_stem = Htot ** (p["hsc_eta"] - 1.0)
-    suppression = 1.0 / (1.0 + p["infl_supp"] * I)
-
-    ktr_n = 4.0 / p["neu_mtt"]
-    anc = s["neu_circ_h"] + s["neu_circ_d"]
-    fb_n = (p["anc0"] / anc) ** p["neu_gamma"]
-    base_n = ktr_n * _pss(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
-    input_n = base_n * per_stem * fb_n * suppression * (1.0 + p["gcsf_emax"] * u["gcsf"])
-
-    ktr_p = 4.0 / p["plt_mtt"]
-    fb_p = (p["plt0"] / s["plt_circ"]) ** p["plt_gamma"]
-    base_p = ktr_p * _pss(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    input_p = base_p * Htot ** p["hsc_eta"] * fb_p * suppression * (1.0 + p["tpo_emax"] * u["tpo"])
-
+    H, A, P, N = _stems(s)
+    I, Z, R, T = s["infl_I"], s["infl_Z"], s["imm_R"], s["gvh_T"]
+    S = H + A + P + N
+    K = p["hsc_mass"]
+    c = p["donor_chim0"]
+    sigma = p["hsc_sigma"]
     ld = u["ld"]
+    supp = 1.0 / (1.0 + p["infl_supp"] * I + p["late_supp"] * Z)
     kill_prol = p["ld_kill_prol"] * ld
     rejection = p["rej_rate"] * R
     gvh = p["gvh_kill"] * T
 
+    # Feedback from blood counts (Friberg), floored so that an empty marrow stays finite.
+    anc = sum(s[f"neu_circ_{g}"] for g in GENOTYPES)
+    e_n, e_p = p["neu_fb_floor"], p["plt_fb_floor"]
+    fb_n = ((p["anc0"] + e_n) / (anc + e_n)) ** p["neu_gamma"]
+    fb_p = ((p["plt0"] + e_p) / (s["plt_circ"] + e_p)) ** p["plt_gamma"]
+
+    # CD34+ progenitors by genotype: stem-cell influx plus self-renewal under the demand
+    # of both lineages; a graft's CD34+ cells land here.
+    out = {"h": ((1.0 - c) * H + A) / K, "t": (c * H + P) / K, "n": N / K}
+    km, sm = p["mpp_rate"], sigma
+    div_m = km * (fb_n * fb_p) ** 0.5 * supp
+    d: dict = {}
+    for g in GENOTYPES:
+        mpp = s[f"mpp_{g}"]
+        kill = p["ld_kill_mpp"] * ld + (rejection if g == "n" else 0.0)
+        d[f"mpp_{g}"] = div_m * (sm * out[g] + (1.0 - sm) * mpp) - (km + kill) * mpp
+
+    # Neutrophil precursors by genotype (Friberg chain with a self-renewing first pool).
+    sp = p["prol_sigma"]
+    ktr_n = 4.0 / p["neu_mtt"]
+    pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
+    div_n = ktr_n * fb_n * supp * (1.0 + p["gcsf_emax"] * u["gcsf"])
+    for g in GENOTYPES:
+        prol = s[f"neu_prol_{g}"]
+        inflow = div_n * (sp * pn * s[f"mpp_{g}"] + (1.0 - sp) * prol)
+        kill = kill_prol + (rejection if g == "n" else 0.0)
+        d.update(_chain("neu", f"_{g}", inflow, kill, ktr_n, p["neu_kcirc"], s))
+
+    # Platelets: one chain fed by all progenitors (rejection of new-donor megakaryocyte
+    # precursors is neglected: platelets carry no chimerism readout here).
+    ktr_p = 4.0 / p["plt_mtt"]
+    pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
+    div_p = ktr_p * fb_p * supp * (1.0 + p["tpo_emax"] * u["tpo"])
+    mpp_all = sum(s[f"mpp_{g}"] for g in GENOTYPES)
+    inflow_p = div_p * (sp * pp * mpp_all + (1.0 - sp) * s["plt_prol"])
+    d.update(_chain("plt", "", inflow_p, kill_prol, ktr_p, p["plt_kcirc"], s))
+
+    # Stem cells: host regrows towards its own mass, grafts into the whole niche.
+    stem_loss = p["ld_kill_hsc"] * ld + p["late_kill_hsc"] * Z
+    d["hsc_H"] = p["hsc_regen"] * H * (1.0 - S / K) - (stem_loss + gvh) * H
+    d["hsc_A"] = p["graft_regen"] * A * (1.0 - S) - stem_loss * A
+    d["hsc_P"] = p["graft_regen"] * P * (1.0 - S) - stem_loss * P
+    d["hsc_N"] = p["graft_regen"] * N * (1.0 - S) - (stem_loss + rejection) * N
+
+    # Inflammation: CRS from antigen-driven expansion; a delayed, saturating copy of it.
     if "cart_E" in s:
         drive = p["cart_rho"] * antigen_drive(s, p, u, m) * s["cart_E"] / p["infl_eref"]
     else:
         drive = 0.0
-
-    d = {
-        "hsc_H": p["hsc_regen"] * H * (1.0 - Htot)
-        - (p["ld_kill_hsc"] * ld + p["infl_kill_hsc"] * I + gvh) * H,
-        "hsc_D": p["graft_regen"] * D * (1.0 - Htot)
-        - (p["ld_kill_hsc"] * ld + p["infl_kill_hsc"] * I + rejection) * D,
-        "infl_I": drive - p["infl_out"] * I,
-        "imm_R": p["imm_regen"] * R * (1.0 - R)
-        - (p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh) * R,
-        "gvh_T": -(p["gvh_decay"] + rejection) * T,
-    }
-    d.update(_chain("neu", "_h", input_n * H, kill_prol, ktr_n, p["neu_kcirc"], s))
-    d.update(_chain("neu", "_d", input_n * D, kill_prol + rejection, ktr_n, p["neu_kcirc"], s))
-    d.update(_chain("plt", "", input_p, kill_prol, ktr_p, p["plt_kcirc"], s))
+    d["infl_I"] = drive - p["infl_out"] * I
+    d["infl_Z"] = p["late_rate"] * (I / (1.0 + I) - Z)
+    d["imm_R"] = p["imm_regen"] * R * (1.0 - R) - (
+        p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh
+    ) * R
+    d["gvh_T"] = -(p["gvh_decay"] + rejection) * T
     return d
 
 
 def initial(p: dict, m) -> dict:
-    y = {"hsc_H": 1.0, "hsc_D": 0.0, "infl_I": 0.0, "imm_R": 1.0, "gvh_T": 0.0}
-    pn = _pss(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
-    pp = _pss(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    for c in _CHAIN:
-        y[f"neu_{c}_h"] = pn
-        y[f"neu_{c}_d"] = 0.0
-        y[f"plt_{c}"] = pp
-    y["neu_circ_h"] = p["anc0"]
-    y["neu_circ_d"] = 0.0
+    c = p["donor_chim0"]
+    y = {"hsc_H": p["hsc_mass"], "hsc_A": 0.0, "hsc_P": 0.0, "hsc_N": 0.0}
+    y.update({"infl_I": 0.0, "infl_Z": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
+    y.update({"mpp_h": 1.0 - c, "mpp_t": c, "mpp_n": 0.0})
+    pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
+    pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
+    share = {"h": 1.0 - c, "t": c, "n": 0.0}
+    for g in GENOTYPES:
+        for cmp in _CHAIN[:-1]:
+            y[f"neu_{cmp}_{g}"] = pn * share[g]
+        y[f"neu_circ_{g}"] = p["anc0"] * share[g]
+    for cmp in _CHAIN[:-1]:
+        y[f"plt_{cmp}"] = pp
     y["plt_circ"] = p["plt0"]
     return y
 
 
 def observables(s: dict, p: dict, m) -> dict:
-    host, donor = s["neu_circ_h"], s["neu_circ_d"]
+    host, tol, new = (s[f"neu_circ_{g}"] for g in GENOTYPES)
     return {
-        "anc": host + donor,
+        "anc": host + tol + new,
         "platelets": s["plt_circ"],
-        "chimerism_cd15": 100.0 * donor / (host + donor),
+        "chimerism_cd15": 100.0 * (tol + new) / (host + tol + new),
     }
+
+
+# ---- events acting on this component's states -----------------------------------------
+
+#: Graft sources and the stem-cell compartment and neutrophil chain each seeds.
+GRAFT_SOURCES: dict[str, tuple[str, str]] = {
+    "autologous": ("hsc_A", "h"),
+    "prior-donor": ("hsc_P", "t"),
+    "allogeneic": ("hsc_N", "n"),
+}
+_SOURCE_ALIASES = {"prior_donor": "prior-donor", "prior donor": "prior-donor", "auto": "autologous"}
+#: CD3+ fraction of mononuclear cells in a mobilised apheresis product, used only when a
+#: graft's MNC dose is given without its CD3+ dose (assumption: T cells are about a
+#: quarter of the mononuclear cells; the estimate is reported as a note).
+CD3_FRACTION_OF_MNC = 0.25
+
+
+def graft_source(value: object) -> str:
+    """Canonical graft source (``autologous``, ``prior-donor`` or ``allogeneic``)."""
+    src = str(value).strip().lower()
+    src = _SOURCE_ALIASES.get(src, src)
+    if src not in GRAFT_SOURCES:
+        raise InputError(
+            f"unknown graft source '{value}'",
+            column="source",
+            fix="use autologous, prior-donor (the donor of an earlier allogeneic transplant) "
+            "or allogeneic (a new donor)",
+        )
+    return src
+
+
+def _boost(ctx: EventContext, ev: EventRow) -> None:
+    """Seed graft stem cells and progenitors by origin; T cells from a CD3+ dose."""
+    source = graft_source(ev.get("source", "allogeneic"))
+    stem, genotype = GRAFT_SOURCES[source]
+    ctx.bolus(ev.day, stem, ev.amount, "graft_hsc")
+    ctx.bolus(ev.day, f"mpp_{genotype}", ev.amount, "graft_prog")
+    cd3 = ev.get("cd3_per_kg")
+    if source != "allogeneic":
+        if cd3 is not None and float(cd3) > 0:
+            ctx.notes.append(
+                f"{ev.label}: the CD3+ dose of a {source} graft has no modelled effect "
+                "(no alloreactivity against a tolerant host)"
+            )
+        return
+    if cd3 is None:
+        if ev.flag("cd34_selected"):
+            cd3 = 0.0
+        elif ev.get("mnc_per_kg") is not None:
+            mnc = float(ev.get("mnc_per_kg"))
+            cd3 = CD3_FRACTION_OF_MNC * mnc
+            ctx.notes.append(
+                f"{ev.label}: unselected graft without a CD3+ dose; estimated "
+                f"{CD3_FRACTION_OF_MNC:g} of {mnc:.3g} MNC/kg = {cd3:.3g} CD3+/kg"
+            )
+        else:
+            raise InputError(
+                f"{ev.label}: an unselected graft from a new allogeneic donor needs its CD3+ "
+                "dose (graft-versus-host effects are not guessed from the CD34+ dose)",
+                column="cd3_per_kg",
+                fix="give cd3_per_kg (or mnc_per_kg), or mark the graft cd34_selected=yes",
+            )
+    if float(cd3) > 0:
+        ctx.bolus(ev.day, "gvh_T", float(cd3) / 1e8)
+
+
+def _platelet_transfusion(ctx: EventContext, ev: EventRow) -> None:
+    """Jump in blood platelets: units x ``plt_unit_increment``."""
+    ctx.bolus(ev.day, "plt_circ", ev.amount, "plt_unit_increment")
+
+
+EVENTS: dict[str, Handler] = {
+    "lymphodepletion": lymphodepletion,
+    "gcsf": treatment_period("gcsf"),
+    "tpo_agonist": treatment_period("tpo"),
+    "platelet_transfusion": _platelet_transfusion,
+    "stem_cell_boost": _boost,
+}

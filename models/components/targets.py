@@ -11,6 +11,7 @@ steady state, and lets surviving blasts regrow to it after CAR-T (relapse).
 
 from __future__ import annotations
 
+from ..dosing import Handler, lymphodepletion
 from ..parameters import Observable, Param, State
 
 STATES = (
@@ -137,3 +138,6 @@ def initial(p: dict, m) -> dict:
 def observables(s: dict, p: dict, m) -> dict:
     L = s["tgt_L"]
     return {"b_cells": s["tgt_B"], "marrow_blasts": 100.0 * L / (L + p["leuk_marrow_ref"])}
+
+
+EVENTS: dict[str, Handler] = {"lymphodepletion": lymphodepletion}
