@@ -1,0 +1,205 @@
+"""Virtual populations of LBCL patients treated with CD19 CAR-T: plausible patients drawn
+from broad distributions, the calibrated population shipped with the package, and their
+simulation with the product's own lymphodepletion.
+
+A virtual patient has two latent traits, marrow *reserve* ``r`` and baseline
+*inflammation* ``q`` (standard normal, correlation :data:`LATENT_CORR`). Each varying
+model parameter and each of the CAR-HEMATOTOX laboratory values is log-normal with a
+median, a total log-SD and correlations with ``r`` and ``q`` (:data:`TRAITS`): low
+reserve means low baseline platelets, ANC and haemoglobin, a smaller and slower stem-cell
+compartment and more sensitive progenitors; high inflammation means high CRP and
+ferritin and a stronger delayed marrow suppression. The CAR-HEMATOTOX score is computed
+from the patient's own baseline values with :func:`carthema.models.hematotox.hematotox`,
+so a high score goes with a long neutropenia through the mechanism, not by decree.
+
+The distributions of :data:`TRAITS` are the *plausible* population (assumptions, wide on
+purpose). The *calibrated* population (:func:`load_population`) is a weighted resample
+of plausible patients that matches the published natural history; it is produced by
+:mod:`carthema.fitting.calibrate_population`, which documents the procedure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.errors import InputError
+from ..models.compiled import numba_model
+from ..models.events import build_events
+from ..models.model import Model, get_model
+from ..models.numba_backend import METHODS
+from ..models.scenarios import EVENT_COLUMNS
+
+#: Correlation of the reserve and inflammation traits (assumption: inflamed patients
+#: tend to have less reserve; Rejeski et al. 2021 found both in the same high-risk group).
+LATENT_CORR = -0.3
+
+
+@dataclass(frozen=True)
+class Trait:
+    """Log-normal distribution of one parameter or laboratory value in the plausible
+    population: ``log x = log median + sd * (rho_r r + rho_q q + rest e)``."""
+
+    median: float
+    sd: float
+    rho_r: float = 0.0
+    rho_q: float = 0.0
+    why: str = "assumption: wide plausible range around the default"
+
+
+#: Plausible-population distributions. Model parameters use their default as median
+#: unless stated; laboratory values (``lab_*``) feed only the CAR-HEMATOTOX score.
+TRAITS: dict[str, Trait] = {
+    "anc0": Trait(3.2, 0.45, 0.35, 0.0, "pre-LD ANC of R/R LBCL patients, median about 3 G/L"),
+    "plt0": Trait(170.0, 0.55, 0.6, -0.1, "pre-LD platelets, median about 170 G/L"),
+    "lab_hemoglobin": Trait(10.8, 0.15, 0.5, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
+    "lab_crp": Trait(1.0, 1.3, 0.0, 0.9, "pre-LD CRP, median about 1 mg/dL, wide"),
+    "lab_ferritin": Trait(450.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 450 ng/mL"),
+    "hsc_mass": Trait(0.5, 0.6, 0.7, 0.0),
+    "hsc_regen": Trait(0.05, 0.9, 0.6, 0.0),
+    "ld_kill_prol": Trait(4.0, 0.35),
+    "ld_kill_mpp": Trait(0.5, 0.7, -0.4, 0.0),
+    "late_supp": Trait(0.6, 1.1, -0.4, 0.5),
+    "late_rate": Trait(0.07, 0.5),
+    "late_kill_hsc": Trait(0.01, 0.8, -0.3, 0.3),
+    "infl_supp": Trait(0.5, 0.7),
+    "neu_gamma": Trait(0.2, 0.25),
+    "plt_gamma": Trait(0.2, 0.25),
+    "mpp_rate": Trait(0.3, 0.3),
+    "cart_rho": Trait(1.0, 0.15),
+    "cart_f_dose": Trait(1.0, 0.7, 0.0, 0.0, "relative: multiplies the product's value"),
+    "leuk_L0": Trait(1.0, 1.0, 0.0, 0.0, "relative: multiplies the disease's value"),
+}
+#: Traits that multiply a preset's value instead of replacing it.
+RELATIVE = ("cart_rho", "cart_f_dose", "leuk_L0")
+
+#: Lymphodepletion and dose of each product as given in the LBCL cohorts (product
+#: labels): tisagenlecleucel after fludarabine 25 mg/m2 + cyclophosphamide 250 mg/m2,
+#: axicabtagene after fludarabine 30 mg/m2 + cyclophosphamide 500 mg/m2, each daily on
+#: days -5..-3 (KYMRIAH and YESCARTA prescribing information).
+PRODUCT_LD: dict[str, tuple[float, float]] = {
+    "tisa-cel": (25.0, 250.0),
+    "axi-cel": (30.0, 500.0),
+    "liso-cel": (30.0, 300.0),
+    "brexu-cel": (30.0, 500.0),
+}
+#: CAR+ cells/kg given (axi-cel and brexu-cel 2e6/kg; tisa-cel 0.6-6e8 flat, median about
+#: 3e8 = 4e6/kg at 75 kg; liso-cel 1e8 flat = 1.3e6/kg). Product labels.
+PRODUCT_DOSE: dict[str, float] = {
+    "tisa-cel": 4e6,
+    "axi-cel": 2e6,
+    "liso-cel": 1.3e6,
+    "brexu-cel": 2e6,
+}
+#: The LBCL calibration cohort's mix (Rejeski et al. 2021, Table 2: axi-cel 159, tisa-cel 76).
+LBCL_MIX = {"axi-cel": 159.0, "tisa-cel": 76.0}
+
+
+def product_events(product: str, *, patient: str = "vp") -> pd.DataFrame:
+    """Events of the product's standard course: its lymphodepletion on days -5..-3 and its
+    dose on day 0."""
+    if product not in PRODUCT_LD:
+        raise InputError(
+            f"unknown product '{product}'",
+            column="product",
+            fix=f"choose one of {', '.join(PRODUCT_LD)}",
+        )
+    flu, cy = PRODUCT_LD[product]
+    rows = []
+    for d in (-5.0, -4.0, -3.0):
+        for drug, amount in (("fludarabine", flu), ("cyclophosphamide", cy)):
+            rows.append(
+                {"patient": patient, "day": d, "kind": "lymphodepletion", "amount": amount,
+                 "unit": "mg/m2", "drug": drug}
+            )  # fmt: skip
+    rows.append(
+        {"patient": patient, "day": 0.0, "kind": "cart_infusion",
+         "amount": PRODUCT_DOSE[product], "unit": "cells/kg"}
+    )  # fmt: skip
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def draw_plausible(
+    n: int, rng: np.random.Generator, model: Model | None = None, base: dict | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """``n`` plausible virtual patients: parameter matrix (natural scale) and a frame of
+    their latent traits and laboratory values. ``base`` overrides defaults (presets)."""
+    model = model or get_model("full")
+    P = np.tile(model.default_params(), (n, 1))
+    for name, value in (base or {}).items():
+        P[:, model.index("param", name)] = value
+    z = rng.standard_normal((n, 2))
+    r = z[:, 0]
+    q = LATENT_CORR * r + np.sqrt(1.0 - LATENT_CORR**2) * z[:, 1]
+    info = {"reserve": r, "inflammation": q}
+    for name, t in TRAITS.items():
+        rest = np.sqrt(max(1.0 - t.rho_r**2 - t.rho_q**2, 0.0))
+        x = t.sd * (t.rho_r * r + t.rho_q * q + rest * rng.standard_normal(n))
+        if name.startswith("lab_"):
+            info[name[4:]] = t.median * np.exp(x)
+            continue
+        j = model.index("param", name)
+        q_ = model.params[j]
+        value = P[:, j] * np.exp(x) if name in RELATIVE else t.median * np.exp(x)
+        P[:, j] = np.clip(value, q_.low, q_.high)
+    return P, pd.DataFrame(info)
+
+
+def simulate_counts(
+    model: Model, P: np.ndarray, events: pd.DataFrame, days: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(status, anc, platelets) of every row of ``P`` under one shared events table."""
+    ev = build_events(model, events, model.default_params())
+    mod = numba_model(model)
+    status, obs = mod.solve_population(
+        np.ascontiguousarray(P), np.zeros(model.n_u), float(days[0]), days,
+        ev.t, ev.kind, ev.target, ev.value, ev.scale, 1e-6, 1e-8, 100_000, METHODS["auto"],
+    )  # fmt: skip
+    anc = obs[:, :, model.index("obs", "anc")]
+    plt_ = obs[:, :, model.index("obs", "platelets")]
+    return status, anc, plt_
+
+
+# ---- the calibrated population shipped with the package --------------------------------
+
+POPULATION_FILE = "lbcl_population.csv"
+POPULATION_INFO = "lbcl_population.json"
+
+
+def _population_dir() -> Path:
+    return Path(str(resources.files("carthema.data") / "populations"))
+
+
+def load_population(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The calibrated virtual population (one row per virtual patient: product,
+    CAR-HEMATOTOX score and laboratory values, and every varying parameter) and its
+    provenance (how it was produced, what it matches)."""
+    if path is None:
+        folder = _population_dir()
+        csv, info = folder / POPULATION_FILE, folder / POPULATION_INFO
+    else:
+        csv = Path(path)
+        info = csv.with_suffix(".json")
+    if not csv.exists():
+        raise InputError(
+            "population file not found",
+            file=str(csv),
+            fix="run `python -m carthema.fitting.calibrate_population` to produce it",
+        )
+    meta = json.loads(info.read_text()) if info.exists() else {}
+    return pd.read_csv(csv), meta
+
+
+def population_params(model: Model, pop: pd.DataFrame) -> np.ndarray:
+    """Parameter matrix of ``model`` for the rows of a population frame (columns named
+    like parameters override the defaults; the rest stay at their defaults)."""
+    P = np.tile(model.default_params(), (len(pop), 1))
+    for col in pop.columns:
+        if col in model.param_names:
+            P[:, model.index("param", col)] = pop[col].to_numpy(float)
+    return P
