@@ -6,16 +6,24 @@ with the targets component, ``phi = A^2 / (A^2 + cart_K_antigen^2)`` with ``A`` 
 without it, ``phi`` is the input ``cart_expand`` (1 from the first infusion until
 ``cart_tmax``, then 0), which gives the empirical model of Stein et al. 2019:
 
-    before Tmax:  dE/dt = rho E
+    before Tmax:  dE/dt = (rho - alpha) E      (Stein's net rate: ln(3900)/9.3 d)
     after Tmax:   dE/dt = -alpha E,   dM/dt = FB (alpha - beta) E - beta M
 
 so that after Tmax the observed E + M follows
-``(1 - FB) Cmax exp(-alpha tau) + FB Cmax exp(-beta tau)``. Effectors convert to memory
-at ``FB (alpha - beta)`` (part of their loss ``alpha``) and to an exhausted state under
-antigen stimulation. The observable is E + M + X: qPCR measures every transgene copy.
+``(1 - FB) Cmax exp(-alpha tau) + FB Cmax exp(-beta tau)``. ``cart_rho`` is the gross
+expansion rate: effectors also contract at ``alpha`` while they expand, so the default
+``rho = ln(3900)/9.3 + 0.16 = 1.050/d`` reproduces Stein's fold expansion 3900 by Tmax
+9.3 d and Cmax 24,000 copies/ug at the ELIANA median dose. Effectors convert to memory at
+``FB (alpha - beta)`` (part of their loss ``alpha``; in the CAR-T-alone model after Tmax
+only, as in Stein's model) and, with the targets component only, to an exhausted state
+under antigen stimulation (the CAR-T-alone model has no antigen and therefore no
+exhaustion, so it stays Stein's model exactly). The observable is E + M + X: qPCR
+measures every transgene copy.
 """
 
 from __future__ import annotations
+
+import math
 
 from ..dosing import EventContext, EventRow, Handler
 from ..parameters import Observable, Param, State
@@ -23,6 +31,11 @@ from ..parameters import Observable, Param, State
 STEIN = (
     "Stein et al. 2019, CPT Pharmacometrics Syst Pharmacol 8:285 (tisagenlecleucel, 90 B-ALL pts)"
 )
+
+#: Stein et al. 2019 Table 1 typical values: fold expansion 3900 by Tmax 9.3 d; alpha 0.16/d.
+STEIN_FOLD, STEIN_TMAX, STEIN_ALPHA = 3900.0, 9.3, 0.16
+#: Gross effector expansion rate: Stein's net rate ln(3900)/9.3 d plus alpha (1.0502/d).
+RHO_STEIN = math.log(STEIN_FOLD) / STEIN_TMAX + STEIN_ALPHA
 
 STATES = (
     State("cart_E", "copies/ug DNA", 1e3, "effector CAR-T cells"),
@@ -33,13 +46,18 @@ STATES = (
 PARAMS = (
     Param(
         "cart_rho",
-        1.2,
+        RHO_STEIN,
         "1/d",
         0.3,
         3.0,
-        "calibrated: net expansion ln(3900)/9.3 d = 0.89/d of "
+        "derived from "
         + STEIN
-        + " plus effector losses; liso-cel doubling time about 0.75 d (0.92/d)",
+        + " Table 1: Stein's net expansion rate ln(fold expansion)/Tmax = ln(3900)/9.3 d "
+        "= 0.890/d plus the contraction rate alpha = 0.16/d that acts on effectors during "
+        "expansion too, so rho - alpha = ln(3900)/9.3 and the CAR-T-alone model reaches "
+        "Cmax = C(0) x 3900 = 24,000 copies/ug at Tmax 9.3 d. With targets the same rho is "
+        "scaled by the antigen drive (and the exhaustion loss applies), so the full-model "
+        "peak also depends on cart_K_antigen and the CD19+ load",
         "maximal effector expansion rate under full antigen drive",
     ),
     Param(
@@ -96,7 +114,9 @@ PARAMS = (
         "1/d",
         1e-3,
         0.5,
-        "assumption: antigen-driven exhaustion, small so that Stein's biphasic decline dominates",
+        "assumption: antigen-driven exhaustion, small so that Stein's biphasic decline "
+        "dominates; acts only with the targets component (CD19+ load), not in the "
+        "CAR-T-alone empirical model",
         "effector to exhausted conversion rate under full antigen drive",
     ),
     Param(
@@ -139,8 +159,16 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     E, M, X = s["cart_E"], s["cart_M"], s["cart_X"]
     phi = antigen_drive(s, p, u, m)
     alpha, beta, fb = p["cart_alpha"], p["cart_beta"], p["cart_fb"]
-    to_memory = fb * (alpha - beta) * E
-    to_exhausted = p["cart_k_exh"] * phi * E
+    if "tgt_B" in s:
+        to_memory = fb * (alpha - beta) * E
+        # Exhaustion follows the CD19+ antigen load.
+        to_exhausted = p["cart_k_exh"] * phi * E
+    else:
+        # CAR-T alone is the empirical model of Stein et al. 2019: memory forms in the
+        # contraction phase only (phi = 0 after Tmax) and there is no antigen, hence no
+        # exhausted state, so the solution after Tmax is Stein's closed form exactly.
+        to_memory = fb * (alpha - beta) * E * (1.0 - phi)
+        to_exhausted = 0.0 * E
     return {
         "cart_E": p["cart_rho"] * phi * E - alpha * E - to_exhausted,
         "cart_M": to_memory - beta * M,
