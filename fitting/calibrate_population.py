@@ -15,7 +15,7 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
    (Table 2 pooled and per product; Table 3 HT-high and HT-low, with the HT-high share
    83 / 180 from the same rows' ``n``), plus a Kullback-Leibler penalty that keeps the
    weights close to uniform (so the effective sample size stays large). Pooled statistics
-   mix the products 161 : 74 (the denominators the calibration README derives); a median
+   mix the products 159 : 76 as printed; a median
    ``m`` is matched through the linear condition "weighted share below ``m`` = 1/2".
 4. Resample ``n_out`` patients per product with those weights (systematic resampling)
    and write them, with this provenance, as the package's population file.
@@ -41,6 +41,7 @@ from ..models.model import get_model
 from .nh_stats import DEFINITIONS, MEDIANS, per_patient, summarise
 from .vpop import (
     POPULATION_FILE,
+    LBCL_MIX,
     POPULATION_INFO,
     TRAITS,
     draw_plausible,
@@ -48,9 +49,9 @@ from .vpop import (
     simulate_counts,
 )
 
-#: Product mix of the pooled rows: the denominators that the printed percentages fit
-#: (calibration README: about 74 tisa-cel and 161 axi-cel).
-POOLED_MIX = {"axi-cel": 161.0, "tisa-cel": 74.0}
+#: Product mix of the pooled rows: the cohort's printed 159 axi-cel : 76 tisa-cel (Table 2;
+#: the calibration README notes the percentages fit 161 : 74, a difference below 1 %).
+POOLED_MIX = LBCL_MIX
 #: Tolerances (fractions of patients) that scale each row's squared error.
 TOL = 0.03
 KL_PENALTY = 0.02
@@ -70,12 +71,12 @@ def _simulate_product(product: str, n: int, rng: np.random.Generator):
     ok = status == 0
     info = info.assign(product=product)
     info["hematotox"] = hematotox_points(
-        info["plt0_lab"] if "plt0_lab" in info else P[:, model.index("param", "plt0")],
+        P[:, model.index("param", "plt0")],
         P[:, model.index("param", "anc0")],
-        info["hemoglobin"],
-        info["crp"],
-        info["ferritin"],
-    ).sum(axis=1)
+        info["hemoglobin"].to_numpy(),
+        info["crp"].to_numpy(),
+        info["ferritin"].to_numpy(),
+    )["total"]
     values = per_patient(DAYS, anc[ok], plt_[ok])
     return model, P[ok], info[ok].reset_index(drop=True), values
 

@@ -88,3 +88,34 @@ def with_boost(
     records = events.to_dict("records") + [{c: boost.get(c) for c in cols}]
     out = pd.DataFrame.from_records(records, columns=cols)
     return out.sort_values("day", kind="stable").reset_index(drop=True)
+
+
+#: Parameter overrides that make the conditioning of :func:`emptied_marrow_transplant`
+#: myeloablative: a stem-cell kill rate of 0.3/d per unit intensity (busulfan- or
+#: melphalan-like), where flu/cy's own is small (``ld_kill_hsc`` default).
+MYELOABLATIVE = {"ld_kill_hsc": 0.3}
+
+
+def emptied_marrow_transplant(
+    cd34_per_kg: float,
+    *,
+    source: str = "autologous",
+    patient: str = "transplant",
+    cd3_per_kg: float | None = None,
+) -> pd.DataFrame:
+    """A graft of ``cd34_per_kg`` on day 0 into an emptied marrow.
+
+    Conditioning stands in as cyclophosphamide 2000 mg/m2/day on days -24..-3 (intensity
+    4 for 22 days); simulated with the parameter overrides :data:`MYELOABLATIVE` it empties
+    the stem-cell and progenitor pools and blood counts of the model, as a myeloablative
+    regimen does, so that engraftment times can be compared with
+    conventional transplants (``graft_kinetics.csv``). It is a device for that
+    comparison, not a clinical regimen.
+    """
+    rows = [
+        _row(patient, -24.0, "lymphodepletion", 2000.0, "mg/m2", 22.0, drug="cyclophosphamide")
+    ]
+    ev = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    return with_boost(
+        ev, 0.0, cd34_per_kg, source=source, cd34_selected=cd3_per_kg is None, cd3_per_kg=cd3_per_kg
+    )

@@ -103,7 +103,7 @@ PARAMS = (
     _p("neu_kcirc", math.log(2.0) / (7.0 / 24.0), "1/d", 1.0, 6.0,
        "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
        "neutrophil elimination rate from blood"),
-    _p("neu_fb_floor", 0.3, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
+    _p("neu_fb_floor", 0.8, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
        "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
        "feedback, and so the fastest progenitor amplification, when blood is empty",
        "ANC added to both sides of the neutrophil feedback"),

@@ -1,0 +1,302 @@
+"""Natural history after CD19 CAR-T without a boost: simulate the calibrated virtual
+population and compare its statistics with the published ones (Rejeski et al. 2021).
+
+``natural_history()`` is what ``carthema natural-history`` runs: it picks virtual
+patients (by product, CAR-HEMATOTOX group or score), simulates each after its product's
+lymphodepletion and dose, and returns the statistics of :mod:`.nh_stats` next to the
+published value of the matching row of the calibration file, plus the daily ANC and
+platelet bands for a visual predictive check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..data.errors import InputError
+from ..models.model import get_model
+from .nh_stats import DEFINITIONS, MEDIANS, per_patient, summarise
+from .vpop import LBCL_MIX, PRODUCT_LD, load_population, population_params, product_events, simulate_counts
+
+DISEASES = ("lbcl", "b-all", "mcl")
+
+
+def _select(pop: pd.DataFrame, product: str | None, hematotox) -> pd.DataFrame:
+    sel = pop
+    if hematotox is not None:
+        score = sel["hematotox"].to_numpy()
+        if hematotox == "high":
+            sel = sel[score >= 2]
+        elif hematotox == "low":
+            sel = sel[score <= 1]
+        else:
+            sel = sel[score == int(hematotox)]
+    if product is not None:
+        sel = sel[sel["product"] == product]
+    return sel
+
+
+def parse_hematotox(value: str | int | None):
+    """``low``, ``high`` or a score 0-7 (``None``: everyone)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("low", "high"):
+        return text
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise InputError(
+        f"--hematotox must be low, high or a score 0-7, got '{value}'",
+        column="hematotox",
+        fix="low = score 0-1, high = score >= 2 (Rejeski et al. 2021)",
+    )
+
+
+def sample_patients(
+    pop: pd.DataFrame,
+    n: int | None,
+    rng: np.random.Generator,
+    product: str | None = None,
+    hematotox=None,
+) -> pd.DataFrame:
+    """Virtual patients of the population for a product (``None``: the LBCL cohort's
+    axi-cel : tisa-cel mix 159 : 76) and a CAR-HEMATOTOX group; ``n`` of them (with
+    replacement when more are asked for than the population holds; ``None``: all)."""
+    if product is not None and product not in PRODUCT_LD:
+        raise InputError(
+            f"unknown product '{product}'", column="product", fix=f"use one of {', '.join(PRODUCT_LD)}"
+        )
+    mix = {product: 1.0} if product is not None else LBCL_MIX
+    total = sum(mix.values())
+    parts = []
+    for g, share in mix.items():
+        source = g if g in set(pop["product"]) else None
+        sel = _select(pop, source, hematotox)
+        if source is None:
+            # Products without their own calibrated patients take the marrow traits of
+            # the whole population; their own lymphodepletion and dose apply.
+            sel = _select(pop, None, hematotox)
+        if len(sel) == 0:
+            raise InputError(
+                f"the population has no patients with CAR-HEMATOTOX {hematotox}",
+                column="hematotox",
+                fix="choose low, high or a score that occurs",
+            )
+        k = len(sel) if n is None else int(round(n * share / total))
+        idx = rng.choice(len(sel), size=k, replace=k > len(sel)) if n is not None else np.arange(k)
+        parts.append(sel.iloc[idx].assign(product=g))
+    return pd.concat(parts, ignore_index=True)
+
+
+def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl"):
+    """(anc, platelets) of every patient row, each after its product's course."""
+    model = get_model("full")
+    anc = np.full((len(patients), days.size), np.nan)
+    plt_ = np.full_like(anc, np.nan)
+    base = disease_params(disease)
+    for g in patients["product"].unique():
+        rows = np.flatnonzero(patients["product"].to_numpy() == g)
+        P = population_params(model, patients.iloc[rows])
+        for name, value in base.items():
+            P[:, model.index("param", name)] *= value
+        status, a, p = simulate_counts(model, P, product_events(g), days)
+        a[status != 0] = np.nan
+        p[status != 0] = np.nan
+        anc[rows], plt_[rows] = a, p
+    return anc, plt_
+
+
+def disease_params(disease: str) -> dict[str, float]:
+    """Multipliers of the LBCL population's parameters for another disease."""
+    if disease not in DISEASES:
+        raise InputError(
+            f"unknown disease '{disease}'", column="disease", fix=f"use one of {', '.join(DISEASES)}"
+        )
+    return {}
+
+
+def population_statistics(
+    pop: pd.DataFrame, product: str | None = None, hematotox=None, seed: int = 0
+) -> dict[str, float]:
+    """Statistics of the population's patients of a product and CAR-HEMATOTOX group
+    (every such patient, products mixed as the LBCL cohort when ``product`` is None)."""
+    rng = np.random.default_rng(seed)
+    n = None if product is not None else 2000
+    patients = sample_patients(pop, n, rng, product, hematotox)
+    days = np.arange(-7.0, 61.0)
+    anc, plt_ = simulate_patients(patients, days)
+    ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
+    return summarise(per_patient(days, anc[ok], plt_[ok]))
+
+
+@dataclass(frozen=True)
+class NaturalHistory:
+    """A simulated natural history and its comparison with the published rows."""
+
+    statistics: dict[str, float]
+    published: list[dict]
+    days: np.ndarray
+    bands: dict[str, np.ndarray]
+    settings: dict
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """One row per statistic: model value, published value (where one exists),
+        the source row and whether it lies within 0.10 (fractions) or 3 days (medians)."""
+        pub = {r["statistic"]: r for r in self.published}
+        rows = []
+        for key, value in self.statistics.items():
+            r = pub.get(key)
+            tol = 3.0 if key in MEDIANS else 0.10
+            rows.append(
+                {
+                    "statistic": key,
+                    "model": value,
+                    "published": None if r is None else r["value"],
+                    "within_tolerance": None if r is None else abs(value - r["value"]) <= tol,
+                    "source": "" if r is None else r["source"],
+                    "definition": DEFINITIONS[key],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict:
+        return {
+            "settings": self.settings,
+            "statistics": self.statistics,
+            "published": self.published,
+            "table": self.table().to_dict("records"),
+            "notes": self.notes,
+        }
+
+
+def _published(product: str | None, hematotox) -> list[dict]:
+    from .calibrate_population import load_targets
+
+    t = load_targets()
+    t["csv_row"] = np.arange(len(t)) + 2
+    if hematotox in ("high", "low"):
+        sel = t[t["stratum"] == ("HT-high" if hematotox == "high" else "HT-low")]
+    elif hematotox is None:
+        sel = t[(t["stratum"] == "all") & (t["product"] == (product or "axi-cel+tisa-cel"))]
+    else:
+        sel = t.iloc[0:0]
+    if product is not None and hematotox in ("high", "low"):
+        sel = sel.iloc[0:0]  # the CAR-HEMATOTOX rows pool both products
+    return [
+        {
+            "statistic": r.statistic,
+            "value": float(r.value),
+            "n": int(r.n),
+            "source": f"{r.source}, {r.table}, {r.cohort} {r.product} {r.stratum} "
+            f"(natural_history.csv row {r.csv_row})",
+        }
+        for r in sel.itertuples()
+    ]
+
+
+def natural_history(
+    product: str | None = None,
+    disease: str = "lbcl",
+    hematotox: str | int | None = None,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    horizon: float = 90.0,
+) -> NaturalHistory:
+    """Simulate ``n`` virtual patients of the calibrated population without a boost.
+
+    Parameters
+    ----------
+    product:
+        ``tisa-cel``, ``axi-cel``, ``liso-cel`` or ``brexu-cel``; ``None`` mixes axi-cel
+        and tisa-cel 159 : 76 as the LBCL calibration cohort (Rejeski et al. 2021).
+    disease:
+        ``lbcl`` (calibrated), ``b-all`` or ``mcl`` (the LBCL marrow with the disease's
+        antigen load; not calibrated to a natural history of their own).
+    hematotox:
+        ``low`` (score 0-1), ``high`` (>= 2), a score 0-7, or ``None`` for everyone.
+    n, seed:
+        Number of virtual patients and random seed.
+    horizon:
+        Last day simulated (>= 60), days since CAR-T.
+    """
+    if not (isinstance(n, int | np.integer) and n >= 10):
+        raise InputError(f"--n must be an integer >= 10, got {n}", column="n", fix="e.g. --n 1000")
+    if horizon < 60:
+        raise InputError("the horizon must reach day 60", column="horizon", fix="e.g. 90")
+    hematotox = parse_hematotox(hematotox)
+    pop, meta = load_population()
+    rng = np.random.default_rng(seed)
+    patients = sample_patients(pop, n, rng, product, hematotox)
+    days = np.arange(-7.0, float(horizon) + 1.0)
+    anc, plt_ = simulate_patients(patients, days, disease)
+    ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
+    notes = []
+    if (~ok).any():
+        notes.append(f"{int((~ok).sum())} of {ok.size} virtual patients failed to solve and are left out")
+    if disease != "lbcl":
+        notes.append(f"{disease}: the LBCL-calibrated marrow with the disease's antigen load; "
+                     "no published natural history of this disease was used")  # fmt: skip
+    if product in ("liso-cel", "brexu-cel"):
+        notes.append(f"{product}: LBCL marrow traits with the product's own lymphodepletion "
+                     "and dose; the calibration cohort had axi-cel and tisa-cel only")  # fmt: skip
+    stats = summarise(per_patient(days, anc[ok], plt_[ok]))
+    qs = (5, 50, 95)
+    bands = {
+        "anc": np.nanpercentile(anc[ok], qs, axis=0),
+        "platelets": np.nanpercentile(plt_[ok], qs, axis=0),
+    }
+    settings = {
+        "product": product or "axi-cel+tisa-cel (159:76)",
+        "disease": disease,
+        "hematotox": hematotox,
+        "n": int(ok.sum()),
+        "seed": seed,
+        "population": meta.get("module", "calibrated population"),
+    }
+    pub = _published(product, hematotox) if disease == "lbcl" else []
+    return NaturalHistory(stats, pub, days, bands, settings, notes)
+
+
+def plot_natural_history(nh: NaturalHistory, path) -> None:
+    """Visual predictive check: ANC and platelet 5/50/95 % bands over days 0-90 with the
+    published thresholds and fractions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, unit, lines in (
+        (axes[0], "anc", "ANC (G/L)", (0.1, 0.5, 1.0)),
+        (axes[1], "platelets", "platelets (G/L)", (20.0, 50.0)),
+    ):
+        lo, mid, hi = nh.bands[key]
+        ax.fill_between(nh.days, lo, hi, color="tab:blue", alpha=0.25, label="model 5-95 %")
+        ax.plot(nh.days, mid, color="tab:blue", label="model median")
+        for y in lines:
+            ax.axhline(y, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlim(0, nh.days[-1])
+        ax.set_xlabel("days since CAR-T")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+    pub = {r["statistic"]: r["value"] for r in nh.published}
+    text = []
+    for key in ("p_anc_le_0.5", "p_anc_le_0.1", "median_days_anc_lt_0.5_d0_60",
+                "p_severe_neutropenia_ge_14d", "p_anc_le_1_after_d21", "p_plt_lt_50"):  # fmt: skip
+        if key in nh.statistics:
+            p = pub.get(key)
+            text.append(f"{key}: model {nh.statistics[key]:.2f}" + ("" if p is None else f", published {p:.2f}"))
+    axes[0].text(0.98, 0.02, "\n".join(text), transform=axes[0].transAxes, ha="right", va="bottom",
+                 fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})  # fmt: skip
+    axes[0].legend(loc="upper right", fontsize=8)
+    s = nh.settings
+    fig.suptitle(f"Natural history without a boost: {s['product']}, {s['disease']}, "
+                 f"CAR-HEMATOTOX {s['hematotox'] or 'all'} (n = {s['n']})")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
