@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from carthema.data import plausibility as P
 from carthema.data import units as U
 from carthema.data.analytes import ANALYTES, COMPARTMENTS, suggest_analytes
 from carthema.data.errors import InputError
@@ -267,7 +268,7 @@ def _yes_no(t: _Table, name: str, *, default: bool | None) -> pd.Series:
 
 
 def _check_day(t: _Table) -> pd.Series:
-    return _numbers(
+    day = _numbers(
         t,
         "day",
         required=True,
@@ -275,6 +276,13 @@ def _check_day(t: _Table) -> pd.Series:
         fix_missing="give the day as a number of days since the first CAR-T infusion (day 0).",
         hint="day must be a number of days since the first CAR-T infusion, not a date. ",
     )
+    t.refuse_first(
+        day.abs() > P.DAY_LIMIT,
+        "day",
+        lambda r: f"day {day.loc[r]:g} is {P.DAY_REASON}.",
+        "write the number of days since the first CAR-T infusion (day 0).",
+    )
+    return day
 
 
 def _check_patient(t: _Table) -> pd.Series:
@@ -387,22 +395,9 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         lambda r: f"write one of: {_analyte_units(ANALYTES[analyte.loc[r]].units)}.",
     )
-    # One unit per patient and analyte: a change of unit inside a series is more often a
-    # transcription slip than a change of lab, so it is refused rather than converted.
-    symbol = parsed.map(lambda u: u.symbol)
-    first_symbol = symbol.groupby([patient, analyte]).transform("first")
-    t.refuse_first(
-        symbol != first_symbol,
-        "unit",
-        lambda r: (
-            f"patient {patient.loc[r]} has {analyte.loc[r]} in '{unit_raw.loc[r]}' "
-            f"here but in '{first_symbol.loc[r]}' on an earlier row (mixed units)."
-        ),
-        lambda r: (
-            "use one unit per analyte and patient; carthema converts it to "
-            f"{ANALYTES[analyte.loc[r]].canonical_unit} on load."
-        ),
-    )
+    # Units may differ between rows of one analyte (a change of lab): every row is
+    # labelled and converted on its own. A mislabelled row (cells/uL written as G/L) is
+    # caught by the plausibility ranges below, with the likely unit named.
 
     # blq flag, value, lloq
     blq = _yes_no(t, "blq", default=False).astype(bool)
@@ -480,6 +475,29 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         "a percentage must lie between 0 and 100.",
     )
+
+    # plausibility: a value (or limit) no patient or assay can give is a slip
+    for col, series in (("value", value), ("lloq", lloq)):
+        canonical = series * factor
+        outside = pd.Series(
+            [
+                not np.isnan(c) and not P.ANALYTE_RANGES[a].contains(c)
+                for a, c in zip(analyte, canonical, strict=True)
+            ],
+            index=t.df.index,
+        )
+        t.refuse_first(
+            outside,
+            col,
+            lambda r, col=col, series=series, canonical=canonical: P.out_of_range(
+                analyte.loc[r] if col == "value" else f"lloq of {analyte.loc[r]}",
+                float(series.loc[r]),
+                unit_raw.loc[r],
+                float(canonical.loc[r]),
+                P.ANALYTE_RANGES[analyte.loc[r]],
+                list(ANALYTES[analyte.loc[r]].units),
+            ),
+        )
 
     # duplicated record
     keyframe = pd.DataFrame(
@@ -617,8 +635,35 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         dtype=float,
     )
 
+    canonical = amount * factor
+    outside = pd.Series(
+        [
+            not np.isnan(c) and not P.EVENT_RANGES[(k.name, tg)].contains(c)
+            for k, tg, c in zip(spec, target_s, canonical, strict=True)
+        ],
+        index=t.df.index,
+    )
+    t.refuse_first(
+        outside,
+        "amount",
+        lambda r: P.out_of_range(
+            f"{spec.loc[r].name} amount",
+            float(amount.loc[r]),
+            unit_raw.loc[r],
+            float(canonical.loc[r]),
+            P.EVENT_RANGES[(spec.loc[r].name, target_s.loc[r])],
+            U.symbols_of_dimension({parsed.loc[r].dimension}),
+        ),
+    )
+
     # duration
     duration = _numbers(t, "duration", required=False, what="duration", fix_missing="")
+    t.refuse_first(
+        duration > P.DAY_LIMIT,
+        "duration",
+        lambda r: f"duration {duration.loc[r]:g} days is more than 20 years.",
+        "give the number of days the period lasted (not an end date).",
+    )
     t.refuse_first(
         duration < 0,
         "duration",
@@ -705,6 +750,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             name,
             lambda r, name=name, s=s: f"{name} {s.loc[r]:g} is negative.",
             "give cells/kg >= 0.",
+        )
+        t.refuse_first(
+            s > P.GRAFT_CELLS_LIMIT,
+            name,
+            lambda r, name=name, s=s: (
+                f"{name} {s.loc[r]:g} is above the plausible maximum "
+                f"of {P.GRAFT_CELLS_LIMIT:g} cells/kg ({P.GRAFT_CELLS_REASON})."
+            ),
+            "give cells per kg body weight (not per product, not 10^6 cells/kg).",
         )
 
     # duplicated record: same patient, day, kind and drug
