@@ -275,3 +275,30 @@ def test_command_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     nm, mp = _inputs(tmp_path)
     code, _, err = _run(["import-nonmem", str(nm), "--cmt-map", str(mp), "--out", str(nm)], capsys)
     assert code == 2 and "is a file" in err
+
+
+def test_walkthrough_demo_imports_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/nonmem.md steps 2-3 on the bundled demo file (fit and window are run by hand)."""
+    from carthema.data.examples import example_path
+
+    demo = example_path("nonmem_demo")
+    out = tmp_path / "patient1"
+    code, stdout, err = _run(
+        [
+            "import-nonmem",
+            str(demo / "nonmem.csv"),
+            "--cmt-map",
+            str(demo / "cmt_map.json"),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "35 observation(s) of 5 analyte(s)" in stdout and "7 event(s)" in stdout
+    code, _, err = _run(
+        ["check-data", str(out / "observations.csv"), "--events", str(out / "events.csv")], capsys
+    )
+    assert code == 0, err
