@@ -47,6 +47,7 @@ from carthema import (  # noqa: E402
 )
 
 cli_data.register(app)
+cli_data.register_import(app)
 cli_model.register(app)
 cli_fit.register(app)
 cli_population.register(app)

@@ -1,4 +1,4 @@
-"""CLI commands for patient data: ``carthema check-data``.
+"""CLI commands for patient data: ``carthema check-data`` and ``carthema import-nonmem``.
 
 Bad input raises :class:`carthema.data.errors.InputError`; ``carthema.cli.main`` prints
 its one-line message and exits with code 2.
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from carthema._console import stdout_console
+
+_warn_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fmt(x: object, spec: str = ".4g") -> str:
@@ -91,30 +93,194 @@ def print_summary(
         )
 
 
+def _load_inputs(
+    obs: str, events: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str, str | None]:
+    """Observations and events from paths or ``example:NAME`` (as ``fit`` reads them).
+
+    ``OBS=example:NAME`` brings the data set's events too unless ``--events`` is given.
+    Returns (observations, events, observations name, events name).
+    """
+    from carthema.data import load_example, read_events, read_observations
+    from carthema.data.errors import InputError
+
+    def example(spec: str, what: str):
+        ex = load_example(spec.split(":", 1)[1])
+        table = getattr(ex, what)
+        if table is None:
+            raise InputError(
+                f"bundled data set '{ex.name}' has no {what}.",
+                fix="use example:han2022 or example:synthetic.",
+            )
+        return ex, table
+
+    ev: pd.DataFrame | None = None
+    ev_name = events
+    if obs.startswith("example:"):
+        ex, observations = example(obs, "observations")
+        if events is None and ex.events is not None:
+            ev, ev_name = ex.events, f"{obs} (events)"
+    else:
+        observations = read_observations(obs)
+    if events is not None:
+        ev = example(events, "events")[1] if events.startswith("example:") else read_events(events)
+    return observations, ev, obs, ev_name
+
+
+def _ids(df: pd.DataFrame) -> list[str]:
+    from carthema.data.validate import _natural_key
+
+    return sorted(df["patient"].astype(str).unique(), key=_natural_key)
+
+
+def _few(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" ... ({len(ids) - n} more)" if len(ids) > n else "")
+
+
+def check_patient_overlap(obs: pd.DataFrame, ev: pd.DataFrame, obs_name: str, ev_name: str) -> None:
+    """Refuse two tables with no patient in common; warn (stderr) on a partial overlap."""
+    from carthema.data.errors import InputError
+
+    in_obs, in_ev = _ids(obs), _ids(ev)
+    shared = set(in_obs) & set(in_ev)
+    if not shared:
+        raise InputError(
+            f"no patient id is in both files: {obs_name} has {_few(in_obs)}; "
+            f"the events have {_few(in_ev)}.",
+            file=ev_name,
+            column="patient",
+            fix="give the events of these patients, with the ids spelt as in the "
+            "observations (case and leading zeros count).",
+        )
+    only_obs = [p for p in in_obs if p not in shared]
+    only_ev = [p for p in in_ev if p not in shared]
+    if only_obs:
+        _warn_console.print(
+            f"warning: {len(only_obs)} patient(s) of {obs_name} have no events in "
+            f"{ev_name}: {_few(only_obs)} (they cannot be fitted without a CAR-T infusion).",
+            markup=False,
+        )
+    if only_ev:
+        _warn_console.print(
+            f"warning: {len(only_ev)} patient(s) of {ev_name} have no observations in "
+            f"{obs_name}: {_few(only_ev)}.",
+            markup=False,
+        )
+
+
 def register(app: typer.Typer) -> None:
-    """Add the data commands to ``app``."""
+    """Add ``check-data`` to ``app``."""
 
     @app.command("check-data")
     def check_data(
         obs: Annotated[
-            Path, typer.Argument(metavar="OBS", help="Observation table (CSV or Parquet).")
+            str,
+            typer.Argument(
+                metavar="OBS",
+                help="Observation table (CSV or Parquet), or example:NAME for a bundled set "
+                "(its events are checked too unless --events is given).",
+            ),
         ],
         events: Annotated[
-            Path | None, typer.Option("--events", help="Events table (CSV or Parquet).")
+            str | None,
+            typer.Option("--events", help="Events table (CSV or Parquet), or example:NAME."),
         ] = None,
     ) -> None:
         """Validate an observation table (and events) and print a per-patient summary.
 
         Exit code 0 if the files are valid; 2 with a one-line message naming the file,
-        row, column and fix if not.
+        row, column and fix if not. With both tables, patients present in only one are
+        listed as warnings, and tables that share no patient are refused.
         """
-        from carthema.data.loaders import read_events, read_observations
-
-        observations = read_observations(obs)
-        ev = read_events(events) if events is not None else None
+        observations, ev, obs_name, ev_name = _load_inputs(obs, events)
+        if ev is not None:
+            check_patient_overlap(observations, ev, obs_name, str(ev_name))
         console = stdout_console()
-        print_summary(console, observations, ev, str(obs), str(events))
-        if events is None:
-            console.print(f"OK: {obs} is valid.")
+        print_summary(console, observations, ev, obs_name, str(ev_name))
+        if ev is None:
+            console.print(f"OK: {obs_name} is valid.")
         else:
-            console.print(f"OK: {obs} and {events} are valid.")
+            console.print(f"OK: {obs_name} and {ev_name} are valid.")
+
+
+def register_import(app: typer.Typer) -> None:
+    """Add ``import-nonmem`` to ``app``."""
+
+    @app.command("import-nonmem")
+    def import_nonmem_cmd(
+        nm: Annotated[
+            Path,
+            typer.Argument(
+                metavar="NM", help="NONMEM-style data set (CSV or Parquet: ID, TIME, DV, ...)."
+            ),
+        ],
+        cmt_map: Annotated[
+            Path,
+            typer.Option(
+                "--cmt-map",
+                help="JSON file: CMT number -> analyte or event kind (see docs/nonmem.md).",
+            ),
+        ],
+        out: Annotated[
+            Path,
+            typer.Option("--out", help="Folder to write observations.csv and events.csv to."),
+        ],
+        dose_map: Annotated[
+            Path | None,
+            typer.Option(
+                "--dose-map",
+                help="JSON file: CMT number -> event kind for dose records, where a CMT is "
+                "also observed.",
+            ),
+        ] = None,
+        time_unit: Annotated[
+            str, typer.Option("--time-unit", help="Unit of TIME: day or hour.")
+        ] = "day",
+        time_zero: Annotated[
+            float,
+            typer.Option(
+                "--time-zero", help="TIME of the first CAR-T infusion (day 0), in --time-unit."
+            ),
+        ] = 0.0,
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite", help="Replace an existing non-empty --out folder as a whole."
+            ),
+        ] = False,
+    ) -> None:
+        """Import a NONMEM data set as carthema observations and events.
+
+        Writes OUT/observations.csv and OUT/events.csv (canonical units), readable by
+        check-data and fit, and prints every row it skipped and why. The folder is
+        written whole or not at all.
+        """
+        from carthema.data.errors import InputError
+        from carthema.data.loaders import check_output_folder
+        from carthema.data.nonmem import import_nonmem, read_cmt_map
+
+        if time_unit not in ("day", "hour"):
+            raise InputError(
+                f"--time-unit '{time_unit}' is not day or hour.", fix="pass day or hour."
+            )
+        check_output_folder(out, overwrite=overwrite)  # before any work
+        cmap = read_cmt_map(cmt_map, "--cmt-map")
+        dmap = read_cmt_map(dose_map, "--dose-map")
+        report = import_nonmem(
+            nm,
+            cmap,
+            out,
+            dose_map=dmap,
+            time_unit=time_unit,  # type: ignore[arg-type]
+            time_zero=time_zero,
+            overwrite=overwrite,
+        )
+        console = stdout_console()
+        for line in report.lines():
+            console.print(line, markup=False, soft_wrap=True)
+        ev_part = f" --events {out / 'events.csv'}" if not report.events.empty else ""
+        console.print(
+            f"next: carthema check-data {out / 'observations.csv'}{ev_part}",
+            markup=False,
+            soft_wrap=True,
+        )

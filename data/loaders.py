@@ -11,7 +11,10 @@ exactly as written instead of being coerced by the CSV reader.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +67,46 @@ def read_table_text(path: str | Path) -> pd.DataFrame:
     )
 
 
+_SEPARATOR_NAMES = {
+    ",": "a comma (,)",
+    ";": "a semicolon (;)",
+    "\t": "a tab",
+    "|": "a vertical bar (|)",
+    " ": "spaces",
+}
+
+
+def _check_separator(p: Path, where: str, sep: str) -> None:
+    """Refuse a file whose header is split by another separator than ``sep``.
+
+    Read with the wrong separator, a whole header becomes one column name (and a
+    European CSV with ';' would otherwise be reported as "unknown column").
+    """
+    try:
+        with p.open(encoding="utf-8-sig") as fh:
+            header = next((line.rstrip("\r\n") for line in fh if line.strip()), "")
+    except UnicodeDecodeError:
+        return  # reported by the reader
+    if sep in header:
+        return
+    for found in (";", "\t", "|", ",", " "):
+        if found != sep and found in header.strip():
+            expected = "tab-separated (.tsv)" if sep == "\t" else "comma-separated"
+            other = (
+                "rename the file to .tsv, or "
+                if found == "\t" and p.suffix.lower() != ".tsv"
+                else ""
+            )
+            raise InputError(
+                f"the header is separated by {_SEPARATOR_NAMES[found]}, not by "
+                f"{_SEPARATOR_NAMES[sep]}; carthema reads {expected} files.",
+                file=where,
+                row=0,
+                fix=f"{other}save the table as comma-separated CSV (in a spreadsheet: "
+                "CSV with comma as the field separator and a dot as the decimal separator).",
+            )
+
+
 def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
     if p.stat().st_size == 0:
         raise InputError(
@@ -72,6 +115,7 @@ def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
             row=0,
             fix="write a header line and at least one data row.",
         )
+    _check_separator(p, where, sep)
     try:
         # skip_blank_lines=False keeps row numbers equal to file line numbers - 1
         raw = pd.read_csv(
@@ -170,3 +214,83 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
             f"unknown file type '{p.suffix}'.", file=str(path), fix="use .csv or .parquet."
         )
     return p
+
+
+def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an output folder that cannot be written, before any work is done.
+
+    ``out`` may not exist yet (its parent is created). An existing file is refused; an
+    existing non-empty folder is refused unless ``overwrite``.
+    """
+    p = Path(out)
+    where = str(out)
+    if p.exists() and not p.is_dir():
+        raise InputError(
+            "exists and is a file, not a folder.",
+            file=where,
+            fix="give --out a folder path (it is created if missing).",
+        )
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise InputError(
+            "the output folder exists and is not empty.",
+            file=where,
+            fix="choose a new folder, or pass --overwrite to replace it as a whole.",
+        )
+    parent = p.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the folder's parent ({exc.strerror}).",
+            file=str(parent),
+            fix="choose an --out folder in a place you can write to.",
+        ) from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(
+            "cannot write in this folder (permission denied).",
+            file=str(parent),
+            fix="choose an --out folder in a place you can write to.",
+        )
+    return p
+
+
+def write_folder_atomically(
+    out: str | Path, tables: dict[str, pd.DataFrame], *, overwrite: bool = False
+) -> list[Path]:
+    """Write ``tables`` (file name -> table) as the folder ``out``, whole or not at all.
+
+    The files are written to a temporary folder beside ``out``; observation and event
+    tables are read back through :func:`read_observations` / :func:`read_events` (so
+    what is written is exactly what carthema reads); then the temporary folder is
+    renamed to ``out``. With ``overwrite`` an existing ``out`` is moved aside first and
+    removed after the swap, so no file of an earlier run survives beside the new ones.
+    Returns the paths written.
+    """
+    target = check_output_folder(out, overwrite=overwrite)
+    parent = target.resolve().parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    old: Path | None = None
+    try:
+        for name, df in tables.items():
+            write_table(df, tmp / name)
+            readers = {"observations.csv": read_observations, "events.csv": read_events}
+            if name in readers:
+                back = readers[name](tmp / name)
+                if len(back) != len(df):  # pragma: no cover - a bug, not a user error
+                    raise RuntimeError(f"{name}: wrote {len(df)} rows, read back {len(back)}")
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists() and (old / target.name).exists():
+            os.replace(old / target.name, target)  # put the earlier folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return [target / name for name in tables]

@@ -8,6 +8,16 @@ either a name or a dict with details:
   "compartment": "blood", "lloq": 50}``
 - an event kind (for dose records): ``"cart_infusion"`` or ``{"kind": "stem_cell_boost",
   "unit": "10^6 cells/kg", "source": "allogeneic", "cd34_selected": "yes"}``
+- a period kind (``gcsf``, ``tpo_agonist``): each dose record starts a period that lasts
+  ``duration`` days, with AMT the amount per day: ``{"kind": "gcsf", "unit":
+  "ug/kg/day", "duration": 1}`` (one record a day, as NONMEM usually has it) or
+  ``"duration": 10`` (one record for a 10-day course). A period kind without
+  ``duration`` is refused.
+
+Keys of the dict form: ``analyte``/``kind`` (or ``name``), ``unit``, ``compartment``,
+``lloq`` (observations); ``drug``, ``source``, ``cd34_selected``, ``cd3_per_kg``,
+``mnc_per_kg``, ``duration`` (doses). Any other key is refused, so that a misspelt
+``durations`` is not silently ignored.
 
 A plain name means DV or AMT is already in the analyte's or kind's canonical unit
 (see :mod:`carthema.data.analytes` and :mod:`carthema.data.events`). If one CMT number
@@ -24,16 +34,32 @@ Record types, following NONMEM:
 - EVID=3/4 (reset), RATE != 0 (zero-order input) and SS != 0 (steady state) are refused:
   carthema has no equivalent.
 
-Below the limit: the BLQ flag (1 = below) decides; without a BLQ column a row is below
-the limit when DV < LLOQ (the usual M3 coding). The DV of a below-limit row is a
-placeholder (0, LLOQ/2, LLOQ ...) in most data sets, so it is not kept: ``value`` is NaN
-and ``lloq`` holds the limit. Other columns (covariates such as WT) are not imported;
-their names are listed in ``observations.attrs["nonmem_ignored_columns"]``.
+- ADDL/II: ``1 + ADDL`` doses, II apart (II in the unit of TIME). A negative ADDL or II
+  is refused, and so is ADDL > 999 (more than 1000 doses from one record is a typo, not
+  a treatment history).
+
+Below the limit: a censoring flag column -- ``BLQ``, ``CENS`` (Monolix), ``BQL`` or
+``BLOQ``, at most one of them -- decides: 1 = below the limit, 0 = quantified (CENS=-1,
+above an upper limit, is refused: carthema has no upper-limit censoring). Without a flag
+column a row is below the limit when DV < LLOQ. The limit of a below-limit row is, in
+order: the row's ``LLOQ`` (``LLOQ=0`` or empty means no limit on that row), the ``lloq``
+of its CMT in ``cmt_map``, else its DV when DV > 0 -- the Monolix/M3 coding, in which a
+censored row carries the limit in DV (such rows are listed in
+``observations.attrs["nonmem_notes"]``). The DV of a below-limit row is not kept as a
+measurement: ``value`` is NaN and ``lloq`` holds the limit. ``LIMIT`` is read as Monolix
+defines it: the *other* end of a censored interval, which for a below-limit row is 0 (or
+empty); a positive LIMIT (interval censoring) is refused, and LIMIT without CENS is
+refused as ambiguous (rename it LLOQ if it holds the quantification limit).
+
+Other columns (covariates such as WT) are not imported; their names are listed in
+``observations.attrs["nonmem_ignored_columns"]``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +69,11 @@ import pandas as pd
 from carthema.data.analytes import get_analyte
 from carthema.data.errors import InputError
 from carthema.data.events import get_event_kind
-from carthema.data.loaders import read_table_text
+from carthema.data.loaders import (
+    check_output_folder,
+    read_table_text,
+    write_folder_atomically,
+)
 from carthema.data.schema import EVENT_SCHEMA
 from carthema.data.validate import (
     MISSING_MARKERS,
@@ -61,7 +91,11 @@ NONMEM_COLUMNS = (
     "AMT",
     "CMT",
     "BLQ",
+    "CENS",
+    "BQL",
+    "BLOQ",
     "LLOQ",
+    "LIMIT",
     "ADDL",
     "II",
     "RATE",
@@ -79,9 +113,105 @@ _OBS_COLUMN = {
     "unit": "CMT",
     "compartment": "CMT",
 }
-_EVENT_COLUMN = {"patient": "ID", "day": "TIME", "amount": "AMT", "kind": "CMT", "unit": "CMT"}
+_EVENT_COLUMN = {
+    "patient": "ID",
+    "day": "TIME",
+    "amount": "AMT",
+    "kind": "CMT",
+    "unit": "CMT",
+    "duration": "CMT",
+    "drug": "CMT",
+    "source": "CMT",
+    "cd34_selected": "CMT",
+    "cd3_per_kg": "CMT",
+    "mnc_per_kg": "CMT",
+}
+# columns whose value comes from the cmt_map entry of the row's CMT
+_FROM_MAP = (
+    "unit",
+    "compartment",
+    "analyte",
+    "kind",
+    "duration",
+    "drug",
+    "source",
+    "cd34_selected",
+    "cd3_per_kg",
+    "mnc_per_kg",
+)
 
 Spec = str | Mapping[str, object]
+
+# Censoring flag columns, in the order they are looked for (1 = below the limit).
+FLAG_COLUMNS = ("BLQ", "CENS", "BQL", "BLOQ")
+# More than this many doses from one record (1 + ADDL) is refused.
+MAX_DOSES_PER_RECORD = 1000
+
+_OBS_KEYS = ("analyte", "name", "unit", "compartment", "lloq")
+_DOSE_KEYS = (
+    "kind",
+    "name",
+    "unit",
+    "drug",
+    "source",
+    "cd34_selected",
+    "cd3_per_kg",
+    "mnc_per_kg",
+    "duration",
+)
+
+
+def check_cmt_map(mapping: object, source: str = "cmt_map") -> dict[int, Spec]:
+    """A CMT map with integer keys, every value a name or a dict of known keys.
+
+    Keys may be ints or strings holding an int (JSON object keys are strings). Raises
+    :class:`InputError` naming ``source`` and the bad entry.
+    """
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise InputError(
+            "the CMT map is not a non-empty object of CMT number -> analyte or event kind.",
+            file=source,
+            fix='write e.g. {"1": "cart_infusion", "2": {"analyte": "cart_copies", '
+            '"compartment": "blood"}, "3": "anc"}.',
+        )
+    out: dict[int, Spec] = {}
+    for key, value in mapping.items():
+        try:
+            c = int(str(key).strip())
+        except ValueError:
+            raise InputError(
+                f"key '{key}' is not a CMT number.",
+                file=source,
+                fix="use the compartment numbers of the CMT column as keys.",
+            ) from None
+        if isinstance(value, str):
+            out[c] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise InputError(
+                f"CMT {c}: {value!r} is neither a name nor an object.",
+                file=source,
+                fix='write a name ("anc") or an object ({"analyte": "anc", "unit": "cells/uL"}).',
+            )
+        keys = set(map(str, value))
+        allowed = _DOSE_KEYS if "kind" in keys else _OBS_KEYS if "analyte" in keys else None
+        if allowed is None:
+            allowed = tuple(dict.fromkeys(_OBS_KEYS + _DOSE_KEYS))
+            if "name" not in keys:
+                raise InputError(
+                    f"CMT {c} names neither an analyte nor an event kind.",
+                    file=source,
+                    fix='add "analyte": NAME (observations) or "kind": NAME (doses).',
+                )
+        unknown = sorted(keys - set(allowed))
+        if unknown:
+            raise InputError(
+                f"CMT {c}: unknown key '{unknown[0]}'.",
+                file=source,
+                fix=f"use only: {', '.join(allowed)} (see docs/nonmem.md).",
+            )
+        out[c] = dict(value)
+    return out
 
 
 def _spec(value: Spec) -> dict[str, object]:
@@ -125,6 +255,9 @@ def read_nonmem(
     :func:`read_events`; an empty events table if the file has no dose records.
     """
     where = str(path)
+    cmt_map = check_cmt_map(cmt_map, "cmt_map")
+    if dose_map is not None:
+        dose_map = check_cmt_map(dose_map, "dose_map")
     text = read_table_text(path)
     text.columns = [str(c).strip().upper() for c in text.columns]
     ignored = [c for c in text.columns if c not in NONMEM_COLUMNS]
@@ -186,6 +319,27 @@ def read_nonmem(
         evid = pd.Series(np.where((mdv == 1) & (amt > 0), 1.0, 0.0), index=text.index)
     addl = numeric("ADDL", default=0.0, integer=True)
     ii = numeric("II", default=0.0)
+    for col, v in (("ADDL", addl), ("II", ii)):
+        bad = v < 0
+        if bad.any():
+            r = int(bad[bad].index[0])
+            fail(
+                r,
+                col,
+                f"{col} {v.loc[r]:g} is negative.",
+                "give ADDL (additional doses) >= 0 and II (the interval between them) >= 0.",
+            )
+    bad = addl + 1 > MAX_DOSES_PER_RECORD
+    if bad.any():
+        r = int(bad[bad].index[0])
+        fail(
+            r,
+            "ADDL",
+            f"ADDL {addl.loc[r]:g} would expand one record into {addl.loc[r] + 1:g} doses "
+            f"(more than {MAX_DOSES_PER_RECORD}).",
+            "check ADDL; write a long course of a G-CSF or TPO agonist as one period "
+            "(duration in cmt_map) rather than thousands of doses.",
+        )
     for col in ("RATE", "SS"):
         v = numeric(col, default=0.0)
         if (v != 0).any():
@@ -230,21 +384,72 @@ def read_nonmem(
         )
 
     day = (time - time_zero) / (24.0 if time_unit == "hour" else 1.0)
-    has_blq = "BLQ" in text.columns
+    flags = [c for c in FLAG_COLUMNS if c in text.columns]
+    if len(flags) > 1:
+        fail(
+            0,
+            flags[1],
+            f"two censoring flag columns, {flags[0]} and {flags[1]}.",
+            "keep one (1 = below the limit of quantification, 0 = quantified).",
+        )
+    flag_col = flags[0] if flags else None
+    has_blq = flag_col is not None
     has_lloq = "LLOQ" in text.columns
-    blq_flag = numeric("BLQ", default=0.0, integer=True)
+    blq_flag = numeric(flag_col or "BLQ", default=0.0, integer=True)
     if has_blq:
+        if flag_col == "CENS" and (blq_flag == -1).any():
+            r = int(blq_flag[blq_flag == -1].index[0])
+            fail(
+                r,
+                "CENS",
+                "CENS -1 marks a value above an upper limit; carthema has no upper-limit "
+                "censoring.",
+                "write the row as quantified at the limit (CENS=0), or leave it out.",
+            )
         bad = ~blq_flag.isin([0, 1])
         if bad.any():
             r = int(bad[bad].index[0])
             fail(
                 r,
-                "BLQ",
-                f"BLQ {blq_flag.loc[r]:g} is not 0 or 1.",
+                flag_col,
+                f"{flag_col} {blq_flag.loc[r]:g} is not 0 or 1.",
                 "write 1 (below the limit) or 0.",
             )
     lloq_col = numeric("LLOQ", default=None)
+    bad = lloq_col < 0
+    if bad.any():
+        r = int(bad[bad].index[0])
+        fail(
+            r,
+            "LLOQ",
+            f"LLOQ {lloq_col.loc[r]:g} is negative.",
+            "give the limit of quantification (> 0), or 0 / empty for no limit.",
+        )
+    lloq_col = lloq_col.where(lloq_col > 0)  # LLOQ=0 means no limit on that row
+    limit = numeric("LIMIT", default=None)
+    if "LIMIT" in text.columns:
+        if flag_col != "CENS":
+            fail(
+                0,
+                "LIMIT",
+                "LIMIT without a CENS column: in Monolix coding LIMIT is the other end of "
+                "a censored interval, not the limit of quantification.",
+                "rename the column LLOQ if it holds the limit of quantification, or add "
+                "the CENS column it belongs to.",
+            )
+        bad = (blq_flag == 1) & (limit > 0)
+        if bad.any():
+            r = int(bad[bad].index[0])
+            fail(
+                r,
+                "LIMIT",
+                f"LIMIT {limit.loc[r]:g} > 0: the value lies between LIMIT and DV (interval "
+                "censoring), which carthema cannot represent.",
+                "set LIMIT to 0 or empty (below the limit DV), or write the row as quantified.",
+            )
     dv = numeric("DV", default=None)
+    flag_name = flag_col or "LLOQ"
+    notes: list[tuple[int, str]] = []
 
     obs_rows: list[dict[str, object]] = []
     obs_index: list[int] = []
@@ -306,7 +511,9 @@ def read_nonmem(
             continue
         # observation record
         below = (
-            (blq_flag.loc[r] == 1) if has_blq else bool(has_lloq and dv.loc[r] < lloq_col.loc[r])
+            (blq_flag.loc[r] == 1)
+            if has_blq
+            else bool(has_lloq and not np.isnan(lloq_col.loc[r]) and dv.loc[r] < lloq_col.loc[r])
         )
         if mdv.loc[r] == 1 and not below:
             skipped.append((int(r), "MDV=1 observation record"))
@@ -333,14 +540,20 @@ def read_nonmem(
             if has_lloq and not np.isnan(lloq_col.loc[r])
             else spec.get("lloq", np.nan)
         )
-        if below and has_lloq is False and "lloq" not in spec:
-            fail(
-                int(r),
-                "BLQ",
-                "BLQ=1 but the data set has no LLOQ column and cmt_map gives no lloq.",
-                f"add an LLOQ column, or give {{'analyte': '{analyte.name}', 'lloq': ...}} "
-                "in cmt_map.",
-            )
+        if below and np.isnan(float(lloq)):
+            if not np.isnan(dv.loc[r]) and dv.loc[r] > 0:
+                # Monolix/M3 coding: a censored row carries the limit in DV
+                lloq = dv.loc[r]
+                notes.append((int(r), "below-limit row: LLOQ taken from DV (DV = LLOQ coding)"))
+            else:
+                fail(
+                    int(r),
+                    flag_name,
+                    f"{flag_name}=1 but the row gives no limit: no LLOQ (or LLOQ=0), no lloq "
+                    "in cmt_map, and DV is not a limit (> 0).",
+                    f"add an LLOQ column, or give {{'analyte': '{analyte.name}', 'lloq': ...}} "
+                    "in cmt_map, or write the limit in DV (the Monolix/M3 coding).",
+                )
         obs_rows.append(
             {
                 "patient": patient.loc[r],
@@ -365,9 +578,13 @@ def read_nonmem(
     if not obs_rows:
         fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
     obs_text = _text_frame(obs_rows, obs_index)
-    obs = _remap(lambda: validate_observations_text(obs_text, where), _OBS_COLUMN)
+    obs = _remap(
+        lambda: validate_observations_text(obs_text, where), {**_OBS_COLUMN, "blq": flag_name}
+    )
     obs.attrs["nonmem_ignored_columns"] = ignored
     obs.attrs["nonmem_skipped_rows"] = skipped
+    obs.attrs["nonmem_notes"] = notes
+    obs.attrs["nonmem_dose_records"] = len(set(ev_index))
     return obs, ev
 
 
@@ -382,7 +599,9 @@ def _remap(call, columns: Mapping[str, str]) -> pd.DataFrame:
     except InputError as exc:
         col = columns.get(exc.column or "", exc.column)
         fix = exc.fix
-        if col == "CMT" and exc.column in ("unit", "compartment", "analyte", "kind"):
+        if exc.column == "day" and "20 years" in exc.problem:
+            fix = f"{fix} If TIME is in hours, import with time_unit='hour' (--time-unit hour)."
+        if col == "CMT" and exc.column in _FROM_MAP:
             fix = f"give '{exc.column}' for this CMT in cmt_map ({exc.fix})"
         raise InputError(exc.problem, file=exc.file, row=exc.row, column=col, fix=fix) from None
 
@@ -399,3 +618,113 @@ def _empty_events() -> pd.DataFrame:
             dtype = "str"
         cols[name] = pd.Series([], dtype=dtype)
     return pd.DataFrame(cols)
+
+
+@dataclass
+class NonmemImport:
+    """What :func:`import_nonmem` wrote, skipped and noted."""
+
+    source: str
+    out: Path
+    observations: pd.DataFrame
+    events: pd.DataFrame
+    files: list[Path]
+    skipped: list[tuple[int, str]]
+    notes: list[tuple[int, str]]
+    ignored_columns: list[str]
+    dose_records: int
+
+    def lines(self, examples: int = 5) -> list[str]:
+        """The report, one line per reason: count and example rows."""
+        obs, ev = self.observations, self.events
+        out = [
+            f"imported {self.source}: {len(obs)} observation(s) of "
+            f"{obs['analyte'].nunique()} analyte(s) for {obs['patient'].nunique()} "
+            f"patient(s); {len(ev)} event(s) from {self.dose_records} dose record(s)"
+            + (" (ADDL expanded)" if len(ev) > self.dose_records else "")
+        ]
+        for verb, items in (("skipped", self.skipped), ("note", self.notes)):
+            by_reason: dict[str, list[int]] = {}
+            for row, reason in items:
+                by_reason.setdefault(reason, []).append(row)
+            for reason, rows in by_reason.items():
+                shown = ", ".join(str(r) for r in rows[:examples])
+                more = f", ... ({len(rows) - examples} more)" if len(rows) > examples else ""
+                label = "row" if len(rows) == 1 else "rows"
+                if verb == "skipped":
+                    out.append(f"skipped {len(rows)} {label}: {reason} ({label} {shown}{more})")
+                else:
+                    out.append(f"note: {len(rows)} {label}: {reason} ({label} {shown}{more})")
+        if self.ignored_columns:
+            out.append(
+                f"ignored {len(self.ignored_columns)} column(s): "
+                f"{', '.join(self.ignored_columns)} (carthema imports no covariates)"
+            )
+        if ev.empty:
+            out.append("note: no dose records, so no events.csv (fit needs an events table)")
+        out.append("wrote " + ", ".join(str(f) for f in self.files))
+        return out
+
+
+def read_cmt_map(path: str | Path | None, what: str = "--cmt-map") -> dict[int, Spec] | None:
+    """Read a CMT map from a JSON file (see the module docstring); None for None."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(
+            "file not found." if not p.exists() else "is not a file.",
+            file=str(p),
+            fix=f"give {what} a JSON file mapping CMT numbers to analytes or event kinds.",
+        )
+    try:
+        mapping = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise InputError(
+            f"not valid JSON ({str(exc).splitlines()[0]}).",
+            file=str(p),
+            row=line,
+            fix='write an object such as {"1": "cart_infusion", "2": "anc"} '
+            "(double quotes, no trailing commas).",
+        ) from None
+    return check_cmt_map(mapping, str(p))
+
+
+def import_nonmem(
+    path: str | Path,
+    cmt_map: Mapping[int, Spec],
+    out: str | Path,
+    *,
+    dose_map: Mapping[int, Spec] | None = None,
+    time_unit: Literal["day", "hour"] = "day",
+    time_zero: float = 0.0,
+    overwrite: bool = False,
+) -> NonmemImport:
+    """Import a NONMEM data set and write ``out/observations.csv`` and ``out/events.csv``.
+
+    The files are carthema's own format (canonical units), readable by ``check-data``
+    and ``fit``. ``out`` is written whole or not at all: the files go to a temporary
+    folder beside it, are read back through the same validation, and the folder is
+    then renamed into place. An existing non-empty ``out`` is refused unless
+    ``overwrite``; then it is replaced as a whole (no stale file survives).
+    """
+    target = check_output_folder(out, overwrite=overwrite)
+    obs, ev = read_nonmem(
+        path, cmt_map, dose_map=dose_map, time_unit=time_unit, time_zero=time_zero
+    )
+    tables = {"observations.csv": obs}
+    if not ev.empty:
+        tables["events.csv"] = ev
+    files = write_folder_atomically(target, tables, overwrite=overwrite)
+    return NonmemImport(
+        source=str(path),
+        out=target,
+        observations=obs,
+        events=ev,
+        files=files,
+        skipped=list(obs.attrs.get("nonmem_skipped_rows", [])),
+        notes=list(obs.attrs.get("nonmem_notes", [])),
+        ignored_columns=list(obs.attrs.get("nonmem_ignored_columns", [])),
+        dose_records=int(obs.attrs.get("nonmem_dose_records", 0)),
+    )

@@ -17,11 +17,12 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
+from carthema.data import plausibility as P
 from carthema.data import units as U
 from carthema.data.analytes import ANALYTES, COMPARTMENTS, suggest_analytes
 from carthema.data.errors import InputError
@@ -78,6 +79,10 @@ def to_text_frame(df: pd.DataFrame, rows: Iterable[int] | None = None) -> pd.Dat
     return out
 
 
+# A message, or a function of the bad row's number that writes it (see refuse_first).
+Message = str | Callable[[int], str] | Callable[[int], tuple[str, str]]
+
+
 class _Table:
     """A text frame being validated, with the name of the file it came from."""
 
@@ -93,11 +98,40 @@ class _Table:
         hits = mask[mask.to_numpy(dtype=bool)]
         return None if hits.empty else int(hits.index[0])
 
+    def refuse_first(
+        self,
+        mask: pd.Series,
+        column: str | None,
+        problem: Message,
+        fix: Message | None = None,
+    ) -> None:
+        """Refuse the first row where ``mask`` is True; do nothing if there is none.
+
+        The one place where "find the first bad row, then fail" is written. ``problem``
+        and ``fix`` are text, or functions of the bad row's number that return the text
+        (so a message can quote that row's cells). For messages that need some working
+        out, ``problem`` may instead return ``(problem, fix)`` with ``fix`` left None.
+        """
+        row = self.first(mask)
+        if row is None:
+            return
+        said = problem(row) if callable(problem) else problem
+        if isinstance(said, tuple):
+            said, fix = said
+        how = fix(row) if callable(fix) else fix
+        self.fail(row, column, said, how or "")
+
     def col(self, name: str) -> pd.Series:
         return self.df[name].astype(object).map(lambda s: str(s).strip())
 
     def missing(self, name: str) -> pd.Series:
         return self.col(name).str.lower().isin(MISSING_MARKERS)
+
+
+def _earlier_row(keyframe: pd.DataFrame, row: int) -> int:
+    """Row number of the first record with the same key as ``row``."""
+    same = (keyframe == keyframe.loc[row]).all(axis=1)
+    return int(same[same].index[0])
 
 
 def _suggest(word: str, pool: Iterable[str]) -> list[str]:
@@ -158,9 +192,12 @@ def _text(t: _Table, name: str, *, required: bool, fix: str) -> pd.Series:
         return pd.Series("", index=t.df.index, dtype=object)
     s = t.col(name)
     if required:
-        row = t.first(t.missing(name))
-        if row is not None:
-            t.fail(row, name, f"'{name}' is empty.", fix)
+        t.refuse_first(
+            t.missing(name),
+            name,
+            f"'{name}' is empty.",
+            fix,
+        )
     return s.where(~t.missing(name), "")
 
 
@@ -179,14 +216,17 @@ def _numbers(
     s = t.col(name)
     missing = t.missing(name)
     if required:
-        row = t.first(missing)
-        if row is not None:
-            t.fail(row, name, f"{what} is empty.", fix_missing)
+        t.refuse_first(
+            missing,
+            name,
+            f"{what} is empty.",
+            fix_missing,
+        )
     # Decimal commas and thousands separators are refused, not reinterpreted.
     num = pd.to_numeric(s.where(~missing), errors="coerce").astype(float)
     bad = ~missing & num.isna()
-    row = t.first(bad)
-    if row is not None:
+
+    def not_a_number(row: int) -> tuple[str, str]:
         raw = s.loc[row]
         extra = hint
         if re.fullmatch(r"[<>]=?\s*[-+0-9.eE]+", raw):
@@ -196,16 +236,16 @@ def _numbers(
             )
         elif re.fullmatch(r"[-+]?[0-9]+,[0-9]+", raw):
             extra = "use a dot as the decimal separator. "
-        t.fail(row, name, f"{what} '{raw}' is not a number.", f"{extra}Write a plain number.")
+        return f"{what} '{raw}' is not a number.", f"{extra}Write a plain number."
+
+    t.refuse_first(bad, name, not_a_number)
     nonfinite = ~missing & ~np.isfinite(num.fillna(0.0))
-    row = t.first(nonfinite)
-    if row is not None:
-        t.fail(
-            row,
-            name,
-            f"{what} '{s.loc[row]}' is not a finite number.",
-            "write a finite number (an empty cell where there is no value).",
-        )
+    t.refuse_first(
+        nonfinite,
+        name,
+        lambda r: f"{what} '{s.loc[r]}' is not a finite number.",
+        "write a finite number (an empty cell where there is no value).",
+    )
     return num
 
 
@@ -216,21 +256,19 @@ def _yes_no(t: _Table, name: str, *, default: bool | None) -> pd.Series:
     s = t.col(name).str.lower()
     missing = t.missing(name)
     bad = ~missing & ~s.isin(list(YES_NO))
-    row = t.first(bad)
-    if row is not None:
-        t.fail(
-            row,
-            name,
-            f"'{t.col(name).loc[row]}' is not a yes/no value.",
-            "write yes, no, true, false, 1 or 0.",
-        )
+    t.refuse_first(
+        bad,
+        name,
+        lambda r: f"'{t.col(name).loc[r]}' is not a yes/no value.",
+        "write yes, no, true, false, 1 or 0.",
+    )
     out = s.map(lambda v: YES_NO.get(v))
     fill = default if default is not None else pd.NA
     return out.where(~missing, fill)
 
 
 def _check_day(t: _Table) -> pd.Series:
-    return _numbers(
+    day = _numbers(
         t,
         "day",
         required=True,
@@ -238,6 +276,13 @@ def _check_day(t: _Table) -> pd.Series:
         fix_missing="give the day as a number of days since the first CAR-T infusion (day 0).",
         hint="day must be a number of days since the first CAR-T infusion, not a date. ",
     )
+    t.refuse_first(
+        day.abs() > P.DAY_LIMIT,
+        "day",
+        lambda r: f"day {day.loc[r]:g} is {P.DAY_REASON}.",
+        "write the number of days since the first CAR-T infusion (day 0).",
+    )
+    return day
 
 
 def _check_patient(t: _Table) -> pd.Series:
@@ -275,53 +320,50 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     analyte_raw = _text(t, "analyte", required=True, fix="name the analyte of every row.")
     analyte = analyte_raw.str.lower()
     unknown = ~analyte.isin(list(ANALYTES))
-    row = t.first(unknown)
-    if row is not None:
+
+    def unknown_analyte(row: int) -> tuple[str, str]:
         close = suggest_analytes(analyte_raw.loc[row])
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        t.fail(
-            row,
-            "analyte",
+        return (
             f"unknown analyte '{analyte_raw.loc[row]}'.",
             f"{hint}Known analytes: {', '.join(ANALYTES)}.",
         )
+
+    t.refuse_first(unknown, "analyte", unknown_analyte)
 
     # compartment: empty -> the analyte's default, where it has exactly one meaning
     comp_raw = _text(t, "compartment", required=False, fix="")
     comp = comp_raw.str.lower()
     bad = (comp != "") & ~comp.isin(list(COMPARTMENTS))
-    row = t.first(bad)
-    if row is not None:
-        t.fail(
-            row,
-            "compartment",
-            f"unknown compartment '{comp_raw.loc[row]}'.",
-            f"write one of: {', '.join(COMPARTMENTS)}.",
-        )
+    t.refuse_first(
+        bad,
+        "compartment",
+        lambda r: f"unknown compartment '{comp_raw.loc[r]}'.",
+        f"write one of: {', '.join(COMPARTMENTS)}.",
+    )
     default = analyte.map(lambda a: ANALYTES[a].default_compartment or "")
     comp = comp.where(comp != "", default)
-    row = t.first(comp == "")
-    if row is not None:
-        a = ANALYTES[analyte.loc[row]]
-        t.fail(
-            row,
-            "compartment",
-            f"{a.name} is measured in blood and in marrow, and this row does not say which.",
-            "fill the 'compartment' column with blood or marrow.",
-        )
+    t.refuse_first(
+        comp == "",
+        "compartment",
+        lambda r: (
+            f"{analyte.loc[r]} is measured in blood and in marrow, and this row does not say which."
+        ),
+        "fill the 'compartment' column with blood or marrow.",
+    )
     allowed = pd.Series(
         [c in ANALYTES[a].compartments for a, c in zip(analyte, comp, strict=True)],
         index=t.df.index,
     )
-    row = t.first(~allowed)
-    if row is not None:
-        a = ANALYTES[analyte.loc[row]]
-        t.fail(
-            row,
-            "compartment",
-            f"{a.name} is not measured in {comp.loc[row]}.",
-            f"use compartment {' or '.join(a.compartments)}, or check the analyte.",
-        )
+    t.refuse_first(
+        ~allowed,
+        "compartment",
+        lambda r: f"{analyte.loc[r]} is not measured in {comp.loc[r]}.",
+        lambda r: (
+            f"use compartment {' or '.join(ANALYTES[analyte.loc[r]].compartments)}, "
+            "or check the analyte."
+        ),
+    )
 
     # unit
     unit_raw = _text(
@@ -331,42 +373,31 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         fix="give the unit of every value (e.g. G/L, cells/uL, copies/ug DNA, %).",
     )
     parsed = unit_raw.map(U.parse_unit)
-    row = t.first(parsed.isna())
-    if row is not None:
-        a = ANALYTES[analyte.loc[row]]
-        t.fail(
-            row,
-            "unit",
-            f"unknown unit '{unit_raw.loc[row]}'.",
-            f"write one of the units of {a.name}: {_analyte_units(a.units)}.",
-        )
+    t.refuse_first(
+        parsed.isna(),
+        "unit",
+        lambda r: f"unknown unit '{unit_raw.loc[r]}'.",
+        lambda r: (
+            f"write one of the units of {analyte.loc[r]}: "
+            f"{_analyte_units(ANALYTES[analyte.loc[r]].units)}."
+        ),
+    )
     fits = pd.Series(
         [u.symbol in ANALYTES[a].units for a, u in zip(analyte, parsed, strict=True)],
         index=t.df.index,
     )
-    row = t.first(~fits)
-    if row is not None:
-        a = ANALYTES[analyte.loc[row]]
-        t.fail(
-            row,
-            "unit",
-            f"unit '{unit_raw.loc[row]}' is not a unit of {a.name} ({a.description}).",
-            f"write one of: {_analyte_units(a.units)}.",
-        )
-    # One unit per patient and analyte: a change of unit inside a series is more often a
-    # transcription slip than a change of lab, so it is refused rather than converted.
-    symbol = parsed.map(lambda u: u.symbol)
-    first_symbol = symbol.groupby([patient, analyte]).transform("first")
-    row = t.first(symbol != first_symbol)
-    if row is not None:
-        t.fail(
-            row,
-            "unit",
-            f"patient {patient.loc[row]} has {analyte.loc[row]} in '{unit_raw.loc[row]}' "
-            f"here but in '{first_symbol.loc[row]}' on an earlier row (mixed units).",
-            "use one unit per analyte and patient; carthema converts it to "
-            f"{ANALYTES[analyte.loc[row]].canonical_unit} on load.",
-        )
+    t.refuse_first(
+        ~fits,
+        "unit",
+        lambda r: (
+            f"unit '{unit_raw.loc[r]}' is not a unit of {analyte.loc[r]} "
+            f"({ANALYTES[analyte.loc[r]].description})."
+        ),
+        lambda r: f"write one of: {_analyte_units(ANALYTES[analyte.loc[r]].units)}.",
+    )
+    # Units may differ between rows of one analyte (a change of lab): every row is
+    # labelled and converted on its own. A mislabelled row (cells/uL written as G/L) is
+    # caught by the plausibility ranges below, with the likely unit named.
 
     # blq flag, value, lloq
     blq = _yes_no(t, "blq", default=False).astype(bool)
@@ -384,53 +415,48 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         what="lloq",
         fix_missing="",
     )
-    row = t.first(value.isna() & ~blq)
-    if row is not None:
-        t.fail(
-            row,
-            "value",
-            "value is empty.",
-            "give the measured value; if it was below the quantification limit, "
-            "set blq=true and give the limit in lloq.",
-        )
-    row = t.first(lloq.notna() & (lloq <= 0))
-    if row is not None:
-        t.fail(row, "lloq", f"lloq {lloq.loc[row]:g} is not positive.", "give a limit > 0.")
-    row = t.first(blq & lloq.isna())
-    if row is not None:
-        t.fail(
-            row,
-            "lloq",
-            "blq is set but lloq (the quantification limit) is empty.",
-            "give the assay's lower limit of quantification in lloq, in the row's unit.",
-        )
-    row = t.first(blq & value.notna() & (value > lloq))
-    if row is not None:
-        t.fail(
-            row,
-            "value",
-            f"value {value.loc[row]:g} is above lloq {lloq.loc[row]:g} but flagged blq.",
-            "set blq=false if the value was quantified, or correct value or lloq.",
-        )
-    row = t.first(~blq & value.notna() & lloq.notna() & (value < lloq))
-    if row is not None:
-        t.fail(
-            row,
-            "blq",
-            f"value {value.loc[row]:g} is below lloq {lloq.loc[row]:g} but not flagged blq.",
-            "set blq=true (the value is kept), or correct value or lloq.",
-        )
+    t.refuse_first(
+        value.isna() & ~blq,
+        "value",
+        "value is empty.",
+        "give the measured value; if it was below the quantification limit, "
+        "set blq=true and give the limit in lloq.",
+    )
+    t.refuse_first(
+        lloq.notna() & (lloq <= 0),
+        "lloq",
+        lambda r: f"lloq {lloq.loc[r]:g} is not positive.",
+        "give a limit > 0.",
+    )
+    t.refuse_first(
+        blq & lloq.isna(),
+        "lloq",
+        "blq is set but lloq (the quantification limit) is empty.",
+        "give the assay's lower limit of quantification in lloq, in the row's unit.",
+    )
+    t.refuse_first(
+        blq & value.notna() & (value > lloq),
+        "value",
+        lambda r: f"value {value.loc[r]:g} is above lloq {lloq.loc[r]:g} but flagged blq.",
+        "set blq=false if the value was quantified, or correct value or lloq.",
+    )
+    t.refuse_first(
+        ~blq & value.notna() & lloq.notna() & (value < lloq),
+        "blq",
+        lambda r: f"value {value.loc[r]:g} is below lloq {lloq.loc[r]:g} but not flagged blq.",
+        "set blq=true (the value is kept), or correct value or lloq.",
+    )
     is_count = analyte.map(lambda a: ANALYTES[a].count)
-    row = t.first(value < 0)
-    if row is not None:
-        kind = "a count" if is_count.loc[row] else "this analyte"
-        t.fail(
-            row,
-            "value",
-            f"value {value.loc[row]:g} is negative; {kind} ({analyte.loc[row]}) "
-            "cannot be below zero.",
-            "correct the value; write a below-limit result as blq=true with lloq.",
-        )
+    t.refuse_first(
+        value < 0,
+        "value",
+        lambda r: (
+            f"value {value.loc[r]:g} is negative; "
+            f"{'a count' if is_count.loc[r] else 'this analyte'} ({analyte.loc[r]}) "
+            "cannot be below zero."
+        ),
+        "correct the value; write a below-limit result as blq=true with lloq.",
+    )
     upper = analyte.map(lambda a: ANALYTES[a].upper if ANALYTES[a].upper else np.inf)
     factor = pd.Series(
         [
@@ -440,14 +466,37 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         index=t.df.index,
         dtype=float,
     )
-    row = t.first(value * factor > upper)
-    if row is not None:
-        t.fail(
-            row,
-            "value",
-            f"value {value.loc[row]:g} is above {upper.loc[row]:g} "
-            f"{ANALYTES[analyte.loc[row]].canonical_unit}, impossible for {analyte.loc[row]}.",
-            "a percentage must lie between 0 and 100.",
+    t.refuse_first(
+        value * factor > upper,
+        "value",
+        lambda r: (
+            f"value {value.loc[r]:g} is above {upper.loc[r]:g} "
+            f"{ANALYTES[analyte.loc[r]].canonical_unit}, impossible for {analyte.loc[r]}."
+        ),
+        "a percentage must lie between 0 and 100.",
+    )
+
+    # plausibility: a value (or limit) no patient or assay can give is a slip
+    for col, series in (("value", value), ("lloq", lloq)):
+        canonical = series * factor
+        outside = pd.Series(
+            [
+                not np.isnan(c) and not P.ANALYTE_RANGES[a].contains(c)
+                for a, c in zip(analyte, canonical, strict=True)
+            ],
+            index=t.df.index,
+        )
+        t.refuse_first(
+            outside,
+            col,
+            lambda r, col=col, series=series, canonical=canonical: P.out_of_range(
+                analyte.loc[r] if col == "value" else f"lloq of {analyte.loc[r]}",
+                float(series.loc[r]),
+                unit_raw.loc[r],
+                float(canonical.loc[r]),
+                P.ANALYTE_RANGES[analyte.loc[r]],
+                list(ANALYTES[analyte.loc[r]].units),
+            ),
         )
 
     # duplicated record
@@ -455,19 +504,22 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         {"patient": patient, "day": day, "analyte": analyte, "compartment": comp}
     )
     dup = keyframe.duplicated(keep="first")
-    row = t.first(dup)
-    if row is not None:
+
+    def duplicated(row: int) -> str:
         k = keyframe.loc[row]
-        same = (keyframe == k).all(axis=1)
-        earlier = int(same[same].index[0])
-        t.fail(
-            row,
-            "day",
+        earlier = _earlier_row(keyframe, row)
+        return (
             f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['analyte']} "
-            f"in {k['compartment']} already appears on row {earlier}.",
-            "keep one measurement per patient, day, analyte and compartment "
-            "(use fractional days for repeated measurements on one day).",
+            f"in {k['compartment']} already appears on row {earlier}."
         )
+
+    t.refuse_first(
+        dup,
+        "day",
+        duplicated,
+        "keep one measurement per patient, day, analyte and compartment "
+        "(use fractional days for repeated measurements on one day).",
+    )
 
     note = _text(t, "note", required=False, fix="")
     out = pd.DataFrame(
@@ -506,66 +558,57 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
 
     kind_raw = _text(t, "kind", required=True, fix="give every event a kind.")
     kind = kind_raw.str.lower()
-    row = t.first(~kind.isin(list(EVENT_KINDS)))
-    if row is not None:
+
+    def unknown_kind(row: int) -> tuple[str, str]:
         close = suggest_event_kinds(kind_raw.loc[row])
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        t.fail(
-            row,
-            "kind",
+        return (
             f"unknown event kind '{kind_raw.loc[row]}'.",
             f"{hint}Known kinds: {', '.join(EVENT_KINDS)}.",
         )
+
+    t.refuse_first(~kind.isin(list(EVENT_KINDS)), "kind", unknown_kind)
     spec = kind.map(get_event_kind)
 
     # amount and unit
     amount = _numbers(t, "amount", required=False, what="amount", fix_missing="")
     needs = spec.map(lambda k: k.amount_required)
-    row = t.first(needs & amount.isna())
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "amount",
-            f"{k.name} event has no amount.",
-            f"give the amount in {' or '.join(k.units)} ({k.description}).",
-        )
-    row = t.first(amount.notna() & (amount <= 0))
-    if row is not None:
-        t.fail(
-            row,
-            "amount",
-            f"amount {amount.loc[row]:g} is not positive.",
-            "give a dose > 0; leave out events that did not happen.",
-        )
+    t.refuse_first(
+        needs & amount.isna(),
+        "amount",
+        lambda r: f"{spec.loc[r].name} event has no amount.",
+        lambda r: (
+            f"give the amount in {' or '.join(spec.loc[r].units)} ({spec.loc[r].description})."
+        ),
+    )
+    t.refuse_first(
+        amount.notna() & (amount <= 0),
+        "amount",
+        lambda r: f"amount {amount.loc[r]:g} is not positive.",
+        "give a dose > 0; leave out events that did not happen.",
+    )
     unit_raw = _text(t, "unit", required=False, fix="")
-    row = t.first(amount.notna() & (unit_raw == ""))
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "unit",
-            "amount is given without a unit.",
-            f"write the unit of {k.name}: {_kind_units(k.units)}.",
-        )
-    row = t.first(amount.isna() & (unit_raw != ""))
-    if row is not None:
-        t.fail(
-            row,
-            "unit",
-            f"unit '{unit_raw.loc[row]}' is given but amount is empty.",
-            "give the amount, or leave the unit empty too.",
-        )
+    t.refuse_first(
+        amount.notna() & (unit_raw == ""),
+        "unit",
+        "amount is given without a unit.",
+        lambda r: f"write the unit of {spec.loc[r].name}: {_kind_units(spec.loc[r].units)}.",
+    )
+    t.refuse_first(
+        amount.isna() & (unit_raw != ""),
+        "unit",
+        lambda r: f"unit '{unit_raw.loc[r]}' is given but amount is empty.",
+        "give the amount, or leave the unit empty too.",
+    )
     parsed = unit_raw.map(lambda s: U.parse_unit(s) if s else None)
-    row = t.first((unit_raw != "") & parsed.isna())
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "unit",
-            f"unknown unit '{unit_raw.loc[row]}'.",
-            f"write one of the units of {k.name}: {_kind_units(k.units)}.",
-        )
+    t.refuse_first(
+        (unit_raw != "") & parsed.isna(),
+        "unit",
+        lambda r: f"unknown unit '{unit_raw.loc[r]}'.",
+        lambda r: (
+            f"write one of the units of {spec.loc[r].name}: {_kind_units(spec.loc[r].units)}."
+        ),
+    )
     target: list[str | None] = []
     for k, u in zip(spec, parsed, strict=True):
         if u is None:
@@ -574,15 +617,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         match = [sym for sym in k.units if U.parse_unit(sym).dimension == u.dimension]
         target.append(match[0] if match else "")
     target_s = pd.Series(target, index=t.df.index, dtype=object)
-    row = t.first(target_s == "")
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "unit",
-            f"unit '{unit_raw.loc[row]}' is not a unit of {k.name} ({k.description}).",
-            f"write one of: {_kind_units(k.units)}.",
-        )
+    t.refuse_first(
+        target_s == "",
+        "unit",
+        lambda r: (
+            f"unit '{unit_raw.loc[r]}' is not a unit of {spec.loc[r].name} "
+            f"({spec.loc[r].description})."
+        ),
+        lambda r: f"write one of: {_kind_units(spec.loc[r].units)}.",
+    )
     factor = pd.Series(
         [
             u.factor / U.parse_unit(tg).factor if u is not None else 1.0
@@ -592,118 +635,149 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         dtype=float,
     )
 
+    canonical = amount * factor
+    outside = pd.Series(
+        [
+            not np.isnan(c) and not P.EVENT_RANGES[(k.name, tg)].contains(c)
+            for k, tg, c in zip(spec, target_s, canonical, strict=True)
+        ],
+        index=t.df.index,
+    )
+    t.refuse_first(
+        outside,
+        "amount",
+        lambda r: P.out_of_range(
+            f"{spec.loc[r].name} amount",
+            float(amount.loc[r]),
+            unit_raw.loc[r],
+            float(canonical.loc[r]),
+            P.EVENT_RANGES[(spec.loc[r].name, target_s.loc[r])],
+            U.symbols_of_dimension({parsed.loc[r].dimension}),
+        ),
+    )
+
     # duration
     duration = _numbers(t, "duration", required=False, what="duration", fix_missing="")
-    row = t.first(duration < 0)
-    if row is not None:
-        t.fail(row, "duration", f"duration {duration.loc[row]:g} is negative.", "give days >= 0.")
+    t.refuse_first(
+        duration > P.DAY_LIMIT,
+        "duration",
+        lambda r: f"duration {duration.loc[r]:g} days is more than 20 years.",
+        "give the number of days the period lasted (not an end date).",
+    )
+    t.refuse_first(
+        duration < 0,
+        "duration",
+        lambda r: f"duration {duration.loc[r]:g} is negative.",
+        "give days >= 0.",
+    )
     is_period = spec.map(lambda k: k.period)
-    row = t.first(is_period & (duration.isna() | (duration <= 0)))
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "duration",
-            f"{k.name} is a period and needs a duration in days (> 0).",
-            f"give the number of days the {k.name} period lasted.",
-        )
+    t.refuse_first(
+        is_period & (duration.isna() | (duration <= 0)),
+        "duration",
+        lambda r: f"{spec.loc[r].name} is a period and needs a duration in days (> 0).",
+        lambda r: f"give the number of days the {spec.loc[r].name} period lasted.",
+    )
     takes_duration = spec.map(lambda k: k.period or k.split_allowed)
-    row = t.first(~takes_duration & duration.notna() & (duration > 0))
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(
-            row,
-            "duration",
-            f"duration does not apply to {k.name} (a one-day event).",
-            "write one row per day the event happened, with that day's amount.",
-        )
+    t.refuse_first(
+        ~takes_duration & duration.notna() & (duration > 0),
+        "duration",
+        lambda r: f"duration does not apply to {spec.loc[r].name} (a one-day event).",
+        "write one row per day the event happened, with that day's amount.",
+    )
 
     # kind-specific columns: a value where it does not apply is refused, not ignored
     present = {c: _text(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
     for col in KIND_SPECIFIC_COLUMNS:
         applies = spec.map(lambda k, c=col: (c == "drug" and bool(k.drugs)) or c in k.columns)
-        row = t.first(~applies & (present[col] != ""))
-        if row is not None:
-            users = [
-                k.name
-                for k in EVENT_KINDS.values()
-                if (col == "drug" and k.drugs) or col in k.columns
-            ]
-            t.fail(
-                row,
-                col,
-                f"'{col}' does not apply to {spec.loc[row].name}.",
-                f"leave it empty; it is used by {', '.join(users)}.",
-            )
+        users = [
+            k.name for k in EVENT_KINDS.values() if (col == "drug" and k.drugs) or col in k.columns
+        ]
+        t.refuse_first(
+            ~applies & (present[col] != ""),
+            col,
+            lambda r, c=col: f"'{c}' does not apply to {spec.loc[r].name}.",
+            f"leave it empty; it is used by {', '.join(users)}.",
+        )
 
     drug = present["drug"].str.lower()
-    row = t.first(spec.map(lambda k: k.drug_required) & (drug == ""))
-    if row is not None:
-        k = spec.loc[row]
-        t.fail(row, "drug", f"{k.name} needs the drug.", f"write one of: {', '.join(k.drugs)}.")
+    t.refuse_first(
+        spec.map(lambda k: k.drug_required) & (drug == ""),
+        "drug",
+        lambda r: f"{spec.loc[r].name} needs the drug.",
+        lambda r: f"write one of: {', '.join(spec.loc[r].drugs)}.",
+    )
     ok = pd.Series(
         [d == "" or d in k.drugs for d, k in zip(drug, spec, strict=True)], index=t.df.index
     )
-    row = t.first(~ok)
-    if row is not None:
+
+    def unknown_drug(row: int) -> tuple[str, str]:
         k = spec.loc[row]
         close = _suggest(drug.loc[row], k.drugs)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        t.fail(
-            row,
-            "drug",
+        return (
             f"unknown {k.name} drug '{present['drug'].loc[row]}'.",
             f"{hint}Write one of: {', '.join(k.drugs)}.",
         )
 
+    t.refuse_first(~ok, "drug", unknown_drug)
+
     is_boost = kind == "stem_cell_boost"
     source_col = present["source"].str.lower()
-    row = t.first(is_boost & (source_col == ""))
-    if row is not None:
-        t.fail(
-            row,
-            "source",
-            "stem_cell_boost needs its source.",
-            f"write one of: {', '.join(SOURCES)}.",
-        )
-    row = t.first((source_col != "") & ~source_col.isin(list(SOURCES)))
-    if row is not None:
-        t.fail(
-            row,
-            "source",
-            f"unknown source '{present['source'].loc[row]}'.",
-            f"write one of: {', '.join(SOURCES)}.",
-        )
+    t.refuse_first(
+        is_boost & (source_col == ""),
+        "source",
+        "stem_cell_boost needs its source.",
+        f"write one of: {', '.join(SOURCES)}.",
+    )
+    t.refuse_first(
+        (source_col != "") & ~source_col.isin(list(SOURCES)),
+        "source",
+        lambda r: f"unknown source '{present['source'].loc[r]}'.",
+        f"write one of: {', '.join(SOURCES)}.",
+    )
     cd34 = _yes_no(t, "cd34_selected", default=None)
-    row = t.first(is_boost & cd34.isna())
-    if row is not None:
-        t.fail(
-            row,
-            "cd34_selected",
-            "stem_cell_boost needs to say whether the graft was CD34-selected.",
-            "write yes or no.",
-        )
+    t.refuse_first(
+        is_boost & cd34.isna(),
+        "cd34_selected",
+        "stem_cell_boost needs to say whether the graft was CD34-selected.",
+        "write yes or no.",
+    )
     cd3 = _numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
     mnc = _numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
     for name, s in (("cd3_per_kg", cd3), ("mnc_per_kg", mnc)):
-        row = t.first(s < 0)
-        if row is not None:
-            t.fail(row, name, f"{name} {s.loc[row]:g} is negative.", "give cells/kg >= 0.")
+        t.refuse_first(
+            s < 0,
+            name,
+            lambda r, name=name, s=s: f"{name} {s.loc[r]:g} is negative.",
+            "give cells/kg >= 0.",
+        )
+        t.refuse_first(
+            s > P.GRAFT_CELLS_LIMIT,
+            name,
+            lambda r, name=name, s=s: (
+                f"{name} {s.loc[r]:g} is above the plausible maximum "
+                f"of {P.GRAFT_CELLS_LIMIT:g} cells/kg ({P.GRAFT_CELLS_REASON})."
+            ),
+            "give cells per kg body weight (not per product, not 10^6 cells/kg).",
+        )
 
     # duplicated record: same patient, day, kind and drug
     keyframe = pd.DataFrame({"patient": patient, "day": day, "kind": kind, "drug": drug})
-    row = t.first(keyframe.duplicated(keep="first"))
-    if row is not None:
+
+    def duplicated(row: int) -> str:
         k = keyframe.loc[row]
-        same = (keyframe == k).all(axis=1)
-        earlier = int(same[same].index[0])
-        t.fail(
-            row,
-            "day",
+        return (
             f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['kind']}"
-            f"{' ' + k['drug'] if k['drug'] else ''} already appears on row {earlier}.",
-            "write one row per event; if two were given on one day, sum their amounts.",
+            f"{' ' + k['drug'] if k['drug'] else ''} already appears on row "
+            f"{_earlier_row(keyframe, row)}."
         )
+
+    t.refuse_first(
+        keyframe.duplicated(keep="first"),
+        "day",
+        duplicated,
+        "write one row per event; if two were given on one day, sum their amounts.",
+    )
 
     note = _text(t, "note", required=False, fix="")
 

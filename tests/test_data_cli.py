@@ -121,3 +121,52 @@ def test_entry_point_subprocess(tmp_path: Path) -> None:
         "compartment (use fractional days for repeated measurements on one day)."
     ]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("sep", "name"), [(";", "a semicolon (;)"), ("\t", "a tab"), ("|", "a vertical bar (|)")]
+)
+def test_separator_other_than_comma_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sep: str, name: str
+) -> None:
+    p = tmp_path / "obs.csv"
+    p.write_text(sep.join(["patient", "day", "analyte", "value", "unit"]) + "\nA;0;anc;1,2;G/L\n")
+    code, _, err = _run(["check-data", str(p)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: {p}, row 0: the header is separated by {name}, not by a comma" in err
+
+
+def test_check_data_example_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["check-data", "example:synthetic"], capsys)
+    assert code == 0, err
+    assert "OK: example:synthetic and example:synthetic (events) are valid." in out
+    code, out, err = _run(["check-data", "example:han2022", "--events", "example:han2022"], capsys)
+    assert code == 0 and "23 event(s)" in out, err
+    code, _, err = _run(["check-data", "example:jiang2020"], capsys)
+    assert code == 2 and "has no observations" in err
+
+
+def test_check_data_refuses_files_sharing_no_patient(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ev = tmp_path / "ev.csv"
+    ev.write_text("patient,day,kind,amount,unit\nVP1,0,cart_infusion,1e6,cells/kg\n")
+    code, _, err = _run(["check-data", "example:synthetic", "--events", str(ev)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: {ev}, column 'patient': no patient id is in both files" in err
+    assert "VP001" in err and "VP1" in err
+
+
+def test_check_data_warns_on_partial_overlap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ev = tmp_path / "ev.csv"
+    ev.write_text(
+        "patient,day,kind,amount,unit\nVP001,0,cart_infusion,1e6,cells/kg\n"
+        "XX,0,cart_infusion,1e6,cells/kg\n"
+    )
+    code, out, err = _run(["check-data", "example:synthetic", "--events", str(ev)], capsys)
+    assert code == 0 and "OK:" in out
+    assert "warning: 4 patient(s) of example:synthetic have no events" in err
+    assert "VP002, VP003, VP004, VP005" in err
+    assert f"warning: 1 patient(s) of {ev} have no observations in example:synthetic: XX." in err

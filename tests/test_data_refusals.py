@@ -43,7 +43,10 @@ OBS_CASES = [
     ("unknown_analyte", ["p1,1,neutrophils,1.2,G/L,blood,,"], 2, "analyte", "did you mean 'anc'"),
     ("unknown_unit", ["p1,1,anc,1.2,furlongs,blood,,"], 2, "unit", "unknown unit 'furlongs'"),
     ("mismatched_unit", ["p1,1,anc,1.2,g/L,blood,,"], 2, "unit", "not a unit of anc"),
-    ("mixed_units", ["p1,1,anc,1200,cells/uL,blood,,"], 2, "unit", "mixed units"),
+    ("mislabelled_unit", ["p1,1,anc,1200,G/L,blood,,"], 2, "value", "looks like cells/uL"),
+    ("implausible_cart", ["p1,1,cart_copies,1e300,copies/ug,blood,,"], 2, "value", "maximum"),
+    ("implausible_lloq", ["p1,1,cart_copies,,copies/ug,blood,1e300,yes"], 2, "lloq", "maximum"),
+    ("day_implausible", ["p1,1e9,anc,1.2,G/L,blood,,"], 2, "day", "more than 20 years"),
     ("non_numeric_value", ["p1,1,anc,high,G/L,blood,,"], 2, "value", "'high' is not a number"),
     ("less_than_value", ["p1,1,cart_copies,<50,copies/ug DNA,blood,,"], 2, "value", "blq=true"),
     ("decimal_comma", ['p1,1,anc,"1,5",G/L,blood,,'], 2, "value", "decimal separator"),
@@ -101,6 +104,10 @@ EVENT_CASES = [
     ("source_not_apply", ["p1,3,cart_infusion,1e6,cells/kg,,,allogeneic,"], 2, "source", "apply"),
     ("duplicated_event", ["p1,0,cart_infusion,1e6,cells/kg,,,,"], 2, "day", "duplicated"),
     ("event_day_text", ["p1,day 5,gcsf,5,ug/kg/day,3,,,"], 2, "day", "not a number"),
+    ("amount_implausible", ["p1,1,cart_infusion,1e300,cells/kg,,,,"], 2, "amount", "exponent"),
+    ("amount_in_millions", ["p1,1,cart_infusion,2,cells/kg,,,,"], 2, "amount", "10^6 cells/kg"),
+    ("event_day_implausible", ["p1,1e9,cart_infusion,1e6,cells/kg,,,,"], 2, "day", "20 years"),
+    ("duration_implausible", ["p1,10,gcsf,5,ug/kg/day,1e6,,,"], 2, "duration", "20 years"),
 ]
 
 
