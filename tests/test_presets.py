@@ -1,0 +1,76 @@
+"""Product and disease presets: sources, units, and the cart_targets model against each
+anchor in the same units (Cmax within a factor 1.5, Tmax within 3 days)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from carthema import simulate, typical_course
+from carthema.data.errors import InputError
+from carthema.models.model import get_model
+from carthema.models.presets import DISEASES, PRODUCTS, apply_presets
+
+MODEL_UNIT = "copies/ug DNA"
+
+
+def _peak(product: str, disease: str):
+    ov = apply_presets(product, disease)
+    dose = ov.pop("cart_dose")
+    tr = simulate(
+        typical_course(cart_dose=dose),
+        components="cart_targets",
+        params=ov,
+        t_out=np.arange(0.0, 60.0, 0.1),
+    )
+    assert tr.ok
+    c = tr["cart_copies"]
+    i = int(np.argmax(c))
+    return c[i], tr.t[i]
+
+
+def test_every_preset_has_sources_units_and_known_parameters():
+    names = set(get_model("cart_targets").param_names)
+    for p in PRODUCTS.values():
+        assert p.dose_per_kg > 0
+        assert "/kg" in p.dose_source
+        assert p.dose_source and p.override_source
+        assert set(p.overrides) <= names
+        assert set(p.anchors) == {"cmax", "tmax", "auc0_28", "persistence"}
+        for a in p.anchors.values():
+            if a is not None:
+                assert a.value > 0 and a.unit and a.source
+    for d in DISEASES.values():
+        assert d.override_source
+        assert set(d.overrides) <= names
+
+
+def test_apply_presets_returns_overrides_and_dose():
+    assert apply_presets("tisa-cel", "b-all") == {"cart_dose": 3.1e6, "leuk_L0": 2000.0}
+    assert apply_presets(None, "lbcl") == {"leuk_L0": 10.0}
+    assert apply_presets("Liso-cel")["cart_dose"] == pytest.approx(100e6 / 70.0)
+    assert apply_presets() == {}
+
+
+@pytest.mark.parametrize(("product", "disease"), [("kymriah", None), (None, "cll")])
+def test_unknown_names_list_the_choices(product, disease):
+    with pytest.raises(InputError, match="choose one of") as err:
+        apply_presets(product, disease)
+    assert ("axi-cel" in str(err.value)) or ("b-all" in str(err.value))
+
+
+@pytest.mark.parametrize("product", sorted(PRODUCTS))
+def test_preset_reproduces_its_anchor(product):
+    p = PRODUCTS[product]
+    cmax, tmax = _peak(product, p.anchor_disease)
+    assert np.isfinite(cmax) and cmax > 0
+    a_c, a_t = p.anchors["cmax"], p.anchors["tmax"]
+    if a_c is not None and a_c.unit == MODEL_UNIT:
+        assert 1 / 1.5 <= cmax / a_c.value <= 1.5, (product, cmax, a_c.value)
+    if a_t is not None:
+        assert abs(tmax - a_t.value) <= 3.0, (product, tmax, a_t.value)
+
+
+def test_tisa_cel_expands_less_in_lbcl_than_in_b_all():
+    """Awasthi et al. 2020 (JULIET): expansion lower in DLBCL than in B-ALL."""
+    assert _peak("tisa-cel", "lbcl")[0] < _peak("tisa-cel", "b-all")[0] / 3
