@@ -76,6 +76,7 @@ def _simulate_product(product: str, n: int, rng: np.random.Generator):
         info["hemoglobin"].to_numpy(),
         info["crp"].to_numpy(),
         info["ferritin"].to_numpy(),
+        check_units=False,
     )["total"]
     values = per_patient(DAYS, anc[ok], plt_[ok])
     return model, P[ok], info[ok].reset_index(drop=True), values
