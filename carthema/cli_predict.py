@@ -98,8 +98,15 @@ def _print_prediction(res: dict) -> None:
         title=f"{b['source']} {sel} boost of {b['dose_cd34_per_kg']:.3g} CD34+/kg "
         f"on day {b['day']:g}: days from the boost"
     )
-    for col in ("criterion", "median", "5-95%", "P(<=14 d)", "P(<=30 d)", "P(never)"):
+    for col in ("criterion", "already", "median", "5-95%", "P(<=14 d)", "P(<=30 d)", "P(never)"):
         table.add_column(col, justify="right")
+
+    def days(x) -> str:  # None: beyond the horizon (or no draw left to time)
+        return "-" if x is None else f"{x:.0f}"
+
+    def pct(x) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
     names = {
         "neutrophil": "ANC > 0.5 G/L x3 d",
         "platelet": "PLT > 20 G/L x3 d",
@@ -109,11 +116,12 @@ def _print_prediction(res: dict) -> None:
         r = res[key]
         table.add_row(
             label,
-            f"{r['median_days']:.0f}",
-            f"{r['q05']:.0f}-{r['q95']:.0f}",
-            f"{r['p_within_14d']:.0%}",
-            f"{r['p_within_30d']:.0%}",
-            f"{r['p_never']:.0%}",
+            pct(r.get("p_already")),
+            days(r["median_days"]),
+            f"{days(r['q05'])}-{days(r['q95'])}",
+            pct(r["p_within_14d"]),
+            pct(r["p_within_30d"]),
+            pct(r["p_never"]),
         )
     console.print(table)
     if "chimerism_day30" in res:

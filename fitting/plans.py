@@ -21,12 +21,15 @@ from ..models.model import Model
 from ..models.numba_backend import METHODS
 from ..models.scenarios import with_boost
 from .engraftment import (
+    ANC_ENGRAFT,
+    FROM_CART,
     PLT_ENGRAFT,
     PLT_SEVERE,
-    anc_recovery_without_gcsf,
+    STABLE,
     days_below,
-    neutrophil_engraftment,
-    platelet_engraftment,
+    engraftment_summary,
+    lineage_engraftment,
+    support_from_events,
 )
 
 #: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
@@ -54,13 +57,6 @@ class Plan:
             return "no boost"
         sel = "selected" if self.selected else "unselected"
         return f"{self.source} {sel} {self.dose:.3g}/kg on day {self.day:g}"
-
-
-def _periods(events: pd.DataFrame, kind: str) -> list[tuple[float, float]]:
-    rows = events[events["kind"] == kind]
-    return [
-        (float(d), float(d) + float(n)) for d, n in zip(rows["day"], rows["duration"], strict=True)
-    ]
 
 
 def simulate_plan(
@@ -115,17 +111,46 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {"median": float(med), "q05": float(q05), "q95": float(q95)}
 
 
-def engraftment_summary(res, within: Sequence[int] = (14, 30)) -> dict[str, float]:
-    """Median and 5-95% of the time to a criterion (uncensored draws) and the probability
-    of meeting it within each of ``within`` days; ``p_never`` is the censored fraction."""
-    q = _quantiles(res.time)
-    out = {"median_days": q["median"], "q05": q["q05"], "q95": q["q95"]}
-    # Draws that already meet the criterion on the reference day (time 0).
-    out["p_already"] = float(np.mean(res.time == 0.0))
-    for w in within:
-        out[f"p_within_{w}d"] = float(np.mean(res.time <= w))
-    out["p_never"] = float(np.mean(res.censored))
-    return out
+def _counts(model: Model, obs: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """ANC and platelet series of the draws that solved (those the model has)."""
+    return {
+        name: obs[ok, :, model.index("obs", name)]
+        for name in ("anc", "platelets")
+        if name in model.obs_names
+    }
+
+
+def plan_engraftment(
+    model: Model,
+    days: np.ndarray,
+    status: np.ndarray,
+    obs: np.ndarray,
+    events: pd.DataFrame,
+    *,
+    reference: float,
+    weights: np.ndarray | None = None,
+    stable: int | None = STABLE,
+) -> dict[str, dict]:
+    """Engraftment summaries ("neutrophil", "anc_gt_1", "platelet") of simulated draws
+    with the one definition of :mod:`carthema.fitting.engraftment`: times from
+    ``reference``, G-CSF days and platelet-transfusion windows of ``events`` excluded,
+    already-engrafted draws apart (``p_already``), Kaplan-Meier over the others censored
+    at the end of ``days``. Draws whose solve failed are left out. ``stable``: see
+    :func:`carthema.fitting.engraftment.engraftment` (:data:`FROM_CART` from day 0)."""
+    ok = status == 0
+    c = _counts(model, obs, ok)
+    gcsf, transfusions = support_from_events(events)
+    res = lineage_engraftment(
+        days,
+        reference=reference,
+        anc=c.get("anc"),
+        platelets=c.get("platelets"),
+        gcsf=gcsf,
+        transfusions=transfusions,
+        stable=stable,
+    )
+    w = None if weights is None else np.asarray(weights, dtype=float)[ok]
+    return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
 
 
 def predict_plan(
@@ -141,38 +166,32 @@ def predict_plan(
 
     Times are counted from the boost day (or ``reference``, default day 0, for no
     boost). ``horizon`` (days since CAR-T) defaults to 120 days after the reference.
+    "neutrophil", "anc_gt_1" and "platelet" are :func:`plan_engraftment` summaries.
     """
     ref = plan.day if plan.day is not None else (0.0 if reference is None else reference)
     horizon = ref + 120.0 if horizon is None else horizon
     days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=horizon)
+    return _plan_summary(model, plan, days, status, obs, ev_df, reference=ref, horizon=horizon)
+
+
+def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) -> dict:
+    ref = reference
     ok = status == 0
     o = {name: obs[ok, :, model.index("obs", name)] for name in model.obs_names}
-    gcsf = _periods(ev_df, "gcsf")
-    transfusions = ev_df.loc[ev_df["kind"] == "platelet_transfusion", "day"].astype(float)
     out: dict = {
         **asdict(plan),
         "label": plan.label,
         "reference_day": ref,
         "horizon_day": horizon,
-        "n_draws": int(draws.shape[0]),
+        "n_draws": int(obs.shape[0]),
         "n_failed": int((~ok).sum()),
     }
+    out.update(plan_engraftment(model, days, status, obs, ev_df, reference=ref))
     if "anc" in o:
-        out["neutrophil"] = engraftment_summary(
-            neutrophil_engraftment(days, o["anc"], reference=ref)
-        )
-        out["anc_gt_1"] = engraftment_summary(
-            anc_recovery_without_gcsf(days, o["anc"], reference=ref, gcsf=gcsf)
-        )
         out["days_anc_lt_0.5"] = _quantiles(
-            days_below(days, o["anc"], 0.5, start=ref).astype(float)
+            days_below(days, o["anc"], ANC_ENGRAFT, start=ref).astype(float)
         )
     if "platelets" in o:
-        out["platelet"] = engraftment_summary(
-            platelet_engraftment(
-                days, o["platelets"], reference=ref, transfusions=list(transfusions)
-            )
-        )
         for thr in (PLT_SEVERE, PLT_ENGRAFT):
             out[f"days_plt_lt_{thr:g}"] = _quantiles(
                 days_below(days, o["platelets"], thr, start=ref).astype(float)
@@ -221,9 +240,39 @@ def _p_before(day: np.ndarray) -> dict[str, float]:
     }
 
 
-#: Share of draws with neutrophils already engrafted on the boost day above which the day
-#: is reported as "already recovered" and left out of the window.
+#: Share of draws already engrafted (neutrophils) on the boost day at or above which the
+#: day is reported as "already recovered" and left out of the window: the window needs
+#: most draws (more than half) not already engrafted.
 ALREADY_RECOVERED = 0.5
+#: Days after each candidate boost day over which engraftment and days saved are counted.
+FOLLOW_UP = 120.0
+
+
+def _median(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else np.nan
+
+
+def _days_saved(
+    model: Model,
+    name: str,
+    threshold: float,
+    days: np.ndarray,
+    obs_boost: np.ndarray,
+    days0: np.ndarray,
+    obs0: np.ndarray,
+    ok: np.ndarray,
+    start: float,
+) -> np.ndarray:
+    """Per draw (that solved with and without the boost): days in [start, days[-1]] with
+    ``name`` below ``threshold`` without the boost minus with it."""
+    j = model.index("obs", name)
+    idx = np.searchsorted(days0, days)
+    if not np.array_equal(days0[idx], days):
+        raise RuntimeError("the no-boost simulation does not cover the boost's days")
+    without = days_below(days, obs0[ok][:, idx, j], threshold, start=start)
+    with_ = days_below(days, obs_boost[ok][:, :, j], threshold, start=start)
+    return (without - with_).astype(float)
 
 
 def scan_window(
@@ -239,83 +288,198 @@ def scan_window(
     cart_limit: float = 1000.0,
     within: int = 30,
 ) -> tuple[pd.DataFrame, dict]:
-    """Predict a boost on each candidate day; the window is the range of days on which
-    P(neutrophil engraftment within ``within`` days) >= ``threshold`` while the median
-    predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug and
-    neutrophils have not already recovered (in at least :data:`ALREADY_RECOVERED` of
-    the draws) without it.
+    """Predict a boost on each candidate day and compare it with the same draws without a
+    boost.
 
-    Returns one row per day and a summary with the window (first/last day, or None).
+    Per day (one row): the :func:`predict_plan` summaries of the boost (engraftment from
+    the boost day, :mod:`carthema.fitting.engraftment`), the same engraftment summary of
+    the draws *without* a boost from that day (``no_boost_neutrophil_p_within_<w>d``,
+    ``no_boost_platelet_p_within_<w>d``, ``no_boost_neutrophil_p_already``), and the
+    median over draws of the days saved from the boost day to :data:`FOLLOW_UP` days
+    after it, boost against no boost on the same draw: ``neutropenia_days_saved_median``
+    (ANC < 0.5 G/L) and ``thrombocytopenia_days_saved_median`` (platelets < 20 G/L).
+
+    A day is ``in_window`` when all hold:
+
+    - the boost helps: median neutropenia days saved > 0 or median thrombocytopenia days
+      saved > 0;
+    - most draws are not already engrafted: ``neutrophil_p_already`` <
+      :data:`ALREADY_RECOVERED` (else ``already_recovered`` is True);
+    - P(neutrophil engraftment within ``within`` days of the boost) >= ``threshold``
+      (``meets_probability``);
+    - the median predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug
+      (``meets_cart_limit``).
+
+    Returns the table and a summary with the window (first/last day, or None).
     """
+    boost_days = [float(d) for d in boost_days]
+    last = max(boost_days) + FOLLOW_UP
+    days0, st0, obs0, _ = simulate_plan(model, draws, events, Plan(), horizon=last)
     rows = []
     for d in boost_days:
-        res = predict_plan(
-            model, draws, events, Plan(day=float(d), dose=dose, source=source, selected=selected)
+        plan = Plan(day=d, dose=dose, source=source, selected=selected)
+        days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=d + FOLLOW_UP)
+        res = _plan_summary(
+            model, plan, days, status, obs, ev_df, reference=d, horizon=d + FOLLOW_UP
         )
-        row = {"boost_day": float(d), "dose": dose, "source": source, "selected": selected}
+        row = {"boost_day": d, "dose": dose, "source": source, "selected": selected}
         for key in ("neutrophil", "platelet", "anc_gt_1"):
             if key in res:
                 row.update({f"{key}_{k}": v for k, v in res[key].items()})
         for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
+        # The same draws without a boost, over the same days and from the same day.
+        idx = np.searchsorted(days0, days)
+        base = plan_engraftment(model, days, st0, obs0[:, idx, :], events, reference=d)
+        for key in ("neutrophil", "platelet"):
+            if key in base:
+                row[f"no_boost_{key}_p_within_{within}d"] = base[key][f"p_within_{within}d"]
+                row[f"no_boost_{key}_p_already"] = base[key]["p_already"]
+        both = (status == 0) & (st0 == 0)
+        for col, name, thr in (
+            ("neutropenia_days_saved_median", "anc", ANC_ENGRAFT),
+            ("thrombocytopenia_days_saved_median", "platelets", PLT_ENGRAFT),
+        ):
+            if name in model.obs_names:
+                saved = _days_saved(model, name, thr, days, obs, days0, obs0, both, d)
+                row[col] = _median(saved)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    p = table.get(f"neutrophil_p_within_{within}d", pd.Series(np.nan, index=table.index))
-    cart = table.get("cart_at_reference_median", pd.Series(0.0, index=table.index))
-    # A day on which neutrophils have already recovered in most draws is no window: the
-    # boost would not be what brings the counts back.
-    already = table.get("neutrophil_p_already", pd.Series(0.0, index=table.index))
-    table["already_recovered"] = already.fillna(0.0) >= ALREADY_RECOVERED
+    return window_decision(
+        pd.DataFrame(rows), threshold=threshold, cart_limit=cart_limit, within=within
+    )
+
+
+def window_decision(
+    table: pd.DataFrame, *, threshold: float = 0.8, cart_limit: float = 1000.0, within: int = 30
+) -> tuple[pd.DataFrame, dict]:
+    """The window from a per-day table (the columns :func:`scan_window` writes): adds
+    ``already_recovered``, ``boost_helps``, ``meets_probability``, ``meets_cart_limit``
+    and ``in_window`` (all four criteria of :func:`scan_window`; a missing or undefined
+    probability or days-saved value fails its criterion) and returns the summary."""
+    table = table.copy()
+
+    def col(name: str, default: float) -> pd.Series:
+        if name not in table:
+            return pd.Series(default, index=table.index, dtype=float)
+        return pd.to_numeric(table[name], errors="coerce").astype(float)
+
+    p = col(f"neutrophil_p_within_{within}d", np.nan)
+    cart = col("cart_at_reference_median", 0.0).fillna(0.0)
+    already = col("neutrophil_p_already", 0.0).fillna(0.0)
+    saved_n = col("neutropenia_days_saved_median", np.nan)
+    saved_p = col("thrombocytopenia_days_saved_median", np.nan)
+    table["already_recovered"] = already >= ALREADY_RECOVERED
+    table["boost_helps"] = (saved_n > 0) | (saved_p > 0)
+    table["meets_probability"] = p >= threshold
+    table["meets_cart_limit"] = cart < cart_limit
     table["in_window"] = (
-        (p >= threshold) & (cart.fillna(0.0) < cart_limit) & ~table["already_recovered"]
+        table["boost_helps"]
+        & ~table["already_recovered"]
+        & table["meets_probability"]
+        & table["meets_cart_limit"]
     )
     inside = table.loc[table["in_window"], "boost_day"]
+
+    def first(mask: pd.Series) -> float | None:
+        return float(table.loc[mask, "boost_day"].min()) if mask.any() else None
+
     summary = {
         "threshold": threshold,
         "within_days": within,
         "cart_limit": cart_limit,
+        "follow_up_days": FOLLOW_UP,
         "window_first_day": float(inside.min()) if len(inside) else None,
         "window_last_day": float(inside.max()) if len(inside) else None,
         "n_days_in_window": int(len(inside)),
-        "first_day_already_recovered": (
-            float(table.loc[table["already_recovered"], "boost_day"].min())
-            if table["already_recovered"].any()
-            else None
-        ),
+        "first_day_already_recovered": first(table["already_recovered"]),
+        "days_no_benefit": [float(d) for d in table.loc[~table["boost_helps"], "boost_day"]],
+        "days_over_cart_limit": [
+            float(d) for d in table.loc[~table["meets_cart_limit"], "boost_day"]
+        ],
         # The earliest qualifying day shortens the time spent cytopenic.
         "recommended_day": float(inside.min()) if len(inside) else None,
     }
     if len(inside):
         rec = table.loc[table["boost_day"] == inside.min()].iloc[0]
         summary["recommended_p_engraftment"] = float(rec[f"neutrophil_p_within_{within}d"])
+        for key in ("neutropenia_days_saved_median", "thrombocytopenia_days_saved_median"):
+            if key in rec:
+                summary[f"recommended_{key}"] = float(rec[key])
+        nb = rec.get(f"no_boost_neutrophil_p_within_{within}d")
+        summary["recommended_no_boost_p_engraftment"] = (
+            None if nb is None or not np.isfinite(nb) else float(nb)
+        )
     return table, summary
 
 
+def _fmt_days(x: float) -> str:
+    n = f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+    return f"{n} day" if n == "1" else f"{n} days"
+
+
+def _on_days(days: Sequence[float]) -> str:
+    """ "on day 7" / "on days 7, 14 and 20"."""
+    txt = [f"{d:g}" for d in days]
+    if len(txt) == 1:
+        return f"on day {txt[0]}"
+    return f"on days {', '.join(txt[:-1])} and {txt[-1]}"
+
+
 def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
-    """Sentences a physician can read."""
+    """Sentences a physician can read, with the no-boost comparison in words."""
     lines = []
+    follow = summary.get("follow_up_days", FOLLOW_UP)
     if summary.get("first_day_already_recovered") is not None:
         lines.append(
             f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
-            "already recovered without a boost in most posterior draws: those days are not "
+            "already engrafted without a boost in most posterior draws: those days are not "
             "part of the window."
+        )
+    if summary.get("days_no_benefit"):
+        lines.append(
+            f"A boost {_on_days(summary['days_no_benefit'])} saves no days of severe "
+            "neutropenia or thrombocytopenia "
+            "compared with no boost (median over the same posterior draws): those days are "
+            "not part of the window."
+        )
+    if summary.get("days_over_cart_limit"):
+        on = _on_days(summary["days_over_cart_limit"])
+        lines.append(
+            f"{on[0].upper()}{on[1:]} the predicted CAR-T level is above {summary['cart_limit']:g} "
+            "copies/ug (risk of CRS from CD19+ cells in the graft): excluded."
         )
     if summary["window_first_day"] is None:
         lines.append(
-            f"No boost day in the scanned range reaches a {summary['threshold']:.0%} chance of "
-            f"neutrophil engraftment within {summary['within_days']} days with CAR-T below "
-            f"{summary['cart_limit']:g} copies/ug."
+            f"No boost day in the scanned range both helps compared with no boost and reaches "
+            f"a {summary['threshold']:.0%} chance of neutrophil engraftment within "
+            f"{summary['within_days']} days with CAR-T below {summary['cart_limit']:g} "
+            "copies/ug and most draws not already engrafted."
         )
     else:
-        lines.append(
-            f"A boost between day {summary['window_first_day']:g} and day "
-            f"{summary['window_last_day']:g} after CAR-T gives at least a "
-            f"{summary['threshold']:.0%} predicted chance of neutrophil engraftment within "
-            f"{summary['within_days']} days, with CAR-T below {summary['cart_limit']:g} "
-            f"copies/ug on the boost day. The earliest such day, {summary['recommended_day']:g}, "
-            f"gives {summary['recommended_p_engraftment']:.0%}."
+        first, last = summary["window_first_day"], summary["window_last_day"]
+        when = f"on day {first:g}" if first == last else f"between day {first:g} and day {last:g}"
+        line = (
+            f"A boost {when} after CAR-T helps compared with no boost and "
+            f"gives at least a {summary['threshold']:.0%} predicted chance of neutrophil "
+            f"engraftment within {summary['within_days']} days, with CAR-T below "
+            f"{summary['cart_limit']:g} copies/ug on the boost day. The earliest such day, "
+            f"{summary['recommended_day']:g}, gives {summary['recommended_p_engraftment']:.0%}"
         )
+        nb = summary.get("recommended_no_boost_p_engraftment")
+        if nb is not None:
+            line += f" (without a boost, the same draws: {nb:.0%})"
+        saved_n = summary.get("recommended_neutropenia_days_saved_median")
+        saved_p = summary.get("recommended_thrombocytopenia_days_saved_median")
+        if saved_n is not None and np.isfinite(saved_n):
+            line += (
+                f"; compared with no boost it saves a median of {_fmt_days(saved_n)} "
+                "with ANC < 0.5 G/L"
+            )
+            if saved_p is not None and np.isfinite(saved_p):
+                line += f" and {_fmt_days(saved_p)} with platelets < 20 G/L"
+            line += f" in the {follow:g} days after the boost"
+        lines.append(line + ".")
     if signals:
         what = {
             "cart_loss": f"CAR-T falls below {CART_LOSS:g} copies/ug",
@@ -343,130 +507,146 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
 def recovery_without_boost(
     model: Model, draws: np.ndarray, events: pd.DataFrame, *, horizon: float
 ) -> dict:
-    """Engraftment without any boost, in days since CAR-T: the first sustained recovery
-    (clinical definitions) after the count has first fallen below its threshold.
+    """Engraftment without any boost, counted from CAR-T day 0 (so times are days since
+    CAR-T), with the one definition of :mod:`carthema.fitting.engraftment`.
 
-    Per count ("neutrophil", "platelet"): median and 5-95 % day, ``p_never`` (no
-    recovery by ``horizon``: censored) and ``p_not_cytopenic`` (never fell below).
+    Per criterion ("neutrophil", "anc_gt_1", "platelet"): the summary of
+    :func:`plan_engraftment` (``median_days``, ``q05``, ``q95``, ``p_within_14d``,
+    ``p_within_30d``, ``p_never`` by ``horizon``, ``p_already``: never below the
+    threshold from day 0 to ``horizon`` (:data:`~carthema.fitting.engraftment.FROM_CART`),
+    ``n_draws``).
     """
     days, status, obs, ev_df = simulate_plan(model, draws, events, Plan(), horizon=horizon)
-    ok = status == 0
-    transfusions = list(ev_df.loc[ev_df["kind"] == "platelet_transfusion", "day"].astype(float))
-    out: dict = {"horizon_day": horizon}
-    for key, name, thr in (("neutrophil", "anc", 0.5), ("platelet", "platelets", PLT_ENGRAFT)):
-        if name not in model.obs_names:
-            continue
-        x = obs[ok, :, model.index("obs", name)]
-        fell = np.cumsum(x < thr, axis=1) > 0
-        # Before the first dip the count cannot "engraft": mask it as zero.
-        masked = np.where(fell, x, 0.0)
-        if key == "neutrophil":
-            e = neutrophil_engraftment(days, masked, reference=float(days[0]))
-        else:
-            e = platelet_engraftment(
-                days, masked, reference=float(days[0]), transfusions=transfusions
-            )
-        cyto = fell.any(axis=1)
-        out[key] = {
-            **_quantiles(np.where(cyto, e.day, np.nan)),
-            "p_never": float(np.mean(e.censored & cyto)),
-            "p_not_cytopenic": float(np.mean(~cyto)),
-        }
+    out: dict = {"horizon_day": horizon, "reference_day": 0.0}
+    out.update(plan_engraftment(model, days, status, obs, ev_df, reference=0.0, stable=FROM_CART))
     return out
 
 
 def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
     """What the counts do without any boost (days since CAR-T)."""
     lines = []
-    for key, what in (("neutrophil", "Neutrophils"), ("platelet", "Platelets")):
+    for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
         r = baseline.get(key)
         if r is None:
             continue
-        if r["p_not_cytopenic"] >= 0.5:
+        if r["p_already"] is not None and r["p_already"] >= 0.5:
             lines.append(
-                f"Without a boost: {what.lower()} are predicted not to fall below the "
-                f"engraftment threshold at all in {r['p_not_cytopenic']:.0%} of draws."
+                f"Without a boost: {what} are predicted never to fall below the engraftment "
+                f"threshold by day {horizon:g} in {r['p_already']:.0%} of draws."
             )
-        elif r["p_never"] >= 0.5:
+            continue
+        if r["median_days"] is None:
             lines.append(
-                f"Without a boost: {what.lower()} are predicted not to engraft by day "
-                f"{horizon:g} in {r['p_never']:.0%} of posterior draws."
+                f"Without a boost: {what} are predicted not to engraft by day {horizon:g} "
+                f"in {r['p_never']:.0%} of posterior draws."
             )
-        else:
-            lines.append(
-                f"Without a boost: {what.lower()} are predicted to recover on day "
-                f"{r['median']:.0f} after CAR-T (90% interval {r['q05']:.0f}-"
-                f"{r['q95']:.0f}; not by day {horizon:g} in {r['p_never']:.0%} of draws). "
-                "A boost after that day adds little."
-            )
+            continue
+        q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
+        lines.append(
+            f"Without a boost: {what} are predicted to engraft on day "
+            f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
+            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). "
+            "A boost after that day adds little."
+        )
     return lines
+
+
+def _shade(ax, days: pd.Series, mask: pd.Series, label: str, **style) -> None:
+    """Shade each boost day where ``mask`` holds (half a step either side), one legend
+    entry for all."""
+    d = np.sort(np.asarray(days, dtype=float))
+    half = 0.5 * (float(np.min(np.diff(d))) if d.size > 1 else 1.0)
+    for k, day in enumerate(np.asarray(days, dtype=float)[np.asarray(mask, dtype=bool)]):
+        ax.axvspan(day - half, day + half, label=label if k == 0 else None, lw=0, **style)
 
 
 def plot_window(
     table: pd.DataFrame, summary: dict, path, *, bands: dict | None = None, within: int = 30
 ):
-    """Probability of neutrophil engraftment within ``within`` days against boost day,
-    with the window shaded; optionally a second row with predicted ANC and platelet bands
-    for the recommended day (``bands``: {"days", "anc": (q05, q50, q95), "platelets": ...}).
+    """Probability of engraftment within ``within`` days against boost day, with and
+    without a boost (the same draws), the window and the excluded days shaded; below it
+    the median days of severe cytopenia a boost saves; optionally a last row with
+    predicted ANC and platelet bands for the recommended day, with the no-boost course
+    (``bands``: {"days", "anc": (q05, q50, q95), "platelets": ..., "no_boost": {"anc":
+    ..., "platelets": ...}}). Every mark has a legend entry.
     """
     import matplotlib.pyplot as plt
 
     from ..models.plotting import log_axis
 
-    fig = plt.figure(figsize=(11, 8.4 if bands else 4.2))
-    ax = fig.add_subplot(2 if bands else 1, 1, 1)
+    n_rows = 3 if bands else 2
+    fig = plt.figure(figsize=(11, 3.6 * n_rows + 0.6))
+    grid = fig.add_gridspec(n_rows, 2, height_ratios=[1.4, 1.0, 1.4][:n_rows])
+    ax = fig.add_subplot(grid[0, :])
     d = table["boost_day"]
-    ax.plot(
-        d,
-        table[f"neutrophil_p_within_{within}d"],
-        "o-",
-        color="C0",
-        label=f"neutrophils > 0.5 G/L within {within} d",
-    )
+    ax.plot(d, table[f"neutrophil_p_within_{within}d"], "o-", color="C0",
+            label=f"neutrophils > 0.5 G/L within {within} d, boost")  # fmt: skip
+    if f"no_boost_neutrophil_p_within_{within}d" in table:
+        ax.plot(d, table[f"no_boost_neutrophil_p_within_{within}d"], "o:", color="C0",
+                mfc="none", label=f"neutrophils > 0.5 G/L within {within} d, no boost")  # fmt: skip
     if f"platelet_p_within_{within}d" in table:
-        ax.plot(
-            d,
-            table[f"platelet_p_within_{within}d"],
-            "s--",
-            color="C1",
-            label=f"platelets > 20 G/L within {within} d",
-        )
-    ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1, label="threshold")
+        ax.plot(d, table[f"platelet_p_within_{within}d"], "s--", color="C1",
+                label=f"platelets > 20 G/L within {within} d, boost")  # fmt: skip
+    if f"no_boost_platelet_p_within_{within}d" in table:
+        ax.plot(d, table[f"no_boost_platelet_p_within_{within}d"], "s:", color="C1",
+                mfc="none", label=f"platelets > 20 G/L within {within} d, no boost")  # fmt: skip
+    if "neutrophil_p_already" in table:
+        ax.plot(d, table["neutrophil_p_already"], "^-", color="0.45", ms=4, lw=0.8,
+                label="neutrophils already engrafted on the boost day")  # fmt: skip
+    ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1,
+               label=f"threshold {summary['threshold']:.0%}")  # fmt: skip
     if "already_recovered" in table and table["already_recovered"].any():
-        done = table.loc[table["already_recovered"], "boost_day"]
-        ax.axvspan(
-            done.min() - 0.5,
-            done.max() + 0.5,
-            color="0.5",
-            alpha=0.15,
-            label="neutrophils already recovered",
-        )
+        _shade(ax, d, table["already_recovered"], "excluded: most draws already engrafted",
+               color="0.5", alpha=0.15)  # fmt: skip
+    if "meets_cart_limit" in table and (~table["meets_cart_limit"]).any():
+        _shade(ax, d, ~table["meets_cart_limit"],
+               f"excluded: CAR-T above {summary['cart_limit']:g} copies/ug",
+               color="C3", alpha=0.12, hatch="//")  # fmt: skip
+    if "boost_helps" in table and (~table["boost_helps"]).any():
+        _shade(ax, d, ~table["boost_helps"] & ~table.get("already_recovered", False),
+               "excluded: boost saves no cytopenic days", color="C4", alpha=0.10)  # fmt: skip
     if summary["window_first_day"] is not None:
-        ax.axvspan(
-            summary["window_first_day"] - 0.5,
-            summary["window_last_day"] + 0.5,
-            color="C2",
-            alpha=0.15,
-            label="window",
-        )
-        ax.axvline(summary["recommended_day"], color="C2", lw=1.5)
+        _shade(ax, d, table["in_window"], "window", color="C2", alpha=0.18)
+        ax.axvline(summary["recommended_day"], color="C2", lw=1.5,
+                   label=f"recommended day {summary['recommended_day']:g}")  # fmt: skip
     ax.set_xlabel("boost day (days since CAR-T)")
     ax.set_ylabel("predicted probability")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax2 = fig.add_subplot(grid[1, :], sharex=ax)
+    if "neutropenia_days_saved_median" in table:
+        ax2.plot(d, table["neutropenia_days_saved_median"], "o-", color="C0",
+                 label="days with ANC < 0.5 G/L saved (median)")  # fmt: skip
+    if "thrombocytopenia_days_saved_median" in table:
+        ax2.plot(d, table["thrombocytopenia_days_saved_median"], "s--", color="C1",
+                 label="days with platelets < 20 G/L saved (median)")  # fmt: skip
+    ax2.axhline(0.0, color="0.4", lw=0.8, label="no benefit")
+    if summary["window_first_day"] is not None:
+        _shade(ax2, d, table["in_window"], "window", color="C2", alpha=0.18)
+    ax2.set_xlabel("boost day (days since CAR-T)")
+    follow = summary.get("follow_up_days", FOLLOW_UP)
+    ax2.set_ylabel(f"days saved vs no boost\n(boost day to +{follow:g} d)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for k, name in enumerate(("anc", "platelets") if bands else ()):
-        a = fig.add_subplot(2, 2, 3 + k)
+        a = fig.add_subplot(grid[2, k])
         lo, mid, hi = bands[name]
-        a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="90% band")
-        a.plot(bands["days"], mid, color="C0", label="median")
-        a.axhline(0.5 if name == "anc" else 20.0, color="0.4", ls="--", lw=0.8)
-        a.axvline(summary["recommended_day"], color="C2", lw=1)
+        a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="boost: 90% band")
+        a.plot(bands["days"], mid, color="C0", label="boost: median")
+        nb = (bands.get("no_boost") or {}).get(name)
+        if nb is not None:
+            a.fill_between(bands["days"], nb[0], nb[2], color="0.5", alpha=0.15,
+                           label="no boost: 90% band")  # fmt: skip
+            a.plot(bands["days"], nb[1], color="0.3", ls="--", label="no boost: median")
+        a.axhline(0.5 if name == "anc" else 20.0, color="0.4", ls=":", lw=0.8,
+                  label="engraftment threshold")  # fmt: skip
+        a.axvline(summary["recommended_day"], color="C2", lw=1, label="boost day")
         log_axis(a)
         a.set_title(f"{name} (G/L), boost on day {summary['recommended_day']:g}")
         a.set_xlabel("days since CAR-T")
         a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -532,6 +712,10 @@ def window_job(
             Plan(day=day, dose=dose, source=source, selected=selected),
             horizon=day + 90.0,
         )
+        # The same draws without a boost, on the same days.
+        none = plan_bands(model, draws, events, Plan(), horizon=day + 90.0)
+        if np.array_equal(none["days"], bands["days"]):
+            bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
     table.to_csv(out_dir / "window.csv", index=False)
     plot_window(table, summary, out_dir / "window.png", bands=bands)
     result = {

@@ -88,10 +88,12 @@ def predict_boost(
     CD34+ cells/kg, conditioned on the ANC and platelet counts (G/L) on that day and on
     any earlier observations.
 
-    Returns a JSON-ready dict with, under "neutrophil", "platelet" and "anc_gt_1",
-    ``median_days``, ``q05``, ``q95`` (days from the boost, among draws that engraft),
-    ``p_within_14d``, ``p_within_30d`` and ``p_never`` (no engraftment within the horizon:
-    censored), plus the conditioning diagnostics.
+    Returns a JSON-ready dict with, under "neutrophil", "platelet" and "anc_gt_1" (the
+    one definition of :mod:`carthema.fitting.engraftment`): ``p_already`` (already
+    engrafted on the boost day) and, from the Kaplan-Meier estimate over the other draws
+    censored at the horizon, ``median_days``, ``q05``, ``q95`` (days from the boost; None
+    when beyond the horizon), ``p_within_14d``, ``p_within_30d`` and ``p_never`` (no
+    engraftment within the horizon), and ``n_draws``; plus the conditioning diagnostics.
     """
     if source not in ("autologous", "allogeneic"):
         raise InputError(
@@ -182,6 +184,7 @@ def predict_boost(
                 "p_within_30d",
                 "p_never",
                 "p_already",
+                "n_draws",
             )
         }
     out["p_never"] = {key: out[key]["p_never"] for key in ("neutrophil", "platelet", "anc_gt_1")}

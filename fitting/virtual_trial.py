@@ -4,9 +4,11 @@ Patients are drawn from a population distribution of the log-parameters (the pop
 priors by default, or a population fit's means and between-patient spreads). A policy
 decides, from the patient's simulated counts on a trigger day, whether and when to give
 a stem-cell boost; every patient is then simulated under what the policy gave them, and
-the time from CAR-T to neutrophil and platelet engraftment is summarised as cumulative
-incidence (1 - Kaplan-Meier; patients without engraftment by the horizon are censored;
-the model has no death, so there is no competing event).
+the time from CAR-T to neutrophil and platelet engraftment (the one definition of
+:mod:`carthema.fitting.engraftment`, counted from CAR-T day 0) is summarised as
+cumulative incidence (1 - Kaplan-Meier over the patients not already engrafted; patients
+without engraftment by the horizon are censored; the model has no death, so there is no
+competing event).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..models.events import build_events
 from ..models.model import Model, get_model
 from ..models.numba_backend import METHODS
 from ..models.scenarios import typical_course, with_boost
-from .engraftment import first_sustained
+from .engraftment import FROM_CART, kaplan_meier, lineage_engraftment, support_from_events
 from .predict_boost import BOOST_FREE
 from .priors import prior_table
 
@@ -169,6 +171,8 @@ def run_trial(
     days = np.arange(-5.0, horizon + 0.5, 1.0)
     st0, O0 = _solve(model, P, base, days)
     anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
+    # Support given to everyone (a boost adds none): G-CSF days and transfusion windows.
+    gcsf, transfusions = support_from_events(base)
     frames = []
     for pol in policies:
         anc, plt_, status = O0[:, :, anc_j].copy(), O0[:, :, plt_j].copy(), st0.copy()
@@ -188,9 +192,19 @@ def run_trial(
                 st1, O1 = _solve(model, P[boosted], ev, days)
                 anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
                 status[boosted] = st1
-        # Recovery after the aplasia: the first qualifying run from each patient's nadir on.
-        ne = _after_nadir(days, anc, 0.5)
-        pe = _after_nadir(days, plt_, 20.0)
+        # Engraftment from CAR-T day 0 with the one definition (engraftment.py): the
+        # first qualifying run after the count has fallen below the threshold; patients
+        # who never fall are "already engrafted", never day 0.
+        res = lineage_engraftment(
+            days,
+            reference=0.0,
+            anc=anc,
+            platelets=plt_,
+            gcsf=gcsf,
+            transfusions=transfusions,
+            stable=FROM_CART,
+        )
+        ne, pe = res["neutrophil"], res["platelet"]
         frames.append(
             pd.DataFrame(
                 {
@@ -200,32 +214,37 @@ def run_trial(
                     "status": status,
                     "neutrophil_day": ne.day,
                     "neutrophil_censored": ne.censored,
+                    "neutrophil_already": ne.already,
                     "platelet_day": pe.day,
                     "platelet_censored": pe.censored,
+                    "platelet_already": pe.already,
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
 
 
-def _after_nadir(days: np.ndarray, values: np.ndarray, threshold: float):
-    """First of 3 consecutive days above ``threshold`` on or after each row's nadir (from
-    day 0 on)."""
-    nadir = days[np.argmin(np.where(days >= 0, values, np.inf), axis=1)]
-    ok = (values > threshold) & (days[None, :] >= nadir[:, None])
-    return first_sustained(days, ok, reference=0.0)
+def _not_already(g: pd.DataFrame, outcome: str) -> pd.DataFrame:
+    col = f"{outcome}_already"
+    return g if col not in g else g[~g[col].astype(bool)]
 
 
 def cumulative_incidence(trial: pd.DataFrame, outcome: str, horizon: float) -> pd.DataFrame:
-    """1 - Kaplan-Meier of days from CAR-T to ``outcome`` per policy (lifelines)."""
-    from lifelines import KaplanMeierFitter
-
+    """1 - Kaplan-Meier (:func:`carthema.fitting.engraftment.kaplan_meier`) of days from
+    CAR-T to ``outcome`` per policy, over the patients who solved and were not already
+    engrafted (``<outcome>_already``, when the column is there), censored at
+    ``horizon``."""
     grid = np.arange(0.0, horizon + 1.0)
     out = {"day": grid}
     for name, g in trial[trial["status"] == 0].groupby("policy", sort=False):
-        t = np.where(g[f"{outcome}_censored"], horizon, g[f"{outcome}_day"])
-        km = KaplanMeierFitter().fit(t, event_observed=~g[f"{outcome}_censored"].to_numpy())
-        out[name] = 1.0 - km.survival_function_at_times(grid).to_numpy()
+        g = _not_already(g, outcome)
+        if g.empty:
+            out[name] = np.full(grid.size, np.nan)
+            continue
+        cens = g[f"{outcome}_censored"].to_numpy(bool)
+        t = np.where(cens, horizon, g[f"{outcome}_day"].to_numpy(float))
+        km = kaplan_meier(t, ~cens)
+        out[name] = np.array([1.0 - km.at(d) for d in grid])
     return pd.DataFrame(out)
 
 
@@ -276,7 +295,9 @@ def read_population(pop: str) -> tuple[dict[str, float] | None, dict[str, float]
 
 
 def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: fraction boosted and engraftment by day 30/60/90 (Kaplan-Meier)."""
+    """Per policy: fraction boosted, fraction of patients already engrafted
+    (``<outcome>_p_already``: never below the threshold after CAR-T) and
+    engraftment by day 30/60/90 among the others (Kaplan-Meier)."""
     rows = []
     horizon = float(np.nanmax(trial[["neutrophil_day", "platelet_day"]].to_numpy()))
     curves = {o: cumulative_incidence(trial, o, horizon) for o in ("neutrophil", "platelet")}
@@ -287,7 +308,10 @@ def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
             "boosted": float(g["boosted"].mean()),
             "failed_solves": int((g["status"] != 0).sum()),
         }
+        ok = g[g["status"] == 0]
         for o, c in curves.items():
+            if f"{o}_already" in ok:
+                row[f"{o}_p_already"] = float(ok[f"{o}_already"].mean()) if len(ok) else np.nan
             for d in (30, 60, 90):
                 if d <= horizon:
                     row[f"{o}_by_day{d}"] = float(c.loc[c["day"] == d, name].iloc[0])

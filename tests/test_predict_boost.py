@@ -20,7 +20,13 @@ def test_conditioning_on_low_counts_delays_predicted_engraftment():
     # Counts already high on the boost day mean engraftment at once.
     assert high["neutrophil"]["p_already"] > 0.9
     assert low["neutrophil"]["p_already"] < 0.1
-    assert low["anc_gt_1"]["p_within_14d"] < high["anc_gt_1"]["p_within_14d"]
+
+    # Engrafted 14 days after the boost, already or since: an already-engrafted draw has
+    # no time (p_within_14d is over the others, None when none is left).
+    def by_day_14(r):
+        return r["p_already"] + (1.0 - r["p_already"]) * (r["p_within_14d"] or 0.0)
+
+    assert by_day_14(low["anc_gt_1"]) < by_day_14(high["anc_gt_1"])
     assert 0.0 <= low["p_never"]["neutrophil"] <= 1.0
 
 
