@@ -41,6 +41,7 @@ from carthema import (  # noqa: E402
     cli_data,
     cli_fit,
     cli_model,
+    cli_natural,
     cli_population,
     cli_predict,
     cli_window,
@@ -49,6 +50,7 @@ from carthema import (  # noqa: E402
 cli_data.register(app)
 cli_data.register_import(app)
 cli_model.register(app)
+cli_natural.register(app)
 cli_fit.register(app)
 cli_population.register(app)
 cli_cohort.register(app)

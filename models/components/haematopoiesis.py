@@ -103,7 +103,7 @@ PARAMS = (
     _p("neu_kcirc", math.log(2.0) / (7.0 / 24.0), "1/d", 1.0, 6.0,
        "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
        "neutrophil elimination rate from blood"),
-    _p("neu_fb_floor", 0.8, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
+    _p("neu_fb_floor", 0.3, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
        "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
        "feedback, and so the fastest progenitor amplification, when blood is empty",
        "ANC added to both sides of the neutrophil feedback"),
@@ -119,6 +119,14 @@ PARAMS = (
        "platelet feedback exponent"),
     _p("plt_kcirc", 1.0 / 9.0, "1/d", 1.0 / 14.0, 1.0 / 5.0, "platelet lifespan 8-10 d",
        "platelet elimination rate from blood"),
+    _p("plt_sigma", 0.05, "1", 0.005, 0.9, "assumption: megakaryocyte precursors depend more "
+       "on direct progenitor input than neutrophil precursors (platelet-primed stem and "
+       "progenitor cells, Sanjuan-Pla et al. 2013, Nature 502:232)",
+       "CD34+ dependence of the megakaryocyte precursor pool"),
+    _p("ld_kill_mk", 3.0, "1/d", 0.1, 10.0, "calibrated to " + NH_CSV + " rows p_plt_lt_50 "
+       "(62 % reach platelets < 50 G/L): megakaryocyte precursors are less exposed to flu/cy "
+       "than myeloid ones", "megakaryocyte precursor kill rate per unit of lymphodepletion "
+       "intensity"),
     _p("plt_fb_floor", 30.0, "G/L", 1.0, 100.0, "calibrated to " + GRAFT_CSV + " (platelets "
        "> 20 G/L 13-18 d after 5-12e6 CD34+/kg), as neu_fb_floor",
        "platelets added to both sides of the platelet feedback"),
@@ -140,15 +148,15 @@ PARAMS = (
        "influx that comes from stem cells at steady state (the rest is its own "
        "self-renewal); multipotent progenitors self-renew for weeks only (Busch et al. "
        "2015, Nature 518:542)", "stem-cell dependence of the CD34+ progenitor pool"),
-    _p("mpp_rate", 0.3, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
+    _p("mpp_rate", 0.4, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
        "1-2 days under stress", "CD34+ progenitor division (and exit) rate"),
-    _p("prol_sigma", 0.04, "1", 0.01, 0.9, "assumption: share of the lineage precursors' "
+    _p("prol_sigma", 0.01, "1", 0.01, 0.9, "assumption: share of the lineage precursors' "
        "influx that comes from CD34+ progenitors (Friberg's model is the limit 0)",
        "CD34+ dependence of the proliferating precursor pools"),
-    _p("ld_kill_prol", 4.0, "1/d", 0.1, 6.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
+    _p("ld_kill_prol", 6.0, "1/d", 0.1, 6.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
        "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
        "progenitor kill rate per unit of lymphodepletion intensity"),
-    _p("ld_kill_mpp", 0.5, "1/d", 0.01, 3.0, "calibrated to " + NH_CSV + " (duration of "
+    _p("ld_kill_mpp", 0.3, "1/d", 0.01, 3.0, "calibrated to " + NH_CSV + " (duration of "
        "the first neutropenia); flu/cy spares part of the CD34+ progenitors (autologous "
        "recovery without stem-cell support is the rule after it)",
        "CD34+ progenitor kill rate per unit of lymphodepletion intensity"),
@@ -163,7 +171,7 @@ PARAMS = (
     _p("infl_out", 0.2, "1/d", 0.02, 1.0, "assumption: CRS resolves within 1-2 weeks "
        "(Lee et al. 2019, BBMT 25:625 grading; median CRS duration about 7 d)",
        "inflammation resolution rate"),
-    _p("infl_supp", 0.5, "1", 0.01, 30.0, "assumption: CRS adds to the early cytopenia "
+    _p("infl_supp", 0.2, "1", 0.01, 30.0, "assumption: CRS adds to the early cytopenia "
        "(Fried et al. 2019, BMT 54:1643); kept modest because prolonged cytopenia does not "
        "follow CAR-T expansion (Rejeski et al. 2021)",
        "suppression of progenitor division per unit early inflammation"),
@@ -172,7 +180,7 @@ PARAMS = (
        "biphasic course around days 20-40 (Rejeski et al. 2021; ICAHT consensus, Rejeski et "
        "al. 2023, Blood 142:865)", "build-up and resolution rate of the delayed marrow "
        "suppression"),
-    _p("late_supp", 0.6, "1", 0.01, 100.0, "calibrated (population file) to " + NH_CSV
+    _p("late_supp", 0.15, "1", 0.01, 100.0, "calibrated (population file) to " + NH_CSV
        + " rows p_anc_le_1_after_d21, p_severe_neutropenia_ge_14d; assumption: delayed "
        "inflammatory (IFN-gamma / T-cell-mediated) marrow suppression, the patient's "
        "susceptibility rising with baseline inflammation (CRP, ferritin)",
@@ -299,8 +307,9 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
     div_p = ktr_p * fb_p * supp * (1.0 + p["tpo_emax"] * u["tpo"])
     mpp_all = sum(s[f"mpp_{g}"] for g in GENOTYPES)
-    inflow_p = div_p * (sp * pp * mpp_all + (1.0 - sp) * s["plt_prol"])
-    d.update(_chain("plt", "", inflow_p, kill_prol, ktr_p, p["plt_kcirc"], s))
+    s_p = p["plt_sigma"]
+    inflow_p = div_p * (s_p * pp * mpp_all + (1.0 - s_p) * s["plt_prol"])
+    d.update(_chain("plt", "", inflow_p, p["ld_kill_mk"] * ld, ktr_p, p["plt_kcirc"], s))
 
     # Stem cells: host regrows towards its own mass, grafts into the whole niche.
     stem_loss = p["ld_kill_hsc"] * ld + p["late_kill_hsc"] * Z
