@@ -43,9 +43,10 @@ LATENT_CORR = -0.3
 @dataclass(frozen=True)
 class Trait:
     """Log-normal distribution of one parameter or laboratory value in the plausible
-    population: ``log x = log median + sd * (rho_r r + rho_q q + rest e)``."""
+    population: ``log x = log median + sd * (rho_r r + rho_q q + rest e)``; a median of
+    ``None`` is the parameter's default."""
 
-    median: float
+    median: float | None
     sd: float
     rho_r: float = 0.0
     rho_q: float = 0.0
@@ -55,22 +56,28 @@ class Trait:
 #: Plausible-population distributions. Model parameters use their default as median
 #: unless stated; laboratory values (``lab_*``) feed only the CAR-HEMATOTOX score.
 TRAITS: dict[str, Trait] = {
-    "anc0": Trait(3.2, 0.45, 0.35, 0.0, "pre-LD ANC of R/R LBCL patients, median about 3 G/L"),
-    "plt0": Trait(170.0, 0.55, 0.6, -0.1, "pre-LD platelets, median about 170 G/L"),
-    "lab_hemoglobin": Trait(10.8, 0.15, 0.5, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
+    "anc0": Trait(3.2, 0.45, 0.5, 0.0, "pre-LD ANC of R/R LBCL patients, median about 3 G/L"),
+    "plt0": Trait(170.0, 0.55, 0.7, -0.1, "pre-LD platelets, median about 170 G/L"),
+    "lab_hemoglobin": Trait(10.8, 0.15, 0.6, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
     "lab_crp": Trait(1.0, 1.3, 0.0, 0.9, "pre-LD CRP, median about 1 mg/dL, wide"),
     "lab_ferritin": Trait(450.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 450 ng/mL"),
-    "hsc_mass": Trait(0.5, 0.6, 0.7, 0.0),
-    "hsc_regen": Trait(0.05, 0.9, 0.6, 0.0),
-    "ld_kill_prol": Trait(4.0, 0.35),
-    "ld_kill_mpp": Trait(0.5, 0.7, -0.4, 0.0),
-    "late_supp": Trait(0.6, 1.1, -0.4, 0.5),
-    "late_rate": Trait(0.07, 0.5),
-    "late_kill_hsc": Trait(0.01, 0.8, -0.3, 0.3),
-    "infl_supp": Trait(0.5, 0.7),
-    "neu_gamma": Trait(0.2, 0.25),
-    "plt_gamma": Trait(0.2, 0.25),
-    "mpp_rate": Trait(0.3, 0.3),
+    "hsc_mass": Trait(None, 0.6, 0.7, 0.0),
+    "hsc_regen": Trait(None, 0.9, 0.8, 0.0),
+    "ld_kill_prol": Trait(None, 0.6, -0.2, 0.0),
+    "ld_kill_mpp": Trait(None, 0.7, -0.6, 0.0),
+    "ld_kill_mk": Trait(None, 0.4, -0.3, 0.0),
+    "late_supp": Trait(None, 1.4, -0.6, 0.6),
+    "late_rate": Trait(None, 0.5),
+    "late_kill_hsc": Trait(None, 0.8, -0.3, 0.3),
+    "infl_supp": Trait(None, 1.0, 0.0, 0.3),
+    "neu_gamma": Trait(None, 0.25),
+    "plt_gamma": Trait(None, 0.25),
+    "mpp_rate": Trait(None, 0.3),
+    "graft_prog": Trait(None, 0.5, 0.0, 0.0, "assumption: graft content and fitness vary "
+                        "between products and donors; engraftment ranges of " "graft_kinetics.csv"),
+    "graft_hsc": Trait(None, 0.5),
+    "graft_regen": Trait(None, 0.3),
+    "rej_rate": Trait(None, 0.5),
     "cart_rho": Trait(1.0, 0.15),
     "cart_f_dose": Trait(1.0, 0.7, 0.0, 0.0, "relative: multiplies the product's value"),
     "leuk_L0": Trait(1.0, 1.0, 0.0, 0.0, "relative: multiplies the disease's value"),
@@ -145,7 +152,8 @@ def draw_plausible(
             continue
         j = model.index("param", name)
         q_ = model.params[j]
-        value = P[:, j] * np.exp(x) if name in RELATIVE else t.median * np.exp(x)
+        median = q_.default if t.median is None else t.median
+        value = P[:, j] * np.exp(x) if name in RELATIVE else median * np.exp(x)
         P[:, j] = np.clip(value, q_.low, q_.high)
     return P, pd.DataFrame(info)
 
