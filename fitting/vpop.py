@@ -152,8 +152,9 @@ def draw_plausible(
             continue
         j = model.index("param", name)
         q_ = model.params[j]
-        median = q_.default if t.median is None else t.median
-        value = P[:, j] * np.exp(x) if name in RELATIVE else median * np.exp(x)
+        # A trait without a median of its own varies around the (preset) value in P.
+        relative = name in RELATIVE or t.median is None
+        value = P[:, j] * np.exp(x) if relative else t.median * np.exp(x)
         P[:, j] = np.clip(value, q_.low, q_.high)
     return P, pd.DataFrame(info)
 

@@ -22,7 +22,7 @@ def full():
 def _rich_course():
     """Typical course plus split infusion, G-CSF, a platelet transfusion and a boost."""
     ev = typical_course(cart_days=(0.0, 1.0, 2.0), cart_dose=4e6)
-    ev = with_boost(ev, 34.0, 0.95e6, source="allogeneic", cd34_selected=False)
+    ev = with_boost(ev, 34.0, 0.95e6, source="allogeneic", cd34_selected=False, cd3_per_kg=5e7)
     extra = ev.iloc[[0, 0]].copy()
     extra["kind"] = ["gcsf", "platelet_transfusion"]
     extra["day"] = [20.0, 30.0]

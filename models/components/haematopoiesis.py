@@ -1,11 +1,11 @@
-"""Haematopoiesis and graft: stem cells by origin, self-renewing progenitor pools feeding
-neutrophils and platelets, the insults of lymphodepletion and CAR-T inflammation, host
-immunity and donor T cells.
+"""Haematopoiesis and graft: stem cells and CD34+ progenitors by origin, precursor chains
+feeding neutrophils and platelets, the insults of lymphodepletion and CAR-T
+inflammation, host immunity and donor T cells.
 
 **Stem cells** are fractions of one shared niche (1 = a healthy marrow). The patient's
-own resident stem cells ``hsc_H`` start at ``hsc_mass`` (the stem/progenitor mass left
-by earlier therapy, <= 1: the marrow reserve) and regenerate logistically at
-``hsc_regen`` towards it. Graft stem cells come in three compartments by origin, all
+own resident stem cells ``hsc_H`` start at ``hsc_mass`` (the stem-cell mass left by
+earlier therapy, <= 1: marrow reserve) and regenerate logistically at ``hsc_regen``
+(marrow fitness) towards it. Graft stem cells come in three compartments by origin, all
 regenerating at the healthy rate ``graft_regen`` into the whole niche:
 
 - ``hsc_A`` autologous (the patient's own collected cells: healthy, never rejected);
@@ -13,38 +13,40 @@ regenerating at the healthy rate ``graft_regen`` into the whole niche:
   tolerant, no rejection);
 - ``hsc_N`` new allogeneic donor (rejected by residual host immunity ``imm_R``).
 
-A patient with an earlier allogeneic transplant carries donor chimerism
-``donor_chim0`` at baseline: that share of the resident marrow is of donor genotype.
+**CD34+ progenitors** ``mpp_k`` (1 = the resident pool at baseline), one pool per
+origin ``k``, are the amplifying stage: a share ``hsc_sigma`` of their influx comes from
+stem cells (relative to the patient's baseline mass), the rest from their own limited
+self-renewal under the demand of both lineages (Friberg feedback, geometric mean of
+neutrophil and platelet feedback). A graft's CD34+ cells land here (``graft_prog`` of the
+normal pool per CD34+ cell/kg) and amplify, which is why a graft into an emptied marrow
+engrafts in about two weeks (graft_kinetics.csv); without a graft an emptied marrow does
+not recover.
 
-**Lineages** follow Friberg et al. 2002 with a self-renewing proliferating pool: the
-pool ``P`` divides at ``ktr`` under feedback ``fb = ((C0 + e) / (C + e)) ** gamma``;
-a share ``hsc_sigma`` of its influx comes from stem cells, the rest from its own
-self-renewal, so that
+**Precursor chains** follow Friberg et al. 2002: a proliferating pool fed by the CD34+
+progenitors under feedback ``fb = ((C0 + e) / (C + e)) ** gamma``, three transit
+compartments with ``ktr = 4 / MTT`` and the circulating pool. Neutrophils are kept in two
+chains by genotype (host, donor) so that myeloid chimerism is an output; platelets share
+one chain. A patient with an earlier allogeneic transplant carries donor chimerism
+``donor_chim0``: that share of the resident marrow's output is of donor genotype.
 
-    dP/dt = ktr * fb * s * (sigma * P0 * S / S0 + (1 - sigma) * P) - (ktr + kill) * P
-
-(``S / S0`` stem output relative to the patient's baseline, ``s`` suppression). At
-baseline the pool is exactly at steady state; after a kill it regrows at
-``ktr * (fb * (1 - sigma) - 1)`` per day, and committed progenitors in a graft amplify
-the same way, which is why a graft into an emptied marrow engrafts in about two weeks
-(graft_kinetics.csv). Three transit compartments (``ktr = 4 / MTT``) lead to the
-circulating pool. Neutrophils are kept in three chains by genotype (host, tolerated
-donor, new donor) so that myeloid chimerism is an output; platelets share one chain.
-
-**Insults.** Lymphodepletion (input ``ld``) kills proliferating progenitors, with a
-small, sourced effect on stem cells (flu/cy is not myeloablative). CAR-T expansion on
-antigen drives an inflammatory signal ``infl_I`` (CRS), which suppresses progenitor
-division for days. A delayed, slowly resolving marrow suppression ``infl_Z`` follows
-it (a low-pass copy of the saturated inflammation): its strength ``late_supp`` is the
-patient's susceptibility, and it gives the biphasic recovery most patients show and,
-with a low reserve, the persistent aplasia of a minority (the delayed insult is an
-assumption; see the ``late_*`` parameters).
+**Insults.** Lymphodepletion (input ``ld``) kills proliferating cells (CD34+ progenitors,
+precursors and megakaryocyte precursors at their own rates), with a small, sourced
+effect on stem cells (flu/cy is not myeloablative). CAR-T expansion on antigen drives an
+inflammatory signal ``infl_I`` (CRS), which slows every division for days. A delayed,
+slowly resolving injury ``infl_Z`` follows it (a low-pass copy of the saturated
+inflammation): it slows the resident CD34+ progenitors by ``1 + late_supp * Z`` and
+removes resident stem cells at ``late_kill_hsc * Z``. Its strength is the patient's
+susceptibility; it gives the biphasic recovery and, with a low reserve, the persistent
+aplasia of a minority. It acts on the resident marrow only: prolonged cytopenia after
+CAR-T is attributed to damaged resident haematopoietic stem and progenitor cells
+(Rejeski et al. 2021; ICAHT consensus, Rejeski et al. 2023, Blood 142:865), and cells
+infused afterwards carry healthy fitness of their own (assumption, stated).
 
 **Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
-cells, progenitors and T cells at ``rej_rate * R``. Donor T cells ``gvh_T`` (1e8 CD3+
-cells/kg) come only from an explicit CD3+ dose, decay, and attack host immunity and the
-resident marrow (graft-versus-host / graft-versus-marrow).
+cells and progenitors and donor T cells at ``rej_rate * R``. Donor T cells ``gvh_T`` (1e8
+CD3+ cells/kg) come only from an explicit CD3+ dose, decay, and attack host immunity and
+the resident marrow (graft-versus-host / graft-versus-marrow).
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ GRAFT_CSV = "../shared/calibration/graft_kinetics.csv"
 NH_CSV = "../shared/calibration/natural_history.csv"
 
 _CHAIN = ("prol", "tr1", "tr2", "tr3", "circ")
-#: Neutrophil chains by genotype: host, tolerated donor (prior donor), new donor.
-GENOTYPES = ("h", "t", "n")
+#: Cell origins: resident marrow, autologous graft, prior-donor graft, new-donor graft.
+STREAMS = ("h", "a", "t", "n")
+#: Neutrophil chains by genotype: host, donor.
+GENOTYPES = ("h", "d")
 STEMS = ("hsc_H", "hsc_A", "hsc_P", "hsc_N")
 
 STATES = (
@@ -72,8 +76,8 @@ STATES = (
     State("hsc_P", "niche fraction", 1.0, "prior-donor graft stem cells"),
     State("hsc_N", "niche fraction", 1.0, "new allogeneic donor stem cells"),
     *(
-        State(f"mpp_{g}", "fraction of normal", 1.0, f"CD34+ progenitors ({g} genotype)")
-        for g in GENOTYPES
+        State(f"mpp_{k}", "fraction of normal", 1.0, f"CD34+ progenitors of origin {k}")
+        for k in STREAMS
     ),
     State("infl_I", "1", 1.0, "CAR-T inflammatory signal (CRS)"),
     State("infl_Z", "1", 1.0, "delayed marrow suppression"),
@@ -103,7 +107,7 @@ PARAMS = (
     _p("neu_kcirc", math.log(2.0) / (7.0 / 24.0), "1/d", 1.0, 6.0,
        "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
        "neutrophil elimination rate from blood"),
-    _p("neu_fb_floor", 0.3, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
+    _p("neu_fb_floor", 0.5, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
        "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
        "feedback, and so the fastest progenitor amplification, when blood is empty",
        "ANC added to both sides of the neutrophil feedback"),
@@ -119,10 +123,6 @@ PARAMS = (
        "platelet feedback exponent"),
     _p("plt_kcirc", 1.0 / 9.0, "1/d", 1.0 / 14.0, 1.0 / 5.0, "platelet lifespan 8-10 d",
        "platelet elimination rate from blood"),
-    _p("plt_sigma", 0.05, "1", 0.005, 0.9, "assumption: megakaryocyte precursors depend more "
-       "on direct progenitor input than neutrophil precursors (platelet-primed stem and "
-       "progenitor cells, Sanjuan-Pla et al. 2013, Nature 502:232)",
-       "CD34+ dependence of the megakaryocyte precursor pool"),
     _p("ld_kill_mk", 3.0, "1/d", 0.1, 10.0, "calibrated to " + NH_CSV + " rows p_plt_lt_50 "
        "(62 % reach platelets < 50 G/L): megakaryocyte precursors are less exposed to flu/cy "
        "than myeloid ones", "megakaryocyte precursor kill rate per unit of lymphodepletion "
@@ -144,19 +144,16 @@ PARAMS = (
     _p("hsc_regen", 0.05, "1/d", 0.002, 0.5, "calibrated (population file) to " + NH_CSV
        + " (duration and persistence of neutropenia)",
        "resident stem-cell regeneration rate (marrow fitness)"),
-    _p("hsc_sigma", 0.1, "1", 0.02, 0.9, "assumption: share of the CD34+ progenitor pool's "
+    _p("hsc_sigma", 0.015, "1", 0.002, 0.5, "assumption: share of the CD34+ progenitor pool's "
        "influx that comes from stem cells at steady state (the rest is its own "
        "self-renewal); multipotent progenitors self-renew for weeks only (Busch et al. "
        "2015, Nature 518:542)", "stem-cell dependence of the CD34+ progenitor pool"),
-    _p("mpp_rate", 0.4, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
+    _p("mpp_rate", 0.5, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
        "1-2 days under stress", "CD34+ progenitor division (and exit) rate"),
-    _p("prol_sigma", 0.01, "1", 0.01, 0.9, "assumption: share of the lineage precursors' "
-       "influx that comes from CD34+ progenitors (Friberg's model is the limit 0)",
-       "CD34+ dependence of the proliferating precursor pools"),
-    _p("ld_kill_prol", 6.0, "1/d", 0.1, 6.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
+    _p("ld_kill_prol", 8.0, "1/d", 0.5, 30.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
        "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
        "progenitor kill rate per unit of lymphodepletion intensity"),
-    _p("ld_kill_mpp", 0.3, "1/d", 0.01, 3.0, "calibrated to " + NH_CSV + " (duration of "
+    _p("ld_kill_mpp", 3.0, "1/d", 0.1, 10.0, "calibrated to " + NH_CSV + " (duration of "
        "the first neutropenia); flu/cy spares part of the CD34+ progenitors (autologous "
        "recovery without stem-cell support is the rule after it)",
        "CD34+ progenitor kill rate per unit of lymphodepletion intensity"),
@@ -211,7 +208,7 @@ PARAMS = (
        "graft carries stem cells in the proportion of a healthy marrow: about 1.4e8 CD34+ "
        "cells/kg in the marrow (1e12 nucleated cells, about 1 % CD34+), so 1 CD34+ cell/kg "
        "is 7e-9 of it", "long-term stem cells seeded per infused CD34+ cell/kg"),
-    _p("graft_prog", 7e-9, "fraction of the normal pool per CD34+ cell/kg", 1e-10, 1e-7,
+    _p("graft_prog", 3.5e-9, "fraction of the normal pool per CD34+ cell/kg", 1e-10, 1e-7,
        "calibrated to " + GRAFT_CSV + " (ANC > 0.5 G/L in 10-14 d, platelets > 20 G/L in "
        "13-18 d after 5-12e6 CD34+/kg); about 1.4e8 CD34+ cells/kg in a healthy marrow "
        "gives 7e-9", "CD34+ progenitors seeded per infused CD34+ cell/kg"),
@@ -266,10 +263,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     S = H + A + P + N
     K = p["hsc_mass"]
     c = p["donor_chim0"]
-    sigma = p["hsc_sigma"]
     ld = u["ld"]
-    supp = 1.0 / (1.0 + p["infl_supp"] * I + p["late_supp"] * Z)
-    kill_prol = p["ld_kill_prol"] * ld
+    early = 1.0 + p["infl_supp"] * I
     rejection = p["rej_rate"] * R
     gvh = p["gvh_kill"] * T
 
@@ -279,41 +274,44 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     fb_n = ((p["anc0"] + e_n) / (anc + e_n)) ** p["neu_gamma"]
     fb_p = ((p["plt0"] + e_p) / (s["plt_circ"] + e_p)) ** p["plt_gamma"]
 
-    # CD34+ progenitors by genotype: stem-cell influx plus self-renewal under the demand
-    # of both lineages; a graft's CD34+ cells land here.
-    out = {"h": ((1.0 - c) * H + A) / K, "t": (c * H + P) / K, "n": N / K}
-    km, sm = p["mpp_rate"], sigma
-    div_m = km * (fb_n * fb_p) ** 0.5 * supp
+    # CD34+ progenitors of each origin (1 = the resident pool at baseline): stem-cell
+    # influx plus limited self-renewal under the demand of both lineages. The delayed
+    # insult damages the resident pool only (intrinsic injury of the HSPC exposed to the
+    # CAR-T milieu); graft cells infused later carry healthy fitness of their own.
+    km, sm = p["mpp_rate"], p["hsc_sigma"]
+    div_m = km * (fb_n * fb_p) ** 0.5 / early
+    late = 1.0 + p["late_supp"] * Z
+    stems = {"h": H, "a": A, "t": P, "n": N}
     d: dict = {}
-    for g in GENOTYPES:
-        mpp = s[f"mpp_{g}"]
-        kill = p["ld_kill_mpp"] * ld + (rejection if g == "n" else 0.0)
-        d[f"mpp_{g}"] = div_m * (sm * out[g] + (1.0 - sm) * mpp) - (km + kill) * mpp
+    for k in STREAMS:
+        mpp = s[f"mpp_{k}"]
+        div = div_m / late if k == "h" else div_m
+        kill = p["ld_kill_mpp"] * ld + (rejection if k == "n" else 0.0)
+        d[f"mpp_{k}"] = div * (sm * stems[k] / K + (1.0 - sm) * mpp) - (km + kill) * mpp
 
-    # Neutrophil precursors by genotype (Friberg chain with a self-renewing first pool).
-    sp = p["prol_sigma"]
+    # Precursors amplify CD34+ output through a Friberg transit chain (no self-renewal:
+    # committed precursors divide a few times and mature). Chains by genotype.
+    m_h, m_a, m_t, m_n = (s[f"mpp_{k}"] for k in STREAMS)
+    source = {"h": (1.0 - c) * m_h + m_a, "d": c * m_h + m_t + m_n}
     ktr_n = 4.0 / p["neu_mtt"]
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
-    div_n = ktr_n * fb_n * supp * (1.0 + p["gcsf_emax"] * u["gcsf"])
+    div_n = ktr_n * pn * fb_n * (1.0 + p["gcsf_emax"] * u["gcsf"]) / early
+    kill_prol = p["ld_kill_prol"] * ld
     for g in GENOTYPES:
-        prol = s[f"neu_prol_{g}"]
-        inflow = div_n * (sp * pn * s[f"mpp_{g}"] + (1.0 - sp) * prol)
-        kill = kill_prol + (rejection if g == "n" else 0.0)
-        d.update(_chain("neu", f"_{g}", inflow, kill, ktr_n, p["neu_kcirc"], s))
+        d.update(_chain("neu", f"_{g}", div_n * source[g], kill_prol, ktr_n, p["neu_kcirc"], s))
 
-    # Platelets: one chain fed by all progenitors (rejection of new-donor megakaryocyte
-    # precursors is neglected: platelets carry no chimerism readout here).
+    # Platelets: one chain fed by all progenitors.
     ktr_p = 4.0 / p["plt_mtt"]
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    div_p = ktr_p * fb_p * supp * (1.0 + p["tpo_emax"] * u["tpo"])
-    mpp_all = sum(s[f"mpp_{g}"] for g in GENOTYPES)
-    s_p = p["plt_sigma"]
-    inflow_p = div_p * (s_p * pp * mpp_all + (1.0 - s_p) * s["plt_prol"])
+    div_p = ktr_p * pp * fb_p * (1.0 + p["tpo_emax"] * u["tpo"]) / early
+    inflow_p = div_p * (m_h + m_a + m_t + m_n)
     d.update(_chain("plt", "", inflow_p, p["ld_kill_mk"] * ld, ktr_p, p["plt_kcirc"], s))
 
     # Stem cells: host regrows towards its own mass, grafts into the whole niche.
-    stem_loss = p["ld_kill_hsc"] * ld + p["late_kill_hsc"] * Z
-    d["hsc_H"] = p["hsc_regen"] * H * (1.0 - S / K) - (stem_loss + gvh) * H
+    stem_loss = p["ld_kill_hsc"] * ld
+    d["hsc_H"] = p["hsc_regen"] * H * (1.0 - S / K) - (
+        stem_loss + p["late_kill_hsc"] * Z + gvh
+    ) * H
     d["hsc_A"] = p["graft_regen"] * A * (1.0 - S) - stem_loss * A
     d["hsc_P"] = p["graft_regen"] * P * (1.0 - S) - stem_loss * P
     d["hsc_N"] = p["graft_regen"] * N * (1.0 - S) - (stem_loss + rejection) * N
@@ -336,10 +334,10 @@ def initial(p: dict, m) -> dict:
     c = p["donor_chim0"]
     y = {"hsc_H": p["hsc_mass"], "hsc_A": 0.0, "hsc_P": 0.0, "hsc_N": 0.0}
     y.update({"infl_I": 0.0, "infl_Z": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
-    y.update({"mpp_h": 1.0 - c, "mpp_t": c, "mpp_n": 0.0})
+    y.update({"mpp_h": 1.0, "mpp_a": 0.0, "mpp_t": 0.0, "mpp_n": 0.0})
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    share = {"h": 1.0 - c, "t": c, "n": 0.0}
+    share = {"h": 1.0 - c, "d": c}
     for g in GENOTYPES:
         for cmp in _CHAIN[:-1]:
             y[f"neu_{cmp}_{g}"] = pn * share[g]
@@ -351,11 +349,11 @@ def initial(p: dict, m) -> dict:
 
 
 def observables(s: dict, p: dict, m) -> dict:
-    host, tol, new = (s[f"neu_circ_{g}"] for g in GENOTYPES)
+    host, donor = s["neu_circ_h"], s["neu_circ_d"]
     return {
-        "anc": host + tol + new,
+        "anc": host + donor,
         "platelets": s["plt_circ"],
-        "chimerism_cd15": 100.0 * (tol + new) / (host + tol + new),
+        "chimerism_cd15": 100.0 * donor / (host + donor),
     }
 
 
@@ -363,7 +361,7 @@ def observables(s: dict, p: dict, m) -> dict:
 
 #: Graft sources and the stem-cell compartment and neutrophil chain each seeds.
 GRAFT_SOURCES: dict[str, tuple[str, str]] = {
-    "autologous": ("hsc_A", "h"),
+    "autologous": ("hsc_A", "a"),
     "prior-donor": ("hsc_P", "t"),
     "allogeneic": ("hsc_N", "n"),
 }
@@ -391,9 +389,9 @@ def graft_source(value: object) -> str:
 def _boost(ctx: EventContext, ev: EventRow) -> None:
     """Seed graft stem cells and progenitors by origin; T cells from a CD3+ dose."""
     source = graft_source(ev.get("source", "allogeneic"))
-    stem, genotype = GRAFT_SOURCES[source]
+    stem, origin = GRAFT_SOURCES[source]
     ctx.bolus(ev.day, stem, ev.amount, "graft_hsc")
-    ctx.bolus(ev.day, f"mpp_{genotype}", ev.amount, "graft_prog")
+    ctx.bolus(ev.day, f"mpp_{origin}", ev.amount, "graft_prog")
     cd3 = ev.get("cd3_per_kg")
     if source != "allogeneic":
         if cd3 is not None and float(cd3) > 0:
