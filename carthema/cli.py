@@ -1,22 +1,26 @@
 """Command-line interface: a thin layer over the public API.
 
-User errors (:class:`carthema.data.errors.InputError`) print one line and exit with
-code 2; no traceback.
+Every user error ends in one line on stderr and exit code 2, no traceback: bad data
+(:class:`carthema.data.errors.InputError`, naming file, row, column and the fix), bad
+arguments (a missing or malformed option: the option and ``--help``), and files that
+cannot be read or written (the path and the reason).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 try:  # typer >= 0.26 carries its own copy of click (typer._click)
     from typer import Abort
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # older typer runs on click
-    from click.exceptions import Abort, ClickException
+    from click.exceptions import Abort, ClickException, UsageError
 
+from carthema import __version__
+from carthema._console import err_console
 from carthema.data.errors import InputError
 
 app = typer.Typer(
@@ -26,11 +30,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from carthema._console import console
+
+        console.print(f"carthema {__version__}", markup=False)
+        raise typer.Exit(0)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """CAR-T kinetics, haematopoiesis and engraftment windows after CD19 CAR-T therapy."""
     # A callback keeps commands as subcommands even while only one is registered.
 
@@ -59,16 +80,39 @@ cli_predict.register_trial(app)
 cli_window.register(app)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_line(exc: UsageError) -> str:
+    """A bad argument in one line: what is wrong and where to read how to call it."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "carthema"
+    return f"error: {_one_line(exc.format_message())} (see `{where} --help`)"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``carthema`` command."""
     try:
         code = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        err_console.print(f"error: {exc.message}", markup=False)
+        err_console.print(f"error: {_one_line(exc.message)}", markup=False)
+        sys.exit(2)
+    except UsageError as exc:
+        err_console.print(_usage_line(exc), markup=False)
         sys.exit(2)
     except ClickException as exc:
-        exc.show()
+        err_console.print(f"error: {_one_line(exc.format_message())}", markup=False)
         sys.exit(exc.exit_code)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # A path the user gave that cannot be read or written: not a bug of carthema.
+        where = exc.filename if exc.filename is not None else "a file"
+        err_console.print(
+            f"error: {where}: {exc.strerror or exc}; fix: give a path that exists and that "
+            "you can read (inputs) or write (outputs)",
+            markup=False,
+        )
+        sys.exit(2)
     except Abort:
         err_console.print("aborted")
         sys.exit(1)

@@ -6,6 +6,8 @@ DIR/cohort.parquet and DIR/cohort.csv (one row per patient) and DIR/cohort.json 
 settings). Re-running the same command resumes: only patients without a done marker
 (missing or failed) are fitted. Exit status 0 when every patient is fitted, 1 when some
 failed (their errors are in the table and in DIR/patients/<id>/error.txt), 2 on bad input.
+One run at a time per folder: the run holds DIR/.carthema.lock (its pid and host) and a
+second run on the same folder is refused with the holder's pid.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False)
+from carthema import cli_options as opt
+from carthema._console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +37,7 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder (resumed when it exists).")],
-        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
+        events: opt.Events = None,
         scheduler: Annotated[
             str | None,
             typer.Option(
@@ -49,20 +52,13 @@ def register(app: typer.Typer) -> None:
         patients: Annotated[
             str | None, typer.Option(help="Comma-separated patients to fit (default: all).")
         ] = None,
-        components: Annotated[
-            str, typer.Option(help="full, cart, cart_targets or haematopoiesis.")
-        ] = "full",
-        free: Annotated[
-            str | None,
-            typer.Option(help="Comma-separated free parameters (default: per component set)."),
-        ] = None,
-        sampler: Annotated[
-            str, typer.Option(help="nutpie (default), nutpie-jax, numpyro, pymc or map.")
-        ] = "nutpie",
-        draws: Annotated[int, typer.Option(help="Draws per chain kept.")] = 1000,
-        tune: Annotated[int, typer.Option(help="Tuning steps per chain.")] = 1000,
-        chains: Annotated[int, typer.Option(help="Number of chains.")] = 4,
-        cores: Annotated[int, typer.Option(help="Cores per patient fit.")] = 1,
+        components: opt.Components = "full",
+        free: opt.Free = None,
+        sampler: opt.Sampler = "nutpie",
+        draws: opt.Draws = 1000,
+        tune: opt.Tune = 1000,
+        chains: opt.Chains = 4,
+        cores: Annotated[int, typer.Option(min=1, help="Cores per patient fit.")] = 1,
         seed: Annotated[
             int | None, typer.Option(help="Cohort seed (drawn and recorded when not given).")
         ] = None,
@@ -70,7 +66,10 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="True parameters (patient,name,value) of synthetic patients."),
         ] = None,
-        plot: Annotated[bool, typer.Option(help="Write fit.png per patient.")] = False,
+        plot: Annotated[
+            bool,
+            typer.Option("--plot/--no-plot", help="Write fit.png and diagnostics.png per patient."),
+        ] = False,
     ) -> int:
         """Fit many patients independently (dask.distributed), resumably."""
         from carthema.cli_fit import _load

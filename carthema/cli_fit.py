@@ -1,10 +1,13 @@
 """CLI command ``carthema fit``: Bayesian fit of one patient.
 
 Writes DIR/posterior.nc (ArviZ InferenceData), DIR/summary.csv (per parameter: prior,
-posterior, shrinkage, ESS, R-hat), DIR/priors.csv, DIR/fit.png and prints the
-diagnostics. ``OBS`` may also be ``example:NAME`` for a bundled data set
-(``example:han2022``, ``example:synthetic``); its events (and, for synthetic patients, the
-true parameters) are then used unless given.
+posterior, data information, ESS, R-hat), DIR/priors.csv, DIR/residuals.csv (PRED, IPRED,
+residuals, PIT per observation), DIR/fit.png (visual predictive check),
+DIR/diagnostics.png and prints the diagnostics, trust signals first. ``--out`` is checked
+before any work, and the folder is written whole under a temporary name and swapped in
+at the end (a refit leaves no stale file). ``OBS`` may also be ``example:NAME`` for a
+bundled data set (``example:han2022``, ``example:synthetic``); its events (and, for
+synthetic patients, the true parameters) are then used unless given.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from carthema._console import stdout_console
-
-console = stdout_console()
+from carthema import cli_options as opt
+from carthema._console import console
 
 
 def _load(obs: str, events: Path | None, truth: Path | None):
@@ -72,36 +74,42 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder.")],
-        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
+        events: opt.Events = None,
         patient: Annotated[
             str | None, typer.Option(help="Patient to fit (needed when OBS holds several).")
         ] = None,
-        components: Annotated[
-            str, typer.Option(help="full, cart, cart_targets or haematopoiesis.")
-        ] = "full",
-        free: Annotated[
-            str | None,
-            typer.Option(help="Comma-separated free parameters (default: per component set)."),
-        ] = None,
-        sampler: Annotated[
-            str, typer.Option(help="nutpie (default), nutpie-jax, numpyro, pymc or map.")
-        ] = "nutpie",
-        draws: Annotated[int, typer.Option(help="Draws per chain kept.")] = 1000,
-        tune: Annotated[int, typer.Option(help="Tuning steps per chain.")] = 1000,
-        chains: Annotated[int, typer.Option(help="Number of chains.")] = 4,
-        seed: Annotated[int | None, typer.Option(help="Random seed (printed if drawn).")] = None,
+        components: opt.Components = "full",
+        free: opt.Free = None,
+        sampler: opt.Sampler = "nutpie",
+        draws: opt.Draws = 1000,
+        tune: opt.Tune = 1000,
+        chains: opt.Chains = 4,
+        seed: opt.Seed = None,
+        cores: opt.Cores = None,
         truth: Annotated[
             Path | None,
             typer.Option(help="True parameters (patient,name,value) of a synthetic patient."),
         ] = None,
-        plot: Annotated[bool, typer.Option(help="Write fit.png.")] = True,
+        plot: Annotated[
+            bool,
+            typer.Option("--plot/--no-plot", help="Write fit.png and diagnostics.png."),
+        ] = True,
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite", help="Replace a non-empty --out folder that holds something else."
+            ),
+        ] = False,
     ) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
         from carthema.fitting import fit as run_fit
+        from carthema.fitting.fitdir import check_fit_out
 
+        check_fit_out(out, overwrite=overwrite)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)
         if patient is None and observations["patient"].nunique() == 1:
             patient = str(observations["patient"].iloc[0])
+        check_fit_out(out, patient, overwrite=overwrite)  # a folder of another patient
         true_values = None
         if truth_df is not None and patient is not None:
             mine = truth_df[truth_df["patient"].astype(str) == str(patient)]
@@ -118,6 +126,7 @@ def register(app: typer.Typer) -> None:
             tune=tune,
             chains=chains,
             seed=seed,
+            cores=cores,
             truth=true_values,
             progress=sys.stderr.isatty(),
             log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
@@ -129,9 +138,20 @@ def register(app: typer.Typer) -> None:
 def print_fit(result, paths: dict) -> None:
     """Diagnostics, information lines, the posterior table and the files written."""
     for line in result.report():
-        style = "yellow" if line.startswith("warning") else None
+        style = (
+            "yellow"
+            if line.startswith(("warning", "trust: "))
+            and "problem" in line
+            or (line.startswith("warning"))
+            else None
+        )
         console.print(line, style=style, markup=False)
     _table(result)
+    console.print(
+        "data info = 1 - posterior SD / prior SD (log scale): 0 = the data say nothing, "
+        "1 = the data pin the parameter down",
+        markup=False,
+    )
     console.print(f"seed {result.settings['seed']}")
     for kind, path in paths.items():
         console.print(f"wrote {kind}: {path}", markup=False)
@@ -141,7 +161,8 @@ def _table(result) -> None:
     df = result.summary()
     truth = "true" in df.columns
     table = Table(title=f"posterior of patient {result.patient}", title_justify="left")
-    for col in ("parameter", "median", "90% interval", "prior 90%", "shrinkage", "ESS", "R-hat"):
+    cols = ("parameter", "median", "90% interval", "prior 90%", "data info", "ESS", "R-hat")
+    for col in cols:
         table.add_column(col, justify="left" if col == "parameter" else "right")
     if truth:
         table.add_column("true", justify="right")
@@ -152,7 +173,7 @@ def _table(result) -> None:
             f"{r['median']:.4g}",
             "fixed" if fixed else f"{r['q05']:.3g} - {r['q95']:.3g}",
             "" if fixed else f"{r['prior_q05']:.3g} - {r['prior_q95']:.3g}",
-            "" if fixed or r["shrinkage"] != r["shrinkage"] else f"{r['shrinkage']:.2f}",
+            "" if fixed or r["information"] != r["information"] else f"{r['information']:.2f}",
             "" if r.get("ess_bulk") != r.get("ess_bulk") else f"{r['ess_bulk']:.0f}",
             "" if r.get("r_hat") != r.get("r_hat") else f"{r['r_hat']:.3f}",
         ]

@@ -9,13 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from carthema._console import stdout_console
+from carthema import cli_options as opt
+from carthema._console import console
 
 #: Patient and draws per chain of ``carthema demo``.
 DEMO_PATIENT = "VP003"
 DEMO_DRAWS = 500
-
-console = stdout_console()
 
 
 def register(app: typer.Typer) -> None:
@@ -23,12 +22,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def simulate(
-        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
-        days: Annotated[float, typer.Option(help="Simulate up to this day.")] = 180.0,
+        events: opt.EventsOrExample = None,
+        days: Annotated[float, typer.Option(help="Simulate up to this day (> 0).")] = 180.0,
         backend: Annotated[str, typer.Option(help="numba or jax.")] = "numba",
-        components: Annotated[
-            str, typer.Option(help="full, cart, cart_targets, haematopoiesis.")
-        ] = "full",
+        components: opt.Components = "full",
         params: Annotated[
             Path | None,
             typer.Option(help="Parameter overrides: JSON {name: value} or CSV name,value."),
@@ -40,15 +37,64 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Write the long-form trajectory CSV here.")
         ] = None,
         plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+        untreated: Annotated[
+            bool,
+            typer.Option(
+                "--untreated",
+                help="Simulate a patient without any treatment (no events): the baseline.",
+            ),
+        ] = False,
     ) -> None:
-        """Simulate a patient's course from an events table."""
-        from carthema.api import read_events
+        """Simulate a patient's course from an events table (or --untreated)."""
+        from carthema.api import load_example, read_events
         from carthema.api import simulate as run
+        from carthema.data.errors import InputError
 
-        ev = read_events(events) if events is not None else None
+        if not (days == days and 0 < days < float("inf")):
+            raise InputError(
+                f"--days must be a positive number of days, got {days:g}",
+                column="--days",
+                fix="e.g. --days 180",
+            )
+        if backend not in ("numba", "jax"):
+            raise InputError(
+                f"unknown backend '{backend}'", column="--backend", fix="use numba or jax"
+            )
+        if events is None and not untreated:
+            raise InputError(
+                "no events given: without them the patient is untreated (no CAR-T)",
+                column="--events",
+                fix="pass --events EVENTS.csv or --events example:han2022 (a bundled course), "
+                "or --untreated to simulate the untreated baseline on purpose",
+            )
+        if events is not None and untreated:
+            raise InputError(
+                "--untreated and --events contradict each other",
+                column="--untreated",
+                fix="leave out one of them",
+            )
+        if events is None:
+            ev = None
+        elif events.startswith("example:"):
+            ev = load_example(events.split(":", 1)[1]).events
+            if ev is None:
+                raise InputError(
+                    f"bundled data set '{events}' has no events",
+                    column="--events",
+                    fix="use example:han2022 or example:synthetic",
+                )
+        else:
+            ev = read_events(events)
+        if ev is not None and patient is not None:
+            ids = sorted(ev["patient"].astype(str).unique())
+            if patient not in ids:
+                raise InputError(
+                    f"patient '{patient}' is not in the events",
+                    file=events,
+                    column="patient",
+                    fix=f"choose one of {', '.join(ids[:10])}",
+                )
         if ev is not None and patient is None and ev["patient"].nunique() > 1:
-            from carthema.data.errors import InputError
-
             raise InputError(
                 f"the events table holds {ev['patient'].nunique()} patients",
                 file=str(events),
@@ -75,9 +121,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"plot: {plot}")
 
     @app.command()
-    def params(
-        components: Annotated[str, typer.Option(help="Component set.")] = "full",
-    ) -> None:
+    def params(components: opt.Components = "full") -> None:
         """List model parameters with units, defaults, ranges and sources."""
         from carthema.models.model import get_model
 
@@ -92,9 +136,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_output"),
         patient: Annotated[str, typer.Option(help="Bundled synthetic patient.")] = DEMO_PATIENT,
-        sampler: Annotated[
-            str, typer.Option(help="nutpie (default) or map for a seconds-long run.")
-        ] = "nutpie",
+        sampler: opt.Sampler = "nutpie",
         seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
     ) -> None:
         """Main job on bundled data: fit a patient, engraftment window, HTML report."""

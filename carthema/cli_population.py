@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+from carthema import cli_options as opt
+from carthema._console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -32,18 +32,19 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder.")],
-        events: Annotated[Path | None, typer.Option(help="Events table (CSV or Parquet).")] = None,
+        events: opt.Events = None,
         patients: Annotated[
             str | None,
             typer.Option(help="Comma-separated patients to fit (default: all in OBS)."),
         ] = None,
         components: Annotated[
-            str, typer.Option(help="cart (default), cart_targets, haematopoiesis or full.")
+            str,
+            typer.Option(
+                callback=opt.check_components,
+                help="cart (default), cart_targets, haematopoiesis or full.",
+            ),
         ] = "cart",
-        free: Annotated[
-            str | None,
-            typer.Option(help="Comma-separated free parameters (default: per component set)."),
-        ] = None,
+        free: opt.Free = None,
         covariates: Annotated[
             Path | None,
             typer.Option(
@@ -58,13 +59,19 @@ def register(app: typer.Typer) -> None:
                 "'reserve:hsc_regen;age_group:cart_rho,cart_alpha' (default: all free)."
             ),
         ] = None,
-        sampler: Annotated[
-            str, typer.Option(help="nutpie (default), pymc, or map (screening only).")
-        ] = "nutpie",
-        draws: Annotated[int, typer.Option(help="Draws per chain kept.")] = 1000,
-        tune: Annotated[int, typer.Option(help="Tuning steps per chain.")] = 1000,
-        chains: Annotated[int, typer.Option(help="Number of chains.")] = 4,
-        seed: Annotated[int | None, typer.Option(help="Random seed (printed if drawn).")] = None,
+        sampler: opt.Sampler = "nutpie",
+        draws: opt.Draws = 1000,
+        tune: opt.Tune = 1000,
+        chains: opt.Chains = 4,
+        seed: opt.Seed = None,
+        cores: opt.Cores = None,
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite",
+                help="Replace a non-empty --out folder that is not a population fit.",
+            ),
+        ] = False,
     ) -> None:
         """Hierarchical population fit: shared log-means and between-patient spreads.
 
@@ -74,6 +81,7 @@ def register(app: typer.Typer) -> None:
         from carthema.data.loaders import read_table_text
         from carthema.fitting.population import fit_population
 
+        _check_out(out, overwrite)  # before any work
         observations, ev, _truth = _load(obs, events, None)
         cov = read_table_text(covariates) if covariates is not None else None
         result = fit_population(
@@ -89,6 +97,7 @@ def register(app: typer.Typer) -> None:
             tune=tune,
             chains=chains,
             seed=seed,
+            cores=cores,
             progress=sys.stderr.isatty(),
             log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
         )
@@ -100,6 +109,23 @@ def register(app: typer.Typer) -> None:
         console.print(f"seed {result.settings['seed']}")
         for kind, path in paths.items():
             console.print(f"wrote {kind}: {path}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse --out before any work: a file, an unwritable place, or a non-empty folder
+    that does not hold a population fit (it is replaced as a whole)."""
+    from carthema.data.atomic import probe_output_folder
+    from carthema.data.errors import InputError
+
+    p = probe_output_folder(out)
+    if overwrite or not p.is_dir() or not any(p.iterdir()):
+        return
+    if not (p / "population.json").exists():
+        raise InputError(
+            "the folder exists, is not empty and does not hold a population fit",
+            file=str(p),
+            fix="choose a new --out folder, or pass --overwrite to replace it as a whole",
+        )
 
 
 def _table(result) -> None:

@@ -1,4 +1,10 @@
-"""CLI command ``carthema window``: the engraftment window of a fitted patient."""
+"""CLI command ``carthema window``: the engraftment window of a fitted patient.
+
+The fit folder is checked first (its parts must agree: fit.json, observations.csv,
+events.csv and posterior.nc of one patient, a readable posterior), and whether to trust
+the fit (convergence, misfit, window parameters the data barely inform) is printed
+before the window itself.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,7 @@ from typing import Annotated
 
 import typer
 
-from carthema._console import stdout_console
-
-console = stdout_console()
+from carthema._console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -34,19 +38,26 @@ def register(app: typer.Typer) -> None:
         cart_limit: Annotated[
             float, typer.Option(help="Highest median CAR-T copies/ug DNA on the boost day.")
         ] = 1000.0,
-        draws: Annotated[int, typer.Option(help="Posterior draws to predict over.")] = 500,
+        draws: Annotated[
+            int, typer.Option(min=1, help="Posterior draws to predict over (at least 1).")
+        ] = 500,
         seed: Annotated[int, typer.Option(help="Random seed for picking draws.")] = 0,
         out: Annotated[
             Path | None, typer.Option(help="Output folder (default: FITDIR/window).")
         ] = None,
-        report: Annotated[bool, typer.Option(help="Also write report.html.")] = False,
+        report: Annotated[
+            bool, typer.Option("--report/--no-report", help="Also write report.html.")
+        ] = False,
     ) -> None:
         """When will a stem-cell boost work? Scan boost days over the fitted posterior."""
+        from carthema.fitting.fitdir import load_fit
         from carthema.fitting.window import parse_days, window_from_fit
 
         days = parse_days(boost_days, step)
+        ff = load_fit(fitdir)
+        print_trust(ff.meta)
         res = window_from_fit(
-            fitdir,
+            ff,
             days,
             out if out is not None else fitdir / "window",
             dose=dose,
@@ -60,6 +71,17 @@ def register(app: typer.Typer) -> None:
             log=lambda m: console.print(f"[dim]{m}...[/dim]"),
         )
         print_window(res)
+
+
+def print_trust(meta: dict) -> None:
+    """Whether to trust the fit, before any recommendation: the trust lines recorded in
+    fit.json (or, for an older fit, derived from its diagnostics)."""
+    from carthema.fitting.diagnostics import trust_lines
+
+    lines = meta.get("trust") or trust_lines(meta.get("diagnostics", {}))
+    for line in lines:
+        bad = line.startswith("warning") or (line.startswith("trust: ") and "problem" in line)
+        console.print(line, style="yellow" if bad else None, markup=False)
 
 
 def print_window(res: dict) -> None:

@@ -11,14 +11,12 @@ exactly as written instead of being coerced by the CSV reader.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from carthema.data.atomic import probe_output_folder, swap_folder
 from carthema.data.errors import InputError
 from carthema.data.validate import (
     to_text_frame,
@@ -236,21 +234,7 @@ def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
             file=where,
             fix="choose a new folder, or pass --overwrite to replace it as a whole.",
         )
-    parent = p.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the folder's parent ({exc.strerror}).",
-            file=str(parent),
-            fix="choose an --out folder in a place you can write to.",
-        ) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(
-            "cannot write in this folder (permission denied).",
-            file=str(parent),
-            fix="choose an --out folder in a place you can write to.",
-        )
+    probe_output_folder(p)
     return p
 
 
@@ -262,18 +246,12 @@ def write_folder_atomically(
     The files are written to a temporary folder beside ``out``; observation and event
     tables are read back through :func:`read_observations` / :func:`read_events` (so
     what is written is exactly what carthema reads); then the temporary folder is
-    renamed to ``out``. With ``overwrite`` an existing ``out`` is moved aside first and
-    removed after the swap, so no file of an earlier run survives beside the new ones.
-    Returns the paths written.
+    swapped in (:func:`carthema.data.atomic.swap_folder`). With ``overwrite`` an existing
+    ``out`` is replaced as a whole, so no file of an earlier run survives beside the new
+    ones. Returns the paths written.
     """
     target = check_output_folder(out, overwrite=overwrite)
-    parent = target.resolve().parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    old: Path | None = None
-    try:
+    with swap_folder(target) as tmp:
         for name, df in tables.items():
             write_table(df, tmp / name)
             readers = {"observations.csv": read_observations, "events.csv": read_events}
@@ -281,16 +259,4 @@ def write_folder_atomically(
                 back = readers[name](tmp / name)
                 if len(back) != len(df):  # pragma: no cover - a bug, not a user error
                     raise RuntimeError(f"{name}: wrote {len(df)} rows, read back {len(back)}")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not target.exists() and (old / target.name).exists():
-            os.replace(old / target.name, target)  # put the earlier folder back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return [target / name for name in tables]

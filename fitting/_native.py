@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
 from types import ModuleType
 
+from ..data.atomic import write_atomic
 from ..models.compiled import numba_model
 from ..models.model import get_model
 from ..models.numba_backend import cache_dir
@@ -78,20 +77,8 @@ def solve_sens_c(
 
 
 def _write_atomic(path, text: str) -> None:
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return  # numba's cache index is keyed on the file's mtime: never rewrite
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    # numba's cache index is keyed on the file's mtime: never rewrite the same text.
+    write_atomic(path, text, unless_same=True, mkdir=True)
 
 
 @functools.cache

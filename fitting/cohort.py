@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ..data.atomic import TMP_MARK, FolderLock, probe_output_folder, write_atomic
 from ..data.errors import InputError
 
 #: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
@@ -104,7 +105,7 @@ RESULT_SETTINGS = (
     "init",
     "fit_options",
 )
-_TMP_RE = re.compile(r"\.tmp-")
+_TMP_RE = re.compile(re.escape(TMP_MARK))
 #: How long to keep trying to reach a scheduler given by address.
 CONNECT_TIMEOUT = "15s"
 
@@ -163,15 +164,8 @@ def patient_folder(patient: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, str):
-        data = data.encode()
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
+    write_atomic(path, data, fsync=True)
 
 
 def _json_default(obj: Any) -> Any:
@@ -621,138 +615,144 @@ def fit_cohort(
         "cores": max(1, int(cores)),
         "plot": bool(plot),
     }
+    probe_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _check_manifest(out, settings, seed_given)
-    manifest = {
-        "settings": {k: settings[k] for k in RESULT_SETTINGS},
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
-        "done.json (written last)",
-    }
-    old = _read_json(out / MANIFEST)
-    if old is not None and isinstance(old.get("created"), str):
-        manifest["created"] = old["created"]
-    _write_atomic(out / MANIFEST, _dumps(manifest))
-    drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
-    say(f"cohort seed {settings['seed']}{drawn}")
+    # One run per folder: a second run is refused with the holder's pid (a lock left
+    # by a killed run is taken over).
+    with FolderLock(out, "fit-cohort"):
+        settings = _check_manifest(out, settings, seed_given)
+        manifest = {
+            "settings": {k: settings[k] for k in RESULT_SETTINGS},
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
+            "done.json (written last)",
+        }
+        old = _read_json(out / MANIFEST)
+        if old is not None and isinstance(old.get("created"), str):
+            manifest["created"] = old["created"]
+        _write_atomic(out / MANIFEST, _dumps(manifest))
+        drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
+        say(f"cohort seed {settings['seed']}{drawn}")
 
-    rows: dict[str, dict] = {}
-    todo: list[str] = []
-    skipped: list[str] = []
-    for pid in ids:
-        state, row = patient_state(out / "patients" / patient_folder(pid))
-        if state == "done":
-            rows[pid] = row
-            skipped.append(pid)
-        else:
-            todo.append(pid)
-            rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
-            if state == "failed":
-                rows[pid] = {**row, "status": "pending"}
-    # Other patients done in this folder by earlier runs stay in the table.
-    pdirs = out / "patients"
-    for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
-        state, row = patient_state(pdir)
-        if row is not None and str(row.get("patient")) not in rows:
-            rows[str(row["patient"])] = row
-    say(
-        f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
-        + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
-    )
-
-    def order() -> list[dict]:
-        return [rows[k] for k in rows]
-
-    paths = _write_table(out, _table(order()))
-    paths["manifest"] = out / MANIFEST
-    fitted: list[str] = []
-    failed: list[str] = []
-    timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
-    if todo:
-        truth_by_patient: dict[str, dict[str, float]] = {}
-        if truth is not None and len(truth):
-            for pid, g in truth.groupby(truth["patient"].astype(str)):
-                truth_by_patient[str(pid)] = dict(
-                    zip(g["name"].astype(str), g["value"].astype(float), strict=True)
-                )
-        obs_by = {str(k): g for k, g in observations.groupby(observations["patient"].astype(str))}
-        ev_by: dict[str, pd.DataFrame] = {}
-        if events is not None and len(events) and "patient" in events.columns:
-            ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
-        empty_ev = None if events is None else events.iloc[0:0]
-        where = (
-            f"the dask scheduler at {scheduler}"
-            if isinstance(scheduler, str) and scheduler
-            else "the given dask client"
-            if scheduler is not None
-            else "a local dask cluster"
+        rows: dict[str, dict] = {}
+        todo: list[str] = []
+        skipped: list[str] = []
+        for pid in ids:
+            state, row = patient_state(out / "patients" / patient_folder(pid))
+            if state == "done":
+                rows[pid] = row
+                skipped.append(pid)
+            else:
+                todo.append(pid)
+                rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
+                if state == "failed":
+                    rows[pid] = {**row, "status": "pending"}
+        # Other patients done in this folder by earlier runs stay in the table.
+        pdirs = out / "patients"
+        for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
+            state, row = patient_state(pdir)
+            if row is not None and str(row.get("patient")) not in rows:
+                rows[str(row["patient"])] = row
+        say(
+            f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
+            + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
         )
-        say(f"starting {where}")
-        t0 = time.perf_counter()
-        with _client(scheduler, workers, settings["cores"]) as client:
-            timings["startup_s"] = time.perf_counter() - t0
-            n_workers = _n_workers(client)
-            timings["workers"] = n_workers
-            say(
-                f"{n_workers} worker(s) connected"
-                if n_workers
-                else "no workers connected yet: waiting for `dask worker` processes"
-            )
-            t_fit = time.perf_counter()
-            futures = {}
-            for pid in todo:
-                _prepare_folder(out / "patients" / patient_folder(pid))
-                fut = client.submit(
-                    fit_patient_task,
-                    obs_by[pid],
-                    ev_by.get(pid, empty_ev),
-                    pid,
-                    settings,
-                    patient_seed(settings["seed"], pid),
-                    truth_by_patient.get(pid),
-                    key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
-                    pure=False,
-                    retries=0,
-                )
-                futures[fut] = pid
-            with _progress(progress, len(todo)) as (advance, print_line):
-                emit = print_line if progress else say
-                from distributed import as_completed
 
-                for k, fut in enumerate(as_completed(futures), start=1):
-                    pid = futures[fut]
-                    try:
-                        payload = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - e.g. the worker died
-                        base = {
-                            "patient": pid,
-                            "sampler": sampler,
-                            "components": components,
-                            "seed": patient_seed(settings["seed"], pid),
-                        }
-                        payload = _failed(base, exc, float("nan"))
-                    fut.release()
-                    _commit(out / "patients" / patient_folder(pid), payload)
-                    row = payload["row"]
-                    rows[pid] = row
-                    (fitted if row["status"] == "ok" else failed).append(pid)
-                    _write_table(out, _table(order()))
-                    emit(f"[{k}/{len(todo)}] {_describe(row)}")
-                    advance()
-            timings["fit_s"] = time.perf_counter() - t_fit
-    table = _table(order())
-    paths.update(_write_table(out, table))
-    timings["total_s"] = time.perf_counter() - t_start
-    return CohortResult(
-        table=table,
-        out=out,
-        paths=paths,
-        fitted=fitted,
-        skipped=skipped,
-        failed=failed,
-        settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
-        timings=timings,
-    )
+        def order() -> list[dict]:
+            return [rows[k] for k in rows]
+
+        paths = _write_table(out, _table(order()))
+        paths["manifest"] = out / MANIFEST
+        fitted: list[str] = []
+        failed: list[str] = []
+        timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
+        if todo:
+            truth_by_patient: dict[str, dict[str, float]] = {}
+            if truth is not None and len(truth):
+                for pid, g in truth.groupby(truth["patient"].astype(str)):
+                    truth_by_patient[str(pid)] = dict(
+                        zip(g["name"].astype(str), g["value"].astype(float), strict=True)
+                    )
+            obs_by = {
+                str(k): g for k, g in observations.groupby(observations["patient"].astype(str))
+            }
+            ev_by: dict[str, pd.DataFrame] = {}
+            if events is not None and len(events) and "patient" in events.columns:
+                ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
+            empty_ev = None if events is None else events.iloc[0:0]
+            where = (
+                f"the dask scheduler at {scheduler}"
+                if isinstance(scheduler, str) and scheduler
+                else "the given dask client"
+                if scheduler is not None
+                else "a local dask cluster"
+            )
+            say(f"starting {where}")
+            t0 = time.perf_counter()
+            with _client(scheduler, workers, settings["cores"]) as client:
+                timings["startup_s"] = time.perf_counter() - t0
+                n_workers = _n_workers(client)
+                timings["workers"] = n_workers
+                say(
+                    f"{n_workers} worker(s) connected"
+                    if n_workers
+                    else "no workers connected yet: waiting for `dask worker` processes"
+                )
+                t_fit = time.perf_counter()
+                futures = {}
+                for pid in todo:
+                    _prepare_folder(out / "patients" / patient_folder(pid))
+                    fut = client.submit(
+                        fit_patient_task,
+                        obs_by[pid],
+                        ev_by.get(pid, empty_ev),
+                        pid,
+                        settings,
+                        patient_seed(settings["seed"], pid),
+                        truth_by_patient.get(pid),
+                        key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
+                        pure=False,
+                        retries=0,
+                    )
+                    futures[fut] = pid
+                with _progress(progress, len(todo)) as (advance, print_line):
+                    emit = print_line if progress else say
+                    from distributed import as_completed
+
+                    for k, fut in enumerate(as_completed(futures), start=1):
+                        pid = futures[fut]
+                        try:
+                            payload = fut.result()
+                        except Exception as exc:  # noqa: BLE001 - e.g. the worker died
+                            base = {
+                                "patient": pid,
+                                "sampler": sampler,
+                                "components": components,
+                                "seed": patient_seed(settings["seed"], pid),
+                            }
+                            payload = _failed(base, exc, float("nan"))
+                        fut.release()
+                        _commit(out / "patients" / patient_folder(pid), payload)
+                        row = payload["row"]
+                        rows[pid] = row
+                        (fitted if row["status"] == "ok" else failed).append(pid)
+                        _write_table(out, _table(order()))
+                        emit(f"[{k}/{len(todo)}] {_describe(row)}")
+                        advance()
+                timings["fit_s"] = time.perf_counter() - t_fit
+        table = _table(order())
+        paths.update(_write_table(out, table))
+        timings["total_s"] = time.perf_counter() - t_start
+        return CohortResult(
+            table=table,
+            out=out,
+            paths=paths,
+            fitted=fitted,
+            skipped=skipped,
+            failed=failed,
+            settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
+            timings=timings,
+        )
 
 
 def _describe(row: Mapping[str, Any]) -> str:

@@ -11,9 +11,22 @@ Thresholds (Vehtari et al. 2021, Bayesian Analysis 16:667; Betancourt 2017):
   energy poorly (heavy tails or funnels);
 - trees that hit the maximum depth: the sampler stopped early, efficiency is poor.
 
-How much the data inform a parameter is summarised by the shrinkage
-``1 - posterior SD / prior SD`` on the log scale: near 0 the posterior is the prior (the
-data say nothing about it); near 1 the data pin it down.
+How much the data inform a parameter of one patient is summarised by the *data
+information* ``1 - posterior SD / prior SD`` on the log scale (``sd_ratio`` is the ratio
+itself): near 0 the posterior is the prior (the data say nothing about it); near 1 the
+data pin it down. This is not what pharmacometricians call shrinkage: that is a
+population quantity, ``1 - SD(eta) / omega`` over patients (Savic and Karlsson 2009, AAPS
+J 11:558), reported by population fits
+(:meth:`carthema.fitting.PopulationResult.shrinkage`).
+
+Goodness of fit (:func:`predictive_checks`): per observation the population prediction
+PRED (the model at the prior medians), the individual prediction IPRED (posterior median
+of the model value), residuals on the analyte's likelihood scale (log for counts and
+copies) and the PIT: the fraction of posterior predictive draws below the observation
+(randomised within ``[0, P(y < limit)]`` for censored values). For a model that
+describes the data the PIT values are uniform on (0, 1). A residual SD whose posterior
+median exceeds its prior's 90 % upper bound is reported as a misfit
+(:func:`misfit_warnings`).
 """
 
 from __future__ import annotations
@@ -29,8 +42,11 @@ from .priors import RESIDUALS
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
 EBFMI_MIN = 0.3
-#: Below this shrinkage a parameter is reported as barely informed by the data.
-SHRINKAGE_LOW = 0.1
+#: Below this data information (1 - posterior SD / prior SD) a parameter is reported as
+#: barely informed by the data.
+INFORMATION_LOW = 0.1
+#: Former name of :data:`INFORMATION_LOW`.
+SHRINKAGE_LOW = INFORMATION_LOW
 
 
 @dataclass
@@ -217,7 +233,8 @@ def summary_table(
     """One row per free parameter and residual SD.
 
     Columns: name, kind, unit, prior_median, prior_sd_log, prior_q05, prior_q95, mean,
-    sd, median, q05, q95, post_sd_log, shrinkage, ess_bulk, ess_tail, r_hat, [true,
+    sd, median, q05, q95, post_sd_log, sd_ratio (posterior SD / prior SD), information
+    (1 - sd_ratio: how much the data inform it), ess_bulk, ess_tail, r_hat, [true,
     true_in_90], source.
     """
     post = idata.posterior
@@ -239,7 +256,8 @@ def summary_table(
             "prior_q95": hi,
             **_moments(x),
             "post_sd_log": float(np.std(lx)),
-            "shrinkage": float(1.0 - np.std(lx) / p.sd),
+            "sd_ratio": float(np.std(lx) / p.sd),
+            "information": float(1.0 - np.std(lx) / p.sd),
             **_mcmc_stats(lx, mcmc),
             "source": p.source,
         }
@@ -260,7 +278,8 @@ def summary_table(
                 "prior_q95": res.prior_scale * 1.96,
                 **_moments(x),
                 "post_sd_log": float(np.std(np.log(x))),
-                "shrinkage": float(1.0 - np.std(x) / prior_sd),
+                "sd_ratio": float(np.std(x) / prior_sd),
+                "information": float(1.0 - np.std(x) / prior_sd),
                 **_mcmc_stats(x, mcmc),
                 "source": res.source,
             }
@@ -310,8 +329,8 @@ def information_lines(table: pd.DataFrame) -> list[str]:
     """Plain-words lines: how much the data inform each parameter (prior vs posterior)."""
     out = []
     for _, r in table[table["kind"] == "parameter"].iterrows():
-        s = r["shrinkage"]
-        if s < SHRINKAGE_LOW:
+        s = r["information"]
+        if s < INFORMATION_LOW:
             what = "not informed by the data (posterior = prior)"
         elif s < 0.5:
             what = "weakly informed"
@@ -321,6 +340,220 @@ def information_lines(table: pd.DataFrame) -> list[str]:
             what = "strongly informed"
         out.append(
             f"{r['name']}: prior SD {r['prior_sd_log']:.2f} -> posterior SD "
-            f"{r['post_sd_log']:.2f} (log scale), shrinkage {s:.2f}: {what}"
+            f"{r['post_sd_log']:.2f} (log scale), data information {s:.2f} "
+            f"(1 - posterior/prior SD): {what}"
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Trust signals: misfit and parameters the data barely inform
+# ---------------------------------------------------------------------------------------
+def misfit_warnings(table: pd.DataFrame) -> list[str]:
+    """A warning per free residual SD whose posterior median exceeds the upper bound of
+    its prior's 90 % interval: the model does not describe that analyte's data (wrong
+    units, outliers, a missing event or a structural misfit), and every prediction built
+    on the fit is less certain than its bands say."""
+    out = []
+    rows = table[table["kind"] == "residual SD"]
+    for _, r in rows.iterrows():
+        if (
+            np.isfinite(r["median"])
+            and np.isfinite(r["prior_q95"])
+            and r["median"] > r["prior_q95"]
+        ):
+            analyte = str(r["name"]).removeprefix("sigma_")
+            out.append(
+                f"misfit: the residual SD of {analyte} has posterior median {r['median']:.3g} "
+                f"({r['unit']}), above its prior's 90 % upper bound {r['prior_q95']:.3g}: the "
+                f"model does not describe the {analyte} data (check units, outliers and "
+                "missing events); predictions built on this fit are less certain than shown"
+            )
+    return out
+
+
+def window_parameters(model) -> tuple[str, ...]:
+    """Parameters that drive blood-count recovery, hence the engraftment window: those
+    of the model's haematopoiesis component (none for a model without one)."""
+    names: list[str] = []
+    for comp in getattr(model, "components", ()):
+        if comp.__name__.rsplit(".", 1)[-1] == "haematopoiesis":
+            names += [q.name for q in comp.PARAMS]
+    return tuple(names)
+
+
+def uninformed_warnings(table: pd.DataFrame, relevant: tuple[str, ...]) -> list[str]:
+    """One warning naming the window-relevant free parameters the data barely inform
+    (data information below :data:`INFORMATION_LOW`): for those the window rests on the
+    prior, not on this patient."""
+    rows = table[(table["kind"] == "parameter") & table["name"].isin(relevant)]
+    weak = [str(r["name"]) for _, r in rows.iterrows() if r["information"] < INFORMATION_LOW]
+    if not weak:
+        return []
+    return [
+        f"the data barely inform {', '.join(weak)} (data information < {INFORMATION_LOW}): "
+        "the engraftment window rests on the population prior for these, not on this "
+        "patient's counts"
+    ]
+
+
+def fit_warnings(table: pd.DataFrame, model) -> list[str]:
+    """Warnings about the fit beyond the sampler's: misfit of residual SDs and window
+    parameters the data barely inform."""
+    return misfit_warnings(table) + uninformed_warnings(table, window_parameters(model))
+
+
+def trust_lines(diag: Diagnostics | dict) -> list[str]:
+    """The lines that say whether to trust a fit, first thing in every report: a verdict,
+    the convergence numbers, then every warning (convergence, misfit, uninformed window
+    parameters). ``diag`` may be the ``diagnostics`` record of a fit.json."""
+    if isinstance(diag, dict):
+        keys = (
+            "method", "chains", "draws", "max_rhat", "min_ess_bulk", "min_ess_tail",
+            "divergences", "min_ebfmi", "maxdepth_hits",
+        )  # fmt: skip
+        vals = {k: diag.get(k, np.nan) for k in keys}
+        diag = Diagnostics(**vals, warnings=list(diag.get("warnings", [])))
+    warn = list(diag.warnings)
+    verdict = (
+        f"trust: {len(warn)} problem(s) found; read them before any recommendation"
+        if warn
+        else "trust: no warnings (convergence, residual SDs within their priors, the data "
+        "inform the window parameters)"
+    )
+    numbers = [
+        line
+        for line in diag.lines()
+        if not line.startswith("warning:") and not line.startswith("no convergence warnings")
+    ]
+    return [verdict, *numbers, *(f"warning: {w}" for w in warn)]
+
+
+# ---------------------------------------------------------------------------------------
+# Goodness of fit: PRED, IPRED, residuals, PIT
+# ---------------------------------------------------------------------------------------
+def to_scale(x: np.ndarray, scale: str, floor: float) -> np.ndarray:
+    """Values on an analyte's likelihood scale (as the likelihood transforms them)."""
+    x = np.asarray(x, dtype=float)
+    if scale == "log":
+        return np.log(np.maximum(x, 0.0) + floor)
+    if scale == "logit":
+        f, e = np.clip(x / 100.0, 0.0, 1.0), floor / 100.0
+        return np.log(f + e) - np.log(1.0 - f + e)
+    return x
+
+
+def pit_values(
+    observed: np.ndarray, predictive: np.ndarray, censored: np.ndarray | None = None, seed=0
+) -> np.ndarray:
+    """Probability integral transform: for observation ``i`` the fraction of the
+    predictive draws ``predictive[:, i]`` below ``observed[i]`` (ties split). A censored
+    observation (``observed`` = its limit) gets a uniform draw in ``[0, P(y < limit)]``.
+    Uniform on (0, 1) when the predictive distribution is right."""
+    observed = np.asarray(observed, dtype=float)
+    pred = np.asarray(predictive, dtype=float)
+    below = np.mean(pred < observed[None, :], axis=0)
+    ties = np.mean(pred == observed[None, :], axis=0)
+    pit = below + 0.5 * ties
+    if censored is not None and np.any(censored):
+        rng = np.random.default_rng(seed)
+        c = np.asarray(censored, dtype=bool)
+        pit[c] = rng.uniform(0.0, 1.0, c.sum()) * (below[c] + ties[c])
+    return pit
+
+
+def pit_summary(pit: np.ndarray) -> dict:
+    """Uniformity of PIT values: count, Kolmogorov-Smirnov p-value against U(0, 1) and
+    the fraction outside the central 90 % predictive interval (want about 0.10)."""
+    from scipy import stats
+
+    pit = np.asarray(pit, dtype=float)
+    pit = pit[np.isfinite(pit)]
+    if pit.size == 0:
+        return {"n": 0, "ks_p": np.nan, "outside_90": np.nan}
+    return {
+        "n": int(pit.size),
+        "ks_p": float(stats.kstest(pit, "uniform").pvalue),
+        "outside_90": float(np.mean((pit < 0.05) | (pit > 0.95))),
+    }
+
+
+def pit_line(summary: dict) -> str:
+    """The PIT summary in words."""
+    if not summary["n"]:
+        return "PIT: no observations"
+    verdict = (
+        "not uniform: the predictive distribution misses the data"
+        if summary["ks_p"] < 0.01
+        else "consistent with uniform"
+    )
+    return (
+        f"PIT residuals of {summary['n']} observations: {summary['outside_90']:.0%} outside "
+        f"the 90 % predictive interval (want about 10 %), KS p = {summary['ks_p']:.2g}: "
+        f"{verdict}"
+    )
+
+
+def predictive_checks(result, *, n_draws: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per used observation of a fit: day, analyte, observed, censored, limit, scale,
+    PRED (model at the prior medians), IPRED (posterior median of the model value), PI
+    5-95 % (posterior predictive), IRES (residual on the likelihood scale: log for counts
+    and copies), IWRES (IRES / posterior median residual SD), PIT."""
+    from .predict import add_noise, draw_matrix, sigma_draws, trajectories
+
+    fm = result.fit_model
+    data = fm.data
+    rows = data.rows.reset_index(drop=True)
+    t = np.asarray(data.times, dtype=float)
+    lp, idx = draw_matrix(result.idata, n_draws, seed)
+    status, traj = trajectories(fm, lp, t)
+    good = status == 0
+    st0, pop = trajectories(fm, np.asarray(fm.prior_mu, dtype=float)[None, :], t)
+    sds = sigma_draws(fm, result.idata, idx)
+    rng = np.random.default_rng(seed + 1)
+    n = len(rows)
+    pred = np.full(n, np.nan)
+    ipred = np.full(n, np.nan)
+    lo = np.full(n, np.nan)
+    hi = np.full(n, np.nan)
+    pit = np.full(n, np.nan)
+    ires = np.full(n, np.nan)
+    iwres = np.full(n, np.nan)
+    ti, oi = rows["t_idx"].to_numpy(int), rows["o_idx"].to_numpy(int)
+    for a, grp in rows.groupby("observable", sort=False):
+        k = grp.index.to_numpy()
+        res = RESIDUALS[a]
+        model_vals = traj[good][:, ti[k], oi[k]]  # (draws, rows)
+        if st0[0] == 0:
+            pred[k] = pop[0, ti[k], oi[k]]
+        if not len(model_vals):
+            continue
+        ipred[k] = np.median(model_vals, axis=0)
+        reps = max(1, 2000 // len(model_vals))
+        noisy = add_noise(
+            np.repeat(model_vals, reps, axis=0), a, np.repeat(sds[a][good], reps), rng
+        )
+        lo[k], hi[k] = np.quantile(noisy, [0.05, 0.95], axis=0)
+        obs = grp["limit"].where(grp["censored"], grp["value"]).to_numpy(float)
+        pit[k] = pit_values(obs, noisy, grp["censored"].to_numpy(bool), seed=seed)
+        r = to_scale(obs, res.scale, res.floor) - to_scale(ipred[k], res.scale, res.floor)
+        r[grp["censored"].to_numpy(bool)] = np.nan  # a censored value has no residual
+        ires[k] = r
+        iwres[k] = r / float(np.median(sds[a]))
+    return pd.DataFrame(
+        {
+            "day": rows["day"].to_numpy(float),
+            "analyte": rows["observable"].astype(str).to_numpy(),
+            "observed": rows["value"].to_numpy(float),
+            "censored": rows["censored"].to_numpy(bool),
+            "limit": rows["limit"].to_numpy(float),
+            "scale": rows["scale"].astype(str).to_numpy(),
+            "pred": pred,
+            "ipred": ipred,
+            "pi05": lo,
+            "pi95": hi,
+            "ires": ires,
+            "iwres": iwres,
+            "pit": pit,
+        }
+    )

@@ -82,9 +82,100 @@ class FitFolder:
         return P
 
 
+def check_fit_out(out: str | Path, patient: str | None = None, *, overwrite: bool = False):
+    """Refuse ``--out`` of ``carthema fit`` before any work: a file, a place that cannot
+    be written, or a non-empty folder that is not a fit folder of ``patient`` (a refit of
+    the same patient replaces its folder as a whole; ``overwrite`` allows any folder)."""
+    from ..data.atomic import probe_output_folder
+
+    p = probe_output_folder(out)
+    if overwrite or not p.is_dir() or not any(p.iterdir()):
+        return p
+    again = "choose a new --out folder, or pass --overwrite to replace it as a whole"
+    meta_path = p / "fit.json"
+    try:
+        held = json.loads(meta_path.read_text()).get("patient")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(
+            "the folder exists, is not empty and is not a fit folder", file=str(p), fix=again
+        ) from None
+    if patient is not None and str(held) != str(patient):
+        raise InputError(
+            f"the folder holds the fit of patient {held}, not of {patient}",
+            file=str(p),
+            fix=again,
+        )
+    return p
+
+
+def _patients_in(path: Path) -> set[str]:
+    try:
+        col = pd.read_csv(path, usecols=["patient"], dtype={"patient": str})["patient"]
+    except (OSError, ValueError, pd.errors.ParserError):
+        return set()
+    return set(col.dropna().astype(str))
+
+
+def check_consistent(path: str | Path) -> dict:
+    """Refuse a fit folder whose parts disagree: fit.json's patient against the patients
+    of observations.csv and events.csv and the patient recorded in posterior.nc, and a
+    posterior.nc that cannot be read (truncated, or not NetCDF). Returns fit.json."""
+    path = Path(path)
+    refit = (
+        "the folder mixes files of different fits; refit the patient into a new folder with "
+        "`carthema fit OBS --events EVENTS --patient ID --out DIR`"
+    )
+    meta_path = path / "fit.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"fit.json is not valid JSON ({exc.msg}, line {exc.lineno})",
+            file=str(meta_path),
+            fix=refit,
+        ) from None
+    if not isinstance(meta, dict) or "patient" not in meta:
+        raise InputError("fit.json has no 'patient'", file=str(meta_path), fix=refit)
+    patient = str(meta["patient"])
+    for name in ("observations.csv", "events.csv"):
+        f = path / name
+        if not f.exists():
+            continue
+        ids = _patients_in(f)
+        if ids and ids != {patient}:
+            raise InputError(
+                f"{name} holds patient(s) {', '.join(sorted(ids)[:5])}, but fit.json is the "
+                f"fit of patient {patient}",
+                file=str(f),
+                column="patient",
+                fix=refit,
+            )
+    post_path = path / "posterior.nc"
+    try:
+        import xarray as xr
+
+        with xr.open_dataset(post_path, group="posterior") as ds:
+            held = ds.attrs.get("carthema_patient")
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a broken file
+        raise InputError(
+            f"posterior.nc cannot be read (truncated or not NetCDF: {type(exc).__name__})",
+            file=str(post_path),
+            fix="refit the patient: `carthema fit OBS --events EVENTS --patient ID --out DIR`",
+        ) from None
+    if held is not None and str(held) != patient:
+        raise InputError(
+            f"posterior.nc is the posterior of patient {held}, but fit.json is the fit of "
+            f"patient {patient}",
+            file=str(post_path),
+            fix=refit,
+        )
+    return meta
+
+
 def load_fit(path: str | Path) -> FitFolder:
-    """Read a fit folder; refuses a folder that is missing, incomplete or of another
-    format with an :class:`InputError` that says how to make one."""
+    """Read a fit folder; refuses a folder that is missing, incomplete, of another
+    format or whose parts disagree (:func:`check_consistent`) with an
+    :class:`InputError` that says how to make one."""
     path = Path(path)
     make = "write one with `carthema fit OBS --events EVENTS --patient ID --out DIR`"
     if not path.is_dir():
@@ -96,17 +187,19 @@ def load_fit(path: str | Path) -> FitFolder:
                 file=str(path / name),
                 fix=make,
             )
-    try:
-        meta = json.loads((path / "fit.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"fit.json is not valid JSON ({exc})", file=str(path / "fit.json"), fix=make
-        ) from None
+    meta = check_consistent(path)
     for key in ("patient", "components", "free"):
         if key not in meta:
             raise InputError(f"fit.json has no '{key}'", file=str(path / "fit.json"), fix=make)
     model = get_model(meta["components"])
-    idata = az.from_netcdf(str(path / "posterior.nc"))
+    try:
+        idata = az.from_netcdf(str(path / "posterior.nc"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a broken file
+        raise InputError(
+            f"posterior.nc cannot be read ({type(exc).__name__})",
+            file=str(path / "posterior.nc"),
+            fix=make,
+        ) from None
     if "log_params" not in idata.posterior:
         raise InputError(
             "posterior.nc has no log_params", file=str(path / "posterior.nc"), fix=make

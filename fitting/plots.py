@@ -93,11 +93,90 @@ def plot_fit(result, path: str | Path | None = None, *, n_draws: int = 200, seed
         axes.ravel()[0].legend(fontsize=7, loc="best")
     fig.suptitle(
         f"patient {data.patient}: {result.sampler} fit of the '{fm.model.name}' model "
-        "(median, 50 % and 90 % posterior predictive bands)",
+        "(visual predictive check: median, 50 % and 90 % posterior predictive bands)",
         fontsize=10,
     )
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def plot_diagnostics(checks, path: str | Path | None = None, *, title: str = ""):
+    """Goodness-of-fit panels from :func:`carthema.fitting.diagnostics.predictive_checks`:
+    observed vs population prediction (PRED) and vs individual prediction (IPRED), both
+    on log axes; residuals on the likelihood scale (log for counts and copies) over time
+    and against IPRED; a histogram of the PIT values (flat when the model describes the
+    data). Censored observations are open markers at their limit. Writes a PNG when
+    ``path`` is given; returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    analytes = list(dict.fromkeys(checks["analyte"]))
+    colors = {a: f"C{i % 10}" for i, a in enumerate(analytes)}
+    for ax, col, label in ((axes[0, 0], "pred", "PRED"), (axes[0, 1], "ipred", "IPRED")):
+        lo, hi = np.inf, 0.0
+        for a in analytes:
+            g = checks[checks["analyte"] == a]
+            obs = g["limit"].where(g["censored"], g["observed"]).to_numpy(float)
+            x = g[col].to_numpy(float)
+            ok = np.isfinite(x) & (x > 0) & np.isfinite(obs) & (obs > 0)
+            cen = g["censored"].to_numpy(bool)
+            ax.plot(x[ok & ~cen], obs[ok & ~cen], "o", ms=4, color=colors[a], label=a)
+            ax.plot(x[ok & cen], obs[ok & cen], "o", ms=5, mfc="none", mec=colors[a])
+            if ok.any():
+                lo = min(lo, x[ok].min(), obs[ok].min())
+                hi = max(hi, x[ok].max(), obs[ok].max())
+        if hi > 0 and np.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(f"{label} (population)" if col == "pred" else f"{label} (individual)")
+        ax.set_ylabel("observed")
+        ax.set_title(f"observed vs {label}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    for ax, xcol, xlabel in (
+        (axes[1, 0], "day", "day since CAR-T"),
+        (axes[1, 1], "ipred", "IPRED"),
+    ):
+        for a in analytes:
+            g = checks[checks["analyte"] == a]
+            ax.plot(g[xcol], g["iwres"], "o", ms=4, color=colors[a], label=a)
+        for y, ls in ((0, "-"), (-1.96, "--"), (1.96, "--")):
+            ax.axhline(y, color="grey", lw=0.8, ls=ls)
+        if xcol == "ipred":
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("IWRES (residual / residual SD, likelihood scale)")
+        ax.set_title(f"weighted residuals vs {xlabel} (log scale for counts)", fontsize=10)
+        ax.grid(alpha=0.3)
+    ax = axes[0, 2]
+    pit = checks["pit"].to_numpy(float)
+    pit = pit[np.isfinite(pit)]
+    ax.hist(pit, bins=10, range=(0, 1), color="tab:blue", alpha=0.7, edgecolor="white")
+    if pit.size:
+        ax.axhline(pit.size / 10, color="black", lw=1, ls="--", label="uniform")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("PIT (posterior predictive probability below the observation)")
+    ax.set_title("PIT residuals: flat when the model fits", fontsize=10)
+    ax = axes[1, 2]
+    if pit.size:
+        q = np.sort(pit)
+        u = (np.arange(1, q.size + 1) - 0.5) / q.size
+        ax.plot(u, q, "o", ms=3)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set_xlabel("uniform quantile")
+    ax.set_ylabel("PIT quantile")
+    ax.set_title("PIT against uniform", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title or "goodness of fit", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig

@@ -71,7 +71,7 @@ from .build import (
     split_residuals,
 )
 from .data import HISTORY_DAYS, PatientData, patients_in, prepare_patient
-from .diagnostics import Diagnostics, _mcmc_stats, _moments, diagnose
+from .diagnostics import Diagnostics, _mcmc_stats, _moments, diagnose, misfit_warnings, trust_lines
 from .laplace import MapResult
 from .likelihood import transform_pt
 from .ode_op import ATOL, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp
@@ -782,8 +782,8 @@ class PopulationResult:
             f"M3-censored); model '{pm_.model.name}', {len(pm_.free)} free parameters"
             + (f", {len(pm_.covariates.labels)} covariate effects" if pm_.covariates else ""),
         ]
+        lines = [*trust_lines(self.diagnostics), *lines]
         lines += [f"note: {n}" for n in self.notes]
-        lines += self.diagnostics.lines()
         t = self.timings
         lines.append(
             "time: "
@@ -791,24 +791,76 @@ class PopulationResult:
                 f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if k.endswith("_s")
             )
         )
+        sh = self.shrinkage()
+        if len(sh) and sh["shrinkage"].notna().any():
+            lines.append(
+                "eta-shrinkage (1 - SD(eta) / omega; above 0.3 individual estimates lean on "
+                "the population): "
+                + ", ".join(
+                    f"{r.name} {r.shrinkage:.2f}"
+                    for r in sh.itertuples()
+                    if r.shrinkage == r.shrinkage
+                )
+            )
         return lines
+
+    def shrinkage(self) -> pd.DataFrame:
+        """Pharmacometric eta-shrinkage per free parameter (Savic and Karlsson 2009, AAPS J
+        11:558): ``1 - SD over patients of the posterior-mean eta / omega``, with ``eta``
+        the patient's deviation from the population mean on the log scale
+        (``omega * eta_std``) and ``omega`` its posterior median. Near 0: the data
+        identify each patient's value; above about 0.3: individual estimates shrink to
+        the population mean and diagnostics built on them mislead.
+
+        Columns: name, omega (posterior median), sd_eta (SD over patients of the
+        posterior-mean eta), shrinkage."""
+        post = self.idata.posterior
+        omega = post["omega"]  # (chain, draw, param)
+        eta = post["eta"] * omega  # (chain, draw, patient, param): log-scale deviation
+        eta_mean = eta.mean(dim=("chain", "draw"))  # (patient, param)
+        rows = []
+        for name in post["param"].values:
+            om = float(omega.sel(param=name).median())
+            sd = (
+                float(np.std(eta_mean.sel(param=name).values, ddof=1))
+                if eta_mean.sizes["patient"] > 1
+                else np.nan
+            )
+            rows.append(
+                {
+                    "name": str(name),
+                    "omega": om,
+                    "sd_eta": sd,
+                    "shrinkage": float(1.0 - sd / om) if om > 0 else np.nan,
+                }
+            )
+        return pd.DataFrame(rows)
 
     def save(self, out: str | Path) -> dict[str, Path]:
         """Write ``population.nc`` (InferenceData), ``population_summary.csv``,
-        ``population.json`` (see :meth:`population`) and ``population_patients.csv``."""
+        ``population.json`` (see :meth:`population`), ``population_patients.csv`` and
+        ``population_shrinkage.csv`` (:meth:`shrinkage`).
+
+        The folder is written whole or not at all: under a temporary name beside ``out``
+        and swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
+        ``out`` held before is replaced as a whole."""
+        from ..data.atomic import swap_folder
+
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "posterior": out / "population.nc",
-            "summary": out / "population_summary.csv",
-            "population": out / "population.json",
-            "patients": out / "population_patients.csv",
+        names = {
+            "posterior": "population.nc",
+            "summary": "population_summary.csv",
+            "population": "population.json",
+            "patients": "population_patients.csv",
+            "shrinkage": "population_shrinkage.csv",
         }
-        self.idata.to_netcdf(str(paths["posterior"]))
-        self.summary().to_csv(paths["summary"], index=False)
-        paths["population"].write_text(json.dumps(self.population(), indent=2) + "\n")
-        self.patient_summary().to_csv(paths["patients"], index=False)
-        return paths
+        with swap_folder(out) as tmp:
+            self.idata.to_netcdf(str(tmp / names["posterior"]))
+            self.summary().to_csv(tmp / names["summary"], index=False)
+            (tmp / names["population"]).write_text(json.dumps(self.population(), indent=2) + "\n")
+            self.patient_summary().to_csv(tmp / names["patients"], index=False)
+            self.shrinkage().to_csv(tmp / names["shrinkage"], index=False)
+        return {k: out / v for k, v in names.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -1064,7 +1116,7 @@ def fit_population(
     truth_d = None
     if truth is not None:
         truth_d = {q: {k: float(v) for k, v in vals.items()} for q, vals in truth.items()}
-    return PopulationResult(
+    result = PopulationResult(
         idata=idata,
         diagnostics=diag,
         population_model=pop,
@@ -1075,3 +1127,9 @@ def fit_population(
         map=map_res,
         notes=notes,
     )
+    table = result.summary()
+    sig = table[table["quantity"] == "sigma"].assign(
+        kind="residual SD", name=lambda d: "sigma_" + d["name"].astype(str)
+    )
+    diag.warnings += misfit_warnings(sig)
+    return result

@@ -27,7 +27,6 @@ Seeds: every random choice (MAP restarts, jitter, sampler) derives from ``seed``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -41,12 +40,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..data.atomic import swap_folder
 from ..data.errors import InputError
 from ..models.model import COMPONENT_SETS, get_model
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
 from .data import prepare_patient
-from .diagnostics import Diagnostics, diagnose, information_lines, summary_table
+from .diagnostics import (
+    Diagnostics,
+    diagnose,
+    fit_warnings,
+    information_lines,
+    pit_line,
+    pit_summary,
+    predictive_checks,
+    summary_table,
+    trust_lines,
+)
 from .laplace import MapResult, find_map, laplace_draws
 from .priors import priors_frame
 
@@ -83,10 +93,27 @@ class FitResult:
     truth: dict[str, float] | None = None
     map: MapResult | None = None
     notes: list[str] = field(default_factory=list)
+    _checks: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def patient(self) -> str:
         return self.fit_model.data.patient
+
+    def checks(self) -> pd.DataFrame:
+        """Goodness of fit per observation: PRED, IPRED, 90 % predictive interval,
+        residuals and PIT (:func:`carthema.fitting.diagnostics.predictive_checks`)."""
+        if self._checks is None:
+            self._checks = predictive_checks(self, seed=int(self.settings.get("seed") or 0))
+        return self._checks
+
+    def pit(self) -> dict:
+        """PIT uniformity: n, KS p-value, fraction outside the 90 % predictive interval."""
+        return pit_summary(self.checks()["pit"].to_numpy(float))
+
+    def trust(self) -> list[str]:
+        """Whether to trust the fit, in words: verdict, convergence numbers, warnings
+        (convergence, misfit, uninformed window parameters) and the PIT summary."""
+        return [*trust_lines(self.diagnostics), pit_line(self.pit())]
 
     def summary(self) -> pd.DataFrame:
         """Per-parameter table: prior, posterior, shrinkage, ESS, R-hat (and truth)."""
@@ -109,7 +136,8 @@ class FitResult:
         fm = self.fit_model
         data = fm.data
         n_cen = int(data.censored.sum())
-        lines = [
+        lines = self.trust()
+        lines += [
             f"patient {data.patient}: {data.n} observations used ({n_cen} below a limit, "
             f"M3-censored) of {', '.join(data.observables)}; model '{fm.model.name}', "
             f"{len(fm.free)} free parameters",
@@ -120,7 +148,6 @@ class FitResult:
                 lines.append(f"unused: {k} observation(s): {reason}")
         lines += [f"note: {n}" for n in data.notes]
         lines += [f"note: {n}" for n in self.notes]
-        lines += self.diagnostics.lines()
         t = self.timings
         lines.append(
             "time: "
@@ -128,7 +155,10 @@ class FitResult:
                 f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if k.endswith("_s")
             )
         )
-        lines.append("how much the data inform each parameter (prior vs posterior):")
+        lines.append(
+            "how much the data inform each parameter (data information = 1 - posterior SD "
+            "/ prior SD; not the population shrinkage):"
+        )
         lines += ["  " + s for s in self.information()]
         return lines
 
@@ -149,64 +179,65 @@ class FitResult:
             "settings": self.settings,
             "timings": {k: float(v) for k, v in self.timings.items()},
             "diagnostics": self.diagnostics.as_dict(),
+            "trust": self.trust(),
+            "pit": self.pit(),
             "notes": list(fm.data.notes) + list(self.notes),
         }
 
     def save(self, out: str | Path, *, plot: bool = True) -> dict[str, Path]:
         """Write the fit folder: ``posterior.nc``, ``summary.csv``, ``priors.csv``,
         ``fit.json`` (:meth:`meta`), the patient's ``events.csv`` and
-        ``observations.csv`` (so that ``carthema window`` needs nothing else) and
-        ``fit.png``. Each file is written under a temporary name and then renamed."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "posterior": out / "posterior.nc",
-            "summary": out / "summary.csv",
-            "priors": out / "priors.csv",
-            "meta": out / "fit.json",
-        }
-        with _atomic(paths["posterior"]) as tmp:
-            self.idata.to_netcdf(str(tmp))
-        with _atomic(paths["summary"]) as tmp:
-            self.summary().to_csv(tmp, index=False)
-        with _atomic(paths["priors"]) as tmp:
-            priors_frame(self.fit_model.priors).to_csv(tmp, index=False)
-        for key, table in (
-            ("events", self.events_table),
-            ("observations", self.observations_table),
-        ):
-            if table is not None:
-                paths[key] = out / f"{key}.csv"
-                with _atomic(paths[key]) as tmp:
-                    table.to_csv(tmp, index=False)
-        with _atomic(paths["meta"]) as tmp:
-            tmp.write_text(json.dumps(self.meta(), indent=2, default=_json_default))
-        if len(self.fit_model.data.unused):
-            paths["unused"] = out / "unused_observations.csv"
-            self.fit_model.data.unused.to_csv(paths["unused"], index=False)
-        if plot:
-            from .plots import plot_fit
+        ``observations.csv`` (so that ``carthema window`` needs nothing else),
+        ``residuals.csv`` (:meth:`checks`) and, with ``plot``, ``fit.png`` (visual
+        predictive check) and ``diagnostics.png`` (observed vs PRED / IPRED, residuals,
+        PIT).
 
-            paths["plot"] = out / "fit.png"
-            plot_fit(self, paths["plot"])
-        return paths
+        The folder is written whole or not at all: under a temporary name beside ``out``,
+        swapped in at the end (:func:`carthema.data.atomic.swap_folder`). Whatever ``out``
+        held before (an earlier fit, its plots, a window/ subfolder) is replaced as a
+        whole, so no stale file survives a refit."""
+        out = Path(out)
+        names = {
+            "posterior": "posterior.nc",
+            "summary": "summary.csv",
+            "priors": "priors.csv",
+            "residuals": "residuals.csv",
+            "meta": "fit.json",
+        }
+        with swap_folder(out) as tmp:
+            self.idata.to_netcdf(str(tmp / names["posterior"]))
+            self.summary().to_csv(tmp / names["summary"], index=False)
+            priors_frame(self.fit_model.priors).to_csv(tmp / names["priors"], index=False)
+            self.checks().to_csv(tmp / names["residuals"], index=False)
+            for key, table in (
+                ("events", self.events_table),
+                ("observations", self.observations_table),
+            ):
+                if table is not None:
+                    names[key] = f"{key}.csv"
+                    table.to_csv(tmp / names[key], index=False)
+            if len(self.fit_model.data.unused):
+                names["unused"] = "unused_observations.csv"
+                self.fit_model.data.unused.to_csv(tmp / names["unused"], index=False)
+            if plot:
+                from .plots import plot_diagnostics, plot_fit
+
+                names["plot"] = "fit.png"
+                plot_fit(self, tmp / names["plot"])
+                names["diagnostics"] = "diagnostics.png"
+                plot_diagnostics(
+                    self.checks(),
+                    tmp / names["diagnostics"],
+                    title=f"patient {self.patient}: goodness of fit ({self.sampler})",
+                )
+            (tmp / names["meta"]).write_text(
+                json.dumps(self.meta(), indent=2, default=_json_default)
+            )
+        return {k: out / v for k, v in names.items()}
 
 
 #: Version of the fit-folder layout written by :meth:`FitResult.save`.
 FIT_FORMAT = 1
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success, so that
-    a half-written file never carries the final name."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _json_default(x):
@@ -416,6 +447,9 @@ def fit(
         }
     )
     diag = diagnose(idata, "map" if sampler == "map" else sampler, extra_warn)
+    diag.warnings += fit_warnings(
+        summary_table(idata, fm.priors, fm.sigma_free, fm.sigma_fixed, method=sampler), model
+    )
     ev_table = None
     if events is not None and len(events):
         ev_table = events[events["patient"].astype(str) == data.patient].reset_index(drop=True)

@@ -132,7 +132,7 @@ def test_simulate_command_refuses_bad_input_with_exit_2(tmp_path, capsys):
     assert code == 2 and "missing.csv" in text and "Traceback" not in text
     params = tmp_path / "p.json"
     params.write_text('{"not_a_param": 1}')
-    code, text = _run(capsys, "simulate", "--params", str(params))
+    code, text = _run(capsys, "simulate", "--untreated", "--params", str(params))
     assert code == 2 and "not_a_param" in text and len(text.strip().splitlines()) == 1
 
 

@@ -253,7 +253,7 @@ def test_cli_fit_han2022_map(tmp_path, capsys):
                   "--out", str(out)])  # fmt: skip
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert "prior SD" in text and "shrinkage" in text
+    assert "prior SD" in text and "data information" in text
     for name in ("posterior.nc", "summary.csv", "fit.png", "priors.csv"):
         assert (out / name).stat().st_size > 0
     summary = pd.read_csv(out / "summary.csv")

@@ -1,0 +1,79 @@
+"""Options that several commands take, as shared ``Annotated`` aliases: one name, one
+help text and one default per option across ``fit``, ``fit-cohort``, ``fit-population``,
+``simulate`` and ``window``.
+
+Use as ``def cmd(components: Components = "full", draws: Draws = 1000): ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+#: Component sets and samplers (kept here so that ``--help`` needs no heavy import).
+COMPONENT_SETS = ("full", "cart", "cart_targets", "haematopoiesis")
+SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+#: Callbacks that refuse an unknown component set or sampler (one line, exit 2).
+check_components = _one_of(COMPONENT_SETS)
+check_sampler = _one_of(SAMPLERS)
+
+#: Component set of the model.
+Components = Annotated[
+    str,
+    typer.Option(
+        "--components",
+        callback=check_components,
+        help="Model components: full, cart, cart_targets or haematopoiesis.",
+    ),
+]
+#: Free parameters of a fit.
+Free = Annotated[
+    str | None,
+    typer.Option("--free", help="Comma-separated free parameters (default: per component set)."),
+]
+#: Sampler of a fit.
+Sampler = Annotated[
+    str,
+    typer.Option(
+        "--sampler",
+        callback=check_sampler,
+        help="nutpie (default), nutpie-jax, numpyro, pymc, or map (seconds; screening only).",
+    ),
+]
+#: Draws kept per chain.
+Draws = Annotated[int, typer.Option("--draws", min=1, help="Draws per chain kept.")]
+#: Tuning steps per chain.
+Tune = Annotated[int, typer.Option("--tune", min=0, help="Tuning steps per chain.")]
+#: Number of chains.
+Chains = Annotated[int, typer.Option("--chains", min=1, help="Number of chains.")]
+#: Random seed (drawn and recorded when not given).
+Seed = Annotated[
+    int | None, typer.Option("--seed", help="Random seed (drawn and printed when not given).")
+]
+#: Cores.
+Cores = Annotated[
+    int | None,
+    typer.Option("--cores", min=1, help="Chains run in parallel (default: min(chains, CPUs))."),
+]
+#: Events table.
+Events = Annotated[Path | None, typer.Option("--events", help="Events table (CSV or Parquet).")]
+#: Events table or a bundled data set.
+EventsOrExample = Annotated[
+    str | None,
+    typer.Option(
+        "--events", help="Events table (CSV or Parquet), or example:NAME for a bundled set."
+    ),
+]
