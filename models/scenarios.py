@@ -90,6 +90,11 @@ def with_boost(
     return out.sort_values("day", kind="stable").reset_index(drop=True)
 
 
+#: Parameter overrides of an illustrative poor-reserve patient: little stem-cell mass and
+#: fitness and a strong, slowly resolving delayed injury (the aplastic phenotype). Values
+#: lie inside each parameter's plausible range; they are an example, not a fit.
+POOR_RESERVE = {"hsc_mass": 0.1, "hsc_regen": 0.003, "late_supp": 20.0, "late_rate": 0.02}
+
 #: Parameter overrides that make the conditioning of :func:`emptied_marrow_transplant`
 #: myeloablative: a stem-cell kill rate of 0.3/d per unit intensity (busulfan- or
 #: melphalan-like), where flu/cy's own is small (``ld_kill_hsc`` default).

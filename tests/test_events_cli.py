@@ -45,19 +45,30 @@ def test_lymphodepletion_intensity_sums_drugs_and_switches_off():
     }
 
 
-def test_boost_targets_donor_or_host_and_unselected_cd3_is_noted():
+def test_boost_seeds_the_compartments_of_its_origin():
+    """Each graft origin seeds its own stem-cell and CD34+ compartments; only a new
+    donor's graft brings T cells, from its stated CD3+ dose (an estimate from the MNC dose
+    is noted; neither is refused)."""
     m = get_model("full")
     p = m.default_params()
-    allo = build_events(m, with_boost(typical_course(), 30, 3e6, cd34_selected=False), p)
-    targets = {m.state_names[i] for i in allo.target[allo.t == 30.0]}
-    assert targets == {"hsc_D", "neu_prol_d", "plt_prol", "gvh_T"}
-    assert any("CD3+" in n for n in allo.notes)
-    auto = build_events(m, with_boost(typical_course(), 30, 3e6, source="autologous"), p)
-    assert {m.state_names[i] for i in auto.target[auto.t == 30.0]} == {
-        "hsc_H",
-        "neu_prol_h",
-        "plt_prol",
-    }
+    at30 = {}
+    for source, extra in (
+        ("autologous", {}),
+        ("prior-donor", {}),
+        ("allogeneic", {"cd34_selected": False, "cd3_per_kg": 2e7}),
+    ):
+        se = build_events(m, with_boost(typical_course(), 30, 3e6, source=source, **extra), p)
+        at30[source] = {m.state_names[i] for i in se.target[se.t == 30.0]}
+    assert at30["autologous"] == {"hsc_A", "mpp_a"}
+    assert at30["prior-donor"] == {"hsc_P", "mpp_t"}
+    assert at30["allogeneic"] == {"hsc_N", "mpp_n", "gvh_T"}
+    ev = with_boost(typical_course(), 30, 3e6, cd34_selected=False)
+    ev["mnc_per_kg"] = 2e8
+    noted = build_events(m, ev, p)
+    assert any("estimated 0.25 of 2e+08 MNC/kg" in n for n in noted.notes)
+    ev = ev.drop(columns="mnc_per_kg")
+    with pytest.raises(InputError, match="needs its CD3"):
+        build_events(m, ev, p)
 
 
 def test_events_without_model_effect_are_reported_not_dropped():

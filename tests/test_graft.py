@@ -8,7 +8,7 @@ import pytest
 
 from carthema import InputError, simulate, typical_course, with_boost
 from carthema.fitting.engraftment import engraftment
-from carthema.models.scenarios import MYELOABLATIVE, emptied_marrow_transplant
+from carthema.models.scenarios import MYELOABLATIVE, POOR_RESERVE, emptied_marrow_transplant
 
 
 def _engraft_days(dose: float, source: str, params: dict | None = None) -> tuple[float, float]:
@@ -64,7 +64,7 @@ def test_autologous_boost_engrafts_in_a_poor_reserve_patient():
     recovers neutrophils after a 5e6/kg autologous boost on day 45, because graft cells
     carry healthy fitness of their own (Rejeski et al. 2022, Gagelmann et al. 2023:
     autologous boosts restore counts in most such patients)."""
-    poor = {"hsc_mass": 0.1, "hsc_regen": 0.003, "late_supp": 20.0, "late_rate": 0.02}
+    poor = POOR_RESERVE
     base = simulate(typical_course(), params=poor, days=120)
     t = base.t
     assert np.all(base["anc"][(t >= 30) & (t <= 90)] < 0.5)
@@ -79,7 +79,7 @@ def test_new_donor_graft_is_rejected_by_a_normal_host_and_takes_in_a_suppressed_
     """Han et al. 2022: an unconditioned allogeneic graft engrafted during post-CAR-T
     aplasia; a normal host rejects the same graft."""
     suppressed = with_boost(typical_course(), 30.0, 3e6, source="allogeneic", cd3_per_kg=5e7)
-    traj = simulate(suppressed, params={"hsc_mass": 0.2, "hsc_regen": 0.005}, days=90)
+    traj = simulate(suppressed, params=POOR_RESERVE, days=90)
     assert traj["chimerism_cd15"][traj.t == 60.0][0] > 50.0
     untreated = with_boost(typical_course().iloc[0:0], 30.0, 3e6, source="allogeneic")
     untreated["patient"] = "untreated"

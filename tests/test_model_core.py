@@ -10,6 +10,7 @@ from carthema import get_model, simulate, typical_course, with_boost
 from carthema.models.compiled import numba_model
 from carthema.models.events import build_events
 from carthema.models.numba_backend import METHODS
+from carthema.models.scenarios import POOR_RESERVE
 
 from scipy_reference import observe_all, reference_solve
 
@@ -214,38 +215,43 @@ def test_b_cell_aplasia_while_cart_persists(typical):
     assert np.all(b[window] < 0.05 * 250.0)
 
 
-def test_neutrophil_nadir_and_recovery_good_reserve(typical):
-    """ANC nadir below 0.5 G/L; recovery above 0.5 G/L between day 14 and 45 (Wang et al.
-    2021: median neutrophil recovery day 28, range 14-44); platelets recover too."""
+def test_neutrophil_nadir_and_recovery_with_default_reserve(typical):
+    """ANC falls below 0.5 G/L within days of lymphodepletion and recovers above it by day
+    21, with 5-14 days below 0.5 (Rejeski et al. 2021, Table 2: median 9 days of ANC < 0.5
+    G/L in days 0-60); platelets recover by day 90."""
     anc = typical["anc"]
     t = typical.t
     assert anc.min() < 0.5
     nadir = t[np.argmin(anc)]
+    assert 0.0 <= nadir <= 10.0
     recovered = t[(t > nadir) & (anc > 0.5)][0]
-    assert 14.0 <= recovered <= 45.0
-    plt_ = typical["platelets"]
-    assert plt_[t == 90.0][0] > 100.0
+    assert 7.0 <= recovered <= 21.0
+    days_below = np.sum((anc < 0.5) & (t >= 0) & (t <= 60))
+    assert 5 <= days_below <= 14
+    assert typical["platelets"][t == 90.0][0] > 100.0
 
 
 def test_poor_reserve_gives_months_of_cytopenia():
-    """A low marrow reserve leaves ANC below 0.5 G/L for months (Rejeski et al. 2021:
-    prolonged cytopenia in high CAR-HEMATOTOX patients; ELIANA: grade 3-4 neutropenia
-    beyond day 30 in 53%)."""
-    traj = simulate(typical_course(), params={"hsc_regen": 0.005}, days=180)
+    """A low marrow reserve with a strong delayed injury leaves ANC below 0.5 G/L for
+    months (Rejeski et al. 2021: prolonged cytopenia in high CAR-HEMATOTOX patients;
+    the aplastic phenotype of the ICAHT consensus, Rejeski et al. 2023)."""
+    traj = simulate(typical_course(), params=POOR_RESERVE, days=180)
     anc = traj["anc"]
     t = traj.t
-    assert np.all(anc[(t >= 7) & (t <= 90)] < 0.5)
+    assert np.all(anc[(t >= 14) & (t <= 90)] < 0.5)
 
 
-def test_allogeneic_boost_engrafts_only_in_a_suppressed_host():
-    """Han et al. 2022: an unconditioned allogeneic graft engrafted during post-CAR-T
-    aplasia. A 3e6 CD34+/kg allogeneic boost on day 30 into the suppressed, aplastic host
-    reaches majority donor chimerism by +30 days; the same boost into an untreated host
-    (no lymphodepletion, no CAR-T) is rejected."""
-    suppressed = with_boost(typical_course(), 30.0, 3e6, source="allogeneic")
-    traj = simulate(suppressed, params={"hsc_regen": 0.005}, days=90)
-    assert traj["chimerism_cd15"][traj.t == 60.0][0] > 50.0
-    untreated = with_boost(typical_course().iloc[0:0], 30.0, 3e6, source="allogeneic")
-    untreated["patient"] = "untreated"
-    traj = simulate(untreated, params={"hsc_regen": 0.005}, days=90)
-    assert traj["chimerism_cd15"][traj.t == 60.0][0] < 5.0
+def test_reserve_lengthens_neutropenia_without_changing_cart_expansion():
+    """Reserve, not CAR-T expansion, sets how long neutropenia lasts: a marrow whose stem
+    and progenitor cells are fewer and more vulnerable (the parameters that carry the
+    reserve trait in the virtual population) stays neutropenic longer at the same CAR-T
+    course (Rejeski et al. 2021: duration of severe neutropenia did not follow CRS or
+    peak cytokines)."""
+    good = simulate(typical_course(), days=60)
+    weak = {"hsc_mass": 0.1, "hsc_regen": 0.005, "ld_kill_mpp": 5.0, "late_supp": 2.0}
+    poor = simulate(typical_course(), params=weak, days=60)
+    # Only through B-cell production (lymphoid output) does reserve touch CAR-T: the
+    # peaks differ by less than 5 %.
+    assert abs(poor["cart_copies"].max() / good["cart_copies"].max() - 1.0) < 0.05
+    below = [np.sum(tr["anc"][tr.t >= 0] < 0.5) for tr in (good, poor)]
+    assert below[1] > below[0]

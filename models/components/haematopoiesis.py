@@ -46,7 +46,7 @@ infused afterwards carry healthy fitness of their own (assumption, stated).
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
 cells and progenitors and donor T cells at ``rej_rate * R``. Donor T cells ``gvh_T`` (1e8
 CD3+ cells/kg) come only from an explicit CD3+ dose, decay, and attack host immunity and
-the resident marrow (graft-versus-host / graft-versus-marrow).
+the resident stem and CD34+ progenitor cells (graft-versus-host / graft-versus-marrow).
 """
 
 from __future__ import annotations
@@ -198,9 +198,11 @@ PARAMS = (
        "rejection rate of new-donor cells at normal host immunity"),
     _p("gvh_decay", 0.05, "1/d", 0.005, 0.5, "assumption: alloreactive donor T cells "
        "contract over weeks", "donor T-cell decay rate"),
-    _p("gvh_kill", 0.5, "1/d per 1e8 CD3+/kg", 0.01, 10.0, "assumption: an unselected graft "
-       "(about 1e8 CD3+/kg) converts a suppressed host to full donor chimerism within weeks "
-       "(Han et al. 2022)", "donor T-cell attack on host immunity and the resident marrow"),
+    _p("gvh_kill", 0.5, "1/d per 1e8 CD3+/kg", 0.01, 10.0, "assumption: alloreactive T cells "
+       "of an unselected graft (about 1e8 CD3+/kg) eliminate residual host haematopoiesis "
+       "and immunity within weeks in a lymphodepleted host, as donor lymphocyte infusions "
+       "convert mixed to full donor chimerism", "donor T-cell attack on host immunity and "
+       "the resident stem and progenitor cells"),
     # --- graft content
     _p("graft_regen", 0.1, "1/d", 0.01, 1.0, "assumption: healthy stem cells double in about "
        "a week when the niche is empty", "graft stem-cell regeneration rate"),
@@ -286,7 +288,7 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     for k in STREAMS:
         mpp = s[f"mpp_{k}"]
         div = div_m / late if k == "h" else div_m
-        kill = p["ld_kill_mpp"] * ld + (rejection if k == "n" else 0.0)
+        kill = p["ld_kill_mpp"] * ld + {"h": gvh, "n": rejection}.get(k, 0.0)
         d[f"mpp_{k}"] = div * (sm * stems[k] / K + (1.0 - sm) * mpp) - (km + kill) * mpp
 
     # Precursors amplify CD34+ output through a Friberg transit chain (no self-renewal:
