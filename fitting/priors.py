@@ -51,8 +51,8 @@ DEFAULT_FREE: dict[str, tuple[str, ...]] = {
         "leuk_L0",
         "kill_EC50",
     ),
-    # Without CAR-T there is no inflammation, so infl_supp is not identifiable alone.
-    "haematopoiesis": ("anc0", "plt0", "hsc_regen"),
+    # Without CAR-T there is no inflammation, so late_supp is not identifiable alone.
+    "haematopoiesis": ("anc0", "plt0", "ld_kill_mpp"),
     "full": (
         "cart_rho",
         "cart_alpha",
@@ -63,8 +63,8 @@ DEFAULT_FREE: dict[str, tuple[str, ...]] = {
         "kill_EC50",
         "anc0",
         "plt0",
-        "hsc_regen",
-        "infl_supp",
+        "ld_kill_mpp",
+        "late_supp",
     ),
 }
 

@@ -30,8 +30,10 @@ BETWEEN_PATIENT_SD: dict[str, tuple[float, str]] = {
     "kill_EC50": (0.4, "assumption"),
     "anc0": (0.25, "normal ANC range 2-7 G/L"),
     "plt0": (0.25, "normal platelet range 150-400 G/L"),
-    "hsc_regen": (0.8, "assumption: marrow reserve varies widely (CAR-HEMATOTOX low/high)"),
-    "infl_supp": (0.4, "assumption"),
+    "ld_kill_mpp": (0.7, "calibrated LBCL population (lbcl_population.json): log-SD of "
+                    "progenitor vulnerability to lymphodepletion"),
+    "late_supp": (1.4, "calibrated LBCL population (lbcl_population.json): log-SD of the "
+                  "delayed marrow injury; CAR-HEMATOTOX low/high patients differ mostly here"),
 }
 
 #: Sampling days (since CAR-T) per analyte: ELIANA-like qPCR schedule and blood counts.

@@ -18,7 +18,7 @@ from carthema.fitting.fitdir import load_fit
 from carthema.fitting.plans import recovery_without_boost
 from carthema.fitting.window import parse_days, window_from_fit, without_boosts
 
-PATIENT = "VP003"
+PATIENT = "VP001"
 
 
 @pytest.fixture(scope="module")
