@@ -21,8 +21,10 @@ def register(app: typer.Typer) -> None:
     def natural_history_cmd(
         product: Annotated[
             str | None,
-            typer.Option(help="tisa-cel, axi-cel, liso-cel or brexu-cel (default: the LBCL "
-                         "cohort's axi-cel : tisa-cel mix 159 : 76)."),  # fmt: skip
+            typer.Option(
+                help="tisa-cel, axi-cel, liso-cel or brexu-cel (default: the LBCL "
+                "cohort's axi-cel : tisa-cel mix 159 : 76)."
+            ),
         ] = None,
         disease: Annotated[str, typer.Option(help="lbcl (calibrated), b-all or mcl.")] = "lbcl",
         hematotox: Annotated[

@@ -38,10 +38,10 @@ import pandas as pd
 
 from ..models.hematotox import hematotox_points
 from ..models.model import get_model
-from .nh_stats import DEFINITIONS, MEDIANS, per_patient, summarise
+from .nh_stats import DEFINITIONS, MEDIANS, per_patient
 from .vpop import (
-    POPULATION_FILE,
     LBCL_MIX,
+    POPULATION_FILE,
     POPULATION_INFO,
     TRAITS,
     draw_plausible,
@@ -95,9 +95,15 @@ def _rows(targets: pd.DataFrame) -> list[dict]:
         stratum = {"HT-high": "high", "HT-low": "low"}.get(r["stratum"], "all")
         product = r["product"] if r["product"] in POOLED_MIX else "pooled"
         rows.append(
-            {"row": int(i) + 2, "key": r["statistic"], "product": product, "stratum": stratum,
-             "target": float(r["value"]), "table": r["table"]}
-        )  # fmt: skip
+            {
+                "row": int(i) + 2,
+                "key": r["statistic"],
+                "product": product,
+                "stratum": stratum,
+                "target": float(r["value"]),
+                "table": r["table"],
+            }
+        )
     return rows
 
 
@@ -159,7 +165,9 @@ def calibrate(n: int = 3000, seed: int = 1, n_out: int = 1000, verbose: bool = T
                 vals.append(sum(mix[g] * s[g]["all"][k] for g in products))
             else:
                 sh = {g: s[g]["share_high"] for g in products}
-                wt = {g: mix[g] * (sh[g] if r["stratum"] == "high" else 1 - sh[g]) for g in products}
+                wt = {
+                    g: mix[g] * (sh[g] if r["stratum"] == "high" else 1 - sh[g]) for g in products
+                }
                 tot = sum(wt.values())
                 vals.append(sum(wt[g] * s[g][r["stratum"]][k] for g in products) / tot)
         return jnp.stack(vals)
@@ -189,7 +197,9 @@ def calibrate(n: int = 3000, seed: int = 1, n_out: int = 1000, verbose: bool = T
     for g in products:
         _, P, info, _ = sims[g]
         idx = _systematic(weights[g], n_out, rng)
-        cols = {name: P[idx, model.index("param", name)] for name in TRAITS if name in model.param_names}
+        cols = {
+            name: P[idx, model.index("param", name)] for name in TRAITS if name in model.param_names
+        }
         frame = pd.DataFrame(cols)
         for lab in ("hemoglobin", "crp", "ferritin"):
             frame[lab] = info[lab].to_numpy()[idx]
@@ -206,7 +216,11 @@ def calibrate(n: int = 3000, seed: int = 1, n_out: int = 1000, verbose: bool = T
         "plausible_per_product": n,
         "resampled_per_product": n_out,
         "effective_sample_size": ess,
-        "optimizer": {"success": bool(res.success), "loss": float(res.fun), "iterations": int(res.nit)},
+        "optimizer": {
+            "success": bool(res.success),
+            "loss": float(res.fun),
+            "iterations": int(res.nit),
+        },
         "ht_high_share_target": ht_share,
         "targets_file": "../shared/calibration/natural_history.csv (bundled copy: "
         "carthema/data/calibration/natural_history.csv)",
@@ -259,7 +273,10 @@ def _report(pop: pd.DataFrame, rows: list[dict], targets: pd.DataFrame) -> list[
 
 
 def _print(report: list[dict], ess: dict) -> None:
-    print(f"{'row':>4} {'table':8} {'product':9} {'stratum':7} {'statistic':32} {'published':>9} {'model':>7}")
+    print(
+        f"{'row':>4} {'table':8} {'product':9} {'stratum':7} {'statistic':32} "
+        f"{'published':>9} {'model':>7}"
+    )
     for r in report:
         mark = "" if r["within_tolerance"] else "  <- outside tolerance"
         print(
@@ -268,7 +285,9 @@ def _print(report: list[dict], ess: dict) -> None:
         )
     hit = sum(r["within_tolerance"] for r in report)
     print(f"{hit}/{len(report)} rows within tolerance (0.10 for fractions, 3 days for medians)")
-    print("effective sample size of the weights: " + ", ".join(f"{g} {v:.0f}" for g, v in ess.items()))
+    print(
+        "effective sample size of the weights: " + ", ".join(f"{g} {v:.0f}" for g, v in ess.items())
+    )
 
 
 def write_population(pop: pd.DataFrame, info: dict, folder: str | Path) -> None:

@@ -18,7 +18,14 @@ import pandas as pd
 from ..data.errors import InputError
 from ..models.model import get_model
 from .nh_stats import DEFINITIONS, MEDIANS, per_patient, summarise
-from .vpop import LBCL_MIX, PRODUCT_LD, load_population, population_params, product_events, simulate_counts
+from .vpop import (
+    LBCL_MIX,
+    PRODUCT_LD,
+    load_population,
+    population_params,
+    product_events,
+    simulate_counts,
+)
 
 DISEASES = ("lbcl", "b-all", "mcl")
 
@@ -66,7 +73,9 @@ def sample_patients(
     replacement when more are asked for than the population holds; ``None``: all)."""
     if product is not None and product not in PRODUCT_LD:
         raise InputError(
-            f"unknown product '{product}'", column="product", fix=f"use one of {', '.join(PRODUCT_LD)}"
+            f"unknown product '{product}'",
+            column="product",
+            fix=f"use one of {', '.join(PRODUCT_LD)}",
         )
     mix = {product: 1.0} if product is not None else LBCL_MIX
     total = sum(mix.values())
@@ -112,7 +121,9 @@ def disease_params(disease: str) -> dict[str, float]:
     """Multipliers of the LBCL population's parameters for another disease."""
     if disease not in DISEASES:
         raise InputError(
-            f"unknown disease '{disease}'", column="disease", fix=f"use one of {', '.join(DISEASES)}"
+            f"unknown disease '{disease}'",
+            column="disease",
+            fix=f"use one of {', '.join(DISEASES)}",
         )
     return {}
 
@@ -236,13 +247,19 @@ def natural_history(
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
     notes = []
     if (~ok).any():
-        notes.append(f"{int((~ok).sum())} of {ok.size} virtual patients failed to solve and are left out")
+        notes.append(
+            f"{int((~ok).sum())} of {ok.size} virtual patients failed to solve and are left out"
+        )
     if disease != "lbcl":
-        notes.append(f"{disease}: the LBCL-calibrated marrow with the disease's antigen load; "
-                     "no published natural history of this disease was used")  # fmt: skip
+        notes.append(
+            f"{disease}: the LBCL-calibrated marrow with the disease's antigen load; "
+            "no published natural history of this disease was used"
+        )
     if product in ("liso-cel", "brexu-cel"):
-        notes.append(f"{product}: LBCL marrow traits with the product's own lymphodepletion "
-                     "and dose; the calibration cohort had axi-cel and tisa-cel only")  # fmt: skip
+        notes.append(
+            f"{product}: LBCL marrow traits with the product's own lymphodepletion "
+            "and dose; the calibration cohort had axi-cel and tisa-cel only"
+        )
     stats = summarise(per_patient(days, anc[ok], plt_[ok]))
     qs = (5, 50, 95)
     bands = {
@@ -286,17 +303,36 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         ax.grid(alpha=0.3)
     pub = {r["statistic"]: r["value"] for r in nh.published}
     text = []
-    for key in ("p_anc_le_0.5", "p_anc_le_0.1", "median_days_anc_lt_0.5_d0_60",
-                "p_severe_neutropenia_ge_14d", "p_anc_le_1_after_d21", "p_plt_lt_50"):  # fmt: skip
+    for key in (
+        "p_anc_le_0.5",
+        "p_anc_le_0.1",
+        "median_days_anc_lt_0.5_d0_60",
+        "p_severe_neutropenia_ge_14d",
+        "p_anc_le_1_after_d21",
+        "p_plt_lt_50",
+    ):
         if key in nh.statistics:
             p = pub.get(key)
-            text.append(f"{key}: model {nh.statistics[key]:.2f}" + ("" if p is None else f", published {p:.2f}"))
-    axes[0].text(0.98, 0.02, "\n".join(text), transform=axes[0].transAxes, ha="right", va="bottom",
-                 fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})  # fmt: skip
+            text.append(
+                f"{key}: model {nh.statistics[key]:.2f}"
+                + ("" if p is None else f", published {p:.2f}")
+            )
+    axes[0].text(
+        0.98,
+        0.02,
+        "\n".join(text),
+        transform=axes[0].transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
     axes[0].legend(loc="upper right", fontsize=8)
     s = nh.settings
-    fig.suptitle(f"Natural history without a boost: {s['product']}, {s['disease']}, "
-                 f"CAR-HEMATOTOX {s['hematotox'] or 'all'} (n = {s['n']})")  # fmt: skip
+    fig.suptitle(
+        f"Natural history without a boost: {s['product']}, {s['disease']}, "
+        f"CAR-HEMATOTOX {s['hematotox'] or 'all'} (n = {s['n']})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,40 +32,22 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import InputError
-from ..models.model import Model
+from ..models.model import COMPONENT_SETS, Model, get_model
 from ..models.virtual import BETWEEN_PATIENT_SD
 
 #: Lower bound of a range-derived prior SD (log scale).
 MIN_RANGE_SD = 0.25
 
-#: Default free parameters per component set. The full-model set is the list of
-#: parameters that vary between virtual patients (:data:`BETWEEN_PATIENT_SD`).
+
+def _default_free(model: Model) -> tuple[str, ...]:
+    return tuple(q.name for q in model.params if q.free and (not q.needs or model.has(q.needs)))
+
+
+#: Default free parameters per component set: the parameters marked ``free`` on their
+#: :class:`~carthema.models.parameters.Param` (those that vary between patients and that
+#: the usual data inform), where the component set has what they act through.
 DEFAULT_FREE: dict[str, tuple[str, ...]] = {
-    "cart": ("cart_rho", "cart_alpha", "cart_fb", "cart_beta", "cart_f_dose"),
-    "cart_targets": (
-        "cart_rho",
-        "cart_alpha",
-        "cart_fb",
-        "cart_beta",
-        "cart_f_dose",
-        "leuk_L0",
-        "kill_EC50",
-    ),
-    # Without CAR-T there is no inflammation, so late_supp is not identifiable alone.
-    "haematopoiesis": ("anc0", "plt0", "ld_kill_mpp"),
-    "full": (
-        "cart_rho",
-        "cart_alpha",
-        "cart_fb",
-        "cart_beta",
-        "cart_f_dose",
-        "leuk_L0",
-        "kill_EC50",
-        "anc0",
-        "plt0",
-        "ld_kill_mpp",
-        "late_supp",
-    ),
+    name: _default_free(get_model(name)) for name in COMPONENT_SETS
 }
 
 

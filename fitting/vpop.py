@@ -73,8 +73,15 @@ TRAITS: dict[str, Trait] = {
     "neu_gamma": Trait(None, 0.25),
     "plt_gamma": Trait(None, 0.25),
     "mpp_rate": Trait(None, 0.3),
-    "graft_prog": Trait(None, 0.5, 0.0, 0.0, "assumption: graft content and fitness vary "
-                        "between products and donors; engraftment ranges of " "graft_kinetics.csv"),
+    "graft_prog": Trait(
+        None,
+        0.5,
+        0.0,
+        0.0,
+        "assumption: graft content and fitness vary "
+        "between products and donors; engraftment ranges of "
+        "graft_kinetics.csv",
+    ),
     "graft_hsc": Trait(None, 0.5),
     "graft_regen": Trait(None, 0.3),
     "rej_rate": Trait(None, 0.5),
@@ -121,13 +128,24 @@ def product_events(product: str, *, patient: str = "vp") -> pd.DataFrame:
     for d in (-5.0, -4.0, -3.0):
         for drug, amount in (("fludarabine", flu), ("cyclophosphamide", cy)):
             rows.append(
-                {"patient": patient, "day": d, "kind": "lymphodepletion", "amount": amount,
-                 "unit": "mg/m2", "drug": drug}
-            )  # fmt: skip
+                {
+                    "patient": patient,
+                    "day": d,
+                    "kind": "lymphodepletion",
+                    "amount": amount,
+                    "unit": "mg/m2",
+                    "drug": drug,
+                }
+            )
     rows.append(
-        {"patient": patient, "day": 0.0, "kind": "cart_infusion",
-         "amount": PRODUCT_DOSE[product], "unit": "cells/kg"}
-    )  # fmt: skip
+        {
+            "patient": patient,
+            "day": 0.0,
+            "kind": "cart_infusion",
+            "amount": PRODUCT_DOSE[product],
+            "unit": "cells/kg",
+        }
+    )
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
@@ -166,9 +184,20 @@ def simulate_counts(
     ev = build_events(model, events, model.default_params())
     mod = numba_model(model)
     status, obs = mod.solve_population(
-        np.ascontiguousarray(P), np.zeros(model.n_u), float(days[0]), days,
-        ev.t, ev.kind, ev.target, ev.value, ev.scale, 1e-6, 1e-8, 100_000, METHODS["auto"],
-    )  # fmt: skip
+        np.ascontiguousarray(P),
+        np.zeros(model.n_u),
+        float(days[0]),
+        days,
+        ev.t,
+        ev.kind,
+        ev.target,
+        ev.value,
+        ev.scale,
+        1e-6,
+        1e-8,
+        100_000,
+        METHODS["auto"],
+    )
     anc = obs[:, :, model.index("obs", "anc")]
     plt_ = obs[:, :, model.index("obs", "platelets")]
     return status, anc, plt_

@@ -95,8 +95,7 @@ def lymphodepletion(ctx: EventContext, ev: EventRow) -> None:
     drug = str(ev.get("drug", "")).strip().lower()
     if drug not in LD_REFERENCE:
         raise InputError(
-            f"the model has no reference dose for lymphodepletion drug '{drug}' "
-            f"(day {ev.day:g})",
+            f"the model has no reference dose for lymphodepletion drug '{drug}' (day {ev.day:g})",
             column="drug",
             fix=f"the model knows {sorted(LD_REFERENCE)}; express the regimen as an "
             "equivalent dose of one of them",

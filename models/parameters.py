@@ -32,6 +32,15 @@ class Param:
     structural:
         True for parameters that place events in time (they cannot be fitted by
         gradient methods because event times are not differentiated).
+    spread, spread_source:
+        Between-patient spread (SD of the natural log of the value) of a parameter that
+        varies between patients, and where it comes from; ``None`` for parameters held
+        at their default in virtual patients. The fitting prior uses it as its SD.
+    free:
+        Fitted by default (``carthema fit`` without ``--free``).
+    needs:
+        A state the parameter acts through; the parameter is free by default only in
+        component sets that have it (``late_supp`` acts through CAR-T inflammation).
     """
 
     name: str
@@ -42,6 +51,10 @@ class Param:
     source: str
     description: str
     structural: bool = False
+    spread: float | None = None
+    spread_source: str = ""
+    free: bool = False
+    needs: str = ""
 
     def __post_init__(self) -> None:
         if not (0 < self.low <= self.default <= self.high):

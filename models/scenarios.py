@@ -117,9 +117,7 @@ def emptied_marrow_transplant(
     conventional transplants (``graft_kinetics.csv``). It is a device for that
     comparison, not a clinical regimen.
     """
-    rows = [
-        _row(patient, -24.0, "lymphodepletion", 2000.0, "mg/m2", 22.0, drug="cyclophosphamide")
-    ]
+    rows = [_row(patient, -24.0, "lymphodepletion", 2000.0, "mg/m2", 22.0, drug="cyclophosphamide")]
     ev = pd.DataFrame(rows, columns=EVENT_COLUMNS)
     return with_boost(
         ev, 0.0, cd34_per_kg, source=source, cd34_selected=cd3_per_kg is None, cd3_per_kg=cd3_per_kg

@@ -14,26 +14,19 @@ import numpy as np
 import pandas as pd
 
 from .compiled import numba_model
+from .components import cart, haematopoiesis, targets
 from .events import build_events
 from .model import Model, get_model
 from .scenarios import typical_course, with_boost
 
 #: Between-patient spread (SD of log values) of the parameters that vary between
-#: patients; the others stay at their defaults. Assumptions unless a source is named.
+#: patients, from each :class:`~carthema.models.parameters.Param` (``spread``); the others
+#: stay at their defaults.
 BETWEEN_PATIENT_SD: dict[str, tuple[float, str]] = {
-    "cart_rho": (0.2, "assumption: peak day varies about +-3 days"),
-    "cart_alpha": (0.5, "assumption; Stein et al. 2019 report large variability in alpha"),
-    "cart_fb": (0.7, "assumption; Stein et al. 2019 report large variability in FB"),
-    "cart_beta": (0.5, "assumption"),
-    "cart_f_dose": (0.5, "assumption: Cmax varies over 1-2 decades (Mueller et al. 2017)"),
-    "leuk_L0": (1.0, "assumption: marrow blast burden varies from MRD to >90%"),
-    "kill_EC50": (0.4, "assumption"),
-    "anc0": (0.25, "normal ANC range 2-7 G/L"),
-    "plt0": (0.25, "normal platelet range 150-400 G/L"),
-    "ld_kill_mpp": (0.7, "calibrated LBCL population (lbcl_population.json): log-SD of "
-                    "progenitor vulnerability to lymphodepletion"),
-    "late_supp": (1.4, "calibrated LBCL population (lbcl_population.json): log-SD of the "
-                  "delayed marrow injury; CAR-HEMATOTOX low/high patients differ mostly here"),
+    q.name: (q.spread, q.spread_source)
+    for comp in (cart, targets, haematopoiesis)
+    for q in comp.PARAMS
+    if q.spread is not None
 }
 
 #: Sampling days (since CAR-T) per analyte: ELIANA-like qPCR schedule and blood counts.

@@ -73,6 +73,12 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["--events", "example:han2022", "--days", "abc"],
         ],
         "params": [["--components", "liver"]],
+        "natural-history": [
+            ["--product", "kymriah"],
+            ["--hematotox", "9"],
+            ["--disease", "cll"],
+            ["--n", "3"],
+        ],
         "demo": [["--sampler", "gibbs"]],
         "fit": [
             ["example:han2022", "--out", out_file],

@@ -54,8 +54,10 @@ def test_recovery_of_two_days_is_not_a_recovery():
 
 
 def test_summaries_and_weighted_median():
-    v = {"p_anc_le_0.5": np.array([True, False, True, True]),
-         "median_day_anc_nadir": np.array([4.0, 6.0, 8.0, 30.0])}  # fmt: skip
+    v = {
+        "p_anc_le_0.5": np.array([True, False, True, True]),
+        "median_day_anc_nadir": np.array([4.0, 6.0, 8.0, 30.0]),
+    }
     s = summarise(v)
     assert s["p_anc_le_0.5"] == 0.75 and s["median_day_anc_nadir"] == 7.0
     w = np.array([0.1, 0.1, 0.1, 0.7])

@@ -59,6 +59,9 @@ PARAMS = (
         "scaled by the antigen drive (and the exhaustion loss applies), so the full-model "
         "peak also depends on cart_K_antigen and the CD19+ load",
         "maximal effector expansion rate under full antigen drive",
+        spread=0.2,
+        spread_source="assumption: peak day varies about +-3 days",
+        free=True,
     ),
     Param(
         "cart_alpha",
@@ -68,6 +71,9 @@ PARAMS = (
         0.8,
         STEIN + " (alpha, contraction rate)",
         "effector contraction rate (includes conversion to memory)",
+        spread=0.5,
+        spread_source="assumption; Stein et al. 2019 report large variability in alpha",
+        free=True,
     ),
     Param(
         "cart_fb",
@@ -77,6 +83,9 @@ PARAMS = (
         0.2,
         STEIN + " (FB)",
         "fraction of contracting effectors that become memory cells",
+        spread=0.7,
+        spread_source="assumption; Stein et al. 2019 report large variability in FB",
+        free=True,
     ),
     Param(
         "cart_beta",
@@ -86,6 +95,9 @@ PARAMS = (
         0.05,
         STEIN + " (beta; terminal half-life about 220 d)",
         "memory CAR-T decline rate",
+        spread=0.5,
+        spread_source="assumption",
+        free=True,
     ),
     Param(
         "cart_f_dose",
@@ -97,6 +109,9 @@ PARAMS = (
         + STEIN
         + ") at the ELIANA median dose 3.1e6 CAR+ cells/kg (Maude et al. 2018, NEJM)",
         "blood transgene copies/ug DNA right after infusion, per infused CAR+ cell/kg",
+        spread=0.5,
+        spread_source="assumption: Cmax varies over 1-2 decades (Mueller et al. 2017)",
+        free=True,
     ),
     Param(
         "cart_K_antigen",

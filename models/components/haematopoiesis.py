@@ -98,125 +98,401 @@ def _p(name, default, unit, low, high, source, description, **kw) -> Param:
 
 PARAMS = (
     # --- neutrophil lineage
-    _p("anc0", 4.0, "G/L", 1.0, 10.0, "normal adult ANC 2-7 G/L; the patient's own "
-       "pre-lymphodepletion ANC is its set point", "baseline (pre-lymphodepletion) ANC"),
-    _p("neu_mtt", 4.5, "d", 2.5, 8.0, FRIBERG + "; " + QUARTINO + " (MTT about 4-5.5 d)",
-       "neutrophil maturation time"),
-    _p("neu_gamma", 0.2, "1", 0.05, 0.5, FRIBERG + " (gamma 0.16-0.24 across drugs)",
-       "neutrophil feedback exponent"),
-    _p("neu_kcirc", math.log(2.0) / (7.0 / 24.0), "1/d", 1.0, 6.0,
-       "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
-       "neutrophil elimination rate from blood"),
-    _p("neu_fb_floor", 0.5, "G/L", 0.01, 2.0, "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
-       "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
-       "feedback, and so the fastest progenitor amplification, when blood is empty",
-       "ANC added to both sides of the neutrophil feedback"),
-    _p("gcsf_emax", 1.0, "1", 0.1, 10.0, QUARTINO + " (G-CSF raises proliferation "
-       "several-fold); assumption: filgrastim 5 ug/kg doubles progenitor division",
-       "fractional increase of neutrophil progenitor division during G-CSF"),
+    _p(
+        "anc0",
+        4.0,
+        "G/L",
+        1.0,
+        10.0,
+        "normal adult ANC 2-7 G/L; the patient's own pre-lymphodepletion ANC is its set point",
+        "baseline (pre-lymphodepletion) ANC",
+        spread=0.25,
+        spread_source="normal ANC range 2-7 G/L",
+        free=True,
+    ),
+    _p(
+        "neu_mtt",
+        4.5,
+        "d",
+        2.5,
+        8.0,
+        FRIBERG + "; " + QUARTINO + " (MTT about 4-5.5 d)",
+        "neutrophil maturation time",
+    ),
+    _p(
+        "neu_gamma",
+        0.2,
+        "1",
+        0.05,
+        0.5,
+        FRIBERG + " (gamma 0.16-0.24 across drugs)",
+        "neutrophil feedback exponent",
+    ),
+    _p(
+        "neu_kcirc",
+        math.log(2.0) / (7.0 / 24.0),
+        "1/d",
+        1.0,
+        6.0,
+        "circulating neutrophil half-life about 7 h (" + FRIBERG + ")",
+        "neutrophil elimination rate from blood",
+    ),
+    _p(
+        "neu_fb_floor",
+        0.5,
+        "G/L",
+        0.01,
+        2.0,
+        "calibrated to " + GRAFT_CSV + " (ANC > 0.5 "
+        "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
+        "feedback, and so the fastest progenitor amplification, when blood is empty",
+        "ANC added to both sides of the neutrophil feedback",
+    ),
+    _p(
+        "gcsf_emax",
+        1.0,
+        "1",
+        0.1,
+        10.0,
+        QUARTINO + " (G-CSF raises proliferation "
+        "several-fold); assumption: filgrastim 5 ug/kg doubles progenitor division",
+        "fractional increase of neutrophil progenitor division during G-CSF",
+    ),
     # --- platelet lineage
-    _p("plt0", 250.0, "G/L", 20.0, 500.0, "normal platelets 150-400 G/L; the patient's own "
-       "pre-lymphodepletion count is its set point", "baseline (pre-lymphodepletion) platelets"),
-    _p("plt_mtt", 7.0, "d", 4.0, 12.0, "megakaryocyte maturation 5-10 d (Friberg-type "
-       "platelet models, e.g. Kloft et al. 2006)", "platelet maturation time"),
-    _p("plt_gamma", 0.2, "1", 0.05, 0.6, "Friberg-type platelet models (gamma 0.1-0.3)",
-       "platelet feedback exponent"),
-    _p("plt_kcirc", 1.0 / 9.0, "1/d", 1.0 / 14.0, 1.0 / 5.0, "platelet lifespan 8-10 d",
-       "platelet elimination rate from blood"),
-    _p("ld_kill_mk", 3.0, "1/d", 0.1, 10.0, "calibrated to " + NH_CSV + " rows p_plt_lt_50 "
-       "(62 % reach platelets < 50 G/L): megakaryocyte precursors are less exposed to flu/cy "
-       "than myeloid ones", "megakaryocyte precursor kill rate per unit of lymphodepletion "
-       "intensity"),
-    _p("plt_fb_floor", 30.0, "G/L", 1.0, 100.0, "calibrated to " + GRAFT_CSV + " (platelets "
-       "> 20 G/L 13-18 d after 5-12e6 CD34+/kg), as neu_fb_floor",
-       "platelets added to both sides of the platelet feedback"),
-    _p("tpo_emax", 1.0, "1", 0.1, 5.0, "assumption: TPO receptor agonists roughly double "
-       "platelet production", "fractional increase of platelet progenitor division during a "
-       "TPO agonist"),
-    _p("plt_unit_increment", 20.0, "G/L per unit", 5.0, 60.0, "adult platelet dose raises "
-       "counts by roughly 10-30 G/L (Slichter et al. 2010, NEJM 362:600, PLADO)",
-       "platelet count increment per transfused unit"),
+    _p(
+        "plt0",
+        250.0,
+        "G/L",
+        20.0,
+        500.0,
+        "normal platelets 150-400 G/L; the patient's own "
+        "pre-lymphodepletion count is its set point",
+        "baseline (pre-lymphodepletion) platelets",
+        spread=0.25,
+        spread_source="normal platelet range 150-400 G/L",
+        free=True,
+    ),
+    _p(
+        "plt_mtt",
+        7.0,
+        "d",
+        4.0,
+        12.0,
+        "megakaryocyte maturation 5-10 d (Friberg-type platelet models, e.g. Kloft et al. 2006)",
+        "platelet maturation time",
+    ),
+    _p(
+        "plt_gamma",
+        0.2,
+        "1",
+        0.05,
+        0.6,
+        "Friberg-type platelet models (gamma 0.1-0.3)",
+        "platelet feedback exponent",
+    ),
+    _p(
+        "plt_kcirc",
+        1.0 / 9.0,
+        "1/d",
+        1.0 / 14.0,
+        1.0 / 5.0,
+        "platelet lifespan 8-10 d",
+        "platelet elimination rate from blood",
+    ),
+    _p(
+        "ld_kill_mk",
+        3.0,
+        "1/d",
+        0.1,
+        10.0,
+        "calibrated to " + NH_CSV + " rows p_plt_lt_50 "
+        "(62 % reach platelets < 50 G/L): megakaryocyte precursors are less exposed to flu/cy "
+        "than myeloid ones",
+        "megakaryocyte precursor kill rate per unit of lymphodepletion intensity",
+    ),
+    _p(
+        "plt_fb_floor",
+        30.0,
+        "G/L",
+        1.0,
+        100.0,
+        "calibrated to " + GRAFT_CSV + " (platelets "
+        "> 20 G/L 13-18 d after 5-12e6 CD34+/kg), as neu_fb_floor",
+        "platelets added to both sides of the platelet feedback",
+    ),
+    _p(
+        "tpo_emax",
+        1.0,
+        "1",
+        0.1,
+        5.0,
+        "assumption: TPO receptor agonists roughly double platelet production",
+        "fractional increase of platelet progenitor division during a TPO agonist",
+    ),
+    _p(
+        "plt_unit_increment",
+        20.0,
+        "G/L per unit",
+        5.0,
+        60.0,
+        "adult platelet dose raises "
+        "counts by roughly 10-30 G/L (Slichter et al. 2010, NEJM 362:600, PLADO)",
+        "platelet count increment per transfused unit",
+    ),
     # --- stem cells and marrow reserve
-    _p("hsc_mass", 0.6, "niche fraction", 0.05, 1.0, "calibrated (population file): "
-       "stem/progenitor mass before lymphodepletion relative to a healthy marrow; heavily "
-       "pretreated lymphoma patients carry reduced reserve (Rejeski et al. 2021, Blood "
-       "138:2499)", "marrow reserve: resident stem-cell mass before lymphodepletion"),
-    _p("hsc_regen", 0.05, "1/d", 0.002, 0.5, "calibrated (population file) to " + NH_CSV
-       + " (duration and persistence of neutropenia)",
-       "resident stem-cell regeneration rate (marrow fitness)"),
-    _p("hsc_sigma", 0.015, "1", 0.002, 0.5, "assumption: share of the CD34+ progenitor pool's "
-       "influx that comes from stem cells at steady state (the rest is its own "
-       "self-renewal); multipotent progenitors self-renew for weeks only (Busch et al. "
-       "2015, Nature 518:542)", "stem-cell dependence of the CD34+ progenitor pool"),
-    _p("mpp_rate", 0.5, "1/d", 0.1, 2.0, "assumption: CD34+ progenitors divide about every "
-       "1-2 days under stress", "CD34+ progenitor division (and exit) rate"),
-    _p("ld_kill_prol", 8.0, "1/d", 0.5, 30.0, "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
-       "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
-       "progenitor kill rate per unit of lymphodepletion intensity"),
-    _p("ld_kill_mpp", 3.0, "1/d", 0.1, 10.0, "calibrated to " + NH_CSV + " (duration of "
-       "the first neutropenia); flu/cy spares part of the CD34+ progenitors (autologous "
-       "recovery without stem-cell support is the rule after it)",
-       "CD34+ progenitor kill rate per unit of lymphodepletion intensity"),
-    _p("ld_kill_hsc", 0.03, "1/d", 0.001, 0.3, "flu/cy is not myeloablative: stem cells are "
-       "relatively resistant to cyclophosphamide through aldehyde dehydrogenase (Kastan et "
-       "al. 1990, Blood 75:1947); assumption: 3 days of flu/cy remove about 10 % of stem "
-       "cells", "stem-cell kill rate per unit of lymphodepletion intensity"),
+    _p(
+        "hsc_mass",
+        0.6,
+        "niche fraction",
+        0.05,
+        1.0,
+        "calibrated (population file): "
+        "stem/progenitor mass before lymphodepletion relative to a healthy marrow; heavily "
+        "pretreated lymphoma patients carry reduced reserve (Rejeski et al. 2021, Blood "
+        "138:2499)",
+        "marrow reserve: resident stem-cell mass before lymphodepletion",
+    ),
+    _p(
+        "hsc_regen",
+        0.05,
+        "1/d",
+        0.002,
+        0.5,
+        "calibrated (population file) to " + NH_CSV + " (duration and persistence of neutropenia)",
+        "resident stem-cell regeneration rate (marrow fitness)",
+    ),
+    _p(
+        "hsc_sigma",
+        0.015,
+        "1",
+        0.002,
+        0.5,
+        "assumption: share of the CD34+ progenitor pool's "
+        "influx that comes from stem cells at steady state (the rest is its own "
+        "self-renewal); multipotent progenitors self-renew for weeks only (Busch et al. "
+        "2015, Nature 518:542)",
+        "stem-cell dependence of the CD34+ progenitor pool",
+    ),
+    _p(
+        "mpp_rate",
+        0.5,
+        "1/d",
+        0.1,
+        2.0,
+        "assumption: CD34+ progenitors divide about every 1-2 days under stress",
+        "CD34+ progenitor division (and exit) rate",
+    ),
+    _p(
+        "ld_kill_prol",
+        8.0,
+        "1/d",
+        0.5,
+        30.0,
+        "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
+        "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
+        "progenitor kill rate per unit of lymphodepletion intensity",
+    ),
+    _p(
+        "ld_kill_mpp",
+        3.0,
+        "1/d",
+        0.1,
+        10.0,
+        "calibrated to " + NH_CSV + " (duration of "
+        "the first neutropenia); flu/cy spares part of the CD34+ progenitors (autologous "
+        "recovery without stem-cell support is the rule after it)",
+        "CD34+ progenitor kill rate per unit of lymphodepletion intensity",
+        spread=0.7,
+        spread_source="calibrated LBCL population (lbcl_population.json): log-SD of "
+        "progenitor vulnerability to lymphodepletion",
+        free=True,
+    ),
+    _p(
+        "ld_kill_hsc",
+        0.03,
+        "1/d",
+        0.001,
+        0.3,
+        "flu/cy is not myeloablative: stem cells are "
+        "relatively resistant to cyclophosphamide through aldehyde dehydrogenase (Kastan et "
+        "al. 1990, Blood 75:1947); assumption: 3 days of flu/cy remove about 10 % of stem "
+        "cells",
+        "stem-cell kill rate per unit of lymphodepletion intensity",
+    ),
     # --- inflammation: early (CRS) and delayed
-    _p("infl_eref", 5000.0, "copies/ug/d", 100.0, 1e5, "assumption: inflammation of order 1 "
-       "at a typical expansion peak", "antigen-driven CAR-T expansion flux giving unit "
-       "inflammation"),
-    _p("infl_out", 0.2, "1/d", 0.02, 1.0, "assumption: CRS resolves within 1-2 weeks "
-       "(Lee et al. 2019, BBMT 25:625 grading; median CRS duration about 7 d)",
-       "inflammation resolution rate"),
-    _p("infl_supp", 0.2, "1", 0.01, 30.0, "assumption: CRS adds to the early cytopenia "
-       "(Fried et al. 2019, BMT 54:1643); kept modest because prolonged cytopenia does not "
-       "follow CAR-T expansion (Rejeski et al. 2021)",
-       "suppression of progenitor division per unit early inflammation"),
-    _p("late_rate", 0.07, "1/d", 0.01, 0.5, "assumption: the delayed suppression builds up "
-       "over about 2 weeks after the CRS peak, giving the second neutrophil dip of the "
-       "biphasic course around days 20-40 (Rejeski et al. 2021; ICAHT consensus, Rejeski et "
-       "al. 2023, Blood 142:865)", "build-up and resolution rate of the delayed marrow "
-       "suppression"),
-    _p("late_supp", 0.15, "1", 0.01, 100.0, "calibrated (population file) to " + NH_CSV
-       + " rows p_anc_le_1_after_d21, p_severe_neutropenia_ge_14d; assumption: delayed "
-       "inflammatory (IFN-gamma / T-cell-mediated) marrow suppression, the patient's "
-       "susceptibility rising with baseline inflammation (CRP, ferritin)",
-       "suppression of progenitor division per unit delayed suppression"),
-    _p("late_kill_hsc", 0.01, "1/d", 1e-4, 0.5, "assumption: inflammatory signalling "
-       "exhausts stem cells (Baldridge et al. 2010, Nature 465:793: IFN-gamma drives HSC "
-       "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
-       "stem-cell loss rate per unit delayed suppression"),
+    _p(
+        "infl_eref",
+        5000.0,
+        "copies/ug/d",
+        100.0,
+        1e5,
+        "assumption: inflammation of order 1 at a typical expansion peak",
+        "antigen-driven CAR-T expansion flux giving unit inflammation",
+    ),
+    _p(
+        "infl_out",
+        0.2,
+        "1/d",
+        0.02,
+        1.0,
+        "assumption: CRS resolves within 1-2 weeks "
+        "(Lee et al. 2019, BBMT 25:625 grading; median CRS duration about 7 d)",
+        "inflammation resolution rate",
+    ),
+    _p(
+        "infl_supp",
+        0.2,
+        "1",
+        0.01,
+        30.0,
+        "assumption: CRS adds to the early cytopenia "
+        "(Fried et al. 2019, BMT 54:1643); kept modest because prolonged cytopenia does not "
+        "follow CAR-T expansion (Rejeski et al. 2021)",
+        "suppression of progenitor division per unit early inflammation",
+    ),
+    _p(
+        "late_rate",
+        0.07,
+        "1/d",
+        0.01,
+        0.5,
+        "assumption: the delayed suppression builds up "
+        "over about 2 weeks after the CRS peak, giving the second neutrophil dip of the "
+        "biphasic course around days 20-40 (Rejeski et al. 2021; ICAHT consensus, Rejeski et "
+        "al. 2023, Blood 142:865)",
+        "build-up and resolution rate of the delayed marrow suppression",
+    ),
+    _p(
+        "late_supp",
+        0.15,
+        "1",
+        0.01,
+        100.0,
+        "calibrated (population file) to "
+        + NH_CSV
+        + " rows p_anc_le_1_after_d21, p_severe_neutropenia_ge_14d; assumption: delayed "
+        "inflammatory (IFN-gamma / T-cell-mediated) marrow suppression, the patient's "
+        "susceptibility rising with baseline inflammation (CRP, ferritin)",
+        "suppression of progenitor division per unit delayed suppression",
+        spread=1.4,
+        spread_source="calibrated LBCL population (lbcl_population.json): log-SD of the "
+        "delayed marrow injury; CAR-HEMATOTOX low/high patients differ mostly here",
+        free=True,
+        needs="cart_E",
+    ),
+    _p(
+        "late_kill_hsc",
+        0.01,
+        "1/d",
+        1e-4,
+        0.5,
+        "assumption: inflammatory signalling "
+        "exhausts stem cells (Baldridge et al. 2010, Nature 465:793: IFN-gamma drives HSC "
+        "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
+        "stem-cell loss rate per unit delayed suppression",
+    ),
     # --- immunity, rejection and GvH
-    _p("imm_regen", 0.03, "1/d", 0.003, 0.3, "assumption: T-cell recovery after "
-       "fludarabine takes months", "host immunity recovery rate"),
-    _p("ld_kill_imm", 1.0, "1/d", 0.1, 5.0, "assumption: lymphocytes fall about 20-fold over "
-       "3 days of flu/cy", "host immunity kill rate per unit of lymphodepletion intensity"),
-    _p("infl_kill_imm", 0.05, "1/d", 1e-3, 1.0, "assumption: CAR-T inflammation and B-cell "
-       "aplasia deepen immunosuppression", "host immunity suppression per unit inflammation"),
-    _p("rej_rate", 1.0, "1/d", 0.05, 10.0, "assumption: an unconditioned allogeneic graft "
-       "into a normal host is rejected within days",
-       "rejection rate of new-donor cells at normal host immunity"),
-    _p("gvh_decay", 0.05, "1/d", 0.005, 0.5, "assumption: alloreactive donor T cells "
-       "contract over weeks", "donor T-cell decay rate"),
-    _p("gvh_kill", 0.5, "1/d per 1e8 CD3+/kg", 0.01, 10.0, "assumption: alloreactive T cells "
-       "of an unselected graft (about 1e8 CD3+/kg) eliminate residual host haematopoiesis "
-       "and immunity within weeks in a lymphodepleted host, as donor lymphocyte infusions "
-       "convert mixed to full donor chimerism", "donor T-cell attack on host immunity and "
-       "the resident stem and progenitor cells"),
+    _p(
+        "imm_regen",
+        0.03,
+        "1/d",
+        0.003,
+        0.3,
+        "assumption: T-cell recovery after fludarabine takes months",
+        "host immunity recovery rate",
+    ),
+    _p(
+        "ld_kill_imm",
+        1.0,
+        "1/d",
+        0.1,
+        5.0,
+        "assumption: lymphocytes fall about 20-fold over 3 days of flu/cy",
+        "host immunity kill rate per unit of lymphodepletion intensity",
+    ),
+    _p(
+        "infl_kill_imm",
+        0.05,
+        "1/d",
+        1e-3,
+        1.0,
+        "assumption: CAR-T inflammation and B-cell aplasia deepen immunosuppression",
+        "host immunity suppression per unit inflammation",
+    ),
+    _p(
+        "rej_rate",
+        1.0,
+        "1/d",
+        0.05,
+        10.0,
+        "assumption: an unconditioned allogeneic graft into a normal host is rejected within days",
+        "rejection rate of new-donor cells at normal host immunity",
+    ),
+    _p(
+        "gvh_decay",
+        0.05,
+        "1/d",
+        0.005,
+        0.5,
+        "assumption: alloreactive donor T cells contract over weeks",
+        "donor T-cell decay rate",
+    ),
+    _p(
+        "gvh_kill",
+        0.5,
+        "1/d per 1e8 CD3+/kg",
+        0.01,
+        10.0,
+        "assumption: alloreactive T cells "
+        "of an unselected graft (about 1e8 CD3+/kg) eliminate residual host haematopoiesis "
+        "and immunity within weeks in a lymphodepleted host, as donor lymphocyte infusions "
+        "convert mixed to full donor chimerism",
+        "donor T-cell attack on host immunity and the resident stem and progenitor cells",
+    ),
     # --- graft content
-    _p("graft_regen", 0.1, "1/d", 0.01, 1.0, "assumption: healthy stem cells double in about "
-       "a week when the niche is empty", "graft stem-cell regeneration rate"),
-    _p("graft_hsc", 7e-9, "niche fraction per CD34+ cell/kg", 1e-10, 1e-7, "assumption: a "
-       "graft carries stem cells in the proportion of a healthy marrow: about 1.4e8 CD34+ "
-       "cells/kg in the marrow (1e12 nucleated cells, about 1 % CD34+), so 1 CD34+ cell/kg "
-       "is 7e-9 of it", "long-term stem cells seeded per infused CD34+ cell/kg"),
-    _p("graft_prog", 3.5e-9, "fraction of the normal pool per CD34+ cell/kg", 1e-10, 1e-7,
-       "calibrated to " + GRAFT_CSV + " (ANC > 0.5 G/L in 10-14 d, platelets > 20 G/L in "
-       "13-18 d after 5-12e6 CD34+/kg); about 1.4e8 CD34+ cells/kg in a healthy marrow "
-       "gives 7e-9", "CD34+ progenitors seeded per infused CD34+ cell/kg"),
-    _p("donor_chim0", 1e-4, "fraction", 1e-5, 1.0, "patient history: donor share of the "
-       "marrow before CAR-T after an earlier allogeneic transplant (1e-4 = none: below any "
-       "assay)", "baseline donor chimerism of the resident marrow"),
+    _p(
+        "graft_regen",
+        0.1,
+        "1/d",
+        0.01,
+        1.0,
+        "assumption: healthy stem cells double in about a week when the niche is empty",
+        "graft stem-cell regeneration rate",
+    ),
+    _p(
+        "graft_hsc",
+        7e-9,
+        "niche fraction per CD34+ cell/kg",
+        1e-10,
+        1e-7,
+        "assumption: a "
+        "graft carries stem cells in the proportion of a healthy marrow: about 1.4e8 CD34+ "
+        "cells/kg in the marrow (1e12 nucleated cells, about 1 % CD34+), so 1 CD34+ cell/kg "
+        "is 7e-9 of it",
+        "long-term stem cells seeded per infused CD34+ cell/kg",
+    ),
+    _p(
+        "graft_prog",
+        3.5e-9,
+        "fraction of the normal pool per CD34+ cell/kg",
+        1e-10,
+        1e-7,
+        "calibrated to " + GRAFT_CSV + " (ANC > 0.5 G/L in 10-14 d, platelets > 20 G/L in "
+        "13-18 d after 5-12e6 CD34+/kg); about 1.4e8 CD34+ cells/kg in a healthy marrow "
+        "gives 7e-9",
+        "CD34+ progenitors seeded per infused CD34+ cell/kg",
+    ),
+    _p(
+        "donor_chim0",
+        1e-4,
+        "fraction",
+        1e-5,
+        1.0,
+        "patient history: donor share of the "
+        "marrow before CAR-T after an earlier allogeneic transplant (1e-4 = none: below any "
+        "assay)",
+        "baseline donor chimerism of the resident marrow",
+    ),
 )
 
 INPUTS = ("ld", "gcsf", "tpo")
@@ -311,9 +587,7 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
 
     # Stem cells: host regrows towards its own mass, grafts into the whole niche.
     stem_loss = p["ld_kill_hsc"] * ld
-    d["hsc_H"] = p["hsc_regen"] * H * (1.0 - S / K) - (
-        stem_loss + p["late_kill_hsc"] * Z + gvh
-    ) * H
+    d["hsc_H"] = p["hsc_regen"] * H * (1.0 - S / K) - (stem_loss + p["late_kill_hsc"] * Z + gvh) * H
     d["hsc_A"] = p["graft_regen"] * A * (1.0 - S) - stem_loss * A
     d["hsc_P"] = p["graft_regen"] * P * (1.0 - S) - stem_loss * P
     d["hsc_N"] = p["graft_regen"] * N * (1.0 - S) - (stem_loss + rejection) * N
@@ -325,9 +599,9 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
         drive = 0.0
     d["infl_I"] = drive - p["infl_out"] * I
     d["infl_Z"] = p["late_rate"] * (I / (1.0 + I) - Z)
-    d["imm_R"] = p["imm_regen"] * R * (1.0 - R) - (
-        p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh
-    ) * R
+    d["imm_R"] = (
+        p["imm_regen"] * R * (1.0 - R) - (p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh) * R
+    )
     d["gvh_T"] = -(p["gvh_decay"] + rejection) * T
     return d
 

@@ -57,6 +57,9 @@ PARAMS = (
         "calibrated: B-cell recovery follows loss of CAR-T transgene (Mueller et al. 2018, "
         "Clin Cancer Res); aplasia lasts while copies stay above tens per ug",
         "CAR-T level giving half-maximal killing",
+        spread=0.4,
+        spread_source="assumption",
+        free=True,
     ),
     Param(
         "kill_Asat",
@@ -77,6 +80,9 @@ PARAMS = (
         "assumption: patient-specific; 1000 cells/uL-equivalents (50% marrow blasts) is a "
         "typical relapsed/refractory burden",
         "pre-treatment leukemic blast load (also its regrowth ceiling)",
+        spread=1.0,
+        spread_source="assumption: marrow blast burden varies from MRD to >90%",
+        free=True,
     ),
     Param(
         "leuk_growth",
