@@ -6,7 +6,8 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
 
 1. Draw ``n`` plausible patients per product (axi-cel, tisa-cel) from the wide
    distributions of :data:`carthema.fitting.vpop.TRAITS` and simulate each after its
-   product's own lymphodepletion and dose, days -7..60.
+   product's own lymphodepletion and dose, days -7..60 (at the model's default CD19+
+   load; see ``_simulate_product``).
 2. For every patient compute the per-patient values behind every statistic of the
    calibration file (:func:`carthema.fitting.nh_stats.per_patient`) and its CAR-HEMATOTOX
    score from its own baseline values.
@@ -66,6 +67,10 @@ def load_targets() -> pd.DataFrame:
 
 def _simulate_product(product: str, n: int, rng: np.random.Generator):
     model = get_model("full")
+    # The model's default CD19+ load is used, not the LBCL preset (an assumption of 10
+    # cells/uL-equivalents): with it CAR-T inflammation is weaker, the plausible patients
+    # no longer cover the published rows (effective sample size about 20 per product) and
+    # the biphasic course disappears. Stated in the population's provenance.
     P, info = draw_plausible(n, rng, model)
     status, anc, plt_ = simulate_counts(model, P, product_events(product), DAYS)
     ok = status == 0

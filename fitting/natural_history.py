@@ -118,14 +118,18 @@ def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "
 
 
 def disease_params(disease: str) -> dict[str, float]:
-    """Multipliers of the LBCL population's parameters for another disease."""
+    """Multipliers that turn the LBCL population's parameters into another disease's
+    (the ratio of the disease presets of :mod:`carthema.models.presets`)."""
     if disease not in DISEASES:
         raise InputError(
             f"unknown disease '{disease}'",
             column="disease",
             fix=f"use one of {', '.join(DISEASES)}",
         )
-    return {}
+    from ..models.presets import apply_presets
+
+    lbcl, other = apply_presets(disease="lbcl"), apply_presets(disease=disease)
+    return {name: other[name] / lbcl[name] for name in other if name in lbcl}
 
 
 def population_statistics(
