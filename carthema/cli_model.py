@@ -125,12 +125,26 @@ def register(app: typer.Typer) -> None:
         """List model parameters with units, defaults, ranges and sources."""
         from carthema.models.model import get_model
 
+        model = get_model(components)
         table = Table(title=f"parameters of the '{components}' model")
-        for col in ("name", "default", "unit", "range", "source"):
+        for col in ("name", "default", "unit", "range", "between-patient SD", "source"):
             table.add_column(col, overflow="fold")
-        for q in get_model(components).params:
-            table.add_row(q.name, f"{q.default:.4g}", q.unit, f"{q.low:.3g}-{q.high:.3g}", q.source)
+        owner = {q.name: c.__name__.rsplit(".", 1)[-1] for c in model.components for q in c.PARAMS}
+        for q in model.params:
+            spread = "" if q.spread is None else f"{q.spread:g} (log){' free' if q.free else ''}"
+            table.add_row(
+                q.name,
+                f"{q.default:.4g}",
+                q.unit,
+                f"{q.low:.3g}-{q.high:.3g}",
+                spread,
+                f"({owner[q.name]}) {q.description}. {q.source}",
+            )
         console.print(table)
+        console.print(
+            "free = fitted by default; between-patient SD = the spread of the fitting prior "
+            "and of synthetic patients (its source: carthema.models.virtual.BETWEEN_PATIENT_SD)"
+        )
 
     @app.command()
     def demo(
@@ -152,11 +166,7 @@ def register(app: typer.Typer) -> None:
         ex = load_example("synthetic")
         truth = ex.tables["parameters"]
         truth = truth[truth["patient"] == patient]
-        about = (
-            "; a poor-reserve patient who received a stem-cell boost on day 42"
-            if patient == DEMO_PATIENT
-            else ""
-        )
+        about = "; a biphasic course, stem-cell boost on day 42" if patient == DEMO_PATIENT else ""
         console.print(
             f"[bold]1/2 fit[/bold]: virtual patient {patient} of the bundled synthetic "
             f"cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism{about}), "
