@@ -35,6 +35,10 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
         ] = None,
+        mnc: Annotated[
+            float | None,
+            typer.Option(help="MNC/kg of the graft, when its CD3+ dose is not known."),
+        ] = None,
         anc: Annotated[
             float | None,
             typer.Option(help="ANC on the boost day, G/L (0: below the lab's limit)."),
@@ -110,6 +114,7 @@ def register(app: typer.Typer) -> None:
                 source,
                 selected=selected,
                 cd3=cd3,
+                mnc=mnc,
                 anc=anc,
                 anc_lloq=anc_lloq,
                 platelets=plt,

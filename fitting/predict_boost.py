@@ -81,7 +81,7 @@ from scipy.stats import norm
 
 from ..data.errors import InputError
 from ..models.compiled import numba_model
-from ..models.components.haematopoiesis import graft_source
+from ..models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
 from ..models.events import build_events
 from ..models.hematotox import hematotox as hematotox_score
 from ..models.model import Model, get_model
@@ -573,6 +573,7 @@ def predict_boost(
     *,
     selected: bool = False,
     cd3: float | None = None,
+    mnc: float | None = None,
     anc: float | None = None,
     anc_lloq: float = ANC_LLOQ,
     platelets: float | None = None,
@@ -599,7 +600,8 @@ def predict_boost(
 
     Parameters mirror ``carthema predict-boost``: ``source`` autologous / prior-donor /
     allogeneic (a new donor); ``selected`` CD34-selected graft; ``cd3`` CD3+ cells/kg
-    (required for an unselected new-donor graft); ``anc`` (0 = below ``anc_lloq``) and
+    (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
+    which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
     ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF continued
     ``gcsf_after`` days after the boost); ``plt_transfused`` (the platelet count is not
     the patient's own); ``tpo`` (on a TPO-receptor agonist); ``neutropenia_days`` (days
@@ -628,13 +630,21 @@ def predict_boost(
         raise InputError("the CD34+ dose is required", column="dose", fix="e.g. --dose 3.1e6")
     day = _check_number("day", day, allow_zero=False, fix="the boost day after CAR-T, e.g. 45")
     cd3 = _check_number("cd3", cd3, fix="CD3+ cells/kg, e.g. --cd3 1e7")
+    mnc = _check_number("mnc", mnc, fix="mononuclear cells/kg, e.g. --mnc 1.8e8")
+    cd3_note = None
+    if cd3 is None and mnc is not None and source == "allogeneic" and not selected:
+        cd3 = CD3_FRACTION_OF_MNC * mnc
+        cd3_note = (
+            f"CD3+ dose estimated as {CD3_FRACTION_OF_MNC:g} x {mnc:.3g} MNC/kg = {cd3:.3g}/kg "
+            "(the model's assumption for a graft given by its MNC dose)"
+        )
     if source == "allogeneic" and not selected and cd3 is None:
         raise InputError(
             "an unselected graft from a new allogeneic donor needs its CD3+ dose "
             "(graft-versus-host effects are not guessed from the CD34+ dose)",
             column="cd3",
-            fix="give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7), or --selected for a "
-            "CD34-selected graft",
+            fix="give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7) or the MNC/kg with --mnc, "
+            "or --selected for a CD34-selected graft",
         )
     fix_counts = "counts in G/L, e.g. --anc 0.3 --plt 15 (--anc 0: below the lab's limit)"
     anc = _check_number("anc", anc, fix=fix_counts)
@@ -735,7 +745,16 @@ def predict_boost(
     if observations is not None and len(observations):
         obs = observations
         unused = sorted(set(obs["analyte"]) - {"anc", "platelets"})
-        obs = obs[obs["analyte"].isin(["anc", "platelets"]) & (obs["day"] < day)]
+        # Earlier values, and boost-day values the flags do not give.
+        given = {a for a, v in (("anc", anc), ("platelets", platelets)) if v is not None}
+        if plt_transfused:
+            given.add("platelets")
+        same_day = np.round(obs["day"]) == np.round(day)
+        obs = obs[
+            obs["analyte"].isin(["anc", "platelets"])
+            & (obs["day"] <= day)
+            & ~(same_day & obs["analyte"].isin(sorted(given)))
+        ]
         for r in obs.itertuples(index=False):
             blq = bool(getattr(r, "blq", False)) if hasattr(r, "blq") else False
             lloq = getattr(r, "lloq", np.nan)
@@ -815,6 +834,7 @@ def predict_boost(
             "source": source,
             "cd34_selected": bool(selected),
             "cd3_per_kg": cd3,
+            "cd3_note": cd3_note,
         },
         "inputs": {
             "product": product,

@@ -72,8 +72,9 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     assert kw["product"] == "tisa-cel" and kw["disease"] == "b-all"
     assert kw["hematotox_labs"] == [110.0, 0.95, 10.1, 4.2, 540.0]
     assert kw["donor_chimerism"] == 0.9 and kw["n_draws"] == 2500 and kw["seed"] == 7
-    code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3"], capsys)
-    assert seen["kwargs"]["hematotox"] == 3 and seen["kwargs"]["selected"] is False
+    code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3", "--mnc", "1.8e8"], capsys)
+    kw = seen["kwargs"]
+    assert kw["hematotox"] == 3 and kw["selected"] is False and kw["mnc"] == 1.8e8
 
 
 def test_refuses_an_unselected_new_donor_graft_without_cd3(capsys):
@@ -113,7 +114,7 @@ def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
     out = tmp_path / "pred.json"
     code, text = _cli(
         ["--day", "40", "--dose", "3.1e6", "--source", "autologous", "--anc", "0",
-         "--plt", "35", "--plt-transfused", "--neutropenia-days", "25",
+         "--plt", "35", "--plt-transfused", "--tpo", "--neutropenia-days", "25",
          "--product", "tisa-cel", "--hematotox-labs", "110,0.95,10.1,4.2,540",
          "--draws", str(N), "--json", str(out)],
         capsys,
@@ -128,6 +129,7 @@ def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
     assert inp["product"] == "tisa-cel" and inp["disease"] == "lbcl"
     assert inp["hematotox"]["score"] == 3 and inp["hematotox"]["from"] == "laboratory values"
     assert inp["anc_below_limit"] is True and inp["support"]["plt_transfused"] is True
+    assert inp["support"]["tpo"] is True and inp["support"]["gcsf"] is False
     assert inp["neutropenia_days"] == 25
     assert inp["conditioning_prior"]["product_rows"] == "tisa-cel"
     assert "hematotox_rows" in inp["conditioning_prior"]
