@@ -231,7 +231,7 @@ def _print_prediction(res: dict) -> None:
     prior = inp["conditioning_prior"]
     console.print(
         f"prior: calibrated population, product rows {prior['product_rows']}; "
-        f"{prior['hematotox_rows']} ({prior['distinct_patients']} distinct virtual patients)"
+        f"{prior['hematotox_rows']}; {prior['distinct_patients']} distinct virtual patients"
     )
     if inp["likelihood_terms"]:
         console.print("conditioned on: " + "; ".join(inp["likelihood_terms"]))
