@@ -43,10 +43,11 @@ def han2022(n_draws: int, seed: int) -> dict:
         0.95e6,
         "allogeneic",
         selected=False,
+        mnc=1.8e8,  # MNC/kg as reported; the CD3+ dose was not stated
         anc=0.53,
         platelets=20.0,
         events=ex.events,
-        n_draws=n_draws,
+        n_draws=max(n_draws, 2400),  # predict-boost needs >= 2,000 particles
         seed=seed,
     )
     return {
