@@ -156,6 +156,10 @@ def test_gcsf_support_means_a_lower_own_anc():
     assert supported["neutrophil"]["p_already"] < plain["neutrophil"]["p_already"]
     assert supported["inputs"]["support"]["gcsf"] and not plain["inputs"]["support"]["gcsf"]
     assert min(plain["effective_sample_size"], supported["effective_sample_size"]) >= MIN_ESS
+    # G-CSF continued 10 days after the boost: those days never count toward engraftment.
+    longer = predict_boost(40, 3e6, "autologous", gcsf=True, gcsf_after=10, **kw)
+    assert longer["inputs"]["support"]["gcsf_days_after_boost"] == 10.0
+    assert longer["neutrophil"]["p_already"] == 0.0 and longer["neutrophil"]["q05"] >= 10.0
 
 
 def test_prior_uses_the_exact_score_or_the_group():
