@@ -13,7 +13,10 @@ restricted to the patient's product and CAR-HEMATOTOX score (the exact score whe
 least :data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high
 (>= 2) group; the output says which). Products outside the calibrated population take
 the rows of the product with the same co-stimulation and lymphodepletion (brexu-cel:
-axi-cel, liso-cel: tisa-cel) and are simulated with their own course.
+axi-cel, liso-cel: tisa-cel) and are simulated with their own course. The population is
+calibrated in LBCL; another disease applies the multipliers of
+:func:`carthema.fitting.natural_history.disease_params` (the natural-history simulation's
+own), and the output says so.
 
 The prior density used by the Monte Carlo moves is a **Gaussian kernel density over the
 population rows in log-parameter space** (kernel covariance = Silverman factor^2 x the
@@ -229,12 +232,18 @@ def population_prior(
         desc["hematotox_rows"] = "all scores (no CAR-HEMATOTOX given)"
     cols = pcols + ([c for c in LAB_COLUMNS if c in rows] if labs else [])
     X = np.log(rows[cols].to_numpy(float))
-    if disease != "lbcl" and "leuk_L0" in cols:
-        ratio = DISEASES[disease].overrides["leuk_L0"] / DISEASES["lbcl"].overrides["leuk_L0"]
-        X[:, cols.index("leuk_L0")] += np.log(ratio)
+    if disease != "lbcl":
+        # One source of truth with the natural-history simulation: its multipliers of the
+        # LBCL population's parameters for another disease.
+        from .natural_history import disease_params
+
+        mult = {k: float(v) for k, v in disease_params(disease).items() if k in cols}
+        for name, value in mult.items():
+            X[:, cols.index(name)] += np.log(value)
         desc["disease_note"] = (
-            f"population calibrated in LBCL; leuk_L0 scaled by the {disease} / lbcl preset "
-            f"ratio {ratio:g}"
+            f"population calibrated in LBCL; {disease}: multipliers {mult or 'none'} "
+            "(carthema.fitting.natural_history.disease_params); no natural history of "
+            f"{disease} was calibrated"
         )
     keep = np.std(X, axis=0) > 1e-9
     names = [c for c, k in zip(cols, keep, strict=True) if k]
@@ -756,8 +765,10 @@ def predict_boost(
             & ~(same_day & obs["analyte"].isin(sorted(given)))
         ]
         for r in obs.itertuples(index=False):
-            blq = bool(getattr(r, "blq", False)) if hasattr(r, "blq") else False
-            lloq = getattr(r, "lloq", np.nan)
+            blq = getattr(r, "blq", False)
+            blq = False if blq is None or pd.isna(blq) else bool(blq)
+            lloq = getattr(r, "lloq", None)
+            lloq = np.nan if lloq is None or pd.isna(lloq) else float(lloq)
             if blq and not (np.isfinite(lloq) and lloq > 0):
                 lloq = RESIDUALS[r.analyte].zero_limit
             if not blq and not (np.isfinite(r.value) and r.value > 0):
