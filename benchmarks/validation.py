@@ -272,6 +272,7 @@ def han2022(seed: int) -> dict:
             0.95e6,
             "allogeneic",
             selected=False,
+            mnc=1.8e8,  # MNC/kg as reported; the CD3+ dose was not stated
             anc=0.53,
             platelets=20.0,
             events=ex.events,

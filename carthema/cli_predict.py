@@ -20,50 +20,141 @@ def register(app: typer.Typer) -> None:
     def predict_boost_cmd(
         day: Annotated[float, typer.Option(help="Boost day (days since CAR-T).")],
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
-        source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
+        source: Annotated[
+            str,
+            typer.Option(
+                help="autologous, prior-donor (the donor of an earlier allogeneic "
+                "transplant) or allogeneic (a new donor)."
+            ),
+        ] = "allogeneic",
         selected: Annotated[
             bool,
             typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
         ] = False,
-        anc: Annotated[float | None, typer.Option(help="ANC on the boost day, G/L.")] = None,
+        cd3: Annotated[
+            float | None,
+            typer.Option(help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
+        ] = None,
+        mnc: Annotated[
+            float | None,
+            typer.Option(help="MNC/kg of the graft, when its CD3+ dose is not known."),
+        ] = None,
+        anc: Annotated[
+            float | None,
+            typer.Option(help="ANC on the boost day, G/L (0: below the lab's limit)."),
+        ] = None,
+        anc_lloq: Annotated[
+            float, typer.Option(help="The lab's ANC limit, G/L (for --anc 0).")
+        ] = 0.05,
         plt: Annotated[float | None, typer.Option(help="Platelets on the boost day, G/L.")] = None,
+        gcsf: Annotated[
+            bool,
+            typer.Option("--gcsf", help="On G-CSF: the ANC is supported, not the patient's own."),
+        ] = False,
+        gcsf_after: Annotated[
+            float, typer.Option(help="Days G-CSF continues after the boost (with --gcsf).")
+        ] = 0.0,
+        plt_transfused: Annotated[
+            bool,
+            typer.Option(
+                "--plt-transfused",
+                help="Platelet-transfusion dependent: --plt is not the patient's own count.",
+            ),
+        ] = False,
+        tpo: Annotated[bool, typer.Option("--tpo", help="On a TPO-receptor agonist.")] = False,
+        neutropenia_days: Annotated[
+            float | None, typer.Option(help="Days with ANC < 0.5 G/L before the boost.")
+        ] = None,
+        product: Annotated[
+            str | None, typer.Option(help="CAR-T product: tisa-cel, axi-cel, liso-cel, brexu-cel.")
+        ] = None,
+        disease: Annotated[str, typer.Option(help="b-all, lbcl or mcl.")] = "lbcl",
+        hematotox: Annotated[
+            int | None, typer.Option(help="CAR-HEMATOTOX score before lymphodepletion (0-7).")
+        ] = None,
+        hematotox_labs: Annotated[
+            str | None,
+            typer.Option(
+                help="The five CAR-HEMATOTOX values before lymphodepletion: "
+                "PLT,ANC,HB,CRP,FERRITIN (G/L, G/L, g/dL, mg/dL, ng/mL)."
+            ),
+        ] = None,
+        donor_chimerism: Annotated[
+            float | None,
+            typer.Option(help="Donor fraction (0-1) after an earlier allogeneic transplant."),
+        ] = None,
         events: Annotated[
             Path | None,
-            typer.Option(help="The patient's events (CSV or Parquet); default: a typical course."),
+            typer.Option(
+                help="The patient's events (CSV or Parquet); default: the product's course."
+            ),
         ] = None,
         obs: Annotated[
             Path | None, typer.Option(help="Earlier observations to condition on.")
         ] = None,
         patient: Annotated[str | None, typer.Option(help="Patient in multi-patient files.")] = None,
-        draws: Annotated[int, typer.Option(help="Population-prior draws.")] = 4000,
+        draws: Annotated[int, typer.Option(help="Particles (Monte Carlo draws).")] = 2400,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Write the prediction here.")
         ] = None,
     ) -> None:
-        """Predict engraftment after a stem-cell boost for a patient with little data."""
+        """Predict engraftment after a stem-cell boost from the patient's state on the boost
+        day (counts, support, neutropenia so far, product, CAR-HEMATOTOX)."""
         from carthema.api import read_events, read_observations
         from carthema.fitting.predict_boost import predict_boost
 
+        labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
         ob = _one_patient(read_observations(obs), obs, patient) if obs else None
-        res = predict_boost(
-            day,
-            dose,
-            source,
-            selected=selected,
-            anc=anc,
-            platelets=plt,
-            events=ev,
-            observations=ob,
-            n_draws=draws,
-            seed=seed,
-        )
+        with console.status("conditioning the calibrated population on the boost-day state..."):
+            res = predict_boost(
+                day,
+                dose,
+                source,
+                selected=selected,
+                cd3=cd3,
+                mnc=mnc,
+                anc=anc,
+                anc_lloq=anc_lloq,
+                platelets=plt,
+                gcsf=gcsf,
+                gcsf_after=gcsf_after,
+                plt_transfused=plt_transfused,
+                tpo=tpo,
+                neutropenia_days=neutropenia_days,
+                product=product,
+                disease=disease,
+                hematotox=hematotox,
+                hematotox_labs=labs,
+                donor_chimerism=donor_chimerism,
+                events=ev,
+                observations=ob,
+                n_draws=draws,
+                seed=seed,
+            )
         _print_prediction(res)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(res, indent=2))
             console.print(f"prediction: {json_out}")
+
+
+def _parse_labs(text: str) -> list[float]:
+    from carthema.data.errors import InputError
+
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) != 5:
+        raise InputError(
+            f"cannot read the five CAR-HEMATOTOX values from '{text}'",
+            column="hematotox-labs",
+            fix="give PLT,ANC,HB,CRP,FERRITIN, e.g. --hematotox-labs 110,0.95,10.1,4.2,540",
+        )
+    return vals
 
 
 def _one_patient(df, path, patient):
@@ -136,9 +227,25 @@ def _print_prediction(res: dict) -> None:
             f"CAR-T on the boost day: median {c['median']:.3g} copies/ug "
             f"(5-95%: {c['q05']:.3g}-{c['q95']:.3g})"
         )
+    inp = res["inputs"]
+    prior = inp["conditioning_prior"]
     console.print(
-        f"conditioned on {len(res['conditioned_on'])} values; effective sample size "
-        f"{res['effective_sample_size']:.0f} of {res['n_draws']} prior draws"
+        f"prior: calibrated population, product rows {prior['product_rows']}; "
+        f"{prior['hematotox_rows']}; {prior['distinct_patients']} distinct virtual patients"
+    )
+    if inp["likelihood_terms"]:
+        console.print("conditioned on: " + "; ".join(inp["likelihood_terms"]))
+    own = res["own_counts_at_boost"]
+    sup = inp["support"]
+    if sup["gcsf"] or sup["plt_transfused"] or sup["tpo"]:
+        console.print(
+            f"own counts on the boost day without support: ANC median "
+            f"{own['anc']['median']:.2g} G/L, platelets median {own['platelets']['median']:.3g} G/L"
+        )
+    console.print(
+        f"effective sample size {res['effective_sample_size']:.0f} of {res['n_draws']} "
+        f"particles ({res['sampler']['stages']} tempering stages, "
+        f"{res['wall_time_s']['total']:.1f} s)"
     )
     for w in res["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")

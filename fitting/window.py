@@ -70,6 +70,29 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return events.loc[~boost].reset_index(drop=True), removed
 
 
+def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Posterior draws for the window, each with graft and rejection parameters of its
+    own (:func:`carthema.fitting.graft.draw_graft`): from the calibrated population's
+    distribution when it has them as columns, else their TRAITS spread, else the stated
+    log-normal assumption. Graft parameters the fit estimated keep their posterior
+    values. Returns the draws and where each graft parameter came from."""
+    from .graft import draw_graft, graft_sources
+    from .vpop import load_population
+
+    try:
+        population = load_population()[0]
+    except InputError:  # no population file in this installation: TRAITS / assumption
+        population = None
+    draws = ff.draws(n_draws, seed=seed)
+    rng = np.random.default_rng([seed, 10])
+    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free))
+    sources = graft_sources(ff.model, population)
+    for name in ff.free:
+        if name in sources:
+            sources[name] = "estimated by the fit (posterior draws)"
+    return draws, sources
+
+
 def window_from_fit(
     fit: str | Path | FitFolder,
     boost_days: Sequence[float],
@@ -103,7 +126,9 @@ def window_from_fit(
     cart_limit:
         Highest acceptable median CAR-T level on the boost day (copies/ug DNA).
     n_draws:
-        Posterior draws to predict over (picked at random with ``seed``).
+        Posterior draws to predict over (picked at random with ``seed``), each with graft
+        and rejection parameters drawn from their population distribution
+        (:func:`window_draws`), so the intervals carry the graft's own uncertainty.
 
     Returns the JSON summary (window, transplant signals, summary lines, files).
     """
@@ -126,7 +151,7 @@ def window_from_fit(
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
     events, removed = without_boosts(ff.events)
-    draws = ff.draws(n_draws, seed=seed)
+    draws, graft = window_draws(ff, n_draws, seed=seed)
     out = Path(out)
     say(
         f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
@@ -145,6 +170,7 @@ def window_from_fit(
         cart_limit=cart_limit,
     )
     result["patient"] = ff.patient
+    result["graft_parameters"] = graft
     result["fit"] = str(ff.path)
     result["replaced_events"] = removed
     if removed:

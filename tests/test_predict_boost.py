@@ -1,67 +1,206 @@
-"""predict-boost: population-prior draws conditioned on the counts on the boost day."""
+"""predict-boost: the boost-day state conditioned on the calibrated population by SMC."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from carthema.cli import main
-from carthema.fitting.predict_boost import predict_boost
+from carthema.data.errors import InputError
+from carthema.fitting import predict_boost as pb
+from carthema.fitting import vpop
+from carthema.fitting.predict_boost import MIN_ESS, population_prior, predict_boost
+from carthema.models.model import get_model
 
-KEYS = {"median_days", "q05", "q95", "p_within_14d", "p_within_30d"}
-
-
-def test_conditioning_on_low_counts_delays_predicted_engraftment():
-    low = predict_boost(60, 3e6, "allogeneic", anc=0.1, platelets=10, n_draws=600, seed=1)
-    high = predict_boost(60, 3e6, "allogeneic", anc=2.0, platelets=150, n_draws=600, seed=1)
-    for key in ("neutrophil", "platelet", "anc_gt_1"):
-        assert KEYS <= set(low[key])
-    # Counts already high on the boost day mean engraftment at once.
-    assert high["neutrophil"]["p_already"] > 0.9
-    assert low["neutrophil"]["p_already"] < 0.1
-
-    # Engrafted 14 days after the boost, already or since: an already-engrafted draw has
-    # no time (p_within_14d is over the others, None when none is left).
-    def by_day_14(r):
-        return r["p_already"] + (1.0 - r["p_already"]) * (r["p_within_14d"] or 0.0)
-
-    assert by_day_14(low["anc_gt_1"]) < by_day_14(high["anc_gt_1"])
-    assert 0.0 <= low["p_never"]["neutrophil"] <= 1.0
+KEYS = {"median_days", "q05", "q95", "p_within_14d", "p_within_30d", "p_never", "p_already"}
+N = 2000  # particles: the fewest that guarantee 1,000 effective draws
 
 
-def test_predict_boost_command_writes_the_json(tmp_path, capsys):
-    out = tmp_path / "pred.json"
+@pytest.fixture(scope="module", autouse=True)
+def population(tmp_path_factory):
+    """The package's calibrated population; while it is not shipped yet, a small one made
+    by the same procedure (the default path then points at it)."""
+    try:
+        vpop.load_population()
+        yield
+        return
+    except InputError:
+        pass
+    from carthema.fitting.calibrate_population import main as calibrate
+
+    folder = tmp_path_factory.mktemp("population")
+    calibrate(["--n", "1500", "--n-out", "600", "--out", str(folder)])
+    mp = pytest.MonkeyPatch()
+    mp.setattr(vpop, "_population_dir", lambda: folder)
+    yield
+    mp.undo()
+
+
+def _cli(args, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "predict-boost",
-                "--day",
-                "45",
-                "--dose",
-                "3.1e6",
-                "--source",
-                "autologous",
-                "--anc",
-                "0.2",
-                "--plt",
-                "15",
-                "--draws",
-                "300",
-                "--json",
-                str(out),
-            ]
-        )
-    assert exc.value.code == 0, capsys.readouterr()
+        main(["predict-boost", *args])
+    return exc.value.code, capsys.readouterr()
+
+
+def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen["args"], seen["kwargs"] = args, kwargs
+        raise InputError("stop here")
+
+    monkeypatch.setattr(pb, "predict_boost", fake)
+    code, _ = _cli(
+        ["--day", "45", "--dose", "3e6", "--source", "prior-donor", "--selected",
+         "--cd3", "2e7", "--anc", "0", "--anc-lloq", "0.1", "--plt", "12", "--gcsf",
+         "--gcsf-after", "5", "--plt-transfused", "--tpo", "--neutropenia-days", "30",
+         "--product", "tisa-cel", "--disease", "b-all",
+         "--hematotox-labs", "110,0.95,10.1,4.2,540", "--donor-chimerism", "0.9",
+         "--draws", "2500", "--seed", "7"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert seen["args"] == (45.0, 3e6, "prior-donor")
+    kw = seen["kwargs"]
+    assert kw["selected"] is True and kw["cd3"] == 2e7
+    assert kw["anc"] == 0.0 and kw["anc_lloq"] == 0.1 and kw["platelets"] == 12.0
+    assert kw["gcsf"] is True and kw["gcsf_after"] == 5.0
+    assert kw["plt_transfused"] is True and kw["tpo"] is True
+    assert kw["neutropenia_days"] == 30.0
+    assert kw["product"] == "tisa-cel" and kw["disease"] == "b-all"
+    assert kw["hematotox_labs"] == [110.0, 0.95, 10.1, 4.2, 540.0]
+    assert kw["donor_chimerism"] == 0.9 and kw["n_draws"] == 2500 and kw["seed"] == 7
+    code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3", "--mnc", "1.8e8"], capsys)
+    kw = seen["kwargs"]
+    assert kw["hematotox"] == 3 and kw["selected"] is False and kw["mnc"] == 1.8e8
+
+
+def test_refuses_an_unselected_new_donor_graft_without_cd3(capsys):
+    code, out = _cli(["--day", "45", "--dose", "3e6", "--source", "allogeneic"], capsys)
+    assert code == 2 and "--cd3" in out.err and "Traceback" not in out.err
+    code, out = _cli(["--day", "45", "--dose", "3e6", "--source", "cord"], capsys)
+    assert code == 2 and "cord" in out.err
+    code, out = _cli(["--day", "45", "--dose", "3e6", "--hematotox-labs", "1,2"], capsys)
+    assert code == 2 and "PLT,ANC,HB,CRP,FERRITIN" in out.err
+
+
+def test_refuses_degenerate_conditioning(monkeypatch, capsys):
+    """Fewer than 1,000 effective draws: a refusal (exit 2), never an interval."""
+
+    def degenerate(cond, prior, n, rng):
+        X = prior.sample(n, rng)
+        return {"X": X, "effective_sample_size": 12.0, "final_stage_ess": 12.0,
+                "distinct_particles": 12, "stages": [], "log_evidence": 0.0}  # fmt: skip
+
+    monkeypatch.setattr(pb, "smc", degenerate)
+    monkeypatch.setattr(pb, "_check_fit", lambda *a: None)
+    code, out = _cli(
+        ["--day", "30", "--dose", "3e6", "--source", "autologous", "--anc", "0.2",
+         "--draws", "2000"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "effective draws" in out.err and "12" in out.err
+    assert "median" not in out.out
+
+
+def test_refuses_counts_impossible_under_the_population():
+    with pytest.raises(InputError, match="impossible"):
+        predict_boost(12, 3e6, "autologous", anc=60.0, product="axi-cel", n_draws=N)
+
+
+def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    code, text = _cli(
+        ["--day", "40", "--dose", "3.1e6", "--source", "autologous", "--anc", "0",
+         "--plt", "35", "--plt-transfused", "--tpo", "--neutropenia-days", "25",
+         "--product", "tisa-cel", "--hematotox-labs", "110,0.95,10.1,4.2,540",
+         "--draws", str(N), "--json", str(out)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, text
     res = json.loads(out.read_text())
     for key in ("neutrophil", "platelet", "anc_gt_1"):
         assert KEYS <= set(res[key])
     assert set(res["p_never"]) == {"neutrophil", "platelet", "anc_gt_1"}
+    assert res["effective_sample_size"] >= MIN_ESS
+    inp = res["inputs"]
+    assert inp["product"] == "tisa-cel" and inp["disease"] == "lbcl"
+    assert inp["hematotox"]["score"] == 3 and inp["hematotox"]["from"] == "laboratory values"
+    assert inp["anc_below_limit"] is True and inp["support"]["plt_transfused"] is True
+    assert inp["support"]["tpo"] is True and inp["support"]["gcsf"] is False
+    assert inp["neutropenia_days"] == 25
+    assert inp["conditioning_prior"]["product_rows"] == "tisa-cel"
+    assert "hematotox_rows" in inp["conditioning_prior"]
+    terms = " ".join(inp["likelihood_terms"])
+    assert "below 0.05" in terms and "own platelets below 20" in terms and "25 days" in terms
+    assert "baseline anc 0.95" in terms
+    # The transfused count (35) is not the patient's own: the own count is below 20.
+    assert res["own_counts_at_boost"]["platelets"]["median"] < 20.0
+    assert res["own_counts_at_boost"]["anc"]["median"] < 0.1
+    assert res["neutrophil"]["p_already"] < 0.05
     assert "chimerism_day30" not in res  # autologous graft
+    assert "effective sample size" in text.out
 
 
-def test_predict_boost_refuses_bad_source(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["predict-boost", "--day", "45", "--dose", "3e6", "--source", "cord"])
-    text = capsys.readouterr()
-    assert exc.value.code == 2 and "cord" in text.err and "Traceback" not in text.err
+def test_gcsf_support_means_a_lower_own_anc():
+    """The same ANC on G-CSF is conditioned with the support in the model: the patient's
+    own ANC (the conditioned draws without G-CSF) is lower, and engraftment later."""
+    kw = dict(anc=0.8, product="axi-cel", n_draws=N, seed=3)
+    plain = predict_boost(40, 3e6, "autologous", **kw)
+    supported = predict_boost(40, 3e6, "autologous", gcsf=True, **kw)
+    own_plain = plain["own_counts_at_boost"]["anc"]["median"]
+    own_supported = supported["own_counts_at_boost"]["anc"]["median"]
+    assert own_supported < 0.5 * own_plain
+    assert supported["neutrophil"]["p_already"] < plain["neutrophil"]["p_already"]
+    assert supported["inputs"]["support"]["gcsf"] and not plain["inputs"]["support"]["gcsf"]
+    assert min(plain["effective_sample_size"], supported["effective_sample_size"]) >= MIN_ESS
+    # G-CSF continued 10 days after the boost: those days never count toward engraftment.
+    longer = predict_boost(40, 3e6, "autologous", gcsf=True, gcsf_after=10, **kw)
+    assert longer["inputs"]["support"]["gcsf_days_after_boost"] == 10.0
+    assert longer["neutrophil"]["p_already"] == 0.0 and longer["neutrophil"]["q05"] >= 10.0
+
+
+def test_prior_uses_the_exact_score_or_the_group():
+    model = get_model("full")
+    pop = vpop.load_population()[0]
+    sub = pop[pop["product"] == "axi-cel"]
+    distinct = sub.drop(columns=["vp"]).drop_duplicates().groupby("hematotox").size()
+    common, rare = int(distinct.idxmax()), int(distinct.idxmin())
+    p = population_prior(
+        model, pop, product="axi-cel", hematotox=common, disease="lbcl", labs=False
+    )
+    if distinct[common] >= pb.MIN_EXACT:
+        assert p.description["hematotox_rows"].startswith("exact score")
+    if distinct[rare] < pb.MIN_EXACT:
+        p = population_prior(
+            model, pop, product="axi-cel", hematotox=rare, disease="lbcl", labs=False
+        )
+        assert "group" in p.description["hematotox_rows"]
+    p = population_prior(model, pop, product="brexu-cel", hematotox=None, disease="mcl",
+                         labs=False)  # fmt: skip
+    assert p.description["product_rows"] == "axi-cel" and "disease_note" in p.description
+    x = p.sample(500, np.random.default_rng(0))
+    assert np.isfinite(p.logpdf(x)).all()
+
+
+@pytest.mark.slow
+def test_true_engraftment_lies_in_the_interval_for_most_virtual_patients():
+    """Ten cytopenic virtual patients: their true engraftment time (own parameters, a
+    boost) lies inside the 90 % interval predicted from their boost-day state alone."""
+    from carthema.fitting.boost_sbc import covered, cytopenic_cases, predict_case
+
+    rng = np.random.default_rng(11)
+    cases = cytopenic_cases(10, rng)
+    hits = []
+    for j, case in enumerate(cases):
+        res = predict_case(case, seed=j, n_draws=N)
+        assert res["effective_sample_size"] >= MIN_ESS
+        for key in ("neutrophil", "platelet"):
+            if case.cytopenic[key]:
+                c = covered(res[key], case.truth[key])
+                if c is not None:
+                    hits.append(c)
+    assert len(hits) >= 10
+    assert np.mean(hits) >= 0.7, hits

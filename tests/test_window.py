@@ -16,7 +16,7 @@ from carthema.data import load_example
 from carthema.data.errors import InputError
 from carthema.fitting.fitdir import load_fit
 from carthema.fitting.plans import recovery_without_boost
-from carthema.fitting.window import parse_days, window_from_fit, without_boosts
+from carthema.fitting.window import parse_days, window_draws, window_from_fit, without_boosts
 
 PATIENT = "VP001"
 
@@ -90,7 +90,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     res = window_from_fit(fit_dir, [day, 90.0], tmp_path, n_draws=n, seed=5)
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
-    P = ff.draws(n, seed=5)
+    P, _ = window_draws(ff, n, seed=5)
     events, _ = without_boosts(ff.events)
     events = carthema.with_boost(events, day, 3e6, source="allogeneic", cd34_selected=True)
     hits = 0
@@ -103,6 +103,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     assert res["replaced_events"] == ["stem_cell_boost of 5e+06 CD34+ cells/kg on day 42"]
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["patient"] == PATIENT and on["n_draws"] == n
+    assert set(on["graft_parameters"]) == {"graft_prog", "graft_hsc", "graft_regen", "rej_rate"}
     inside = table.loc[table["in_window"], "boost_day"].tolist()
     ok = (table["neutrophil_p_within_30d"] >= 0.8) & (table["neutrophil_p_already"] < 0.5)
     want = table.loc[ok, "boost_day"].tolist()
@@ -158,3 +159,20 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
     for path in ("fit/posterior.nc", "fit/fit.png", "window/window.csv", "window/report.html"):
         assert (tmp_path / path).stat().st_size > 0
         assert path.split("/")[-1] in text
+
+
+def test_window_draws_carry_the_graft_uncertainty(fit_dir):
+    """Every window draw has graft and rejection parameters of its own, spread around
+    their defaults; the fitted parameters are the posterior's."""
+    ff = load_fit(fit_dir)
+    P, sources = window_draws(ff, 200, seed=1)
+    post = ff.draws(200, seed=1)
+    m = ff.model
+    for name in ("graft_prog", "graft_hsc", "graft_regen", "rej_rate"):
+        x = np.log(P[:, m.index("param", name)])
+        assert 0.15 < x.std() < 0.6, name
+        assert abs(np.median(x) - np.log(m.default_params()[m.index("param", name)])) < 0.15
+        assert name in sources
+    for name in ff.free:
+        j = m.index("param", name)
+        np.testing.assert_array_equal(P[:, j], post[:, j])
