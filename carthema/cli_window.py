@@ -27,11 +27,21 @@ def register(app: typer.Typer) -> None:
         ] = "30:120",
         step: Annotated[float, typer.Option(help="Days between candidates in a range.")] = 1.0,
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3e6.")] = 3e6,
-        source: Annotated[str, typer.Option(help="autologous or allogeneic.")] = "allogeneic",
+        source: Annotated[
+            str,
+            typer.Option(
+                help="autologous, prior-donor (the donor of an earlier transplant) or "
+                "allogeneic (a new donor)."
+            ),
+        ] = "autologous",
         selected: Annotated[
             bool,
             typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
         ] = False,
+        cd3: Annotated[
+            float | None,
+            typer.Option(help="CD3+ cells/kg of an unselected graft from a new donor."),
+        ] = None,
         threshold: Annotated[
             float, typer.Option(help="Wanted P(neutrophil engraftment within 30 days).")
         ] = 0.8,
@@ -63,6 +73,7 @@ def register(app: typer.Typer) -> None:
             dose=dose,
             source=source,
             selected=selected,
+            cd3_per_kg=cd3,
             threshold=threshold,
             cart_limit=cart_limit,
             n_draws=draws,

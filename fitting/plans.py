@@ -284,6 +284,7 @@ def scan_window(
     dose: float = 3e6,
     source: str = "allogeneic",
     selected: bool = True,
+    cd3_per_kg: float | None = None,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
@@ -317,7 +318,7 @@ def scan_window(
     days0, st0, obs0, _ = simulate_plan(model, draws, events, Plan(), horizon=last)
     rows = []
     for d in boost_days:
-        plan = Plan(day=d, dose=dose, source=source, selected=selected)
+        plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
         days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
             model, plan, days, status, obs, ev_df, reference=d, horizon=d + FOLLOW_UP
@@ -676,6 +677,7 @@ def window_job(
     dose: float = 3e6,
     source: str = "allogeneic",
     selected: bool = True,
+    cd3_per_kg: float | None = None,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
 ) -> dict:
@@ -696,6 +698,7 @@ def window_job(
         dose=dose,
         source=source,
         selected=selected,
+        cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
     )

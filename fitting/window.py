@@ -101,6 +101,7 @@ def window_from_fit(
     dose: float = 3e6,
     source: str = "allogeneic",
     selected: bool = True,
+    cd3_per_kg: float | None = None,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     n_draws: int = WINDOW_DRAWS,
@@ -119,8 +120,10 @@ def window_from_fit(
     out:
         Output folder: ``window.csv`` (one row per boost day), ``window.json``,
         ``window.png`` and, with ``report``, ``report.html``.
-    dose, source, selected:
-        The boost: CD34+ cells/kg, ``"autologous"`` or ``"allogeneic"``, CD34-selected.
+    dose, source, selected, cd3_per_kg:
+        The boost: CD34+ cells/kg; ``"autologous"``, ``"prior-donor"`` or ``"allogeneic"``
+        (a new donor); CD34-selected; CD3+ cells/kg (needed for an unselected graft from a
+        new donor).
     threshold:
         Wanted probability of neutrophil engraftment within 30 days of the boost.
     cart_limit:
@@ -166,6 +169,7 @@ def window_from_fit(
         dose=dose,
         source=source,
         selected=selected,
+        cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
     )
