@@ -49,7 +49,10 @@ def graft_sources(model: Model, population: pd.DataFrame | None = None) -> dict[
             out[name] = "calibrated population column"
         elif name in TRAITS:
             t = TRAITS[name]
-            out[name] = f"TRAITS: log-normal, median {t.median:g}, log-SD {t.sd:g}"
+            median = (
+                model.params[model.index("param", name)].default if t.median is None else t.median
+            )
+            out[name] = f"TRAITS: log-normal, median {median:g}, log-SD {t.sd:g}"
         else:
             default = model.default_params()[model.index("param", name)]
             out[name] = (
@@ -82,7 +85,8 @@ def draw_graft(
             x = rng.choice(col, n) + KERNEL * sd * rng.standard_normal(n)
         elif name in TRAITS:
             t = TRAITS[name]
-            x = np.log(t.median) + t.sd * rng.standard_normal(n)
+            median = q.default if t.median is None else t.median
+            x = np.log(median) + t.sd * rng.standard_normal(n)
         else:
             x = np.log(model.default_params()[j]) + ASSUMED_LOG_SD * rng.standard_normal(n)
         P[:, j] = np.clip(np.exp(x), q.low, q.high)

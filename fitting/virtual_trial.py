@@ -26,8 +26,8 @@ from ..models.model import Model, get_model
 from ..models.numba_backend import METHODS
 from ..models.scenarios import typical_course, with_boost
 from .engraftment import FROM_CART, kaplan_meier, lineage_engraftment, support_from_events
-from .predict_boost import BOOST_FREE
-from .priors import prior_table
+from .graft import draw_graft
+from .priors import DEFAULT_FREE, prior_table
 
 POLICY_COLUMNS = (
     "name",
@@ -121,9 +121,10 @@ def population_draws(
     omega: dict[str, float] | None = None,
 ) -> np.ndarray:
     """``n`` virtual patients: log p ~ Normal(mu, omega) for the varying parameters
-    (defaults: the population priors of the boost-prediction set), others at defaults."""
-    P = np.tile(model.default_params(), (n, 1))
-    priors = {pr.name: pr for pr in prior_table(model, BOOST_FREE)}
+    (defaults: the population priors of the default free set), the graft parameters from
+    their population distribution (:mod:`carthema.fitting.graft`), others at defaults."""
+    P = draw_graft(model, np.tile(model.default_params(), (n, 1)), rng)
+    priors = {pr.name: pr for pr in prior_table(model, DEFAULT_FREE[model.name])}
     names = set(priors) | set(mu or {})
     for name in names:
         j = model.index("param", name)

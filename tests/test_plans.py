@@ -17,6 +17,7 @@ from carthema.fitting.plans import (
     scan_window,
     window_decision,
 )
+from carthema.models.scenarios import POOR_RESERVE
 from carthema.models.virtual import draw_parameters
 
 
@@ -25,7 +26,8 @@ def setup():
     m = get_model("full")
     draws = draw_parameters(m, 12, np.random.default_rng(5))
     # Poor marrow reserve so that a boost matters.
-    draws[:, m.index("param", "hsc_regen")] = 0.005
+    for name, value in POOR_RESERVE.items():
+        draws[:, m.index("param", name)] = value
     return m, draws
 
 
