@@ -42,10 +42,12 @@ from carthema.fitting.calibrate_population import load_targets
 from carthema.fitting.engraftment import anc_recovery_without_gcsf, engraftment
 from carthema.fitting.natural_history import population_statistics, sample_patients
 from carthema.fitting.nh_stats import MEDIANS
-from carthema.fitting.vpop import load_population, population_params, product_events
-from carthema.models.compiled import numba_model
-from carthema.models.events import build_events
-from carthema.models.numba_backend import METHODS
+from carthema.fitting.vpop import (
+    load_population,
+    population_params,
+    product_events,
+    simulate_counts,
+)
 from carthema.models.scenarios import MYELOABLATIVE, emptied_marrow_transplant, with_boost
 
 RESULTS = Path(__file__).parent / "results" / "validation.json"
@@ -157,29 +159,11 @@ def _boosted_population(
     for name, value in (disease_params or {}).items():
         P[:, model.index("param", name)] = value
     days = np.arange(-7.0, horizon + 1.0)
-    mod = numba_model(model)
-    out = []
-    for ev_df in (
-        product_events(product),
-        with_boost(product_events(product), day, dose, source=source),
-    ):
-        ev = build_events(model, ev_df, model.default_params())
-        status, obs = mod.solve_population(
-            np.ascontiguousarray(P),
-            np.zeros(model.n_u),
-            days[0],
-            days,
-            ev.t,
-            ev.kind,
-            ev.target,
-            ev.value,
-            ev.scale,
-            1e-6,
-            1e-8,
-            100_000,
-            METHODS["auto"],
-        )
-        out.append((status, obs[:, :, model.index("obs", "anc")]))
+    plain = product_events(product)
+    out = [
+        simulate_counts(model, P, ev_df, days)[:2]
+        for ev_df in (plain, with_boost(plain, day, dose, source=source))
+    ]
     ok = (out[0][0] == 0) & (out[1][0] == 0)
     return days, out[0][1][ok], out[1][1][ok]
 
