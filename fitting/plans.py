@@ -546,8 +546,9 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
         lines.append(
             f"Without a boost: {what} are predicted to engraft on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
-            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). "
-            "A boost after that day adds little."
+            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
+            "second phase of a biphasic course) is not counted here; the window's days "
+            "saved compare each boost with no boost over the whole follow-up."
         )
     return lines
 
