@@ -13,7 +13,7 @@ from carthema import cli_options as opt
 from carthema._console import console
 
 #: Patient and draws per chain of ``carthema demo``.
-DEMO_PATIENT = "VP001"
+DEMO_PATIENT = "VP004"
 DEMO_DRAWS = 500
 
 

@@ -305,7 +305,7 @@ PARAMS = (
         spread=0.7,
         spread_source="calibrated LBCL population (lbcl_population.json): log-SD of "
         "progenitor vulnerability to lymphodepletion",
-        free=True,
+        free=False,  # saturates (any rate above ~2/d empties the pool): a flat ridge for NUTS
     ),
     _p(
         "ld_kill_hsc",
