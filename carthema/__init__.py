@@ -26,6 +26,8 @@ _LAZY = {
     "predict_boost": "carthema.fitting.predict_boost",
     "Plan": "carthema.fitting.plans",
     "predict_plan": "carthema.fitting.plans",
+    "natural_history": "carthema.fitting.natural_history",
+    "load_population": "carthema.fitting.vpop",
 }
 
 __all__ = [*_eager, *_LAZY]

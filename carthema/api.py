@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from carthema.data import load_example, read_events, read_nonmem, read_observations
 from carthema.data.errors import InputError
+from carthema.models.hematotox import hematotox
 from carthema.models.model import COMPONENT_SETS, Model, get_model
 from carthema.models.scenarios import typical_course, with_boost
 from carthema.models.simulate import Trajectory, simulate
@@ -14,6 +15,7 @@ __all__ = [
     "Model",
     "Trajectory",
     "get_model",
+    "hematotox",
     "load_example",
     "read_events",
     "read_nonmem",
