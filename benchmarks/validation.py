@@ -38,10 +38,9 @@ import numpy as np
 import pandas as pd
 
 from carthema import get_model, load_example, simulate
-from carthema.fitting.calibrate_population import load_targets
+from carthema.fitting.calibrate_population import target_report
 from carthema.fitting.engraftment import anc_recovery_without_gcsf, engraftment
-from carthema.fitting.natural_history import population_statistics, sample_patients
-from carthema.fitting.nh_stats import MEDIANS
+from carthema.fitting.natural_history import sample_patients
 from carthema.fitting.vpop import (
     load_population,
     population_params,
@@ -74,28 +73,17 @@ GRAFT_ENDPOINTS = {
 
 def natural_history_rows() -> list[dict]:
     pop, _ = load_population()
-    targets = load_targets()
-    cache: dict = {}
-    rows = []
-    for i, r in targets.iterrows():
-        product = None if r["product"] == "axi-cel+tisa-cel" else r["product"]
-        ht = {"HT-high": "high", "HT-low": "low"}.get(r["stratum"])
-        key = (product, ht)
-        if key not in cache:
-            cache[key] = population_statistics(pop, product, ht)
-        model = cache[key][r["statistic"]]
-        tol = 3.0 if r["statistic"] in MEDIANS else 0.10
-        rows.append(
-            {
-                "set": "calibration",
-                "source": f"natural_history.csv row {i + 2}",
-                "what": f"{r['table']} {r['product']} {r['stratum']}: {r['statistic']}",
-                "published": float(r["value"]),
-                "model": float(model),
-                "within_tolerance": bool(abs(model - r["value"]) <= tol),
-            }
-        )
-    return rows
+    return [
+        {
+            "set": "calibration",
+            "source": f"natural_history.csv row {r['row']}",
+            "what": f"{r['table']} {r['product']} {r['stratum']}: {r['key']}",
+            "published": r["target"],
+            "model": float(r["model"]),
+            "within_tolerance": bool(r["within_tolerance"]),
+        }
+        for r in target_report(pop)
+    ]
 
 
 def graft_rows() -> list[dict]:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..models.hematotox import hematotox_points
 from ..models.model import get_model
-from .nh_stats import DEFINITIONS, MEDIANS, per_patient
+from .nh_stats import DEFINITIONS, MEDIANS, load_targets, per_patient, target_group, tolerance
 from .vpop import (
     LBCL_MIX,
     POPULATION_FILE,
@@ -57,12 +57,6 @@ POOLED_MIX = LBCL_MIX
 TOL = 0.03
 KL_PENALTY = 0.02
 DAYS = np.arange(-7.0, 61.0)
-
-
-def load_targets() -> pd.DataFrame:
-    """Rows of the bundled copy of ``../shared/calibration/natural_history.csv``."""
-    path = resources.files("carthema.data") / "calibration" / "natural_history.csv"
-    return pd.read_csv(str(path))
 
 
 def _simulate_product(product: str, n: int, rng: np.random.Generator):
@@ -96,15 +90,14 @@ def _indicator(values: dict, key: str, target: float) -> np.ndarray:
 
 def _rows(targets: pd.DataFrame) -> list[dict]:
     rows = []
-    for i, r in targets.iterrows():
-        stratum = {"HT-high": "high", "HT-low": "low"}.get(r["stratum"], "all")
-        product = r["product"] if r["product"] in POOLED_MIX else "pooled"
+    for _, r in targets.iterrows():
+        product, stratum = target_group(r["product"], r["stratum"])
         rows.append(
             {
-                "row": int(i) + 2,
+                "row": int(r["csv_row"]),
                 "key": r["statistic"],
-                "product": product,
-                "stratum": stratum,
+                "product": product or "pooled",
+                "stratum": stratum or "all",
                 "target": float(r["value"]),
                 "table": r["table"],
             }
@@ -213,7 +206,7 @@ def calibrate(n: int = 3000, seed: int = 1, n_out: int = 1000, verbose: bool = T
         frames.append(frame)
     pop = pd.concat(frames, ignore_index=True)
     pop.insert(0, "vp", [f"VP{i + 1:05d}" for i in range(len(pop))])
-    report = _report(pop, rows, targets)
+    report = target_report(pop)
     info = {
         "procedure": __doc__.strip().split("\n\n")[1],
         "module": "carthema.fitting.calibrate_population",
@@ -257,22 +250,25 @@ def _systematic(w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(np.searchsorted(np.cumsum(w), positions), w.size - 1)
 
 
-def _report(pop: pd.DataFrame, rows: list[dict], targets: pd.DataFrame) -> list[dict]:
-    """Every target row beside the value of the (resampled) population."""
+def target_report(pop: pd.DataFrame) -> list[dict]:
+    """Every row of natural_history.csv beside the value of the population ``pop``."""
     from .natural_history import population_statistics
 
     cache: dict = {}
     out = []
-    for r in rows:
-        key = (r["product"], r["stratum"])
-        if key not in cache:
+    for r in _rows(load_targets()):
+        group = (r["product"], r["stratum"])
+        if group not in cache:
             product = None if r["product"] == "pooled" else r["product"]
             hematotox = None if r["stratum"] == "all" else r["stratum"]
-            cache[key] = population_statistics(pop, product=product, hematotox=hematotox)
-        model_value = cache[key][r["key"]]
-        tol = 3.0 if r["key"] in MEDIANS else 0.10
+            cache[group] = population_statistics(pop, product=product, hematotox=hematotox)
+        model_value = cache[group][r["key"]]
         out.append(
-            {**r, "model": model_value, "within_tolerance": abs(model_value - r["target"]) <= tol}
+            {
+                **r,
+                "model": model_value,
+                "within_tolerance": abs(model_value - r["target"]) <= tolerance(r["key"]),
+            }
         )
     return out
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.errors import InputError
 from ..models.model import get_model
-from .nh_stats import DEFINITIONS, MEDIANS, per_patient, summarise
+from .nh_stats import DEFINITIONS, load_targets, per_patient, summarise, target_group, tolerance
 from .vpop import (
     LBCL_MIX,
     PRODUCT_LD,
@@ -81,12 +81,9 @@ def sample_patients(
     total = sum(mix.values())
     parts = []
     for g, share in mix.items():
-        source = g if g in set(pop["product"]) else None
-        sel = _select(pop, source, hematotox)
-        if source is None:
-            # Products without their own calibrated patients take the marrow traits of
-            # the whole population; their own lymphodepletion and dose apply.
-            sel = _select(pop, None, hematotox)
+        # Products without their own calibrated patients take the marrow traits of the
+        # whole population; their own lymphodepletion and dose apply.
+        sel = _select(pop, g if g in set(pop["product"]) else None, hematotox)
         if len(sel) == 0:
             raise InputError(
                 f"the population has no patients with CAR-HEMATOTOX {hematotox}",
@@ -164,13 +161,14 @@ class NaturalHistory:
         rows = []
         for key, value in self.statistics.items():
             r = pub.get(key)
-            tol = 3.0 if key in MEDIANS else 0.10
             rows.append(
                 {
                     "statistic": key,
                     "model": value,
                     "published": None if r is None else r["value"],
-                    "within_tolerance": None if r is None else abs(value - r["value"]) <= tol,
+                    "within_tolerance": None
+                    if r is None
+                    else abs(value - r["value"]) <= tolerance(key),
                     "source": "" if r is None else r["source"],
                     "definition": DEFINITIONS[key],
                 }
@@ -188,18 +186,10 @@ class NaturalHistory:
 
 
 def _published(product: str | None, hematotox) -> list[dict]:
-    from .calibrate_population import load_targets
-
     t = load_targets()
-    t["csv_row"] = np.arange(len(t)) + 2
-    if hematotox in ("high", "low"):
-        sel = t[t["stratum"] == ("HT-high" if hematotox == "high" else "HT-low")]
-    elif hematotox is None:
-        sel = t[(t["stratum"] == "all") & (t["product"] == (product or "axi-cel+tisa-cel"))]
-    else:
-        sel = t.iloc[0:0]
-    if product is not None and hematotox in ("high", "low"):
-        sel = sel.iloc[0:0]  # the CAR-HEMATOTOX rows pool both products
+    # The CAR-HEMATOTOX rows pool both products; an exact score has no row.
+    groups = [target_group(r.product, r.stratum) for r in t.itertuples()]
+    sel = t[[g == (product, hematotox) for g in groups]]
     return [
         {
             "statistic": r.statistic,

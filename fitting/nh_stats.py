@@ -13,7 +13,10 @@ the calibration README says); "after day 21" means days 21-60; thresholds are as
 
 from __future__ import annotations
 
+from importlib import resources
+
 import numpy as np
+import pandas as pd
 
 #: Statistics and their definitions (fractions of patients unless ``median`` / ``day``).
 DEFINITIONS: dict[str, str] = {
@@ -34,6 +37,28 @@ DEFINITIONS: dict[str, str] = {
     "p_plt_lt_50_d30": "platelets < 50 G/L on day 30",
 }
 MEDIANS = ("median_days_anc_lt_0.5_d0_60", "median_day_anc_nadir")
+#: Columns of natural_history.csv that name the pooled cohort and the CAR-HEMATOTOX strata.
+POOLED_PRODUCTS = "axi-cel+tisa-cel"
+STRATA = {"HT-high": "high", "HT-low": "low"}
+
+
+def tolerance(key: str) -> float:
+    """Agreement asked of a statistic (issue 9): 3 days for a median, 0.10 for a fraction."""
+    return 3.0 if key in MEDIANS else 0.10
+
+
+def load_targets() -> pd.DataFrame:
+    """Rows of the bundled copy of ``../shared/calibration/natural_history.csv``, with
+    ``csv_row`` (the row number in the file, header = 1)."""
+    path = resources.files("carthema.data") / "calibration" / "natural_history.csv"
+    t = pd.read_csv(str(path))
+    t["csv_row"] = np.arange(len(t)) + 2
+    return t
+
+
+def target_group(product: str, stratum: str) -> tuple[str | None, str | None]:
+    """(product or None for the pooled cohort, ``high``/``low`` or None) of a target row."""
+    return (None if product == POOLED_PRODUCTS else product), STRATA.get(stratum)
 
 
 def _window(days: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -11,9 +11,8 @@ import pytest
 
 from carthema import InputError, hematotox
 from carthema.cli import main as cli_main
-from carthema.fitting.calibrate_population import load_targets
 from carthema.fitting.natural_history import natural_history, population_statistics
-from carthema.fitting.nh_stats import DEFINITIONS, MEDIANS
+from carthema.fitting.nh_stats import DEFINITIONS, MEDIANS, load_targets
 from carthema.fitting.vpop import load_population
 
 ISSUE_KEYS = {
