@@ -12,12 +12,14 @@ are removed before the scan (and listed in the output), so that every candidate 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.atomic import swap_folder
 from ..data.errors import InputError
 from .fitdir import FitFolder, load_fit
 from .plans import window_job
@@ -160,35 +162,39 @@ def window_from_fit(
         f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
         f"of patient {ff.patient}"
     )
-    result = window_job(
-        ff.model,
-        draws,
-        events,
-        boost_days,
-        out,
-        dose=dose,
-        source=source,
-        selected=selected,
-        cd3_per_kg=cd3_per_kg,
-        threshold=threshold,
-        cart_limit=cart_limit,
-    )
-    result["patient"] = ff.patient
-    result["graft_parameters"] = graft
-    result["fit"] = str(ff.path)
-    result["replaced_events"] = removed
-    if removed:
-        result["summary_lines"].append(
-            "The scan replaces the boost the patient received ("
-            + "; ".join(removed)
-            + "): each candidate day is predicted as if that boost had been given then."
+    # Written into a temporary folder that replaces ``out`` only when everything is there:
+    # an interrupted scan leaves no half-written result.
+    with swap_folder(out) as tmp:
+        result = window_job(
+            ff.model,
+            draws,
+            events,
+            boost_days,
+            tmp,
+            dose=dose,
+            source=source,
+            selected=selected,
+            cd3_per_kg=cd3_per_kg,
+            threshold=threshold,
+            cart_limit=cart_limit,
         )
-    if report:
-        say("writing the HTML report")
-        result["files"]["report"] = str(write_patient_report(ff, result, out / "report.html"))
-    import json
-
-    (out / "window.json").write_text(json.dumps(result, indent=2, default=float))
+        written = result["files"]
+        result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
+        result["patient"] = ff.patient
+        result["graft_parameters"] = graft
+        result["fit"] = str(ff.path)
+        result["replaced_events"] = removed
+        if removed:
+            result["summary_lines"].append(
+                "The scan replaces the boost the patient received ("
+                + "; ".join(removed)
+                + "): each candidate day is predicted as if that boost had been given then."
+            )
+        if report:
+            say("writing the HTML report")
+            write_patient_report(ff, {**result, "files": written}, tmp / "report.html")
+            result["files"]["report"] = str(out / "report.html")
+        (tmp / "window.json").write_text(json.dumps(result, indent=2, default=float))
     return result
 
 

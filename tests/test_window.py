@@ -113,6 +113,24 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     assert inside == [d for d in want if d in inside]
 
 
+def test_interrupted_window_leaves_the_earlier_result_whole(fit_dir, tmp_path, monkeypatch):
+    """A result folder is whole or absent: a scan that fails while writing its report
+    leaves the earlier window folder as it was and no temporary folder behind."""
+    out = tmp_path / "window"
+    out.mkdir()
+    (out / "window.json").write_text('{"earlier": true}')
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("carthema.fitting.window.write_patient_report", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        window_from_fit(fit_dir, [30.0], out, n_draws=4, seed=1, report=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["window"]
+    assert sorted(p.name for p in out.iterdir()) == ["window.json"]
+    assert json.loads((out / "window.json").read_text()) == {"earlier": True}
+
+
 def test_recovery_without_boost_is_after_a_dip(fit_dir):
     ff = load_fit(fit_dir)
     P = ff.draws(20, seed=2)
