@@ -11,6 +11,7 @@ from rich.table import Table
 
 from carthema import cli_options as opt
 from carthema._console import console
+from carthema.data.atomic import write_atomic
 
 #: Patient and draws per chain of ``carthema demo``.
 DEMO_PATIENT = "VP004"
@@ -111,8 +112,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         _summary(traj)
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            traj.to_frame().to_csv(out, index=False)
+            write_atomic(out, traj.to_frame().to_csv(index=False), mkdir=True)
             console.print(f"trajectory: {out}")
         if plot is not None:
             from carthema.models.plotting import plot_trajectory

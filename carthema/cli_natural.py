@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from carthema._console import stdout_console
+from carthema.data.atomic import write_atomic
 
 console = stdout_console()
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
             "natural_history.csv); the population was calibrated to them"
         )
         if json_out is not None:
-            json_out.write_text(json.dumps(nh.to_json(), indent=1, default=float))
+            write_atomic(json_out, json.dumps(nh.to_json(), indent=1, default=float), mkdir=True)
             console.print(f"wrote {json_out}")
         if plot is not None:
             plot_natural_history(nh, plot)

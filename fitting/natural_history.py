@@ -11,10 +11,12 @@ platelet bands for a visual predictive check.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.atomic import atomic_path
 from ..data.errors import InputError
 from ..models.model import get_model
 from .nh_stats import DEFINITIONS, load_targets, per_patient, summarise, target_group, tolerance
@@ -328,5 +330,7 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         f"CAR-HEMATOTOX {s['hematotox'] or 'all'} (n = {s['n']})"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
