@@ -10,15 +10,17 @@ on disk by numba for later sessions.
 
 from __future__ import annotations
 
-import ast
+import inspect
+import sys
 
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from carthema.models import numba_backend
+from carthema.models import numba_backend, solver_kernels
 from carthema.models.numba_backend import event_arrays, load_numba_module
+from carthema.models.solver_contract import Status
 
 # ---------------------------------------------------------------------------------
 # Toy models in generated-source form
@@ -579,14 +581,54 @@ def test_load_numba_module_cache(tmp_path, monkeypatch):
         load_numba_module("bad key!", BLOWUP_SRC)
 
 
-def test_cache_dir_default(monkeypatch):
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG base directories are Linux's")
+def test_cache_dir_default_follows_xdg(tmp_path, monkeypatch):
+    # Independent expectation (XDG base-directory spec): $XDG_CACHE_HOME/carthema, with an
+    # empty CARTHEMA_CACHE_DIR ignored and a set one taking precedence, "~" expanded.
     monkeypatch.delenv("CARTHEMA_CACHE_DIR", raising=False)
-    import platformdirs
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert numba_backend.cache_dir() == tmp_path / "xdg" / "carthema"
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", "")
+    assert numba_backend.cache_dir() == tmp_path / "xdg" / "carthema"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", "~/cc")
+    assert numba_backend.cache_dir() == tmp_path / "home" / "cc"
 
-    assert numba_backend.cache_dir() == numba_backend.Path(platformdirs.user_cache_dir("carthema"))
+
+def test_kernels_text_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    # numba does not notice a change in an imported njit callee, so an edit of the kernels
+    # module must give a new generated file (and a fresh compile), never the old one.
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(tmp_path))
+    mod = load_numba_module("kerneltest", BLOWUP_SRC)
+    edited = tmp_path / "solver_kernels.py"
+    edited.write_text(numba_backend.kernels_source() + "\n# edited\n")
+    monkeypatch.setattr(numba_backend, "_KERNELS_PATH", edited)
+    mod2 = load_numba_module("kerneltest", BLOWUP_SRC)
+    assert mod2 is not mod and mod2.__file__ != mod.__file__
+    assert len(list((tmp_path / "numba").glob("kerneltest_*.py"))) == 2
 
 
-def test_template_is_standalone_python():
-    tree = ast.parse(numba_backend.template_source())
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert {"solve", "solve_sens", "solve_population"} <= names
+def test_generated_module_follows_the_documented_contract(lin):
+    # Status constants are the shared enumeration's; the entry points take the arguments
+    # in the order their docstrings (and the facade) use.
+    for member in Status:
+        if member != Status.SOLVER_FAILED:  # diffrax-only outcome
+            assert getattr(lin, f"STATUS_{member.name}") == member
+    common = ["u0", "t0", "t_out", "ev_t", "ev_kind", "ev_target", "ev_value", "ev_scale"]
+    tail = ["rtol", "atol", "max_steps", "method"]
+    assert list(inspect.signature(lin.solve.py_func).parameters) == ["p", *common, *tail]
+    assert list(inspect.signature(lin.solve_sens.py_func).parameters) == [
+        "p",
+        "free",
+        *common,
+        *tail,
+    ]
+    assert list(inspect.signature(lin.solve_population.py_func).parameters) == [
+        "P",
+        *common,
+        *tail,
+    ]
+    # The tableaux are the kernels' (the template holds no coefficient of its own).
+    assert lin._T_A54 == solver_kernels.TSIT5_A[4, 3]
+    assert lin._R_M3 == solver_kernels.ROS_M[2]
+    assert lin._lu_factor is solver_kernels.lu_factor
