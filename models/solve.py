@@ -24,6 +24,7 @@ that fails has all its outputs set to NaN (diffrax does not say where it failed)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -35,6 +36,22 @@ from .solver_contract import SIMULATE, SolverOptions, Status
 __all__ = ["BatchSolution", "Schedule", "Solution", "check_inputs", "solve", "solve_batch"]
 
 BACKENDS = ("numba", "jax")
+
+# Compiled numba module per model object. numba_model() is cached on the model's value,
+# but hashing a Model (every state and parameter record) costs ~100 us, as much as a
+# forward solve; identity is checked, so a recycled id never aliases another model.
+_NUMBA_MODULES: dict[int, tuple[Model, ModuleType]] = {}
+
+
+def _numba_module(model: Model) -> ModuleType:
+    hit = _NUMBA_MODULES.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    from .compiled import numba_model
+
+    mod = numba_model(model)
+    _NUMBA_MODULES[id(model)] = (model, mod)
+    return mod
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,10 +223,8 @@ def solve(
     s = schedule
     p = np.ascontiguousarray(params, dtype=np.float64)
     if backend == "numba":
-        from .compiled import numba_model
-
         method = options.numba_method
-        mod = numba_model(model)
+        mod = _numba_module(model)
         if p.ndim != 1:
             return _failed_single(model, s, free)
         common = (s.u0, s.t0, s.t_out, s.ev_t, s.ev_kind, s.ev_target, s.ev_value, s.ev_scale)
@@ -250,10 +265,8 @@ def solve_batch(
         P = P.reshape(-1, P.shape[-1] if P.ndim else 1)
     n = P.shape[0]
     if backend == "numba":
-        from .compiled import numba_model
-
         method = options.numba_method
-        mod = numba_model(model)
+        mod = _numba_module(model)
         status, obs = mod.solve_population(
             P, s.u0, s.t0, s.t_out, s.ev_t, s.ev_kind, s.ev_target, s.ev_value, s.ev_scale,
             options.rtol, options.atol, options.max_steps, method,
