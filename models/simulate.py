@@ -37,8 +37,9 @@ class Trajectory:
     obs:
         Observables, shape (len(t), n_obs), units of ``model.observables``.
     status:
-        0 when the solve succeeded; see :data:`STATUS` and ``message``. Values after a
-        failure are NaN.
+        A :class:`~.solver_contract.Status` code, the same for both backends: 0 when the
+        solve succeeded; see ``message``. Values after a failure are NaN (all values,
+        for a failed JAX solve).
     """
 
     model: Model
