@@ -83,6 +83,13 @@ and a bolus whose ``scale`` is ``free[k]`` adds ``value * p[scale]`` to
 part in the error control with the states' tolerances (absolute ``atol *
 ATOL_SCALE[i]`` for row ``i``), so they are as accurate as the states.
 
+Kernels
+-------
+The model-independent pieces (Tsit5 and ROS34PW2 tableaux as arrays, step-size control
+factors, dense LU with partial pivoting, the finiteness check) live in the ordinary
+module :mod:`carthema.models.solver_kernels`, imported below and tested directly; the
+text of that module is part of the generated file's hash.
+
 Error control
 -------------
 Hairer's scaled RMS norm over all ``n_z = N_Y * (1 + n_free)`` components,
@@ -93,8 +100,9 @@ heuristic (``HINIT``).
 
 Status codes (never raised as exceptions)
 -----------------------------------------
-0 ok; 1 ``max_steps`` attempted steps exceeded; 2 non-finite state or derivative;
-3 step size underflow; 4 bad input. After a failure, outputs from the failure point on
+Those of :class:`carthema.models.solver_contract.Status`: 0 ok; 1 ``max_steps``
+attempted steps exceeded; 2 non-finite state or derivative; 3 step size underflow;
+4 bad input. After a failure, outputs from the failure point on
 are NaN.
 
 The hot loop allocates nothing: every work array is allocated once at the entry of

@@ -241,7 +241,9 @@ def test_step_limit_is_the_same_status_in_both_backends(cart):
     m, p, s = cart
     opts = SolverOptions("tsit5", rtol=1e-8, atol=1e-10, max_steps=3)
     for backend in ("numba", "jax"):
-        assert solve(m, p, s, opts, backend).status == Status.MAX_STEPS, backend
+        sol = solve(m, p, s, opts, backend)
+        assert sol.status == Status.MAX_STEPS, backend
+        assert np.isnan(sol.obs[-1]).all()  # no value survives past the failure
         batch = solve_batch(m, np.tile(p, (2, 1)), s, opts, backend)
         assert (batch.status == Status.MAX_STEPS).all(), backend
 
