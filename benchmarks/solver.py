@@ -16,7 +16,11 @@ medians and reported separately as warm-up):
 2. solve + gradient of a scalar loss w.r.t. 12 log-parameters: numba forward
    sensitivities (``solve_sens``) vs ``jax.grad`` through diffrax (and, in full mode,
    scipy forward finite differences);
-3. a virtual population of 10,000 patients (all parameters log-normal around the
+3. the presets of ``carthema.models.solver_contract`` (FIT, SCREEN, PREDICT, SIMULATE)
+   through the ``solve`` facade that every caller uses: one forward solve and, for FIT
+   (the likelihood's settings), solve + gradient, each with the accuracy it keeps against
+   a REFERENCE-preset solve (rtol 1e-11) of the same problem;
+4. a virtual population of 10,000 patients (all parameters log-normal around the
    defaults, sd 0.2 on the log scale): numba ``solve_population`` (prange) vs
    ``jax.jit(jax.vmap(...))`` on the CPU, and on a GPU when ``jax.devices()`` has one.
 
@@ -254,6 +258,55 @@ def _threading_layer() -> str | None:
         return str(numba.threading_layer())
     except ValueError:  # no parallel function has run yet
         return None
+
+
+# ---------------------------------------------------------------------------------
+# presets through the facade
+# ---------------------------------------------------------------------------------
+#: Presets timed (REFERENCE is the accuracy reference, not timed).
+PRESET_NAMES = ("fit", "screen", "predict", "simulate")
+
+
+def bench_presets(pr: Problem, b: Budget, res: dict) -> dict:
+    """Forward solve per preset (and FIT solve + gradient) via ``solve``, with accuracy."""
+    from carthema.models.solve import Schedule, solve
+    from carthema.models.solver_contract import FIT, PRESETS, REFERENCE
+
+    sched = Schedule.from_events(pr.model, pr.ev, pr.t_out, t0=pr.t0, u0=pr.u0)
+    log("REFERENCE preset (rtol 1e-11) solve for the accuracy column")
+    ref = solve(pr.model, pr.p, sched, REFERENCE)
+    res["status"]["preset_reference"] = int(ref.status)
+    out: dict[str, Any] = {}
+    for name in PRESET_NAMES:
+        opts = PRESETS[name]
+        log(f"preset {name} ({opts}): warm-up + {b.numba} runs")
+        sol = solve(pr.model, pr.p, sched, opts)
+        res["status"][f"preset_{name}"] = int(sol.status)
+        res["n_steps"][f"preset_{name}"] = sol.n_steps
+        res["timings_us"][f"preset_forward_{name}"] = summary(
+            time_calls(lambda o=opts: solve(pr.model, pr.p, sched, o), b.numba)
+        )
+        d = rel_diff(sol.obs, ref.obs)
+        out[name] = {
+            "options": repr(opts),
+            "max_rel_err_all_obs": float(np.nanmax(d)) if np.all(np.isfinite(d)) else None,
+            "max_rel_err": agreement(pr, sol.obs, ref.obs),
+        }
+
+    def grad():
+        sol = solve(pr.model, pr.p, sched, FIT, free=pr.free)
+        return sol.status, loss_grad_from_sens(sol.obs, sol.dobs)
+
+    log(f"preset fit solve + gradient ({pr.free.size} log-parameters): {b.numba_grad} runs")
+    (st, g), _ = timed(grad)
+    refg = solve(pr.model, pr.p, sched, REFERENCE, free=pr.free)
+    g_ref = loss_grad_from_sens(refg.obs, refg.dobs)
+    res["status"]["preset_fit_grad"] = int(st)
+    res["timings_us"]["preset_grad_fit"] = summary(time_calls(grad, b.numba_grad))
+    out["fit"]["grad_max_abs_diff_over_max_abs"] = float(
+        np.max(np.abs(g - g_ref)) / np.max(np.abs(g_ref))
+    )
+    return out
 
 
 # ---------------------------------------------------------------------------------
@@ -574,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     nb = bench_numba(pr, b, res)
+    res["presets"] = bench_presets(pr, b, res)
     sp = bench_scipy(pr, b, res)
     jx = {} if args.skip_jax else bench_jax(pr, b, res)
     pop = bench_population(pr, b, res, nb["mod"], with_jax=not args.skip_jax)
@@ -617,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     res["diffrax_kvaerno5_forward_us"] = _med(res, "diffrax_forward_kvaerno5")
     res["jax_grad_us"] = _med(res, "jax_grad_tsit5")
     res["speedup_vs_scipy"] = _ratio(res["scipy_forward_us"], res["numba_forward_us"])
+    res["preset_forward_us"] = {n: _med(res, f"preset_forward_{n}") for n in PRESET_NAMES}
+    res["preset_fit_grad_us"] = _med(res, "preset_grad_fit")
     res["population_10k_s_numba"] = pop["numba_s"]
     res["population_10k_s_jax"] = pop.get("jax_cpu_s_10k")
     res["population_10k_s_jax_gpu"] = pop.get("jax_gpu_s_10k")
@@ -775,6 +831,34 @@ def report(res: dict, pr: Problem) -> None:
             ),
         ],
     )
+    pr_rows = []
+    for name in PRESET_NAMES:
+        acc = res["presets"][name]
+        err = acc["max_rel_err_all_obs"]
+        pr_rows.append(
+            row(
+                f"{name}: {acc['options'].removeprefix('SolverOptions')}",
+                f"preset_forward_{name}",
+                f"{ns.get(f'preset_{name}')} steps; max rel err {err:.1e}"
+                if err is not None
+                else "failed",
+                _ratio(res["preset_forward_us"][name], fwd),
+            )
+        )
+    ge = res["presets"]["fit"]["grad_max_abs_diff_over_max_abs"]
+    pr_rows.append(
+        row(
+            "fit: solve + gradient (forward sensitivities)",
+            "preset_grad_fit",
+            f"gradient max diff / max {ge:.1e}",
+            _ratio(res["preset_fit_grad_us"], fwd),
+        )
+    )
+    print_table(
+        "3. Presets through solve() (accuracy: all observables vs the REFERENCE preset)",
+        hdr,
+        pr_rows,
+    )
     pop = res["population"]
     rows = [
         [
@@ -810,7 +894,7 @@ def report(res: dict, pr: Problem) -> None:
         else:
             rows.append(["GPU", "none", "jax.devices() shows no GPU", "", ""])
     print_table(
-        f"3. Virtual population of {pop['n']:,} patients (log-normal, sd {pop['log_sd']})",
+        f"4. Virtual population of {pop['n']:,} patients (log-normal, sd {pop['log_sd']})",
         ["backend", f"{pop['n']:,} patients", "measured", "failed", "vs numba"],
         rows,
     )

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ..models.compiled import numba_model
 from ..models.events import build_events
 from ..models.model import Model
-from ..models.numba_backend import METHODS
 from ..models.scenarios import with_boost
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import PREDICT
 from .engraftment import (
     ANC_ENGRAFT,
     FROM_CART,
@@ -84,22 +84,9 @@ def simulate_plan(
     ev = build_events(model, ev_df, model.default_params())
     start = min(ev.first_time if ev.first_time is not None else 0.0, 0.0)
     days = np.arange(np.floor(start), horizon + 0.5, 1.0)
-    mod = numba_model(model)
-    status, obs = mod.solve_population(
-        np.ascontiguousarray(draws),
-        np.zeros(model.n_u),
-        days[0],
-        days,
-        ev.t,
-        ev.kind,
-        ev.target,
-        ev.value,
-        ev.scale,
-        1e-7,
-        1e-9,
-        200_000,
-        METHODS["auto"],
-    )
+    sched = Schedule.from_events(model, ev, days, t0=days[0])
+    sol = solve_batch(model, draws, sched, PREDICT)
+    status, obs = sol.status, sol.obs
     return days, status, obs, ev_df
 
 

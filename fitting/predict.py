@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.compiled import numba_model
-from ..models.simulate import METHODS
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import SolverOptions
 from .build import FitModel
 from .priors import RESIDUALS
 
@@ -31,22 +31,19 @@ def trajectories(
     s = fm.schedule
     P = np.tile(s.p_fixed, (log_params.shape[0], 1))
     P[:, s.free] = np.exp(log_params)
-    mod = numba_model(fm.model)
-    return mod.solve_population(
-        np.ascontiguousarray(P),
-        s.u0.copy(),
-        float(s.t0),
+    sched = Schedule(
         np.ascontiguousarray(t, dtype=float),
         s.ev_t.copy(),
         s.ev_kind.copy(),
         s.ev_target.copy(),
         s.ev_value.copy(),
         s.ev_scale.copy(),
-        fm.op.rtol,
-        fm.op.atol,
-        fm.op.max_steps,
-        METHODS[fm.op.method],
+        float(s.t0),
+        s.u0.copy(),
     )
+    options = SolverOptions(fm.op.method, fm.op.rtol, fm.op.atol, fm.op.max_steps)
+    sol = solve_batch(fm.model, P, sched, options)
+    return sol.status, sol.obs
 
 
 def sigma_draws(fm: FitModel, idata, idx: np.ndarray) -> dict[str, np.ndarray]:

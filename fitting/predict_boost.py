@@ -88,9 +88,10 @@ from ..models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
 from ..models.events import build_events
 from ..models.hematotox import hematotox as hematotox_score
 from ..models.model import Model, get_model
-from ..models.numba_backend import METHODS
 from ..models.presets import DISEASES
 from ..models.scenarios import EVENT_COLUMNS
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import SolverOptions
 from .engraftment import ANC_ENGRAFT, PLT_ENGRAFT, lineage_engraftment, support_from_events
 from .graft import draw_graft, graft_sources
 from .plans import Plan, _plan_summary, simulate_plan
@@ -351,11 +352,9 @@ class _Conditioner:
         ev = self.ev if events is None else events
         P = np.ascontiguousarray(self.params(X))
         self.n_sims += X.shape[0]
-        status, obs = self.mod.solve_population(
-            P, np.zeros(self.model.n_u), float(self.days[0]), self.days,
-            ev.t, ev.kind, ev.target, ev.value, ev.scale, RTOL, ATOL, MAX_STEPS,
-            METHODS["auto"],
-        )  # fmt: skip
+        sched = Schedule.from_events(self.model, ev, self.days, t0=float(self.days[0]))
+        options = SolverOptions("auto", RTOL, ATOL, MAX_STEPS)
+        status, obs = solve_batch(self.model, P, sched, options).astuple()
         return status, obs
 
     def term_values(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..models.compiled import numba_model
 from ..models.events import build_events
 from ..models.model import Model, get_model
-from ..models.numba_backend import METHODS
 from ..models.scenarios import with_boost
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import SolverOptions
 from .engraftment import ANC_ENGRAFT, days_below, engraftment
 from .vpop import product_events
 
@@ -304,12 +304,9 @@ class OutputSetup:
         """(status (n,), ANC (n, days) in G/L) of the rows of ``P``."""
         model = self.model
         ev = build_events(model, self.events, model.default_params())
-        mod = numba_model(model)
-        status, obs = mod.solve_population(
-            np.ascontiguousarray(P), np.zeros(model.n_u), float(self.days[0]), self.days,
-            ev.t, ev.kind, ev.target, ev.value, ev.scale, RTOL, ATOL, MAX_STEPS,
-            METHODS["auto"],
-        )  # fmt: skip
+        sched = Schedule.from_events(model, ev, self.days, t0=float(self.days[0]))
+        options = SolverOptions("auto", RTOL, ATOL, MAX_STEPS)
+        status, obs = solve_batch(model, P, sched, options).astuple()
         return status, obs[:, :, model.index("obs", "anc")]
 
     def values(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import InputError
-from ..models.compiled import numba_model
 from ..models.events import build_events
 from ..models.model import Model, get_model
-from ..models.numba_backend import METHODS
 from ..models.scenarios import typical_course, with_boost
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import PREDICT
 from .engraftment import FROM_CART, kaplan_meier, lineage_engraftment, support_from_events
 from .graft import draw_graft
 from .priors import DEFAULT_FREE, prior_table
@@ -136,22 +136,8 @@ def population_draws(
 
 def _solve(model, P, events, days):
     ev = build_events(model, events, model.default_params())
-    mod = numba_model(model)
-    return mod.solve_population(
-        np.ascontiguousarray(P),
-        np.zeros(model.n_u),
-        days[0],
-        days,
-        ev.t,
-        ev.kind,
-        ev.target,
-        ev.value,
-        ev.scale,
-        1e-7,
-        1e-9,
-        200_000,
-        METHODS["auto"],
-    )
+    sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=days[0]), PREDICT)
+    return sol.status, sol.obs
 
 
 def run_trial(

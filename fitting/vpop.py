@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import InputError
-from ..models.compiled import numba_model
 from ..models.events import build_events
 from ..models.model import Model, get_model
-from ..models.numba_backend import METHODS
 from ..models.scenarios import EVENT_COLUMNS
+from ..models.solve import Schedule, solve_batch
+from ..models.solver_contract import SCREEN
 
 #: Correlation of the reserve and inflammation traits (assumption: inflamed patients
 #: tend to have less reserve; Rejeski et al. 2021 found both in the same high-risk group).
@@ -182,22 +182,9 @@ def simulate_counts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(status, anc, platelets) of every row of ``P`` under one shared events table."""
     ev = build_events(model, events, model.default_params())
-    mod = numba_model(model)
-    status, obs = mod.solve_population(
-        np.ascontiguousarray(P),
-        np.zeros(model.n_u),
-        float(days[0]),
-        days,
-        ev.t,
-        ev.kind,
-        ev.target,
-        ev.value,
-        ev.scale,
-        1e-6,
-        1e-8,
-        100_000,
-        METHODS["auto"],
-    )
+    sched = Schedule.from_events(model, ev, days, t0=float(days[0]))
+    sol = solve_batch(model, P, sched, SCREEN)
+    status, obs = sol.status, sol.obs
     anc = obs[:, :, model.index("obs", "anc")]
     plt_ = obs[:, :, model.index("obs", "platelets")]
     return status, anc, plt_

@@ -83,6 +83,13 @@ and a bolus whose ``scale`` is ``free[k]`` adds ``value * p[scale]`` to
 part in the error control with the states' tolerances (absolute ``atol *
 ATOL_SCALE[i]`` for row ``i``), so they are as accurate as the states.
 
+Kernels
+-------
+The model-independent pieces (Tsit5 and ROS34PW2 tableaux as arrays, step-size control
+factors, dense LU with partial pivoting, the finiteness check) live in the ordinary
+module :mod:`carthema.models.solver_kernels`, imported below and tested directly; the
+text of that module is part of the generated file's hash.
+
 Error control
 -------------
 Hairer's scaled RMS norm over all ``n_z = N_Y * (1 + n_free)`` components,
@@ -93,8 +100,9 @@ heuristic (``HINIT``).
 
 Status codes (never raised as exceptions)
 -----------------------------------------
-0 ok; 1 ``max_steps`` attempted steps exceeded; 2 non-finite state or derivative;
-3 step size underflow; 4 bad input. After a failure, outputs from the failure point on
+Those of :class:`carthema.models.solver_contract.Status`: 0 ok; 1 ``max_steps``
+attempted steps exceeded; 2 non-finite state or derivative; 3 step size underflow;
+4 bad input. After a failure, outputs from the failure point on
 are NaN.
 
 The hot loop allocates nothing: every work array is allocated once at the entry of
@@ -106,6 +114,23 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from carthema.models import solver_kernels as _k
+
+# Model-independent numerics: an ordinary, tested module (see its docstring for why the
+# generated module may call its njit functions without losing numba's disk cache).
+_JIT = _k.JIT
+_FACMAX_TSIT5 = _k.FACMAX_TSIT5
+_FACMAX_ROS = _k.FACMAX_ROS
+_STIFF_HRHO = _k.STIFF_HRHO
+_STIFF_COUNT = _k.STIFF_COUNT
+_NONSTIFF_COUNT = _k.NONSTIFF_COUNT
+_accept_factor = _k.accept_factor
+_reject_factor = _k.reject_factor
+_all_finite = _k.all_finite
+_lu_factor = _k.lu_factor
+_lu_solve = _k.lu_solve
+_lu_solve_rows = _k.lu_solve_rows
+
 STATUS_OK = 0
 STATUS_MAX_STEPS = 1
 STATUS_NONFINITE = 2
@@ -116,143 +141,34 @@ METHOD_TSIT5 = 0
 METHOD_ROSENBROCK = 1
 METHOD_AUTO = 2
 
-# error_model="numpy": a division by zero gives inf/nan (caught by the status logic)
-# instead of raising ZeroDivisionError inside a sampler; nogil lets callers thread.
-_JIT = {"cache": True, "error_model": "numpy", "nogil": True}
+# The tableaux live as arrays in solver_kernels (tested there). Python floats here, so
+# that numba freezes each coefficient as a compile-time constant in the stage loops.
+_T_C2, _T_C3, _T_C4, _T_C5 = (float(c) for c in _k.TSIT5_C[1:5])
+_T_A21 = float(_k.TSIT5_A[1, 0])
+_T_A31, _T_A32 = (float(a) for a in _k.TSIT5_A[2, :2])
+_T_A41, _T_A42, _T_A43 = (float(a) for a in _k.TSIT5_A[3, :3])
+_T_A51, _T_A52, _T_A53, _T_A54 = (float(a) for a in _k.TSIT5_A[4, :4])
+_T_A61, _T_A62, _T_A63, _T_A64, _T_A65 = (float(a) for a in _k.TSIT5_A[5, :5])
+_T_B1, _T_B2, _T_B3, _T_B4, _T_B5, _T_B6 = (float(b) for b in _k.TSIT5_B[:6])
+_T_E1, _T_E2, _T_E3, _T_E4, _T_E5, _T_E6, _T_E7 = (float(e) for e in _k.TSIT5_E)
+_T_R11, _T_R12, _T_R13, _T_R14 = (float(r) for r in _k.TSIT5_R[0])
+_T_R22, _T_R23, _T_R24 = (float(r) for r in _k.TSIT5_R[1, 1:])
+_T_R32, _T_R33, _T_R34 = (float(r) for r in _k.TSIT5_R[2, 1:])
+_T_R42, _T_R43, _T_R44 = (float(r) for r in _k.TSIT5_R[3, 1:])
+_T_R52, _T_R53, _T_R54 = (float(r) for r in _k.TSIT5_R[4, 1:])
+_T_R62, _T_R63, _T_R64 = (float(r) for r in _k.TSIT5_R[5, 1:])
+_T_R72, _T_R73, _T_R74 = (float(r) for r in _k.TSIT5_R[6, 1:])
 
-# Step-size control constants (Hairer & Wanner's usual choices).
-_SAFE = 0.9
-_FACMIN = 0.2
-_FACMAX_TSIT5 = 10.0
-_FACMAX_ROS = 6.0
-# The estimate mixes eigenmodes and undershoots: on Robertson's problem it reads 2.2-2.5
-# while the step sits on Tsit5's stability boundary (h |lambda| ~ 3.5).
-_STIFF_HRHO = 2.5
-_STIFF_COUNT = 15
-_NONSTIFF_COUNT = 6
-
-# ---------------------------------------------------------------------------------
-# Tsit5 (Tsitouras 2011, Comput. Math. Appl. 62:770) Butcher tableau.
-# ---------------------------------------------------------------------------------
-_T_C2 = 0.161
-_T_C3 = 0.327
-_T_C4 = 0.9
-_T_C5 = 0.9800255409045097
-_T_A21 = 0.161
-_T_A31 = -0.008480655492356989
-_T_A32 = 0.335480655492357
-_T_A41 = 2.8971530571054935
-_T_A42 = -6.359448489975075
-_T_A43 = 4.3622954328695815
-_T_A51 = 5.325864828439257
-_T_A52 = -11.748883564062828
-_T_A53 = 7.4955393428898365
-_T_A54 = -0.09249506636175525
-_T_A61 = 5.86145544294642
-_T_A62 = -12.92096931784711
-_T_A63 = 8.159367898576159
-_T_A64 = -0.071584973281401
-_T_A65 = -0.028269050394068383
-_T_B1 = 0.09646076681806523
-_T_B2 = 0.01
-_T_B3 = 0.4798896504144996
-_T_B4 = 1.379008574103742
-_T_B5 = -3.290069515436081
-_T_B6 = 2.324710524099774
-# b - b_hat (error weights); the 7th stage is f(t + h, y_new) (FSAL).
-_T_E1 = 0.0017800110522257773
-_T_E2 = 0.0008164344596567463
-_T_E3 = -0.007880878010261994
-_T_E4 = 0.1447110071732629
-_T_E5 = -0.5823571654525552
-_T_E6 = 0.45808210592918686
-_T_E7 = -0.015151515151515152
-# Dense output y(t + theta h) = y + h sum_i b_i(theta) k_i with
-# b_i(theta) = R_i1 theta + R_i2 theta^2 + R_i3 theta^3 + R_i4 theta^4.
-_T_R11 = 1.0
-_T_R12 = -2.763706197274826
-_T_R13 = 2.9132554618219126
-_T_R14 = -1.0530884977290216
-_T_R22 = 0.1317
-_T_R23 = -0.2234
-_T_R24 = 0.1017
-_T_R32 = 3.930296236894751
-_T_R33 = -5.941033872131505
-_T_R34 = 2.490627285651253
-_T_R42 = -12.411077166933676
-_T_R43 = 30.33818863028232
-_T_R44 = -16.548102889244902
-_T_R52 = 37.50931341651104
-_T_R53 = -88.1789048947664
-_T_R54 = 47.37952196281928
-_T_R62 = -27.896526289197286
-_T_R63 = 65.09189467479368
-_T_R64 = -34.87065786149661
-_T_R72 = 1.5
-_T_R73 = -4.0
-_T_R74 = 2.5
-
-
-# ---------------------------------------------------------------------------------
-# ROS34PW2 (Rang & Angermann 2005, BIT 45:761), published in the form
-#   (I - gamma h J) k_i = h f(t + alpha_i h, y + sum_j alpha_ij k_j) + h J sum_j gamma_ij k_j
-# and used in Hairer & Wanner's transformed form (u_i = sum_j Gamma_ij k_j), which needs
-# no matrix-vector products with J:
-#   (I/(gamma h) - J) u_i = f(t + alpha_i h, y + sum_j a_ij u_j) + sum_j (c_ij / h) u_j
-#   y_new = y + sum_j m_j u_j,   error = sum_j (m_j - mhat_j) u_j
-# with a = A Gamma^-1, C = diag(1/gamma) - Gamma^-1, m = b Gamma^-1.
-# ---------------------------------------------------------------------------------
-def _ros34pw2_transformed():
-    g = 0.435866521508459
-    alpha = np.zeros((4, 4))
-    alpha[1, 0] = 0.87173304301691801
-    alpha[2, 0] = 0.84457060015369423
-    alpha[2, 1] = -0.11299064236484185
-    alpha[3, 2] = 1.0
-    gam = np.zeros((4, 4))
-    gam[1, 0] = -0.87173304301691801
-    gam[2, 0] = -0.90338057013044082
-    gam[2, 1] = 0.054180672388095326
-    gam[3, 0] = 0.24212380706095346
-    gam[3, 1] = -1.2232505839045147
-    gam[3, 2] = 0.54526025533510214
-    gam += g * np.eye(4)
-    b = np.array([0.24212380706095346, -1.2232505839045147, 1.5452602553351020, g])
-    bhat = np.array([0.37810903145819369, -0.096042292212423178, 0.5, 0.2179332607542295])
-    ginv = np.linalg.inv(gam)
-    a = alpha @ ginv
-    c = np.diag(1.0 / np.diag(gam)) - ginv
-    m = b @ ginv
-    mhat = bhat @ ginv
-    return g, alpha.sum(axis=1), a, c, m, m - mhat
-
-
-_R_G, _R_ALPHA, _R_A, _R_C, _R_M, _R_E = _ros34pw2_transformed()
-# Scalars, so that numba freezes them as compile-time constants.
-_R_GAMMA = float(_R_G)
-_R_AL2 = float(_R_ALPHA[1])
-_R_AL3 = float(_R_ALPHA[2])
-_R_AL4 = float(_R_ALPHA[3])
-_R_A21 = float(_R_A[1, 0])
-_R_A31 = float(_R_A[2, 0])
-_R_A32 = float(_R_A[2, 1])
-_R_A41 = float(_R_A[3, 0])
-_R_A42 = float(_R_A[3, 1])
-_R_A43 = float(_R_A[3, 2])
-_R_C21 = float(_R_C[1, 0])
-_R_C31 = float(_R_C[2, 0])
-_R_C32 = float(_R_C[2, 1])
-_R_C41 = float(_R_C[3, 0])
-_R_C42 = float(_R_C[3, 1])
-_R_C43 = float(_R_C[3, 2])
-_R_M1 = float(_R_M[0])
-_R_M2 = float(_R_M[1])
-_R_M3 = float(_R_M[2])
-_R_M4 = float(_R_M[3])
-_R_E1 = float(_R_E[0])
-_R_E2 = float(_R_E[1])
-_R_E3 = float(_R_E[2])
-_R_E4 = float(_R_E[3])
+_R_GAMMA = float(_k.ROS_GAMMA)
+_R_AL2, _R_AL3, _R_AL4 = (float(a) for a in _k.ROS_ALPHA[1:])
+_R_A21 = float(_k.ROS_A[1, 0])
+_R_A31, _R_A32 = (float(a) for a in _k.ROS_A[2, :2])
+_R_A41, _R_A42, _R_A43 = (float(a) for a in _k.ROS_A[3, :3])
+_R_C21 = float(_k.ROS_C[1, 0])
+_R_C31, _R_C32 = (float(c) for c in _k.ROS_C[2, :2])
+_R_C41, _R_C42, _R_C43 = (float(c) for c in _k.ROS_C[3, :3])
+_R_M1, _R_M2, _R_M3, _R_M4 = (float(m) for m in _k.ROS_M)
+_R_E1, _R_E2, _R_E3, _R_E4 = (float(e) for e in _k.ROS_E)
 
 
 # ---------------------------------------------------------------------------------
@@ -293,102 +209,6 @@ def _f_aug(t, z, p, u, ns, pos, fz, J, Jp):
             r = JP_ROWS[e]
             # d/d log p = p * d/dp
             fz[N_Y + r * ns + k] += Jp[r, c] * p[c]
-
-
-@njit(**_JIT)
-def _all_finite(x, n):
-    acc = 0.0
-    for i in range(n):
-        # x * 0 is nan for inf and nan, 0 otherwise: one branch-free pass.
-        acc += x[i] * 0.0
-    return acc == 0.0
-
-
-@njit(**_JIT)
-def _lu_factor(M, piv, n):
-    """In-place LU with partial pivoting (LAPACK getrf convention). False if singular."""
-    for k in range(n):
-        imax = k
-        vmax = abs(M[k, k])
-        for i in range(k + 1, n):
-            v = abs(M[i, k])
-            if v > vmax:
-                vmax = v
-                imax = i
-        if not (vmax > 0.0) or not math.isfinite(vmax):
-            return False
-        piv[k] = imax
-        if imax != k:
-            for j in range(n):
-                tmp = M[k, j]
-                M[k, j] = M[imax, j]
-                M[imax, j] = tmp
-        inv = 1.0 / M[k, k]
-        for i in range(k + 1, n):
-            lik = M[i, k] * inv
-            M[i, k] = lik
-            if lik != 0.0:
-                for j in range(k + 1, n):
-                    M[i, j] -= lik * M[k, j]
-    return True
-
-
-@njit(**_JIT)
-def _lu_solve(M, piv, b, off, n):
-    """Solve ``M x = b[off:off+n]`` in place with the factors from ``_lu_factor``."""
-    for k in range(n):
-        pk = piv[k]
-        if pk != k:
-            tmp = b[off + k]
-            b[off + k] = b[off + pk]
-            b[off + pk] = tmp
-    for i in range(1, n):
-        s = b[off + i]
-        for j in range(i):
-            s -= M[i, j] * b[off + j]
-        b[off + i] = s
-    for i in range(n - 1, -1, -1):
-        s = b[off + i]
-        for j in range(i + 1, n):
-            s -= M[i, j] * b[off + j]
-        b[off + i] = s / M[i, i]
-
-
-@njit(**_JIT)
-def _lu_solve_rows(M, piv, b, off, n, m):
-    """Solve ``M X = B`` in place for ``B`` stored row-major at ``b[off:off + n*m]``
-    (``B[i, k] = b[off + i*m + k]``), i.e. all sensitivity columns at once."""
-    if m == 0:
-        return
-    # Row views rather than b[off + i*m + q]: see _f_aug on numba's wraparound branch.
-    for k in range(n):
-        pk = piv[k]
-        if pk != k:
-            bk = b[off + k * m : off + (k + 1) * m]
-            bp = b[off + pk * m : off + (pk + 1) * m]
-            for q in range(m):
-                tmp = bk[q]
-                bk[q] = bp[q]
-                bp[q] = tmp
-    for i in range(1, n):
-        bi = b[off + i * m : off + (i + 1) * m]
-        for j in range(i):
-            lij = M[i, j]
-            if lij != 0.0:
-                bj = b[off + j * m : off + (j + 1) * m]
-                for q in range(m):
-                    bi[q] -= lij * bj[q]
-    for i in range(n - 1, -1, -1):
-        bi = b[off + i * m : off + (i + 1) * m]
-        for j in range(i + 1, n):
-            uij = M[i, j]
-            if uij != 0.0:
-                bj = b[off + j * m : off + (j + 1) * m]
-                for q in range(m):
-                    bi[q] -= uij * bj[q]
-        d = M[i, i]
-        for q in range(m):
-            bi[q] /= d
 
 
 @njit(**_JIT)
@@ -847,13 +667,7 @@ def _solve_impl(
                 t = t_new
                 need_jac = True
                 last_nonfinite = False
-                # PI controller (Gustafsson / Hairer): beta1 = 0.7/k, beta2 = 0.4/k.
-                if err > 0.0:
-                    fac = _SAFE * err ** (-0.7 / kexp) * errold ** (0.4 / kexp)
-                else:
-                    fac = facmax_now
-                fac = min(facmax_now, max(_FACMIN, fac))
-                h = h_try * fac
+                h = h_try * _accept_factor(err, errold, kexp, facmax_now)
                 if h_try < h_prop and not last:
                     # The step was shortened to hit an output time; the proposal it
                     # replaced is still the controller's best guess.
@@ -876,14 +690,9 @@ def _solve_impl(
                     break
             else:
                 # ---- rejected ----
-                if math.isfinite(err):
-                    last_nonfinite = False
-                    fac = max(_FACMIN, _SAFE * err ** (-1.0 / kexp))
-                else:
-                    # nan: the attempt produced a non-finite value; inf: singular matrix.
-                    last_nonfinite = err != err
-                    fac = 0.25
-                h = h_try * fac
+                # nan: the attempt produced a non-finite value; inf: singular matrix.
+                last_nonfinite = err != err
+                h = h_try * _reject_factor(err, kexp)
                 facmax_now = 1.0  # no growth right after a rejection
         if status != STATUS_OK:
             break

@@ -8,9 +8,9 @@ its machine code next to the joined model + solver module.
 from __future__ import annotations
 
 import functools
-import os
 from types import ModuleType
 
+from ..data.atomic import write_atomic
 from .codegen import numba_source, source_hash
 from .model import Model
 from .numba_backend import cache_dir, load_numba_module
@@ -19,14 +19,10 @@ from .numba_backend import cache_dir, load_numba_module
 @functools.cache
 def numba_model(model: Model) -> ModuleType:
     """Compiled numba module (model functions + solver) for ``model``."""
-    folder = cache_dir() / "codegen"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{model.name}_{source_hash(model)}.py.txt"
+    path = cache_dir() / "codegen" / f"{model.name}_{source_hash(model)}.py.txt"
     if path.exists():
         text = path.read_text()
     else:
         text = numba_source(model)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, mkdir=True)
     return load_numba_module(model.name, text)

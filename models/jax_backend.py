@@ -37,10 +37,14 @@ Conventions shared with the numba backend:
   (pre-dose sample); this includes events at ``t0``: an output at ``t0`` is ``init(p)``;
 - events after the last output time cannot influence any output and are skipped.
 
-Status codes (``STATUS_*``): 0 ok; 1 the solver failed (step limit, step size collapse,
-any non-successful diffrax result); 2 the solve succeeded but a state or observable is
-not finite. A failure never raises: ``throw=False`` is passed to diffrax, and the fitting
-layer turns a nonzero status into a -inf log-density.
+Status codes are those of :class:`carthema.models.solver_contract.Status`, shared with
+the numba backend: ``MAX_STEPS`` (1) when diffrax hit its step limit in a segment,
+``NONFINITE`` (2) when a state or observable is not finite, ``SOLVER_FAILED`` (5) for
+any other non-successful diffrax result. A failure never raises: ``throw=False`` is
+passed to diffrax, and the fitting layer turns a nonzero status into a -inf log-density.
+Bad input (unsorted times, out-of-range targets) raises ``ValueError`` here, at build
+time; :func:`carthema.models.solve.solve` checks it first and returns ``BAD_INPUT``
+instead, as the numba backend does.
 
 Precision: carthema needs float64 (cell counts span ~1e-6 to 1e12 and the reference
 tests run at rtol 1e-10), so importing this module enables ``jax_enable_x64`` globally.
@@ -63,9 +67,12 @@ import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .solver_contract import Status  # noqa: E402
+
 __all__ = [
     "EV_BOLUS",
     "EV_SET_INPUT",
+    "STATUS_MAX_STEPS",
     "STATUS_NONFINITE",
     "STATUS_OK",
     "STATUS_SOLVER_FAILED",
@@ -80,9 +87,10 @@ __all__ = [
 EV_BOLUS = 0
 EV_SET_INPUT = 1
 
-STATUS_OK = 0
-STATUS_SOLVER_FAILED = 1
-STATUS_NONFINITE = 2
+STATUS_OK = int(Status.OK)
+STATUS_MAX_STEPS = int(Status.MAX_STEPS)
+STATUS_NONFINITE = int(Status.NONFINITE)
+STATUS_SOLVER_FAILED = int(Status.SOLVER_FAILED)
 
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -196,7 +204,7 @@ def make_solver(
         rtol: relative tolerance.
         atol: absolute tolerance in units of ``model.atol_scale`` (state ``i`` gets
             ``atol * atol_scale[i]``).
-        max_steps: step limit per segment; hitting it gives ``STATUS_SOLVER_FAILED``.
+        max_steps: step limit per segment; hitting it gives ``STATUS_MAX_STEPS``.
         adjoint: diffrax adjoint. ``None`` is diffrax's default
             (``RecursiveCheckpointAdjoint``: reverse mode, ``jax.grad``/``jax.jacrev``).
             Pass ``diffrax.ForwardMode()`` to differentiate with ``jax.jacfwd``/``jax.jvp``.
@@ -298,7 +306,8 @@ def make_solver(
             max_steps=max_steps,
             throw=False,
         )
-        return sol.result == diffrax.RESULTS.successful, sol.ys[:-1], sol.ys[-1]
+        ok = sol.result == diffrax.RESULTS.successful
+        return ok, sol.result == diffrax.RESULTS.max_steps_reached, sol.ys[:-1], sol.ys[-1]
 
     def solve(p: Any, u0: Any, ev_value: Any) -> tuple[jax.Array, jax.Array]:
         p = jnp.asarray(p, dtype=jnp.float64)
@@ -308,11 +317,14 @@ def make_solver(
         ys_parts = [jnp.broadcast_to(y, (n_at_t0, n_y))]
         alive = jnp.all(jnp.isfinite(y))
         solver_ok = jnp.array(True)
+        step_limit = jnp.array(False)
         for a, b, ts, ts_pad in zip(starts, ends, seg_ts, seg_ts_padded, strict=True):
             y, u = apply_events(groups.get(a, []), y, u, p, ev_value)
-            ok, ys_seg, y_end = solve_segment(
+            ok, hit_limit, ys_seg, y_end = solve_segment(
                 jnp.float64(a), jnp.float64(b), jnp.asarray(ts_pad), y, p, u, alive
             )
+            # The first failing segment decides; later ones integrate dy/dt = 0.
+            step_limit = step_limit | (solver_ok & hit_limit)
             solver_ok = solver_ok & ok
             ys_parts.append(ys_seg[: ts.size])
             alive = alive & ok & jnp.all(jnp.isfinite(y_end))
@@ -326,7 +338,7 @@ def make_solver(
         status = jnp.where(
             solver_ok,
             jnp.where(finite, STATUS_OK, STATUS_NONFINITE),
-            STATUS_SOLVER_FAILED,
+            jnp.where(step_limit, STATUS_MAX_STEPS, STATUS_SOLVER_FAILED),
         ).astype(jnp.int32)
         return status, obs
 

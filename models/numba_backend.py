@@ -5,11 +5,14 @@ as arguments, nor a closure: both are recompiled in every new process. So instea
 passing the model's functions to a generic solver, :func:`load_numba_module` writes the
 model's generated source followed by the text of ``_solver_template.py`` to one file,
 
-    <cache_dir>/numba/<key>_<sha256(text)[:16]>.py
+    <cache_dir>/numba/<key>_<sha256(text + kernels text)[:16]>.py
 
 and imports it under a unique module name. Inside that module the solver calls the
 model functions as module globals, which numba caches on disk next to the file
-(``__pycache__``). Any change of the model source or of the template changes the hash,
+(``__pycache__``). The template itself imports the model-independent kernels
+(tableaux, step control, LU) from the ordinary module :mod:`.solver_kernels`; numba
+does not notice when such a callee changes, so that module's text is part of the hash
+too. Any change of the model source, the template or the kernels changes the hash,
 hence the file name, so a stale cache is never picked up.
 
 The loaded module exposes ``solve``, ``solve_sens`` and ``solve_population`` (see the
@@ -24,7 +27,6 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
 import threading
 import types
 from pathlib import Path
@@ -32,30 +34,29 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
+from ..data.atomic import write_atomic
+from .solver_contract import NUMBA_METHODS, Status
+
 __all__ = [
     "cache_dir",
     "load_numba_module",
     "template_source",
+    "kernels_source",
     "event_arrays",
     "STATUS_MESSAGES",
     "METHODS",
 ]
 
 _TEMPLATE_PATH = Path(__file__).with_name("_solver_template.py")
+_KERNELS_PATH = Path(__file__).with_name("solver_kernels.py")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _LOCK = threading.Lock()
 _LOADED: dict[str, types.ModuleType] = {}
 
-#: Meaning of the ``status`` returned by the solver functions.
-STATUS_MESSAGES = {
-    0: "ok",
-    1: "max_steps exceeded",
-    2: "non-finite state or derivative",
-    3: "step size underflow",
-    4: "bad input (unsorted or early t_out/events, out-of-range indices, bad tolerances)",
-}
+#: Meaning of the ``status`` returned by the solver functions (see ``Status``).
+STATUS_MESSAGES = {int(s): s.message for s in Status if s != Status.SOLVER_FAILED}
 #: ``method`` codes accepted by the solver functions.
-METHODS = {"tsit5": 0, "rosenbrock": 1, "auto": 2}
+METHODS = NUMBA_METHODS
 
 
 def cache_dir() -> Path:
@@ -76,6 +77,11 @@ def template_source() -> str:
     return _TEMPLATE_PATH.read_text(encoding="utf-8")
 
 
+def kernels_source() -> str:
+    """Text of :mod:`.solver_kernels`, which the generated module imports."""
+    return _KERNELS_PATH.read_text(encoding="utf-8")
+
+
 def _module_text(model_source: str) -> str:
     return (
         model_source.rstrip()
@@ -85,27 +91,9 @@ def _module_text(model_source: str) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers never see a partial file.
-
-    An existing file with the same text is left untouched: numba's cache index is keyed
-    on the source file's modification time, so rewriting it would force a recompile.
-    """
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # numba's cache index is keyed on the source file's modification time: an existing
+    # file with the same text is left untouched, or every process would recompile.
+    write_atomic(path, text, unless_same=True, mkdir=True)
 
 
 def load_numba_module(key: str, model_source: str) -> types.ModuleType:
@@ -136,7 +124,9 @@ def load_numba_module(key: str, model_source: str) -> types.ModuleType:
     if not _KEY_RE.match(key):
         raise ValueError(f"invalid model key {key!r}: use [A-Za-z_][A-Za-z0-9_]*, <= 64 chars")
     text = _module_text(model_source)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    h = hashlib.sha256(text.encode("utf-8"))
+    h.update(kernels_source().encode("utf-8"))
+    digest = h.hexdigest()[:16]
     path = cache_dir() / "numba" / f"{key}_{digest}.py"
     memo = str(path.resolve())
     with _LOCK:

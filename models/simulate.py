@@ -14,12 +14,15 @@ import pandas as pd
 from ..data.errors import InputError
 from .events import SolverEvents, build_events
 from .model import Model, get_model
-from .numba_backend import METHODS, STATUS_MESSAGES
+from .solve import Schedule, solve
+from .solver_contract import NUMBA_METHODS, SolverOptions, Status
 
-#: Status meanings per backend (0 is success for both).
+#: ``method`` codes of the numba solver (kept for callers that import them from here).
+METHODS = NUMBA_METHODS
+#: Status meanings per backend: one enumeration (:class:`Status`) shared by both.
 STATUS = {
-    "numba": STATUS_MESSAGES,
-    "jax": {0: "ok", 1: "diffrax solve failed (step limit or step size)", 2: "non-finite state"},
+    "numba": {int(s): s.message for s in Status},
+    "jax": {int(s): s.message for s in Status},
 }
 
 
@@ -34,8 +37,9 @@ class Trajectory:
     obs:
         Observables, shape (len(t), n_obs), units of ``model.observables``.
     status:
-        0 when the solve succeeded; see :data:`STATUS` and ``message``. Values after a
-        failure are NaN.
+        A :class:`~.solver_contract.Status` code, the same for both backends: 0 when the
+        solve succeeded; see ``message``. Values after a failure are NaN (all values,
+        for a failed JAX solve).
     """
 
     model: Model
@@ -53,7 +57,7 @@ class Trajectory:
 
     @property
     def message(self) -> str:
-        return STATUS[self.backend].get(self.status, f"status {self.status}")
+        return Status.describe(self.status)
 
     def __getitem__(self, name: str) -> np.ndarray:
         """Time course of one observable (``traj["anc"]``)."""
@@ -215,48 +219,16 @@ def simulate(
     if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) < 0):
         raise InputError("output times must be a non-empty increasing list of days")
     t0 = min(float(t[0]), ev.first_time if ev.first_time is not None else float(t[0]))
-    u0 = np.zeros(model.n_u)
-    if backend == "numba":
-        from .compiled import numba_model
-
-        if method not in METHODS:
-            raise InputError(f"unknown numba method '{method}'", fix=f"use one of {list(METHODS)}")
-        mod = numba_model(model)
-        status, _, obs, _ = mod.solve(
-            p,
-            u0,
-            t0,
-            t,
-            ev.t,
-            ev.kind,
-            ev.target,
-            ev.value,
-            ev.scale,
-            rtol,
-            atol,
-            max_steps,
-            METHODS[method],
-        )
-    elif backend == "jax":
-        from .jax_backend import make_solver
-
-        solver = make_solver(
-            model,
-            t0,
-            t,
-            ev.t,
-            ev.kind,
-            ev.target,
-            ev.scale,
-            solver=method if method != "tsit5" else "tsit5",
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-        )
-        status, obs = solver(p, u0, ev.value)
-        status, obs = int(status), np.asarray(obs)
-    else:
+    if backend not in ("numba", "jax"):
         raise InputError(f"unknown backend '{backend}'", fix="use 'numba' or 'jax'")
+    # The names each backend implements itself (SolverOptions also maps numba's names
+    # onto diffrax solvers; a user asking for "rosenbrock" on JAX should hear it has none).
+    methods = list(NUMBA_METHODS) if backend == "numba" else ["tsit5", "dopri5", "kvaerno5"]
+    if method not in methods:
+        raise InputError(f"unknown {backend} method '{method}'", fix=f"use one of {methods}")
+    options = SolverOptions(method, rtol=rtol, atol=atol, max_steps=max_steps)
+    sol = solve(model, p, Schedule.from_events(model, ev, t, t0=t0), options, backend)
+    status, obs = sol.status, sol.obs
     return Trajectory(
         model, t, np.asarray(obs), int(status), p, ev, backend, notes=ev.ignored + ev.notes
     )

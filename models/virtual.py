@@ -18,6 +18,8 @@ from .components import cart, haematopoiesis, targets
 from .events import build_events
 from .model import Model, get_model
 from .scenarios import typical_course, with_boost
+from .solve import Schedule, solve
+from .solver_contract import SIMULATE
 
 #: Between-patient spread (SD of log values) of the parameters that vary between
 #: patients, from each :class:`~carthema.models.parameters.Param` (``spread``); the others
@@ -132,23 +134,11 @@ def make_virtual_cohort(
 
 
 def _solve(model: Model, mod, p: np.ndarray, events: pd.DataFrame):
+    # ``mod`` (the compiled module, loaded once by the caller) is reached through solve().
     ev = build_events(model, events, p)
     t = np.arange(-7.0, 181.0, 1.0)
-    status, _, obs, _ = mod.solve(
-        p,
-        np.zeros(model.n_u),
-        t[0],
-        t,
-        ev.t,
-        ev.kind,
-        ev.target,
-        ev.value,
-        ev.scale,
-        1e-8,
-        1e-10,
-        200_000,
-        2,
-    )
+    sol = solve(model, p, Schedule.from_events(model, ev, t, t0=t[0]), SIMULATE)
+    status, obs = sol.status, sol.obs
     if status != 0:
         raise RuntimeError(f"virtual patient simulation failed with status {status}")
     return t, obs

@@ -1,8 +1,9 @@
 """Tests of the JAX/diffrax backend (models/jax_backend.py) on small toy models.
 
-The toys follow the model contract of the backend (plain functions of y, p, u and a math
-namespace ``m``); the same functions, called with ``m = numpy``, drive the scipy
-references, as the real model's equations are shared between backends.
+The toys are components (tests/solver_toys.py) composed into models exactly as the real
+model is, and shared with the numba solver's tests; the same equations, called with
+``m = numpy``, drive the scipy references. The last tests run every toy through both
+backends via the ``solve`` facade.
 """
 
 from __future__ import annotations
@@ -13,69 +14,16 @@ import numpy as np
 import pytest
 import scipy.linalg
 from scipy.integrate import solve_ivp
+from solver_toys import BLOWUP, ROBERTSON, TOYS, TWO_COMPARTMENT
 
 from carthema.models import jax_backend as jb
+from carthema.models.events import SolverEvents
+from carthema.models.solve import Schedule, solve
+from carthema.models.solver_contract import SolverOptions, Status
 
-# --- toy models ------------------------------------------------------------------------
+# --- toy models: components shared with the numba tests (tests/solver_toys.py) -------------
 
-
-class TwoCompartment:
-    """Linear depot -> central model: y0' = -ka y0 + u0, y1' = ka y0 - ke y1.
-
-    p = (ka [1/day], ke [1/day], V [L], F [-] bioavailability, A0 [mg] initial depot).
-    Observables: concentration y1 / V [mg/L] and log of the total amount log(y0 + y1).
-    """
-
-    n_y, n_p, n_u, n_obs = 2, 5, 1, 2
-    atol_scale = np.array([100.0, 100.0])
-
-    def rhs(self, t, y, p, u, m):
-        return (-p[0] * y[0] + u[0], p[0] * y[0] - p[1] * y[1])
-
-    def init(self, p, m):
-        return (p[4], 0.0)
-
-    def observe(self, t, y, p, m):
-        return (y[1] / p[2], m.log(y[0] + y[1]))
-
-
-class Robertson:
-    """Robertson's stiff chemical kinetics; p = (k1, k2, k3), observables are the states."""
-
-    n_y, n_p, n_u, n_obs = 3, 3, 0, 3
-    atol_scale = np.array([1.0, 1e-5, 1.0])
-
-    def rhs(self, t, y, p, u, m):
-        return (
-            -p[0] * y[0] + p[1] * y[1] * y[2],
-            p[0] * y[0] - p[1] * y[1] * y[2] - p[2] * y[1] ** 2,
-            p[2] * y[1] ** 2,
-        )
-
-    def init(self, p, m):
-        return (1.0, 0.0, 0.0)
-
-    def observe(self, t, y, p, m):
-        return (y[0], y[1], y[2])
-
-
-class BlowUp:
-    """y' = p0 y^2, y(0) = 1: finite-time blow-up at t = 1 / p0."""
-
-    n_y, n_p, n_u, n_obs = 1, 1, 0, 1
-    atol_scale = np.array([1.0])
-
-    def rhs(self, t, y, p, u, m):
-        return (p[0] * y[0] ** 2,)
-
-    def init(self, p, m):
-        return (1.0,)
-
-    def observe(self, t, y, p, m):
-        return (m.sqrt(y[0] ** 2),)
-
-
-TOY = TwoCompartment()
+TOY = TWO_COMPARTMENT  # p = (ka, ke, V, F, A0); obs = (central / V, log total)
 P_TOY = np.array([1.2, 0.3, 5.0, 0.7, 10.0])
 T_OUT = np.linspace(0.0, 10.0, 21)  # contains the event times 0, 2, 3 and 5
 # bolus at t0; bolus; infusion on; F-scaled bolus and infusion off at the same time; an
@@ -222,7 +170,7 @@ def test_only_t0_outputs_and_no_events():
 
 
 def test_stiff_robertson_kvaerno5_vs_radau():
-    model, p = Robertson(), np.array([0.04, 1e4, 3e7])
+    model, p = ROBERTSON, np.array([0.04, 1e4, 3e7])
     t_out = np.array([0.0, 1e-3, 0.1, 1.0, 10.0, 100.0])
     status, obs = jb.simulate(model, p, t_out, solver="kvaerno5", rtol=1e-9, atol=1e-10)
     assert status == jb.STATUS_OK
@@ -294,7 +242,7 @@ def test_blow_up_returns_status_without_raising():
     t_out = np.array([0.5, 2.0, 3.0])
     ev = dict(ev_t=[1.5], ev_kind=[0], ev_target=[0], ev_value=[1.0])
     # p0 = 1 blows up at t = 1; p0 = 0.1 at t = 10, after the last output.
-    status, obs = jb.simulate_population(BlowUp(), [[1.0], [0.1]], t_out, max_steps=2000, **ev)
+    status, obs = jb.simulate_population(BLOWUP, [[1.0], [0.1]], t_out, max_steps=2000, **ev)
     assert status[0] != jb.STATUS_OK
     assert status[1] == jb.STATUS_OK
     # y(0.5) = 1 / (1 - 0.05); y(2) = 1 / (1 - 0.2); after the bolus at 1.5: 1 / (1/y - 0.15).
@@ -304,8 +252,9 @@ def test_blow_up_returns_status_without_raising():
 
 
 def test_step_limit_returns_status():
+    # The shared enumeration's MAX_STEPS, as the numba solver reports it.
     status, _ = jb.simulate(TOY, P_TOY, T_OUT, **EVENTS, ev_value=EV_VALUE, max_steps=3)
-    assert status == jb.STATUS_SOLVER_FAILED
+    assert status == jb.STATUS_MAX_STEPS == Status.MAX_STEPS
 
 
 def test_nonfinite_parameters_return_status(toy_solvers):
@@ -326,3 +275,34 @@ def test_validation_and_device():
     with pytest.raises(ValueError, match="solver"):
         jb.make_solver(TOY, 0.0, [1.0], solver="euler")
     assert jax.devices()[0].platform in jb.device_description()
+
+
+# --- every toy through both backends ----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", TOYS, ids=lambda m: m.name)
+def test_toys_agree_across_backends(model):
+    """The same component, generated for numba and traced for JAX, gives the same
+    observables (both at rtol 1e-10) and the same status."""
+    p = model.default_params()
+    if model is ROBERTSON:  # stiff: each backend's stiff method
+        t_out = np.array([0.0, 1e-3, 0.1, 1.0, 10.0])
+        numba_method, jax_method = "rosenbrock", "kvaerno5"
+    else:
+        t_end = 0.9 if model is BLOWUP else 10.0
+        t_out, numba_method, jax_method = np.linspace(0.0, t_end, 10), "tsit5", "tsit5"
+    if model.n_u:  # a bolus scaled by parameter 2, the input on at t = 3 and off at t = 5
+        events = SolverEvents(
+            t=np.array([1.0, 3.0, 5.0]),
+            kind=np.array([0, 1, 1]),
+            target=np.array([0, 0, 0]),
+            value=np.array([2.0, 1.5, 0.0]),
+            scale=np.array([2, -1, -1]),
+        )
+    else:
+        events = None
+    sched = Schedule.from_events(model, events, t_out, t0=0.0)
+    a = solve(model, p, sched, SolverOptions(numba_method, rtol=1e-10, atol=1e-12))
+    b = solve(model, p, sched, SolverOptions(jax_method, rtol=1e-10, atol=1e-12), "jax")
+    assert a.status == b.status == Status.OK
+    assert _max_rel(b.obs, a.obs) < 1e-7

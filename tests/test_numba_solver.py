@@ -2,76 +2,36 @@
 
 Every test compares with an independent reference: an analytic (matrix-exponential)
 solution, scipy's ``solve_ivp`` (DOP853 / Radau at tight tolerances) with plain-numpy
-right-hand sides written here, or central finite differences. The toy models are written
-by hand in the exact form the code generator emits (the contract in the template's
-docstring); each is compiled once per test session (module-scoped fixtures) and cached
-on disk by numba for later sessions.
+right-hand sides written here, or central finite differences. The toy models are
+components (tests/solver_toys.py, shared with the JAX backend's tests) turned into numba
+modules by the code generator, as the real model is; each is compiled once per test
+session (module-scoped fixtures) and cached on disk by numba for later sessions.
 """
 
 from __future__ import annotations
 
-import ast
+import inspect
+import sys
 
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
+from solver_toys import BLOWUP, LINEAR, ROBERTSON
 
-from carthema.models import numba_backend
+from carthema.models import numba_backend, solver_kernels
+from carthema.models.codegen import numba_source
+from carthema.models.compiled import numba_model
 from carthema.models.numba_backend import event_arrays, load_numba_module
+from carthema.models.solver_contract import Status
 
 # ---------------------------------------------------------------------------------
-# Toy models in generated-source form
+# Toy models (components in tests/solver_toys.py; parameter order as listed there)
 # ---------------------------------------------------------------------------------
 
 # Linear two-compartment model: depot y0 (absorbed at rate ka, fed by input u0) and
 # central y1 (eliminated at rate ke). p = [ka, ke, s, c0, V]: s scales a bolus, c0 only
 # enters init (central amount at t0), V only enters the observable y1 / V.
-LINEAR_SRC = """
-import math
-import numpy as np
-from numba import njit
-N_Y = 2; N_P = 5; N_U = 1; N_OBS = 2
-JY_ROWS = np.array([0, 1, 1], dtype=np.int64); JY_COLS = np.array([0, 0, 1], dtype=np.int64)
-JP_ROWS = np.array([0, 1, 1], dtype=np.int64); JP_COLS = np.array([0, 0, 1], dtype=np.int64)
-ATOL_SCALE = np.array([1.0, 1.0])
-@njit(cache=True)
-def rhs(t, y, p, u, dy):
-    dy[0] = -p[0] * y[0] + u[0]
-    dy[1] = p[0] * y[0] - p[1] * y[1]
-@njit(cache=True)
-def jac_y(t, y, p, u, J):
-    J[0, 0] = -p[0]
-    J[1, 0] = p[0]
-    J[1, 1] = -p[1]
-@njit(cache=True)
-def jac_p(t, y, p, u, Jp):
-    Jp[0, 0] = -y[0]
-    Jp[1, 0] = y[0]
-    Jp[1, 1] = -y[1]
-@njit(cache=True)
-def init(p, y):
-    y[0] = 0.0
-    y[1] = p[3]
-@njit(cache=True)
-def init_jac_p(p, Y0p):
-    Y0p[:, :] = 0.0
-    Y0p[1, 3] = 1.0
-@njit(cache=True)
-def observe(t, y, p, o):
-    o[0] = y[1] / p[4]
-    o[1] = y[0]
-@njit(cache=True)
-def observe_jac_y(t, y, p, Oy):
-    Oy[0, 0] = 0.0
-    Oy[0, 1] = 1.0 / p[4]
-    Oy[1, 0] = 1.0
-    Oy[1, 1] = 0.0
-@njit(cache=True)
-def observe_jac_p(t, y, p, Op):
-    Op[:, :] = 0.0
-    Op[0, 4] = -y[1] / (p[4] * p[4])
-"""
 P_LIN = np.array([1.2, 0.3, 2.0, 1.5, 4.0])
 U0_LIN = np.zeros(1)
 # (t, kind, target, value, scale): a bolus into the depot scaled by p[2]; an input
@@ -89,117 +49,27 @@ T_OUT_LIN = np.array(sorted(set(np.linspace(0.0, 12.0, 25)) | {3.3, 8.0001}) + [
 
 # Robertson's chemical kinetics (Hairer & Wanner II, IV.1): the classic stiff test.
 # p = [k1, k2, k3] = [0.04, 1e4, 3e7].
-ROBERTSON_SRC = """
-import math
-import numpy as np
-from numba import njit
-N_Y = 3; N_P = 3; N_U = 1; N_OBS = 3
-JY_ROWS = np.array([0, 0, 0, 1, 1, 1, 2], dtype=np.int64)
-JY_COLS = np.array([0, 1, 2, 0, 1, 2, 1], dtype=np.int64)
-JP_ROWS = np.array([0, 0, 1, 1, 1, 2], dtype=np.int64)
-JP_COLS = np.array([0, 1, 0, 1, 2, 2], dtype=np.int64)
-ATOL_SCALE = np.array([1.0, 1e-4, 1.0])
-@njit(cache=True)
-def rhs(t, y, p, u, dy):
-    a = p[0] * y[0]
-    b = p[1] * y[1] * y[2]
-    c = p[2] * y[1] * y[1]
-    dy[0] = -a + b
-    dy[1] = a - b - c
-    dy[2] = c
-@njit(cache=True)
-def jac_y(t, y, p, u, J):
-    J[0, 0] = -p[0]
-    J[0, 1] = p[1] * y[2]
-    J[0, 2] = p[1] * y[1]
-    J[1, 0] = p[0]
-    J[1, 1] = -p[1] * y[2] - 2.0 * p[2] * y[1]
-    J[1, 2] = -p[1] * y[1]
-    J[2, 1] = 2.0 * p[2] * y[1]
-@njit(cache=True)
-def jac_p(t, y, p, u, Jp):
-    Jp[0, 0] = -y[0]
-    Jp[0, 1] = y[1] * y[2]
-    Jp[1, 0] = y[0]
-    Jp[1, 1] = -y[1] * y[2]
-    Jp[1, 2] = -y[1] * y[1]
-    Jp[2, 2] = y[1] * y[1]
-@njit(cache=True)
-def init(p, y):
-    y[0] = 1.0
-    y[1] = 0.0
-    y[2] = 0.0
-@njit(cache=True)
-def init_jac_p(p, Y0p):
-    Y0p[:, :] = 0.0
-@njit(cache=True)
-def observe(t, y, p, o):
-    o[0] = y[0]
-    o[1] = 1e4 * y[1]
-    o[2] = y[2]
-@njit(cache=True)
-def observe_jac_y(t, y, p, Oy):
-    Oy[:, :] = 0.0
-    Oy[0, 0] = 1.0
-    Oy[1, 1] = 1e4
-    Oy[2, 2] = 1.0
-@njit(cache=True)
-def observe_jac_p(t, y, p, Op):
-    Op[:, :] = 0.0
-"""
 P_ROB = np.array([0.04, 1e4, 3e7])
 
 # y' = p0 y^2, y(0) = 1: blows up at t = 1 / p0.
-BLOWUP_SRC = """
-import math
-import numpy as np
-from numba import njit
-N_Y = 1; N_P = 1; N_U = 1; N_OBS = 1
-JY_ROWS = np.array([0], dtype=np.int64); JY_COLS = np.array([0], dtype=np.int64)
-JP_ROWS = np.array([0], dtype=np.int64); JP_COLS = np.array([0], dtype=np.int64)
-ATOL_SCALE = np.array([1.0])
-@njit(cache=True)
-def rhs(t, y, p, u, dy):
-    dy[0] = p[0] * y[0] * y[0]
-@njit(cache=True)
-def jac_y(t, y, p, u, J):
-    J[0, 0] = 2.0 * p[0] * y[0]
-@njit(cache=True)
-def jac_p(t, y, p, u, Jp):
-    Jp[0, 0] = y[0] * y[0]
-@njit(cache=True)
-def init(p, y):
-    y[0] = 1.0
-@njit(cache=True)
-def init_jac_p(p, Y0p):
-    Y0p[0, 0] = 0.0
-@njit(cache=True)
-def observe(t, y, p, o):
-    o[0] = y[0]
-@njit(cache=True)
-def observe_jac_y(t, y, p, Oy):
-    Oy[0, 0] = 1.0
-@njit(cache=True)
-def observe_jac_p(t, y, p, Op):
-    Op[0, 0] = 0.0
-"""
+BLOWUP_SRC = numba_source(BLOWUP)
 
 NO_EVENTS = event_arrays()
 
 
 @pytest.fixture(scope="module")
 def lin():
-    return load_numba_module("test_linear2c", LINEAR_SRC)
+    return numba_model(LINEAR)
 
 
 @pytest.fixture(scope="module")
 def rob():
-    return load_numba_module("test_robertson", ROBERTSON_SRC)
+    return numba_model(ROBERTSON)
 
 
 @pytest.fixture(scope="module")
 def blow():
-    return load_numba_module("test_blowup", BLOWUP_SRC)
+    return numba_model(BLOWUP)
 
 
 # ---------------------------------------------------------------------------------
@@ -344,7 +214,7 @@ def _robertson_radau(t_out):
 def test_robertson_stiff(rob):
     t_out = np.array([0.4, 4.0, 40.0])
     ref = _robertson_radau(t_out)
-    u0 = np.zeros(1)
+    u0 = np.zeros(0)  # no inputs
     st1, Y1, _, n1 = rob.solve(P_ROB, u0, 0.0, t_out, *NO_EVENTS, 1e-9, 1e-10, 10**6, 1)
     assert st1 == 0
     assert _rel(Y1, ref, 1e-12) < 1e-6
@@ -417,7 +287,7 @@ def test_linear_sensitivities_vs_fd(lin, lin_fd, method):
 
 def test_robertson_sensitivities_vs_fd(rob):
     t_out = np.array([0.4, 4.0, 40.0])
-    u0 = np.zeros(1)
+    u0 = np.zeros(0)  # no inputs
     free = np.arange(3, dtype=np.int64)
     st, _, _, dO = rob.solve_sens(P_ROB, free, u0, 0.0, t_out, *NO_EVENTS, 1e-10, 1e-10,
                                   10**6, 1)  # fmt: skip
@@ -432,12 +302,12 @@ def test_robertson_sensitivities_vs_fd(rob):
 @pytest.mark.parametrize("method", [0, 1, 2])
 def test_blowup_reports_status(blow, method):
     t_out = np.array([0.5, 0.9, 2.0, 3.0])
-    st, Y, O, n = blow.solve(np.array([1.0]), np.zeros(1), 0.0, t_out, *NO_EVENTS, 1e-8,
+    st, Y, O, n = blow.solve(np.array([1.0]), np.zeros(0), 0.0, t_out, *NO_EVENTS, 1e-8,
                              1e-10, 10**6, method)  # fmt: skip
     assert st in (2, 3)
     np.testing.assert_allclose(O[:2, 0], 1.0 / (1.0 - t_out[:2]), rtol=1e-6)
     assert np.all(np.isnan(O[2:])) and np.all(np.isnan(Y[2:]))
-    st, _, _, dO = blow.solve_sens(np.array([1.0]), np.zeros(1, dtype=np.int64), np.zeros(1),
+    st, _, _, dO = blow.solve_sens(np.array([1.0]), np.zeros(1, dtype=np.int64), np.zeros(0),
                                    0.0, t_out, *NO_EVENTS, 1e-8, 1e-10, 10**6, method)  # fmt: skip
     assert st in (2, 3)
     # d y / d log p0 = p0 t / (1 - p0 t)^2
@@ -579,14 +449,54 @@ def test_load_numba_module_cache(tmp_path, monkeypatch):
         load_numba_module("bad key!", BLOWUP_SRC)
 
 
-def test_cache_dir_default(monkeypatch):
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG base directories are Linux's")
+def test_cache_dir_default_follows_xdg(tmp_path, monkeypatch):
+    # Independent expectation (XDG base-directory spec): $XDG_CACHE_HOME/carthema, with an
+    # empty CARTHEMA_CACHE_DIR ignored and a set one taking precedence, "~" expanded.
     monkeypatch.delenv("CARTHEMA_CACHE_DIR", raising=False)
-    import platformdirs
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert numba_backend.cache_dir() == tmp_path / "xdg" / "carthema"
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", "")
+    assert numba_backend.cache_dir() == tmp_path / "xdg" / "carthema"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", "~/cc")
+    assert numba_backend.cache_dir() == tmp_path / "home" / "cc"
 
-    assert numba_backend.cache_dir() == numba_backend.Path(platformdirs.user_cache_dir("carthema"))
+
+def test_kernels_text_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    # numba does not notice a change in an imported njit callee, so an edit of the kernels
+    # module must give a new generated file (and a fresh compile), never the old one.
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(tmp_path))
+    mod = load_numba_module("kerneltest", BLOWUP_SRC)
+    edited = tmp_path / "solver_kernels.py"
+    edited.write_text(numba_backend.kernels_source() + "\n# edited\n")
+    monkeypatch.setattr(numba_backend, "_KERNELS_PATH", edited)
+    mod2 = load_numba_module("kerneltest", BLOWUP_SRC)
+    assert mod2 is not mod and mod2.__file__ != mod.__file__
+    assert len(list((tmp_path / "numba").glob("kerneltest_*.py"))) == 2
 
 
-def test_template_is_standalone_python():
-    tree = ast.parse(numba_backend.template_source())
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert {"solve", "solve_sens", "solve_population"} <= names
+def test_generated_module_follows_the_documented_contract(lin):
+    # Status constants are the shared enumeration's; the entry points take the arguments
+    # in the order their docstrings (and the facade) use.
+    for member in Status:
+        if member != Status.SOLVER_FAILED:  # diffrax-only outcome
+            assert getattr(lin, f"STATUS_{member.name}") == member
+    common = ["u0", "t0", "t_out", "ev_t", "ev_kind", "ev_target", "ev_value", "ev_scale"]
+    tail = ["rtol", "atol", "max_steps", "method"]
+    assert list(inspect.signature(lin.solve.py_func).parameters) == ["p", *common, *tail]
+    assert list(inspect.signature(lin.solve_sens.py_func).parameters) == [
+        "p",
+        "free",
+        *common,
+        *tail,
+    ]
+    assert list(inspect.signature(lin.solve_population.py_func).parameters) == [
+        "P",
+        *common,
+        *tail,
+    ]
+    # The tableaux are the kernels' (the template holds no coefficient of its own).
+    assert lin._T_A54 == solver_kernels.TSIT5_A[4, 3]
+    assert lin._R_M3 == solver_kernels.ROS_M[2]
+    assert lin._lu_factor is solver_kernels.lu_factor
