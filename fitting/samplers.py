@@ -45,6 +45,7 @@ from ..data.errors import InputError
 from ..models.model import COMPONENT_SETS, get_model
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
+from .compiled import logp_grad, nutpie_model
 from .data import prepare_patient
 from .diagnostics import (
     Diagnostics,
@@ -501,14 +502,20 @@ def run_sampler(
     if sampler in ("nutpie", "nutpie-jax"):
         say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
         t0 = time.perf_counter()
-        compiled = _compile_nutpie(target, sampler)
+        compiled = nutpie_model(target, "numba" if sampler == "nutpie" else "jax")
         timings["compile_s"] = time.perf_counter() - t0
     map_res = None
     if sampler == "map" or init_map:
         say("finding the posterior mode (MAP)")
         t0 = time.perf_counter()
-        # nutpie's compiled log-density and gradient have the same variable layout.
-        vg = compiled.logp_func if compiled is not None and sampler == "nutpie" else None
+        vg = None
+        if getattr(target, "structure", ()):
+            # The structure's compiled log-density (nutpie's when there is one) on this
+            # patient's data: one compile per structure, not per patient.
+            vg = logp_grad(target, compiled if sampler == "nutpie" else None)
+        elif compiled is not None and sampler == "nutpie":
+            # nutpie's compiled log-density and gradient have the same variable layout.
+            vg = compiled.logp_func
         map_res = find_map(target, value_grad=vg, seed=map_seed)
         timings["map_s"] = time.perf_counter() - t0
         notes += map_res.notes
@@ -536,18 +543,6 @@ def run_sampler(
     )
     timings["sample_s"] = t_samp
     return idata, grad_evals, map_res, notes
-
-
-def _compile_nutpie(fm: FitModel, sampler: str):
-    import nutpie
-
-    if sampler == "nutpie":
-        return nutpie.compile_pymc_model(fm.pymc_model, backend="numba")
-    from ..models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
-
-    # jax.grad through diffrax's reverse-mode adjoint: cheaper than the forward-mode
-    # Jacobian that PyTensor's gradient of the Op would use.
-    return nutpie.compile_pymc_model(fm.pymc_model, backend="jax", gradient_backend="jax")
 
 
 def _laplace_init(map_res: MapResult, seed: int):
