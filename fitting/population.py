@@ -30,11 +30,13 @@ from ..data.errors import InputError
 from ..models.model import get_model
 from ..models.simulate import resolve_params
 from .covariates import Covariates, design_matrix, parse_effects
-from .data import HISTORY_DAYS, PatientData, patients_in, prepare_patient
+from .data import HISTORY_DAYS, PatientData, prepare_patient
 from .diagnostics import diagnose, misfit_warnings
 from .hierarchical import MIN_PATIENTS, PopulationModel, build_population_model
+from .patients import select_patients
 from .population_result import PopulationResult
-from .samplers import check_run_settings, run_sampler, run_settings, seed_and_cores
+from .samplers import run_sampler
+from .settings import RunSettings
 
 __all__ = [
     "MIN_PATIENTS",
@@ -214,32 +216,24 @@ def fit_population(
     **solver_options:
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
-    if sampler not in POPULATION_SAMPLERS:
-        raise InputError(
-            f"unknown sampler '{sampler}' for a population fit",
-            fix=f"choose one of {', '.join(POPULATION_SAMPLERS)}",
-        )
-    check_run_settings(components, draws, tune, chains, init)
+    run = RunSettings.validated(
+        POPULATION_SAMPLERS,
+        components,
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        cores=cores,
+        init=init,
+        target_accept=target_accept,
+        low_rank=low_rank,
+        what=" for a population fit",
+    )
+    seed = run.seed
     if observations is None or len(observations) == 0:
         raise InputError("the observations table is empty", fix="give the cohort's observations")
-    available = patients_in(observations)
-    if patients is None:
-        ids = available
-    else:
-        if isinstance(patients, str):
-            patients = [s for s in patients.split(",")]
-        ids = [str(p).strip() for p in patients if str(p).strip()]
-        unknown = [p for p in ids if p not in available]
-        if unknown:
-            raise InputError(
-                f"unknown patient(s) {', '.join(unknown[:5])} in the observations",
-                column="patient",
-                fix=f"patients are: {', '.join(available[:20])}"
-                f"{', ...' if len(available) > 20 else ''}",
-            )
-        dup = sorted({p for p in ids if ids.count(p) > 1})
-        if dup:
-            raise InputError(f"patient(s) {', '.join(dup)} listed twice", column="patient")
+    ids = select_patients(observations, patients)
     if len(ids) < MIN_PATIENTS:
         raise InputError(
             f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
@@ -247,7 +241,6 @@ def fit_population(
             column="patient",
             fix="fit single patients with `carthema fit`, or add patients",
         )
-    seed, cores = seed_and_cores(seed, cores, chains)
     say = log or (lambda _msg: None)
 
     t_start = time.perf_counter()
@@ -268,9 +261,7 @@ def fit_population(
         **solver_options,
     )
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = run_settings(
-        pop.op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
-    )
+    settings = run.record(pop.op)
     notes = _cohort_notes(data)
     # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
     # (the per-chain start values built in _run_nuts name single-patient variables).
@@ -278,15 +269,15 @@ def fit_population(
         pop,
         sampler,
         lambda X, slices: _deterministic_draws(pop, X, slices, 1),
-        draws=int(draws),
-        tune=int(tune),
-        chains=int(chains),
-        cores=cores,
+        draws=run.draws,
+        tune=run.tune,
+        chains=run.chains,
+        cores=run.cores,
         seed=seed,
-        init_map=sampler == "nutpie" and init == "map",
+        init_map=sampler == "nutpie" and run.init == "map",
         progress=progress,
-        target_accept=target_accept,
-        low_rank=low_rank,
+        target_accept=run.target_accept,
+        low_rank=run.low_rank,
         timings=timings,
         say=say,
     )

@@ -270,20 +270,27 @@ class PopulationResult:
         The folder is written whole or not at all: under a temporary name beside ``out``
         and swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
         ``out`` held before is replaced as a whole."""
-        from ..data.atomic import swap_folder
+        from .fitdir import write_result_folder
 
-        out = Path(out)
-        names = {
-            "posterior": "population.nc",
-            "summary": "population_summary.csv",
-            "population": "population.json",
-            "patients": "population_patients.csv",
-            "shrinkage": "population_shrinkage.csv",
-        }
-        with swap_folder(out) as tmp:
-            self.idata.to_netcdf(str(tmp / names["posterior"]))
-            self.summary().to_csv(tmp / names["summary"], index=False)
-            (tmp / names["population"]).write_text(json.dumps(self.population(), indent=2) + "\n")
-            self.patient_summary().to_csv(tmp / names["patients"], index=False)
-            self.shrinkage().to_csv(tmp / names["shrinkage"], index=False)
-        return {k: out / v for k, v in names.items()}
+        return write_result_folder(
+            out,
+            {
+                "posterior": ("population.nc", lambda p: self.idata.to_netcdf(str(p))),
+                "summary": (
+                    "population_summary.csv",
+                    lambda p: self.summary().to_csv(p, index=False),
+                ),
+                "population": (
+                    "population.json",
+                    lambda p: p.write_text(json.dumps(self.population(), indent=2) + "\n"),
+                ),
+                "patients": (
+                    "population_patients.csv",
+                    lambda p: self.patient_summary().to_csv(p, index=False),
+                ),
+                "shrinkage": (
+                    "population_shrinkage.csv",
+                    lambda p: self.shrinkage().to_csv(p, index=False),
+                ),
+            },
+        )
