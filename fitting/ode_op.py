@@ -372,6 +372,9 @@ class SolveOp(Op):
             return [grad_not_implemented(self, 0, theta, why), *rest]
         if isinstance(g_pred.type, DisconnectedType):
             return [pt.zeros_like(theta), *rest]
+        if theta.type.shape[0] == 1:
+            # A batch of one (a single-patient fit): every row is the patient's.
+            return [pt.dot(g_pred, outputs[1])[None, :], *rest]
         row_patient = inputs[-1]
         g = pt.zeros_like(theta)[row_patient].inc(g_pred[:, None] * outputs[1])
         return [g, *rest]
