@@ -465,6 +465,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-compile", action="store_true", help="leave out the compile reuse")
     ap.add_argument("--jax-draws", type=int, default=None, help="draws of (b) (default: (a)'s)")
     ap.add_argument("--jax-tune", type=int, default=None, help="tuning of (b) (default: (a)'s)")
+    ap.add_argument("--only-jax", action="store_true", help="run (b) alone, in this fresh process")
     ap.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.compile_probe:
@@ -489,6 +490,30 @@ def main(argv=None) -> int:
     par = par[par["patient"] == PATIENT]
     truth = dict(zip(par["name"], par["value"], strict=True))
     cores = info["cpu_usable"]
+
+    if args.only_jax:
+        print(f"(b) JAX path: nutpie + diffrax, {jax_chains} chains x ({jax_tune} + {jax_draws})")
+        rec_b = run_jax(obs, ev, truth, jax_draws, jax_tune, jax_chains)
+        write_json(
+            args.out,
+            {
+                "benchmark": "fit",
+                "mode": "only-jax",
+                "machine": info,
+                "load_average_at_end": load_average(),
+                "paths": {"jax_path": rec_b},
+            },
+        )
+        print(
+            f"jax_path: wall {rec_b['wall_s']:.1f} s (compile {rec_b['compile_s']:.1f}, MAP "
+            f"{rec_b['map_s']:.1f}, sampling {rec_b['sample_s']:.1f}), "
+            f"{rec_b['grad_evals']} gradient evaluations "
+            f"({rec_b['grad_evals_per_s']:.1f}/s), min bulk ESS {rec_b['min_ess_bulk']:.0f} "
+            f"({rec_b['ess_bulk_per_s']:.3f}/s), max R-hat {rec_b['max_rhat']:.4f}, "
+            f"divergences {rec_b['divergences']}"
+        )
+        print(f"wrote {args.out}")
+        return 0
 
     print(f"(a) carthema: nutpie + numba, {chains} chains x ({tune} + {draws})", flush=True)
     res_a, rec_a = run_carthema(obs, ev, truth, draws, tune, chains)

@@ -17,6 +17,12 @@ Variables of the PyMC model
     Potential: the M3 term of the below-limit observations.
 ``solver_ok``
     Potential: 0 when the ODE solve succeeded, -inf when it failed (a rejected draw).
+
+Data of the model (``pm.Data``, :attr:`FitModel.inputs`): the priors (``prior_mu``,
+``prior_sd``), the patient's schedule (``sched_*``, the batch-of-one inputs of
+:class:`~carthema.fitting.ode_op.SolveOp`) and the observation rows (:func:`row_inputs`).
+Two patients with the same :attr:`FitModel.structure` therefore have the same graph and
+share one compiled log-density (:mod:`carthema.fitting.compiled`).
 """
 
 from __future__ import annotations
