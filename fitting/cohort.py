@@ -37,6 +37,9 @@ same carthema installed but no shared file system. Compile caches: worker proces
 local cluster inherit the environment, so they share PyTensor's compile directory and
 carthema's numba cache (``$CARTHEMA_CACHE_DIR``) with the client; both are safe to share
 between processes (PyTensor locks its directory, numba modules are written atomically).
+Each worker process compiles the log-density once per model structure and reuses it for
+every later patient of that structure (:mod:`carthema.fitting.compiled`); run settings are
+validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
 """
 
 from __future__ import annotations
