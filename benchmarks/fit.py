@@ -466,6 +466,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jax-draws", type=int, default=None, help="draws of (b) (default: (a)'s)")
     ap.add_argument("--jax-tune", type=int, default=None, help="tuning of (b) (default: (a)'s)")
     ap.add_argument("--only-jax", action="store_true", help="run (b) alone, in this fresh process")
+    ap.add_argument("--only-compile", action="store_true", help="measure the compile reuse alone")
     ap.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.compile_probe:
@@ -491,6 +492,17 @@ def main(argv=None) -> int:
     truth = dict(zip(par["name"], par["value"], strict=True))
     cores = info["cpu_usable"]
 
+    if args.only_compile:
+        c = run_compile_reuse()
+        write_json(args.out, {"benchmark": "fit", "mode": "only-compile", "compile_reuse": c})
+        for key in ("first", "second_same_process", "second_fresh_process"):
+            r = c[key]
+            print(f"  compile {key} ({r['patient']}): {r['total_s']:.2f} s {r['compiles']}")
+        print(
+            f"  second / first: same process {c['ratio_same_process']:.3f}, fresh process "
+            f"{c['ratio_fresh_process']:.3f}"
+        )
+        return 0
     if args.only_jax:
         print(f"(b) JAX path: nutpie + diffrax, {jax_chains} chains x ({jax_tune} + {jax_draws})")
         rec_b = run_jax(obs, ev, truth, jax_draws, jax_tune, jax_chains)

@@ -65,7 +65,7 @@ def nutpie_model(fm: FitModel, backend: str = "numba"):
 
         COMPILES["nutpie-jax"] += 1
         return nutpie.compile_pymc_model(fm.pymc_model, backend="jax", gradient_backend="jax")
-    if not fm.structure:
+    if not getattr(fm, "structure", ()):
         COMPILES["nutpie"] += 1
         return nutpie.compile_pymc_model(fm.pymc_model, backend="numba")
     with _LOCK:
@@ -101,7 +101,7 @@ def logp_grad(fm: FitModel, compiled=None) -> Callable[[np.ndarray], tuple[float
     reuses; otherwise the structure's own (compiled once per structure, numba)."""
     if compiled is not None and hasattr(compiled, "logp_func"):
         return _bind(compiled.logp_func, fm)
-    if not fm.structure:
+    if not getattr(fm, "structure", ()):
         fn = fm.pymc_model.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
         fn.set_extra_values({})
         COMPILES["logp_grad"] += 1

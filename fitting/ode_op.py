@@ -22,8 +22,9 @@ Backends
 --------
 - Python (``perform``) and numba (``numba_funcify``): a numba loop over the patients
   around the model's sensitivity solve, called through its C callback
-  (:func:`carthema.fitting._native.sens_module`), so nutpie's numba backend runs the
-  whole log-density and gradient without object mode.
+  (:func:`carthema.fitting._native.sens_module`) by symbol name, so nutpie's numba
+  backend runs the whole log-density and gradient without object mode, and PyTensor may
+  cache the kernel and the graph around it on disk (a cache key per model and setting).
 - JAX (``jax_funcify``): diffrax (:func:`carthema.models.jax_backend.make_solver`), one
   solver per patient built from the schedule's values when the graph is converted (XLA
   needs static shapes and event times: a JAX graph is built for the data it holds).
@@ -40,6 +41,8 @@ log-density-and-gradient call. ``jac`` and ``ok`` are not differentiable.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,7 +53,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.op import Op
-from pytensor.link.numba.dispatch.basic import numba_funcify
+from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
 from pytensor.scalar.basic import Cast
 from pytensor.tensor.elemwise import Elemwise
 
@@ -210,6 +213,23 @@ def unstack_schedules(arrays: Sequence[np.ndarray]) -> list[Schedule]:
 # ---------------------------------------------------------------------------------------
 # numba kernels (one per model module and solver setting)
 # ---------------------------------------------------------------------------------------
+def _solver_symbol(native) -> str:
+    # The sens module's name carries the hash of the model's equations and solver.
+    return f"carthema_{native.__name__}_solve_sens_c"
+
+
+def _external_solver(native):
+    """The model's sensitivity solve (a numba ``cfunc``) as an external function called by
+    symbol name: code calling it holds no process-specific address, so the kernels and the
+    log-density around them can be cached on disk by numba and PyTensor. The symbol is
+    registered with LLVM in each process before any such code is compiled or loaded."""
+    import llvmlite.binding as llvm
+
+    name = _solver_symbol(native)
+    llvm.add_symbol(name, native.solve_sens_c.address)
+    return numba.types.ExternalFunction(name, native.SIGNATURE)
+
+
 _KERNELS: dict[tuple, tuple] = {}
 
 #: How many batch kernels this process has built (one per model and solver setting):
@@ -223,7 +243,7 @@ def _kernels(model_name: str, rtol: float, atol: float, max_steps: int, method: 
     if key in _KERNELS:
         return _KERNELS[key]
     native = sens_module(model_name)
-    solve_c = native.solve_sens_c.ctypes  # called through its address: nothing to link
+    solve_c = _external_solver(native)
     n_y = native.N_Y
     n_obs = native.N_OBS
 
@@ -300,6 +320,9 @@ def _kernels(model_name: str, rtol: float, atol: float, max_steps: int, method: 
     KERNEL_BUILDS[0] += 1
     _KERNELS[key] = (single, batch)
     return _KERNELS[key]
+
+
+_KERNEL_SOURCE_HASH = hashlib.sha256(inspect.getsource(_kernels).encode()).hexdigest()[:16]
 
 
 class SolveOp(Op):
@@ -380,11 +403,21 @@ class SolveOp(Op):
         return [g, *rest]
 
 
-@numba_funcify.register(SolveOp)
+@register_funcify_and_cache_key(SolveOp)
 def _numba_funcify_solve(op: SolveOp, node=None, **kwargs):
-    # No cache key: the kernel holds the solver's address, which changes between
-    # processes. It compiles in well under a second (the solver itself is cached).
-    return op.kernel()
+    # The kernel calls the solver by symbol (see _external_solver), so PyTensor may cache
+    # it and the graph around it on disk. The key names the solver (its module carries
+    # the model's hash), the settings and the kernel's own source.
+    native = sens_module(op.model_name)
+    key = "|".join(
+        [
+            "carthema.SolveOp",
+            _solver_symbol(native),
+            repr((op.rtol, op.atol, op.max_steps, op.method_code)),
+            _KERNEL_SOURCE_HASH,
+        ]
+    )
+    return op.kernel(), key
 
 
 def solve_patient(op: SolveOp, theta, inputs: Sequence) -> tuple:

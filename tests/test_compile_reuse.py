@@ -125,3 +125,29 @@ def test_map_with_reused_function_equals_a_fresh_compile(models):
     fresh = find_map(fm, seed=1)
     np.testing.assert_allclose(shared.x, fresh.x, rtol=1e-8, atol=1e-10)
     assert shared.logp == pytest.approx(fresh.logp, rel=1e-12)
+
+
+def test_cohort_task_compiles_once_for_two_patients():
+    """A cohort worker runs :func:`fit_patient_task` for patient after patient: the second
+    patient of the same structure does not compile again."""
+    from carthema.fitting.cohort import fit_patient_task
+
+    ex = load_example("synthetic")
+    settings = {
+        "components": "cart",
+        "free": None,
+        "sampler": "map",
+        "draws": 50,
+        "tune": 0,
+        "chains": 1,
+        "cores": 1,
+        "init": "map",
+        "fit_options": {},
+        "plot": False,
+    }
+    compiled.clear()
+    before = compiled.COMPILES["logp_grad"]
+    out = [fit_patient_task(ex.observations, ex.events, p, settings, seed=3) for p in PATIENTS[:2]]
+    assert [o["status"] for o in out] == ["ok", "ok"], [o.get("traceback") for o in out]
+    assert [o["row"]["patient"] for o in out] == list(PATIENTS[:2])
+    assert compiled.COMPILES["logp_grad"] - before == 1
