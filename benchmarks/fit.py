@@ -10,16 +10,20 @@ same priors and likelihood (:func:`carthema.fitting.build.build_model`) for ever
     low-rank mass matrix, chains started at the jittered MAP;
 (b) ``jax_path``: nutpie NUTS on the JAX-compiled log-density, the ODE solved by diffrax
     (Tsit5, same tolerances) and differentiated by ``jax.grad`` (recursive-checkpoint
-    adjoint), same adaptation and MAP start. A full run takes hours here, so a short run
-    (2 chains x (20 + 20) with --quick, (100 + 100) in full mode) measures its seconds per
-    gradient evaluation, and its wall time is EXTRAPOLATED to the gradient evaluations of
-    run (a) with ESS ASSUMED equal to (a)'s, as for (c);
+    adjoint), same adaptation and MAP start. MEASURED, not extrapolated: its own wall
+    time, ESS and R-hat; by default as long as run (a), shorter with ``--jax-draws`` /
+    ``--jax-tune`` (then the table says so, and its ESS/s is that of the shorter run);
 (c) ``pm_ode``: ``pm.ode.DifferentialEquation`` (scipy ``odeint`` with PyTensor-derived
     forward sensitivities), one ``DifferentialEquation`` per segment between events.
     A run would take days, so it gets a fixed budget of gradient evaluations; its wall
     time is EXTRAPOLATED as (build + compile) + (gradient evaluations of run (a)) x
     (measured seconds per evaluation) / (parallel chains), and its ESS is ASSUMED equal to
     run (a)'s (the same sampler on the same posterior), which flatters it.
+
+Compile reuse (:func:`run_compile_reuse`): seconds from the tables to a compiled nutpie
+model of VP002 in a fresh process, of a second patient of the same model structure in the
+same process (target < 25 % of the first) and of that patient in another fresh process
+that finds the first one's caches on disk (target < 50 %).
 
 Reported per path: wall_s (including model build, compilation and MAP), sample_s,
 grad_evals, grad_evals_per_s (during sampling), min_ess_bulk, ess_bulk_per_s (min bulk
@@ -32,6 +36,7 @@ Usage::
 
     python benchmarks/fit.py            # 4 chains x (1000 tune + 1000 draws); 20 patients
     python benchmarks/fit.py --quick    # 4 chains x (150 + 150); 3 patients; small budgets
+    python benchmarks/fit.py --skip-jax --skip-pm-ode --skip-recovery   # (a) + compile reuse
 
 Writes ``benchmarks/results/fit.json`` (``--out`` to change) and prints tables. Targets
 (issue 4, 2-core machine): (a) under 60 s wall, R-hat <= 1.01, bulk ESS >= 400, no
@@ -109,10 +114,11 @@ def run_carthema(obs, ev, truth, draws, tune, chains):
     return res, _path_record(res, note="nutpie + numba (PyTensor numba backend), MAP init")
 
 
-def run_jax(obs, ev, truth, draws, tune, chains, carthema_rec: dict, cores: int):
-    """A short real nutpie-jax run (its gradient evaluations per second are measured),
-    extrapolated to the gradient-evaluation count of run (a): a full 4 x 2000 run of the
-    JAX path takes hours on two cores."""
+def run_jax(obs, ev, truth, draws, tune, chains):
+    """A real nutpie-jax run (diffrax solve, ``jax.grad``), measured as it is: its own wall
+    time, gradient evaluations, ESS and R-hat. Nothing is extrapolated; when the run is
+    shorter than (a)'s (``--jax-draws``/``--jax-tune``), its ESS per second is still its
+    own and the table says how long it was."""
     from carthema.fitting import fit
 
     res = fit(
@@ -127,36 +133,103 @@ def run_jax(obs, ev, truth, draws, tune, chains, carthema_rec: dict, cores: int)
         seed=SEED,
         truth=truth,
     )
-    short = _path_record(res, note="short measured run")
-    per_eval = min(chains, cores) / short["grad_evals_per_s"]
-    n_eval = carthema_rec["grad_evals"]
-    parallel = min(carthema_rec["chains"], cores)
-    setup = short["compile_s"] + short["map_s"]
-    sample = n_eval * per_eval / parallel
-    ess = carthema_rec["min_ess_bulk"]
+    return _path_record(
+        res, note=f"nutpie + JAX (diffrax, jax.grad), measured: {chains} x ({tune} + {draws})"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Compile reuse: one compile per model structure
+# ---------------------------------------------------------------------------------------
+def _ready_log_density(obs, ev, patient: str) -> dict:
+    """Seconds from the patient's tables to nutpie's compiled model and a first MAP
+    log-density-and-gradient value (model build, PyTensor -> numba, nutpie's C callback),
+    the compile part of a nutpie fit."""
+    from carthema.fitting import compiled
+    from carthema.fitting.build import build_patient_model
+    from carthema.fitting.laplace import value_grad_function
+
+    before = dict(compiled.COMPILES)
+    t0 = time.perf_counter()
+    fm = build_patient_model(obs, ev, patient, COMPONENTS)
+    t_build = time.perf_counter() - t0
+    cm = compiled.nutpie_model(fm)
+    t_nutpie = time.perf_counter() - t0 - t_build
+    x0 = value_grad_function(fm, compile=False)[3]
+    logp, _ = compiled.logp_grad(fm, cm)(x0)
+    total = time.perf_counter() - t0
+    new = {k: v - before.get(k, 0) for k, v in compiled.COMPILES.items()}
     return {
-        "wall_s": setup + sample,
-        "compile_s": short["compile_s"],
-        "map_s": short["map_s"],
-        "sample_s": sample,
-        "grad_evals": n_eval,
-        "grad_evals_per_s": parallel / per_eval,
-        "seconds_per_grad_eval": per_eval,
-        "min_ess_bulk": ess,
-        "ess_bulk_per_s": ess / (setup + sample),
-        "max_rhat": None,
-        "divergences": None,
-        "extrapolated": True,
-        "chains": carthema_rec["chains"],
-        "draws": carthema_rec["draws"],
-        "tune": carthema_rec["tune"],
-        "measured_run": short,
-        "note": (
-            f"EXTRAPOLATED from a measured nutpie-jax run of {chains} chains x ({tune} + "
-            f"{draws}) ({short['grad_evals']} gradient evaluations, {per_eval * 1e3:.1f} ms "
-            f"each): wall = compile + MAP + {n_eval} evaluations (those of the carthema run) "
-            f"/ {parallel} parallel chains; ESS assumed equal to the carthema run's"
-        ),
+        "patient": patient,
+        "build_s": t_build,
+        "compile_s": t_nutpie,
+        "total_s": total,
+        "logp_at_start": float(logp),
+        "compiles": {k: v for k, v in new.items() if v},
+        "structure": repr(fm.structure),
+    }
+
+
+def compile_probe(patients: list[str]) -> list[dict]:
+    """Run in a fresh process: :func:`_ready_log_density` of ``patients`` in order. With
+    ``"auto"`` as the second id, the first other synthetic patient of the same structure
+    (chosen untimed, after the first patient is timed)."""
+    from carthema.data import load_example
+
+    ex = load_example("synthetic")
+    obs, ev = ex.observations, ex.events
+    out = [_ready_log_density(obs, ev, patients[0])]
+    for pid in patients[1:]:
+        if pid == "auto":
+            pid = same_structure_partner(obs, ev, patients[0])
+        out.append(_ready_log_density(obs, ev, pid))
+    return out
+
+
+def same_structure_partner(obs, ev, patient: str) -> str:
+    """The first other patient whose model has ``patient``'s structure."""
+    from carthema.fitting.build import build_patient_model
+
+    key = build_patient_model(obs, ev, patient, COMPONENTS).structure
+    for pid in sorted(obs["patient"].astype(str).unique()):
+        if pid != patient and build_patient_model(obs, ev, pid, COMPONENTS).structure == key:
+            return pid
+    raise RuntimeError(f"no other synthetic patient has the structure of {patient}")
+
+
+def _probe_in_fresh_process(patients: list[str], compiledir: Path) -> list[dict]:
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTENSOR_FLAGS"] = f"base_compiledir={compiledir}"
+    cmd = [sys.executable, __file__, "--compile-probe", ",".join(patients)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_compile_reuse() -> dict:
+    """First patient's compile in a fresh process with an empty PyTensor cache, a second
+    patient of the same structure in that process, and that second patient in another
+    fresh process that finds the first one's caches on disk (PyTensor's numba cache;
+    carthema's generated solver is cached in both). Targets: second in-process < 25 %
+    of the first, fresh process < 50 %."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="carthema-pytensor-") as tmp:
+        first, second = _probe_in_fresh_process([PATIENT, "auto"], Path(tmp))
+        (fresh,) = _probe_in_fresh_process([second["patient"]], Path(tmp))
+    t1 = first["total_s"]
+    return {
+        "first": first,
+        "second_same_process": second,
+        "second_fresh_process": fresh,
+        "ratio_same_process": second["total_s"] / t1,
+        "ratio_fresh_process": fresh["total_s"] / t1,
+        "note": "seconds from the tables to a compiled nutpie model and a first MAP "
+        "log-density value; each probe is a new Python process (imports not counted); "
+        "PyTensor's cache directory starts empty for the first probe",
     }
 
 
@@ -388,10 +461,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "fit.json")
     ap.add_argument("--skip-jax", action="store_true", help="leave out path (b)")
     ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--skip-pm-ode", action="store_true", help="leave out path (c)")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out the compile reuse")
+    ap.add_argument("--jax-draws", type=int, default=None, help="draws of (b) (default: (a)'s)")
+    ap.add_argument("--jax-tune", type=int, default=None, help="tuning of (b) (default: (a)'s)")
+    ap.add_argument("--only-jax", action="store_true", help="run (b) alone, in this fresh process")
+    ap.add_argument("--only-compile", action="store_true", help="measure the compile reuse alone")
+    ap.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.compile_probe:
+        import json
+
+        print(json.dumps(compile_probe(args.compile_probe.split(","))))
+        return 0
     quick = args.quick
     draws, tune, chains = (150, 150, 4) if quick else (1000, 1000, 4)
-    jax_draws, jax_tune, jax_chains = (20, 20, 2) if quick else (100, 100, 2)
+    jax_draws = draws if args.jax_draws is None else args.jax_draws
+    jax_tune = tune if args.jax_tune is None else args.jax_tune
+    jax_chains = chains
     budget = 3 if quick else 10
     n_rec, rec_draws, rec_tune = (3, 200, 200) if quick else (20, 500, 500)
 
@@ -405,6 +492,41 @@ def main(argv=None) -> int:
     truth = dict(zip(par["name"], par["value"], strict=True))
     cores = info["cpu_usable"]
 
+    if args.only_compile:
+        c = run_compile_reuse()
+        write_json(args.out, {"benchmark": "fit", "mode": "only-compile", "compile_reuse": c})
+        for key in ("first", "second_same_process", "second_fresh_process"):
+            r = c[key]
+            print(f"  compile {key} ({r['patient']}): {r['total_s']:.2f} s {r['compiles']}")
+        print(
+            f"  second / first: same process {c['ratio_same_process']:.3f}, fresh process "
+            f"{c['ratio_fresh_process']:.3f}"
+        )
+        return 0
+    if args.only_jax:
+        print(f"(b) JAX path: nutpie + diffrax, {jax_chains} chains x ({jax_tune} + {jax_draws})")
+        rec_b = run_jax(obs, ev, truth, jax_draws, jax_tune, jax_chains)
+        write_json(
+            args.out,
+            {
+                "benchmark": "fit",
+                "mode": "only-jax",
+                "machine": info,
+                "load_average_at_end": load_average(),
+                "paths": {"jax_path": rec_b},
+            },
+        )
+        print(
+            f"jax_path: wall {rec_b['wall_s']:.1f} s (compile {rec_b['compile_s']:.1f}, MAP "
+            f"{rec_b['map_s']:.1f}, sampling {rec_b['sample_s']:.1f}), "
+            f"{rec_b['grad_evals']} gradient evaluations "
+            f"({rec_b['grad_evals_per_s']:.1f}/s), min bulk ESS {rec_b['min_ess_bulk']:.0f} "
+            f"({rec_b['ess_bulk_per_s']:.3f}/s), max R-hat {rec_b['max_rhat']:.4f}, "
+            f"divergences {rec_b['divergences']}"
+        )
+        print(f"wrote {args.out}")
+        return 0
+
     print(f"(a) carthema: nutpie + numba, {chains} chains x ({tune} + {draws})", flush=True)
     res_a, rec_a = run_carthema(obs, ev, truth, draws, tune, chains)
     paths = {"carthema": rec_a}
@@ -414,12 +536,15 @@ def main(argv=None) -> int:
     rec_a["n_params"] = len(cover_a)
 
     if not args.skip_jax:
-        print(f"(b) JAX path: nutpie + diffrax, {jax_chains} chains x ({jax_tune} + {jax_draws}),")
-        print("    extrapolated to the gradient evaluations of (a)", flush=True)
-        rec_b = run_jax(obs, ev, truth, jax_draws, jax_tune, jax_chains, rec_a, cores)
-        paths["jax_path"] = rec_b
-    print(f"(c) pm.ode.DifferentialEquation: {budget} gradient evaluations, extrapolated")
-    paths["pm_ode"] = run_pm_ode(obs, ev, budget, rec_a, cores)
+        print(f"(b) JAX path: nutpie + diffrax, {jax_chains} chains x ({jax_tune} + {jax_draws})")
+        paths["jax_path"] = run_jax(obs, ev, truth, jax_draws, jax_tune, jax_chains)
+    if not args.skip_pm_ode:
+        print(f"(c) pm.ode.DifferentialEquation: {budget} gradient evaluations, extrapolated")
+        paths["pm_ode"] = run_pm_ode(obs, ev, budget, rec_a, cores)
+    compile_reuse = None
+    if not args.skip_compile:
+        print("compile reuse: first patient, second in the same process, second fresh")
+        compile_reuse = run_compile_reuse()
 
     ratios = {}
     for other in ("jax_path", "pm_ode"):
@@ -439,7 +564,15 @@ def main(argv=None) -> int:
     }
     if "ess_bulk_per_s_carthema_over_jax_path" in ratios:
         targets["ess_per_s_ge_20x_jax_path"] = ratios["ess_bulk_per_s_carthema_over_jax_path"] >= 20
-    targets["ess_per_s_ge_1000x_pm_ode"] = ratios["ess_bulk_per_s_carthema_over_pm_ode"] >= 1000
+    if "ess_bulk_per_s_carthema_over_pm_ode" in ratios:
+        targets["ess_per_s_ge_1000x_pm_ode"] = ratios["ess_bulk_per_s_carthema_over_pm_ode"] >= 1000
+    if compile_reuse is not None:
+        targets["second_compile_same_process_under_25pct"] = (
+            compile_reuse["ratio_same_process"] < 0.25
+        )
+        targets["second_compile_fresh_process_under_50pct"] = (
+            compile_reuse["ratio_fresh_process"] < 0.50
+        )
 
     recovery = None
     if not args.skip_recovery:
@@ -465,6 +598,7 @@ def main(argv=None) -> int:
         },
         "paths": paths,
         "ratios": ratios,
+        "compile_reuse": compile_reuse,
         "targets": targets,
         "recovery": recovery,
     }
@@ -504,7 +638,24 @@ def main(argv=None) -> int:
     )
     for k, v in ratios.items():
         print(f"  {k}: {fmt_ratio(v)}")
-    print(f"  pm_ode: {paths['pm_ode']['note']}")
+    if "pm_ode" in paths:
+        print(f"  pm_ode: {paths['pm_ode']['note']}")
+    if compile_reuse is not None:
+        c = compile_reuse
+        for label, key in (
+            ("first patient", "first"),
+            ("second, same process", "second_same_process"),
+            ("second, fresh process", "second_fresh_process"),
+        ):
+            r = c[key]
+            print(
+                f"  compile {label} ({r['patient']}): {r['total_s']:.2f} s "
+                f"(build {r['build_s']:.2f}, nutpie {r['compile_s']:.2f}; compiles {r['compiles']})"
+            )
+        print(
+            f"  second / first: same process {c['ratio_same_process']:.3f}, fresh process "
+            f"{c['ratio_fresh_process']:.3f}"
+        )
     for k, v in targets.items():
         print(f"  target {k}: {'met' if v else 'MISSED'}")
     if recovery is not None:

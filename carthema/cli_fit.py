@@ -104,11 +104,11 @@ def register(app: typer.Typer) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
         from carthema.fitting import fit as run_fit
         from carthema.fitting.fitdir import check_fit_out
+        from carthema.fitting.patients import select_patient
 
         check_fit_out(out, overwrite=overwrite)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)
-        if patient is None and observations["patient"].nunique() == 1:
-            patient = str(observations["patient"].iloc[0])
+        patient = select_patient(observations, patient)
         check_fit_out(out, patient, overwrite=overwrite)  # a folder of another patient
         true_values = None
         if truth_df is not None and patient is not None:

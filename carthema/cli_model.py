@@ -86,22 +86,11 @@ def register(app: typer.Typer) -> None:
                 )
         else:
             ev = read_events(events)
-        if ev is not None and patient is not None:
-            ids = sorted(ev["patient"].astype(str).unique())
-            if patient not in ids:
-                raise InputError(
-                    f"patient '{patient}' is not in the events",
-                    file=events,
-                    column="patient",
-                    fix=f"choose one of {', '.join(ids[:10])}",
-                )
-        if ev is not None and patient is None and ev["patient"].nunique() > 1:
-            raise InputError(
-                f"the events table holds {ev['patient'].nunique()} patients",
-                file=str(events),
-                column="patient",
-                fix="choose one with --patient ID",
-            )
+        if ev is not None:
+            from carthema.fitting.patients import select_patient
+
+            # Checked here for a clear message; run() selects the patient itself.
+            select_patient(ev, patient, where="the events", file=str(events))
         traj = run(
             ev, components=components, params=params, days=days, backend=backend, patient=patient
         )

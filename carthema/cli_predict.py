@@ -158,26 +158,10 @@ def _parse_labs(text: str) -> list[float]:
 
 
 def _one_patient(df, path, patient):
-    from carthema.data.errors import InputError
+    from carthema.fitting.patients import select_patient
 
-    ids = sorted(df["patient"].astype(str).unique())
-    if patient is None:
-        if len(ids) > 1:
-            raise InputError(
-                f"the table holds {len(ids)} patients",
-                file=str(path),
-                column="patient",
-                fix="choose one with --patient ID",
-            )
-        return df
-    if patient not in ids:
-        raise InputError(
-            f"patient '{patient}' not found",
-            file=str(path),
-            column="patient",
-            fix=f"patients in the file: {', '.join(ids[:10])}",
-        )
-    return df[df["patient"].astype(str) == patient]
+    pid = select_patient(df, patient, where="the table", file=str(path))
+    return df[df["patient"].astype(str) == pid]
 
 
 def _print_prediction(res: dict) -> None:

@@ -6,8 +6,13 @@
 - :func:`build_patient_model` / :func:`build_model`: the PyMC model alone.
 - :mod:`carthema.fitting.priors`: population priors (:data:`DEFAULT_FREE`,
   :func:`prior_table`) and residual-error models (:data:`RESIDUALS`).
-- :class:`SolveOp`: the ODE solve as a PyTensor Op (numba and JAX implementations,
-  forward-sensitivity gradient).
+- :class:`SolveOp`: the ODE solves of a batch of patients as one PyTensor Op (numba and
+  JAX implementations, forward-sensitivity gradient); a single patient is a batch of one.
+- :mod:`carthema.fitting.compiled`: one compiled log-density per model structure, reused
+  for every patient (their data enter as ``pm.Data``).
+- :class:`~carthema.fitting.settings.RunSettings`, :mod:`carthema.fitting.patients`: the
+  run settings and the patient selection shared by single-patient, population and
+  cohort fits.
 """
 
 from carthema.fitting.build import FitModel, build_model, build_patient_model

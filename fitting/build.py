@@ -17,12 +17,18 @@ Variables of the PyMC model
     Potential: the M3 term of the below-limit observations.
 ``solver_ok``
     Potential: 0 when the ODE solve succeeded, -inf when it failed (a rejected draw).
+
+Data of the model (``pm.Data``, :attr:`FitModel.inputs`): the priors (``prior_mu``,
+``prior_sd``), the patient's schedule (``sched_*``, the batch-of-one inputs of
+:class:`~carthema.fitting.ode_op.SolveOp`) and the observation rows (:func:`row_inputs`).
+Two patients with the same :attr:`FitModel.structure` therefore have the same graph and
+share one compiled log-density (:mod:`carthema.fitting.compiled`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,8 +37,18 @@ import pytensor.tensor as pt
 
 from ..models.model import Model, get_model
 from .data import PatientData, prepare_patient
-from .likelihood import normal_lcdf_pt, transform_pt
-from .ode_op import ATOL, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp
+from .likelihood import normal_lcdf_pt
+from .ode_op import (
+    ATOL,
+    BATCH_INPUTS,
+    MAX_STEPS,
+    METHOD,
+    RTOL,
+    Schedule,
+    SolveOp,
+    solve_patient,
+    stack_schedules,
+)
 from .priors import RESIDUALS, Prior, prior_table, resolve_free
 
 #: An analyte needs at least this many quantified observations to estimate its own
@@ -40,9 +56,20 @@ from .priors import RESIDUALS, Prior, prior_table, resolve_free
 MIN_OBS_FOR_SIGMA = 5
 
 
+#: Likelihood scale of a row as a code (data input of the compiled log-density).
+SCALE_CODES = {"identity": 0, "log": 1, "logit": 2}
+
+
 @dataclass
 class FitModel:
-    """A PyMC model of one patient and what it was built from."""
+    """A PyMC model of one patient and what it was built from.
+
+    Everything that belongs to the patient (schedule, observation rows, priors) enters the
+    PyMC model as named data (``pm.Data``): :attr:`inputs` holds their values and
+    :attr:`structure` what the compiled log-density depends on besides them, so a model
+    with the same structure reuses a compiled log-density with this patient's inputs
+    (:mod:`carthema.fitting.compiled`).
+    """
 
     pymc_model: pm.Model
     data: PatientData
@@ -52,6 +79,8 @@ class FitModel:
     sigma_fixed: dict[str, float]
     op: SolveOp
     schedule: Schedule
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    structure: tuple = ()
 
     @property
     def model(self) -> Model:
@@ -76,6 +105,70 @@ class FitModel:
         else:
             values.update({a: RESIDUALS[a].typical_sd for a in self.sigma_free})
         return np.array([values[o] for o in self.data.rows["observable"]])
+
+
+def row_inputs(
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    censored: np.ndarray,
+    sigma_free: Iterable[str],
+    sigma_fixed: Mapping[str, float],
+) -> dict[str, np.ndarray]:
+    """The observation rows as arrays of the row likelihood (:func:`add_row_likelihood`).
+
+    ``rows``: columns ``observable``, ``scale``, ``floor``; ``y``: observed values or limits
+    on each row's likelihood scale; ``censored``: below-limit rows. Returns ``row_scale``
+    (:data:`SCALE_CODES`), ``row_floor``, ``row_sigma`` (index of the row's SD in
+    ``[sigma_free..., sigma_fixed...]``), ``sigma_fixed`` (values), ``unc_idx`` and ``y_obs``
+    (quantified rows), ``cen_idx`` and ``y_cen`` (censored rows).
+    """
+    order = list(sigma_free) + list(sigma_fixed)
+    censored = np.asarray(censored, dtype=bool)
+    unc = np.flatnonzero(~censored).astype(np.int64)
+    cen = np.flatnonzero(censored).astype(np.int64)
+    y = np.asarray(y, dtype=np.float64)
+    scale = rows["scale"].to_numpy()
+    return {
+        "row_scale": np.array([SCALE_CODES.get(str(s), 0) for s in scale], dtype=np.int64),
+        "row_floor": rows["floor"].to_numpy(np.float64).copy(),
+        "row_sigma": np.array([order.index(o) for o in rows["observable"]], dtype=np.int64),
+        "sigma_fixed": np.array([float(v) for v in sigma_fixed.values()], dtype=np.float64),
+        "unc_idx": unc,
+        "y_obs": np.ascontiguousarray(y[unc]),
+        "cen_idx": cen,
+        "y_cen": np.ascontiguousarray(y[cen]),
+    }
+
+
+def transform_rows_pt(pred, scale, floor):
+    """Predictions on each row's likelihood scale, the scale given per row as a code
+    (:data:`SCALE_CODES`; PyTensor vectors or numpy). The same formulas as
+    :func:`~carthema.fitting.likelihood.transform_pt`; the branch not taken by a row gets a
+    floor of 1 so that it, and its masked gradient, stay finite."""
+    is_log = pt.eq(scale, SCALE_CODES["log"])
+    is_logit = pt.eq(scale, SCALE_CODES["logit"])
+    log_branch = pt.log(pt.maximum(pred, 0.0) + pt.switch(is_log, floor, 1.0))
+    f = pt.clip(pred / 100.0, 0.0, 1.0)
+    fl = pt.switch(is_logit, floor, 1.0) / 100.0
+    logit_branch = pt.log(f + fl) - pt.log(1.0 - f + fl)
+    return pt.switch(is_log, log_branch, pt.switch(is_logit, logit_branch, pred))
+
+
+def add_row_likelihood(pred, inputs: Mapping, s_free, has_unc: bool, has_cen: bool) -> None:
+    """Add ``obs`` (quantified rows) and ``blq_loglik`` (M3, censored rows) to the model in
+    context. ``pred``: the model prediction of every row (natural scale, PyTensor);
+    ``inputs``: :func:`row_inputs` (numpy arrays or their ``pm.Data``); ``s_free``: the
+    :func:`residual_sd_variable` (or ``None``)."""
+    mu = transform_rows_pt(pred, inputs["row_scale"], inputs["row_floor"])
+    fixed = pt.as_tensor_variable(inputs["sigma_fixed"]).astype("float64")
+    s_all = fixed if s_free is None else pt.concatenate([s_free, fixed])
+    s_rows = s_all[inputs["row_sigma"]]
+    if has_unc:
+        unc = inputs["unc_idx"]
+        pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=inputs["y_obs"])
+    if has_cen:
+        cen = inputs["cen_idx"]
+        pm.Potential("blq_loglik", normal_lcdf_pt((inputs["y_cen"] - mu[cen]) / s_rows[cen]).sum())
 
 
 def build_model(
@@ -121,33 +214,39 @@ def build_model(
 
     rows = data.rows
     sigma_free, sigma_fixed = split_residuals(rows, data.observables, sigma, min_obs_for_sigma)
-
+    censored = data.censored
+    has_unc, has_cen = bool((~censored).any()), bool(censored.any())
+    inputs = {
+        "prior_mu": np.array([p.mu for p in priors]),
+        "prior_sd": np.array([p.sd for p in priors]),
+        **{f"sched_{k}": v for k, v in stack_schedules([schedule]).items()},
+        **row_inputs(rows, data.transformed(), censored, sigma_free, sigma_fixed),
+    }
     coords = {"param": list(free)}
     if sigma_free:
         coords["analyte"] = sigma_free
-    mu0 = np.array([p.mu for p in priors])
-    sd0 = np.array([p.sd for p in priors])
-    y = data.transformed()
-    censored = data.censored
     with pm.Model(coords=coords) as pm_model:
+        d = {k: pm.Data(k, v) for k, v in inputs.items()}
         z = pm.Normal("z", 0.0, 1.0, dims="param")
-        theta = pm.Deterministic("log_params", mu0 + sd0 * z, dims="param")
+        theta = pm.Deterministic("log_params", d["prior_mu"] + d["prior_sd"] * z, dims="param")
         pm.Deterministic("params", pt.exp(theta), dims="param")
         if predictor is None:
-            pred, _jac, ok = op(theta, *schedule.constants())
+            batch = [d[f"sched_{k}"] for k in BATCH_INPUTS]
+            pred, _jac, ok = solve_patient(op, theta, batch)
         else:
             pred, ok = predictor(theta)
         pm.Potential("solver_ok", pt.switch(pt.gt(ok, 0.5), 0.0, -np.inf))
         s_free = residual_sd_variable(sigma_free)
-        add_residual_likelihood(
-            transform_pt(pred, data),
-            y,
-            censored,
-            rows["observable"].to_numpy(),
-            s_free,
-            sigma_free,
-            sigma_fixed,
-        )
+        add_row_likelihood(pred, d, s_free, has_unc, has_cen)
+    structure = (
+        "patient",
+        model.name,
+        tuple(free),
+        tuple(sigma_free),
+        has_unc,
+        has_cen,
+        tuple(getattr(op, k) for k in op.__props__),
+    )
     return FitModel(
         pymc_model=pm_model,
         data=data,
@@ -157,6 +256,9 @@ def build_model(
         sigma_fixed=sigma_fixed,
         op=op,
         schedule=schedule,
+        inputs=inputs,
+        # A custom predictor is not part of the key: such a model is never shared.
+        structure=structure if predictor is None else (),
     )
 
 
@@ -210,31 +312,18 @@ def add_residual_likelihood(
     sigma_fixed: Mapping[str, float],
 ) -> None:
     """Add ``obs`` (quantified rows) and ``blq_loglik`` (M3, censored rows) to the model
-    in context.
+    in context, for predictions ``mu`` already on each row's likelihood scale.
 
-    ``mu``: predictions on each row's likelihood scale (PyTensor vector, see
-    :func:`~carthema.fitting.likelihood.transform_pt`); ``y``: observed values or limits
-    on that scale; ``row_observable``: the analyte of each row; ``s_free``: the
-    :func:`residual_sd_variable` (or ``None``).
+    ``y``: observed values or limits on that scale; ``row_observable``: the analyte of each
+    row; ``s_free``: the :func:`residual_sd_variable` (or ``None``). Rows given as
+    constants; :func:`add_row_likelihood` takes them as data and transforms itself.
     """
-    sigma_free = list(sigma_free)
-    # Residual SD per row: gather from [free..., fixed...].
-    order = sigma_free + list(sigma_fixed)
-    pieces = []
-    if sigma_free:
-        pieces.append(s_free)
-    if sigma_fixed:
-        pieces.append(pt.constant(np.array([sigma_fixed[o] for o in sigma_fixed])))
-    s_all = pieces[0] if len(pieces) == 1 else pt.concatenate(pieces)
-    pos = np.array([order.index(o) for o in row_observable], dtype=np.int64)
-    s_rows = s_all[pos]
+    rows = pd.DataFrame(
+        {"observable": np.asarray(row_observable), "scale": "identity", "floor": 0.0}
+    )
     censored = np.asarray(censored, dtype=bool)
-    unc = np.flatnonzero(~censored)
-    cen = np.flatnonzero(censored)
-    if unc.size:
-        pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=y[unc])
-    if cen.size:
-        pm.Potential("blq_loglik", normal_lcdf_pt((y[cen] - mu[cen]) / s_rows[cen]).sum())
+    inputs = row_inputs(rows, y, censored, sigma_free, sigma_fixed)
+    add_row_likelihood(mu, inputs, s_free, bool((~censored).any()), bool(censored.any()))
 
 
 def build_patient_model(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.atomic import write_atomic
 from ..models.hematotox import hematotox_points
 from ..models.model import get_model
 from .nh_stats import DEFINITIONS, MEDIANS, load_targets, per_patient, target_group, tolerance
@@ -299,9 +299,7 @@ def write_population(pop: pd.DataFrame, info: dict, folder: str | Path) -> None:
         (POPULATION_FILE, pop.to_csv(index=False, float_format="%.6g")),
         (POPULATION_INFO, json.dumps(info, indent=1, default=float)),
     ):
-        tmp = folder / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        write_atomic(folder / name, text)
 
 
 def main(argv: list[str] | None = None) -> None:

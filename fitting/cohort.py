@@ -37,6 +37,9 @@ same carthema installed but no shared file system. Compile caches: worker proces
 local cluster inherit the environment, so they share PyTensor's compile directory and
 carthema's numba cache (``$CARTHEMA_CACHE_DIR``) with the client; both are safe to share
 between processes (PyTensor locks its directory, numba modules are written atomically).
+Each worker process compiles the log-density once per model structure and reuses it for
+every later patient of that structure (:mod:`carthema.fitting.compiled`); run settings are
+validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ import numpy as np
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..data.atomic import TMP_MARK, FolderLock, probe_output_folder, write_atomic
+from ..data.atomic import TMP_MARK, FolderLock, atomic_path, probe_output_folder, write_atomic
 from ..data.errors import InputError
 
 #: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
@@ -294,6 +297,7 @@ def fit_patient_task(
     ``{"status": "failed", "row": ..., "traceback": str}``.
     """
     from .samplers import fit
+    from .settings import RunSettings
 
     t0 = time.perf_counter()
     base = {
@@ -304,22 +308,29 @@ def fit_patient_task(
         "worker": _worker_name(),
     }
     try:
+        opts = dict(settings["fit_options"])
+        # Validated by fit_cohort before any task: the fit takes them as they are.
+        run = RunSettings(
+            sampler=settings["sampler"],
+            draws=int(settings["draws"]),
+            tune=int(settings["tune"]),
+            chains=int(settings["chains"]),
+            seed=int(seed),
+            cores=int(settings["cores"]),
+            init=settings["init"],
+            target_accept=float(opts.pop("target_accept", 0.8)),
+            low_rank=bool(opts.pop("low_rank", True)),
+        )
         result = fit(
             observations,
             events,
             patient,
             components=settings["components"],
             free=settings["free"],
-            sampler=settings["sampler"],
-            draws=settings["draws"],
-            tune=settings["tune"],
-            chains=settings["chains"],
-            seed=int(seed),
-            cores=settings["cores"],
-            init=settings["init"],
             truth=truth,
             progress=False,
-            **settings["fit_options"],
+            run=run,
+            **opts,
         )
         with tempfile.TemporaryDirectory(prefix="carthema-cohort-") as tmp:
             paths = result.save(tmp, plot=settings["plot"])
@@ -492,9 +503,8 @@ def _table(rows: list[dict]) -> pd.DataFrame:
 
 def _write_table(out: Path, df: pd.DataFrame) -> dict[str, Path]:
     paths = {"table_parquet": out / "cohort.parquet", "table_csv": out / "cohort.csv"}
-    tmp = out / f".cohort.parquet.tmp-{os.getpid()}"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, paths["table_parquet"])
+    with atomic_path(paths["table_parquet"]) as tmp:
+        df.to_parquet(tmp, index=False)
     _write_atomic(paths["table_csv"], df.to_csv(index=False))
     return paths
 
@@ -562,19 +572,23 @@ def fit_cohort(
         ``prior_sd``, ``sigma``, ``params``, solver options).
     """
     from .samplers import SAMPLERS
+    from .settings import RunSettings
 
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler '{sampler}'", fix=f"choose one of {', '.join(SAMPLERS)}")
-    from ..models.model import COMPONENT_SETS
-
-    if components not in COMPONENT_SETS:
-        raise InputError(
-            f"unknown component set '{components}'",
-            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
-        )
+    # Validated once for every patient (a bad setting stops the run before any fit).
+    RunSettings.validated(
+        SAMPLERS,
+        components,
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=0 if seed is None else seed,
+        cores=max(1, int(cores)),
+        init=init,
+    )
     if workers is not None and int(workers) < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     if workers is not None and isinstance(scheduler, str) and scheduler:
@@ -582,22 +596,9 @@ def fit_cohort(
             "--workers applies to the local cluster only",
             fix="leave out --workers with --scheduler (start workers with `dask worker`)",
         )
-    if "patient" not in observations.columns:
-        raise InputError("missing required column", column="patient")
-    all_ids = list(dict.fromkeys(observations["patient"].astype(str)))
-    if patients is None:
-        ids = all_ids
-    else:
-        ids = list(dict.fromkeys(str(p).strip() for p in patients if str(p).strip()))
-        unknown = [p for p in ids if p not in set(all_ids)]
-        if unknown:
-            raise InputError(
-                f"patient(s) {', '.join(repr(p) for p in unknown)} not in the observations",
-                column="patient",
-                fix=f"choose among {', '.join(all_ids[:20])}",
-            )
-    if not ids:
-        raise InputError("no patients to fit", fix="the observations table is empty")
+    from .patients import select_patients
+
+    ids = select_patients(observations, patients, order="table", duplicates="drop")
 
     seed_given = seed is not None
     if seed is None:

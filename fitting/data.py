@@ -177,23 +177,9 @@ def prepare_patient(
     """
     if observations is None or len(observations) == 0:
         raise InputError("the observations table is empty", fix="give at least one observation")
-    ids = patients_in(observations)
-    if patient is None:
-        if len(ids) > 1:
-            raise InputError(
-                f"the observations hold {len(ids)} patients ({', '.join(ids[:5])}"
-                f"{', ...' if len(ids) > 5 else ''})",
-                column="patient",
-                fix="choose one with --patient ID",
-            )
-        patient = ids[0]
-    patient = str(patient)
-    if patient not in ids:
-        raise InputError(
-            f"unknown patient '{patient}' in the observations",
-            column="patient",
-            fix=f"patients are: {', '.join(ids[:20])}{', ...' if len(ids) > 20 else ''}",
-        )
+    from .patients import select_patient
+
+    patient = select_patient(observations, patient)
     obs = observations[observations["patient"].astype(str) == patient].copy()
     p = model.default_params() if p_fixed is None else np.asarray(p_fixed, float).copy()
     ev_table = None

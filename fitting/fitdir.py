@@ -10,6 +10,7 @@ draws, the events and the observations.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,24 @@ class FitFolder:
         idx = [self.model.index("param", name) for name in names]
         P[:, idx] = np.exp(flat)
         return P
+
+
+def write_result_folder(
+    out: str | Path, files: Mapping[str, tuple[str, Callable[[Path], object]]]
+) -> dict[str, Path]:
+    """Write a result folder whole or not at all: every file under a temporary folder beside
+    ``out``, swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
+    ``out`` held before is replaced as a whole, so no stale file survives.
+
+    ``files``: key -> (file name, ``writer(path)``), written in order (put a marker file
+    last). Returns key -> final path. Used by every fit result's ``save``."""
+    from ..data.atomic import swap_folder
+
+    out = Path(out)
+    with swap_folder(out) as tmp:
+        for name, write in files.values():
+            write(tmp / name)
+    return {key: out / name for key, (name, _) in files.items()}
 
 
 def check_fit_out(out: str | Path, patient: str | None = None, *, overwrite: bool = False):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,11 +39,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..data.atomic import swap_folder
-from ..data.errors import InputError
-from ..models.model import COMPONENT_SETS, get_model
+from ..models.model import get_model
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
+from .compiled import logp_grad, nutpie_model
 from .data import prepare_patient
 from .diagnostics import (
     Diagnostics,
@@ -57,8 +55,10 @@ from .diagnostics import (
     summary_table,
     trust_lines,
 )
+from .fitdir import write_result_folder
 from .laplace import MapResult, find_map, laplace_draws
 from .priors import priors_frame
+from .settings import RunSettings
 
 SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
 
@@ -196,44 +196,39 @@ class FitResult:
         swapped in at the end (:func:`carthema.data.atomic.swap_folder`). Whatever ``out``
         held before (an earlier fit, its plots, a window/ subfolder) is replaced as a
         whole, so no stale file survives a refit."""
-        out = Path(out)
-        names = {
-            "posterior": "posterior.nc",
-            "summary": "summary.csv",
-            "priors": "priors.csv",
-            "residuals": "residuals.csv",
-            "meta": "fit.json",
+        files: dict[str, tuple[str, Callable[[Path], object]]] = {
+            "posterior": ("posterior.nc", lambda p: self.idata.to_netcdf(str(p))),
+            "summary": ("summary.csv", lambda p: self.summary().to_csv(p, index=False)),
+            "priors": (
+                "priors.csv",
+                lambda p: priors_frame(self.fit_model.priors).to_csv(p, index=False),
+            ),
+            "residuals": ("residuals.csv", lambda p: self.checks().to_csv(p, index=False)),
         }
-        with swap_folder(out) as tmp:
-            self.idata.to_netcdf(str(tmp / names["posterior"]))
-            self.summary().to_csv(tmp / names["summary"], index=False)
-            priors_frame(self.fit_model.priors).to_csv(tmp / names["priors"], index=False)
-            self.checks().to_csv(tmp / names["residuals"], index=False)
-            for key, table in (
-                ("events", self.events_table),
-                ("observations", self.observations_table),
-            ):
-                if table is not None:
-                    names[key] = f"{key}.csv"
-                    table.to_csv(tmp / names[key], index=False)
-            if len(self.fit_model.data.unused):
-                names["unused"] = "unused_observations.csv"
-                self.fit_model.data.unused.to_csv(tmp / names["unused"], index=False)
-            if plot:
-                from .plots import plot_diagnostics, plot_fit
+        tables = {"events": self.events_table, "observations": self.observations_table}
+        for key, table in tables.items():
+            if table is not None:
+                files[key] = (f"{key}.csv", lambda p, t=table: t.to_csv(p, index=False))
+        unused = self.fit_model.data.unused
+        if len(unused):
+            files["unused"] = ("unused_observations.csv", lambda p: unused.to_csv(p, index=False))
+        if plot:
+            from .plots import plot_diagnostics, plot_fit
 
-                names["plot"] = "fit.png"
-                plot_fit(self, tmp / names["plot"])
-                names["diagnostics"] = "diagnostics.png"
-                plot_diagnostics(
+            files["plot"] = ("fit.png", lambda p: plot_fit(self, p))
+            files["diagnostics"] = (
+                "diagnostics.png",
+                lambda p: plot_diagnostics(
                     self.checks(),
-                    tmp / names["diagnostics"],
+                    p,
                     title=f"patient {self.patient}: goodness of fit ({self.sampler})",
-                )
-            (tmp / names["meta"]).write_text(
-                json.dumps(self.meta(), indent=2, default=_json_default)
+                ),
             )
-        return {k: out / v for k, v in names.items()}
+        files["meta"] = (
+            "fit.json",
+            lambda p: p.write_text(json.dumps(self.meta(), indent=2, default=_json_default)),
+        )
+        return write_result_folder(out, files)
 
 
 #: Version of the fit-folder layout written by :meth:`FitResult.save`.
@@ -246,54 +241,6 @@ def _json_default(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
     return str(x)
-
-
-def check_run_settings(components: str, draws: int, tune: int, chains: int, init: str) -> None:
-    """Refuse an unknown component set, non-positive draws or chains, negative tuning or
-    an unknown init with an :class:`InputError`."""
-    if components not in COMPONENT_SETS:
-        raise InputError(
-            f"unknown component set '{components}'",
-            fix=f"choose one of {', '.join(COMPONENT_SETS)}",
-        )
-    for name, v in (("draws", draws), ("chains", chains)):
-        if int(v) < 1:
-            raise InputError(f"{name} must be at least 1, got {v}")
-    if int(tune) < 0:
-        raise InputError(f"tune must be >= 0, got {tune}")
-    if init not in ("map", "prior"):
-        raise InputError(f"unknown init '{init}'", fix="use 'map' or 'prior'")
-
-
-def seed_and_cores(seed: int | None, cores: int | None, chains: int) -> tuple[int, int]:
-    """The seed (drawn when None, so that it can be recorded) and the parallel chains."""
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
-    return int(seed), _default_cores(chains) if cores is None else int(cores)
-
-
-def run_settings(
-    op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
-) -> dict:
-    """How a fit was run (recorded in the result and in fit.json)."""
-    return {
-        "sampler": sampler,
-        "draws": int(draws),
-        "tune": int(tune),
-        "chains": int(chains),
-        "seed": seed,
-        "cores": cores,
-        "init": init,
-        "target_accept": target_accept,
-        "low_rank": bool(low_rank),
-        "rtol": op.rtol,
-        "atol": op.atol,
-        "method": op.method,
-    }
-
-
-def _default_cores(chains: int) -> int:
-    return max(1, min(chains, os.cpu_count() or 1))
 
 
 def _observations_group(fm: FitModel) -> xr.Dataset:
@@ -360,6 +307,7 @@ def fit(
     low_rank: bool = True,
     history_days: float = 30.0,
     log: Callable[[str], None] | None = None,
+    run: RunSettings | None = None,
     **solver_options,
 ) -> FitResult:
     """Fit one patient's parameters.
@@ -399,36 +347,50 @@ def fit(
         Observations up to this many days before the first event are used.
     log:
         Called with a short status line before each long step (compile, MAP, sampling).
+    run:
+        Already validated :class:`~carthema.fitting.settings.RunSettings` (a cohort
+        validates once for all its patients); when given, ``sampler``, ``draws``,
+        ``tune``, ``chains``, ``seed``, ``cores``, ``init``, ``target_accept`` and
+        ``low_rank`` are taken from it.
     **solver_options:
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler '{sampler}'", fix=f"choose one of {', '.join(SAMPLERS)}")
-    check_run_settings(components, draws, tune, chains, init)
-    seed, cores = seed_and_cores(seed, cores, chains)
+    if run is None:
+        run = RunSettings.validated(
+            SAMPLERS,
+            components,
+            sampler=sampler,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            cores=cores,
+            init=init,
+            target_accept=target_accept,
+            low_rank=low_rank,
+        )
     t_start = time.perf_counter()
     model = get_model(components)
     p = resolve_params(model, params)
     data = prepare_patient(model, observations, events, patient, p, history_days=history_days)
     fm = build_model(data, free, prior_sd=prior_sd, sigma=sigma, **solver_options)
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = run_settings(
-        fm.op, sampler, draws, tune, chains, seed, cores, init, target_accept, low_rank
-    )
+    settings = run.record(fm.op)
+    sampler, seed = run.sampler, run.seed
     say = log or (lambda _msg: None)
     idata, grad_evals, map_res, notes = run_sampler(
         fm,
         sampler,
         lambda X, slices: _idata_from_unconstrained(fm, X, slices, 1),
-        draws=int(draws),
-        tune=int(tune),
-        chains=int(chains),
-        cores=cores,
+        draws=run.draws,
+        tune=run.tune,
+        chains=run.chains,
+        cores=run.cores,
         seed=seed,
-        init_map=init == "map",
+        init_map=run.init == "map",
         progress=progress,
-        target_accept=target_accept,
-        low_rank=low_rank,
+        target_accept=run.target_accept,
+        low_rank=run.low_rank,
         timings=timings,
         say=say,
     )
@@ -501,14 +463,20 @@ def run_sampler(
     if sampler in ("nutpie", "nutpie-jax"):
         say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
         t0 = time.perf_counter()
-        compiled = _compile_nutpie(target, sampler)
+        compiled = nutpie_model(target, "numba" if sampler == "nutpie" else "jax")
         timings["compile_s"] = time.perf_counter() - t0
     map_res = None
     if sampler == "map" or init_map:
         say("finding the posterior mode (MAP)")
         t0 = time.perf_counter()
-        # nutpie's compiled log-density and gradient have the same variable layout.
-        vg = compiled.logp_func if compiled is not None and sampler == "nutpie" else None
+        vg = None
+        if getattr(target, "structure", ()):
+            # The structure's compiled log-density (nutpie's when there is one) on this
+            # patient's data: one compile per structure, not per patient.
+            vg = logp_grad(target, compiled if sampler == "nutpie" else None)
+        elif compiled is not None and sampler == "nutpie":
+            # nutpie's compiled log-density and gradient have the same variable layout.
+            vg = compiled.logp_func
         map_res = find_map(target, value_grad=vg, seed=map_seed)
         timings["map_s"] = time.perf_counter() - t0
         notes += map_res.notes
@@ -536,18 +504,6 @@ def run_sampler(
     )
     timings["sample_s"] = t_samp
     return idata, grad_evals, map_res, notes
-
-
-def _compile_nutpie(fm: FitModel, sampler: str):
-    import nutpie
-
-    if sampler == "nutpie":
-        return nutpie.compile_pymc_model(fm.pymc_model, backend="numba")
-    from ..models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
-
-    # jax.grad through diffrax's reverse-mode adjoint: cheaper than the forward-mode
-    # Jacobian that PyTensor's gradient of the Op would use.
-    return nutpie.compile_pymc_model(fm.pymc_model, backend="jax", gradient_backend="jax")
 
 
 def _laplace_init(map_res: MapResult, seed: int):

@@ -1,0 +1,218 @@
+"""The hierarchical PyMC model of a population fit: shared means, spreads, covariates.
+
+Model
+-----
+For patient ``i`` and free parameter ``k`` (log scale, natural log of the parameter in
+its unit, e.g. ``log(cart_rho / (1/d))``):
+
+    log p[i, k] = mu[k] + sum_c x[i, c] * beta[c, k] + omega[k] * eta[i, k]
+    eta[i, k]   ~ Normal(0, 1)                      (non-centred: the sampler sees eta)
+    mu[k]       = mu0[k] + sd0[k] * mu_z[k],  mu_z[k] ~ Normal(0, 1)
+    omega[k]    ~ HalfNormal(omega_scale[k])        (default scale: sd0[k])
+    beta[c, k]  = sd0[k] / s[c] * beta_z[c, k],  beta_z ~ Normal(0, 1)
+
+``mu0``, ``sd0`` are the single-patient priors of :func:`carthema.fitting.priors.prior_table`
+(literature default and spread), so ``mu`` is the population log-median and ``omega``
+the between-patient SD of ``log p``. Covariates ``x`` are centred on the cohort mean
+(``mu`` is then the log-median of a patient with average covariates) and act only on
+the parameters chosen for them; ``s[c]`` is the covariate's SD in the cohort, so the
+prior says a one-SD change of a covariate moves ``log p`` by about one prior SD at
+most. ``beta`` is reported per unit of the covariate. Text covariates (e.g. an age
+group) are dummy-coded against their first level in sorted order.
+
+Every patient's observations enter through the single-patient likelihood: its
+:class:`~carthema.fitting.data.PatientData` (:func:`~carthema.fitting.data.prepare_patient`),
+the ODE solve on its own :class:`~carthema.fitting.ode_op.Schedule` with the numba
+kernel and forward-sensitivity gradient of :class:`~carthema.fitting.ode_op.SolveOp`
+(the Op of a single-patient fit, here over a batch of every patient's schedule: one graph
+node rather than one per patient, which keeps the compiled log-density small), and the
+residual-error and M3 terms of :func:`carthema.fitting.build.add_row_likelihood`.
+Residual SDs (one per analyte, :data:`~carthema.fitting.priors.RESIDUALS`) are shared by
+all patients.
+
+Variables of the PyMC model: ``mu_z``, ``mu`` (dims ``param``), ``omega`` (``param``),
+``beta_z``, ``beta`` (``effect``, only with covariates), ``eta``, ``log_params``,
+``params`` (``patient``, ``param``), ``sigma`` (``analyte``), ``obs``, ``blq_loglik`` and
+``solver_ok`` (0, or -inf when any patient's solve failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+
+from ..data.errors import InputError
+from ..models.model import Model
+from .build import (
+    MIN_OBS_FOR_SIGMA,
+    add_row_likelihood,
+    residual_sd_variable,
+    row_inputs,
+    split_residuals,
+)
+from .covariates import Covariates, design_matrix
+from .data import PatientData
+from .ode_op import ATOL, BATCH_INPUTS, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp, stack_schedules
+from .priors import Prior, prior_table, resolve_free
+
+#: A population fit needs at least this many patients to estimate between-patient spreads.
+MIN_PATIENTS = 3
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PopulationModel:
+    """The PyMC population model and what it was built from."""
+
+    pymc_model: pm.Model
+    data: list[PatientData]
+    priors: list[Prior]
+    free: tuple[str, ...]
+    omega_scale: np.ndarray
+    sigma_free: tuple[str, ...]
+    sigma_fixed: dict[str, float]
+    op: SolveOp
+    schedules: list[Schedule]
+    covariates: Covariates | None = None
+
+    @property
+    def model(self) -> Model:
+        return self.data[0].model
+
+    @property
+    def patients(self) -> list[str]:
+        return [d.patient for d in self.data]
+
+    @property
+    def prior_mu(self) -> np.ndarray:
+        return np.array([p.mu for p in self.priors])
+
+    @property
+    def prior_sd(self) -> np.ndarray:
+        return np.array([p.sd for p in self.priors])
+
+
+def build_population_model(
+    data: Sequence[PatientData],
+    free: str | Iterable[str] | None = None,
+    *,
+    covariates: pd.DataFrame | None = None,
+    effects: Mapping[str, Iterable[str]] | str | None = None,
+    prior_sd: Mapping[str, float] | None = None,
+    omega_scale: Mapping[str, float] | None = None,
+    sigma: Mapping[str, float] | None = None,
+    min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    max_steps: int = MAX_STEPS,
+    method: str = METHOD,
+) -> PopulationModel:
+    """The hierarchical PyMC model of several patients (see the module docstring).
+
+    Parameters
+    ----------
+    data:
+        One :class:`PatientData` per patient (:func:`prepare_patient`), same model.
+    free:
+        Free parameters (default :data:`~carthema.fitting.priors.DEFAULT_FREE`).
+    covariates, effects:
+        Per-patient covariate table and which parameters each covariate acts on (see
+        :func:`design_matrix`); ``None``: no covariates.
+    prior_sd:
+        Overrides of the prior SD of the population means (log scale) by parameter.
+    omega_scale:
+        Half-normal scale of the between-patient SD (log scale) by parameter (default:
+        the parameter's prior SD).
+    sigma:
+        Residual SDs to hold fixed, by analyte (on the analyte's likelihood scale).
+    min_obs_for_sigma:
+        Estimate an analyte's residual SD only with at least this many quantified rows
+        (pooled over patients).
+    rtol, atol, max_steps, method:
+        ODE solver settings (see :mod:`carthema.fitting.ode_op`).
+    """
+    data = list(data)
+    if len(data) < MIN_PATIENTS:
+        raise InputError(
+            f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
+            f"between-patient spreads; got {len(data)}",
+            fix="fit single patients with `carthema fit`, or add patients",
+        )
+    model = data[0].model
+    if any(d.model.name != model.name for d in data):
+        raise InputError("all patients of a population fit must use the same model")
+    ids = [d.patient for d in data]
+    if len(set(ids)) != len(ids):
+        raise InputError("a patient is listed twice", column="patient")
+    free = resolve_free(model, free)
+    priors = prior_table(model, free, prior_sd)
+    mu0 = np.array([p.mu for p in priors])
+    sd0 = np.array([p.sd for p in priors])
+    scales = dict(omega_scale or {})
+    for name, v in scales.items():
+        if name not in free:
+            raise InputError(
+                f"omega scale given for '{name}', which is not a free parameter",
+                fix=f"free parameters are {', '.join(free)}",
+            )
+        if not (np.isfinite(v) and v > 0):
+            raise InputError(f"omega scale of '{name}' must be positive, got {v}")
+    om_scale = np.array([float(scales.get(n, s)) for n, s in zip(free, sd0, strict=True)])
+    cov = None if covariates is None else design_matrix(covariates, ids, free, effects)
+
+    rows = pd.concat([d.rows[["observable", "censored"]] for d in data], ignore_index=True)
+    observables = [o for o in model.obs_names if o in set(rows["observable"])]
+    sigma_free, sigma_fixed = split_residuals(rows, observables, sigma, min_obs_for_sigma)
+    schedules = [Schedule.from_data(d, free) for d in data]
+    batch = stack_schedules(schedules)
+    op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
+
+    coords: dict[str, list[str]] = {"param": list(free), "patient": ids}
+    if sigma_free:
+        coords["analyte"] = list(sigma_free)
+    if cov is not None:
+        coords["effect"] = list(cov.labels)
+    y = np.concatenate([d.transformed() for d in data])
+    censored = np.concatenate([d.censored for d in data])
+    all_rows = pd.concat([d.rows[["observable", "scale", "floor"]] for d in data])
+    inputs = row_inputs(all_rows, y, censored, sigma_free, sigma_fixed)
+    has_unc, has_cen = bool((~censored).any()), bool(censored.any())
+    with pm.Model(coords=coords) as pm_model:
+        mu_z = pm.Normal("mu_z", 0.0, 1.0, dims="param")
+        mu = pm.Deterministic("mu", mu0 + sd0 * mu_z, dims="param")
+        omega = pm.HalfNormal("omega", sigma=om_scale, dims="param")
+        theta = mu[None, :]
+        if cov is not None:
+            c_idx = np.array([c for c, _ in cov.effects], dtype=np.int64)
+            k_idx = np.array([k for _, k in cov.effects], dtype=np.int64)
+            beta_z = pm.Normal("beta_z", 0.0, 1.0, dims="effect")
+            beta = pm.Deterministic("beta", sd0[k_idx] / cov.scale[c_idx] * beta_z, dims="effect")
+            B = pt.zeros((len(cov.columns), len(free)))[c_idx, k_idx].set(beta)
+            theta = theta + pt.dot(pt.constant(cov.x), B)
+        eta = pm.Normal("eta", 0.0, 1.0, dims=("patient", "param"))
+        theta = pm.Deterministic(
+            "log_params", theta + omega[None, :] * eta, dims=("patient", "param")
+        )
+        pm.Deterministic("params", pt.exp(theta), dims=("patient", "param"))
+        consts = [pt.constant(batch[n], name=n) for n in BATCH_INPUTS]
+        pred, _jac, ok = op(theta, *consts)
+        pm.Potential("solver_ok", pt.switch(pt.all(pt.gt(ok, 0.5)), 0.0, -np.inf))
+        s_free = residual_sd_variable(sigma_free)
+        add_row_likelihood(pred, inputs, s_free, has_unc, has_cen)
+    return PopulationModel(
+        pymc_model=pm_model,
+        data=data,
+        priors=priors,
+        free=free,
+        omega_scale=om_scale,
+        sigma_free=tuple(sigma_free),
+        sigma_fixed=sigma_fixed,
+        op=op,
+        schedules=schedules,
+        covariates=cov,
+    )
