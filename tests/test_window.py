@@ -159,6 +159,51 @@ def test_recovery_without_boost_is_after_a_dip(fit_dir):
     assert r["neutrophil"]["median_days"] == ordered[math.ceil(0.5 * len(P)) - 1]
 
 
+def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkeypatch):
+    """`window_from_fit` hands the plot the fit folder's observations (VP004: 17 ANC and
+    17 platelet values in blood) and the no-boost course; the figure draws all of them,
+    and the report says in words what is drawn, which days the CAR-T limit excludes and
+    that the measured counts after day 42 reflect the boost the patient received."""
+    import matplotlib.pyplot as plt
+
+    from carthema.fitting import plans
+
+    seen: dict = {}
+    real = plans.plot_window
+
+    def spy(table, summary, path, **kw):
+        seen.update(table=table, summary=summary, **kw)
+        return real(table, summary, path, **kw)
+
+    monkeypatch.setattr(plans, "plot_window", spy)
+    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True)
+    assert (tmp_path / "window.png").stat().st_size > 0
+    obs = load_example("synthetic").observations
+    obs = obs[obs["patient"] == PATIENT]
+    fig = real(seen["table"], seen["summary"], None, bands=seen["bands"], observed=seen["observed"])
+    try:
+        _, _, anc_ax, plt_ax = fig.axes
+        for ax, name in ((anc_ax, "anc"), (plt_ax, "platelets")):
+            want = obs[obs["analyte"] == name].sort_values("day")
+            assert len(want) == 17
+            dots = {ln.get_label(): ln for ln in ax.lines}["observed (17)"]
+            np.testing.assert_allclose(np.sort(dots.get_xdata()), want["day"].to_numpy())
+            np.testing.assert_allclose(
+                np.asarray(dots.get_ydata())[np.argsort(dots.get_xdata(), kind="stable")],
+                want["value"].to_numpy(),
+            )
+            labels = {t.get_text() for t in ax.get_legend().get_texts()}
+            assert {"no boost: median", "no boost: 90% band", "observed (17)"} <= labels
+            # The course covers the observed days (the last is day 180).
+            assert seen["bands"]["days"][-1] >= want["day"].max()
+    finally:
+        plt.close(fig)
+    html = (tmp_path / "report.html").read_text()
+    assert "red, hatched; here: 21)" in html
+    assert "the patient&#x27;s measured counts" in html
+    assert "stem_cell_boost of 5e+06 CD34+ cells/kg on day 42: measured counts" in html
+
+
 def test_cli_window_with_report(fit_dir, tmp_path, capsys):
     out = tmp_path / "w"
     with pytest.raises(SystemExit) as e:
