@@ -754,8 +754,11 @@ def window_job(
     # and at least to the last observed day, so the data sit beside the prediction.
     day = summary["recommended_day"]
     end = (day if day is not None else last) + 90.0
-    if observations is not None and len(observations):
-        end = max(end, float(observations["day"].max()))
+    counts = None
+    if observations is not None:
+        counts = observations.loc[observations["analyte"].isin(("anc", "platelets")), "day"]
+    if counts is not None and len(counts):
+        end = max(end, float(counts.max()))
     bands = {}
     if day is not None:
         bands = plan_bands(
