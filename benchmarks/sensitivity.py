@@ -7,7 +7,7 @@ Outputs (definitions in :mod:`carthema.fitting.sensitivity`), both in days:
 2. ``engraftment``: days from a 5e6 CD34+/kg autologous boost on day 28 to neutrophil
    engraftment (first of 3 days with ANC > 0.5 G/L; censored at 60 days after the boost,
    0 if already engrafted), around a poor-reserve patient
-   (``sensitivity.POOR_RESERVE``).
+   (``carthema.models.scenarios.POOR_RESERVE``).
 
 Every non-structural parameter of ``get_model("full")`` varies log-uniformly within its
 default (nominal) x/÷ 3, clipped to its plausible bounds. For each output: a Morris

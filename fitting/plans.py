@@ -549,15 +549,48 @@ def _shade(ax, days: pd.Series, mask: pd.Series, label: str, **style) -> None:
         ax.axvspan(day - half, day + half, label=label if k == 0 else None, lw=0, **style)
 
 
+def _plot_observed(ax, observed: pd.DataFrame | None, name: str) -> None:
+    """The patient's measured ``name`` in blood (data-layer columns, canonical units):
+    dots, and open circles at the limit for values below it; one legend entry each."""
+    if observed is None or not len(observed):
+        return
+    rows = observed[observed["analyte"] == name]
+    if "compartment" in rows:
+        rows = rows[rows["compartment"].fillna("blood") == "blood"]
+    blq = (
+        rows["blq"].fillna(False).astype(bool)
+        if "blq" in rows
+        else pd.Series(False, index=rows.index)
+    )
+    seen = rows[~blq]
+    if len(seen):
+        ax.plot(seen["day"], seen["value"], "o", color="black", ms=4, zorder=5,
+                label=f"observed ({len(seen)})")  # fmt: skip
+    low = rows[blq]
+    if len(low):
+        ax.plot(low["day"], low["lloq"], "o", mfc="none", mec="black", ms=5, zorder=5,
+                label=f"observed below the limit, at the limit ({len(low)})")  # fmt: skip
+
+
 def plot_window(
-    table: pd.DataFrame, summary: dict, path, *, bands: dict | None = None, within: int = 30
+    table: pd.DataFrame,
+    summary: dict,
+    path,
+    *,
+    bands: dict | None = None,
+    within: int = 30,
+    observed: pd.DataFrame | None = None,
 ):
     """Probability of engraftment within ``within`` days against boost day, with and
-    without a boost (the same draws), the window and the excluded days shaded; below it
-    the median days of severe cytopenia a boost saves; optionally a last row with
-    predicted ANC and platelet bands for the recommended day, with the no-boost course
-    (``bands``: {"days", "anc": (q05, q50, q95), "platelets": ..., "no_boost": {"anc":
-    ..., "platelets": ...}}). Every mark has a legend entry.
+    without a boost (the same draws), the window and the excluded days (most draws
+    already engrafted, CAR-T above the limit, no benefit) shaded; below it the median
+    days of severe cytopenia a boost saves; with ``bands`` a last row of ANC and
+    platelets over time: the no-boost course of the same draws (median and 90 % band),
+    the boost on the recommended day when there is one, and the patient's ``observed``
+    counts (data-layer table, canonical units). ``bands``: {"days", "anc": (q05, q50,
+    q95), "platelets": ... (boost; absent without a recommended day), "no_boost":
+    {"anc": ..., "platelets": ...}}. Every mark has a legend entry. Writes a PNG to
+    ``path`` and returns it; with ``path`` None returns the open figure instead.
     """
     import matplotlib.pyplot as plt
 
@@ -618,11 +651,13 @@ def plot_window(
     ax2.set_ylabel(f"days saved vs no boost\n(boost day to +{follow:g} d)")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    day = summary["recommended_day"]
     for k, name in enumerate(("anc", "platelets") if bands else ()):
         a = fig.add_subplot(grid[2, k])
-        lo, mid, hi = bands[name]
-        a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="boost: 90% band")
-        a.plot(bands["days"], mid, color="C0", label="boost: median")
+        if name in bands:  # the boost on the recommended day
+            lo, mid, hi = bands[name]
+            a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="boost: 90% band")
+            a.plot(bands["days"], mid, color="C0", label="boost: median")
         nb = (bands.get("no_boost") or {}).get(name)
         if nb is not None:
             a.fill_between(bands["days"], nb[0], nb[2], color="0.5", alpha=0.15,
@@ -630,13 +665,19 @@ def plot_window(
             a.plot(bands["days"], nb[1], color="0.3", ls="--", label="no boost: median")
         a.axhline(0.5 if name == "anc" else 20.0, color="0.4", ls=":", lw=0.8,
                   label="engraftment threshold")  # fmt: skip
-        a.axvline(summary["recommended_day"], color="C2", lw=1, label="boost day")
+        _plot_observed(a, observed, name)
+        if day is not None:
+            a.axvline(day, color="C2", lw=1, label="boost day")
         log_axis(a)
-        a.set_title(f"{name} (G/L), boost on day {summary['recommended_day']:g}")
+        a.set_title(f"{name} (G/L), boost on day {day:g}" if day is not None
+                    else f"{name} (G/L) without a boost (no day in the window)",
+                    fontsize=9)  # fmt: skip
         a.set_xlabel("days since CAR-T")
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -668,9 +709,12 @@ def window_job(
     cd3_per_kg: float | None = None,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
+    observations: pd.DataFrame | None = None,
 ) -> dict:
     """Scan boost days and write window.csv, window.json and window.png to ``out_dir``.
 
+    ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and
+    platelet panels beside the predicted courses.
     Returns the JSON summary (window, transplant signals, plain-language lines, paths).
     """
     import json
@@ -693,22 +737,31 @@ def window_job(
     signals = transplant_signals(model, draws, events)
     last = float(max(boost_days))
     baseline = recovery_without_boost(model, draws, events, horizon=last + 120.0)
-    bands = None
-    if summary["recommended_day"] is not None:
-        day = summary["recommended_day"]
+    # The course panels: 90 days past the recommended day (else the last candidate day),
+    # and at least to the last observed day, so the data sit beside the prediction.
+    day = summary["recommended_day"]
+    end = (day if day is not None else last) + 90.0
+    counts = None
+    if observations is not None:
+        counts = observations.loc[observations["analyte"].isin(("anc", "platelets")), "day"]
+    if counts is not None and len(counts):
+        end = max(end, float(counts.max()))
+    bands = {}
+    if day is not None:
         bands = plan_bands(
             model,
             draws,
             events,
             Plan(day=day, dose=dose, source=source, selected=selected),
-            horizon=day + 90.0,
+            horizon=end,
         )
-        # The same draws without a boost, on the same days.
-        none = plan_bands(model, draws, events, Plan(), horizon=day + 90.0)
-        if np.array_equal(none["days"], bands["days"]):
-            bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
+    # The same draws without a boost, on the same days.
+    none = plan_bands(model, draws, events, Plan(), horizon=end)
+    bands.setdefault("days", none["days"])
+    if np.array_equal(none["days"], bands["days"]):
+        bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
     table.to_csv(out_dir / "window.csv", index=False)
-    plot_window(table, summary, out_dir / "window.png", bands=bands)
+    plot_window(table, summary, out_dir / "window.png", bands=bands, observed=observations)
     result = {
         "plan": {
             "dose_cd34_per_kg": dose,

@@ -19,8 +19,9 @@ Two outputs (:data:`OUTPUTS`), both in days:
     a patient not engrafted by then is censored and given the value
     :data:`ENGRAFT_FOLLOW_UP` (60 days); a patient "already engrafted" on the boost day
     (ANC > 0.5 G/L then and for the next 14 days) gets 0. Both fractions are reported.
-    Nominal point: the defaults with the poor-reserve overrides :data:`POOR_RESERVE`
-    (a patient still cytopenic on day 28, so that the boost matters).
+    Nominal point: the defaults with the poor-reserve overrides
+    :data:`carthema.models.scenarios.POOR_RESERVE` (a patient still cytopenic on day 28,
+    so that the boost matters).
 
 Parameter ranges. Each parameter varies log-uniformly (the model carries parameters on
 the log scale) between ``nominal / factor`` and ``nominal * factor`` (default
@@ -60,7 +61,7 @@ import pandas as pd
 
 from ..models.events import build_events
 from ..models.model import Model, get_model
-from ..models.scenarios import with_boost
+from ..models.scenarios import POOR_RESERVE, with_boost
 from ..models.solve import Schedule, solve_batch
 from ..models.solver_contract import SolverOptions
 from .engraftment import ANC_ENGRAFT, days_below, engraftment
@@ -78,10 +79,10 @@ BOOST_DOSE = 5e6
 BOOST_SOURCE = "autologous"
 #: Days followed after the boost; censored engraftment times take this value.
 ENGRAFT_FOLLOW_UP = 60.0
-#: Overrides of the defaults that make the nominal patient of output "engraftment" a
-#: poor-reserve patient still cytopenic on the boost day (small, slowly regenerating
-#: stem-cell pool; strong delayed marrow suppression).
-POOR_RESERVE: dict[str, float] = {"hsc_mass": 0.2, "hsc_regen": 0.005, "late_supp": 5.0}
+# The nominal patient of output "engraftment" is the package's one poor-reserve patient,
+# :data:`carthema.models.scenarios.POOR_RESERVE` (small, slowly regenerating stem-cell
+# pool; strong, slowly resolving delayed marrow suppression), still cytopenic on the
+# boost day; imported above and re-exported here, not redefined.
 #: Default spread: nominal x/÷ this factor, clipped to the plausible bounds.
 FACTOR = 3.0
 #: Solver settings (those of the virtual population, :func:`vpop.simulate_counts`).
@@ -403,7 +404,7 @@ def setup_output(
     """The vectorised model function of ``output`` (see :data:`OUTPUTS`) with its ranges.
 
     ``base``: overrides of the nominal point (default: none for "severe_neutropenia",
-    :data:`POOR_RESERVE` for "engraftment").
+    :data:`carthema.models.scenarios.POOR_RESERVE` for "engraftment").
     """
     if output not in OUTPUTS:
         raise ValueError(f"unknown output '{output}'; choose one of {', '.join(OUTPUTS)}")

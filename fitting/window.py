@@ -157,6 +157,9 @@ def window_from_fit(
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
     events, removed = without_boosts(ff.events)
     draws, graft = window_draws(ff, n_draws, seed=seed)
+    observed = ff.observations
+    if observed is not None:
+        observed = observed[observed["patient"].astype(str) == ff.patient]
     out = Path(out)
     say(
         f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
@@ -177,6 +180,7 @@ def window_from_fit(
             cd3_per_kg=cd3_per_kg,
             threshold=threshold,
             cart_limit=cart_limit,
+            observations=observed,
         )
         written = result["files"]
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
@@ -208,6 +212,31 @@ def _diagnostics_line(diag: dict) -> str:
         f"min bulk ESS {diag.get('min_ess_bulk', nan):.0f}, divergences "
         f"{diag.get('divergences', '?')}."
     )
+
+
+def _figure_lines(window: dict) -> list[str]:
+    """What the window figure shows, in words, with the excluded days named."""
+    w = window["window"]
+    days = ", ".join(f"{d:g}" for d in w.get("days_over_cart_limit", [])) or "none"
+    lines = [
+        "Top: probability of neutrophil and platelet engraftment within "
+        f"{w['within_days']} days of a boost on each candidate day, and of the same draws "
+        "without a boost (open markers, dotted). Shaded: the window (green); days excluded "
+        f"because the predicted CAR-T level is above {w['cart_limit']:g} copies/ug (red, "
+        f"hatched; here: {days}), because most draws have already engrafted (grey), or "
+        "because a boost saves no cytopenic days (purple). Middle: median days with ANC "
+        "< 0.5 G/L and platelets < 20 G/L a boost saves against no boost. Bottom: ANC and "
+        "platelets over time without a boost (grey median and 90 % band), with the boost "
+        "on the recommended day when there is one (blue), and the patient's measured "
+        "counts (black dots; open circles: below the limit, drawn at the limit)."
+    ]
+    removed = window.get("replaced_events") or []
+    if removed:
+        lines.append(
+            "The patient received " + "; ".join(removed) + ": measured counts after it "
+            "reflect that boost, which the predicted courses leave out."
+        )
+    return lines
 
 
 def write_patient_report(ff: FitFolder, window: dict, path: str | Path) -> Path:
@@ -244,7 +273,8 @@ def write_patient_report(ff: FitFolder, window: dict, path: str | Path) -> Path:
                 f"Boost of {plan['dose_cd34_per_kg']:.3g} CD34+ cells/kg, {plan['source']}, "
                 f"{'CD34-selected' if plan['cd34_selected'] else 'unselected'}; "
                 f"{window['n_draws']} posterior draws per candidate day. Days are counted "
-                "from CAR-T day 0; engraftment days from the boost."
+                "from CAR-T day 0; engraftment days from the boost.",
+                *_figure_lines(window),
             ],
             figures=[window["files"]["plot"]],
             tables=[table[keep]],

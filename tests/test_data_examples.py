@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pandas as pd
 import pytest
 
@@ -35,11 +37,52 @@ def test_every_example_has_readme(name: str) -> None:
     assert ex.readme.startswith("# ") and ex.path.is_dir()
 
 
+def _plain_rows(path) -> list[dict[str, str]]:
+    """A bundled file read as plain text (csv module): no validation, no unit conversion."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_han2022_files_pass_user_validation() -> None:
+    """The bundled files pass the readers a user calls, and what comes back is the file
+    row for row with the unit conversions written out here: 10^9/L is G/L (factor 1),
+    10^6 cells/kg is 1e6 cells/kg, every other unit is kept."""
     ex = load_example("han2022")
-    # the same readers a user calls
-    pd.testing.assert_frame_equal(ex.observations, read_observations(ex.path / "observations.csv"))
-    pd.testing.assert_frame_equal(ex.events, read_events(ex.path / "events.csv"))
+    obs_unit = {"10^9/L": "G/L", "%": "%", "% donor": "% donor", "U/L": "U/L"}
+    raw = _plain_rows(ex.path / "observations.csv")
+    assert len(raw) == 26
+    want = sorted(
+        (float(r["day"]), r["analyte"], float(r["value"]), obs_unit[r["unit"]], r["compartment"])
+        for r in raw
+    )
+    cols = ["day", "analyte", "value", "unit", "compartment"]
+    for obs in (ex.observations, read_observations(ex.path / "observations.csv")):
+        assert sorted(obs[cols].itertuples(index=False, name=None)) == want
+        # the file states no limits: nothing is below a limit
+        assert not obs["blq"].any() and obs["lloq"].isna().all()
+    ev_unit = {
+        "10^6 cells/kg": ("cells/kg", 1e6),
+        "mg/m2": ("mg/m2", 1.0),
+        "mg/kg": ("mg/kg", 1.0),
+        "mg": ("mg", 1.0),
+        "mL": ("mL", 1.0),
+    }
+    raw = _plain_rows(ex.path / "events.csv")
+    assert len(raw) == 23
+    want = sorted(
+        (
+            float(r["day"]),
+            r["kind"],
+            float(r["amount"]) * ev_unit[r["unit"]][1],
+            ev_unit[r["unit"]][0],
+        )
+        for r in raw
+    )
+    cols = ["day", "kind", "amount", "unit"]
+    for ev in (ex.events, read_events(ex.path / "events.csv")):
+        got = sorted(ev[cols].itertuples(index=False, name=None))
+        assert [g[:2] + g[3:] for g in got] == [w[:2] + w[3:] for w in want]
+        assert [g[2] for g in got] == pytest.approx([w[2] for w in want], rel=1e-12)
 
 
 def test_han2022_events() -> None:

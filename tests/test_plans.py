@@ -13,6 +13,7 @@ from carthema.fitting.engraftment import neutrophil_engraftment
 from carthema.fitting.plans import (
     Plan,
     plain_summary,
+    plot_window,
     predict_plan,
     scan_window,
     window_decision,
@@ -158,3 +159,94 @@ def test_scan_window_compares_with_the_same_draws_without_a_boost(setup):
     # Day 7 is at the CAR-T expansion peak: excluded by the 500 copies/ug limit.
     assert summary["days_over_cart_limit"] == [7.0]
     assert not table.loc[table["boost_day"] == 7.0, "in_window"].item()
+
+
+def _marks_without_legend(ax) -> list[str]:
+    """Marks (lines, bands, shaded spans) of ``ax`` that have no legend entry: neither
+    their own label nor the look (colour, style, hatch) of a mark that has one."""
+    legend = ax.get_legend()
+    shown = {t.get_text() for t in legend.get_texts()} if legend is not None else set()
+
+    def look(art) -> tuple:
+        if hasattr(art, "get_linestyle") and hasattr(art, "get_marker"):
+            return ("line", str(art.get_color()), art.get_linestyle(), art.get_marker())
+        face = art.get_facecolor()
+        return ("area", tuple(np.round(np.ravel(face)[:4], 3)), art.get_hatch())
+
+    arts = [*ax.lines, *ax.collections, *ax.patches]
+    looks = {look(a) for a in arts if a.get_label() in shown}
+    return [a.get_label() for a in arts if a.get_label() not in shown and look(a) not in looks]
+
+
+def _hand_window():
+    table = pd.DataFrame(
+        [
+            _day(20, 0.90, 5000.0, 5.0, 2.0, 0.0),  # CAR-T too high
+            _day(30, 0.90, 100.0, 5.0, 0.0, 0.1),  # in
+            _day(40, 0.95, 10.0, 0.0, 0.0, 0.2),  # saves nothing
+            _day(50, 0.95, 10.0, 2.0, 1.0, 0.6),  # most already engrafted
+        ]
+    )
+    return window_decision(table, threshold=0.8, cart_limit=1000.0)
+
+
+def _hand_bands(days: np.ndarray, boost: bool) -> dict:
+    course = {"anc": np.linspace(0.1, 3.0, days.size), "platelets": np.linspace(5, 150, days.size)}
+    band = {k: (v / 2, v, v * 2) for k, v in course.items()}
+    out = {"days": days, "no_boost": {k: (v[0] / 2, v[1] / 2, v[2] / 2) for k, v in band.items()}}
+    return {**out, **band} if boost else out
+
+
+#: A patient's data in data-layer form: ANC measured on 3 days and below its limit of
+#: 0.1 G/L on 2; platelets on 2 days; a marrow value and another analyte not drawn.
+OBSERVED = pd.DataFrame(
+    {
+        "patient": "p",
+        "day": [-3.0, 7.0, 14.0, 21.0, 28.0, 7.0, 28.0, 30.0, 14.0],
+        "analyte": ["anc"] * 5 + ["platelets"] * 2 + ["anc", "wbc"],
+        "value": [2.5, 0.3, np.nan, np.nan, 1.1, 40.0, 90.0, 9.9, 3.0],
+        "compartment": ["blood"] * 7 + ["marrow", "blood"],
+        "lloq": [np.nan, np.nan, 0.1, 0.1, np.nan, np.nan, np.nan, np.nan, np.nan],
+        "blq": [False, False, True, True, False, False, False, False, False],
+    }
+)
+
+
+@pytest.mark.parametrize("with_window", [True, False])
+def test_window_plot_shows_observed_data_no_boost_course_and_a_legend_for_every_mark(
+    with_window,
+):
+    """The course panels hold the no-boost course, the boost band only when a day is in
+    the window, and the patient's blood counts (3 measured ANC values, 2 below the limit
+    drawn at it, 2 platelet values; the marrow row and the WBC are not drawn); the top
+    panel shades the day excluded by the CAR-T limit; every mark has a legend entry."""
+    import matplotlib.pyplot as plt
+
+    table, summary = _hand_window()
+    if not with_window:
+        table["in_window"] = False
+        summary = {**summary, "window_first_day": None, "recommended_day": None}
+    days = np.arange(-5.0, 121.0)
+    fig = plot_window(table, summary, None, bands=_hand_bands(days, with_window), observed=OBSERVED)
+    try:
+        top, saved, anc, plt_ax = fig.axes
+        for ax in fig.axes:
+            assert _marks_without_legend(ax) == []
+        top_labels = {t.get_text() for t in top.get_legend().get_texts()}
+        assert "excluded: CAR-T above 1000 copies/ug" in top_labels
+        assert "excluded: most draws already engrafted" in top_labels
+        anc_lines = {ln.get_label(): ln for ln in anc.lines}
+        plt_lines = {ln.get_label(): ln for ln in plt_ax.lines}
+        assert list(anc_lines["observed (3)"].get_xdata()) == [-3.0, 7.0, 28.0]
+        assert list(anc_lines["observed (3)"].get_ydata()) == [2.5, 0.3, 1.1]
+        opened = anc_lines["observed below the limit, at the limit (2)"]
+        assert list(opened.get_xdata()) == [14.0, 21.0] and list(opened.get_ydata()) == [0.1, 0.1]
+        assert list(plt_lines["observed (2)"].get_xdata()) == [7.0, 28.0]
+        assert list(plt_lines["observed (2)"].get_ydata()) == [40.0, 90.0]
+        assert not any("below the limit" in label for label in plt_lines)
+        for ax in (anc, plt_ax):
+            labels = {t.get_text() for t in ax.get_legend().get_texts()}
+            assert {"no boost: median", "no boost: 90% band"} <= labels
+            assert ("boost: median" in labels) is with_window
+    finally:
+        plt.close(fig)

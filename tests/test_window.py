@@ -5,6 +5,7 @@ checked against per-draw simulations through the public simulate API, the report
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -87,19 +88,30 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     """P(neutrophil engraftment within 30 days of the boost) in the window table equals
     the fraction computed from one `carthema.simulate` run per posterior draw. Day 21 lies
     in the patient's second dip, so no draw is already engrafted and the definition's
-    clock simply starts at the boost."""
-    n, day = 40, 21.0
-    res = window_from_fit(fit_dir, [day, 90.0], tmp_path, n_draws=n, seed=5)
+    clock simply starts at the boost.
+
+    Neither day is in the window, each for a reason computed here from per-draw
+    simulations without the boost: on day 21 the median CAR-T level is far above the
+    1000 copies/ug limit (the patient's expansion), and on day 90 every draw has ANC
+    > 0.5 G/L on the boost day and the 14 days after it (recovered on its own)."""
+    n, day, late = 40, 21.0, 90.0
+    res = window_from_fit(fit_dir, [day, late], tmp_path, n_draws=n, seed=5)
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
     P, _ = window_draws(ff, n, seed=5)
-    events, _ = without_boosts(ff.events)
-    events = carthema.with_boost(events, day, 3e6, source="allogeneic", cd34_selected=True)
-    hits = 0
+    no_boost, _ = without_boosts(ff.events)
+    events = carthema.with_boost(no_boost, day, 3e6, source="allogeneic", cd34_selected=True)
+    hits, cart_on_day, recovered_late = 0, [], []
     for p in P:
         traj = carthema.simulate(events, params=p, days=day + 120, rtol=1e-8, atol=1e-10)
         anc = traj.obs[:, traj.model.index("obs", "anc")]
         hits += _engraft_day(traj.t, anc, day) - day <= 30
+        base = carthema.simulate(no_boost, params=p, days=late + 20, rtol=1e-8, atol=1e-10)
+        cart = base.obs[:, base.model.index("obs", "cart_copies")]
+        anc0 = base.obs[:, base.model.index("obs", "anc")]
+        cart_on_day.append(cart[base.t == day].item())
+        stretch = (base.t >= late) & (base.t <= late + 14)
+        recovered_late.append(bool(np.all(anc0[stretch] > 0.5)))
     row = table[table["boost_day"] == day].iloc[0]
     assert row["neutrophil_p_already"] == 0.0
     assert row["neutrophil_p_within_30d"] == pytest.approx(hits / n, abs=1.5 / n)
@@ -107,10 +119,19 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["patient"] == PATIENT and on["n_draws"] == n
     assert set(on["graft_parameters"]) == {"graft_prog", "graft_hsc", "graft_regen", "rej_rate"}
-    inside = table.loc[table["in_window"], "boost_day"].tolist()
-    ok = (table["neutrophil_p_within_30d"] >= 0.8) & (table["neutrophil_p_already"] < 0.5)
-    want = table.loc[ok, "boost_day"].tolist()
-    assert inside == [d for d in want if d in inside]
+    # Day 21: CAR-T on the boost day, as simulated here, is over the limit.
+    assert row["cart_at_reference_median"] == pytest.approx(np.median(cart_on_day), rel=1e-3)
+    assert np.median(cart_on_day) > 1000.0
+    # Day 90: every draw recovered without a boost.
+    late_row = table[table["boost_day"] == late].iloc[0]
+    assert np.mean(recovered_late) == 1.0
+    assert late_row["neutrophil_p_already"] == 1.0
+    assert table["meets_cart_limit"].tolist() == [False, True]
+    assert table["already_recovered"].tolist() == [False, True]
+    assert table["in_window"].tolist() == [False, False]
+    assert on["window"]["days_over_cart_limit"] == [day]
+    assert on["window"]["first_day_already_recovered"] == late
+    assert on["window"]["recommended_day"] is None
 
 
 def test_interrupted_window_leaves_the_earlier_result_whole(fit_dir, tmp_path, monkeypatch):
@@ -132,18 +153,73 @@ def test_interrupted_window_leaves_the_earlier_result_whole(fit_dir, tmp_path, m
 
 
 def test_recovery_without_boost_is_after_a_dip(fit_dir):
+    """The no-boost baseline, counted from CAR-T day 0, equals the engraftment day written
+    out plainly per draw: the first 3-day run with ANC > 0.5 G/L from the first day with
+    ANC <= 0.5 G/L on. Every draw recovers by day 240, so the Kaplan-Meier median is
+    the order statistic and nothing is censored."""
     ff = load_fit(fit_dir)
     P = ff.draws(20, seed=2)
     events, _ = without_boosts(ff.events)
     r = recovery_without_boost(ff.model, P, events, horizon=240.0)
-    for p, _ in zip(P[:3], range(3), strict=False):
-        traj = carthema.simulate(events, params=p, days=240)
+    times = []
+    for p in P:
+        traj = carthema.simulate(events, params=p, days=240, rtol=1e-8, atol=1e-10)
         anc = traj.obs[:, traj.model.index("obs", "anc")]
-        first_low = traj.t[np.argmax(anc < 0.5)]
-        assert _engraft_day(traj.t, anc, first_low) > first_low
-    assert 0.0 <= r["neutrophil"]["p_never"] <= 1.0
-    if r["neutrophil"]["median_days"] is not None:
-        assert r["neutrophil"]["median_days"] > 0
+        low = (traj.t >= 0.0) & (anc <= 0.5)
+        first_low = traj.t[np.argmax(low)]
+        assert low.any()
+        day = _engraft_day(traj.t, anc, first_low)
+        assert first_low < day < 240.0
+        times.append(day)
+    ordered = np.sort(times)
+    assert r["neutrophil"]["p_already"] == 0.0
+    assert r["neutrophil"]["p_never"] == 0.0
+    assert r["neutrophil"]["median_days"] == ordered[math.ceil(0.5 * len(P)) - 1]
+
+
+def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkeypatch):
+    """`window_from_fit` hands the plot the fit folder's observations (VP004: 17 ANC and
+    17 platelet values in blood) and the no-boost course; the figure draws all of them,
+    and the report says in words what is drawn, which days the CAR-T limit excludes and
+    that the measured counts after day 42 reflect the boost the patient received."""
+    import matplotlib.pyplot as plt
+
+    from carthema.fitting import plans
+
+    seen: dict = {}
+    real = plans.plot_window
+
+    def spy(table, summary, path, **kw):
+        seen.update(table=table, summary=summary, **kw)
+        return real(table, summary, path, **kw)
+
+    monkeypatch.setattr(plans, "plot_window", spy)
+    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True)
+    assert (tmp_path / "window.png").stat().st_size > 0
+    obs = load_example("synthetic").observations
+    obs = obs[obs["patient"] == PATIENT]
+    fig = real(seen["table"], seen["summary"], None, bands=seen["bands"], observed=seen["observed"])
+    try:
+        _, _, anc_ax, plt_ax = fig.axes
+        for ax, name in ((anc_ax, "anc"), (plt_ax, "platelets")):
+            want = obs[obs["analyte"] == name].sort_values("day")
+            assert len(want) == 17
+            dots = {ln.get_label(): ln for ln in ax.lines}["observed (17)"]
+            np.testing.assert_allclose(np.sort(dots.get_xdata()), want["day"].to_numpy())
+            np.testing.assert_allclose(
+                np.asarray(dots.get_ydata())[np.argsort(dots.get_xdata(), kind="stable")],
+                want["value"].to_numpy(),
+            )
+            labels = {t.get_text() for t in ax.get_legend().get_texts()}
+            assert {"no boost: median", "no boost: 90% band", "observed (17)"} <= labels
+            # The course covers the observed days (the last is day 180).
+            assert seen["bands"]["days"][-1] >= want["day"].max()
+    finally:
+        plt.close(fig)
+    html = (tmp_path / "report.html").read_text()
+    assert "red, hatched; here: 21)" in html
+    assert "the patient&#x27;s measured counts" in html
+    assert "stem_cell_boost of 5e+06 CD34+ cells/kg on day 42: measured counts" in html
 
 
 def test_cli_window_with_report(fit_dir, tmp_path, capsys):
