@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--gcsf", help="On G-CSF: the ANC is supported, not the patient's own."),
         ] = False,
         gcsf_after: Annotated[
-            float, typer.Option(help="Days G-CSF continues after the boost (with --gcsf).")
+            float, typer.Option(help="Days G-CSF continues after the boost day (with --gcsf).")
         ] = 0.0,
         plt_transfused: Annotated[
             bool,

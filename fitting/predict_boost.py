@@ -56,12 +56,15 @@ parameters). A failed solve is a rejected particle (-inf), never an
 exception.
 
 Support. ``gcsf``: G-CSF is in the simulated course over the 14 days before the boost, so
-the ANC is conditioned on *with* that support; it stops at the boost (or ``gcsf_after``
-days later) and days on G-CSF never count toward engraftment. ``tpo``: a TPO-receptor
-agonist over the 14 days before the boost and continued through follow-up (assumption:
-it is not stopped at the boost). ``plt_transfused``: the patient's own count is
-conditioned below 20 G/L; the last transfusion (1 unit) is placed on the boost day, so
-the 7 days after it do not count toward platelet engraftment.
+the ANC is conditioned on *with* that support; the boost day is a G-CSF day too (the
+count measured on it is a supported count), and G-CSF stops after it (or ``gcsf_after``
+days later). Days on G-CSF never count toward engraftment, so a patient on G-CSF at the
+boost is never "already engrafted": engraftment is the first 3-day run above 0.5 G/L off
+G-CSF, after the first fall below it when the count falls once the support stops.
+``tpo``: a TPO-receptor agonist over the 14 days before the boost and continued through
+follow-up (assumption: it is not stopped at the boost). ``plt_transfused``: the
+patient's own count is conditioned below 20 G/L; the last transfusion (1 unit) is placed
+on the boost day, so the 7 days after it do not count toward platelet engraftment.
 
 Sampler
 -------
@@ -644,11 +647,11 @@ def predict_boost(
     allogeneic (a new donor); ``selected`` CD34-selected graft; ``cd3`` CD3+ cells/kg
     (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
     which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
-    ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF continued
-    ``gcsf_after`` days after the boost); ``plt_transfused`` (the platelet count is not
-    the patient's own); ``tpo`` (on a TPO-receptor agonist); ``neutropenia_days`` (days
-    with ANC < 0.5 before the boost); ``product``, ``disease``, ``hematotox`` (0-7) or
-    ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
+    ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF given through
+    the boost day and continued ``gcsf_after`` days after it); ``plt_transfused`` (the
+    platelet count is not the patient's own); ``tpo`` (on a TPO-receptor agonist);
+    ``neutropenia_days`` (days with ANC < 0.5 before the boost); ``product``, ``disease``,
+    ``hematotox`` (0-7) or ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
     lymphodepletion); ``donor_chimerism`` (baseline donor fraction 0-1 after an earlier
     allogeneic transplant; default 1.0 for a prior-donor graft); ``events``,
     ``observations`` (earlier values to condition on); ``n_draws`` particles;
@@ -749,7 +752,8 @@ def predict_boost(
     support_rows, after_rows = [], []
     if gcsf:
         support_rows.append(
-            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + gcsf_after)
+            # Through the boost day (its count is supported), then gcsf_after more days.
+            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + 1.0 + gcsf_after)
         )
     if tpo:
         support_rows.append(
@@ -888,6 +892,7 @@ def predict_boost(
             "support": {
                 "gcsf": bool(gcsf),
                 "gcsf_days_before_boost": SUPPORT_DAYS if gcsf else 0.0,
+                "gcsf_on_boost_day": bool(gcsf),
                 "gcsf_days_after_boost": float(gcsf_after or 0.0) if gcsf else 0.0,
                 "plt_transfused": bool(plt_transfused),
                 "tpo": bool(tpo),
