@@ -47,20 +47,29 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=20240610)
     ap.add_argument("--population", default=None, help="population CSV (default: the package's)")
     ap.add_argument("--out", default=str(RESULTS_DIR))
+    ap.add_argument(
+        "--speed-cases",
+        type=int,
+        default=3,
+        help="cases predicted with the earlier sampler settings too, for the before/after "
+        "wall time (0: none)",
+    )
     a = ap.parse_args(argv)
     n = a.n if a.n is not None else (30 if a.quick else 200)
 
     from carthema.data.errors import InputError
     from carthema.fitting.boost_sbc import LINEAGES, covered, cytopenic_cases, pit, predict_case
-    from carthema.fitting.predict_boost import N_PARTICLES
     from carthema.fitting.vpop import load_population
 
     pop, meta = load_population(a.population)
     rng = np.random.default_rng(a.seed)
     cases = cytopenic_cases(n, rng, population=pop)
+    speed = _speed(cases[: a.speed_cases], pop, a.draws) if a.speed_cases else None
     records, walls, esses, refused = [], [], [], []
     hits = {k: [] for k in LINEAGES}
     pits = {k: [] for k in LINEAGES}
+    folder = Path(a.out)
+    folder.mkdir(parents=True, exist_ok=True)
     for j, case in enumerate(cases):
         t = time.perf_counter()
         try:
@@ -104,15 +113,80 @@ def main(argv: list[str] | None = None) -> dict:
                     hits[key].append(bool(c))
                 if u is not None:
                     pits[key].append(u)
-                line += (
-                    f" | {key}: true {truth[0]} pred {s['q05']}-{s['q95']} {'in' if c else 'OUT'}"
-                )
+                line += f" | {key}: true {truth[0]} pred {s['q05']}-{s['q95']} {_mark(c)}"
         records.append(rec)
         print(line, flush=True)
+        if (j + 1) % 10 == 0 and j + 1 < len(cases):  # a run cut short still leaves results
+            _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder, partial=True)
+    out = _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder)
+    print(
+        f"coverage of the 90% interval: neutrophils {out['coverage_90_neutrophil']} "
+        f"(n={out['n_neutrophil']}), platelets {out['coverage_90_platelet']} "
+        f"(n={out['n_platelet']}); median ESS {out['median_ess']}; median wall "
+        f"{out['wall_s_per_prediction']['median']} s per prediction; refused {len(refused)}"
+    )
+    return out
+
+
+def _mark(c: bool | None) -> str:
+    """in / OUT, or "not scored" for a truth already engrafted on the boost day."""
+    return "not scored" if c is None else ("in" if c else "OUT")
+
+
+#: The sampler and solver settings before the speed-up (issue 10 follow-up): conditioning
+#: solves at rtol 1e-5 / atol 1e-7 and up to 5 Metropolis moves per tempering stage.
+BEFORE = {"RTOL": 1e-5, "ATOL": 1e-7, "MIN_MOVES": 2, "MAX_MOVES": 5, "MOVED": 0.75}
+
+
+def _speed(cases, pop, draws) -> dict:
+    """Wall time of the same predictions with the earlier settings and the current ones,
+    interleaved so that both see the same machine load."""
+    from carthema.fitting import predict_boost as pb
+    from carthema.fitting.boost_sbc import predict_case
+
+    now = {k: getattr(pb, k) for k in BEFORE}
+    rows = []
+    for j, case in enumerate(cases):
+        row = {"vp": case.vp}
+        for label, settings in (("before", BEFORE), ("after", now)):
+            for k, v in settings.items():
+                setattr(pb, k, v)
+            t = time.perf_counter()
+            res = predict_case(case, seed=1000 + j, n_draws=draws, population=pop)
+            row[label] = {
+                "wall_s": time.perf_counter() - t,
+                "simulations": res["sampler"]["simulations"],
+                "effective_sample_size": res["effective_sample_size"],
+                "neutrophil": [res["neutrophil"][q] for q in ("q05", "median_days", "q95")],
+                "platelet": [res["platelet"][q] for q in ("q05", "median_days", "q95")],
+            }
+        for k, v in now.items():
+            setattr(pb, k, v)
+        print(
+            f"speed {case.vp}: before {row['before']['wall_s']:.1f} s "
+            f"({row['before']['simulations']} solves), after {row['after']['wall_s']:.1f} s "
+            f"({row['after']['simulations']} solves)",
+            flush=True,
+        )
+        rows.append(row)
+    return {
+        "before_settings": BEFORE,
+        "after_settings": now,
+        "median_wall_s_before": float(np.median([r["before"]["wall_s"] for r in rows])),
+        "median_wall_s_after": float(np.median([r["after"]["wall_s"] for r in rows])),
+        "median_simulations_before": float(np.median([r["before"]["simulations"] for r in rows])),
+        "median_simulations_after": float(np.median([r["after"]["simulations"] for r in rows])),
+        "cases": rows,
+    }
+
+
+def _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder, partial=False):
+    from carthema.fitting.boost_sbc import LINEAGES
+    from carthema.fitting.predict_boost import N_PARTICLES
 
     out = {
         "benchmark": "boost_calibration",
-        "mode": "quick" if a.quick else "full",
+        "mode": ("quick" if a.quick else "full") + (" (partial: still running)" if partial else ""),
         "n_patients": len(records),
         "n_refused": len(refused),
         "refused": refused,
@@ -131,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             "effective_sample_size": meta.get("effective_sample_size"),
         },
         "seed": a.seed,
+        "speed_before_after": speed,
         "machine": machine_info(["numpy", "numba", "scipy"]),
     }
     for key in LINEAGES:
@@ -140,16 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
         out[f"coverage_90_{key}_interval"] = _binomial_interval(int(np.sum(h)), len(h))
         out[f"pit_{key}"] = pits[key]
     out["cases"] = records
-    folder = Path(a.out)
-    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "boost_calibration.json", out)
     _plot(pits, out, folder / "boost_calibration.png")
-    print(
-        f"coverage of the 90% interval: neutrophils {out['coverage_90_neutrophil']} "
-        f"(n={out['n_neutrophil']}), platelets {out['coverage_90_platelet']} "
-        f"(n={out['n_platelet']}); median ESS {out['median_ess']}; median wall "
-        f"{out['wall_s_per_prediction']['median']} s per prediction; refused {len(refused)}"
-    )
     return out
 
 

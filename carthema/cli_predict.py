@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--gcsf", help="On G-CSF: the ANC is supported, not the patient's own."),
         ] = False,
         gcsf_after: Annotated[
-            float, typer.Option(help="Days G-CSF continues after the boost (with --gcsf).")
+            float, typer.Option(help="Days G-CSF continues after the boost day (with --gcsf).")
         ] = 0.0,
         plt_transfused: Annotated[
             bool,
@@ -240,10 +240,6 @@ def register_trial(app: typer.Typer) -> None:
 
     @app.command("virtual-trial")
     def virtual_trial_cmd(
-        pop: Annotated[
-            str,
-            typer.Argument(help='"prior" or a population JSON ({"mu": {...}, "omega": {...}}).'),
-        ],
         policies: Annotated[
             Path,
             typer.Option(
@@ -253,20 +249,42 @@ def register_trial(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder.")],
+        pop: Annotated[
+            str,
+            typer.Argument(
+                help='Virtual patients: "calibrated" (the calibrated LBCL population, each '
+                "after its own product's lymphodepletion; default), a population CSV, "
+                '"prior" (the fitting priors) or a population-fit JSON '
+                '({"mu": {...}, "omega": {...}}).'
+            ),
+        ] = "calibrated",
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 10_000,
         days: Annotated[float, typer.Option(help="Follow-up (days since CAR-T).")] = 180.0,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        product: Annotated[
+            str | None,
+            typer.Option(help="Only this product's virtual patients (calibrated population)."),
+        ] = None,
     ) -> None:
         """Simulate boost policies on virtual patients; cumulative incidence of recovery."""
         import time
 
+        from carthema.data.errors import InputError
         from carthema.fitting import virtual_trial as vt
 
         pols = vt.read_policies(policies)
-        mu, omega = vt.read_population(pop)
+        source = vt.trial_source(pop)
+        if product is not None:
+            if "mu" in source or source["population"] == "prior":
+                raise InputError(
+                    "--product needs a population with products (calibrated or a CSV)",
+                    column="product",
+                    fix="drop --product, or use the calibrated population",
+                )
+            source["product"] = product
         t0 = time.perf_counter()
         with console.status(f"simulating {n} virtual patients x {len(pols)} policies..."):
-            trial = vt.run_trial(pols, n, seed=seed, horizon=days, mu=mu, omega=omega)
+            trial = vt.run_trial(pols, n, seed=seed, horizon=days, **source)
         wall = time.perf_counter() - t0
         out.mkdir(parents=True, exist_ok=True)
         curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
@@ -277,4 +295,7 @@ def register_trial(app: typer.Typer) -> None:
             c.to_csv(out / f"incidence_{o}.csv", index=False)
         vt.plot_incidence(curves, out / "incidence.png")
         console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        console.print(f"{n} patients x {len(pols)} policies in {wall:.1f} s; outputs in {out}")
+        console.print(
+            f"{n} patients ({trial.attrs.get('source')}) x {len(pols)} policies in {wall:.1f} s;"
+            f" outputs in {out}"
+        )

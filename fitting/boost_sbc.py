@@ -3,22 +3,26 @@ inside the model (issue 10, item 6).
 
 Virtual patients are rows of the calibrated population. Each is simulated after its own
 product's course without a boost and given a boost day drawn at random (days 21-90 after
-CAR-T, independently of the patient); it is kept when it is cytopenic on that day
-(ANC < 0.5 G/L or platelets < 20 G/L). Its *true*
+CAR-T, independently of the patient); it is kept when it is cytopenic on that day as
+measured (reported ANC < 0.5 G/L or platelets < 20 G/L: the selection uses only what
+the prediction sees). Its *true*
 engraftment times come from its own parameters, graft parameters drawn from the graft
 distribution (:func:`carthema.fitting.graft.draw_graft`) and the boost, with the one
 definition of :mod:`carthema.fitting.engraftment`. The prediction sees only the
 boost-day state, with measurement noise as the likelihood assumes: ANC and platelets
 (log-normal, the residual SDs of :data:`carthema.fitting.priors.RESIDUALS`; an ANC below
 0.05 G/L is reported as 0), the days with ANC < 0.5 G/L before the boost (normal, SD
-2 days + 10 %, rounded), the product and the CAR-HEMATOTOX score.
+2 days + 10 % of the true number, rounded), the product and the CAR-HEMATOTOX score.
 
-Coverage of the 90 % interval is scored per lineage over the patients cytopenic in that
-lineage on the boost day: a true time t is covered when q05 <= t <= q95 (q95 None: beyond
-the horizon, no upper limit); a true time censored at the horizon is covered when q95 is
+Coverage of the 90 % interval is scored per lineage over the patients measured cytopenic
+in that lineage on the boost day whose truth is not "already engrafted" (the interval is
+the Kaplan-Meier interval over the draws not already engrafted, the same conditional): a
+true time t is covered when q05 <= t <= q95 (q95 None: beyond the horizon, no upper
+limit); a true time censored at the horizon is covered when q95 is
 None. The PIT value is the predictive probability of engraftment by the true time,
 randomised over the day's probability step (and over [F(horizon), 1] for a censored
-truth); it is uniform when the predictions are calibrated.
+truth), among the draws not already engrafted; it is uniform when the predictions are
+calibrated.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..models.model import get_model
 from .engraftment import Engraftment, lineage_engraftment
 from .graft import draw_graft
 from .plans import Plan, simulate_plan
-from .predict_boost import ANC_LLOQ, NEUTROPENIA_SD, predict_boost
+from .predict_boost import ANC_LLOQ, neutropenia_sd, predict_boost
 from .priors import RESIDUALS
 from .vpop import load_population, population_params, product_events
 
@@ -90,15 +94,35 @@ def cytopenic_cases(
             # selection the prediction knows nothing about.
             d = float(rng.integers(int(BOOST_DAYS[0]), int(BOOST_DAYS[1]) + 1))
             i = int(np.searchsorted(days, d))
-            if not (anc[i] < 0.5 or plt_[i] < 20.0):
+            # Selected on what the prediction sees (the measured counts), not on the true
+            # ones: a selection on the truth would be information the prediction lacks.
+            seen = observe(anc, plt_, i, rng)
+            if not (seen["anc"] < 0.5 or seen["platelets"] < 20.0):
                 continue
-            out.append(_case(model, pop, row, p, ev, days, anc, plt_, i, rng, horizon_days))
+            out.append(_case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days))
             if len(out) >= n:
                 return out
     return out
 
 
-def _case(model, pop, row, p, ev, days, anc, plt_, i, rng, horizon_days) -> VirtualCase:
+def observe(anc: np.ndarray, plt_: np.ndarray, i: int, rng: np.random.Generator) -> dict:
+    """The boost-day state as reported, with the observation model the likelihood of
+    :func:`predict_boost` assumes: log-normal ANC and platelets (typical residual SDs; an
+    ANC below :data:`ANC_LLOQ` reported as 0), the number of days before the boost with
+    ANC < 0.5 G/L with normal error of SD :func:`neutropenia_sd` (rounded, within
+    0 ... days so far)."""
+    sd_a, sd_p = RESIDUALS["anc"].typical_sd, RESIDUALS["platelets"].typical_sd
+    anc_obs = float(anc[i] * np.exp(sd_a * rng.standard_normal()))
+    anc_obs = 0.0 if anc_obs < ANC_LLOQ else round(anc_obs, 2)
+    plt_obs = max(1.0, round(float(plt_[i] * np.exp(sd_p * rng.standard_normal()))))
+    n_true = int((anc[:i] < 0.5).sum())
+    sd_n = float(neutropenia_sd(n_true))
+    # A count of days cannot be negative or exceed the days before the boost.
+    n_obs = int(np.clip(round(n_true + sd_n * rng.standard_normal()), 0, i))
+    return {"anc": anc_obs, "platelets": plt_obs, "n_true": n_true, "n_obs": n_obs}
+
+
+def _case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days) -> VirtualCase:
     day = float(days[i])
     dose = float(np.exp(rng.uniform(np.log(1e6), np.log(1e7))))
     source = "autologous" if rng.random() < 0.5 else "allogeneic"
@@ -122,14 +146,6 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, rng, horizon_days) -> Virt
             truth[key] = (None, True)
         else:
             truth[key] = (float(e.time[0]), False)
-    sd_a, sd_p = RESIDUALS["anc"].typical_sd, RESIDUALS["platelets"].typical_sd
-    anc_obs = float(anc[i] * np.exp(sd_a * rng.standard_normal()))
-    anc_obs = 0.0 if anc_obs < ANC_LLOQ else round(anc_obs, 2)
-    plt_obs = max(1.0, round(float(plt_[i] * np.exp(sd_p * rng.standard_normal()))))
-    n_true = int((anc[:i] < 0.5).sum())
-    sd_n = NEUTROPENIA_SD[0] + NEUTROPENIA_SD[1] * n_true
-    # A count of days cannot be negative or exceed the days before the boost.
-    n_obs = int(np.clip(round(n_true + sd_n * rng.standard_normal()), 0, i))
     return VirtualCase(
         vp=str(row.get("vp", "")),
         product=str(row["product"]),
@@ -139,12 +155,12 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, rng, horizon_days) -> Virt
         source=source,
         anc_true=float(anc[i]),
         plt_true=float(plt_[i]),
-        anc_obs=anc_obs,
-        plt_obs=plt_obs,
-        neutropenia_days_true=n_true,
-        neutropenia_days_obs=n_obs,
+        anc_obs=seen["anc"],
+        plt_obs=seen["platelets"],
+        neutropenia_days_true=seen["n_true"],
+        neutropenia_days_obs=seen["n_obs"],
         truth=truth,
-        cytopenic={"neutrophil": anc[i] < 0.5, "platelet": plt_[i] < 20.0},
+        cytopenic={"neutrophil": seen["anc"] < 0.5, "platelet": seen["platelets"] < 20.0},
     )
 
 
@@ -183,12 +199,16 @@ def covered(summary: dict, truth: tuple) -> bool | None:
 
 
 def pit(e: Engraftment, truth: tuple, rng: np.random.Generator) -> float | None:
-    """Randomised PIT of the true time under the per-draw predictive times."""
+    """Randomised PIT of the true time under the per-draw predictive times of the draws
+    not already engrafted (the truth is not: the same conditional the interval is)."""
     t, censored = truth
     if t == "already":
         return None
-    time = np.where(e.already, -np.inf, np.where(e.censored, np.inf, e.time))
+    keep = ~np.asarray(e.already, dtype=bool)
+    time = np.where(e.censored, np.inf, e.time)[keep]
     n = time.size
+    if n == 0:
+        return None
     if censored:
         lo = float(np.sum(time <= e.follow_up)) / n
         return float(rng.uniform(lo, 1.0))

@@ -18,22 +18,27 @@ calibrated in LBCL; another disease applies the multipliers of
 :func:`carthema.fitting.natural_history.disease_params` (the natural-history simulation's
 own), and the output says so.
 
-The prior density used by the Monte Carlo moves is a **Gaussian kernel density over the
-population rows in log-parameter space** (kernel covariance = Silverman factor^2 x the
-rows' covariance; duplicated rows of the resampled population count as weights). Why a
-KDE and not a multivariate normal: the calibrated population is a weighted resample
-selected to match the natural history, and restricting it to a CAR-HEMATOTOX group
-truncates the reserve and inflammation traits; a fitted normal would put prior mass on
-patients the calibration removed, a KDE keeps the population's shape while giving the
-random walk a smooth density. Initial particles are drawn from the same KDE, so the
-sampler targets exactly KDE prior x likelihood. The density is truncated to each
-parameter's plausible range.
+The prior density used by the Monte Carlo moves is a **shrunk Gaussian kernel density
+over the population rows in log-parameter space** (West 1993; Liu & West 2001): kernel
+covariance = h^2 x the rows' covariance (h: Silverman factor), kernel centres pulled
+toward the rows' mean by sqrt(1 - h^2), so that the density has exactly the rows' mean
+and covariance; duplicated rows of the resampled population count as weights. Why a KDE
+and not a multivariate normal: the calibrated population is a weighted resample selected
+to match the natural history, and restricting it to a CAR-HEMATOTOX group truncates the
+reserve and inflammation traits; a fitted normal would put prior mass on patients the
+calibration removed, a KDE keeps the population's shape while giving the random walk a
+smooth density. Why shrunk: a plain KDE's covariance is (1 + h^2) x the rows' (h is
+0.75-0.85 here: 1.6-1.7 x the variance), a prior much broader than the population the
+patient comes from, and predictions over-dispersed (the boost self-calibration covered
+0.96 / 1.00 of true times with its nominal 90 % intervals). Initial particles are drawn
+from the same density, so the sampler targets exactly prior x likelihood. The density
+is truncated to each parameter's plausible range.
 
 Graft and rejection parameters (:data:`carthema.fitting.graft.GRAFT_PARAMS`) do not enter
-the pre-boost likelihood: when they are not population columns they are drawn per
-particle after the conditioning from :func:`carthema.fitting.graft.draw_graft` (TRAITS
-spread, or ASSUMPTION: log-normal SD 0.3 around the default), so every prediction carries
-the graft's own uncertainty.
+the pre-boost likelihood and are not prior dimensions: they are drawn per particle after
+the conditioning from :func:`carthema.fitting.graft.draw_graft` (the population column,
+TRAITS spread, or ASSUMPTION: log-normal SD 0.3 around the default), so every prediction
+carries the graft's own uncertainty.
 
 Likelihood
 ----------
@@ -42,20 +47,24 @@ typical SD, floor) for ANC and platelets on the boost day and for earlier observ
 censored (M3) terms for an ANC below the laboratory's limit (``anc=0``: below
 ``anc_lloq``, default 0.05 G/L) and, for a platelet-transfusion-dependent patient, for
 the patient's *own* platelet count being below 20 G/L (the measured count is the
-transfused one and is not used); a normal term with SD 2 days + 10 % for the number of
-days with ANC < 0.5 G/L before the boost; with the five CAR-HEMATOTOX values, log-normal
-terms (SD :data:`LAB_SD`) for the baseline ANC and platelets (the model's set points
-``anc0``, ``plt0``) and for haemoglobin, CRP and ferritin (population columns correlated
-with the marrow parameters). A failed solve is a rejected particle (-inf), never an
+transfused one and is not used); a normal term with SD 2 days + 10 % of the particle's
+own count (:func:`neutropenia_sd`) for the number of days with ANC < 0.5 G/L before the
+boost; with the five CAR-HEMATOTOX values, log-normal terms (SD :data:`LAB_SD`) for the
+baseline ANC and platelets (the model's set points ``anc0``, ``plt0``) and for
+haemoglobin, CRP and ferritin (population columns correlated with the marrow
+parameters). A failed solve is a rejected particle (-inf), never an
 exception.
 
 Support. ``gcsf``: G-CSF is in the simulated course over the 14 days before the boost, so
-the ANC is conditioned on *with* that support; it stops at the boost (or ``gcsf_after``
-days later) and days on G-CSF never count toward engraftment. ``tpo``: a TPO-receptor
-agonist over the 14 days before the boost and continued through follow-up (assumption:
-it is not stopped at the boost). ``plt_transfused``: the patient's own count is
-conditioned below 20 G/L; the last transfusion (1 unit) is placed on the boost day, so
-the 7 days after it do not count toward platelet engraftment.
+the ANC is conditioned on *with* that support; the boost day is a G-CSF day too (the
+count measured on it is a supported count), and G-CSF stops after it (or ``gcsf_after``
+days later). Days on G-CSF never count toward engraftment, so a patient on G-CSF at the
+boost is never "already engrafted": engraftment is the first 3-day run above 0.5 G/L off
+G-CSF, after the first fall below it when the count falls once the support stops.
+``tpo``: a TPO-receptor agonist over the 14 days before the boost and continued through
+follow-up (assumption: it is not stopped at the boost). ``plt_transfused``: the
+patient's own count is conditioned below 20 G/L; the last transfusion (1 unit) is placed
+on the boost day, so the 7 days after it do not count toward platelet engraftment.
 
 Sampler
 -------
@@ -93,7 +102,7 @@ from ..models.scenarios import EVENT_COLUMNS
 from ..models.solve import Schedule, solve_batch
 from ..models.solver_contract import SolverOptions
 from .engraftment import ANC_ENGRAFT, PLT_ENGRAFT, lineage_engraftment, support_from_events
-from .graft import draw_graft, graft_sources
+from .graft import GRAFT_PARAMS, draw_graft, graft_sources
 from .plans import Plan, _plan_summary, simulate_plan
 from .priors import RESIDUALS
 from .vpop import PRODUCT_LD, load_population, product_events
@@ -112,21 +121,34 @@ ANC_LLOQ = 0.05
 #: Log-scale SD of a pre-lymphodepletion laboratory value against the model's set point
 #: (assumption: a single measurement, CV about 15 %).
 LAB_SD = 0.15
-#: SD of the reported number of neutropenic days: 2 days + 10 %.
+#: SD of the reported number of neutropenic days: 2 days + 10 % of the true number.
 NEUTROPENIA_SD = (2.0, 0.10)
+
+
+def neutropenia_sd(n_true):
+    """SD (days) of a reported count of neutropenic days whose true value is ``n_true``
+    (assumption: recall and record gaps, 2 days + 10 %)."""
+    return NEUTROPENIA_SD[0] + NEUTROPENIA_SD[1] * np.asarray(n_true, dtype=float)
+
+
 #: Products outside the calibrated population and the rows they borrow (same
 #: co-stimulatory domain and a similar lymphodepletion; assumption).
 PRODUCT_PROXY = {"brexu-cel": "axi-cel", "liso-cel": "tisa-cel"}
 #: Product course used when none is given: the commoner product of the LBCL calibration
 #: cohort (Rejeski et al. 2021: axi-cel 159, tisa-cel 76).
 DEFAULT_PRODUCT_COURSE = "axi-cel"
-#: SMC settings.
+#: SMC settings. At most 3 random-walk moves per tempering stage (was 5): the moves are
+#: most of the cost (2,400 solves each), and with 3 the particles stay diverse (measured:
+#: 5 moves left about 2,200 distinct of 2,400, 2 moves about 1,470, both giving the same
+#: intervals within a day); the 1,000-draw floor is checked on every prediction.
 ESS_FRACTION = 0.5
-MIN_MOVES, MAX_MOVES, MOVED = 2, 5, 0.75
+MIN_MOVES, MAX_MOVES, MOVED = 2, 3, 0.75
 #: Solver tolerances of the conditioning simulations: looser than the prediction's
-#: (1e-7), which changes a simulated count by about 1e-4 on the log scale, a thousandth of
-#: the residual SD, and saves a third of the time.
-RTOL, ATOL, MAX_STEPS = 1e-5, 1e-7, 200_000
+#: (1e-7). Measured on 2,400 prior particles (axi-cel, boost day 40): the boost-day ANC and
+#: platelets move by at most 1.2e-3 on the log scale (1 % of the residual SD 0.12; 99th
+#: percentile 4e-4) and the neutropenic-day count by at most 1 day; the simulations take
+#: a third of the time at 1e-7 (1e-5: 44 %; 1e-3 moved counts by up to 0.09, too much).
+RTOL, ATOL, MAX_STEPS = 1e-4, 1e-6, 200_000
 #: A conditioned count is "reproduced" by a particle when it lies within this many
 #: residual SDs; fewer than MIN_FIT of the conditioned particles reproducing it means the
 #: counts are impossible under the population.
@@ -143,7 +165,7 @@ class PopulationPrior:
     """Gaussian KDE over population rows in log space, truncated to plausible ranges."""
 
     names: list[str]  # particle dimensions (parameters, then laboratory columns)
-    rows: np.ndarray  # (m, d) distinct rows, log scale
+    rows: np.ndarray  # (m, d) kernel centres: distinct rows shrunk toward their mean, log
     logw: np.ndarray  # (m,) log weights of the distinct rows (duplicates)
     chol: np.ndarray  # kernel covariance Cholesky factor
     low: np.ndarray
@@ -160,8 +182,12 @@ class PopulationPrior:
         return solve_triangular(self.chol, X.T, lower=True).T
 
     def logpdf(self, X: np.ndarray) -> np.ndarray:
-        U, V = self._whiten(X), self._whiten(self.rows)
-        d2 = (U**2).sum(1)[:, None] + (V**2).sum(1)[None, :] - 2.0 * U @ V.T
+        """Log density up to a constant (the kernels' normalisation is common)."""
+        if not hasattr(self, "_V"):  # whitened centres, computed once
+            self._V = self._whiten(self.rows)
+            self._V2 = (self._V**2).sum(1)
+        U, V = self._whiten(X), self._V
+        d2 = (U**2).sum(1)[:, None] + self._V2[None, :] - 2.0 * U @ V.T
         lp = logsumexp(-0.5 * np.maximum(d2, 0.0) + self.logw[None, :], axis=1)
         inside = np.all((X >= self.low) & (X <= self.high), axis=1)
         return np.where(inside, lp, -np.inf)
@@ -213,8 +239,9 @@ def population_prior(
             )
     else:
         desc["product_rows"] = "all (no product given)"
-    # Every parameter column, graft parameters included when the population has them.
-    pcols = [c for c in rows.columns if c in model.param_names]
+    # Every parameter column but the graft's (redrawn per particle after the conditioning,
+    # see the module docstring).
+    pcols = [c for c in rows.columns if c in model.param_names and c not in GRAFT_PARAMS]
     if hematotox is not None and "hematotox" in rows:
         exact = rows[rows["hematotox"] == hematotox]
         n_exact = len(exact[pcols].drop_duplicates())
@@ -264,6 +291,10 @@ def population_prior(
     n_eff = 1.0 / np.sum(w**2)
     h = (4.0 / (d + 2.0)) ** (1.0 / (d + 4.0)) * n_eff ** (-1.0 / (d + 4.0))
     kern = h**2 * cov + 1e-8 * np.eye(d)
+    # Shrunk kernel centres: the mixture keeps the rows' mean and covariance
+    # (a^2 cov + h^2 cov = cov) instead of inflating it by 1 + h^2.
+    a = np.sqrt(max(1.0 - h**2, 0.0))
+    centres = mean + a * (uniq - mean)
     low, high = np.full(d, -np.inf), np.full(d, np.inf)
     for k, name in enumerate(names):
         if name in model.param_names:
@@ -277,12 +308,13 @@ def population_prior(
         dimensions=names,
         density=(
             "Gaussian kernel density over the rows in log space (Silverman bandwidth "
-            f"factor {h:.2f}), truncated to the plausible ranges"
+            f"factor {h:.2f}; centres shrunk by {a:.2f} toward the mean, so that it has the "
+            "rows' mean and covariance), truncated to the plausible ranges"
         ),
     )
     return PopulationPrior(
         names=names,
-        rows=uniq,
+        rows=centres,
         logw=np.log(w),
         chol=np.linalg.cholesky(kern),
         low=low,
@@ -357,37 +389,41 @@ class _Conditioner:
         status, obs = solve_batch(self.model, P, sched, options).astuple()
         return status, obs
 
-    def term_values(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(status, per-term standardised values) — z for "obs"/"days"/"lab", the
-        censoring z ((log limit - mu) / sd) for "below"."""
+    def term_values(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list]:
+        """(status, per-term standardised values, per-term SDs) — z for "obs"/"days"/"lab",
+        the censoring z ((log limit - mu) / sd) for "below". The SD of a "days" term is
+        the particle's own (:func:`neutropenia_sd` of its simulated count)."""
         need_sim = any(t.kind in ("obs", "below", "days") for t in self.terms)
         if need_sim:
             status, obs = self.simulate(X)
         else:
             status, obs = np.zeros(X.shape[0], dtype=int), None
-        out = []
+        out, sds = [], []
         for t in self.terms:
+            sd = t.sd
             if t.kind in ("obs", "below"):
                 mu = np.log(np.maximum(obs[:, t.day_index, t.obs], 0.0) + t.floor)
                 out.append((t.value - mu) / t.sd)
             elif t.kind == "days":
                 anc = obs[:, : t.day_index, self.anc_col]
                 n = (anc < ANC_ENGRAFT).sum(axis=1)
-                out.append((n - t.value) / t.sd)
+                sd = neutropenia_sd(n)
+                out.append((t.value - n) / sd)
             else:  # lab: a particle dimension
                 out.append((X[:, t.obs] - t.value) / t.sd)
-        return status, out
+            sds.append(sd)
+        return status, out, sds
 
     def loglik(self, X: np.ndarray) -> np.ndarray:
         if X.shape[0] == 0:
             return np.zeros(0)
-        status, zs = self.term_values(X)
+        status, zs, sds = self.term_values(X)
         ll = np.zeros(X.shape[0])
-        for t, z in zip(self.terms, zs, strict=True):
+        for t, z, sd in zip(self.terms, zs, sds, strict=True):
             if t.kind == "below":
                 ll += norm.logcdf(z)
             else:
-                ll += -0.5 * z**2 - np.log(t.sd)
+                ll += -0.5 * z**2 - np.log(sd)
         ok = (status == 0) & np.isfinite(ll)
         return np.where(ok, ll, -np.inf)
 
@@ -610,11 +646,11 @@ def predict_boost(
     allogeneic (a new donor); ``selected`` CD34-selected graft; ``cd3`` CD3+ cells/kg
     (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
     which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
-    ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF continued
-    ``gcsf_after`` days after the boost); ``plt_transfused`` (the platelet count is not
-    the patient's own); ``tpo`` (on a TPO-receptor agonist); ``neutropenia_days`` (days
-    with ANC < 0.5 before the boost); ``product``, ``disease``, ``hematotox`` (0-7) or
-    ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
+    ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF given through
+    the boost day and continued ``gcsf_after`` days after it); ``plt_transfused`` (the
+    platelet count is not the patient's own); ``tpo`` (on a TPO-receptor agonist);
+    ``neutropenia_days`` (days with ANC < 0.5 before the boost); ``product``, ``disease``,
+    ``hematotox`` (0-7) or ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
     lymphodepletion); ``donor_chimerism`` (baseline donor fraction 0-1 after an earlier
     allogeneic transplant; default 1.0 for a prior-donor graft); ``events``,
     ``observations`` (earlier values to condition on); ``n_draws`` particles;
@@ -715,7 +751,8 @@ def predict_boost(
     support_rows, after_rows = [], []
     if gcsf:
         support_rows.append(
-            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + gcsf_after)
+            # Through the boost day (its count is supported), then gcsf_after more days.
+            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + 1.0 + gcsf_after)
         )
     if tpo:
         support_rows.append(
@@ -788,9 +825,9 @@ def predict_boost(
         count_term(day, "platelets", None, PLT_ENGRAFT, True,
                    "own platelets below 20 G/L (transfusion dependent)")  # fmt: skip
     if neutropenia_days is not None:
-        sd = NEUTROPENIA_SD[0] + NEUTROPENIA_SD[1] * neutropenia_days
+        # The SD is the particle's own (neutropenia_sd of its simulated count).
         terms.append(_Term("days", f"{neutropenia_days:g} days with ANC < 0.5 G/L",
-                           days.size - 1, -1, float(neutropenia_days), sd))  # fmt: skip
+                           days.size - 1, -1, float(neutropenia_days)))  # fmt: skip
     if labs is not None:
         for name, key in (("anc0", "anc"), ("plt0", "platelets"), ("hemoglobin", "hemoglobin"),
                           ("crp", "crp"), ("ferritin", "ferritin")):  # fmt: skip
@@ -854,6 +891,7 @@ def predict_boost(
             "support": {
                 "gcsf": bool(gcsf),
                 "gcsf_days_before_boost": SUPPORT_DAYS if gcsf else 0.0,
+                "gcsf_on_boost_day": bool(gcsf),
                 "gcsf_days_after_boost": float(gcsf_after or 0.0) if gcsf else 0.0,
                 "plt_transfused": bool(plt_transfused),
                 "tpo": bool(tpo),
@@ -925,7 +963,7 @@ def _platelets_used(platelets, transfused: bool) -> str | None:
 def _check_fit(cond: _Conditioner, X: np.ndarray, terms: list[_Term]) -> None:
     """Refuse when the conditioned particles still cannot reproduce a conditioned value:
     the counts are impossible under the population."""
-    status, zs = cond.term_values(X)
+    status, zs, _ = cond.term_values(X)
     ok = status == 0
     for t, z in zip(terms, zs, strict=True):
         z = z[ok]

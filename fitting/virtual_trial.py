@@ -1,7 +1,13 @@
 """Virtual trials: many virtual patients, boost policies, cumulative incidence of recovery.
 
-Patients are drawn from a population distribution of the log-parameters (the population
-priors by default, or a population fit's means and between-patient spreads). A policy
+Patients are, by default, rows of the calibrated virtual population
+(:func:`carthema.fitting.vpop.load_population`, resampled; optionally one product's
+rows), each simulated after its own product's lymphodepletion and dose
+(:func:`carthema.fitting.vpop.product_events`) with graft parameters of its own
+(:func:`carthema.fitting.graft.draw_graft`). Other sources, as options: another
+population CSV of the same form, the fitting priors (``"prior"``: a log-normal
+distribution of the default free parameters around the defaults, simulated after a
+typical course) or a population fit's means and between-patient spreads (a JSON). A policy
 decides, from the patient's simulated counts on a trigger day, whether and when to give
 a stem-cell boost; every patient is then simulated under what the policy gave them, and
 the time from CAR-T to neutrophil and platelet engraftment (the one definition of
@@ -134,10 +140,85 @@ def population_draws(
     return P
 
 
+#: The default patient source of :func:`run_trial`: the calibrated virtual population.
+CALIBRATED = "calibrated"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Virtual patients of a trial: parameters (natural scale, (n, n_params)), the events
+    of each patient's course (one table per group) and each patient's group."""
+
+    P: np.ndarray
+    courses: dict[str, pd.DataFrame]
+    group: np.ndarray  # (n,) key of ``courses``
+    source: str
+
+
+def calibrated_cohort(
+    model: Model,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    population: str | Path | pd.DataFrame | None = None,
+    product: str | None = None,
+) -> Cohort:
+    """``n`` virtual patients resampled from the calibrated population (or the population
+    CSV ``population``), of ``product`` only when given, each after its own product's
+    course, with graft parameters of its own."""
+    from .vpop import load_population, population_params, product_events
+
+    pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
+    if product is not None:
+        if product not in set(pop["product"]):
+            raise InputError(
+                f"the population has no rows for product '{product}'",
+                column="product",
+                fix=f"choose one of {', '.join(sorted(set(pop['product'])))}",
+            )
+        pop = pop[pop["product"] == product]
+    rows = pop.iloc[rng.integers(0, len(pop), n)]
+    P = draw_graft(model, population_params(model, rows), rng, population=pop)
+    group = rows["product"].to_numpy(str)
+    courses = {g: product_events(g, patient="virtual") for g in sorted(set(group))}
+    label = "calibrated population" if population is None else f"population {population}"
+    if isinstance(population, pd.DataFrame):
+        label = "population frame"
+    return Cohort(P, courses, group, label + (f", {product} rows" if product else ""))
+
+
 def _solve(model, P, events, days):
     ev = build_events(model, events, model.default_params())
     sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=days[0]), PREDICT)
     return sol.status, sol.obs
+
+
+def trial_cohort(
+    model: Model,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    events: pd.DataFrame | None = None,
+    mu: dict[str, float] | None = None,
+    omega: dict[str, float] | None = None,
+    population: str | Path | pd.DataFrame | None = CALIBRATED,
+    product: str | None = None,
+) -> Cohort:
+    """The trial's virtual patients from the chosen source: the calibrated population
+    (``population`` = :data:`CALIBRATED`, the default), a population CSV path or frame,
+    or ``population=None`` / ``"prior"`` / ``mu``/``omega`` given: log-normal draws of
+    :func:`population_draws` after ``events`` (default a typical course). ``events``
+    given with a population replaces every product's course."""
+    if mu is not None or omega is not None or population is None or population == "prior":
+        P = population_draws(model, n, rng, mu, omega)
+        course = events if events is not None else typical_course(patient="virtual")
+        what = "population fit (mu, omega)" if mu is not None else "fitting priors"
+        return Cohort(P, {"course": course}, np.full(n, "course"), what)
+    pop = None if isinstance(population, str) and population == CALIBRATED else population
+    cohort = calibrated_cohort(model, n, rng, population=pop, product=product)
+    if events is not None:
+        cohort = Cohort(cohort.P, {"course": events}, np.full(n, "course"), cohort.source)
+    return cohort
 
 
 def run_trial(
@@ -149,66 +230,96 @@ def run_trial(
     events: pd.DataFrame | None = None,
     mu: dict[str, float] | None = None,
     omega: dict[str, float] | None = None,
+    population: str | Path | pd.DataFrame | None = CALIBRATED,
+    product: str | None = None,
 ) -> pd.DataFrame:
     """One row per (policy, patient): boosted or not, engraftment days since CAR-T and
-    whether each is censored."""
+    whether each is censored, and the patient's course (``course``: product, or
+    "course" for a single given or typical course). Patients come from
+    :func:`trial_cohort` (default: the calibrated population)."""
     model = get_model("full")
-    P = population_draws(model, n, np.random.default_rng(seed), mu, omega)
-    base = events if events is not None else typical_course(patient="virtual")
+    cohort = trial_cohort(
+        model,
+        n,
+        np.random.default_rng(seed),
+        events=events,
+        mu=mu,
+        omega=omega,
+        population=population,
+        product=product,
+    )
     days = np.arange(-5.0, horizon + 0.5, 1.0)
-    st0, O0 = _solve(model, P, base, days)
-    anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
-    # Support given to everyone (a boost adds none): G-CSF days and transfusion windows.
-    gcsf, transfusions = support_from_events(base)
+    first = min(
+        (build_events(model, ev, model.default_params()).first_time or 0.0)
+        for ev in cohort.courses.values()
+    )
+    if first < days[0]:
+        days = np.arange(np.floor(first), horizon + 0.5, 1.0)
     frames = []
     for pol in policies:
-        anc, plt_, status = O0[:, :, anc_j].copy(), O0[:, :, plt_j].copy(), st0.copy()
-        boosted = np.zeros(n, dtype=bool)
-        if pol.dose is not None:
-            at = days == pol.trigger_day
-            trig = np.zeros(n, dtype=bool)
-            if pol.anc_below is not None:
-                trig |= O0[:, at, anc_j][:, 0] < pol.anc_below
-            if pol.plt_below is not None:
-                trig |= O0[:, at, plt_j][:, 0] < pol.plt_below
-            boosted = trig & (st0 == 0)
-            if boosted.any():
-                ev = with_boost(
-                    base, pol.boost_day, pol.dose, source=pol.source, cd34_selected=pol.selected
-                )
-                st1, O1 = _solve(model, P[boosted], ev, days)
-                anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
-                status[boosted] = st1
-        # Engraftment from CAR-T day 0 with the one definition (engraftment.py): the
-        # first qualifying run after the count has fallen below the threshold; patients
-        # who never fall are "already engrafted", never day 0.
-        res = lineage_engraftment(
-            days,
-            reference=0.0,
-            anc=anc,
-            platelets=plt_,
-            gcsf=gcsf,
-            transfusions=transfusions,
-            stable=FROM_CART,
-        )
-        ne, pe = res["neutrophil"], res["platelet"]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "policy": pol.name,
-                    "patient": np.arange(n),
-                    "boosted": boosted,
-                    "status": status,
-                    "neutrophil_day": ne.day,
-                    "neutrophil_censored": ne.censored,
-                    "neutrophil_already": ne.already,
-                    "platelet_day": pe.day,
-                    "platelet_censored": pe.censored,
-                    "platelet_already": pe.already,
-                }
+        parts = []
+        for key, base in cohort.courses.items():
+            idx = np.flatnonzero(cohort.group == key)
+            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days))
+        df = pd.concat(parts).sort_values("patient", kind="stable").reset_index(drop=True)
+        df.insert(0, "policy", pol.name)
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["source"] = cohort.source
+    return out
+
+
+def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
+    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``)."""
+    anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
+    st0, O0 = _solve(model, P, base, days)
+    n = P.shape[0]
+    # Support given to everyone (a boost adds none): G-CSF days and transfusion windows.
+    gcsf, transfusions = support_from_events(base)
+    anc, plt_, status = O0[:, :, anc_j].copy(), O0[:, :, plt_j].copy(), st0.copy()
+    boosted = np.zeros(n, dtype=bool)
+    if pol.dose is not None:
+        at = days == pol.trigger_day
+        trig = np.zeros(n, dtype=bool)
+        if pol.anc_below is not None:
+            trig |= O0[:, at, anc_j][:, 0] < pol.anc_below
+        if pol.plt_below is not None:
+            trig |= O0[:, at, plt_j][:, 0] < pol.plt_below
+        boosted = trig & (st0 == 0)
+        if boosted.any():
+            ev = with_boost(
+                base, pol.boost_day, pol.dose, source=pol.source, cd34_selected=pol.selected
             )
-        )
-    return pd.concat(frames, ignore_index=True)
+            st1, O1 = _solve(model, P[boosted], ev, days)
+            anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
+            status[boosted] = st1
+    # Engraftment from CAR-T day 0 with the one definition (engraftment.py): the first
+    # qualifying run after the count has fallen below the threshold; patients who never
+    # fall are "already engrafted", never day 0.
+    res = lineage_engraftment(
+        days,
+        reference=0.0,
+        anc=anc,
+        platelets=plt_,
+        gcsf=gcsf,
+        transfusions=transfusions,
+        stable=FROM_CART,
+    )
+    ne, pe = res["neutrophil"], res["platelet"]
+    return pd.DataFrame(
+        {
+            "patient": idx,
+            "course": key,
+            "boosted": boosted,
+            "status": status,
+            "neutrophil_day": ne.day,
+            "neutrophil_censored": ne.censored,
+            "neutrophil_already": ne.already,
+            "platelet_day": pe.day,
+            "platelet_censored": pe.censored,
+            "platelet_already": pe.already,
+        }
+    )
 
 
 def _not_already(g: pd.DataFrame, outcome: str) -> pd.DataFrame:
@@ -254,6 +365,27 @@ def plot_incidence(curves: dict[str, pd.DataFrame], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def trial_source(pop: str | None) -> dict:
+    """``run_trial`` keyword arguments for a command-line population argument: None or
+    ``"calibrated"`` (the calibrated virtual population, the default), a population CSV
+    (the form of :func:`carthema.fitting.vpop.load_population`), ``"prior"`` (the
+    fitting priors) or a population-fit JSON (:func:`read_population`)."""
+    if pop is None or pop == CALIBRATED:
+        return {"population": CALIBRATED}
+    if pop == "prior":
+        return {"population": "prior"}
+    if pop.lower().endswith(".csv"):
+        if not Path(pop).exists():
+            raise InputError(
+                "population file not found",
+                file=pop,
+                fix='give "calibrated", "prior", a population CSV or a population JSON',
+            )
+        return {"population": pop}
+    mu, omega = read_population(pop)
+    return {"mu": mu, "omega": omega}
 
 
 def read_population(pop: str) -> tuple[dict[str, float] | None, dict[str, float] | None]:
