@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 from carthema.cli import main
 from carthema.data.errors import InputError
@@ -204,7 +205,11 @@ def test_true_engraftment_lies_in_the_interval_for_most_virtual_patients():
                 if c is not None:
                     hits.append(c)
     assert len(hits) >= 10
-    assert np.mean(hits) >= 0.7, hits
+    # Coverage consistent with the nominal 0.90: a count of hits this low or lower must
+    # not be rarer than 1 in 1,000 under Binomial(n, 0.9). A sampler whose intervals cover
+    # half the truths (expected 8 of 16) fails; chance alone fails one run in 1,000.
+    # The precise coverage is measured on 200 patients in benchmarks/boost_calibration.py.
+    assert binom.cdf(sum(hits), len(hits), 0.9) > 1e-3, hits
 
 
 def test_prior_density_has_the_populations_mean_and_covariance():
