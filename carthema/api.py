@@ -8,11 +8,17 @@ from carthema.models.hematotox import hematotox
 from carthema.models.model import COMPONENT_SETS, Model, get_model
 from carthema.models.scenarios import typical_course, with_boost
 from carthema.models.simulate import Trajectory, simulate
+from carthema.models.solve import Schedule, solve, solve_batch
+from carthema.models.solver_contract import PRESETS, SolverOptions, Status
 
 __all__ = [
     "COMPONENT_SETS",
     "InputError",
     "Model",
+    "PRESETS",
+    "Schedule",
+    "SolverOptions",
+    "Status",
     "Trajectory",
     "get_model",
     "hematotox",
@@ -21,6 +27,8 @@ __all__ = [
     "read_nonmem",
     "read_observations",
     "simulate",
+    "solve",
+    "solve_batch",
     "typical_course",
     "with_boost",
 ]

@@ -2,7 +2,7 @@
 
 Every caller describes a solve with three objects and gets one result type back::
 
-    sol = solve(model, params, Schedule.from_events(ev, t_out), PREDICT, backend="numba")
+    sol = solve(model, params, Schedule.from_events(model, ev, t_out), PREDICT, backend="numba")
     batch = solve_batch(model, P, schedule, PREDICT)      # one row of P per patient
 
 - ``model``: a :class:`~.model.Model` (its numba module is compiled once and cached on
