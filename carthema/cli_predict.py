@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from carthema._console import stdout_console
+from carthema.data.atomic import swap_folder, write_atomic
 
 console = stdout_console()
 
@@ -135,8 +136,7 @@ def register(app: typer.Typer) -> None:
             )
         _print_prediction(res)
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(res, indent=2))
+            write_atomic(json_out, json.dumps(res, indent=2), mkdir=True)
             console.print(f"prediction: {json_out}")
 
 
@@ -286,14 +286,15 @@ def register_trial(app: typer.Typer) -> None:
         with console.status(f"simulating {n} virtual patients x {len(pols)} policies..."):
             trial = vt.run_trial(pols, n, seed=seed, horizon=days, **source)
         wall = time.perf_counter() - t0
-        out.mkdir(parents=True, exist_ok=True)
         curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
         summary = vt.trial_summary(trial)
-        trial.to_parquet(out / "patients.parquet", index=False)
-        summary.to_csv(out / "summary.csv", index=False)
-        for o, c in curves.items():
-            c.to_csv(out / f"incidence_{o}.csv", index=False)
-        vt.plot_incidence(curves, out / "incidence.png")
+        # The folder replaces ``out`` only once every file is written (whole or absent).
+        with swap_folder(out) as tmp:
+            trial.to_parquet(tmp / "patients.parquet", index=False)
+            summary.to_csv(tmp / "summary.csv", index=False)
+            for o, c in curves.items():
+                c.to_csv(tmp / f"incidence_{o}.csv", index=False)
+            vt.plot_incidence(curves, tmp / "incidence.png")
         console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         console.print(
             f"{n} patients ({trial.attrs.get('source')}) x {len(pols)} policies in {wall:.1f} s;"
