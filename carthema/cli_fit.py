@@ -102,9 +102,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
+        from carthema.data.patients import select_patient
         from carthema.fitting import fit as run_fit
         from carthema.fitting.fitdir import check_fit_out
-        from carthema.fitting.patients import select_patient
 
         check_fit_out(out, overwrite=overwrite)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         else:
             ev = read_events(events)
         if ev is not None:
-            from carthema.fitting.patients import select_patient
+            from carthema.data.patients import select_patient
 
             # Checked here for a clear message; run() selects the patient itself.
             select_patient(ev, patient, where="the events", file=str(events))

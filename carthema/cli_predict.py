@@ -158,7 +158,7 @@ def _parse_labs(text: str) -> list[float]:
 
 
 def _one_patient(df, path, patient):
-    from carthema.fitting.patients import select_patient
+    from carthema.data.patients import select_patient
 
     pid = select_patient(df, patient, where="the table", file=str(path))
     return df[df["patient"].astype(str) == pid]

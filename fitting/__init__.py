@@ -10,7 +10,7 @@
   JAX implementations, forward-sensitivity gradient); a single patient is a batch of one.
 - :mod:`carthema.fitting.compiled`: one compiled log-density per model structure, reused
   for every patient (their data enter as ``pm.Data``).
-- :class:`~carthema.fitting.settings.RunSettings`, :mod:`carthema.fitting.patients`: the
+- :class:`~carthema.fitting.settings.RunSettings`, :mod:`carthema.data.patients`: the
   run settings and the patient selection shared by single-patient, population and
   cohort fits.
 """

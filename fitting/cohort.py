@@ -596,7 +596,7 @@ def fit_cohort(
             "--workers applies to the local cluster only",
             fix="leave out --workers with --scheduler (start workers with `dask worker`)",
         )
-    from .patients import select_patients
+    from ..data.patients import select_patients
 
     ids = select_patients(observations, patients, order="table", duplicates="drop")
 

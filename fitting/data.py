@@ -177,7 +177,7 @@ def prepare_patient(
     """
     if observations is None or len(observations) == 0:
         raise InputError("the observations table is empty", fix="give at least one observation")
-    from .patients import select_patient
+    from ..data.patients import select_patient
 
     patient = select_patient(observations, patient)
     obs = observations[observations["patient"].astype(str) == patient].copy()

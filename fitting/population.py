@@ -27,13 +27,13 @@ import pandas as pd
 import xarray as xr
 
 from ..data.errors import InputError
+from ..data.patients import select_patients
 from ..models.model import get_model
 from ..models.simulate import resolve_params
 from .covariates import Covariates, design_matrix, parse_effects
 from .data import HISTORY_DAYS, PatientData, prepare_patient
 from .diagnostics import diagnose, misfit_warnings
 from .hierarchical import MIN_PATIENTS, PopulationModel, build_population_model
-from .patients import select_patients
 from .population_result import PopulationResult
 from .samplers import run_sampler
 from .settings import RunSettings

@@ -1,4 +1,4 @@
-"""One patient selection (fitting/patients.py), one RunSettings (fitting/settings.py) and
+"""One patient selection (data/patients.py), one RunSettings (fitting/settings.py) and
 one result-folder writer (fitting/fitdir.write_result_folder)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from carthema.data.errors import InputError
+from carthema.data.patients import select_patient, select_patients
 from carthema.fitting.fitdir import write_result_folder
-from carthema.fitting.patients import select_patient, select_patients
 from carthema.fitting.settings import RunSettings
 
 TABLE = pd.DataFrame({"patient": ["P3", "P1", "P3", "P2"], "value": [1, 2, 3, 4]})

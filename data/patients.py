@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from ..data.errors import InputError
+from .errors import InputError
 
 
 def _ids(table: pd.DataFrame | Iterable[str], order: str) -> list[str]:
