@@ -403,6 +403,13 @@ def fit_warnings(table: pd.DataFrame, model) -> list[str]:
     return misfit_warnings(table) + uninformed_warnings(table, window_parameters(model))
 
 
+def timing_line(timings: dict[str, float]) -> str:
+    """``time: build 0.1 s, sample 12.3 s`` from the ``*_s`` entries of a result's timings
+    (seconds)."""
+    parts = (f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items() if k.endswith("_s"))
+    return "time: " + ", ".join(parts)
+
+
 def trust_lines(diag: Diagnostics | dict) -> list[str]:
     """The lines that say whether to trust a fit, first thing in every report: a verdict,
     the convergence numbers, then every warning (convergence, misfit, uninformed window

@@ -711,13 +711,15 @@ def window_job(
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
 ) -> dict:
-    """Scan boost days and write window.csv, window.json and window.png to ``out_dir``.
+    """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
+    :func:`carthema.fitting.window.window_from_fit`, writes window.json once it has added
+    the patient's fields).
 
     ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and
     platelet panels beside the predicted courses.
-    Returns the JSON summary (window, transplant signals, plain-language lines, paths).
+    Returns the summary for window.json (window, transplant signals, plain-language lines,
+    paths).
     """
-    import json
     from pathlib import Path
 
     out_dir = Path(out_dir)
@@ -779,5 +781,4 @@ def window_job(
         "n_draws": int(draws.shape[0]),
         "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
     }
-    (out_dir / "window.json").write_text(json.dumps(result, indent=2, default=float))
     return result

@@ -10,7 +10,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from .diagnostics import Diagnostics, _mcmc_stats, _moments, trust_lines
+from .diagnostics import Diagnostics, _mcmc_stats, _moments, timing_line, trust_lines
 from .hierarchical import PopulationModel
 from .laplace import MapResult
 from .priors import RESIDUALS
@@ -210,13 +210,7 @@ class PopulationResult:
         ]
         lines = [*trust_lines(self.diagnostics), *lines]
         lines += [f"note: {n}" for n in self.notes]
-        t = self.timings
-        lines.append(
-            "time: "
-            + ", ".join(
-                f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if k.endswith("_s")
-            )
-        )
+        lines.append(timing_line(self.timings))
         sh = self.shrinkage()
         if len(sh) and sh["shrinkage"].notna().any():
             lines.append(

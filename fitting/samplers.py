@@ -53,6 +53,7 @@ from .diagnostics import (
     pit_summary,
     predictive_checks,
     summary_table,
+    timing_line,
     trust_lines,
 )
 from .fitdir import write_result_folder
@@ -148,13 +149,7 @@ class FitResult:
                 lines.append(f"unused: {k} observation(s): {reason}")
         lines += [f"note: {n}" for n in data.notes]
         lines += [f"note: {n}" for n in self.notes]
-        t = self.timings
-        lines.append(
-            "time: "
-            + ", ".join(
-                f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if k.endswith("_s")
-            )
-        )
+        lines.append(timing_line(self.timings))
         lines.append(
             "how much the data inform each parameter (data information = 1 - posterior SD "
             "/ prior SD; not the population shrinkage):"
