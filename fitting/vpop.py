@@ -72,7 +72,14 @@ TRAITS: dict[str, Trait] = {
     "infl_supp": Trait(None, 1.0, 0.0, 0.3),
     "neu_gamma": Trait(None, 0.25),
     "plt_gamma": Trait(None, 0.25),
-    "mpp_rate": Trait(None, 0.3),
+    "mpp_rate": Trait(
+        None,
+        0.6,
+        0.0,
+        0.0,
+        "assumption: wide around the default; CD34+ turnover after flu/cy sets how fast the "
+        "first neutropenia ends and whether a second dip follows",
+    ),
     "graft_prog": Trait(
         None,
         0.5,

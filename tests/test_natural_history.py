@@ -39,8 +39,9 @@ def test_population_matches_at_least_90_percent_of_the_published_rows():
         tol = 3.0 if r.statistic in MEDIANS else 0.10
         hits += abs(cache[(product, ht)][r.statistic] - r.value) <= tol
     assert hits >= 0.9 * len(targets), f"{hits}/{len(targets)}"
-    # The biphasic course occurs (recovery, then a second dip before day 60).
-    assert cache[(None, None)]["p_biphasic"] > 0.02
+    # The biphasic course occurs (recovery, then a second dip before day 60): clearly, not
+    # in a few per cent (17 % in the shipped population; 2,000 patients, SE about 0.01).
+    assert cache[(None, None)]["p_biphasic"] > 0.10
     assert "natural_history.csv" in meta["targets_file"]
 
 

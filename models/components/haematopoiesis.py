@@ -36,11 +36,14 @@ inflammatory signal ``infl_I`` (CRS), which slows every division for days. A del
 slowly resolving injury ``infl_Z`` follows it (a low-pass copy of the saturated
 inflammation): it slows the resident CD34+ progenitors by ``1 + late_supp * Z`` and
 removes resident stem cells at ``late_kill_hsc * Z``. Its strength is the patient's
-susceptibility; it gives the biphasic recovery and, with a low reserve, the persistent
-aplasia of a minority. It acts on the resident marrow only: prolonged cytopenia after
-CAR-T is attributed to damaged resident haematopoietic stem and progenitor cells
-(Rejeski et al. 2021; ICAHT consensus, Rejeski et al. 2023, Blood 142:865), and cells
-infused afterwards carry healthy fitness of their own (assumption, stated).
+susceptibility. The CD34+ progenitors that survive lymphodepletion give a first
+recovery within about a week; the slowed divisions during CRS and then the delayed
+injury give the second dip of the biphasic course (17 % of the calibrated population),
+and, with a low reserve, the persistent aplasia of a minority. It acts on the resident
+marrow only: prolonged cytopenia after CAR-T is attributed to damaged resident
+haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus, Rejeski
+et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness of their
+own (assumption, stated).
 
 **Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
@@ -275,11 +278,18 @@ PARAMS = (
     ),
     _p(
         "mpp_rate",
-        0.5,
+        1.0,
         "1/d",
         0.1,
         2.0,
-        "assumption: CD34+ progenitors divide about every 1-2 days under stress",
+        "calibrated to "
+        + NH_CSV
+        + " (all rows) together with graft_prog to "
+        + GRAFT_CSV
+        + " rows 2-5. With a plausible-population median of 0.5/d the weighting (seed 1, 4000 "
+        "per product) kept an effective 125 axi-cel patients at loss 9.25 and a biphasic "
+        "share of 4 %; at 1.0/d, 448 at loss 5.16 and 17 % (lbcl_population.json); "
+        "assumption: stressed CD34+ progenitors divide about daily",
         "CD34+ progenitor division (and exit) rate",
     ),
     _p(
@@ -473,13 +483,16 @@ PARAMS = (
     ),
     _p(
         "graft_prog",
-        3.5e-9,
+        2.5e-10,
         "fraction of the normal pool per CD34+ cell/kg",
-        1e-10,
+        1e-11,
         1e-7,
-        "calibrated to " + GRAFT_CSV + " (ANC > 0.5 G/L in 10-14 d, platelets > 20 G/L in "
-        "13-18 d after 5-12e6 CD34+/kg); about 1.4e8 CD34+ cells/kg in a healthy marrow "
-        "gives 7e-9",
+        "calibrated to " + GRAFT_CSV + " rows 2-5 at mpp_rate 1.0/d: ANC > 0.5 G/L on day "
+        "9 and platelets > 20 G/L on day 12 after 11.5e6 CD34+/kg (Ergene 2007: 10 and 13), "
+        "ANC > 1.0 G/L on day 10 after 20e6/kg and day 12 after 6e6/kg (Ketterer 1998: 11 "
+        "and 12); flat for 1.75-3.5e-10 at day resolution, the middle taken. About 1.4e8 "
+        "CD34+ cells/kg in a healthy marrow would give 7e-9: about 4 % of infused CD34+ "
+        "cells act as amplifying progenitors (homing and commitment; no direct measurement)",
         "CD34+ progenitors seeded per infused CD34+ cell/kg",
     ),
     _p(
