@@ -30,6 +30,7 @@ model).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,9 +103,11 @@ def _version() -> str:
 
 def equations_source(model: Model) -> str:
     """Text the model's equations are written in: the modules of :class:`Model` and of
-    the parameter records, then each component module in the model's order."""
+    the parameter records, then the whole file of each component (a module, or the
+    module that defines a component class: its helpers count too), in the model's order.
+    """
     files = [Path(_model_module.__file__), Path(_parameters_module.__file__)]
-    files += [Path(c.__file__) for c in model.components]
+    files += [Path(inspect.getfile(c)) for c in model.components]
     return "".join(_labelled(str(f.name), f.read_text(encoding="utf-8")) for f in files)
 
 
