@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,44 @@ def test_sens_callback_lives_in_the_same_cache():
     assert re.fullmatch(r"sens_cart_[0-9a-f]{16}\.py", path.name)
     numba_mod = compiled.numba_model(get_model("cart"))
     assert f'sys.modules["{numba_mod.__name__}"]' in path.read_text()
+
+
+def test_two_threads_writing_one_file_both_succeed(tmp_path, monkeypatch):
+    # Both threads are made to be midway through writing at the same moment (a barrier
+    # inside write): with one shared temporary name the first rename would take the
+    # other's file away and the second would fail.
+    path = tmp_path / "codegen" / "m_0123456789abcdef.py.txt"
+    barrier = threading.Barrier(2, timeout=10)
+    real_open = open
+
+    class _Meets:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            barrier.wait()
+            return self.fh.write(data)
+
+    monkeypatch.setattr(atomic, "open", lambda f, mode: _Meets(real_open(f, mode)), raising=False)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            gencache.write_generated(path, "text = 1\n")
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert path.read_text() == "text = 1\n"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
