@@ -38,12 +38,14 @@ from pathlib import Path
 import platformdirs
 
 from ..data.atomic import write_atomic
+from . import components as _components_package
 from . import model as _model_module
 from . import parameters as _parameters_module
 from .model import Model
 
 __all__ = [
     "CACHE_ENV",
+    "COMPONENTS_DIR",
     "KINDS",
     "SOURCES",
     "cache_dir",
@@ -66,6 +68,9 @@ SOURCES: dict[str, Path] = {
     "kernels": _MODELS / "solver_kernels.py",
     "native": _MODELS.parent / "fitting" / "_native.py",
 }
+
+#: Folder of the component modules, all of which count as the equations' source.
+COMPONENTS_DIR = Path(inspect.getfile(_components_package)).parent
 
 #: The generator sources each kind of generated file depends on. The numba module does
 #: not depend on the C-callback template: editing that must not recompile the solver.
@@ -103,12 +108,22 @@ def _version() -> str:
 
 def equations_source(model: Model) -> str:
     """Text the model's equations are written in: the modules of :class:`Model` and of
-    the parameter records, then the whole file of each component (a module, or the
-    module that defines a component class: its helpers count too), in the model's order.
-    """
+    the parameter records, every module of the components package (components import
+    each other's helpers: the ``haematopoiesis`` equations call ``cart.antigen_drive``),
+    the whole file of any component defined elsewhere (a test's toy class), and the
+    model's list of components."""
+    names = []
     files = [Path(_model_module.__file__), Path(_parameters_module.__file__)]
-    files += [Path(inspect.getfile(c)) for c in model.components]
-    return "".join(_labelled(str(f.name), f.read_text(encoding="utf-8")) for f in files)
+    files += sorted(COMPONENTS_DIR.glob("*.py"))
+    for comp in model.components:
+        module = comp.__name__ if inspect.ismodule(comp) else comp.__module__
+        names.append(comp.__name__ if inspect.ismodule(comp) else f"{module}.{comp.__qualname__}")
+        if not module.startswith(_components_package.__name__ + "."):
+            files.append(Path(inspect.getfile(comp)))
+    # The composition too: the same files make different models from different lists.
+    parts = [_labelled("components", " ".join(names))]
+    parts += [_labelled(f.name, f.read_text(encoding="utf-8")) for f in files]
+    return "".join(parts)
 
 
 def _labelled(label: str, text: str) -> str:

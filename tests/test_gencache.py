@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from carthema.data import atomic
 from carthema.models import codegen, compiled, gencache, numba_backend, solver_kernels
 from carthema.models import model as model_module
 from carthema.models import parameters as parameters_module
-from carthema.models.components import cart
+from carthema.models.components import cart, targets
 from carthema.models.model import Model, get_model
 
 # What each kind of generated file must be keyed on (besides carthema's version and the
@@ -106,15 +107,28 @@ def test_key_changes_with_the_callers_input():
         assert gencache.cache_key(kind, ["a"]) == gencache.cache_key(kind, ["a"])
 
 
-@pytest.mark.parametrize(
-    "module", [cart, model_module, parameters_module], ids=["component", "model", "parameters"]
-)
-def test_codegen_key_changes_with_the_equations_source(module, tmp_path, monkeypatch):
+@pytest.mark.parametrize("module", [model_module, parameters_module], ids=["model", "parameters"])
+def test_codegen_key_changes_with_the_model_modules(module, tmp_path, monkeypatch):
     full = get_model("full")
     key = gencache.cache_key("codegen", [gencache.equations_source(full)])
     edited = _edited_copy(Path(module.__file__), tmp_path)
     monkeypatch.setattr(module, "__file__", str(edited))
     assert gencache.cache_key("codegen", [gencache.equations_source(full)]) != key
+
+
+@pytest.mark.parametrize("name", ["cart", "haematopoiesis", "full"])
+def test_codegen_key_changes_with_any_component_module(name, tmp_path, monkeypatch):
+    # The haematopoiesis equations call cart.antigen_drive: an edit of cart.py must
+    # change the key of the haematopoiesis-only model too.
+    model = get_model(name)
+    key = gencache.cache_key("codegen", [gencache.equations_source(model)])
+    package = Path(inspect.getfile(cart)).parent
+    copy = tmp_path / "components"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(gencache, "COMPONENTS_DIR", copy)
+    assert gencache.cache_key("codegen", [gencache.equations_source(model)]) == key
+    (copy / "cart.py").write_text((package / "cart.py").read_text() + "\n# one edit\n")
+    assert gencache.cache_key("codegen", [gencache.equations_source(model)]) != key
 
 
 def test_equations_source_covers_a_component_class_whole_file():
@@ -125,6 +139,11 @@ def test_equations_source_covers_a_component_class_whole_file():
     assert gencache.equations_source(get_model("cart")) != gencache.equations_source(
         get_model("full")
     )
+    # Same name, same files, another list of components: another key.
+    one = Model("same_name", (cart,))
+    two = Model("same_name", (cart, targets))
+    keys = {gencache.cache_key("codegen", [gencache.equations_source(m)]) for m in (one, two)}
+    assert len(keys) == 2
 
 
 def test_edited_template_gives_a_new_numba_file(tmp_path, monkeypatch):
