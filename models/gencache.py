@@ -5,13 +5,13 @@ carthema generates three kinds of Python text per model and keeps them on disk, 
 sympy runs once per change of the equations and numba can cache its machine code next to
 a stable file:
 
-==========  ===============================================  ==========================
-kind        file under :func:`cache_dir`                     written by
-==========  ===============================================  ==========================
-codegen     ``codegen/<model>_<key>.py.txt``                 :mod:`.compiled` (sympy)
-numba       ``numba/<model>_<key>.py``                       :mod:`.numba_backend`
-fitting     ``fitting/sens_<model>_<key>.py``                :mod:`carthema.fitting._native`
-==========  ===============================================  ==========================
+- ``codegen/<model>_<key>.py.txt``: the model functions printed by sympy, written by
+  :func:`carthema.models.compiled.numba_model`;
+- ``numba/<model>_<key>.py``: those joined to the solver template, written by
+  :func:`carthema.models.numba_backend.load_numba_module` (numba keeps the machine code
+  in ``numba/__pycache__``);
+- ``fitting/sens_<model>_<key>.py``: the solver wrapped in a C callback, written by
+  :func:`carthema.fitting._native.sens_module`.
 
 ``<key>`` is :func:`cache_key`: 16 hex digits of SHA-256 over carthema's version, the
 text of every generator source the kind depends on (:data:`KINDS`, paths in
