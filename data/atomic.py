@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success, so a
     half-written file never carries the final name (it is removed on failure)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    # Process and thread in the name: two threads writing one file (e.g. two solves that
+    # generate the same model's module) must not share, truncate or unlink one temporary.
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     try:
         yield tmp
         os.replace(tmp, path)

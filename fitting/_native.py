@@ -7,10 +7,12 @@ solver, about 3 s each. Called through a C function pointer the solver is compil
 cached on disk next to the model's numba module, and the layers above it compile in
 milliseconds.
 
-The generated file ``<cache>/fitting/sens_<model module>.py`` holds one ``cfunc``
-:data:`SIGNATURE` wrapping the solver's ``_solve_impl`` of
-:func:`carthema.models.compiled.numba_model`. Its name carries the model module's name,
-which carries the hash of the equations and the solver, so a stale cache is never used.
+The generated file ``<cache>/fitting/sens_<model>_<key>.py`` (the generated-file cache,
+:mod:`carthema.models.gencache`, kind ``fitting``) holds one ``cfunc`` :data:`SIGNATURE`
+wrapping the solver's ``_solve_impl`` of :func:`carthema.models.compiled.numba_model`.
+Its key covers its own text, which names the model's numba module (whose key covers the
+equations, the code generator, the solver template and kernels), and the text of this
+file, so a stale cache is never used and an unchanged file is never rewritten.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import sys
 import threading
 from types import ModuleType
 
-from ..data.atomic import write_atomic
 from ..models.compiled import numba_model
+from ..models.gencache import cache_key, generated_path, write_generated
 from ..models.model import get_model
-from ..models.numba_backend import cache_dir
 
 _LOCK = threading.Lock()
 
@@ -68,17 +69,11 @@ def solve_sens_c(
     Y = carray(Y_, (n_t, N_Y))
     O = carray(O_, (n_t, N_OBS))
     dO = carray(dO_, (n_t, N_OBS, n_free))
-    status, _ = _solve_impl(
-        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
-        rtol, atol, max_steps, method, Y, O, dO,
-    )
+    events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
+    options = (rtol, atol, max_steps, method)
+    status, _ = _solve_impl(p, free, u0, t0, t_out, events, options, (Y, O, dO))
     return status
 '''
-
-
-def _write_atomic(path, text: str) -> None:
-    # numba's cache index is keyed on the file's mtime: never rewrite the same text.
-    write_atomic(path, text, unless_same=True, mkdir=True)
 
 
 @functools.cache
@@ -89,12 +84,13 @@ def sens_module(model_name: str) -> ModuleType:
     text = _TEXT.format(
         module=mod.__name__, n_y=model.n_y, n_p=model.n_p, n_u=model.n_u, n_obs=model.n_obs
     )
-    name = f"_carthema_fit_sens_{mod.__name__.removeprefix('_carthema_numba_')}"
-    path = cache_dir() / "fitting" / f"{name}.py"
+    key = cache_key("fitting", [text])
+    name = f"_carthema_fit_sens_{model.name}_{key}"
+    path = generated_path("fitting", f"sens_{model.name}", key)
     with _LOCK:
         if name in sys.modules:
             return sys.modules[name]
-        _write_atomic(path, text)
+        write_generated(path, text)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:  # pragma: no cover
             raise ImportError(f"cannot import generated module {path}")

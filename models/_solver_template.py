@@ -7,7 +7,8 @@ its own module in which the solver below calls the model functions (``rhs``,
 ``jac_y``, ...) as module globals. That is what lets numba's ``cache=True`` work: a
 jitted function that receives other jitted functions as arguments, or a closure, is
 recompiled in every process, whereas a plain module-level function calling module-level
-dispatchers is cached on disk next to the generated file.
+dispatchers is cached on disk next to the generated file. That file lives in the one
+generated-file cache (:mod:`carthema.models.gencache`), whose key covers this text.
 
 Model contract (names the generated source must define before this text)
 -----------------------------------------------------------------------
@@ -104,6 +105,20 @@ Those of :class:`carthema.models.solver_contract.Status`: 0 ok; 1 ``max_steps``
 attempted steps exceeded; 2 non-finite state or derivative; 3 step size underflow;
 4 bad input. After a failure, outputs from the failure point on
 are NaN.
+
+Calling the driver
+------------------
+The public entry points below (``solve``, ``solve_sens``, ``solve_population``) and the
+C callback of :mod:`carthema.fitting._native` all call one driver with the arguments
+grouped as documented above::
+
+    status, n_steps = _solve_impl(p, free, u0, t0, t_out, events, options, outputs)
+
+``events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)`` (see Events), ``options =
+(rtol, atol, max_steps, method)`` (float, float, int, int; see Methods and Error
+control) and ``outputs = (Y, O, dO)``, the arrays it fills in place: ``Y`` (n_t, N_Y),
+``O`` (n_t, N_OBS), ``dO`` (n_t, N_OBS, n_free). ``free`` (int64, n_free) may be
+empty (no sensitivities). numba passes these tuples by value, without allocating.
 
 The hot loop allocates nothing: every work array is allocated once at the entry of
 ``_solve_impl``.
@@ -427,10 +442,10 @@ def _record(i, t, zr, p, free, ns, Y, O, dO, Oy, Op):
 
 
 @njit(**_JIT)
-def _check_inputs(
-    p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale, rtol, atol, method
-):
+def _check_inputs(p, free, u0, t0, t_out, events, options):
     """True if the inputs satisfy the documented contract (else status 4)."""
+    ev_t, ev_kind, ev_target, ev_value, ev_scale = events
+    rtol, atol, _, method = options
     if p.shape[0] != N_P or u0.shape[0] != N_U:
         return False
     if not math.isfinite(t0):
@@ -486,38 +501,24 @@ def _check_inputs(
 # Driver
 # ---------------------------------------------------------------------------------
 @njit(**_JIT)
-def _solve_impl(
-    p,
-    free,
-    u0,
-    t0,
-    t_out,
-    ev_t,
-    ev_kind,
-    ev_target,
-    ev_value,
-    ev_scale,
-    rtol,
-    atol,
-    max_steps,
-    method,
-    Y,
-    O,
-    dO,
-):
-    """Integrate one patient; fill ``Y``, ``O``, ``dO`` in place; return (status, n_steps).
+def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
+    """Integrate one patient; fill the output arrays in place; return (status, n_steps).
 
-    ``Y`` (n_t, N_Y), ``O`` (n_t, N_OBS), ``dO`` (n_t, N_OBS, len(free)) are set to NaN
-    first, so that whatever a failure leaves unwritten reads NaN.
+    ``events`` is ``(ev_t, ev_kind, ev_target, ev_value, ev_scale)``, ``options``
+    ``(rtol, atol, max_steps, method)`` and ``outputs`` ``(Y, O, dO)`` (see "Calling
+    the driver" in the module docstring). ``Y`` (n_t, N_Y), ``O`` (n_t, N_OBS), ``dO``
+    (n_t, N_OBS, len(free)) are set to NaN first, so that whatever a failure leaves
+    unwritten reads NaN.
     """
+    ev_t, ev_kind, ev_target, ev_value, ev_scale = events
+    rtol, atol, max_steps, method = options
+    Y, O, dO = outputs
     n_t = t_out.shape[0]
     ns = free.shape[0]
     Y[:, :] = np.nan
     O[:, :] = np.nan
     dO[:, :, :] = np.nan
-    if not _check_inputs(
-        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale, rtol, atol, method
-    ):
+    if not _check_inputs(p, free, u0, t0, t_out, events, options):
         return STATUS_BAD_INPUT, 0
     if n_t == 0:
         return STATUS_OK, 0
@@ -757,10 +758,9 @@ def solve(
     Y = np.empty((n_t, N_Y))
     O = np.empty((n_t, N_OBS))
     dO = np.empty((n_t, N_OBS, 0))
-    status, n_steps = _solve_impl(
-        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
-        rtol, atol, max_steps, method, Y, O, dO,
-    )  # fmt: skip
+    events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
+    options = (rtol, atol, max_steps, method)
+    status, n_steps = _solve_impl(p, free, u0, t0, t_out, events, options, (Y, O, dO))
     return status, Y, O, n_steps
 
 
@@ -804,10 +804,9 @@ def solve_sens(
     Y = np.empty((n_t, N_Y))
     O = np.empty((n_t, N_OBS))
     dO = np.empty((n_t, N_OBS, free.shape[0]))
-    status, _ = _solve_impl(
-        p, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
-        rtol, atol, max_steps, method, Y, O, dO,
-    )  # fmt: skip
+    events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
+    options = (rtol, atol, max_steps, method)
+    status, _ = _solve_impl(p, free, u0, t0, t_out, events, options, (Y, O, dO))
     return status, Y, O, dO
 
 
@@ -848,12 +847,11 @@ def solve_population(
     status = np.empty(n, dtype=np.int64)
     O = np.empty((n, n_t, N_OBS))
     free = np.empty(0, dtype=np.int64)
+    events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
+    options = (rtol, atol, max_steps, method)
     for i in prange(n):
         Y = np.empty((n_t, N_Y))
         dO = np.empty((n_t, N_OBS, 0))
-        st, _ = _solve_impl(
-            P[i], free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
-            rtol, atol, max_steps, method, Y, O[i], dO,
-        )  # fmt: skip
+        st, _ = _solve_impl(P[i], free, u0, t0, t_out, events, options, (Y, O[i], dO))
         status[i] = st
     return status, O

@@ -1,8 +1,10 @@
 """The numba model module of a :class:`Model`: generated once, cached on disk.
 
-The generated text is stored under the cache directory keyed by the hash of the
-equations' source, so sympy runs only when the equations change; numba then caches
-its machine code next to the joined model + solver module.
+The sympy-generated text is kept in the generated-file cache (:mod:`.gencache`, kind
+``codegen``) under a key over the equations' source and the code generator, so sympy
+runs only when one of them changes; :func:`.numba_backend.load_numba_module` then joins
+it to the solver template (kind ``numba``) and numba caches its machine code next to
+that file.
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ from __future__ import annotations
 import functools
 from types import ModuleType
 
-from ..data.atomic import write_atomic
-from .codegen import numba_source, source_hash
+from .codegen import numba_source
+from .gencache import cache_key, equations_source, generated_path, write_generated
 from .model import Model
-from .numba_backend import cache_dir, load_numba_module
+from .numba_backend import load_numba_module
 
 
 @functools.cache
 def numba_model(model: Model) -> ModuleType:
     """Compiled numba module (model functions + solver) for ``model``."""
-    path = cache_dir() / "codegen" / f"{model.name}_{source_hash(model)}.py.txt"
-    if path.exists():
-        text = path.read_text()
-    else:
+    key = cache_key("codegen", [equations_source(model)])
+    path = generated_path("codegen", model.name, key, ".py.txt")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         text = numba_source(model)
-        write_atomic(path, text, mkdir=True)
+        write_generated(path, text)
     return load_numba_module(model.name, text)

@@ -3,17 +3,19 @@
 numba's ``cache=True`` cannot cache a jitted function that takes other jitted functions
 as arguments, nor a closure: both are recompiled in every new process. So instead of
 passing the model's functions to a generic solver, :func:`load_numba_module` writes the
-model's generated source followed by the text of ``_solver_template.py`` to one file,
+model's generated source followed by the text of ``_solver_template.py`` to one file in
+the generated-file cache (:mod:`.gencache`, kind ``numba``),
 
-    <cache_dir>/numba/<key>_<sha256(text + kernels text)[:16]>.py
+    <cache_dir>/numba/<key>_<cache_key("numba", [joined text])>.py
 
 and imports it under a unique module name. Inside that module the solver calls the
 model functions as module globals, which numba caches on disk next to the file
 (``__pycache__``). The template itself imports the model-independent kernels
 (tableaux, step control, LU) from the ordinary module :mod:`.solver_kernels`; numba
-does not notice when such a callee changes, so that module's text is part of the hash
-too. Any change of the model source, the template or the kernels changes the hash,
-hence the file name, so a stale cache is never picked up.
+does not notice when such a callee changes, so the key covers that module's text too
+(and the code generator's, and carthema's version). Any change of the model source, the
+template or the kernels changes the key, hence the file name, so a stale cache is never
+picked up; an unchanged file is never rewritten (numba's index keys on its mtime).
 
 The loaded module exposes ``solve``, ``solve_sens`` and ``solve_population`` (see the
 docstring of ``_solver_template.py`` for signatures, event encoding, status codes and
@@ -22,19 +24,15 @@ the pre-dose output convention) next to the model's own names (``N_Y``, ``rhs``,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 import re
 import sys
 import threading
 import types
-from pathlib import Path
 
 import numpy as np
-import platformdirs
 
-from ..data.atomic import write_atomic
+from .gencache import cache_dir, cache_key, generated_path, source_text, write_generated
 from .solver_contract import NUMBA_METHODS, Status
 
 __all__ = [
@@ -47,8 +45,6 @@ __all__ = [
     "METHODS",
 ]
 
-_TEMPLATE_PATH = Path(__file__).with_name("_solver_template.py")
-_KERNELS_PATH = Path(__file__).with_name("solver_kernels.py")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _LOCK = threading.Lock()
 _LOADED: dict[str, types.ModuleType] = {}
@@ -59,27 +55,14 @@ STATUS_MESSAGES = {int(s): s.message for s in Status if s != Status.SOLVER_FAILE
 METHODS = NUMBA_METHODS
 
 
-def cache_dir() -> Path:
-    """Root of carthema's on-disk cache.
-
-    ``$CARTHEMA_CACHE_DIR`` if set (and non-empty), else
-    ``platformdirs.user_cache_dir("carthema")``. Generated numba modules live in the
-    ``numba`` subfolder. The folder is not created here.
-    """
-    env = os.environ.get("CARTHEMA_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("carthema"))
-
-
 def template_source() -> str:
     """Text of the generic solver template (read from disk, never imported)."""
-    return _TEMPLATE_PATH.read_text(encoding="utf-8")
+    return source_text("template")
 
 
 def kernels_source() -> str:
     """Text of :mod:`.solver_kernels`, which the generated module imports."""
-    return _KERNELS_PATH.read_text(encoding="utf-8")
+    return source_text("kernels")
 
 
 def _module_text(model_source: str) -> str:
@@ -88,12 +71,6 @@ def _module_text(model_source: str) -> str:
         + "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
         + template_source()
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # numba's cache index is keyed on the source file's modification time: an existing
-    # file with the same text is left untouched, or every process would recompile.
-    write_atomic(path, text, unless_same=True, mkdir=True)
 
 
 def load_numba_module(key: str, model_source: str) -> types.ModuleType:
@@ -124,16 +101,14 @@ def load_numba_module(key: str, model_source: str) -> types.ModuleType:
     if not _KEY_RE.match(key):
         raise ValueError(f"invalid model key {key!r}: use [A-Za-z_][A-Za-z0-9_]*, <= 64 chars")
     text = _module_text(model_source)
-    h = hashlib.sha256(text.encode("utf-8"))
-    h.update(kernels_source().encode("utf-8"))
-    digest = h.hexdigest()[:16]
-    path = cache_dir() / "numba" / f"{key}_{digest}.py"
+    digest = cache_key("numba", [text])
+    path = generated_path("numba", key, digest)
     memo = str(path.resolve())
     with _LOCK:
         mod = _LOADED.get(memo)
         if mod is not None:
             return mod
-        _write_atomic(path, text)
+        write_generated(path, text)
         name = f"_carthema_numba_{key}_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:  # pragma: no cover - importlib contract

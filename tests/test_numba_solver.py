@@ -19,7 +19,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 from solver_toys import BLOWUP, LINEAR, ROBERTSON
 
-from carthema.models import numba_backend, solver_kernels
+from carthema.models import gencache, numba_backend, solver_kernels
 from carthema.models.codegen import numba_source
 from carthema.models.compiled import numba_model
 from carthema.models.numba_backend import event_arrays, load_numba_module
@@ -470,7 +470,7 @@ def test_kernels_text_is_part_of_the_cache_key(tmp_path, monkeypatch):
     mod = load_numba_module("kerneltest", BLOWUP_SRC)
     edited = tmp_path / "solver_kernels.py"
     edited.write_text(numba_backend.kernels_source() + "\n# edited\n")
-    monkeypatch.setattr(numba_backend, "_KERNELS_PATH", edited)
+    monkeypatch.setitem(gencache.SOURCES, "kernels", edited)
     mod2 = load_numba_module("kerneltest", BLOWUP_SRC)
     assert mod2 is not mod and mod2.__file__ != mod.__file__
     assert len(list((tmp_path / "numba").glob("kerneltest_*.py"))) == 2

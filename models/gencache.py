@@ -1,0 +1,154 @@
+"""The one cache of generated source files: where they live, how they are named, how
+they are written.
+
+carthema generates three kinds of Python text per model and keeps them on disk, so that
+sympy runs once per change of the equations and numba can cache its machine code next to
+a stable file:
+
+- ``codegen/<model>_<key>.py.txt``: the model functions printed by sympy, written by
+  :func:`carthema.models.compiled.numba_model`;
+- ``numba/<model>_<key>.py``: those joined to the solver template, written by
+  :func:`carthema.models.numba_backend.load_numba_module` (numba keeps the machine code
+  in ``numba/__pycache__``);
+- ``fitting/sens_<model>_<key>.py``: the solver wrapped in a C callback, written by
+  :func:`carthema.fitting._native.sens_module`.
+
+``<key>`` is :func:`cache_key`: 16 hex digits of SHA-256 over carthema's version, the
+text of every generator source the kind depends on (:data:`KINDS`, paths in
+:data:`SOURCES`) and the caller's own input (the equations' source for ``codegen``, the
+generated text itself for the other two). Any edit of one of them gives a new file name,
+so a stale file is never picked up; superseded files stay behind (delete the folder to
+reclaim the space, the next run regenerates what it needs).
+
+:func:`write_generated` writes a file atomically (:func:`carthema.data.atomic.write_atomic`:
+a half-written file never carries the final name) and only when its text differs:
+numba's on-disk cache index is keyed on the source file's modification time, so
+rewriting identical text would make every new process recompile (minutes for the full
+model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import platformdirs
+
+from ..data.atomic import write_atomic
+from . import components as _components_package
+from . import model as _model_module
+from . import parameters as _parameters_module
+from .model import Model
+
+__all__ = [
+    "CACHE_ENV",
+    "COMPONENTS_DIR",
+    "KINDS",
+    "SOURCES",
+    "cache_dir",
+    "cache_key",
+    "equations_source",
+    "generated_path",
+    "source_text",
+    "write_generated",
+]
+
+#: Environment variable that moves the cache (empty = unset).
+CACHE_ENV = "CARTHEMA_CACHE_DIR"
+
+_MODELS = Path(__file__).parent
+#: Generator sources by name. ``native`` is carthema.fitting's C-callback template; its
+#: package folder sits beside this one both in the source tree and when installed.
+SOURCES: dict[str, Path] = {
+    "codegen": _MODELS / "codegen.py",
+    "template": _MODELS / "_solver_template.py",
+    "kernels": _MODELS / "solver_kernels.py",
+    "native": _MODELS.parent / "fitting" / "_native.py",
+}
+
+#: Folder of the component modules, all of which count as the equations' source.
+COMPONENTS_DIR = Path(inspect.getfile(_components_package)).parent
+
+#: The generator sources each kind of generated file depends on. The numba module does
+#: not depend on the C-callback template: editing that must not recompile the solver.
+KINDS: dict[str, tuple[str, ...]] = {
+    "codegen": ("codegen",),
+    "numba": ("codegen", "template", "kernels"),
+    "fitting": ("codegen", "template", "kernels", "native"),
+}
+
+
+def cache_dir() -> Path:
+    """Root of carthema's on-disk cache.
+
+    ``$CARTHEMA_CACHE_DIR`` if set (and non-empty, ``~`` expanded), else
+    ``platformdirs.user_cache_dir("carthema")`` (``$XDG_CACHE_HOME/carthema`` on Linux).
+    The folder is not created here.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("carthema"))
+
+
+def source_text(name: str) -> str:
+    """Text of the generator source ``name`` (a key of :data:`SOURCES`), read from disk
+    at every call: it is hashed, never imported."""
+    return SOURCES[name].read_text(encoding="utf-8")
+
+
+def _version() -> str:
+    import carthema  # the package is fully imported by the time anything is generated
+
+    return carthema.__version__
+
+
+def equations_source(model: Model) -> str:
+    """Text the model's equations are written in: the modules of :class:`Model` and of
+    the parameter records, every module of the components package (components import
+    each other's helpers: the ``haematopoiesis`` equations call ``cart.antigen_drive``),
+    the whole file of any component defined elsewhere (a test's toy class), and the
+    model's list of components."""
+    names = []
+    files = [Path(_model_module.__file__), Path(_parameters_module.__file__)]
+    files += sorted(COMPONENTS_DIR.glob("*.py"))
+    for comp in model.components:
+        module = comp.__name__ if inspect.ismodule(comp) else comp.__module__
+        names.append(comp.__name__ if inspect.ismodule(comp) else f"{module}.{comp.__qualname__}")
+        if not module.startswith(_components_package.__name__ + "."):
+            files.append(Path(inspect.getfile(comp)))
+    # The composition too: the same files make different models from different lists.
+    parts = [_labelled("components", " ".join(names))]
+    parts += [_labelled(f.name, f.read_text(encoding="utf-8")) for f in files]
+    return "".join(parts)
+
+
+def _labelled(label: str, text: str) -> str:
+    # Length-prefixed, so that no two different lists of parts join to the same text.
+    return f"{label}:{len(text)}:{text}"
+
+
+def cache_key(kind: str, inputs: Iterable[str]) -> str:
+    """Key of a generated file of ``kind`` (a key of :data:`KINDS`): 16 hex digits of
+    SHA-256 over carthema's version, the text of each generator source of ``kind`` and
+    ``inputs`` (the caller's own inputs, in order)."""
+    parts = [_labelled("version", _version())]
+    parts += [_labelled(name, source_text(name)) for name in KINDS[kind]]
+    parts += [_labelled("input", text) for text in inputs]
+    return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def generated_path(kind: str, stem: str, key: str, suffix: str = ".py") -> Path:
+    """``cache_dir() / kind / f"{stem}_{key}{suffix}"``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown generated-file kind {kind!r}; choose one of {list(KINDS)}")
+    return cache_dir() / kind / f"{stem}_{key}{suffix}"
+
+
+def write_generated(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically, creating the folder; a file that already
+    holds exactly ``text`` is left untouched (its mtime is numba's cache key)."""
+    return write_atomic(path, text, unless_same=True, mkdir=True)
