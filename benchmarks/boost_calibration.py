@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, write_json  # noqa: E402
 
+from carthema.models.solver_contract import CONDITION  # noqa: E402
+
 
 def _binomial_interval(k: int, n: int) -> list[float] | None:
     """Wilson 90 % interval of a proportion."""
@@ -135,7 +137,12 @@ def _mark(c: bool | None) -> str:
 
 #: The sampler and solver settings before the speed-up (issue 10 follow-up): conditioning
 #: solves at rtol 1e-5 / atol 1e-7 and up to 5 Metropolis moves per tempering stage.
-BEFORE = {"RTOL": 1e-5, "ATOL": 1e-7, "MIN_MOVES": 2, "MAX_MOVES": 5, "MOVED": 0.75}
+BEFORE = {
+    "OPTIONS": CONDITION.replace(rtol=1e-5, atol=1e-7),
+    "MIN_MOVES": 2,
+    "MAX_MOVES": 5,
+    "MOVED": 0.75,
+}
 
 
 def _speed(cases, pop, draws) -> dict:
@@ -170,8 +177,8 @@ def _speed(cases, pop, draws) -> dict:
         )
         rows.append(row)
     return {
-        "before_settings": BEFORE,
-        "after_settings": now,
+        "before_settings": {k: str(v) for k, v in BEFORE.items()},
+        "after_settings": {k: str(v) for k, v in now.items()},
         "median_wall_s_before": float(np.median([r["before"]["wall_s"] for r in rows])),
         "median_wall_s_after": float(np.median([r["after"]["wall_s"] for r in rows])),
         "median_simulations_before": float(np.median([r["before"]["simulations"] for r in rows])),
