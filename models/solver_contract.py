@@ -147,11 +147,12 @@ SIMULATE = SolverOptions("auto", rtol=1e-8, atol=1e-10, max_steps=200_000)
 #: a threshold, engraftment day).
 SCREEN = SolverOptions("auto", rtol=1e-6, atol=1e-8, max_steps=100_000)
 #: Conditioning simulations of predict-boost (2,400 particles per tempering stage): only
-#: boost-day counts on the log scale (residual SD 0.12) and day counts matter. Measured on
-#: 2,400 prior particles (axi-cel, boost day 40): against 1e-7 the boost-day ANC and
-#: platelets move by at most 1.2e-3 on the log scale (99th percentile 4e-4) and the
-#: neutropenic-day count by at most 1 day, in a third of the time (1e-5: 44 %; 1e-3 moved
-#: counts by up to 0.09, too much).
+#: boost-day counts on the log scale (residual SD 0.12) and day counts matter. Against
+#: DOP853 at rtol 1e-11 it keeps 5.4e-4 (tests/test_solver_contract.py). Against 1e-7, on
+#: 2,400 prior particles (axi-cel, boost day 40; the model before ``mpp_rate`` 1.0/d), the
+#: boost-day ANC and platelets moved by at most 1.2e-3 on the log scale (99th percentile
+#: 4e-4) and the neutropenic-day count by at most 1 day, in a third of the time (1e-5: 44
+#: %; 1e-3 moved counts by up to 0.09, too much).
 CONDITION = SolverOptions("auto", rtol=1e-4, atol=1e-6, max_steps=200_000)
 #: Tight reference for accuracy checks of the other presets.
 REFERENCE = SolverOptions("auto", rtol=1e-11, atol=1e-13, max_steps=2_000_000)
