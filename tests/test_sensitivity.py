@@ -1,4 +1,4 @@
-"""Global sensitivity analysis (fitting/sensitivity.py): the analysis core against the
+"""Global sensitivity analysis (clinical/sensitivity.py): the analysis core against the
 analytic Sobol indices of the Ishigami function, and a small Morris screening of the
 model that must rank an inert parameter below an active one."""
 
@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("SALib")
 
-from carthema.fitting import sensitivity as S  # noqa: E402
+from carthema.clinical import sensitivity as S  # noqa: E402
 from carthema.models.model import get_model  # noqa: E402
 
 A, B = 7.0, 0.1
