@@ -332,3 +332,98 @@ def test_sparse_late_platelet_tests():
     plt_ = [200.0] * 31 + [200.0, 15.0, 200.0]
     with pytest.raises(GapError, match="late T-ICAHT is grade 3 or 4.*days 36-59, 61-89"):
         grade_observations(_obs("G", days, [2.0] * len(days), plt_))
+
+
+# --- carthema icaht ----------------------------------------------------------------------
+
+
+def _write_obs(path, patients: dict[str, tuple[list, list, list]]) -> None:
+    lines = ["patient,day,analyte,value,unit"]
+    for pid, (days, anc, plt_) in patients.items():
+        for d, a in zip(days, anc, strict=True):
+            lines.append(f"{pid},{d},anc,{a * 1000:g},cells/uL")  # converted on load
+        for d, p in zip(days, plt_, strict=True):
+            lines.append(f"{pid},{d},platelets,{p},G/L")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _cli(argv, capsys):
+    from carthema.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(ex.value.code or 0), out, err
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    days = list(range(-3, 31)) + [35, 42, 49, 56, 63, 70, 77, 84, 91, 98]
+    n = len(days)
+    # P1: ANC <= 0.5 on days 2-15 (14 d) -> early 3; late ANC 0.8 twice -> late 2;
+    # platelets < 20 on days 5-8 -> early T-ICAHT 3, late 60 -> 1
+    anc1 = [0.3 if 2 <= d <= 15 else (0.8 if d in (42, 49) else 2.5) for d in days]
+    plt1 = [15.0 if 5 <= d <= 8 else (60.0 if d == 63 else 150.0) for d in days]
+    # P2: never cytopenic -> 0 everywhere
+    obs = tmp_path / "obs.csv"
+    _write_obs(obs, {"P1": (days, anc1, plt1), "P2": (days, [3.0] * n, [200.0] * n)})
+    ev = tmp_path / "events.csv"
+    ev.write_text(
+        "patient,day,kind,amount,unit,duration\n"
+        "P1,0,cart_infusion,2e6,cells/kg,\n"
+        "P1,10,gcsf,5,ug/kg/day,5\n"
+        "P1,20,platelet_transfusion,1,units,\n"
+        "P2,0,cart_infusion,2e6,cells/kg,\n"
+    )
+    return tmp_path, obs, ev
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+def test_cli_grades_every_patient(cohort, capsys, wide):
+    import json
+
+    d, obs, ev = cohort
+    code, out, err = _cli(
+        ["icaht", str(obs), "--events", str(ev), "--json", str(d / "g.json")], capsys
+    )
+    assert code == 0, err
+    assert "interpolation rule: each day takes its lowest count" in out
+    assert "not used in grading" in out and "10-14" in out  # G-CSF days 10-14 reported
+    data = json.loads((d / "g.json").read_text())
+    grades = {
+        p["patient"]: [p[k] for k in ("icaht_early", "icaht_late", "ticaht_early", "ticaht_late")]
+        for p in data["patients"]
+    }
+    assert grades == {"P1": [3, 2, 3, 1], "P2": [0, 0, 0, 0]}
+    p1 = data["patients"][0]
+    assert "days 2-15 (14 d)" in p1["icaht_early_basis"]
+    assert p1["supportive_care"]["G-CSF"] == "10-14"
+    assert p1["supportive_care"]["platelet transfusions"] == "20"
+
+
+def test_cli_refusals_are_one_line(cohort, capsys, wide):
+    d, obs, ev = cohort
+    # no CAR-T infusion on day 0
+    bad_ev = d / "ev_day1.csv"
+    bad_ev.write_text(ev.read_text().replace("P2,0,cart_infusion", "P2,1,cart_infusion"))
+    code, out, err = _cli(["icaht", str(obs), "--events", str(bad_ev)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "patient P2 has no CAR-T infusion on day 0" in err and "first on day 1" in err
+    # a gap that decides the grade: P1's counts of days 13-16 removed (run 2-12 or 2-17)
+    text = obs.read_text().splitlines()
+    keep = [ln for ln in text if not any(ln.startswith(f"P1,{k},anc") for k in (13, 14, 15, 16))]
+    gap = d / "gap.csv"
+    gap.write_text("\n".join(keep) + "\n")
+    code, out, err = _cli(["icaht", str(gap)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "gap.csv" in err and "patient P1: early ICAHT is grade 2 or 3" in err
+    assert "days 13-16" in err
+    # a missing analyte
+    no_plt = d / "no_plt.csv"
+    no_plt.write_text("\n".join(ln for ln in text if ",platelets," not in ln) + "\n")
+    code, out, err = _cli(["icaht", str(no_plt)], capsys)
+    assert code == 2 and "patient P1 has no platelets counts" in err

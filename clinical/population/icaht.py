@@ -292,7 +292,8 @@ def _decide(patient, what, analyte, g_lo, g_hi, unknown, max_gap) -> int:
             f"the {analyte} on unmeasured days {_runs(unknown)} (no interpolation: the "
             f"bounding counts differ, lie more than {max_gap} days apart, or are missing)",
             column=analyte,
-            fix=f"add {analyte} counts on those days, or allow a longer gap with --max-gap",
+            fix=f"add {analyte} counts on those days (a longer --max-gap bridges a gap "
+            "only where both bounding counts lie on the same side of the threshold)",
         )
     return int(g_lo)
 
@@ -417,8 +418,12 @@ def grade_observations(
                     fix=f"add the patient's {analyte} counts or leave the patient out",
                 )
             per[analyte] = sel
-        ie, il, fa = _grade_neutrophils(str(patient), per["anc"], int(max_gap))
-        te, tl, fp = _grade_platelets(str(patient), per["platelets"], int(max_gap))
+        try:
+            ie, il, fa = _grade_neutrophils(str(patient), per["anc"], int(max_gap))
+            te, tl, fp = _grade_platelets(str(patient), per["platelets"], int(max_gap))
+        except GapError as exc:
+            exc.file = source
+            raise
         out.append(PatientGrades(str(patient), ie, il, te, tl, {**fa, **fp}))
     if not out:
         raise InputError(
