@@ -101,12 +101,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Grade early and late neutrophil ICAHT (EHA/EBMT consensus) and early and late
         platelet T-ICAHT (Rejeski et al. 2025) of every patient in an observation file."""
-        from carthema.cli_data import _load_inputs, check_patient_overlap
+        from carthema.cli_data import _load_inputs
         from carthema.clinical.population.icaht import INTERPOLATION_RULE, grade_observations
 
         obs, ev, obs_name, ev_name = _load_inputs(observations, events)
-        if ev is not None:
-            check_patient_overlap(obs, ev, obs_name, str(ev_name))
+        if ev is not None:  # also refuses a patient the events do not have
             check_day_zero(obs, ev, str(ev_name))
         grades = grade_observations(obs, max_gap=max_gap, source=obs_name)
         table = Table(title=f"ICAHT grades: {obs_name}")

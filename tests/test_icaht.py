@@ -413,6 +413,14 @@ def test_cli_refusals_are_one_line(cohort, capsys, wide):
     code, out, err = _cli(["icaht", str(obs), "--events", str(bad_ev)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "patient P2 has no CAR-T infusion on day 0" in err and "first on day 1" in err
+    # a patient the events do not have at all
+    no_p2 = d / "ev_no_p2.csv"
+    no_p2.write_text(
+        "".join(ln for ln in ev.read_text().splitlines(True) if not ln.startswith("P2"))
+    )
+    code, out, err = _cli(["icaht", str(obs), "--events", str(no_p2)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "patient P2 has no CAR-T infusion on day 0 (cart_infusion: none)" in err
     # a gap that decides the grade: P1's counts of days 13-16 removed (run 2-12 or 2-17)
     text = obs.read_text().splitlines()
     keep = [ln for ln in text if not any(ln.startswith(f"P1,{k},anc") for k in (13, 14, 15, 16))]

@@ -326,9 +326,9 @@ def _grade_neutrophils(patient: str, anc: pd.DataFrame, max_gap: int):
     early, lo05, lo01, fill = _early(
         patient, "early ICAHT", "anc", early_neutrophil_grade, [s05, s01], max_gap
     )
-    basis = f"ANC <= 0.5 longest run {_longest_span(lo05, EARLY[0])}"
+    basis = f"longest run of ANC <= 0.5 G/L: {_longest_span(lo05, EARLY[0])}"
     if early_neutrophil_grade(lo05, np.zeros_like(lo01)) != early:
-        basis += f"; ANC <= 0.1 longest run {_longest_span(lo01, EARLY[0])}"
+        basis += f"; of ANC <= 0.1 G/L: {_longest_span(lo01, EARLY[0])}"
     states = [_day_states(anc, t, True) for t in LATE_ANC_THRESHOLDS]
     n_late = sum(LATE[0] <= d <= LATE[1] for d in states[0])
     if n_late == 0:
@@ -345,10 +345,12 @@ def _grade_neutrophils(patient: str, anc: pd.DataFrame, max_gap: int):
             [],
             max_gap,
         )
-        counts = ", ".join(
-            f"<= {t:g}: {int(k)}" for t, k in zip(LATE_ANC_THRESHOLDS, known, strict=True)
+        levels = " / ".join(f"{t:g}" for t in LATE_ANC_THRESHOLDS)
+        late = Grade(
+            g,
+            f"{n_late} ANC tests in days {LATE[0]}-{LATE[1]}, at or below {levels} G/L: "
+            + " / ".join(str(int(k)) for k in known),
         )
-        late = Grade(g, f"{n_late} ANC tests in days {LATE[0]}-{LATE[1]}; at or below {counts}")
     return Grade(early, basis), late, {"anc": fill}
 
 
@@ -357,7 +359,7 @@ def _grade_platelets(patient: str, plt_: pd.DataFrame, max_gap: int):
     early, lo50, lo20, filled = _early(
         patient, "early T-ICAHT", "platelets", early_platelet_grade, [s50, s20], max_gap
     )
-    e_basis = f"days < 50: {int(lo50.sum())}, days < 20: {int(lo20.sum())} (days 0-30)"
+    e_basis = f"days below 50 / 20 G/L: {int(lo50.sum())} / {int(lo20.sum())}"
     s100 = _day_states(plt_, 100.0, False)
     n_late = sum(LATE[0] <= d <= LATE[1] for d in s50)
     if n_late == 0:
@@ -377,8 +379,8 @@ def _grade_platelets(patient: str, plt_: pd.DataFrame, max_gap: int):
         )
         late = Grade(
             g,
-            f"{n_late} platelet tests in days {LATE[0]}-{LATE[1]}; below 100: {k100}, "
-            f"below 50: {k50}; days < 20: {int(l20_lo.sum())}",
+            f"{n_late} platelet tests in days {LATE[0]}-{LATE[1]}, below 100 / 50 G/L: "
+            f"{k100} / {k50}; days below 20 G/L: {int(l20_lo.sum())}",
         )
         filled = sorted(set(filled) | set(l20_fill))
     return Grade(early, e_basis), late, {"platelets": filled}
