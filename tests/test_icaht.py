@@ -257,7 +257,7 @@ def test_interpolation_bridges_gaps_with_equal_bounds():
     cut = [i for i, d in enumerate(days) if d not in (5, 8)]
     obs = _obs("A", [days[i] for i in cut], [anc[i] for i in cut], [plt_[i] for i in cut])
     assert MAX_GAP < 9
-    with pytest.raises(GapError, match=r"patient A: early ICAHT is grade 2 or 3.*days 3-10"):
+    with pytest.raises(GapError, match=r"patient A: early ICAHT is grade 2 or 3.*on days 3-10,"):
         grade_observations(obs)
     # ... unless the user allows a longer gap
     (g,) = grade_observations(obs, max_gap=9)

@@ -28,7 +28,9 @@ printed. Counts are graded as measured: G-CSF and transfusions do not change a g
 (the consensus grades the counts; they are reported beside it by ``carthema icaht``).
 
 Measured counts (irregular days) are put on a daily grid by one stated rule
-(:data:`INTERPOLATION_RULE`): each calendar day takes the lowest count measured on it;
+(:data:`INTERPOLATION_RULE`): each calendar day (the day rounded down) takes the lowest
+count measured on it (a result below a limit of quantification is below a threshold at
+or above that limit, and unknown for a lower threshold);
 an unmeasured day between two measured days lies below a threshold when both bounding
 days do, above it when both do, in either case only if the two are at most ``max_gap``
 days apart; every other unmeasured day (mixed bounds, a longer gap, before the first or
@@ -287,10 +289,16 @@ class GapError(InputError):
 
 def _decide(patient, what, analyte, g_lo, g_hi, unknown, max_gap) -> int:
     if g_lo != g_hi:
+        where = (
+            f"on days {_runs(unknown)}, which neither a count nor the interpolation rule "
+            f"decides (the bounding counts differ, lie more than {max_gap} days apart, are "
+            "missing, or are below a limit above the threshold)"
+            if unknown
+            else "in tests reported below a limit that lies above the threshold"
+        )
         raise GapError(
             f"patient {patient}: {what} is grade {int(g_lo)} or {int(g_hi)} depending on "
-            f"the {analyte} on unmeasured days {_runs(unknown)} (no interpolation: the "
-            f"bounding counts differ, lie more than {max_gap} days apart, or are missing)",
+            f"the {analyte} {where}",
             column=analyte,
             fix=f"add {analyte} counts on those days (a longer --max-gap bridges a gap "
             "only where both bounding counts lie on the same side of the threshold)",
