@@ -397,7 +397,7 @@ def run_recovery(n: int, draws: int, tune: int, chains: int) -> dict:
                     "q05": r["q05"],
                     "q95": r["q95"],
                     "inside": bool(r["true_in_90"]),
-                    "shrinkage": r["shrinkage"],
+                    "information": r["information"],
                 }
             )
         d = res.diagnostics
