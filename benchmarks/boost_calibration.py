@@ -6,7 +6,7 @@ autologous or CD34-selected new donor); their true engraftment times come from t
 parameters and graft parameters drawn from the graft distribution, with the one
 engraftment definition. ``predict_boost`` sees only the boost-day state (ANC, platelets,
 neutropenic days so far, with measurement noise; product; CAR-HEMATOTOX score). The
-procedure is in :mod:`carthema.fitting.boost_sbc`.
+procedure is in :mod:`carthema.clinical.boost.calibration`.
 
 Writes benchmarks/results/boost_calibration.json (coverage of the 90 % interval per
 lineage, nominal 0.90, target 0.85-0.95 in the full run; n_patients; median ESS; wall
@@ -59,9 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     n = a.n if a.n is not None else (30 if a.quick else 200)
 
+    from carthema.clinical.boost.calibration import (
+        LINEAGES,
+        covered,
+        cytopenic_cases,
+        pit,
+        predict_case,
+    )
+    from carthema.clinical.population.virtual import load_population
     from carthema.data.errors import InputError
-    from carthema.fitting.boost_sbc import LINEAGES, covered, cytopenic_cases, pit, predict_case
-    from carthema.fitting.vpop import load_population
 
     pop, meta = load_population(a.population)
     rng = np.random.default_rng(a.seed)
@@ -148,8 +154,8 @@ BEFORE = {
 def _speed(cases, pop, draws) -> dict:
     """Wall time of the same predictions with the earlier settings and the current ones,
     interleaved so that both see the same machine load."""
-    from carthema.fitting import predict_boost as pb
-    from carthema.fitting.boost_sbc import predict_case
+    from carthema.clinical.boost import predict as pb
+    from carthema.clinical.boost.calibration import predict_case
 
     now = {k: getattr(pb, k) for k in BEFORE}
     rows = []
@@ -188,8 +194,8 @@ def _speed(cases, pop, draws) -> dict:
 
 
 def _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder, partial=False):
-    from carthema.fitting.boost_sbc import LINEAGES
-    from carthema.fitting.predict_boost import N_PARTICLES
+    from carthema.clinical.boost.calibration import LINEAGES
+    from carthema.clinical.boost.predict import N_PARTICLES
 
     out = {
         "benchmark": "boost_calibration",

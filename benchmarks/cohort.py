@@ -11,7 +11,7 @@
    Peer: 1 worker. ``speedup_2_workers`` = time with 1 worker / time with 2 workers
    (2.0 is perfect scaling; on a 2-core machine anything else running competes).
 2. Virtual-trial simulation: ``n`` virtual patients drawn from the population priors
-   (:func:`carthema.fitting.virtual_trial.population_draws`), full model, typical course
+   (:func:`carthema.clinical.trial.population_draws`), full model, typical course
    (flu/cy days -5..-3, CAR-T day 0), daily outputs from day -5 to day 180, Tsit5 at the
    virtual trial's tolerances (rtol 1e-7, atol 1e-9 x state scale) on both backends:
    numba ``solve_population`` (prange over patients; peer) and JAX
@@ -211,7 +211,7 @@ def bench_cohort(b: Budget, res: dict) -> dict:
 def bench_virtual(b: Budget, res: dict, with_jax: bool) -> dict:
     import numba
 
-    from carthema.fitting.virtual_trial import population_draws
+    from carthema.clinical.trial import population_draws
     from carthema.models.compiled import numba_model
     from carthema.models.events import build_events
     from carthema.models.model import get_model

@@ -11,7 +11,7 @@ What is measured
 - The fitted patient is VP004 of the bundled synthetic cohort, fitted by MAP (Laplace
   draws) in this run; the scan takes ``window_draws`` of it (posterior draws with graft
   parameters from the calibrated population), as ``carthema window`` does.
-- ``scan_s``: one :func:`carthema.fitting.plans.scan_window` over boost days 1..N (each
+- ``scan_s``: one :func:`carthema.clinical.plans.scan_window` over boost days 1..N (each
   day: every draw with the boost, compared with the same draws without it), after a
   warm-up scan of 2 days x 10 draws (numba loads from its disk cache then).
 - ``window_from_fit_s``: the whole ``carthema window`` job on the same days and draws
@@ -76,7 +76,7 @@ def fitted_patient(folder: Path):
 
 def peer_seconds(model, draws, events, pairs, follow_up: float) -> np.ndarray:
     """Wall time of each scipy LSODA simulation of (draw, boost day) pairs."""
-    from carthema.fitting.plans import Plan
+    from carthema.clinical.plans import Plan
     from carthema.models.events import build_events
     from carthema.models.scenarios import with_boost
 
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"machine_start": machine_info(["numpy", "scipy", "numba", "pymc", "nutpie"])}
 
     import carthema
-    from carthema.fitting.plans import FOLLOW_UP, scan_window
-    from carthema.fitting.window import window_draws, window_from_fit, without_boosts
+    from carthema.clinical.plans import FOLLOW_UP, scan_window
+    from carthema.clinical.window import window_draws, window_from_fit, without_boosts
 
     with tempfile.TemporaryDirectory() as tmp:
         log(f"MAP fit of {PATIENT} (synthetic cohort)")

@@ -1,6 +1,6 @@
 """Global sensitivity analysis of two clinical outputs of the full model (SALib).
 
-Outputs (definitions in :mod:`carthema.fitting.sensitivity`), both in days:
+Outputs (definitions in :mod:`carthema.clinical.sensitivity`), both in days:
 
 1. ``severe_neutropenia``: days with ANC < 0.5 G/L in days 0-60 after the standard axi-cel
    course (flu/cy days -5..-3, 2e6 CAR+ cells/kg on day 0), around the model defaults;
@@ -50,9 +50,9 @@ LABELS = {
 def boost_effect(n: int, seed: int) -> dict[str, Any]:
     """Output "engraftment" with and without the boost: nominal patient, and ``n`` patients
     drawn log-uniformly from the same box (the Sobol base sample's distribution)."""
-    from carthema.fitting import sensitivity as S
-    from carthema.fitting.engraftment import ANC_ENGRAFT, engraftment
-    from carthema.fitting.vpop import product_events
+    from carthema.clinical import sensitivity as S
+    from carthema.clinical.endpoints import ANC_ENGRAFT, engraftment
+    from carthema.clinical.population.virtual import product_events
 
     s = S.setup_output("engraftment")
     rng = np.random.default_rng(seed)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(["carthema", "numba", "numpy", "SALib"])
     t_start = time.perf_counter()
-    from carthema.fitting import sensitivity as S
+    from carthema.clinical import sensitivity as S
     from carthema.models.compiled import numba_model
     from carthema.models.model import get_model
 

@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from carthema import get_model, load_example, simulate
-from carthema.fitting.calibrate_population import target_report
-from carthema.fitting.engraftment import anc_recovery_without_gcsf, engraftment
-from carthema.fitting.natural_history import sample_patients
-from carthema.fitting.vpop import (
+from carthema.clinical.endpoints import anc_recovery_without_gcsf, engraftment
+from carthema.clinical.population.calibrate import target_report
+from carthema.clinical.population.natural_history import sample_patients
+from carthema.clinical.population.virtual import (
     load_population,
     population_params,
     product_events,
@@ -226,7 +226,7 @@ def mullanfiroze2022(n: int, seed: int) -> dict:
 
 
 def han2022(seed: int) -> dict:
-    from carthema.fitting.predict_boost import predict_boost
+    from carthema.clinical.boost.predict import predict_boost
 
     ex = load_example("han2022")
     out = {

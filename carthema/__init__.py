@@ -22,12 +22,12 @@ _LAZY = {
     "fit": "carthema.fitting.samplers",
     "FitResult": "carthema.fitting.samplers",
     "load_fit": "carthema.fitting.fitdir",
-    "window_from_fit": "carthema.fitting.window",
-    "predict_boost": "carthema.fitting.predict_boost",
-    "Plan": "carthema.fitting.plans",
-    "predict_plan": "carthema.fitting.plans",
-    "natural_history": "carthema.fitting.natural_history",
-    "load_population": "carthema.fitting.vpop",
+    "window_from_fit": "carthema.clinical.window",
+    "predict_boost": "carthema.clinical.boost.predict",
+    "Plan": "carthema.clinical.plans",
+    "predict_plan": "carthema.clinical.plans",
+    "natural_history": "carthema.clinical.population.natural_history",
+    "load_population": "carthema.clinical.population.virtual",
 }
 
 __all__ = [*_eager, *_LAZY]

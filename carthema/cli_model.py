@@ -146,8 +146,8 @@ def register(app: typer.Typer) -> None:
         from carthema.api import load_example
         from carthema.cli_fit import print_fit
         from carthema.cli_window import print_window
+        from carthema.clinical.window import parse_days, window_from_fit
         from carthema.fitting import fit
-        from carthema.fitting.window import parse_days, window_from_fit
 
         def say(msg: str) -> None:
             console.print(f"[dim]{msg}...[/dim]")

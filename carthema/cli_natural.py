@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate the calibrated virtual population without a boost and compare its
         blood-count statistics with the published natural history (Rejeski et al. 2021)."""
-        from carthema.fitting.natural_history import natural_history, plot_natural_history
+        from carthema.clinical.population.natural_history import (
+            natural_history,
+            plot_natural_history,
+        )
 
         nh = natural_history(product, disease, hematotox, n=n, seed=seed)
         s = nh.settings

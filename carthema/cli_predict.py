@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         """Predict engraftment after a stem-cell boost from the patient's state on the boost
         day (counts, support, neutropenia so far, product, CAR-HEMATOTOX)."""
         from carthema.api import read_events, read_observations
-        from carthema.fitting.predict_boost import predict_boost
+        from carthema.clinical.boost.predict import predict_boost
 
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
@@ -269,8 +269,8 @@ def register_trial(app: typer.Typer) -> None:
         """Simulate boost policies on virtual patients; cumulative incidence of recovery."""
         import time
 
+        from carthema.clinical import trial as vt
         from carthema.data.errors import InputError
-        from carthema.fitting import virtual_trial as vt
 
         pols = vt.read_policies(policies)
         source = vt.trial_source(pop)

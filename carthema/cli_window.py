@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """When will a stem-cell boost work? Scan boost days over the fitted posterior."""
+        from carthema.clinical.window import parse_days, window_from_fit
         from carthema.fitting.fitdir import load_fit
-        from carthema.fitting.window import parse_days, window_from_fit
 
         days = parse_days(boost_days, step)
         ff = load_fit(fitdir)

@@ -15,29 +15,39 @@
   cohort fits.
 """
 
-from carthema.fitting.build import FitModel, build_model, build_patient_model
-from carthema.fitting.data import PatientData, prepare_patient
-from carthema.fitting.diagnostics import Diagnostics
-from carthema.fitting.ode_op import SolveOp
-from carthema.fitting.population import PopulationResult, fit_population
-from carthema.fitting.priors import DEFAULT_FREE, RESIDUALS, Prior, prior_table
-from carthema.fitting.samplers import SAMPLERS, FitResult, fit
+import importlib
 
-__all__ = [
-    "DEFAULT_FREE",
-    "RESIDUALS",
-    "SAMPLERS",
-    "Diagnostics",
-    "FitModel",
-    "FitResult",
-    "PatientData",
-    "PopulationResult",
-    "Prior",
-    "SolveOp",
-    "build_model",
-    "build_patient_model",
-    "fit",
-    "fit_population",
-    "prepare_patient",
-    "prior_table",
-]
+#: Public names imported on first use (PEP 562): importing a PyMC-free submodule such as
+#: :mod:`carthema.fitting.priors` must not load PyMC through this package.
+_LAZY = {
+    "FitModel": "carthema.fitting.build",
+    "build_model": "carthema.fitting.build",
+    "build_patient_model": "carthema.fitting.build",
+    "PatientData": "carthema.fitting.data",
+    "prepare_patient": "carthema.fitting.data",
+    "Diagnostics": "carthema.fitting.diagnostics",
+    "SolveOp": "carthema.fitting.ode_op",
+    "PopulationResult": "carthema.fitting.population",
+    "fit_population": "carthema.fitting.population",
+    "DEFAULT_FREE": "carthema.fitting.priors",
+    "RESIDUALS": "carthema.fitting.priors",
+    "Prior": "carthema.fitting.priors",
+    "prior_table": "carthema.fitting.priors",
+    "SAMPLERS": "carthema.fitting.samplers",
+    "FitResult": "carthema.fitting.samplers",
+    "fit": "carthema.fitting.samplers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'carthema.fitting' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -179,7 +179,7 @@ class PopulationResult:
     def population(self) -> dict:
         """The population file's content: ``{"mu": {name: posterior median of the
         log-mean}, "omega": {name: posterior median between-patient SD of log p}}`` (the
-        format :func:`carthema.fitting.virtual_trial.read_population` reads), plus the
+        format :func:`carthema.clinical.trial.read_population` reads), plus the
         covariate effects and what was fitted."""
         post = self.idata.posterior
         free = self.population_model.free

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carthema.fitting.engraftment import (
+from carthema.clinical.endpoints import (
     FROM_CART,
     Engraftment,
     anc_recovery_without_gcsf,

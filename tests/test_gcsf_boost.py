@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from carthema.fitting.engraftment import neutrophil_engraftment
-from carthema.fitting.predict_boost import SUPPORT_DAYS, predict_boost
+from carthema.clinical.boost.predict import SUPPORT_DAYS, predict_boost
+from carthema.clinical.endpoints import neutrophil_engraftment
 
 DAYS = np.arange(20.0, 80.0)
 BOOST = 40.0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from carthema import InputError, simulate, typical_course, with_boost
-from carthema.fitting.engraftment import engraftment
+from carthema.clinical.endpoints import engraftment
 from carthema.models.scenarios import MYELOABLATIVE, POOR_RESERVE, emptied_marrow_transplant
 
 

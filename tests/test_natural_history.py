@@ -11,9 +11,9 @@ import pytest
 
 from carthema import InputError, hematotox
 from carthema.cli import main as cli_main
-from carthema.fitting.natural_history import natural_history, population_statistics
-from carthema.fitting.nh_stats import DEFINITIONS, MEDIANS, load_targets
-from carthema.fitting.vpop import load_population
+from carthema.clinical.population.natural_history import natural_history, population_statistics
+from carthema.clinical.population.statistics import DEFINITIONS, MEDIANS, load_targets
+from carthema.clinical.population.virtual import load_population
 
 ISSUE_KEYS = {
     "p_anc_le_0.5", "p_anc_le_0.1", "p_anc_le_0.5_ge_7d", "p_anc_le_0.1_ge_7d",

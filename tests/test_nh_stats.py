@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carthema.fitting.nh_stats import per_patient, summarise, weighted_median
+from carthema.clinical.population.statistics import per_patient, summarise, weighted_median
 
 DAYS = np.arange(-2.0, 91.0)
 

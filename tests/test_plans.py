@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from carthema import get_model, simulate, typical_course, with_boost
-from carthema.fitting.engraftment import neutrophil_engraftment
-from carthema.fitting.plans import (
+from carthema.clinical.endpoints import neutrophil_engraftment
+from carthema.clinical.plans import (
     Plan,
     plain_summary,
     plot_window,

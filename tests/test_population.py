@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from carthema.clinical.trial import read_population
 from carthema.data.errors import InputError
 from carthema.fitting.build import build_model
 from carthema.fitting.data import prepare_patient
@@ -17,7 +18,6 @@ from carthema.fitting.population import (
     fit_population,
     parse_effects,
 )
-from carthema.fitting.virtual_trial import read_population
 from carthema.models.model import get_model
 from carthema.models.scenarios import typical_course
 from carthema.models.simulate import simulate

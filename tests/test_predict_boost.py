@@ -9,10 +9,10 @@ import pytest
 from scipy.stats import binom
 
 from carthema.cli import main
+from carthema.clinical.boost import predict as pb
+from carthema.clinical.boost.predict import MIN_ESS, population_prior, predict_boost
+from carthema.clinical.population import virtual as vpop
 from carthema.data.errors import InputError
-from carthema.fitting import predict_boost as pb
-from carthema.fitting import vpop
-from carthema.fitting.predict_boost import MIN_ESS, population_prior, predict_boost
 from carthema.models.model import get_model
 
 KEYS = {"median_days", "q05", "q95", "p_within_14d", "p_within_30d", "p_never", "p_already"}
@@ -29,7 +29,7 @@ def population(tmp_path_factory):
         return
     except InputError:
         pass
-    from carthema.fitting.calibrate_population import main as calibrate
+    from carthema.clinical.population.calibrate import main as calibrate
 
     folder = tmp_path_factory.mktemp("population")
     calibrate(["--n", "1500", "--n-out", "600", "--out", str(folder)])
@@ -191,7 +191,7 @@ def test_prior_uses_the_exact_score_or_the_group():
 def test_true_engraftment_lies_in_the_interval_for_most_virtual_patients():
     """Ten cytopenic virtual patients: their true engraftment time (own parameters, a
     boost) lies inside the 90 % interval predicted from their boost-day state alone."""
-    from carthema.fitting.boost_sbc import covered, cytopenic_cases, predict_case
+    from carthema.clinical.boost.calibration import covered, cytopenic_cases, predict_case
 
     rng = np.random.default_rng(11)
     cases = cytopenic_cases(10, rng)

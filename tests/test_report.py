@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carthema.fitting.report import Section, chromium_path, screenshot, write_report
+from carthema.clinical.report import Section, chromium_path, screenshot, write_report
 
 
 def _figure(path):

@@ -8,7 +8,7 @@ import pytest
 
 from carthema import InputError
 from carthema.cli import main
-from carthema.fitting.virtual_trial import (
+from carthema.clinical.trial import (
     Policy,
     cumulative_incidence,
     read_policies,

@@ -10,9 +10,9 @@ import pytest
 
 from carthema import InputError
 from carthema.cli import main
-from carthema.fitting import virtual_trial as vt
-from carthema.fitting.virtual_trial import Policy, run_trial, trial_cohort, trial_source
-from carthema.fitting.vpop import PRODUCT_LD, load_population
+from carthema.clinical import trial as vt
+from carthema.clinical.population.virtual import PRODUCT_LD, load_population
+from carthema.clinical.trial import Policy, run_trial, trial_cohort, trial_source
 from carthema.models.model import get_model
 
 #: Rejeski et al. 2021 (Blood 138:2499), Table 2: ANC <= 0.5 G/L at any time in days

@@ -13,11 +13,11 @@ import pytest
 
 import carthema
 from carthema.cli import main as cli_main
+from carthema.clinical.plans import recovery_without_boost
+from carthema.clinical.window import parse_days, window_draws, window_from_fit, without_boosts
 from carthema.data import load_example
 from carthema.data.errors import InputError
 from carthema.fitting.fitdir import load_fit
-from carthema.fitting.plans import recovery_without_boost
-from carthema.fitting.window import parse_days, window_draws, window_from_fit, without_boosts
 
 PATIENT = "VP004"
 
@@ -144,7 +144,7 @@ def test_interrupted_window_leaves_the_earlier_result_whole(fit_dir, tmp_path, m
     def fail(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("carthema.fitting.window.write_patient_report", fail)
+    monkeypatch.setattr("carthema.clinical.window.write_patient_report", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         window_from_fit(fit_dir, [30.0], out, n_draws=4, seed=1, report=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["window"]
@@ -184,7 +184,7 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
     that the measured counts after day 42 reflect the boost the patient received."""
     import matplotlib.pyplot as plt
 
-    from carthema.fitting import plans
+    from carthema.clinical import plans
 
     seen: dict = {}
     real = plans.plot_window

@@ -243,7 +243,7 @@ def test_population_shrinkage_is_one_minus_sd_eta_over_omega():
 # Report: trust first, readable headers
 # ---------------------------------------------------------------------------------------
 def test_report_puts_warnings_before_the_recommendation(tmp_path):
-    from carthema.fitting.report import Section, write_report
+    from carthema.clinical.report import Section, write_report
 
     table = pd.DataFrame({"boost_day": [30.0], "neutrophil_p_within_30d": [0.9]})
     text = write_report(

@@ -1,17 +1,17 @@
 """Virtual trials: many virtual patients, boost policies, cumulative incidence of recovery.
 
 Patients are, by default, rows of the calibrated virtual population
-(:func:`carthema.fitting.vpop.load_population`, resampled; optionally one product's
+(:func:`carthema.clinical.population.virtual.load_population`, resampled; optionally one product's
 rows), each simulated after its own product's lymphodepletion and dose
-(:func:`carthema.fitting.vpop.product_events`) with graft parameters of its own
-(:func:`carthema.fitting.graft.draw_graft`). Other sources, as options: another
+(:func:`carthema.clinical.population.virtual.product_events`) with graft parameters of its own
+(:func:`carthema.clinical.population.graft.draw_graft`). Other sources, as options: another
 population CSV of the same form, the fitting priors (``"prior"``: a log-normal
 distribution of the default free parameters around the defaults, simulated after a
 typical course) or a population fit's means and between-patient spreads (a JSON). A policy
 decides, from the patient's simulated counts on a trigger day, whether and when to give
 a stem-cell boost; every patient is then simulated under what the policy gave them, and
 the time from CAR-T to neutrophil and platelet engraftment (the one definition of
-:mod:`carthema.fitting.engraftment`, counted from CAR-T day 0) is summarised as
+:mod:`carthema.clinical.endpoints`, counted from CAR-T day 0) is summarised as
 cumulative incidence (1 - Kaplan-Meier over the patients not already engrafted; patients
 without engraftment by the horizon are censored; the model has no death, so there is no
 competing event).
@@ -25,15 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
-from ..models.events import build_events
-from ..models.model import Model, get_model
-from ..models.scenarios import typical_course, with_boost
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import PREDICT
-from .engraftment import FROM_CART, kaplan_meier, lineage_engraftment, support_from_events
-from .graft import draw_graft
-from .priors import DEFAULT_FREE, prior_table
+from carthema.clinical.endpoints import (
+    FROM_CART,
+    kaplan_meier,
+    lineage_engraftment,
+    support_from_events,
+)
+from carthema.clinical.population.graft import draw_graft
+from carthema.data.errors import InputError
+from carthema.fitting.priors import DEFAULT_FREE, prior_table
+from carthema.models.events import build_events
+from carthema.models.model import Model, get_model
+from carthema.models.scenarios import typical_course, with_boost
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import PREDICT
 
 POLICY_COLUMNS = (
     "name",
@@ -128,7 +133,8 @@ def population_draws(
 ) -> np.ndarray:
     """``n`` virtual patients: log p ~ Normal(mu, omega) for the varying parameters
     (defaults: the population priors of the default free set), the graft parameters from
-    their population distribution (:mod:`carthema.fitting.graft`), others at defaults."""
+    their population distribution (:mod:`carthema.clinical.population.graft`), others at
+    defaults."""
     P = draw_graft(model, np.tile(model.default_params(), (n, 1)), rng)
     priors = {pr.name: pr for pr in prior_table(model, DEFAULT_FREE[model.name])}
     names = set(priors) | set(mu or {})
@@ -166,7 +172,11 @@ def calibrated_cohort(
     """``n`` virtual patients resampled from the calibrated population (or the population
     CSV ``population``), of ``product`` only when given, each after its own product's
     course, with graft parameters of its own."""
-    from .vpop import load_population, population_params, product_events
+    from carthema.clinical.population.virtual import (
+        load_population,
+        population_params,
+        product_events,
+    )
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
     if product is not None:
@@ -328,7 +338,7 @@ def _not_already(g: pd.DataFrame, outcome: str) -> pd.DataFrame:
 
 
 def cumulative_incidence(trial: pd.DataFrame, outcome: str, horizon: float) -> pd.DataFrame:
-    """1 - Kaplan-Meier (:func:`carthema.fitting.engraftment.kaplan_meier`) of days from
+    """1 - Kaplan-Meier (:func:`carthema.clinical.endpoints.kaplan_meier`) of days from
     CAR-T to ``outcome`` per policy, over the patients who solved and were not already
     engrafted (``<outcome>_already``, when the column is there), censored at
     ``horizon``."""
@@ -370,7 +380,7 @@ def plot_incidence(curves: dict[str, pd.DataFrame], path: str | Path) -> Path:
 def trial_source(pop: str | None) -> dict:
     """``run_trial`` keyword arguments for a command-line population argument: None or
     ``"calibrated"`` (the calibrated virtual population, the default), a population CSV
-    (the form of :func:`carthema.fitting.vpop.load_population`), ``"prior"`` (the
+    (the form of :func:`carthema.clinical.population.virtual.load_population`), ``"prior"`` (the
     fitting priors) or a population-fit JSON (:func:`read_population`)."""
     if pop is None or pop == CALIBRATED:
         return {"population": CALIBRATED}

@@ -5,12 +5,12 @@ CPT Pharmacometrics Syst Pharmacol 5:140, with weights found by optimisation as 
 the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
 
 1. Draw ``n`` plausible patients per product (axi-cel, tisa-cel) from the wide
-   distributions of :data:`carthema.fitting.vpop.TRAITS` and simulate each after its
+   distributions of :data:`carthema.clinical.population.virtual.TRAITS` and simulate each after its
    product's own lymphodepletion and dose, days -7..60 (at the model's default CD19+
    load; see ``_simulate_product``).
 2. For every patient compute the per-patient values behind every statistic of the
-   calibration file (:func:`carthema.fitting.nh_stats.per_patient`) and its CAR-HEMATOTOX
-   score from its own baseline values.
+   calibration file (:func:`carthema.clinical.population.statistics.per_patient`) and its
+   CAR-HEMATOTOX score from its own baseline values.
 3. Find weights (a softmax per product) that minimise the squared, tolerance-scaled
    distance between the weighted statistics and every row of ``natural_history.csv``
    (Table 2 pooled and per product; Table 3 HT-high and HT-low, with the HT-high share
@@ -21,7 +21,7 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
 4. Resample ``n_out`` patients per product with those weights (systematic resampling)
    and write them, with this provenance, as the package's population file.
 
-No stem-cell-boost cohort enters. Run ``python -m carthema.fitting.calibrate_population
+No stem-cell-boost cohort enters. Run ``python -m carthema.clinical.population.calibrate
 [--n 3000] [--seed 1] [--out DIR]``; it prints every target beside the calibrated value.
 """
 
@@ -36,11 +36,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.atomic import write_atomic
-from ..models.hematotox import hematotox_points
-from ..models.model import get_model
-from .nh_stats import DEFINITIONS, MEDIANS, load_targets, per_patient, target_group, tolerance
-from .vpop import (
+from carthema.clinical.population.statistics import (
+    DEFINITIONS,
+    MEDIANS,
+    load_targets,
+    per_patient,
+    target_group,
+    tolerance,
+)
+from carthema.clinical.population.virtual import (
     LBCL_MIX,
     POPULATION_FILE,
     POPULATION_INFO,
@@ -49,6 +53,9 @@ from .vpop import (
     product_events,
     simulate_counts,
 )
+from carthema.data.atomic import write_atomic
+from carthema.models.hematotox import hematotox_points
+from carthema.models.model import get_model
 
 #: Product mix of the pooled rows: the cohort's printed 159 axi-cel : 76 tisa-cel (Table 2;
 #: the calibration README notes the percentages fit 161 : 74, a difference below 1 %).
@@ -209,7 +216,7 @@ def calibrate(n: int = 3000, seed: int = 1, n_out: int = 1000, verbose: bool = T
     report = target_report(pop)
     info = {
         "procedure": __doc__.strip().split("\n\n")[1],
-        "module": "carthema.fitting.calibrate_population",
+        "module": "carthema.clinical.population.calibrate",
         "seed": seed,
         "plausible_per_product": n,
         "resampled_per_product": n_out,
@@ -252,7 +259,7 @@ def _systematic(w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def target_report(pop: pd.DataFrame) -> list[dict]:
     """Every row of natural_history.csv beside the value of the population ``pop``."""
-    from .natural_history import population_statistics
+    from carthema.clinical.population.natural_history import population_statistics
 
     cache: dict = {}
     out = []

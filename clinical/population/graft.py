@@ -8,10 +8,10 @@ their defaults.
 
 Where each parameter's distribution comes from, in this order:
 
-1. a column of the calibrated virtual population (:func:`carthema.fitting.vpop.
+1. a column of the calibrated virtual population (:func:`carthema.clinical.population.virtual.
    load_population`): its values, resampled, with a small log-scale kernel so that the
    draws are not a handful of repeated values;
-2. its spread in :data:`carthema.fitting.vpop.TRAITS` (log-normal around its median);
+2. its spread in :data:`carthema.clinical.population.virtual.TRAITS` (log-normal around its median);
 3. otherwise ASSUMPTION: log-normal around the model default with log-SD
    :data:`ASSUMED_LOG_SD` (0.3, i.e. a 90 % range of about 0.6x to 1.6x the default).
    No published between-graft spread of these (model-specific) quantities was found; 0.3
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..models.model import Model
-from .vpop import TRAITS
+from carthema.clinical.population.virtual import TRAITS
+from carthema.models.model import Model
 
 #: The graft and rejection parameters whose uncertainty every boost prediction carries.
 GRAFT_PARAMS: tuple[str, ...] = ("graft_prog", "graft_hsc", "graft_regen", "rej_rate")

@@ -8,15 +8,15 @@ predictive distribution of engraftment after the boost.
 
 Prior
 -----
-The calibrated virtual population (:func:`carthema.fitting.vpop.load_population`),
+The calibrated virtual population (:func:`carthema.clinical.population.virtual.load_population`),
 restricted to the patient's product and CAR-HEMATOTOX score (the exact score when at
 least :data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high
 (>= 2) group; the output says which). Products outside the calibrated population take
 the rows of the product with the same co-stimulation and lymphodepletion (brexu-cel:
 axi-cel, liso-cel: tisa-cel) and are simulated with their own course. The population is
 calibrated in LBCL; another disease applies the multipliers of
-:func:`carthema.fitting.natural_history.disease_params` (the natural-history simulation's
-own), and the output says so.
+:func:`carthema.clinical.population.natural_history.disease_params` (the
+natural-history simulation's own), and the output says so.
 
 The prior density used by the Monte Carlo moves is a **shrunk Gaussian kernel density
 over the population rows in log-parameter space** (West 1993; Liu & West 2001): kernel
@@ -34,11 +34,11 @@ patient comes from, and predictions over-dispersed (the boost self-calibration c
 from the same density, so the sampler targets exactly prior x likelihood. The density
 is truncated to each parameter's plausible range.
 
-Graft and rejection parameters (:data:`carthema.fitting.graft.GRAFT_PARAMS`) do not enter
-the pre-boost likelihood and are not prior dimensions: they are drawn per particle after
-the conditioning from :func:`carthema.fitting.graft.draw_graft` (the population column,
-TRAITS spread, or ASSUMPTION: log-normal SD 0.3 around the default), so every prediction
-carries the graft's own uncertainty.
+Graft and rejection parameters (:data:`carthema.clinical.population.graft.GRAFT_PARAMS`)
+do not enter the pre-boost likelihood and are not prior dimensions: they are drawn per
+particle after the conditioning from :func:`carthema.clinical.population.graft.draw_graft`
+(the population column, TRAITS spread, or ASSUMPTION: log-normal SD 0.3 around the
+default), so every prediction carries the graft's own uncertainty.
 
 Likelihood
 ----------
@@ -91,21 +91,26 @@ import pandas as pd
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from ..data.errors import InputError
-from ..models.compiled import numba_model
-from ..models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
-from ..models.events import build_events
-from ..models.hematotox import hematotox as hematotox_score
-from ..models.model import Model, get_model
-from ..models.presets import DISEASES
-from ..models.scenarios import EVENT_COLUMNS
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import CONDITION
-from .engraftment import ANC_ENGRAFT, PLT_ENGRAFT, lineage_engraftment, support_from_events
-from .graft import GRAFT_PARAMS, draw_graft, graft_sources
-from .plans import Plan, _plan_summary, simulate_plan
-from .priors import RESIDUALS
-from .vpop import PRODUCT_LD, load_population, product_events
+from carthema.clinical.endpoints import (
+    ANC_ENGRAFT,
+    PLT_ENGRAFT,
+    lineage_engraftment,
+    support_from_events,
+)
+from carthema.clinical.plans import Plan, _plan_summary, simulate_plan
+from carthema.clinical.population.graft import GRAFT_PARAMS, draw_graft, graft_sources
+from carthema.clinical.population.virtual import PRODUCT_LD, load_population, product_events
+from carthema.data.errors import InputError
+from carthema.fitting.priors import RESIDUALS
+from carthema.models.compiled import numba_model
+from carthema.models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
+from carthema.models.events import build_events
+from carthema.models.hematotox import hematotox as hematotox_score
+from carthema.models.model import Model, get_model
+from carthema.models.presets import DISEASES
+from carthema.models.scenarios import EVENT_COLUMNS
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import CONDITION
 
 #: Fewest effective draws a prediction may rest on; below it the prediction is refused.
 MIN_ESS = 1000.0
@@ -261,14 +266,14 @@ def population_prior(
     if disease != "lbcl":
         # One source of truth with the natural-history simulation: its multipliers of the
         # LBCL population's parameters for another disease.
-        from .natural_history import disease_params
+        from carthema.clinical.population.natural_history import disease_params
 
         mult = {k: float(v) for k, v in disease_params(disease).items() if k in cols}
         for name, value in mult.items():
             X[:, cols.index(name)] += np.log(value)
         desc["disease_note"] = (
             f"population calibrated in LBCL; {disease}: multipliers {mult or 'none'} "
-            "(carthema.fitting.natural_history.disease_params); no natural history of "
+            "(carthema.clinical.population.natural_history.disease_params); no natural history of "
             f"{disease} was calibrated"
         )
     keep = np.std(X, axis=0) > 1e-9
@@ -331,9 +336,9 @@ def prior_draws(
 ) -> np.ndarray:
     """``n`` parameter vectors (natural scale) of virtual patients of the calibrated
     population (of ``product`` when given), resampled, each with graft and rejection
-    parameters of its own (:func:`carthema.fitting.graft.draw_graft`). Unconditioned:
+    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`). Unconditioned:
     :func:`predict_boost` conditions on the patient's state."""
-    from .vpop import population_params
+    from carthema.clinical.population.virtual import population_params
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
     if product is not None:
@@ -656,10 +661,10 @@ def predict_boost(
     Returns a JSON-ready dict: "neutrophil", "platelet", "anc_gt_1" (each with
     ``median_days``, ``q05``, ``q95``, ``p_within_14d``, ``p_within_30d``, ``p_never``,
     ``p_already``, ``n_draws``; the one definition of
-    :mod:`carthema.fitting.engraftment`), ``effective_sample_size``, ``inputs`` (as
+    :mod:`carthema.clinical.endpoints`), ``effective_sample_size``, ``inputs`` (as
     understood), ``own_counts_at_boost`` (the conditioned draws' counts without any
     support), the sampler's diagnostics and wall time; with ``return_draws`` also
-    ``draw_engraftment`` (per-draw :class:`~carthema.fitting.engraftment.Engraftment`,
+    ``draw_engraftment`` (per-draw :class:`~carthema.clinical.endpoints.Engraftment`,
     not JSON). Raises :class:`InputError` for
     bad input, impossible counts or fewer than 1,000 effective draws.
     """

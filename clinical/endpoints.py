@@ -1,5 +1,5 @@
 """Engraftment with the clinical definitions (DESIGN section 6), one implementation for
-every path: the boost prediction (:func:`carthema.fitting.plans.predict_plan`), the window
+every path: the boost prediction (:func:`carthema.clinical.plans.predict_plan`), the window
 scan, the no-boost baseline and the virtual trial all call :func:`lineage_engraftment`
 and :func:`engraftment_summary`.
 

@@ -4,7 +4,7 @@ A plan is "no boost" or a stem-cell boost on a day with a CD34+ dose (autologous
 allogeneic, CD34-selected or not). For each plan every parameter draw (posterior draws
 of a fitted patient, or population-prior draws for a patient with little data) is
 simulated with the numba population solver, and the engraftment metrics of
-:mod:`carthema.fitting.engraftment` summarise the predictive distribution.
+:mod:`carthema.clinical.endpoints` summarise the predictive distribution.
 """
 
 from __future__ import annotations
@@ -15,12 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ..models.events import build_events
-from ..models.model import Model
-from ..models.scenarios import with_boost
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import PREDICT
-from .engraftment import (
+from carthema.clinical.endpoints import (
     ANC_ENGRAFT,
     FROM_CART,
     PLT_ENGRAFT,
@@ -31,6 +26,11 @@ from .engraftment import (
     lineage_engraftment,
     support_from_events,
 )
+from carthema.models.events import build_events
+from carthema.models.model import Model
+from carthema.models.scenarios import with_boost
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import PREDICT
 
 #: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
 #: the consolidative-transplant signal of Jiang et al. 2020.
@@ -119,11 +119,11 @@ def plan_engraftment(
     stable: int | None = STABLE,
 ) -> dict[str, dict]:
     """Engraftment summaries ("neutrophil", "anc_gt_1", "platelet") of simulated draws
-    with the one definition of :mod:`carthema.fitting.engraftment`: times from
+    with the one definition of :mod:`carthema.clinical.endpoints`: times from
     ``reference``, G-CSF days and platelet-transfusion windows of ``events`` excluded,
     already-engrafted draws apart (``p_already``), Kaplan-Meier over the others censored
     at the end of ``days``. Draws whose solve failed are left out. ``stable``: see
-    :func:`carthema.fitting.engraftment.engraftment` (:data:`FROM_CART` from day 0)."""
+    :func:`carthema.clinical.endpoints.engraftment` (:data:`FROM_CART` from day 0)."""
     ok = status == 0
     c = _counts(model, obs, ok)
     gcsf, transfusions = support_from_events(events)
@@ -280,7 +280,7 @@ def scan_window(
     boost.
 
     Per day (one row): the :func:`predict_plan` summaries of the boost (engraftment from
-    the boost day, :mod:`carthema.fitting.engraftment`), the same engraftment summary of
+    the boost day, :mod:`carthema.clinical.endpoints`), the same engraftment summary of
     the draws *without* a boost from that day (``no_boost_neutrophil_p_within_<w>d``,
     ``no_boost_platelet_p_within_<w>d``, ``no_boost_neutrophil_p_already``), and the
     median over draws of the days saved from the boost day to :data:`FOLLOW_UP` days
@@ -496,12 +496,12 @@ def recovery_without_boost(
     model: Model, draws: np.ndarray, events: pd.DataFrame, *, horizon: float
 ) -> dict:
     """Engraftment without any boost, counted from CAR-T day 0 (so times are days since
-    CAR-T), with the one definition of :mod:`carthema.fitting.engraftment`.
+    CAR-T), with the one definition of :mod:`carthema.clinical.endpoints`.
 
     Per criterion ("neutrophil", "anc_gt_1", "platelet"): the summary of
     :func:`plan_engraftment` (``median_days``, ``q05``, ``q95``, ``p_within_14d``,
     ``p_within_30d``, ``p_never`` by ``horizon``, ``p_already``: never below the
-    threshold from day 0 to ``horizon`` (:data:`~carthema.fitting.engraftment.FROM_CART`),
+    threshold from day 0 to ``horizon`` (:data:`~carthema.clinical.endpoints.FROM_CART`),
     ``n_draws``).
     """
     days, status, obs, ev_df = simulate_plan(model, draws, events, Plan(), horizon=horizon)
@@ -594,7 +594,7 @@ def plot_window(
     """
     import matplotlib.pyplot as plt
 
-    from ..models.plotting import log_axis
+    from carthema.models.plotting import log_axis
 
     n_rows = 3 if bands else 2
     fig = plt.figure(figsize=(11, 3.6 * n_rows + 0.6))
@@ -712,7 +712,7 @@ def window_job(
     observations: pd.DataFrame | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
-    :func:`carthema.fitting.window.window_from_fit`, writes window.json once it has added
+    :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
     the patient's fields).
 
     ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and

@@ -5,8 +5,8 @@ Two outputs (:data:`OUTPUTS`), both in days:
 ``"severe_neutropenia"``
     Days of severe neutropenia: the number of whole days ``d`` in 0..60 (61 daily
     values, day 0 = CAR-T infusion) with ANC < 0.5 G/L
-    (:func:`carthema.fitting.engraftment.days_below`), after the standard axi-cel
-    course of :func:`carthema.fitting.vpop.product_events` (fludarabine 30 +
+    (:func:`carthema.clinical.endpoints.days_below`), after the standard axi-cel
+    course of :func:`carthema.clinical.population.virtual.product_events` (fludarabine 30 +
     cyclophosphamide 500 mg/m2 on days -5..-3, 2e6 CAR+ cells/kg on day 0). Range 0-61.
     Nominal point: every parameter at its model default.
 
@@ -14,7 +14,7 @@ Two outputs (:data:`OUTPUTS`), both in days:
     Time to neutrophil engraftment after a stem-cell boost: 5e6 CD34+ cells/kg
     autologous on day 28 (:func:`carthema.models.scenarios.with_boost`) after the same
     axi-cel course, in days from the boost to the first of 3 consecutive days with ANC
-    > 0.5 G/L (:func:`carthema.fitting.engraftment.engraftment`, ``reference`` = 28,
+    > 0.5 G/L (:func:`carthema.clinical.endpoints.engraftment`, ``reference`` = 28,
     the package's one definition). Followed to day 28 + :data:`ENGRAFT_FOLLOW_UP`:
     a patient not engrafted by then is censored and given the value
     :data:`ENGRAFT_FOLLOW_UP` (60 days); a patient "already engrafted" on the boost day
@@ -28,7 +28,7 @@ the log scale) between ``nominal / factor`` and ``nominal * factor`` (default
 ``factor`` 3), clipped to the parameter's plausible bounds ``[Param.low, Param.high]``
 (``spread="bounds"`` uses the whole plausible range instead). Factor 3 is about one to
 two between-patient log-SDs of the virtual population (log-SD 0.25-1.1 in
-:data:`carthema.fitting.vpop.TRAITS`): the analysis describes patients around the
+:data:`carthema.clinical.population.virtual.TRAITS`): the analysis describes patients around the
 nominal point. The plausible bounds span up to eight decades (``leuk_L0``,
 ``late_supp``) and across them most runs saturate (61 days neutropenic, or none), so
 indices computed there describe the bounds rather than a patient. Defaults, bounds and
@@ -59,13 +59,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..models.events import build_events
-from ..models.model import Model, get_model
-from ..models.scenarios import POOR_RESERVE, with_boost
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import SolverOptions
-from .engraftment import ANC_ENGRAFT, days_below, engraftment
-from .vpop import product_events
+from carthema.clinical.endpoints import ANC_ENGRAFT, days_below, engraftment
+from carthema.clinical.population.virtual import product_events
+from carthema.models.events import build_events
+from carthema.models.model import Model, get_model
+from carthema.models.scenarios import POOR_RESERVE, with_boost
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import SolverOptions
 
 #: Output names (see the module docstring for their definitions).
 OUTPUTS = ("severe_neutropenia", "engraftment")

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.atomic import atomic_path
-from ..data.errors import InputError
-from ..models.model import get_model
-from .nh_stats import DEFINITIONS, load_targets, per_patient, summarise, target_group, tolerance
-from .vpop import (
+from carthema.clinical.population.statistics import (
+    DEFINITIONS,
+    load_targets,
+    per_patient,
+    summarise,
+    target_group,
+    tolerance,
+)
+from carthema.clinical.population.virtual import (
     LBCL_MIX,
     PRODUCT_LD,
     load_population,
@@ -28,6 +32,9 @@ from .vpop import (
     product_events,
     simulate_counts,
 )
+from carthema.data.atomic import atomic_path
+from carthema.data.errors import InputError
+from carthema.models.model import get_model
 
 DISEASES = ("lbcl", "b-all", "mcl")
 
@@ -125,7 +132,7 @@ def disease_params(disease: str) -> dict[str, float]:
             column="disease",
             fix=f"use one of {', '.join(DISEASES)}",
         )
-    from ..models.presets import apply_presets
+    from carthema.models.presets import apply_presets
 
     lbcl, other = apply_presets(disease="lbcl"), apply_presets(disease=disease)
     return {name: other[name] / lbcl[name] for name in other if name in lbcl}

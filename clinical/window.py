@@ -1,7 +1,7 @@
 """The engraftment window of a fitted patient, and the per-patient HTML report.
 
 :func:`window_from_fit` reads a fit folder, takes posterior draws of the patient's
-parameters, scans candidate boost days with :func:`carthema.fitting.plans.window_job`
+parameters, scans candidate boost days with :func:`carthema.clinical.plans.window_job`
 and (optionally) writes a self-contained HTML report with the fit plot, the window plot,
 the table and the diagnostics.
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.atomic import swap_folder
-from ..data.errors import InputError
-from .fitdir import FitFolder, load_fit
-from .plans import window_job
+from carthema.clinical.plans import window_job
+from carthema.data.atomic import swap_folder
+from carthema.data.errors import InputError
+from carthema.fitting.fitdir import FitFolder, load_fit
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -74,12 +74,12 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
-    own (:func:`carthema.fitting.graft.draw_graft`): from the calibrated population's
+    own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
     distribution when it has them as columns, else their TRAITS spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
     values. Returns the draws and where each graft parameter came from."""
-    from .graft import draw_graft, graft_sources
-    from .vpop import load_population
+    from carthema.clinical.population.graft import draw_graft, graft_sources
+    from carthema.clinical.population.virtual import load_population
 
     try:
         population = load_population()[0]
@@ -242,7 +242,7 @@ def _figure_lines(window: dict) -> list[str]:
 def write_patient_report(ff: FitFolder, window: dict, path: str | Path) -> Path:
     """Self-contained HTML page: summary, window plot and table, fit plot, diagnostics,
     posterior table."""
-    from .report import Section, write_report
+    from carthema.clinical.report import Section, write_report
 
     diag = ff.meta.get("diagnostics", {})
     table = pd.read_csv(window["files"]["table"])

@@ -15,7 +15,7 @@ so a high score goes with a long neutropenia through the mechanism, not by decre
 The distributions of :data:`TRAITS` are the *plausible* population (assumptions, wide on
 purpose). The *calibrated* population (:func:`load_population`) is a weighted resample
 of plausible patients that matches the published natural history; it is produced by
-:mod:`carthema.fitting.calibrate_population`, which documents the procedure.
+:mod:`carthema.clinical.population.calibrate`, which documents the procedure.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
-from ..models.events import build_events
-from ..models.model import Model, get_model
-from ..models.scenarios import EVENT_COLUMNS
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import SCREEN
+from carthema.data.errors import InputError
+from carthema.models.events import build_events
+from carthema.models.model import Model, get_model
+from carthema.models.scenarios import EVENT_COLUMNS
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import SCREEN
 
 #: Correlation of the reserve and inflammation traits (assumption: inflamed patients
 #: tend to have less reserve; Rejeski et al. 2021 found both in the same high-risk group).
@@ -221,7 +221,7 @@ def load_population(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]
         raise InputError(
             "population file not found",
             file=str(csv),
-            fix="run `python -m carthema.fitting.calibrate_population` to produce it",
+            fix="run `python -m carthema.clinical.population.calibrate` to produce it",
         )
     meta = json.loads(info.read_text()) if info.exists() else {}
     return pd.read_csv(csv), meta

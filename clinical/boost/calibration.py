@@ -1,4 +1,4 @@
-"""Simulation-based calibration of :func:`carthema.fitting.predict_boost.predict_boost`
+"""Simulation-based calibration of :func:`carthema.clinical.boost.predict.predict_boost`
 inside the model (issue 10, item 6).
 
 Virtual patients are rows of the calibrated population. Each is simulated after its own
@@ -7,8 +7,8 @@ CAR-T, independently of the patient); it is kept when it is cytopenic on that da
 measured (reported ANC < 0.5 G/L or platelets < 20 G/L: the selection uses only what
 the prediction sees). Its *true*
 engraftment times come from its own parameters, graft parameters drawn from the graft
-distribution (:func:`carthema.fitting.graft.draw_graft`) and the boost, with the one
-definition of :mod:`carthema.fitting.engraftment`. The prediction sees only the
+distribution (:func:`carthema.clinical.population.graft.draw_graft`) and the boost, with the one
+definition of :mod:`carthema.clinical.endpoints`. The prediction sees only the
 boost-day state, with measurement noise as the likelihood assumes: ANC and platelets
 (log-normal, the residual SDs of :data:`carthema.fitting.priors.RESIDUALS`; an ANC below
 0.05 G/L is reported as 0), the days with ANC < 0.5 G/L before the boost (normal, SD
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..models.model import get_model
-from .engraftment import Engraftment, lineage_engraftment
-from .graft import draw_graft
-from .plans import Plan, simulate_plan
-from .predict_boost import ANC_LLOQ, neutropenia_sd, predict_boost
-from .priors import RESIDUALS
-from .vpop import load_population, population_params, product_events
+from carthema.clinical.boost.predict import ANC_LLOQ, neutropenia_sd, predict_boost
+from carthema.clinical.endpoints import Engraftment, lineage_engraftment
+from carthema.clinical.plans import Plan, simulate_plan
+from carthema.clinical.population.graft import draw_graft
+from carthema.clinical.population.virtual import load_population, population_params, product_events
+from carthema.fitting.priors import RESIDUALS
+from carthema.models.model import get_model
 
 LINEAGES = {"neutrophil": ("anc", 0.5), "platelet": ("platelets", 20.0)}
 BOOST_DAYS = (21.0, 90.0)
