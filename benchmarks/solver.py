@@ -28,6 +28,7 @@ Usage::
 
     python benchmarks/solver.py            # full mode (several minutes on 2 cores)
     python benchmarks/solver.py --quick    # about 2-3 minutes once numba's cache is warm
+    python benchmarks/solver.py --smoke    # seconds: a few runs, no JAX, temporary output
 
 Writes ``benchmarks/results/solver.json`` (``--out`` to change) and prints tables.
 The exit status is 0 even when a target is missed (misses are printed and recorded);
@@ -54,6 +55,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     print_table,
+    smoke_out,
     summary,
     time_calls,
     timed,
@@ -116,6 +118,9 @@ class Budget:
     jax_grad: int
     numba_population: int
     n_jax_population: int
+    #: Virtual patients of the population run (the ``population_10k_*`` keys are for this
+    #: many; only ``--smoke`` sets fewer).
+    n_population: int = N_POPULATION
 
 
 QUICK = Budget(
@@ -129,6 +134,21 @@ QUICK = Budget(
     jax_grad=5,
     numba_population=1,
     n_jax_population=2_000,
+)
+#: Seconds: the same code paths with a handful of runs and 20 virtual patients (JAX left
+#: out: diffrax compiles for minutes).
+SMOKE = Budget(
+    numba=3,
+    numba_rosenbrock=2,
+    numba_grad=2,
+    scipy=1,
+    scipy_fd_grad=0,
+    diffrax_tsit5=1,
+    diffrax_kvaerno5=1,
+    jax_grad=1,
+    numba_population=1,
+    n_jax_population=20,
+    n_population=20,
 )
 FULL = Budget(
     numba=1_000,
@@ -476,10 +496,10 @@ def population_params(pr: Problem, n: int) -> np.ndarray:
 def bench_population(pr: Problem, b: Budget, res: dict, mod, with_jax: bool = True) -> dict:
     ev = pr.ev
     warm = res["warmup_s"]
-    P = population_params(pr, N_POPULATION)
+    P = population_params(pr, b.n_population)
     args = (pr.u0, pr.t0, pr.t_out, ev.t, ev.kind, ev.target, ev.value, ev.scale)
     pop: dict[str, Any] = {
-        "n": N_POPULATION,
+        "n": b.n_population,
         "log_sd": POP_LOG_SD,
         "seed": SEED,
         "drawn": "every parameter log-normal around its default",
@@ -493,7 +513,7 @@ def bench_population(pr: Problem, b: Budget, res: dict, mod, with_jax: bool = Tr
     res["numba_threading_layer"] = _threading_layer()
     times = []
     for r in range(b.numba_population):
-        log(f"numba solve_population, {N_POPULATION} patients, run {r + 1}/{b.numba_population}")
+        log(f"numba solve_population, {b.n_population} patients, run {r + 1}/{b.numba_population}")
         (st_n, O_n), s = timed(lambda: run_numba(P))
         times.append(s)
     pop["numba_runs_s"] = [round(x, 4) for x in times]
@@ -575,13 +595,20 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=RESULTS_DIR / "solver.json", help="JSON results file"
     )
     ap.add_argument("--skip-jax", action="store_true", help="numba and scipy only")
+    ap.add_argument(
+        "--smoke", action="store_true", help="seconds: a few runs, no JAX, temporary output"
+    )
     args = ap.parse_args(argv)
-    b = QUICK if args.quick else FULL
+    b = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.smoke:
+        args.skip_jax = True
+        if args.out == RESULTS_DIR / "solver.json":
+            args.out = smoke_out("solver.json")
     t_start = time.perf_counter()
 
     res: dict[str, Any] = {
         "benchmark": "solver",
-        "mode": "quick" if args.quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "machine": machine_info(
             [
                 "carthema",

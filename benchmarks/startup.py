@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, load_average, machine_info, write_json  # noqa: E402
+from _common import RESULTS_DIR, load_average, machine_info, smoke_out, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve()
 #: The benchmark patient of ``benchmarks/fit.py`` (bundled synthetic data).
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     components = "cart" if args.smoke else "full"
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if args.smoke:
-        out = args.out or Path(tempfile.mkdtemp(prefix="carthema-bench-")) / "startup.json"
+        out = args.out or smoke_out("startup.json")
     else:
         out = args.out or RESULTS_DIR / "startup.json"
     res: dict[str, Any] = {
