@@ -183,7 +183,7 @@ class Problem:
     obs_idx: np.ndarray
 
 
-def make_problem() -> Problem:
+def make_problem(n_free: int = len(FREE_PARAMS)) -> Problem:
     from carthema import get_model, typical_course
     from carthema.models.events import build_events
 
@@ -192,7 +192,7 @@ def make_problem() -> Problem:
     ev = build_events(m, typical_course(), p)
     t0 = -5.0
     t_out = np.arange(-5.0, 181.0, 1.0)
-    free = np.array([m.index("param", n) for n in FREE_PARAMS], dtype=np.int64)
+    free = np.array([m.index("param", n) for n in FREE_PARAMS[:n_free]], dtype=np.int64)
     obs_idx = np.array([m.index("obs", n) for n in COMPARE_OBS], dtype=np.int64)
     return Problem(m, p, ev, t0, t_out, np.zeros(m.n_u), free, obs_idx)
 
@@ -596,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-jax", action="store_true", help="numba and scipy only")
     ap.add_argument(
+        "--n-free",
+        type=int,
+        default=len(FREE_PARAMS),
+        help=f"differentiate w.r.t. the first N of the {len(FREE_PARAMS)} free parameters",
+    )
+    ap.add_argument(
         "--smoke", action="store_true", help="seconds: a few runs, no JAX, temporary output"
     )
     args = ap.parse_args(argv)
@@ -635,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_steps": {},
     }
     log(f"solver benchmark ({res['mode']} mode); load average {load_average()}")
-    pr = make_problem()
+    pr = make_problem(args.n_free)
     m = pr.model
     res["problem"] = {
         "model": m.name,
@@ -648,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "course": "typical_course(): fludarabine 30 + cyclophosphamide 500 mg/m2 days -5..-3, "
         "CAR-T 3.1e6 cells/kg day 0",
         "n_solver_events": pr.ev.n,
-        "free_params": list(FREE_PARAMS),
+        "free_params": list(FREE_PARAMS[: pr.free.size]),
         "gradient_loss": f"sum over days and observables of log(obs + {LOSS_EPS:g})^2, "
         "gradient w.r.t. the log of the free parameters",
     }
