@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carthema import cli_options as opt
 from carthema._console import stdout_console
 
 _warn_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -242,12 +243,7 @@ def register_import(app: typer.Typer) -> None:
                 "--time-zero", help="TIME of the first CAR-T infusion (day 0), in --time-unit."
             ),
         ] = 0.0,
-        overwrite: Annotated[
-            bool,
-            typer.Option(
-                "--overwrite", help="Replace an existing non-empty --out folder as a whole."
-            ),
-        ] = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Import a NONMEM data set as carthema observations and events.
 
@@ -263,7 +259,8 @@ def register_import(app: typer.Typer) -> None:
             raise InputError(
                 f"--time-unit '{time_unit}' is not day or hour.", fix="pass day or hour."
             )
-        check_output_folder(out, overwrite=overwrite)  # before any work
+        inputs = (nm, cmt_map, dose_map)
+        check_output_folder(out, overwrite=overwrite, inputs=inputs)  # before any work
         cmap = read_cmt_map(cmt_map, "--cmt-map")
         dmap = read_cmt_map(dose_map, "--dose-map")
         report = import_nonmem(
@@ -274,6 +271,7 @@ def register_import(app: typer.Typer) -> None:
             time_unit=time_unit,  # type: ignore[arg-type]
             time_zero=time_zero,
             overwrite=overwrite,
+            inputs=inputs,
         )
         console = stdout_console()
         for line in report.lines():

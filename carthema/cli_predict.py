@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from carthema import cli_options as opt
 from carthema._console import stdout_console
 from carthema.data.atomic import swap_folder, write_atomic
 
@@ -265,13 +266,17 @@ def register_trial(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Only this product's virtual patients (calibrated population)."),
         ] = None,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Simulate boost policies on virtual patients; cumulative incidence of recovery."""
         import time
 
         from carthema.clinical import trial as vt
+        from carthema.data.atomic import check_out_folder
         from carthema.data.errors import InputError
 
+        pop_file = None if pop in ("calibrated", "prior") else pop
+        check_out_folder(out, "virtual-trial", overwrite=overwrite, inputs=(policies, pop_file))
         pols = vt.read_policies(policies)
         source = vt.trial_source(pop)
         if product is not None:
@@ -289,7 +294,7 @@ def register_trial(app: typer.Typer) -> None:
         curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
         summary = vt.trial_summary(trial)
         # The folder replaces ``out`` only once every file is written (whole or absent).
-        with swap_folder(out) as tmp:
+        with swap_folder(out, "virtual-trial") as tmp:
             trial.to_parquet(tmp / "patients.parquet", index=False)
             summary.to_csv(tmp / "summary.csv", index=False)
             for o, c in curves.items():

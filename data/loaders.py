@@ -12,11 +12,12 @@ exactly as written instead of being coerced by the CSV reader.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from carthema.data.atomic import probe_output_folder, swap_folder
+from carthema.data.atomic import check_out_folder, swap_folder
 from carthema.data.errors import InputError
 from carthema.data.validate import (
     to_text_frame,
@@ -214,32 +215,28 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return p
 
 
-def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
-    """Refuse an output folder that cannot be written, before any work is done.
-
-    ``out`` may not exist yet (its parent is created). An existing file is refused; an
-    existing non-empty folder is refused unless ``overwrite``.
-    """
-    p = Path(out)
-    where = str(out)
-    if p.exists() and not p.is_dir():
-        raise InputError(
-            "exists and is a file, not a folder.",
-            file=where,
-            fix="give --out a folder path (it is created if missing).",
-        )
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise InputError(
-            "the output folder exists and is not empty.",
-            file=where,
-            fix="choose a new folder, or pass --overwrite to replace it as a whole.",
-        )
-    probe_output_folder(p)
-    return p
+def check_output_folder(
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    command: str = "import-nonmem",
+    inputs: Iterable[str | Path | None] = (),
+) -> Path:
+    """Refuse an output folder of a data command before any work is done: the
+    output-folder contract of :func:`carthema.data.atomic.check_out_folder` (a file, a
+    folder holding the ``inputs``, a non-empty folder that is not ``command``'s own
+    earlier output unless ``overwrite``, a place that cannot be written). ``out`` may
+    not exist yet (its parent is created)."""
+    return check_out_folder(out, command, overwrite=overwrite, inputs=inputs)
 
 
 def write_folder_atomically(
-    out: str | Path, tables: dict[str, pd.DataFrame], *, overwrite: bool = False
+    out: str | Path,
+    tables: dict[str, pd.DataFrame],
+    *,
+    overwrite: bool = False,
+    command: str = "import-nonmem",
+    inputs: Iterable[str | Path | None] = (),
 ) -> list[Path]:
     """Write ``tables`` (file name -> table) as the folder ``out``, whole or not at all.
 
@@ -248,10 +245,10 @@ def write_folder_atomically(
     what is written is exactly what carthema reads); then the temporary folder is
     swapped in (:func:`carthema.data.atomic.swap_folder`). With ``overwrite`` an existing
     ``out`` is replaced as a whole, so no file of an earlier run survives beside the new
-    ones. Returns the paths written.
+    ones; the folder's ``run.json`` names ``command``. Returns the paths written.
     """
-    target = check_output_folder(out, overwrite=overwrite)
-    with swap_folder(target) as tmp:
+    target = check_output_folder(out, overwrite=overwrite, command=command, inputs=inputs)
+    with swap_folder(target, command) as tmp:
         for name, df in tables.items():
             write_table(df, tmp / name)
             readers = {"observations.csv": read_observations, "events.csv": read_events}

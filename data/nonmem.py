@@ -58,7 +58,7 @@ Other columns (covariates such as WT) are not imported; their names are listed i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -700,6 +700,7 @@ def import_nonmem(
     time_unit: Literal["day", "hour"] = "day",
     time_zero: float = 0.0,
     overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> NonmemImport:
     """Import a NONMEM data set and write ``out/observations.csv`` and ``out/events.csv``.
 
@@ -707,16 +708,18 @@ def import_nonmem(
     and ``fit``. ``out`` is written whole or not at all: the files go to a temporary
     folder beside it, are read back through the same validation, and the folder is
     then renamed into place. An existing non-empty ``out`` is refused unless
-    ``overwrite``; then it is replaced as a whole (no stale file survives).
+    ``overwrite``; then it is replaced as a whole (no stale file survives); a folder
+    holding ``path`` or one of ``inputs`` (the maps) is never replaced.
     """
-    target = check_output_folder(out, overwrite=overwrite)
+    inputs = (path, *inputs)
+    target = check_output_folder(out, overwrite=overwrite, inputs=inputs)
     obs, ev = read_nonmem(
         path, cmt_map, dose_map=dose_map, time_unit=time_unit, time_zero=time_zero
     )
     tables = {"observations.csv": obs}
     if not ev.empty:
         tables["events.csv"] = ev
-    files = write_folder_atomically(target, tables, overwrite=overwrite)
+    files = write_folder_atomically(target, tables, overwrite=overwrite, inputs=inputs)
     return NonmemImport(
         source=str(path),
         out=target,

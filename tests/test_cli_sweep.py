@@ -44,6 +44,8 @@ def files(tmp_path_factory):
     (d / "a_file.txt").write_text("not a folder\n")
     (d / "bad.csv").write_text("patient;day;analyte;value\nP1;1;anc;2\n")
     (d / "truncated").mkdir()
+    (d / "notes").mkdir()
+    (d / "notes" / "todo.txt").write_text("a user's notes\n")
     return d
 
 
@@ -60,11 +62,14 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
     out_file = str(files / "a_file.txt")
     bad = str(files / "bad.csv")
     fitdir = str(_bad_fit_folder(files))
+    notes = str(files / "notes")
     return {
         "check-data": [[str(files / "missing.csv")], [bad]],
         "import-nonmem": [
             [str(files / "missing.csv"), "--cmt-map", "m.json", "--out", "o"],
             [bad, "--cmt-map", "m.json", "--out", out_file],
+            [bad, "--cmt-map", "m.json", "--out", notes],
+            [bad, "--cmt-map", "m.json", "--out", str(files)],
         ],
         "simulate": [
             ["--events", "example:han2022", "--days", "-5"],
@@ -85,10 +90,13 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["example:han2022", "--out", "/proc/x"],
             ["example:han2022", "--out", "o", "--draws", "0"],
             ["example:han2022"],
+            ["example:han2022", "--out", notes],
+            [bad, "--out", str(files), "--overwrite"],
         ],
         "fit-population": [
             ["example:synthetic", "--out", out_file],
             ["example:synthetic", "--out", "o", "--components", "liver"],
+            ["example:synthetic", "--out", notes],
         ],
         "fit-cohort": [
             ["example:synthetic", "--out", out_file],
@@ -98,9 +106,17 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [fitdir],
             [fitdir, "--draws", "0"],
             [str(files / "no_such_fit")],
+            [fitdir, "--out", fitdir, "--overwrite"],
+            [fitdir, "--out", notes],
+            [fitdir, "--out", out_file],
         ],
         "predict-boost": [["--day", "-400", "--dose", "3e6"], ["--dose", "3e6"]],
-        "virtual-trial": [["prior", "--policies", str(files / "missing.csv"), "--out", "o"]],
+        "virtual-trial": [
+            ["prior", "--policies", str(files / "missing.csv"), "--out", "o"],
+            ["prior", "--policies", bad, "--out", notes],
+            ["prior", "--policies", bad, "--out", out_file],
+            ["prior", "--policies", bad, "--out", str(files), "--overwrite"],
+        ],
     }
 
 
@@ -146,6 +162,53 @@ def test_messages_name_the_option_and_the_fix(files, tmp_path):
     assert "posterior.nc" in res.stderr and "refit" in res.stderr
     res = _run(["window", str(_bad_fit_folder(files)), "--draws", "0"], tmp_path)
     assert "--draws" in res.stderr
+
+
+#: Per command, arguments that point --out at a user's folder, at the command's input
+#: folder, and at a plain file (the output-folder contract, data/atomic.py).
+def _out_cases(files: Path) -> dict[str, list[tuple[list[str], str]]]:
+    notes, fitdir, a_file = str(files / "notes"), str(_bad_fit_folder(files)), "a_file.txt"
+    bad = str(files / "bad.csv")
+    foreign, is_input = "not the output of an earlier", "input of this command"
+    return {
+        "window": [
+            ([fitdir, "--out", notes], foreign),
+            ([fitdir, "--out", fitdir, "--overwrite"], is_input),
+            ([fitdir, "--out", str(files / a_file)], "is a file"),
+        ],
+        "virtual-trial": [
+            (["prior", "--policies", bad, "--out", notes], foreign),
+            (["prior", "--policies", bad, "--out", str(files), "--overwrite"], is_input),
+            (["prior", "--policies", bad, "--out", str(files / a_file)], "is a file"),
+        ],
+        "import-nonmem": [
+            ([bad, "--cmt-map", "m.json", "--out", notes], foreign),
+            ([bad, "--cmt-map", "m.json", "--out", str(files), "--overwrite"], is_input),
+        ],
+        "fit": [
+            (["example:han2022", "--out", notes], foreign),
+            ([bad, "--out", str(files), "--overwrite"], is_input),
+        ],
+        "fit-population": [(["example:synthetic", "--out", notes], foreign)],
+    }
+
+
+@pytest.mark.parametrize(
+    "cmd", ["window", "virtual-trial", "import-nonmem", "fit", "fit-population"]
+)
+def test_output_folder_contract_per_command(cmd, files, tmp_path):
+    """No command replaces a user's folder, its own input folder or a file: refused with
+    the folder named and the fix, and what was there is still there."""
+    for args, reason in _out_cases(files)[cmd]:
+        res = _run([cmd, *args], tmp_path)
+        where = f"carthema {cmd} {' '.join(args)}"
+        assert res.returncode == 2, f"{where}: exit {res.returncode}\n{res.stderr}"
+        assert reason in res.stderr, f"{where}: {res.stderr}"
+        assert "--out" in res.stderr, f"{where}: no fix in {res.stderr}"
+    assert (files / "notes" / "todo.txt").read_text() == "a user's notes\n"
+    assert (files / "truncated" / "posterior.nc").exists()
+    assert (files / "a_file.txt").read_text() == "not a folder\n"
+    assert not list(files.glob(".*.tmp-*"))
 
 
 def test_version(tmp_path):

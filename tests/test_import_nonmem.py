@@ -203,7 +203,7 @@ def test_command_writes_carthema_files(tmp_path: Path, capsys: pytest.CaptureFix
         ["import-nonmem", str(nm), "--cmt-map", str(mp), "--out", str(out)], capsys
     )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv", "run.json"]
     obs, ev = read_observations(out / "observations.csv"), read_events(out / "events.csv")
     assert len(obs) == 4 and len(ev) == 5  # 3 fludarabine days (ADDL=2) + 2 CAR-T
     assert "skipped 2 rows: MDV=1 observation record (rows 6, 7)" in stdout
@@ -229,7 +229,7 @@ def test_command_refuses_existing_folder_and_overwrite_replaces_whole(
     assert code == 2 and "not empty" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run([*argv, "--overwrite"], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv", "run.json"]
     assert _leftovers(tmp_path) == []
 
 
