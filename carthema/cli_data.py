@@ -238,11 +238,22 @@ def register_import(app: typer.Typer) -> None:
             str, typer.Option("--time-unit", help="Unit of TIME: day or hour.")
         ] = "day",
         time_zero: Annotated[
-            float,
+            float | None,
             typer.Option(
-                "--time-zero", help="TIME of the first CAR-T infusion (day 0), in --time-unit."
+                "--time-zero",
+                help="TIME of the first CAR-T infusion (day 0), in --time-unit. Without it "
+                "a first CAR-T infusion not at TIME 0 is refused.",
             ),
-        ] = 0.0,
+        ] = None,
+        ignore: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--ignore",
+                help="A character that starts records to ignore (NONMEM's IGNORE=c), "
+                "besides # and C (when the first column is C); @ = a letter or @. "
+                "Repeatable.",
+            ),
+        ] = None,
         overwrite: opt.Overwrite = False,
     ) -> None:
         """Import a NONMEM data set as carthema observations and events.
@@ -253,12 +264,13 @@ def register_import(app: typer.Typer) -> None:
         """
         from carthema.data.errors import InputError
         from carthema.data.loaders import check_output_folder
-        from carthema.data.nonmem import import_nonmem, read_cmt_map
+        from carthema.data.nonmem import check_time_zero, import_nonmem, read_cmt_map
 
         if time_unit not in ("day", "hour"):
             raise InputError(
                 f"--time-unit '{time_unit}' is not day or hour.", fix="pass day or hour."
             )
+        check_time_zero(time_zero)
         inputs = (nm, cmt_map, dose_map)
         check_output_folder(out, overwrite=overwrite, inputs=inputs)  # before any work
         cmap = read_cmt_map(cmt_map, "--cmt-map")
@@ -270,6 +282,7 @@ def register_import(app: typer.Typer) -> None:
             dose_map=dmap,
             time_unit=time_unit,  # type: ignore[arg-type]
             time_zero=time_zero,
+            ignore=tuple(ignore or ()),
             overwrite=overwrite,
             inputs=inputs,
         )

@@ -69,6 +69,8 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [str(files / "missing.csv"), "--cmt-map", "m.json", "--out", "o"],
             [bad, "--cmt-map", "m.json", "--out", out_file],
             [bad, "--cmt-map", "m.json", "--out", notes],
+            [bad, "--cmt-map", "m.json", "--out", "o", "--time-zero", "nan"],
+            [bad, "--cmt-map", "m.json", "--out", "o", "--time-zero", "inf"],
             [bad, "--cmt-map", "m.json", "--out", str(files)],
         ],
         "simulate": [
