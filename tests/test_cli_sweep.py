@@ -112,7 +112,16 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [fitdir, "--out", notes],
             [fitdir, "--out", out_file],
         ],
-        "predict-boost": [["--day", "-400", "--dose", "3e6"], ["--dose", "3e6"]],
+        "predict-boost": [
+            ["--day", "-400", "--dose", "3e6"],
+            ["--dose", "3e6"],
+            ["--day", "45", "--dose", "3.1"],
+            ["--day", "1e6", "--dose", "3e6"],
+            ["--day", "45", "--dose", "3e6", "--anc", "500"],
+            ["--day", "40", "--dose", "3e6", "--anc", "3", "--neutropenia-days", "40"],
+            ["--day", "45", "--dose", "3e6", "--hematotox", "9"],
+            ["--day", "45", "--dose", "3e6", "--plt", "nan"],
+        ],
         "virtual-trial": [
             ["prior", "--policies", str(files / "missing.csv"), "--out", "o"],
             ["prior", "--policies", bad, "--out", notes],
@@ -211,6 +220,30 @@ def test_output_folder_contract_per_command(cmd, files, tmp_path):
     assert (files / "truncated" / "posterior.nc").exists()
     assert (files / "a_file.txt").read_text() == "not a folder\n"
     assert not list(files.glob(".*.tmp-*"))
+
+
+def test_predict_boost_numbers_are_checked_like_files():
+    """predict-boost's numbers meet the ranges files meet (data/plausibility.py), with
+    the likely slip named; checked at the top of the command, before any heavy import."""
+    from carthema.cli_predict import check_boost_numbers
+    from carthema.data.errors import InputError
+
+    def refused(**kw) -> str:
+        with pytest.raises(InputError) as e:
+            check_boost_numbers(**{"day": 45.0, "dose": 3e6, **kw})
+        return e.value.message
+
+    assert "did you mean 3.1e6 CD34+/kg?" in refused(dose=3.1)
+    assert "above the plausible maximum of 730" in refused(day=1e6)
+    assert "--anc 0.5" in refused(anc=500.0)  # 500 cells/uL
+    assert "--plt" in refused(plt=2e5)
+    msg = refused(day=40.0, anc=3.0, neutropenia_days=40.0)
+    assert "--gcsf" in msg and "--neutropenia-days 40" in msg
+    assert "0-7" in refused(hematotox=9)
+    assert "did you mean 0.95" in refused(donor_chimerism=95.0)
+    # plausible states pass, and G-CSF explains a supported ANC after neutropenia
+    check_boost_numbers(day=40.0, dose=3e6, anc=3.0, neutropenia_days=40.0, gcsf=True)
+    check_boost_numbers(day=60.0, dose=2e6, anc=0.3, plt=15.0, neutropenia_days=20.0)
 
 
 def test_version(tmp_path):
