@@ -186,6 +186,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--events", help="Events table (CSV or Parquet), or example:NAME."),
         ] = None,
+        untreated: Annotated[
+            bool,
+            typer.Option(
+                "--untreated",
+                help="Patients of the events table without a CAR-T infusion are meant "
+                "(untreated controls); otherwise each needs its cart_infusion on day 0.",
+            ),
+        ] = False,
     ) -> None:
         """Validate an observation table (and events) and print a per-patient summary.
 
@@ -193,9 +201,20 @@ def register(app: typer.Typer) -> None:
         row, column and fix if not. With both tables, patients present in only one are
         listed as warnings, and tables that share no patient are refused.
         """
+        from carthema.data.course import check_course
+
         observations, ev, obs_name, ev_name = _load_inputs(obs, events)
         if ev is not None:
             check_patient_overlap(observations, ev, obs_name, str(ev_name))
+            # day 0 is the first CAR-T infusion; CAR-T copies need an infusion
+            # (patients without events are warned about above: they cannot be fitted)
+            check_course(
+                observations,
+                ev,
+                events_name=str(ev_name),
+                patients=_ids(ev),
+                untreated=untreated,
+            )
         console = stdout_console()
         print_summary(console, observations, ev, obs_name, str(ev_name))
         if ev is None:

@@ -203,9 +203,7 @@ def check_boost_numbers(
     units = ("cells/uL", "cells/L")
     P.check_option_value("--anc", anc, P.ANALYTE_RANGES["anc"], candidates=units, what="G/L")
     P.check_option_value("--anc-lloq", anc_lloq, P.ANALYTE_RANGES["anc"], candidates=units)
-    P.check_option_value(
-        "--plt", plt, P.ANALYTE_RANGES["platelets"], candidates=units, what="G/L"
-    )
+    P.check_option_value("--plt", plt, P.ANALYTE_RANGES["platelets"], candidates=units, what="G/L")
     days = P.Range(0.0, P.DAY_LIMIT, "d", 7.0, P.DAY_REASON)
     P.check_option_value("--gcsf-after", gcsf_after, days, what="days")
     P.check_option_value("--neutropenia-days", neutropenia_days, days, what="days")

@@ -44,6 +44,9 @@ def files(tmp_path_factory):
     (d / "a_file.txt").write_text("not a folder\n")
     (d / "bad.csv").write_text("patient;day;analyte;value\nP1;1;anc;2\n")
     (d / "truncated").mkdir()
+    (d / "ev_day5.csv").write_text(
+        "patient,day,kind,amount,unit\nVP001,5,cart_infusion,1e6,cells/kg\n"
+    )
     (d / "notes").mkdir()
     (d / "notes" / "todo.txt").write_text("a user's notes\n")
     return d
@@ -64,7 +67,11 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
     fitdir = str(_bad_fit_folder(files))
     notes = str(files / "notes")
     return {
-        "check-data": [[str(files / "missing.csv")], [bad]],
+        "check-data": [
+            [str(files / "missing.csv")],
+            [bad],
+            ["example:synthetic", "--events", str(files / "ev_day5.csv")],
+        ],
         "import-nonmem": [
             [str(files / "missing.csv"), "--cmt-map", "m.json", "--out", "o"],
             [bad, "--cmt-map", "m.json", "--out", out_file],
