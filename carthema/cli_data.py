@@ -205,9 +205,8 @@ def register(app: typer.Typer) -> None:
 
         observations, ev, obs_name, ev_name = _load_inputs(obs, events)
         if ev is not None:
-            check_patient_overlap(observations, ev, obs_name, str(ev_name))
-            # day 0 is the first CAR-T infusion; CAR-T copies need an infusion
-            # (patients without events are warned about above: they cannot be fitted)
+            # day 0 is the first CAR-T infusion; CAR-T copies need an infusion (patients
+            # without events are warned about below: they cannot be fitted)
             check_course(
                 observations,
                 ev,
@@ -215,6 +214,7 @@ def register(app: typer.Typer) -> None:
                 patients=_ids(ev),
                 untreated=untreated,
             )
+            check_patient_overlap(observations, ev, obs_name, str(ev_name))
         console = stdout_console()
         print_summary(console, observations, ev, obs_name, str(ev_name))
         if ev is None:
