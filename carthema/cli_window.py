@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from carthema import cli_options as opt
 from carthema._console import console
 
 
@@ -58,18 +59,25 @@ def register(app: typer.Typer) -> None:
         report: Annotated[
             bool, typer.Option("--report/--no-report", help="Also write report.html.")
         ] = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """When will a stem-cell boost work? Scan boost days over the fitted posterior."""
         from carthema.clinical.window import parse_days, window_from_fit
+        from carthema.data.atomic import check_out_folder
         from carthema.fitting.fitdir import load_fit
 
+        out = out if out is not None else fitdir / "window"
+        # Before any work; FITDIR itself (or a folder holding it) is never replaced.
+        check_out_folder(
+            out, "window", overwrite=overwrite, inputs=(fitdir,), own_markers=("window.json",)
+        )
         days = parse_days(boost_days, step)
         ff = load_fit(fitdir)
         print_trust(ff.meta)
         res = window_from_fit(
             ff,
             days,
-            out if out is not None else fitdir / "window",
+            out,
             dose=dose,
             source=source,
             selected=selected,

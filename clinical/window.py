@@ -167,7 +167,7 @@ def window_from_fit(
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
-    with swap_folder(out) as tmp:
+    with swap_folder(out, "window") as tmp:
         result = window_job(
             ff.model,
             draws,

@@ -223,7 +223,7 @@ class FitResult:
             "fit.json",
             lambda p: p.write_text(json.dumps(self.meta(), indent=2, default=_json_default)),
         )
-        return write_result_folder(out, files)
+        return write_result_folder(out, files, "fit")
 
 
 #: Version of the fit-folder layout written by :meth:`FitResult.save`.
