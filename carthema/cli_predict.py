@@ -57,6 +57,14 @@ def register(app: typer.Typer) -> None:
         gcsf_after: Annotated[
             float, typer.Option(help="Days G-CSF continues after the boost day (with --gcsf).")
         ] = 0.0,
+        gcsf_dependent: Annotated[
+            bool,
+            typer.Option(
+                "--gcsf-dependent",
+                help="G-CSF dependent: the ANC falls below 0.5 G/L whenever G-CSF stops "
+                "(implies --gcsf).",
+            ),
+        ] = False,
         plt_transfused: Annotated[
             bool,
             typer.Option(
@@ -137,6 +145,7 @@ def register(app: typer.Typer) -> None:
                 platelets=plt,
                 gcsf=gcsf,
                 gcsf_after=gcsf_after,
+                gcsf_dependent=gcsf_dependent,
                 plt_transfused=plt_transfused,
                 tpo=tpo,
                 neutropenia_days=neutropenia_days,
@@ -301,6 +310,7 @@ def _print_prediction(res: dict) -> None:
             pct(r["p_never"]),
         )
     console.print(table)
+    _print_counterfactual(res)
     if "chimerism_day30" in res:
         c = res["chimerism_day30"]
         console.print(
@@ -323,6 +333,8 @@ def _print_prediction(res: dict) -> None:
         console.print("conditioned on: " + "; ".join(inp["likelihood_terms"]))
     own = res["own_counts_at_boost"]
     sup = inp["support"]
+    if sup.get("gcsf_note"):
+        console.print(sup["gcsf_note"])
     if sup["gcsf"] or sup["plt_transfused"] or sup["tpo"]:
         console.print(
             f"own counts on the boost day without support: ANC median "
@@ -335,6 +347,48 @@ def _print_prediction(res: dict) -> None:
     )
     for w in res["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")
+
+
+def _print_counterfactual(res: dict) -> None:
+    """The same draws without the boost: recovery of the patient's own counts from the
+    boost day, and the days of severe cytopenia the boost saves."""
+    from rich.table import Table
+
+    if "no_boost" not in res:
+        return
+    table = Table(title="The same patient without the boost: recovery from the boost day")
+
+    def pct(x) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    def days(x) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
+    for col in ("criterion", "median", "P(<=14 d)", "P(<=30 d)", "P(<=60 d)",
+                "P(never), no boost", "P(never), boost"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for key, label in (("neutrophil", "ANC > 0.5 G/L x3 d"), ("platelet", "PLT > 20 G/L x3 d")):
+        r = res["no_boost"][key]
+        table.add_row(
+            label,
+            days(r["median_days"]),
+            pct(r.get("p_within_14d")),
+            pct(r.get("p_within_30d")),
+            pct(r.get("p_within_60d")),
+            pct(r["p_never"]),
+            pct(res["p_never"][key]),
+        )
+    console.print(table)
+    horizon = res.get("horizon_days_after_boost", 120.0)
+    for key, what in (("neutropenia_days_saved", "ANC < 0.5 G/L"),
+                      ("thrombocytopenia_days_saved", "platelets < 20 G/L")):  # fmt: skip
+        q = res.get(key) or {}
+        if q.get("median") is None:
+            continue
+        console.print(
+            f"days with {what} saved by the boost (boost day to +{horizon:g} d, same draws): "
+            f"median {q['median']:.0f} (5-95%: {q['q05']:.0f} to {q['q95']:.0f})"
+        )
 
 
 def register_trial(app: typer.Typer) -> None:
