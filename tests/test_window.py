@@ -229,8 +229,8 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
 def test_cli_window_with_report(fit_dir, tmp_path, capsys):
     out = tmp_path / "w"
     with pytest.raises(SystemExit) as e:
-        cli_main(["window", str(fit_dir), "--boost-days", "30:60", "--step", "15",
-                  "--posterior-draws", "30", "--report", "--today", "30", "--out", str(out)])  # fmt: skip
+        cli_main(["window", str(fit_dir), "--boost-days", "30:60", "--step", "15", "--today", "30",
+                  "--posterior-draws", "30", "--report", "--out", str(out)])  # fmt: skip
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "Without a boost" in text and "report.html" in text
