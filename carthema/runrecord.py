@@ -80,6 +80,17 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
+#: The command line of this run, as the CLI received it (set by ``carthema.cli.main``);
+#: ``sys.argv`` when None.
+COMMAND: list[str] | None = None
+
+
+def set_command(argv: Iterable[str] | None) -> None:
+    """Record the command line (``carthema`` and its arguments) for :func:`run_record`."""
+    global COMMAND
+    COMMAND = None if argv is None else ["carthema", *argv]
+
+
 def _input(path: str | Path) -> dict:
     text = str(path)
     if text.startswith("example:"):
@@ -114,7 +125,7 @@ def run_record(
     return {
         "carthema_version": __version__,
         "git_commit": git_commit(),
-        "command": list(sys.argv if argv is None else argv),
+        "command": list(argv if argv is not None else COMMAND or sys.argv),
         "inputs": [_input(p) for p in inputs if p is not None],
         "seed": seed,
         "settings": dict(settings or {}),

@@ -257,7 +257,7 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
         cli_main(["demo", "--out", str(tmp_path), "--sampler", "map"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for path in ("fit/posterior.nc", "fit/fit.png", "window/window.csv", "window/report.html"):
+    for path in ("fit/posterior.nc", "fit/ipred.png", "window/window.csv", "window/report.html"):
         assert (tmp_path / path).stat().st_size > 0
         assert path.split("/")[-1] in text
 
