@@ -176,8 +176,7 @@ def test_cytopenic_patient_gets_no_recommendation_with_the_reason(cytopenic):
     day = res["window"]["recommended_day"]
     assert day is None or day >= 40.0  # never a past day
     assert res["decision"].startswith(
-        "No recommendation: the model does not describe this patient (the residual SD of "
-        "platelets"
+        "No recommendation: the model does not describe this patient (the residual SD of platelets"
     )
     assert res["summary_lines"][0].startswith("What follows is what the fitted model predicts")
     # Valid JSON (no NaN), and the run record beside it.
