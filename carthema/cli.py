@@ -95,6 +95,9 @@ def _usage_line(exc: UsageError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``carthema`` command."""
+    from carthema.data.runrecord import set_command
+
+    set_command(sys.argv[1:] if argv is None else argv)  # for run.json
     try:
         code = app(args=argv, standalone_mode=False)
     except InputError as exc:

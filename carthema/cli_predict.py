@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from carthema import cli_options as opt
 from carthema._console import stdout_console
 from carthema.data.atomic import swap_folder, write_atomic
+from carthema.data.jsonsafe import dumps
 
 console = stdout_console()
 
@@ -23,21 +23,9 @@ def register(app: typer.Typer) -> None:
     def predict_boost_cmd(
         day: Annotated[float, typer.Option(help="Boost day (days since CAR-T).")],
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
-        source: Annotated[
-            str,
-            typer.Option(
-                help="autologous, prior-donor (the donor of an earlier allogeneic "
-                "transplant) or allogeneic (a new donor)."
-            ),
-        ] = "allogeneic",
-        selected: Annotated[
-            bool,
-            typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
-        ] = False,
-        cd3: Annotated[
-            float | None,
-            typer.Option(help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
-        ] = None,
+        source: opt.Source = opt.DEFAULT_SOURCE,
+        selected: opt.Selected = opt.DEFAULT_SELECTED,
+        cd3: opt.Cd3 = None,
         mnc: Annotated[
             float | None,
             typer.Option(help="MNC/kg of the graft, when its CD3+ dose is not known."),
@@ -50,19 +38,23 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="The lab's ANC limit, G/L (for --anc 0).")
         ] = 0.05,
         plt: Annotated[float | None, typer.Option(help="Platelets on the boost day, G/L.")] = None,
-        gcsf: Annotated[
-            bool,
-            typer.Option("--gcsf", help="On G-CSF: the ANC is supported, not the patient's own."),
-        ] = False,
+        gcsf_since: Annotated[
+            float | None,
+            typer.Option(
+                help="On G-CSF since this day (days since CAR-T) through the boost day: the "
+                "ANC is supported, not the patient's own."
+            ),
+        ] = None,
         gcsf_after: Annotated[
-            float, typer.Option(help="Days G-CSF continues after the boost day (with --gcsf).")
+            float,
+            typer.Option(help="Days G-CSF continues after the boost day (with --gcsf-since)."),
         ] = 0.0,
         gcsf_dependent: Annotated[
             bool,
             typer.Option(
                 "--gcsf-dependent",
                 help="G-CSF dependent: the ANC falls below 0.5 G/L whenever G-CSF stops "
-                "(implies --gcsf).",
+                "(on G-CSF on the boost day; --gcsf-since gives its start).",
             ),
         ] = False,
         plt_transfused: Annotated[
@@ -104,11 +96,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Earlier observations to condition on.")
         ] = None,
         patient: Annotated[str | None, typer.Option(help="Patient in multi-patient files.")] = None,
-        draws: Annotated[int, typer.Option(help="Particles (Monte Carlo draws).")] = 2400,
+        particles: opt.Particles = 2400,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write the prediction here.")
-        ] = None,
+        json_out: opt.Json = None,
     ) -> None:
         """Predict engraftment after a stem-cell boost from the patient's state on the boost
         day (counts, support, neutropenia so far, product, CAR-HEMATOTOX)."""
@@ -118,7 +108,7 @@ def register(app: typer.Typer) -> None:
             anc=anc,
             anc_lloq=anc_lloq,
             plt=plt,
-            gcsf=gcsf,
+            gcsf=gcsf_since is not None or gcsf_dependent,
             gcsf_after=gcsf_after,
             neutropenia_days=neutropenia_days,
             hematotox=hematotox,
@@ -143,9 +133,10 @@ def register(app: typer.Typer) -> None:
                 anc=anc,
                 anc_lloq=anc_lloq,
                 platelets=plt,
-                gcsf=gcsf,
+                gcsf=gcsf_since is not None or gcsf_dependent,
                 gcsf_after=gcsf_after,
                 gcsf_dependent=gcsf_dependent,
+                gcsf_since=gcsf_since,
                 plt_transfused=plt_transfused,
                 tpo=tpo,
                 neutropenia_days=neutropenia_days,
@@ -156,12 +147,12 @@ def register(app: typer.Typer) -> None:
                 donor_chimerism=donor_chimerism,
                 events=ev,
                 observations=ob,
-                n_draws=draws,
+                n_draws=particles,
                 seed=seed,
             )
         _print_prediction(res)
         if json_out is not None:
-            write_atomic(json_out, json.dumps(res, indent=2), mkdir=True)
+            write_atomic(json_out, dumps(res), mkdir=True)
             console.print(f"prediction: {json_out}")
 
 
@@ -246,8 +237,9 @@ def check_boost_numbers(
             f"--anc {anc:g} G/L on the boost day (day {day:g}) after --neutropenia-days "
             f"{neutropenia_days:g} with ANC < 0.5 G/L up to that day: a neutropenic run "
             f"ending on the boost day does not give an ANC >= {P.RECOVERED_ANC:g} G/L.",
-            fix="add --gcsf if the ANC is G-CSF supported; give the number of neutropenic "
-            "days that ended before a recovery; or check --anc (G/L, not cells/uL).",
+            fix="add --gcsf-since DAY if the ANC is G-CSF supported; give the number of "
+            "neutropenic days that ended before a recovery; or check --anc (G/L, not "
+            "cells/uL).",
         )
 
 

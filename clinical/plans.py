@@ -487,7 +487,16 @@ def _fmt_days(x: float) -> str:
 
 def _on_days(days: Sequence[float]) -> str:
     """ "on day 7" / "on days 7, 14 and 20"."""
-    txt = [f"{d:g}" for d in days]
+    days = sorted(float(d) for d in days)
+    runs: list[list[float]] = []
+    for d in days:  # consecutive days (one apart) as one range "54-130"
+        if runs and d - runs[-1][-1] == 1.0:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    txt = [f"{r[0]:g}" if len(r) == 1 else f"{r[0]:g}-{r[-1]:g}" for r in runs]
+    if len(txt) == 1 and len(runs[0]) > 1:
+        return f"on days {txt[0]}"
     if len(txt) == 1:
         return f"on day {txt[0]}"
     return f"on days {', '.join(txt[:-1])} and {txt[-1]}"
@@ -500,7 +509,7 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
     if summary.get("first_day_already_recovered") is not None:
         lines.append(
             f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
-            "already engrafted without a boost in most posterior draws: those days are not "
+            "already recovered without a boost in most posterior draws: those days are not "
             "part of the window."
         )
     if summary.get("days_no_benefit"):
@@ -606,19 +615,19 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
             continue
         if r["p_already"] is not None and r["p_already"] >= 0.5:
             lines.append(
-                f"Without a boost: {what} are predicted never to fall below the engraftment "
+                f"Without a boost: {what} are predicted never to fall below the recovery "
                 f"threshold by day {horizon:g} in {r['p_already']:.0%} of draws."
             )
             continue
         if r["median_days"] is None:
             lines.append(
-                f"Without a boost: {what} are predicted not to engraft by day {horizon:g} "
+                f"Without a boost: {what} are predicted not to recover by day {horizon:g} "
                 f"in {r['p_never']:.0%} of posterior draws."
             )
             continue
         q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
         lines.append(
-            f"Without a boost: {what} are predicted to engraft on day "
+            f"Without a boost: {what} are predicted to recover on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
             f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
             "second phase of a biphasic course) is not counted here; the window's days "
@@ -667,6 +676,7 @@ def plot_window(
     bands: dict | None = None,
     within: int = 30,
     observed: pd.DataFrame | None = None,
+    today: float | None = None,
 ):
     """Probability of engraftment within ``within`` days against boost day, with and
     without a boost (the same draws), the window and the excluded days (most draws
@@ -676,7 +686,8 @@ def plot_window(
     the boost on the recommended day when there is one, and the patient's ``observed``
     counts (data-layer table, canonical units). ``bands``: {"days", "anc": (q05, q50,
     q95), "platelets": ... (boost; absent without a recommended day), "no_boost":
-    {"anc": ..., "platelets": ...}}. Every mark has a legend entry. Writes a PNG to
+    {"anc": ..., "platelets": ...}}. ``today`` (days since CAR-T) is marked on every
+    panel. Every mark has a legend entry. Writes a PNG to
     ``path`` and returns it; with ``path`` None returns the open figure instead.
     """
     import matplotlib.pyplot as plt
@@ -768,6 +779,12 @@ def plot_window(
         a.set_xlabel("days since CAR-T")
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
+    if today is not None:
+        for a in fig.axes:
+            a.axvline(today, color="k", ls="-.", lw=1.2, label=f"today (day {today:g})")
+            if a.get_legend() is not None:
+                a.legend(fontsize=7, **({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
+                                        if a in (ax, ax2) else {}))  # fmt: skip
     fig.tight_layout()
     if path is None:
         return fig
@@ -812,13 +829,14 @@ def window_job(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
+    today: float | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
     the patient's fields).
 
     ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and
-    platelet panels beside the predicted courses.
+    platelet panels beside the predicted courses; ``today`` is marked on the plot.
     Returns the summary for window.json (window, transplant signals, plain-language lines,
     paths).
     """
@@ -877,7 +895,9 @@ def window_job(
     if np.array_equal(none["days"], bands["days"]):
         bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
     table.to_csv(out_dir / "window.csv", index=False)
-    plot_window(table, summary, out_dir / "window.png", bands=bands, observed=observations)
+    plot_window(
+        table, summary, out_dir / "window.png", bands=bands, observed=observations, today=today
+    )
     result = {
         "plan": {
             "dose_cd34_per_kg": dose,

@@ -10,8 +10,9 @@
   any work, with a one-line :class:`InputError`;
 - :func:`check_out_folder`: the output-folder contract of every command that writes a
   folder (a file, an input folder, or a non-empty folder that is not this command's own
-  earlier output is refused; stale temporaries are cleaned), and :data:`RUN_RECORD`, the
-  ``run.json`` that :func:`swap_folder` leaves in each folder it writes for a command;
+  earlier output is refused; stale temporaries are cleaned), recognised by the
+  ``run.json`` (:mod:`carthema.data.runrecord`) that :func:`swap_folder` leaves in each
+  folder it writes for a command;
 - :class:`FolderLock`: a lock file (holder's pid and host) that keeps two runs out of
   one output folder; a lock left by a dead process on this host is taken over.
 
@@ -30,10 +31,11 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import InputError
+from .runrecord import read_run_record, run_record, write_run_record
 
 #: Marker that every temporary name carries.
 TMP_MARK = ".tmp-"
@@ -117,15 +119,19 @@ def probe_output_folder(out: str | Path, option: str = "--out") -> Path:
 
 
 @contextlib.contextmanager
-def swap_folder(target: str | Path, command: str | None = None) -> Iterator[Path]:
+def swap_folder(
+    target: str | Path, command: str | None = None, *, record: Mapping | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; on success it replaces
     ``target`` as a whole (an earlier ``target`` is moved aside first and removed after
     the swap). On failure the temporary folder is removed and ``target`` is untouched.
 
-    ``command`` (the CLI command's name) writes :data:`RUN_RECORD` into the folder before
+    ``command`` (the CLI command's name) or ``record`` (a run record,
+    :func:`carthema.data.runrecord.run_record`) writes ``run.json`` into the folder before
     the swap, so that the next run of that command recognises the folder as its own
-    (:func:`check_out_folder`). The temporary names carry this process's pid, so that a
-    later run can tell a killed run's leftovers from a live run's folder."""
+    (:func:`check_out_folder`) and the folder says what made it. The temporary names
+    carry this process's pid, so that a later run can tell a killed run's leftovers from a
+    live run's folder."""
     target = Path(target)
     parent = target.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +143,11 @@ def swap_folder(target: str | Path, command: str | None = None) -> Iterator[Path
     old: Path | None = None
     try:
         yield tmp
-        if command is not None:
-            write_run_record(tmp, command)
+        if command is not None or record is not None:
+            rec = dict(record) if record is not None else run_record()
+            if command is not None:
+                rec["subcommand"] = command
+            write_run_record(tmp, rec)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f"{mine}old-", dir=parent))
             os.replace(target, old / target.name)
@@ -153,36 +162,8 @@ def swap_folder(target: str | Path, command: str | None = None) -> Iterator[Path
             shutil.rmtree(old, ignore_errors=True)
 
 
-#: The record a command leaves in every folder it writes: command, carthema version, time.
-RUN_RECORD = "run.json"
-
 #: A temporary without a readable pid (an older carthema's) counts as stale after this.
 STALE_TMP_S = 3600.0
-
-
-def write_run_record(folder: str | Path, command: str) -> Path:
-    """Write ``folder/run.json``: the command that wrote the folder, carthema's version
-    and the time (UTC), by which :func:`check_out_folder` recognises the command's own
-    earlier output."""
-    from carthema import __version__
-
-    record = {
-        "command": command,
-        "carthema": __version__,
-        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    path = Path(folder) / RUN_RECORD
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
-
-
-def read_run_record(folder: str | Path) -> dict | None:
-    """``folder/run.json`` as a dict, or None when it is missing or unreadable."""
-    try:
-        held = json.loads((Path(folder) / RUN_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return held if isinstance(held, dict) else None
 
 
 def clean_stale_temporaries(target: str | Path) -> list[Path]:
@@ -241,7 +222,7 @@ def check_out_folder(
     - a folder that is, or holds, one of ``inputs`` (the files and folders the command
       reads) is refused even with ``overwrite``: the result would replace its own input;
     - an existing non-empty folder is refused unless it is ``command``'s own earlier
-      output (its :data:`RUN_RECORD` names ``command``, or, for folders written before
+      output (its ``run.json`` names ``command``, or, for folders written before
       the record existed, it holds one of ``own_markers``) or ``overwrite`` is given;
     - a place that cannot be written is refused (:func:`probe_output_folder`);
     - temporaries a killed run left beside ``out`` are removed
@@ -282,15 +263,10 @@ def check_out_folder(
             ) from None
         if entries:
             held = read_run_record(p)
-            ours = (held is not None and held.get("command") == command) or any(
-                (p / m).exists() for m in own_markers
-            )
+            by_cmd = held.get("subcommand") if isinstance(held, dict) else None
+            ours = by_cmd == command or any((p / m).exists() for m in own_markers)
             if not ours:
-                by = (
-                    f" (written by `carthema {held.get('command')}`)"
-                    if held is not None and held.get("command")
-                    else ""
-                )
+                by = f" (written by `carthema {by_cmd}`)" if by_cmd else ""
                 raise InputError(
                     f"the output folder exists, is not empty and is not the output of an "
                     f"earlier `carthema {command}`{by}.",

@@ -14,7 +14,6 @@ import pytest
 from carthema import __version__
 from carthema.data.atomic import (
     LOCK_NAME,
-    RUN_RECORD,
     STALE_EMPTY_LOCK_S,
     FolderLock,
     check_out_folder,
@@ -22,6 +21,7 @@ from carthema.data.atomic import (
     swap_folder,
 )
 from carthema.data.errors import InputError
+from carthema.data.runrecord import RUN_JSON as RUN_RECORD
 
 
 def test_a_new_or_empty_folder_is_accepted(tmp_path):
@@ -53,8 +53,9 @@ def test_the_commands_own_folder_is_recognised_by_run_json(tmp_path):
     with swap_folder(out, "virtual-trial") as tmp:
         (tmp / "summary.csv").write_text("a\n1\n")
     record = json.loads((out / RUN_RECORD).read_text())
-    assert record["command"] == "virtual-trial" and record["carthema"] == __version__
-    assert record["time"].endswith("+00:00")
+    assert record["subcommand"] == "virtual-trial"
+    assert record["carthema_version"] == __version__
+    assert record["time_utc"].endswith("+00:00")
     check_out_folder(out, "virtual-trial")  # its own earlier output: replaced as a whole
     with pytest.raises(InputError, match="written by `carthema virtual-trial`"):
         check_out_folder(out, "window")  # another command's output is not replaced

@@ -643,6 +643,7 @@ def predict_boost(
     gcsf: bool = False,
     gcsf_after: float = 0.0,
     gcsf_dependent: bool = False,
+    gcsf_since: float | None = None,
     plt_transfused: bool = False,
     tpo: bool = False,
     neutropenia_days: float | None = None,
@@ -667,9 +668,11 @@ def predict_boost(
     (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
     which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
     ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF given through
-    the boost day and continued ``gcsf_after`` days after it); ``gcsf_dependent`` (the
-    ANC falls below 0.5 G/L whenever G-CSF stops: the patient's own ANC off G-CSF on the
-    boost day is conditioned below 0.5 G/L; implies ``gcsf``); ``plt_transfused`` (the
+    the boost day and continued ``gcsf_after`` days after it), ``gcsf_since`` (the day
+    G-CSF started, implies ``gcsf``; default: the 14 days before the boost, recorded as
+    assumed in the result); ``gcsf_dependent`` (the ANC falls below 0.5 G/L whenever
+    G-CSF stops: the patient's own ANC off G-CSF on the boost day is conditioned below
+    0.5 G/L; implies ``gcsf``); ``plt_transfused`` (the
     platelet count is not the patient's own); ``tpo`` (on a TPO-receptor agonist);
     ``neutropenia_days`` (days with ANC < 0.5 before the boost); ``product``, ``disease``,
     ``hematotox`` (0-7) or ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
@@ -720,9 +723,17 @@ def predict_boost(
     gcsf_note = None
     if gcsf_dependent and not gcsf:
         gcsf = True
-        gcsf_note = "--gcsf-dependent: the patient is on G-CSF (taken as --gcsf)"
+        gcsf_note = "--gcsf-dependent: the patient is on G-CSF on the boost day"
+    if gcsf_since is not None:  # G-CSF from that day (days since CAR-T) through the boost
+        gcsf = True
+        if not (np.isfinite(gcsf_since) and gcsf_since <= day):
+            raise InputError(f"G-CSF since day {gcsf_since:g} is not on or before the boost "
+                             f"day {day:g}", column="gcsf-since",
+                             fix="give the day G-CSF started, e.g. --gcsf-since 19")  # fmt: skip
+    # Without a start day, the stated assumption: G-CSF over the SUPPORT_DAYS before the boost.
+    gcsf_start = float(gcsf_since) if gcsf_since is not None else day - SUPPORT_DAYS
     if gcsf_after and not gcsf:
-        raise InputError("--gcsf-after needs --gcsf", column="gcsf-after", fix="add --gcsf")
+        raise InputError("--gcsf-after needs G-CSF", column="gcsf-after", fix="add --gcsf-since")
     neutropenia_days = _check_number(
         "neutropenia-days", neutropenia_days, fix="days with ANC < 0.5 G/L before the boost"
     )
@@ -778,7 +789,7 @@ def predict_boost(
     if gcsf:
         support_rows.append(
             # Through the boost day (its count is supported), then gcsf_after more days.
-            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + 1.0 + gcsf_after)
+            _row(gcsf_start, "gcsf", 5.0, "ug/kg/day", day - gcsf_start + 1.0 + gcsf_after)
         )
     if tpo:
         support_rows.append(
@@ -930,7 +941,9 @@ def predict_boost(
             "hematotox": ht_info,
             "support": {
                 "gcsf": bool(gcsf),
-                "gcsf_days_before_boost": SUPPORT_DAYS if gcsf else 0.0,
+                "gcsf_days_before_boost": day - gcsf_start if gcsf else 0.0,
+                "gcsf_since_day": gcsf_start if gcsf else None,
+                "gcsf_since_assumed": bool(gcsf and gcsf_since is None),
                 "gcsf_on_boost_day": bool(gcsf),
                 "gcsf_days_after_boost": float(gcsf_after or 0.0) if gcsf else 0.0,
                 "gcsf_dependent": bool(gcsf_dependent),
