@@ -824,6 +824,8 @@ def window_job(
     """
     from pathlib import Path
 
+    from carthema.clinical.population.graft import GRAFT_FAILURE_SOURCE, p_graft_failure
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boost_days = [float(d) for d in boost_days]
@@ -885,6 +887,8 @@ def window_job(
             "cd34_selected": selected,
             "cd3_per_kg": cd3_per_kg,
             "boost_days": boost_days,
+            "p_graft_failure": p_graft_failure(dose),
+            "graft_failure_source": GRAFT_FAILURE_SOURCE,
         },
         "window": summary,
         "transplant_signals": signals,

@@ -72,12 +72,16 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return events.loc[~boost].reset_index(drop=True), removed
 
 
-def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+def window_draws(
+    ff: FitFolder, n_draws: int, *, seed: int = 0, dose: float | None = None
+) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
     distribution when it has them as columns, else their TRAITS spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
-    values. Returns the draws and where each graft parameter came from."""
+    values. With ``dose`` (CD34+ cells/kg) a share of the draws get a failed graft
+    (:func:`carthema.clinical.population.graft.p_graft_failure`). Returns the draws and
+    where each graft parameter came from."""
     from carthema.clinical.population.graft import draw_graft, graft_sources
     from carthema.clinical.population.virtual import load_population
 
@@ -87,7 +91,7 @@ def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndar
         population = None
     draws = ff.draws(n_draws, seed=seed)
     rng = np.random.default_rng([seed, 10])
-    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free))
+    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free), dose=dose)
     sources = graft_sources(ff.model, population)
     for name in ff.free:
         if name in sources:
@@ -156,7 +160,7 @@ def window_from_fit(
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
     events, removed = without_boosts(ff.events)
-    draws, graft = window_draws(ff, n_draws, seed=seed)
+    draws, graft = window_draws(ff, n_draws, seed=seed, dose=dose)
     observed = ff.observations
     if observed is not None:
         observed = observed[observed["patient"].astype(str) == ff.patient]

@@ -14,6 +14,7 @@ import pytest
 import carthema
 from carthema.cli import main as cli_main
 from carthema.clinical.plans import recovery_without_boost
+from carthema.clinical.population.graft import GRAFT_PARAMS
 from carthema.clinical.window import parse_days, window_draws, window_from_fit, without_boosts
 from carthema.data import load_example
 from carthema.data.errors import InputError
@@ -98,7 +99,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     res = window_from_fit(fit_dir, [day, late], tmp_path, n_draws=n, seed=5)
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
-    P, _ = window_draws(ff, n, seed=5)
+    P, _ = window_draws(ff, n, seed=5, dose=3e6)
     no_boost, _ = without_boosts(ff.events)
     events = carthema.with_boost(no_boost, day, 3e6, source="allogeneic", cd34_selected=True)
     hits, cart_on_day, recovered_late = 0, [], []
@@ -118,7 +119,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     assert res["replaced_events"] == ["stem_cell_boost of 5e+06 CD34+ cells/kg on day 42"]
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["patient"] == PATIENT and on["n_draws"] == n
-    assert set(on["graft_parameters"]) == {"graft_prog", "graft_hsc", "graft_regen", "rej_rate"}
+    assert set(on["graft_parameters"]) == set(GRAFT_PARAMS)
     # Day 21: CAR-T on the boost day, as simulated here, is over the limit.
     assert row["cart_at_reference_median"] == pytest.approx(np.median(cart_on_day), rel=1e-3)
     assert np.median(cart_on_day) > 1000.0

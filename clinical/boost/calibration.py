@@ -126,7 +126,7 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days) -
     day = float(days[i])
     dose = float(np.exp(rng.uniform(np.log(1e6), np.log(1e7))))
     source = "autologous" if rng.random() < 0.5 else "allogeneic"
-    pt = draw_graft(model, p[None, :], rng, population=pop)
+    pt = draw_graft(model, p[None, :], rng, population=pop, dose=dose)
     plan = Plan(day=day, dose=dose, source=source, selected=True)
     d2, st, obs, _ = simulate_plan(model, pt, ev, plan, horizon=day + horizon_days)
     res = lineage_engraftment(
