@@ -112,6 +112,22 @@ def test_refuses_counts_impossible_under_the_population():
         predict_boost(12, 3e6, "autologous", anc=95.0, product="axi-cel", n_draws=N)
 
 
+def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkeypatch):
+    """ANC below the limit on day 30 after no neutropenic day before it: each value alone
+    is common in the population, together no virtual patient has them (an ANC falls to 0
+    over days). Refused from the initial particles, naming the value, before any
+    tempering stage (the SMC's resampling is never reached)."""
+
+    def never(*a, **k):
+        raise AssertionError("a tempering stage ran")
+
+    monkeypatch.setattr(pb, "_systematic_resample", never)
+    with pytest.raises(InputError, match="together with the other values") as exc:
+        predict_boost(30, 3e6, "autologous", anc=0.0, neutropenia_days=0, product="axi-cel",
+                      n_draws=N)  # fmt: skip
+    assert "ANC below 0.05" in str(exc.value) or "0 days with ANC" in str(exc.value)
+
+
 def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
     out = tmp_path / "pred.json"
     code, text = _cli(
