@@ -27,6 +27,7 @@ from carthema.clinical.endpoints import (
     lineage_engraftment,
     support_from_events,
 )
+from carthema.data.errors import InputError
 from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_boost
@@ -60,6 +61,21 @@ class Plan:
             return "no boost"
         sel = "selected" if self.selected else "unselected"
         return f"{self.source} {sel} {self.dose:.3g}/kg on day {self.day:g}"
+
+
+def require_cd3(source: str, selected: bool, cd3: float | None, *, mnc: bool = False) -> None:
+    """Refuse an unselected graft from a new allogeneic donor without its CD3+ dose
+    (graft-versus-host effects are never guessed). ``mnc``: the command also takes
+    ``--mnc`` (named in the fix)."""
+    if source == "allogeneic" and not selected and cd3 is None:
+        alt = " or the MNC/kg with --mnc," if mnc else ","
+        raise InputError(
+            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
+            "(graft-versus-host effects are not guessed from the CD34+ dose)",
+            column="cd3",
+            fix=f"give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7){alt} "
+            "or --selected for a CD34-selected graft",
+        )
 
 
 def simulate_plan(

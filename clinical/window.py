@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carthema.clinical.plans import window_job
+from carthema.clinical.plans import require_cd3, window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
 from carthema.fitting.fitdir import FitFolder, load_fit
@@ -151,9 +151,13 @@ def window_from_fit(
             file=str(ff.path / "fit.json"),
             fix="fit with --components full (or haematopoiesis)",
         )
-    if source not in ("autologous", "allogeneic"):
-        raise InputError(f"unknown graft source '{source}'", column="source",
-                         fix="use autologous or allogeneic")  # fmt: skip
+    from carthema.models.components.haematopoiesis import graft_source
+
+    source = graft_source(source)  # autologous, prior-donor or allogeneic (or a refusal)
+    if cd3_per_kg is not None and not (np.isfinite(cd3_per_kg) and cd3_per_kg >= 0):
+        raise InputError(f"the CD3+ dose must be a number of cells/kg >= 0, got {cd3_per_kg:g}",
+                         column="cd3", fix="e.g. --cd3 1e7")  # fmt: skip
+    require_cd3(source, selected, cd3_per_kg)
     if not (np.isfinite(dose) and dose > 0):
         raise InputError(f"dose must be a positive number of CD34+ cells/kg, got {dose:g}",
                          column="dose", fix="e.g. --dose 3e6")  # fmt: skip

@@ -236,6 +236,28 @@ def test_cli_window_with_report(fit_dir, tmp_path, capsys):
     assert len(pd.read_csv(out / "window.csv")) == 3
 
 
+def test_cli_window_unselected_allogeneic_graft_carries_its_cd3_dose(fit_dir, tmp_path, capsys):
+    """`window --source allogeneic --unselected --cd3 ...`: the CD3+ dose reaches every
+    plan (window.json records it, and the scan ran: without it the model refuses an
+    unselected new-donor graft); without --cd3 a clear refusal (exit 2) before any
+    simulation."""
+    out = tmp_path / "w"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--draws", "10",
+                  "--source", "allogeneic", "--unselected", "--cd3", "2e7",
+                  "--out", str(out)])  # fmt: skip
+    assert e.value.code == 0, capsys.readouterr().err
+    on = json.loads((out / "window.json").read_text())
+    assert on["plan"]["cd3_per_kg"] == 2e7 and on["plan"]["cd34_selected"] is False
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--source", "allogeneic",
+                  "--unselected", "--out", str(tmp_path / "x")])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cd3" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_window_refuses_a_fit_without_counts(tmp_path, capsys):
     ex = load_example("synthetic")
     r = carthema.fit(ex.observations, ex.events, PATIENT, "cart", sampler="map", draws=20, seed=1)

@@ -110,6 +110,7 @@ from carthema.clinical.plans import (
     _plan_summary,
     astuple_course,
     counterfactual,
+    require_cd3,
     simulate_course,
 )
 from carthema.clinical.population.graft import (
@@ -811,14 +812,7 @@ def predict_boost(
             f"CD3+ dose estimated as {CD3_FRACTION_OF_MNC:g} x {mnc:.3g} MNC/kg = {cd3:.3g}/kg "
             "(the model's assumption for a graft given by its MNC dose)"
         )
-    if source == "allogeneic" and not selected and cd3 is None:
-        raise InputError(
-            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
-            "(graft-versus-host effects are not guessed from the CD34+ dose)",
-            column="cd3",
-            fix="give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7) or the MNC/kg with --mnc, "
-            "or --selected for a CD34-selected graft",
-        )
+    require_cd3(source, bool(selected), cd3, mnc=True)
     fix_counts = "counts in G/L, e.g. --anc 0.3 --plt 15 (--anc 0: below the lab's limit)"
     anc = _check_number("anc", anc, fix=fix_counts)
     platelets = _check_number("plt", platelets, allow_zero=False, fix=fix_counts)
