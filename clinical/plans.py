@@ -516,7 +516,7 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
     if summary.get("first_day_already_recovered") is not None:
         lines.append(
             f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
-            "already engrafted without a boost in most posterior draws: those days are not "
+            "already recovered without a boost in most posterior draws: those days are not "
             "part of the window."
         )
     if summary.get("days_no_benefit"):
@@ -622,19 +622,19 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
             continue
         if r["p_already"] is not None and r["p_already"] >= 0.5:
             lines.append(
-                f"Without a boost: {what} are predicted never to fall below the engraftment "
+                f"Without a boost: {what} are predicted never to fall below the recovery "
                 f"threshold by day {horizon:g} in {r['p_already']:.0%} of draws."
             )
             continue
         if r["median_days"] is None:
             lines.append(
-                f"Without a boost: {what} are predicted not to engraft by day {horizon:g} "
+                f"Without a boost: {what} are predicted not to recover by day {horizon:g} "
                 f"in {r['p_never']:.0%} of posterior draws."
             )
             continue
         q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
         lines.append(
-            f"Without a boost: {what} are predicted to engraft on day "
+            f"Without a boost: {what} are predicted to recover on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
             f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
             "second phase of a biphasic course) is not counted here; the window's days "
