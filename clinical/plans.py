@@ -34,6 +34,10 @@ from carthema.models.scenarios import with_boost
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
+#: Donor myeloid chimerism (%) below which a new donor's graft counts as lost (rejected
+#: or failed) 60 days after the boost (assumption: below the usual 5 % of mixed
+#: chimerism that STR assays report reliably).
+GRAFT_LOST = 5.0
 #: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
 #: the consolidative-transplant signal of Jiang et al. 2020.
 CART_LOSS = 30.0
@@ -292,6 +296,11 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
         at = days == ref + 30.0
         if at.any():
             out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
+        # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
+        at = days == ref + 60.0
+        if at.any() and o["chimerism_cd15"].shape[0]:
+            lost = o["chimerism_cd15"][:, at][:, 0] < GRAFT_LOST
+            out["p_graft_lost_day60"] = float(np.mean(lost))
     if "cart_copies" in o:
         at = days == ref
         out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
@@ -415,6 +424,8 @@ def scan_window(
         for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
+        if "p_graft_lost_day60" in res:
+            row["p_graft_lost_day60"] = res["p_graft_lost_day60"]
         # The same draws without a boost, over the same days and from the same day.
         cf = counterfactual(model, course, no_boost, reference=d)
         for key in ("neutrophil", "platelet"):

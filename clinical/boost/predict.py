@@ -1087,8 +1087,9 @@ def predict_boost(
     out["no_boost"] = {key: {k: cf["no_boost"][key][k] for k in keys} for key in lineages}
     for key in ("neutropenia_days_saved", "thrombocytopenia_days_saved"):
         out[key] = cf[key]
-    if "chimerism_day30" in pred:
-        out["chimerism_day30"] = pred["chimerism_day30"]
+    for key in ("chimerism_day30", "p_graft_lost_day60"):
+        if key in pred:
+            out[key] = pred[key]
     out["cart_at_boost"] = pred.get("cart_at_reference")
     out["warnings"] = []
     if return_draws:
