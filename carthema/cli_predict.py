@@ -309,6 +309,16 @@ def _print_prediction(res: dict) -> None:
             f"donor myeloid chimerism 30 days after the boost: median {c['median']:.0f}% "
             f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
         )
+    if res.get("p_graft_lost_day60") is not None:
+        console.print(
+            f"graft lost 60 days after the boost (donor myeloid chimerism < 5 %: rejected by "
+            f"the recovering host T cells, or failed): {res['p_graft_lost_day60']:.0%} of draws"
+        )
+    if res["boost"].get("p_graft_failure") is not None:
+        console.print(
+            f"primary graft failure at this dose: {res['boost']['p_graft_failure']:.1%} "
+            "(drawn per draw; a failed graft leaves the patient's own course)"
+        )
     if res.get("cart_at_boost"):
         c = res["cart_at_boost"]
         console.print(

@@ -27,12 +27,17 @@ from carthema.clinical.endpoints import (
     lineage_engraftment,
     support_from_events,
 )
+from carthema.data.errors import InputError
 from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_boost
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
+#: Donor myeloid chimerism (%) below which a new donor's graft counts as lost (rejected
+#: or failed) 60 days after the boost (assumption: below the usual 5 % of mixed
+#: chimerism that STR assays report reliably).
+GRAFT_LOST = 5.0
 #: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
 #: the consolidative-transplant signal of Jiang et al. 2020.
 CART_LOSS = 30.0
@@ -60,6 +65,21 @@ class Plan:
             return "no boost"
         sel = "selected" if self.selected else "unselected"
         return f"{self.source} {sel} {self.dose:.3g}/kg on day {self.day:g}"
+
+
+def require_cd3(source: str, selected: bool, cd3: float | None, *, mnc: bool = False) -> None:
+    """Refuse an unselected graft from a new allogeneic donor without its CD3+ dose
+    (graft-versus-host effects are never guessed). ``mnc``: the command also takes
+    ``--mnc`` (named in the fix)."""
+    if source == "allogeneic" and not selected and cd3 is None:
+        alt = " or the MNC/kg with --mnc," if mnc else ","
+        raise InputError(
+            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
+            "(graft-versus-host effects are not guessed from the CD34+ dose)",
+            column="cd3",
+            fix=f"give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7){alt} "
+            "or --selected for a CD34-selected graft",
+        )
 
 
 def simulate_plan(
@@ -276,6 +296,11 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
         at = days == ref + 30.0
         if at.any():
             out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
+        # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
+        at = days == ref + 60.0
+        if at.any() and o["chimerism_cd15"].shape[0]:
+            lost = o["chimerism_cd15"][:, at][:, 0] < GRAFT_LOST
+            out["p_graft_lost_day60"] = float(np.mean(lost))
     if "cart_copies" in o:
         at = days == ref
         out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
@@ -399,6 +424,8 @@ def scan_window(
         for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
+        if "p_graft_lost_day60" in res:
+            row["p_graft_lost_day60"] = res["p_graft_lost_day60"]
         # The same draws without a boost, over the same days and from the same day.
         cf = counterfactual(model, course, no_boost, reference=d)
         for key in ("neutrophil", "platelet"):
@@ -842,6 +869,8 @@ def window_job(
     """
     from pathlib import Path
 
+    from carthema.clinical.population.graft import GRAFT_FAILURE_SOURCE, p_graft_failure
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boost_days = [float(d) for d in boost_days]
@@ -905,6 +934,8 @@ def window_job(
             "cd34_selected": selected,
             "cd3_per_kg": cd3_per_kg,
             "boost_days": boost_days,
+            "p_graft_failure": p_graft_failure(dose),
+            "graft_failure_source": GRAFT_FAILURE_SOURCE,
         },
         "window": summary,
         "transplant_signals": signals,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
-from carthema.clinical.plans import window_job
+from carthema.clinical.plans import require_cd3, window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
@@ -75,12 +75,16 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return events.loc[~boost].reset_index(drop=True), removed
 
 
-def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+def window_draws(
+    ff: FitFolder, n_draws: int, *, seed: int = 0, dose: float | None = None
+) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
     distribution when it has them as columns, else their TRAITS spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
-    values. Returns the draws and where each graft parameter came from."""
+    values. With ``dose`` (CD34+ cells/kg) a share of the draws get a failed graft
+    (:func:`carthema.clinical.population.graft.p_graft_failure`). Returns the draws and
+    where each graft parameter came from."""
     from carthema.clinical.population.graft import draw_graft, graft_sources
     from carthema.clinical.population.virtual import load_population
 
@@ -90,7 +94,7 @@ def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndar
         population = None
     draws = ff.draws(n_draws, seed=seed)
     rng = np.random.default_rng([seed, 10])
-    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free))
+    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free), dose=dose)
     sources = graft_sources(ff.model, population)
     for name in ff.free:
         if name in sources:
@@ -160,9 +164,13 @@ def window_from_fit(
             file=str(ff.path / "fit.json"),
             fix="fit with --components full (or haematopoiesis)",
         )
-    if source not in ("autologous", "allogeneic"):
-        raise InputError(f"unknown graft source '{source}'", column="source",
-                         fix="use autologous or allogeneic")  # fmt: skip
+    from carthema.models.components.haematopoiesis import graft_source
+
+    source = graft_source(source)  # autologous, prior-donor or allogeneic (or a refusal)
+    if cd3_per_kg is not None and not (np.isfinite(cd3_per_kg) and cd3_per_kg >= 0):
+        raise InputError(f"the CD3+ dose must be a number of cells/kg >= 0, got {cd3_per_kg:g}",
+                         column="cd3", fix="e.g. --cd3 1e7")  # fmt: skip
+    require_cd3(source, selected, cd3_per_kg)
     if not (np.isfinite(dose) and dose > 0):
         raise InputError(f"dose must be a positive number of CD34+ cells/kg, got {dose:g}",
                          column="dose", fix="e.g. --dose 3e6")  # fmt: skip
@@ -174,7 +182,7 @@ def window_from_fit(
         observed = observed[observed["patient"].astype(str) == ff.patient]
     today = _check_today(today, observed)
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
-    draws, graft = window_draws(ff, n_draws, seed=seed)
+    draws, graft = window_draws(ff, n_draws, seed=seed, dose=dose)
     out = Path(out)
     say(
         f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
