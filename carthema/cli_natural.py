@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from carthema._console import stdout_console
+from carthema._console import Step, progress_to_stderr, stdout_console
 from carthema.data.atomic import write_atomic
 
 console = stdout_console()
@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
             plot_natural_history,
         )
 
-        nh = natural_history(product, disease, hematotox, n=n, seed=seed)
+        with Step(progress_to_stderr, f"natural history: simulating {n} virtual patients"):
+            nh = natural_history(product, disease, hematotox, n=n, seed=seed)
         s = nh.settings
         table = Table(
             title=f"Natural history, days 0-60: {s['product']}, {s['disease']}, "

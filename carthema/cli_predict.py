@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from carthema import cli_options as opt
-from carthema._console import stdout_console
+from carthema._console import Step, progress_to_stderr, stdout_console
 from carthema.data.atomic import swap_folder, write_atomic
 from carthema.jsonsafe import dumps
 
@@ -99,7 +99,10 @@ def register(app: typer.Typer) -> None:
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
         ob = _one_patient(read_observations(obs), obs, patient) if obs else None
-        with console.status("conditioning the calibrated population on the boost-day state..."):
+        with Step(
+            progress_to_stderr,
+            "predict-boost: conditioning the calibrated population on the boost-day state",
+        ):
             res = predict_boost(
                 day,
                 dose,

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from carthema import cli_options as opt
-from carthema._console import console, err_console
+from carthema._console import console, progress_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -79,9 +79,8 @@ def register(app: typer.Typer) -> None:
         print_window(res)
 
 
-def progress_line(msg: str) -> None:
-    """A step of a long command, on stderr (stdout keeps the results)."""
-    err_console.print(f"{msg}...", markup=False, style="dim")
+#: Progress lines of long steps go to stderr (stdout keeps the results).
+progress_line = progress_to_stderr
 
 
 def print_trust(meta: dict) -> None:

@@ -9,7 +9,7 @@ simulated with the numba population solver, and the engraftment metrics of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -275,6 +275,7 @@ def scan_window(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict a boost on each candidate day and compare it with the same draws without a
     boost.
@@ -298,13 +299,17 @@ def scan_window(
     - the median predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug
       (``meets_cart_limit``).
 
+    ``progress(done, total)`` is called after each candidate day.
+
     Returns the table and a summary with the window (first/last day, or None).
     """
     boost_days = [float(d) for d in boost_days]
     last = max(boost_days) + FOLLOW_UP
     days0, st0, obs0, _ = simulate_plan(model, draws, events, Plan(), horizon=last)
     rows = []
-    for d in boost_days:
+    for k, d in enumerate(boost_days):
+        if progress is not None and k:
+            progress(k, len(boost_days))
         plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
         days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
@@ -728,6 +733,7 @@ def window_job(
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
     today: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
@@ -753,6 +759,7 @@ def window_job(
         cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
+        progress=progress,
     )
     signals = transplant_signals(model, draws, events)
     last = float(max(boost_days))

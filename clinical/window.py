@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
 from carthema.clinical.plans import window_job
 from carthema.data.atomic import swap_folder
@@ -144,12 +145,17 @@ def window_from_fit(
     today:
         The day of the decision (days since CAR-T); default: the patient's last
         observation (:func:`last_observed_day`).
+    log:
+        Called with progress lines (the scan reports every few seconds with an estimate
+        of the time left); default: stderr when a person is watching, else silent.
 
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
     files. The folder also holds ``run.json`` (:mod:`carthema.runrecord`).
     """
+    if log is None and interactive():  # a person is watching: show progress
+        log = progress_to_stderr
     say = log or (lambda _m: None)
     ff = fit if isinstance(fit, FitFolder) else load_fit(fit)
     missing = [o for o in NEEDED if o not in ff.model.obs_names]
@@ -176,13 +182,14 @@ def window_from_fit(
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
     draws, graft = window_draws(ff, n_draws, seed=seed)
     out = Path(out)
-    say(
-        f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
-        f"of patient {ff.patient}"
+    step = Step(
+        log,
+        f"window scan: {len(boost_days)} boost days x {draws.shape[0]} posterior draws of "
+        f"patient {ff.patient}",
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
-    with swap_folder(out) as tmp:
+    with swap_folder(out) as tmp, step:
         result = window_job(
             ff.model,
             draws,
@@ -197,6 +204,7 @@ def window_from_fit(
             cart_limit=cart_limit,
             observations=observed,
             today=today,
+            progress=step.update,
         )
         written = result["files"]
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}

@@ -187,3 +187,48 @@ def test_cytopenic_patient_gets_no_recommendation_with_the_reason(cytopenic):
     html = (root / "window" / "report.html").read_text()
     assert html.index(res["decision"][:40]) < html.index('id="figure"')
     assert "engraft on day" not in html  # own counts recover; a graft engrafts
+
+
+# ---------------------------------------------------------------------------------------
+# Progress of long steps (issue 20, item 4)
+# ---------------------------------------------------------------------------------------
+def test_a_long_step_reports_elapsed_time_and_an_estimate_from_its_own_rate():
+    import time
+
+    from carthema._console import Step
+
+    lines: list[str] = []
+    with Step(lines.append, "scan", interval=0.05) as step:
+        time.sleep(0.2)  # no work counted yet: elapsed time only, no guessed estimate
+        step.update(1, 4)
+        time.sleep(0.2)
+    assert lines[0] == "scan"
+    beats = lines[1:-1]
+    assert beats and all("elapsed" in b for b in beats)
+    assert not any("left" in b for b in beats if "1/4" not in b)
+    assert any(b.startswith("scan: 1/4, ") and "left" in b for b in beats)
+    assert lines[-1].startswith("scan: done in ")
+
+
+def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
+    """`carthema window` with stderr to a pipe: the scan's start and end lines on
+    stderr, the decision first on stdout."""
+    import subprocess
+    import sys
+
+    import carthema as ct
+
+    ex = ct.load_example("synthetic")
+    r = ct.fit(ex.observations, ex.events, "VP004", sampler="map", draws=30, seed=2)
+    r.save(tmp_path / "fit", plot=False)
+    code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "window", str(tmp_path / "fit"), "--boost-days", "60,90",
+         "--today", "50", "--posterior-draws", "8"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "window scan: 2 boost days x 8 posterior draws" in proc.stderr
+    assert "patient VP004: done in " in proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(("Recommendation:", "No recommendation:")), first
