@@ -245,7 +245,9 @@ def register_import(app: typer.Typer) -> None:
         overwrite: Annotated[
             bool,
             typer.Option(
-                "--overwrite", help="Replace an existing non-empty --out folder as a whole."
+                "--overwrite",
+                metavar="",
+                help="Replace an existing non-empty --out folder as a whole.",
             ),
         ] = False,
     ) -> None:

@@ -95,13 +95,17 @@ def register(app: typer.Typer) -> None:
         target_accept: opt.TargetAccept = 0.8,
         no_plots: Annotated[
             bool,
-            typer.Option("--no-plots", help="Do not write ipred.png and diagnostics.png."),
+            typer.Option(
+                "--no-plots", metavar="", help="Do not write ipred.png and diagnostics.png."
+            ),
         ] = False,
         quiet: opt.Quiet = False,
         overwrite: Annotated[
             bool,
             typer.Option(
-                "--overwrite", help="Replace a non-empty --out folder that holds something else."
+                "--overwrite",
+                metavar="",
+                help="Replace a non-empty --out folder that holds something else.",
             ),
         ] = False,
     ) -> None:

@@ -37,11 +37,12 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option(help="Write the long-form trajectory CSV here.")
         ] = None,
-        plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+        plot: opt.Plot = None,
         untreated: Annotated[
             bool,
             typer.Option(
                 "--untreated",
+                metavar="",
                 help="Simulate a patient without any treatment (no events): the baseline.",
             ),
         ] = False,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from carthema import cli_options as opt
 from carthema._console import Step, progress_to_stderr, stdout_console
 from carthema.data.atomic import write_atomic
+from carthema.jsonsafe import dumps
 
 console = stdout_console()
 
@@ -33,12 +33,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 1000,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write statistics and settings as JSON.")
-        ] = None,
-        plot: Annotated[
-            Path | None, typer.Option(help="Write the visual predictive check (PNG).")
-        ] = None,
+        json_out: opt.Json = None,
+        plot: opt.Plot = None,
     ) -> None:
         """Simulate the calibrated virtual population without a boost and compare its
         blood-count statistics with the published natural history (Rejeski et al. 2021)."""
@@ -57,11 +53,20 @@ def register(app: typer.Typer) -> None:
         )
         for col in ("statistic", "model", "published", "within 0.10 / 3 d"):
             table.add_column(col)
+        unpublished = 0
         for r in nh.table().itertuples():
-            pub = "" if r.published is None or r.published != r.published else f"{r.published:.3g}"
-            ok = "" if r.within_tolerance is None else ("yes" if r.within_tolerance else "NO")
+            missing = r.published is None or r.published != r.published
+            unpublished += missing
+            pub = "-" if missing else f"{r.published:.3g}"
+            ok = "-" if r.within_tolerance is None else ("yes" if r.within_tolerance else "NO")
             table.add_row(r.statistic, f"{r.model:.3g}", pub, ok)
         console.print(table)
+        if unpublished:
+            console.print(
+                f"'-': no published row for {unpublished} statistic(s) in this stratum "
+                "(natural_history.csv has none); the model's value stands alone",
+                markup=False,
+            )
         for note in nh.notes:
             console.print(f"note: {note}")
         console.print(
@@ -69,7 +74,7 @@ def register(app: typer.Typer) -> None:
             "natural_history.csv); the population was calibrated to them"
         )
         if json_out is not None:
-            write_atomic(json_out, json.dumps(nh.to_json(), indent=1, default=float), mkdir=True)
+            write_atomic(json_out, dumps(nh.to_json()), mkdir=True)
             console.print(f"wrote {json_out}")
         if plot is not None:
             plot_natural_history(nh, plot)

@@ -99,7 +99,7 @@ Source = Annotated[
 Selected = Annotated[
     bool,
     typer.Option(
-        "--selected/--unselected", show_default=False,
+        "--selected/--unselected", metavar="", show_default=False,
         help="CD34-selected graft (default: unselected).",
     ),
 ]  # fmt: skip
@@ -144,6 +144,9 @@ PredictDraws = Annotated[
 ]
 #: Less or more on the console.
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only the result and errors (no progress).")
+    bool,
+    typer.Option(
+        "--quiet", "-q", metavar="", help="Print only the result and errors (no progress)."
+    ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print more detail.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="Print more detail.")]

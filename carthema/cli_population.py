@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--overwrite",
+                metavar="",
                 help="Replace a non-empty --out folder that is not a population fit.",
             ),
         ] = False,

@@ -52,10 +52,13 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--plt-transfused",
+                metavar="",
                 help="Platelet-transfusion dependent: --plt is not the patient's own count.",
             ),
         ] = False,
-        tpo: Annotated[bool, typer.Option("--tpo", help="On a TPO-receptor agonist.")] = False,
+        tpo: Annotated[
+            bool, typer.Option("--tpo", metavar="", help="On a TPO-receptor agonist.")
+        ] = False,
         neutropenia_days: Annotated[
             float | None, typer.Option(help="Days with ANC < 0.5 G/L before the boost.")
         ] = None,

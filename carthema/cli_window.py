@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option(help="Output folder (default: FITDIR/window).")
         ] = None,
-        report: Annotated[bool, typer.Option("--report", help="Also write report.html.")] = False,
+        report: Annotated[
+            bool, typer.Option("--report", metavar="", help="Also write report.html.")
+        ] = False,
+        json_out: opt.Json = None,
         quiet: opt.Quiet = False,
     ) -> None:
         """When will a stem-cell boost work? Scan boost days from today over the fitted
@@ -77,6 +80,12 @@ def register(app: typer.Typer) -> None:
         console.print(res["decision"], markup=False, style="bold")
         print_trust(ff.meta)
         print_window(res)
+        if json_out is not None:
+            from carthema.data.atomic import write_atomic
+            from carthema.jsonsafe import dumps
+
+            write_atomic(json_out, dumps(res), mkdir=True)
+            console.print(f"wrote json: {json_out}", markup=False)
 
 
 #: Progress lines of long steps go to stderr (stdout keeps the results).
