@@ -165,6 +165,10 @@ def _one_patient(df, path, patient):
 def _print_prediction(res: dict) -> None:
     from rich.table import Table
 
+    from carthema.clinical.decision import predict_boost_line
+
+    console.print(predict_boost_line(res), markup=False, style="bold")
+
     b = res["boost"]
     sel = "CD34-selected" if b["cd34_selected"] else "unselected"
     table = Table(

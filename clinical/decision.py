@@ -176,3 +176,26 @@ def conditional(lines: list[str], reasons: list[str] | tuple[str, ...] = ()) -> 
         else "What follows is what the fitted model predicts, if it describes this patient."
     )
     return [head, *lines]
+
+
+def predict_boost_line(res: Mapping) -> str:
+    """The first line of ``predict-boost``: the boost's engraftment against the same
+    patient without it, from a :func:`carthema.clinical.boost.predict.predict_boost`
+    result. The no-boost keys (``no_boost``, ``neutropenia_days_saved``) are rendered
+    when the result has them and said to be "not computed" otherwise."""
+    b = res.get("boost") or {}
+    sel = "CD34-selected" if b.get("cd34_selected") else "unselected"
+    head = (
+        f"Prediction for a boost on day {float(b.get('day', float('nan'))):g} "
+        f"({b.get('source', '?')}, {sel}, {float(b.get('dose_cd34_per_kg', float('nan'))):.3g} "
+        "CD34+/kg)"
+    )
+    n = res.get("neutrophil") or {}
+    text = f"{head}: P(ANC > 0.5 G/L within 30 d) {_pct(n.get('p_within_30d'))}"
+    nb = res.get("no_boost")
+    nb_n = nb.get("neutrophil", nb) if isinstance(nb, Mapping) else None
+    if isinstance(nb_n, Mapping) and _finite(nb_n.get("p_within_30d")):
+        text += f" (no boost: {_pct(nb_n.get('p_within_30d'))})"
+    else:
+        text += " (no boost: not computed)"
+    return f"{text}; {_saved(res).replace('saves a median', 'saves a median of')}."

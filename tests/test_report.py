@@ -232,3 +232,23 @@ def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
     assert "patient VP004: done in " in proc.stderr
     first = proc.stdout.splitlines()[0]
     assert first.startswith(("Recommendation:", "No recommendation:")), first
+
+
+def test_predict_boost_line_renders_the_no_boost_keys_or_says_not_computed():
+    from carthema.clinical.decision import predict_boost_line
+
+    res = {
+        "boost": {"day": 40.0, "source": "autologous", "cd34_selected": False,
+                  "dose_cd34_per_kg": 3e6},
+        "neutrophil": {"p_within_30d": 0.85},
+    }  # fmt: skip
+    assert predict_boost_line(res) == (
+        "Prediction for a boost on day 40 (autologous, unselected, 3e+06 CD34+/kg): "
+        "P(ANC > 0.5 G/L within 30 d) 85% (no boost: not computed); days of ANC < 0.5 G/L "
+        "saved vs no boost: not computed."
+    )
+    res["no_boost"] = {"neutrophil": {"p_within_30d": 0.2}, "platelet": {"p_within_30d": 0.1}}
+    res["neutropenia_days_saved"] = {"median": 12.0, "q05": 4.0, "q95": 19.0}
+    assert predict_boost_line(res).endswith(
+        "85% (no boost: 20%); saves 12 days of ANC < 0.5 G/L vs no boost, 90 % interval 4-19."
+    )
