@@ -23,7 +23,7 @@ from carthema.clinical.decision import conditional, decision_line, misfit_reason
 from carthema.clinical.plans import window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
-from carthema.fitting.fitdir import FitFolder, load_fit
+from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
 from carthema.jsonsafe import dumps
 from carthema.runrecord import RUN_JSON, run_record, write_run_record
 
@@ -207,6 +207,8 @@ def window_from_fit(
             progress=step.update,
         )
         written = result["files"]
+        # Rounded numbers and true/false for people and other programs alike.
+        write_csv(pd.read_csv(written["table"]), written["table"])
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
         result["patient"] = ff.patient
         result["graft_parameters"] = graft
