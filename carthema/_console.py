@@ -24,6 +24,8 @@ def stdout_console() -> Console:
 # ---------------------------------------------------------------------------------------
 #: Seconds between progress lines of a long step when stderr is not a terminal.
 HEARTBEAT_S = 10.0
+#: A step shorter than this says nothing (so that a refusal stays one line on stderr).
+GRACE_S = 1.0
 
 
 def interactive() -> bool:
@@ -43,7 +45,8 @@ def progress_to_stderr(msg: str) -> None:
 
 
 class Step:
-    """A long step that reports on itself: a line when it starts, then, while it runs, a
+    """A long step that reports on itself: a line once it has run :data:`GRACE_S`
+    seconds (a quick step, or one refused at once, says nothing), then, while it runs, a
     line every :data:`HEARTBEAT_S` seconds with the elapsed time and, once
     :meth:`update` has counted some of the work, an estimate of the time left from the
     rate so far (no estimate is guessed before that), and a line when it ends.
@@ -52,12 +55,16 @@ class Step:
     None: silent. The periodic lines come from a daemon thread, so a step whose work
     cannot report (a compile, a sampler) still shows that it is alive."""
 
-    def __init__(self, say, label: str, *, interval: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self, say, label: str, *, interval: float = HEARTBEAT_S, grace: float = GRACE_S
+    ) -> None:
         import threading
 
         self.say = say
         self.label = label
         self.interval = interval
+        self.grace = grace
+        self.started = False
         self.done = 0
         self.total: int | None = None
         self._stop = threading.Event()
@@ -86,6 +93,13 @@ class Step:
             self.total = int(total)
 
     def _beat(self) -> None:
+        if self._stop.wait(self.grace):
+            return  # done (or failed) quickly: nothing to report
+        self.started = True
+        self.say(self.label)
+        # On a terminal the samplers draw their own bars; a log or pipe gets lines.
+        if sys.stderr.isatty():
+            return
         while not self._stop.wait(self.interval):
             self.say(self.line())
 
@@ -95,18 +109,15 @@ class Step:
 
         self._t0 = time.perf_counter()
         if self.say is not None:
-            self.say(self.label)
-            # On a terminal the samplers draw their own bars; a log or pipe gets lines.
-            if not sys.stderr.isatty():
-                self._thread = threading.Thread(target=self._beat, daemon=True)
-                self._thread.start()
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
-        if self.say is not None and exc[0] is None:
+        if self.started and exc[0] is None:
             self.say(f"{self.label}: done in {_dur(self.elapsed())}")
 
 

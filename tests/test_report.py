@@ -198,7 +198,10 @@ def test_a_long_step_reports_elapsed_time_and_an_estimate_from_its_own_rate():
     from carthema._console import Step
 
     lines: list[str] = []
-    with Step(lines.append, "scan", interval=0.05) as step:
+    with Step(lines.append, "quick", grace=0.5):
+        pass
+    assert lines == []  # a step shorter than its grace says nothing
+    with Step(lines.append, "scan", interval=0.05, grace=0.01) as step:
         time.sleep(0.2)  # no work counted yet: elapsed time only, no guessed estimate
         step.update(1, 4)
         time.sleep(0.2)
@@ -223,12 +226,12 @@ def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
     r.save(tmp_path / "fit", plot=False)
     code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "window", str(tmp_path / "fit"), "--boost-days", "60,90",
-         "--today", "50", "--posterior-draws", "8"],
+        [sys.executable, "-c", code, "window", str(tmp_path / "fit"), "--boost-days", "60:90",
+         "--step", "5", "--today", "50", "--posterior-draws", "8"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "window scan: 2 boost days x 8 posterior draws" in proc.stderr
+    assert "window scan: 7 boost days x 8 posterior draws" in proc.stderr
     assert "patient VP004: done in " in proc.stderr
     first = proc.stdout.splitlines()[0]
     assert first.startswith(("Recommendation:", "No recommendation:")), first
