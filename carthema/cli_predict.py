@@ -297,6 +297,9 @@ def register_trial(app: typer.Typer) -> None:
             for o, c in curves.items():
                 c.to_csv(tmp / f"incidence_{o}.csv", index=False)
             vt.plot_incidence(curves, tmp / "incidence.png")
+            from carthema.runrecord import write_run_record
+
+            write_run_record(tmp, inputs=[policies], seed=seed, settings={"n": n, "days": days})
         console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         console.print(
             f"{n} patients ({trial.attrs.get('source')}) x {len(pols)} policies in {wall:.1f} s;"

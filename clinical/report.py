@@ -328,7 +328,13 @@ def window_table_html(table: pd.DataFrame, window: Mapping) -> str:
         cells = "".join(f"<td>{html.escape(fn(r))}</td>" for _, fn in cols)
         body.append(f"<tr{cls}>{cells}</tr>")
     shown = int(keep.sum())
-    legend = (
+    caveat = (
+        "Model predictions, shown although the model does not describe this patient (see "
+        "the first line): no day here is a recommendation. "
+        if window.get("misfit_reasons")
+        else ""
+    )
+    legend = caveat + (
         f"{shown} of {len(days)} scanned days (every {every} day(s); all of the window's "
         "days, highlighted; every day in window.csv). Percentages are shares of posterior "
         "draws. '-': not computed (no draw solved, or the quantity is undefined for that "
