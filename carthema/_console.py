@@ -26,6 +26,10 @@ def stdout_console() -> Console:
 HEARTBEAT_S = 10.0
 #: A step shorter than this says nothing (so that a refusal stays one line on stderr).
 GRACE_S = 1.0
+#: ``carthema --quiet``: no progress lines. ``carthema --verbose``: progress lines every
+#: :data:`HEARTBEAT_S` seconds on a terminal too (beside the samplers' bars).
+QUIET = False
+VERBOSE = False
 
 
 def interactive() -> bool:
@@ -40,8 +44,10 @@ def interactive() -> bool:
 
 
 def progress_to_stderr(msg: str) -> None:
-    """Print a progress line on stderr (stdout keeps the results)."""
-    err_console.print(msg, markup=False, style="dim")
+    """Print a progress line on stderr (stdout keeps the results); nothing with
+    ``--quiet``."""
+    if not QUIET:
+        err_console.print(msg, markup=False, style="dim")
 
 
 class Step:
@@ -98,7 +104,7 @@ class Step:
         self.started = True
         self.say(self.label)
         # On a terminal the samplers draw their own bars; a log or pipe gets lines.
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not VERBOSE:
             return
         while not self._stop.wait(self.interval):
             self.say(self.line())

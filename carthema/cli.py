@@ -20,6 +20,7 @@ except ImportError:  # older typer runs on click
     from click.exceptions import Abort, ClickException, UsageError
 
 from carthema import __version__
+from carthema import cli_options as opt
 from carthema._console import err_console
 from carthema.data.errors import InputError
 
@@ -52,8 +53,13 @@ def _root(
             help="Print the version and exit.",
         ),
     ] = False,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """CAR-T kinetics, haematopoiesis and engraftment windows after CD19 CAR-T therapy."""
+    from carthema import _console
+
+    _console.QUIET, _console.VERBOSE = quiet, verbose
     # A callback keeps commands as subcommands even while only one is registered.
 
 

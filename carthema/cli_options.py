@@ -146,7 +146,13 @@ PredictDraws = Annotated[
 Quiet = Annotated[
     bool,
     typer.Option(
-        "--quiet", "-q", metavar="", help="Print only the result and errors (no progress)."
+        "--quiet", "-q", metavar="", help="No progress lines: only the results and errors."
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="Print more detail.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", metavar="",
+        help="Progress lines every 10 s on a terminal too (always when piped).",
+    ),
+]  # fmt: skip
