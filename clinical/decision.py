@@ -199,3 +199,42 @@ def predict_boost_line(res: Mapping) -> str:
     else:
         text += " (no boost: not computed)"
     return f"{text}; {_saved(res).replace('saves a median', 'saves a median of')}."
+
+
+def counterfactual_lines(result: Mapping) -> list[str]:
+    """The boost against no boost, in words, from the no-boost keys of a window or
+    predict-boost result: days of ANC < 0.5 G/L and of platelets < 20 G/L saved (median,
+    90 % interval) and, per lineage, the share of draws that never recover without a
+    boost (``no_boost`` -> ``neutrophil`` / ``platelet`` -> ``p_never``). Each missing
+    value is "not computed"."""
+    holders = [result, result.get("window") or {}]
+
+    def find(key):
+        for h in holders:
+            if isinstance(h, Mapping) and isinstance(h.get(key), Mapping):
+                return h[key]
+        return None
+
+    out = []
+    for key, what in (
+        ("neutropenia_days_saved", "days of ANC < 0.5 G/L"),
+        ("thrombocytopenia_days_saved", "days of platelets < 20 G/L"),
+    ):
+        s = find(key)
+        if s is not None and _finite(s.get("median")):
+            text = f"{what} saved vs no boost: median {float(s['median']):.0f}"
+            if _finite(s.get("q05")) and _finite(s.get("q95")):
+                text += f" (90 % interval {float(s['q05']):.0f}-{float(s['q95']):.0f})"
+        else:
+            text = f"{what} saved vs no boost: not computed"
+        out.append(text)
+    nb = result.get("no_boost") if isinstance(result.get("no_boost"), Mapping) else {}
+    for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
+        p = (nb.get(key) or {}).get("p_never") if isinstance(nb.get(key), Mapping) else None
+        by = f" by day {float(nb['horizon_day']):g}" if _finite(nb.get("horizon_day")) else ""
+        out.append(
+            f"without a boost, {what} never recover{by} in {_pct(p)} of draws"
+            if _finite(p)
+            else f"without a boost, the share of draws in which {what} never recover: not computed"
+        )
+    return [s[0].upper() + s[1:] + "." for s in out]

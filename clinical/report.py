@@ -467,6 +467,7 @@ def write_patient_report(
     table, then details and the run record."""
     import json
 
+    from carthema.clinical.decision import counterfactual_lines
     from carthema.clinical.plans import Plan, plan_bands
 
     files = window["files"]
@@ -553,6 +554,7 @@ def write_patient_report(
         sections,
         decision=window.get("decision"),
         figure=figure,
-        table_html=window_table_html(table, window),
+        table_html=window_table_html(table, window)
+        + "".join(f'<p class="legend">{html.escape(x)}</p>' for x in counterfactual_lines(window)),
         record=record,
     )

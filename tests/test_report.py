@@ -255,3 +255,28 @@ def test_predict_boost_line_renders_the_no_boost_keys_or_says_not_computed():
     assert predict_boost_line(res).endswith(
         "85% (no boost: 20%); saves 12 days of ANC < 0.5 G/L vs no boost, 90 % interval 4-19."
     )
+
+
+def test_counterfactual_lines_render_h_boost_keys_or_not_computed():
+    from carthema.clinical.decision import counterfactual_lines
+
+    bare = counterfactual_lines({"window": {}})
+    assert bare == [
+        "Days of ANC < 0.5 G/L saved vs no boost: not computed.",
+        "Days of platelets < 20 G/L saved vs no boost: not computed.",
+        "Without a boost, the share of draws in which neutrophils never recover: not computed.",
+        "Without a boost, the share of draws in which platelets never recover: not computed.",
+    ]
+    full = counterfactual_lines(
+        {
+            "neutropenia_days_saved": {"median": 12.0, "q05": 4.0, "q95": 19.0},
+            "thrombocytopenia_days_saved": {"median": 3.0},
+            "no_boost": {"neutrophil": {"p_never": 0.25}, "platelet": {"p_never": 0.5}},
+        }
+    )
+    assert full == [
+        "Days of ANC < 0.5 G/L saved vs no boost: median 12 (90 % interval 4-19).",
+        "Days of platelets < 20 G/L saved vs no boost: median 3.",
+        "Without a boost, neutrophils never recover in 25% of draws.",
+        "Without a boost, platelets never recover in 50% of draws.",
+    ]
