@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,12 @@ from typing import Any
 import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def smoke_out(filename: str) -> Path:
+    """``filename`` in a new temporary folder: where a ``--smoke`` run writes, so that it
+    never replaces a measured result in ``benchmarks/results/``."""
+    return Path(tempfile.mkdtemp(prefix="carthema-bench-")) / filename
 
 
 def time_calls(fn: Callable[[], Any], n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ time per prediction) and boost_calibration.png (PIT histograms).
 
     python benchmarks/boost_calibration.py --quick     # 30 patients
     python benchmarks/boost_calibration.py             # 200 patients
+    python benchmarks/boost_calibration.py --smoke     # seconds: 1 patient, temporary folder
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, write_json  # noqa: E402
+from _common import RESULTS_DIR, machine_info, smoke_out, write_json  # noqa: E402
 
 from carthema.models.solver_contract import CONDITION  # noqa: E402
 
@@ -44,6 +45,7 @@ def _binomial_interval(k: int, n: int) -> list[float] | None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 patients")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 1 patient, temporary output")
     ap.add_argument("--n", type=int, default=None, help="virtual patients (default 200)")
     ap.add_argument("--draws", type=int, default=None, help="particles per prediction")
     ap.add_argument("--seed", type=int, default=20240610)
@@ -57,7 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
         "wall time (0: none)",
     )
     a = ap.parse_args(argv)
-    n = a.n if a.n is not None else (30 if a.quick else 200)
+    n = a.n if a.n is not None else (1 if a.smoke else 30 if a.quick else 200)
+    if a.smoke:
+        a.speed_cases = 0
+        a.out = str(smoke_out("boost_calibration.json").parent)
 
     from carthema.clinical.boost.calibration import (
         LINEAGES,
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"(n={out['n_platelet']}); median ESS {out['median_ess']}; median wall "
         f"{out['wall_s_per_prediction']['median']} s per prediction; refused {len(refused)}"
     )
+    print(f"wrote {folder / 'boost_calibration.json'}")
     return out
 
 
@@ -199,7 +205,8 @@ def _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder, p
 
     out = {
         "benchmark": "boost_calibration",
-        "mode": ("quick" if a.quick else "full") + (" (partial: still running)" if partial else ""),
+        "mode": ("smoke" if a.smoke else "quick" if a.quick else "full")
+        + (" (partial: still running)" if partial else ""),
         "n_patients": len(records),
         "n_refused": len(refused),
         "refused": refused,

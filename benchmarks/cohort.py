@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/cohort.py            # full mode (several minutes on 2 cores)
     python benchmarks/cohort.py --quick    # 1-3 minutes: MAP fits, small populations
+    python benchmarks/cohort.py --smoke    # 2 MAP fits, 20 virtual patients, no JAX, temp out
 
 Writes ``benchmarks/results/cohort.json`` (``--out`` to change) and prints tables. JSON
 keys: ``speedup_2_workers``, ``virtual_patient_days_per_s_numba``,
@@ -50,6 +51,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     print_table,
+    smoke_out,
     usable_cpus,
     write_json,
 )
@@ -83,6 +85,19 @@ QUICK = Budget(
     repeats=1,
     n_numba=1_000,
     n_jax=200,
+    sim_repeats=1,
+)
+#: Seconds of numba, plus one PyTensor compile per worker: 2 patients by MAP, 20
+#: virtual patients, no JAX.
+SMOKE = Budget(
+    n_patients=2,
+    sampler="map",
+    draws=10,
+    tune=0,
+    chains=1,
+    repeats=1,
+    n_numba=20,
+    n_jax=10,
     sim_repeats=1,
 )
 FULL = Budget(
@@ -314,12 +329,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "cohort.json", help="JSON file")
     ap.add_argument("--skip-jax", action="store_true", help="no JAX virtual trial")
     ap.add_argument("--skip-cohort", action="store_true", help="virtual trial only")
+    ap.add_argument(
+        "--smoke", action="store_true", help="2 MAP fits, 20 virtual patients, no JAX, temp output"
+    )
     args = ap.parse_args(argv)
-    b = QUICK if args.quick else FULL
+    b = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.smoke:
+        args.skip_jax = True
+        if args.out == RESULTS_DIR / "cohort.json":
+            args.out = smoke_out("cohort.json")
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "benchmark": "cohort",
-        "mode": "quick" if args.quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "machine": machine_info(
             [
                 "carthema",

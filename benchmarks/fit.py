@@ -37,6 +37,7 @@ Usage::
     python benchmarks/fit.py            # 4 chains x (1000 tune + 1000 draws); 20 patients
     python benchmarks/fit.py --quick    # 4 chains x (150 + 150); 3 patients; small budgets
     python benchmarks/fit.py --skip-jax --skip-pm-ode --skip-recovery   # (a) + compile reuse
+    python benchmarks/fit.py --smoke    # (a) 2 chains x (20 + 20), 1 recovery patient, temp out
 
 Writes ``benchmarks/results/fit.json`` (``--out`` to change) and prints tables. Targets
 (issue 4, 2-core machine): (a) under 60 s wall, R-hat <= 1.01, bulk ESS >= 400, no
@@ -60,6 +61,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     print_table,
+    smoke_out,
     write_json,
 )
 
@@ -397,7 +399,7 @@ def run_recovery(n: int, draws: int, tune: int, chains: int) -> dict:
                     "q05": r["q05"],
                     "q95": r["q95"],
                     "inside": bool(r["true_in_90"]),
-                    "shrinkage": r["shrinkage"],
+                    "information": r["information"],
                 }
             )
         d = res.diagnostics
@@ -468,19 +470,31 @@ def main(argv=None) -> int:
     ap.add_argument("--only-jax", action="store_true", help="run (b) alone, in this fresh process")
     ap.add_argument("--only-compile", action="store_true", help="measure the compile reuse alone")
     ap.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="(a) with 2 chains x (20 + 20) and 1 recovery patient; no (b), (c) or compile "
+        "reuse (each compiles for minutes); temporary output",
+    )
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.skip_jax = args.skip_pm_ode = args.skip_compile = True
+        if args.out == RESULTS_DIR / "fit.json":
+            args.out = smoke_out("fit.json")
     if args.compile_probe:
         import json
 
         print(json.dumps(compile_probe(args.compile_probe.split(","))))
         return 0
     quick = args.quick
-    draws, tune, chains = (150, 150, 4) if quick else (1000, 1000, 4)
+    draws, tune, chains = (20, 20, 2) if args.smoke else (150, 150, 4) if quick else (1000, 1000, 4)
     jax_draws = draws if args.jax_draws is None else args.jax_draws
     jax_tune = tune if args.jax_tune is None else args.jax_tune
     jax_chains = chains
     budget = 3 if quick else 10
-    n_rec, rec_draws, rec_tune = (3, 200, 200) if quick else (20, 500, 500)
+    n_rec, rec_draws, rec_tune = (
+        (1, 20, 20) if args.smoke else (3, 200, 200) if quick else (20, 500, 500)
+    )
 
     info = machine_info(["carthema", "pymc", "pytensor", "nutpie", "numba", "jax", "diffrax"])
     from carthema.data import load_example
@@ -581,7 +595,7 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "fit",
-        "mode": "quick" if quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if quick else "full",
         "machine": info,
         "load_average_at_end": load_average(),
         "problem": {

@@ -5,6 +5,7 @@ Run with::
 
     .venv/bin/python benchmarks/prediction.py           # 100 boost days x 500 draws
     .venv/bin/python benchmarks/prediction.py --quick   # 20 boost days x 100 draws
+    .venv/bin/python benchmarks/prediction.py --smoke   # 2 x 10, one predict_boost, temp out
 
 What is measured
 ----------------
@@ -43,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import RESULTS_DIR, machine_info, print_table, write_json  # noqa: E402
+from _common import RESULTS_DIR, machine_info, print_table, smoke_out, write_json  # noqa: E402
 
 PATIENT = "VP004"
 PREDICT_CASES = {
@@ -100,8 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="20 boost days x 100 draws")
     ap.add_argument("--peer-sims", type=int, default=20, help="scipy simulations timed")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "prediction.json")
+    ap.add_argument(
+        "--smoke", action="store_true", help="2 days x 10 draws, one predict_boost case, temp out"
+    )
     args = ap.parse_args(argv)
-    n_days, n_draws = (20, 100) if args.quick else (100, 500)
+    n_days, n_draws = (2, 10) if args.smoke else (20, 100) if args.quick else (100, 500)
+    cases = dict(list(PREDICT_CASES.items())[:1]) if args.smoke else PREDICT_CASES
+    if args.smoke:
+        args.peer_sims = 2
+        if args.out == RESULTS_DIR / "prediction.json":
+            args.out = smoke_out("prediction.json")
     res: dict = {"machine_start": machine_info(["numpy", "scipy", "numba", "pymc", "nutpie"])}
 
     import carthema
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     log("predict_boost: warm-up")
     carthema.predict_boost(**PREDICT_CASES["aplastic, day 45"])
     pb = {}
-    for name, case in PREDICT_CASES.items():
+    for name, case in cases.items():
         log(f"predict_boost: {name}")
         t = time.perf_counter()
         out = carthema.predict_boost(**case)

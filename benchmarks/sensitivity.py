@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/sensitivity.py --quick   # n = 256, 6 trajectories: ~1 minute on 2 cores
     python benchmarks/sensitivity.py           # n = 1024, 20 trajectories: a few minutes
+    python benchmarks/sensitivity.py --smoke   # n = 16, 2 trajectories, temporary output
 
 Writes ``benchmarks/results/sensitivity.json`` and ``sensitivity.png`` (``--out`` for
 another JSON path; the PNG goes beside it), prints the tables, the wall time and the
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, print_table, write_json  # noqa: E402
+from _common import RESULTS_DIR, machine_info, print_table, smoke_out, write_json  # noqa: E402
 
 TOP = 12
 LABELS = {
@@ -138,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trajectories", type=int, default=None, help="Morris trajectories")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "sensitivity.json")
+    ap.add_argument("--smoke", action="store_true", help="n = 16, 2 trajectories, temp output")
     args = ap.parse_args(argv)
-    n = args.n or (256 if args.quick else 1024)
-    traj = args.trajectories or (6 if args.quick else 20)
+    n = args.n or (16 if args.smoke else 256 if args.quick else 1024)
+    traj = args.trajectories or (2 if args.smoke else 6 if args.quick else 20)
+    if args.smoke and args.out == RESULTS_DIR / "sensitivity.json":
+        args.out = smoke_out("sensitivity.json")
 
     machine = machine_info(["carthema", "numba", "numpy", "SALib"])
     t_start = time.perf_counter()
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter() - t_start
     data = {
-        "mode": "quick" if args.quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "n": n,
         "trajectories": traj,
         "seed": args.seed,

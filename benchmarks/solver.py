@@ -28,6 +28,7 @@ Usage::
 
     python benchmarks/solver.py            # full mode (several minutes on 2 cores)
     python benchmarks/solver.py --quick    # about 2-3 minutes once numba's cache is warm
+    python benchmarks/solver.py --smoke    # seconds: a few runs, no JAX, temporary output
 
 Writes ``benchmarks/results/solver.json`` (``--out`` to change) and prints tables.
 The exit status is 0 even when a target is missed (misses are printed and recorded);
@@ -54,6 +55,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     print_table,
+    smoke_out,
     summary,
     time_calls,
     timed,
@@ -116,6 +118,9 @@ class Budget:
     jax_grad: int
     numba_population: int
     n_jax_population: int
+    #: Virtual patients of the population run (the ``population_10k_*`` keys are for this
+    #: many; only ``--smoke`` sets fewer).
+    n_population: int = N_POPULATION
 
 
 QUICK = Budget(
@@ -129,6 +134,21 @@ QUICK = Budget(
     jax_grad=5,
     numba_population=1,
     n_jax_population=2_000,
+)
+#: Seconds: the same code paths with a handful of runs and 20 virtual patients (JAX left
+#: out: diffrax compiles for minutes).
+SMOKE = Budget(
+    numba=3,
+    numba_rosenbrock=2,
+    numba_grad=2,
+    scipy=1,
+    scipy_fd_grad=0,
+    diffrax_tsit5=1,
+    diffrax_kvaerno5=1,
+    jax_grad=1,
+    numba_population=1,
+    n_jax_population=20,
+    n_population=20,
 )
 FULL = Budget(
     numba=1_000,
@@ -163,7 +183,7 @@ class Problem:
     obs_idx: np.ndarray
 
 
-def make_problem() -> Problem:
+def make_problem(n_free: int = len(FREE_PARAMS)) -> Problem:
     from carthema import get_model, typical_course
     from carthema.models.events import build_events
 
@@ -172,7 +192,7 @@ def make_problem() -> Problem:
     ev = build_events(m, typical_course(), p)
     t0 = -5.0
     t_out = np.arange(-5.0, 181.0, 1.0)
-    free = np.array([m.index("param", n) for n in FREE_PARAMS], dtype=np.int64)
+    free = np.array([m.index("param", n) for n in FREE_PARAMS[:n_free]], dtype=np.int64)
     obs_idx = np.array([m.index("obs", n) for n in COMPARE_OBS], dtype=np.int64)
     return Problem(m, p, ev, t0, t_out, np.zeros(m.n_u), free, obs_idx)
 
@@ -476,10 +496,10 @@ def population_params(pr: Problem, n: int) -> np.ndarray:
 def bench_population(pr: Problem, b: Budget, res: dict, mod, with_jax: bool = True) -> dict:
     ev = pr.ev
     warm = res["warmup_s"]
-    P = population_params(pr, N_POPULATION)
+    P = population_params(pr, b.n_population)
     args = (pr.u0, pr.t0, pr.t_out, ev.t, ev.kind, ev.target, ev.value, ev.scale)
     pop: dict[str, Any] = {
-        "n": N_POPULATION,
+        "n": b.n_population,
         "log_sd": POP_LOG_SD,
         "seed": SEED,
         "drawn": "every parameter log-normal around its default",
@@ -493,7 +513,7 @@ def bench_population(pr: Problem, b: Budget, res: dict, mod, with_jax: bool = Tr
     res["numba_threading_layer"] = _threading_layer()
     times = []
     for r in range(b.numba_population):
-        log(f"numba solve_population, {N_POPULATION} patients, run {r + 1}/{b.numba_population}")
+        log(f"numba solve_population, {b.n_population} patients, run {r + 1}/{b.numba_population}")
         (st_n, O_n), s = timed(lambda: run_numba(P))
         times.append(s)
     pop["numba_runs_s"] = [round(x, 4) for x in times]
@@ -575,13 +595,26 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=RESULTS_DIR / "solver.json", help="JSON results file"
     )
     ap.add_argument("--skip-jax", action="store_true", help="numba and scipy only")
+    ap.add_argument(
+        "--n-free",
+        type=int,
+        default=len(FREE_PARAMS),
+        help=f"differentiate w.r.t. the first N of the {len(FREE_PARAMS)} free parameters",
+    )
+    ap.add_argument(
+        "--smoke", action="store_true", help="seconds: a few runs, no JAX, temporary output"
+    )
     args = ap.parse_args(argv)
-    b = QUICK if args.quick else FULL
+    b = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.smoke:
+        args.skip_jax = True
+        if args.out == RESULTS_DIR / "solver.json":
+            args.out = smoke_out("solver.json")
     t_start = time.perf_counter()
 
     res: dict[str, Any] = {
         "benchmark": "solver",
-        "mode": "quick" if args.quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "machine": machine_info(
             [
                 "carthema",
@@ -608,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_steps": {},
     }
     log(f"solver benchmark ({res['mode']} mode); load average {load_average()}")
-    pr = make_problem()
+    pr = make_problem(args.n_free)
     m = pr.model
     res["problem"] = {
         "model": m.name,
@@ -621,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "course": "typical_course(): fludarabine 30 + cyclophosphamide 500 mg/m2 days -5..-3, "
         "CAR-T 3.1e6 cells/kg day 0",
         "n_solver_events": pr.ev.n,
-        "free_params": list(FREE_PARAMS),
+        "free_params": list(FREE_PARAMS[: pr.free.size]),
         "gradient_loss": f"sum over days and observables of log(obs + {LOSS_EPS:g})^2, "
         "gradient w.r.t. the log of the free parameters",
     }

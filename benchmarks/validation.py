@@ -25,19 +25,24 @@ and the model's distribution of outcomes is printed next to the reported one. Ca
 ``carthema predict-boost`` from the patient's boost-day state.
 
 Run ``python benchmarks/validation.py [--quick]``; writes benchmarks/results/validation.json.
+``--smoke``: 20 virtual patients per cohort, written to a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from carthema import get_model, load_example, simulate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import smoke_out  # noqa: E402
+
+from carthema import get_model, load_example, simulate  # noqa: E402
 from carthema.clinical.endpoints import anc_recovery_without_gcsf, engraftment
 from carthema.clinical.population.calibrate import target_report
 from carthema.clinical.population.natural_history import sample_patients
@@ -264,8 +269,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer virtual patients")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="20 virtual patients, temp output")
     args = ap.parse_args()
-    n = 600 if args.quick else 3000
+    n = 20 if args.smoke else 600 if args.quick else 3000
+    results = smoke_out("validation.json") if args.smoke else RESULTS
     t0 = time.time()
     calib = natural_history_rows() + graft_rows()
     valid = {
@@ -287,20 +294,21 @@ def main() -> None:
     print("\nVALIDATION (never used for calibration)")
     for key, r in valid.items():
         print(f"  {key}: {json.dumps({k: v for k, v in r.items() if k != 'set'}, default=str)}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(
         json.dumps(
             {
                 "calibration": calib,
                 "validation": valid,
                 "seconds": time.time() - t0,
                 "quick": args.quick,
+                "smoke": args.smoke,
             },
             indent=1,
             default=str,
         )
     )
-    print(f"\nwrote {RESULTS} ({time.time() - t0:.0f} s)")
+    print(f"\nwrote {results} ({time.time() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

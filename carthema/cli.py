@@ -68,6 +68,7 @@ from carthema import (  # noqa: E402
     cli_cohort,
     cli_data,
     cli_fit,
+    cli_icaht,
     cli_model,
     cli_natural,
     cli_population,
@@ -79,6 +80,7 @@ cli_data.register(app)
 cli_data.register_import(app)
 cli_model.register(app)
 cli_natural.register(app)
+cli_icaht.register(app)
 cli_fit.register(app)
 cli_population.register(app)
 cli_cohort.register(app)
@@ -130,7 +132,7 @@ def _option_message(exc: InputError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``carthema`` command."""
-    from carthema.runrecord import set_command
+    from carthema.data.runrecord import set_command
 
     set_command(sys.argv[1:] if argv is None else argv)  # for run.json
     try:

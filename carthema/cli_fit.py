@@ -100,24 +100,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         quiet: opt.Quiet = False,
-        overwrite: Annotated[
-            bool,
-            typer.Option(
-                "--overwrite",
-                metavar="",
-                help="Replace a non-empty --out folder that holds something else.",
-            ),
-        ] = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
+        from carthema.data.course import check_course
         from carthema.data.patients import select_patient
         from carthema.fitting import fit as run_fit
         from carthema.fitting.fitdir import check_fit_out
 
-        check_fit_out(out, overwrite=overwrite)  # before any work
+        inputs = (obs, events, truth)
+        check_fit_out(out, overwrite=overwrite, inputs=inputs)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)
         patient = select_patient(observations, patient)
-        check_fit_out(out, patient, overwrite=overwrite)  # a folder of another patient
+        if patient is not None:  # day 0 and the CAR-T infusion of the patient fitted
+            check_course(observations, ev, events_name=events and str(events),
+                         patients=[str(patient)], untreated=True)  # fmt: skip
+        check_fit_out(out, patient, overwrite=overwrite, inputs=inputs)  # another patient
         true_values = None
         if truth_df is not None and patient is not None:
             mine = truth_df[truth_df["patient"].astype(str) == str(patient)]

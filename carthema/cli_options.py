@@ -68,6 +68,16 @@ Cores = Annotated[
     int | None,
     typer.Option("--cores", min=1, help="Chains run in parallel (default: min(chains, CPUs))."),
 ]
+#: Replace a non-empty --out folder that is not this command's own earlier output.
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        metavar="",
+        help="Replace a non-empty --out folder that is not this command's earlier output "
+        "(never a folder holding the inputs).",
+    ),
+]
 #: Events table.
 Events = Annotated[Path | None, typer.Option("--events", help="Events table (CSV or Parquet).")]
 #: Events table or a bundled data set.

@@ -53,18 +53,25 @@ def register(app: typer.Typer) -> None:
         ] = False,
         json_out: opt.Json = None,
         quiet: opt.Quiet = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """When will a stem-cell boost work? Scan boost days from today over the fitted
         posterior; the first line printed is the recommendation, or why there is none."""
         from carthema.clinical.window import parse_days, window_from_fit
+        from carthema.data.atomic import check_out_folder
         from carthema.fitting.fitdir import load_fit
 
+        out = out if out is not None else fitdir / "window"
+        # Before any work; FITDIR itself (or a folder holding it) is never replaced.
+        check_out_folder(
+            out, "window", overwrite=overwrite, inputs=(fitdir,), own_markers=("window.json",)
+        )
         days = None if boost_days is None else parse_days(boost_days, step)
         ff = load_fit(fitdir)
         res = window_from_fit(
             ff,
             days,
-            out if out is not None else fitdir / "window",
+            out,
             dose=dose,
             source=source,
             selected=selected,
@@ -82,7 +89,7 @@ def register(app: typer.Typer) -> None:
         print_window(res)
         if json_out is not None:
             from carthema.data.atomic import write_atomic
-            from carthema.jsonsafe import dumps
+            from carthema.data.jsonsafe import dumps
 
             write_atomic(json_out, dumps(res), mkdir=True)
             console.print(f"wrote json: {json_out}", markup=False)

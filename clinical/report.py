@@ -5,7 +5,7 @@ A patient's report (:func:`write_patient_report`) reads in 30 seconds: one line 
 decision (:mod:`carthema.clinical.decision`), one figure (the course with and without the
 boost, today, the window), a compact table, then the details (whether to trust the fit,
 the window plot, the fit, the parameters with their descriptions and units) and, as its
-footer, the run record (:mod:`carthema.runrecord`)."""
+footer, the run record (:mod:`carthema.data.runrecord`)."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from carthema.clinical.decision import conditional, decision_line, misfit_reason
 from carthema.clinical.plans import window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
+from carthema.data.jsonsafe import dumps
+from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
 from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
-from carthema.jsonsafe import dumps
-from carthema.runrecord import RUN_JSON, run_record, write_run_record
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -152,7 +152,7 @@ def window_from_fit(
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
-    files. The folder also holds ``run.json`` (:mod:`carthema.runrecord`).
+    files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
     """
     if log is None and interactive():  # a person is watching: show progress
         log = progress_to_stderr
@@ -189,6 +189,8 @@ def window_from_fit(
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
+    # The run record written below names the command ("window"), so that the output-folder
+    # contract recognises this folder as the command's own next time.
     with swap_folder(out) as tmp, step:
         result = window_job(
             ff.model,
@@ -235,6 +237,7 @@ def window_from_fit(
             [ff.path / "fit.json", ff.path / "posterior.nc"],
             seed=seed,
             settings={"n_draws": n_draws, "threshold": threshold, "today": today},
+            subcommand="window",
         )
         write_run_record(tmp, record)
         result["files"]["run"] = str(out / RUN_JSON)

@@ -105,6 +105,7 @@ def write_csv(df: pd.DataFrame, path: str | Path, digits: int = CSV_DIGITS) -> P
 def write_result_folder(
     out: str | Path,
     files: Mapping[str, tuple[str, Callable[[Path], object]]],
+    command: str | None = None,
     *,
     record: Mapping | None = None,
 ) -> dict[str, Path]:
@@ -113,27 +114,37 @@ def write_result_folder(
     ``out`` held before is replaced as a whole, so no stale file survives.
 
     ``files``: key -> (file name, ``writer(path)``), written in order (put a marker file
-    last). ``record``: the run record, written first as ``run.json``
-    (:mod:`carthema.runrecord`); one is made (no inputs) when not given. Returns key ->
-    final path. Used by every fit result's ``save``."""
+    last). ``command`` (the CLI command the folder belongs to) and ``record`` (the run
+    record, :mod:`carthema.data.runrecord`; one without inputs is made when not given)
+    leave its ``run.json``. Returns key -> final path. Used by every fit result's
+    ``save``."""
     from ..data.atomic import swap_folder
-    from ..runrecord import RUN_JSON, write_run_record
+    from ..data.runrecord import RUN_JSON, run_record
 
     out = Path(out)
-    with swap_folder(out) as tmp:
-        write_run_record(tmp, record)
+    record = record if record is not None else run_record()
+    with swap_folder(out, command, record=record) as tmp:
         for name, write in files.values():
             write(tmp / name)
     return {"run": out / RUN_JSON, **{key: out / name for key, (name, _) in files.items()}}
 
 
-def check_fit_out(out: str | Path, patient: str | None = None, *, overwrite: bool = False):
-    """Refuse ``--out`` of ``carthema fit`` before any work: a file, a place that cannot
-    be written, or a non-empty folder that is not a fit folder of ``patient`` (a refit of
-    the same patient replaces its folder as a whole; ``overwrite`` allows any folder)."""
-    from ..data.atomic import probe_output_folder
+def check_fit_out(
+    out: str | Path,
+    patient: str | None = None,
+    *,
+    overwrite: bool = False,
+    inputs: tuple[str | Path | None, ...] = (),
+):
+    """Refuse ``--out`` of ``carthema fit`` before any work: the output-folder contract
+    (:func:`carthema.data.atomic.check_out_folder`: a file, a folder holding the
+    ``inputs``, a place that cannot be written, a non-empty folder that is not a fit
+    folder), then a fit folder of another patient than ``patient`` (a refit of the same
+    patient replaces its folder as a whole; ``overwrite`` allows any folder but an
+    input)."""
+    from ..data.atomic import check_out_folder
 
-    p = probe_output_folder(out)
+    p = check_out_folder(out, "fit", overwrite=overwrite, inputs=inputs, own_markers=("fit.json",))
     if overwrite or not p.is_dir() or not any(p.iterdir()):
         return p
     again = "choose a new --out folder, or pass --overwrite to replace it as a whole"

@@ -39,7 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from .._console import Step, interactive, progress_to_stderr
-from ..jsonsafe import dumps
+from ..data.jsonsafe import dumps
 from ..models.model import get_model
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
@@ -242,10 +242,10 @@ class FitResult:
             "fit.json",
             lambda p: p.write_text(dumps(self.meta()), encoding="utf-8"),
         )
-        from carthema.runrecord import run_record
+        from carthema.data.runrecord import run_record
 
         record = run_record(list(inputs), seed=self.settings.get("seed"), settings=self.settings)
-        return write_result_folder(out, files, record=record)
+        return write_result_folder(out, files, "fit", record=record)
 
 
 def _matrix(df: pd.DataFrame) -> dict:

@@ -27,7 +27,17 @@ Model contract (names the generated source must define before this text)
     ``p`` are the natural-scale parameters (N_P,), ``u`` the current inputs (N_U,).
     Compile them with ``error_model="numpy"`` as well: under numba's default
     ("python") a float division by zero raises ZeroDivisionError instead of giving
-    inf/nan, which would escape the status logic below.
+    inf/nan, which would escape the status logic below. ``init_jac_p`` and the two
+    ``observe_jac_*`` fill their whole matrix; the solver itself calls ``jac_y``
+    (ROS34PW2's iteration matrix) and the two fused functions below, not ``jac_p`` or
+    ``observe_jac_*``.
+``rhs_sens(t, z, p, u, pos, ns, fz)`` : njit function
+    The augmented right-hand side: ``fz[:N_Y] = rhs(t, z[:N_Y])`` and, with ``S`` the
+    (N_Y, ns) row-major matrix at ``z[N_Y:]``, ``fz[N_Y:]`` the same layout of
+    ``J_y S + Jp[:, free] * p[free]``; ``pos[c]`` is the column of parameter ``c``
+    (-1 when it is not free).
+``observe_sens(t, z, p, pos, ns, dO)`` : njit function
+    ``dO`` (N_OBS, ns) ``= Oy S + Op[:, free] * p[free]`` at the state ``z``.
 
 Events
 ------
@@ -190,44 +200,21 @@ _R_E1, _R_E2, _R_E3, _R_E4 = (float(e) for e in _k.ROS_E)
 # Building blocks
 # ---------------------------------------------------------------------------------
 @njit(**_JIT)
-def _f_aug(t, z, p, u, ns, pos, fz, J, Jp):
+def _f_aug(t, z, p, u, ns, pos, fz):
     """Right-hand side of the augmented system ``z = [y, S]`` into ``fz``.
 
-    ``J`` (N_Y, N_Y) and ``Jp`` (N_Y, N_P) are scratch matrices that were zeroed once;
-    only their structural nonzeros are ever written, so the products below run over
-    those entries only.
+    With sensitivities, the generated ``rhs_sens`` computes the states' derivatives and
+    ``J_y S + Jp[:, free] * p[free]`` in one pass, the Jacobian entries as scalars (never
+    stored in a matrix) and a ``Jp`` entry only for a free parameter.
     """
-    rhs(t, z[:N_Y], p, u, fz[:N_Y])
     if ns == 0:
-        return
-    y = z[:N_Y]
-    jac_y(t, y, p, u, J)
-    jac_p(t, y, p, u, Jp)
-    nz = N_Y * (1 + ns)
-    fz[N_Y:nz] = 0.0
-    # S is stored row-major after y (S[i, k] at N_Y + i * ns + k), so the inner loop
-    # over the sensitivity columns is contiguous. It runs over row views: indexing with
-    # a computed offset (ro + k) makes numba emit a negative-index wraparound branch that
-    # blocks vectorisation (4x slower at 47 columns).
-    for e in range(JY_ROWS.shape[0]):
-        v = J[JY_ROWS[e], JY_COLS[e]]
-        ro = N_Y + JY_ROWS[e] * ns
-        co = N_Y + JY_COLS[e] * ns
-        frow = fz[ro : ro + ns]
-        zrow = z[co : co + ns]
-        for k in range(ns):
-            frow[k] += v * zrow[k]
-    for e in range(JP_ROWS.shape[0]):
-        c = JP_COLS[e]
-        k = pos[c]
-        if k >= 0:
-            r = JP_ROWS[e]
-            # d/d log p = p * d/dp
-            fz[N_Y + r * ns + k] += Jp[r, c] * p[c]
+        rhs(t, z[:N_Y], p, u, fz[:N_Y])
+    else:
+        rhs_sens(t, z, p, u, pos, ns, fz)
 
 
 @njit(**_JIT)
-def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, J, Jp, az, rtol, nz, order):
+def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
     """Initial step size (Hairer, Norsett & Wanner, Solving ODEs I, II.4 ``HINIT``)."""
     d0 = 0.0
     d1 = 0.0
@@ -244,7 +231,7 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, J, Jp, az, rtol, nz, order):
     h0 = min(h0, hmax)
     for i in range(nz):
         z1[i] = z[i] + h0 * f0[i]
-    _f_aug(t + h0, z1, p, u, ns, pos, f1, J, Jp)
+    _f_aug(t + h0, z1, p, u, ns, pos, f1)
     d2 = 0.0
     for i in range(nz):
         sk = az[i] + rtol * abs(z[i])
@@ -262,7 +249,7 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, J, Jp, az, rtol, nz, order):
 
 
 @njit(**_JIT)
-def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz, want_rho):
+def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
     """One Tsit5 attempt from ``(t, z)`` with ``K[0] = f(t, z)``.
 
     Writes stages to ``K[1:7]`` (``K[6] = f(t + h, znew)``) and the solution to ``znew``.
@@ -272,18 +259,18 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz, want_r
     """
     for i in range(nz):
         zs[i] = z[i] + h * _T_A21 * K[0, i]
-    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, K[1], J, Jp)
+    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, K[1])
     for i in range(nz):
         zs[i] = z[i] + h * (_T_A31 * K[0, i] + _T_A32 * K[1, i])
-    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, K[2], J, Jp)
+    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, K[2])
     for i in range(nz):
         zs[i] = z[i] + h * (_T_A41 * K[0, i] + _T_A42 * K[1, i] + _T_A43 * K[2, i])
-    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, K[3], J, Jp)
+    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, K[3])
     for i in range(nz):
         zs[i] = z[i] + h * (
             _T_A51 * K[0, i] + _T_A52 * K[1, i] + _T_A53 * K[2, i] + _T_A54 * K[3, i]
         )
-    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, K[4], J, Jp)
+    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, K[4])
     for i in range(nz):
         zs[i] = z[i] + h * (
             _T_A61 * K[0, i]
@@ -292,7 +279,7 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz, want_r
             + _T_A64 * K[3, i]
             + _T_A65 * K[4, i]
         )
-    _f_aug(t + h, zs, p, u, ns, pos, K[5], J, Jp)
+    _f_aug(t + h, zs, p, u, ns, pos, K[5])
     for i in range(nz):
         znew[i] = z[i] + h * (
             _T_B1 * K[0, i]
@@ -302,7 +289,7 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz, want_r
             + _T_B5 * K[4, i]
             + _T_B6 * K[5, i]
         )
-    _f_aug(t + h, znew, p, u, ns, pos, K[6], J, Jp)
+    _f_aug(t + h, znew, p, u, ns, pos, K[6])
     s = 0.0
     chk = 0.0
     for i in range(nz):
@@ -360,7 +347,7 @@ def _tsit5_interp(theta, h, z, K, zi, nz):
 
 
 @njit(**_JIT)
-def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, nz):
+def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz):
     """One ROS34PW2 attempt from ``(t, z)`` with ``K[0] = f(t, z)``, ``Jw = J_y(t, y)``.
 
     Stage increments go to ``K[1:5]``, ``K[5]`` is scratch, and on success
@@ -383,7 +370,7 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, 
     # Stage 2
     for i in range(nz):
         zs[i] = z[i] + _R_A21 * K[1, i]
-    _f_aug(t + _R_AL2 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    _f_aug(t + _R_AL2 * h, zs, p, u, ns, pos, K[5])
     for i in range(nz):
         K[2, i] = K[5, i] + inv_h * (_R_C21 * K[1, i])
     _lu_solve(M, piv, K[2], 0, N_Y)
@@ -391,7 +378,7 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, 
     # Stage 3
     for i in range(nz):
         zs[i] = z[i] + _R_A31 * K[1, i] + _R_A32 * K[2, i]
-    _f_aug(t + _R_AL3 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    _f_aug(t + _R_AL3 * h, zs, p, u, ns, pos, K[5])
     for i in range(nz):
         K[3, i] = K[5, i] + inv_h * (_R_C31 * K[1, i] + _R_C32 * K[2, i])
     _lu_solve(M, piv, K[3], 0, N_Y)
@@ -399,7 +386,7 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, 
     # Stage 4
     for i in range(nz):
         zs[i] = z[i] + _R_A41 * K[1, i] + _R_A42 * K[2, i] + _R_A43 * K[3, i]
-    _f_aug(t + _R_AL4 * h, zs, p, u, ns, pos, K[5], J, Jp)
+    _f_aug(t + _R_AL4 * h, zs, p, u, ns, pos, K[5])
     for i in range(nz):
         K[4, i] = K[5, i] + inv_h * (_R_C41 * K[1, i] + _R_C42 * K[2, i] + _R_C43 * K[3, i])
     _lu_solve(M, piv, K[4], 0, N_Y)
@@ -415,30 +402,24 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, 
         chk += znew[i] * 0.0
     err = math.sqrt(s / nz) + chk
     if err <= 1.0:
-        _f_aug(t + h, znew, p, u, ns, pos, K[7], J, Jp)
+        _f_aug(t + h, znew, p, u, ns, pos, K[7])
         if not _all_finite(K[7], nz):
             return np.nan
     return err
 
 
 @njit(**_JIT)
-def _record(i, t, zr, p, free, ns, Y, O, dO, Oy, Op):
-    """Store state, observables and (if ``ns``) observable sensitivities at output ``i``."""
+def _record(i, t, zr, p, pos, ns, Y, O, dO):
+    """Store state, observables and (if ``ns``) observable sensitivities at output ``i``:
+    ``dO[i] = Oy S + Op[:, free] * p[free]`` by the generated ``observe_sens``, over the
+    nonzeros of ``Oy`` and ``Op`` only."""
     y = zr[:N_Y]
     for m in range(N_Y):
         Y[i, m] = y[m]
     observe(t, y, p, O[i])
     if ns == 0:
         return
-    observe_jac_y(t, y, p, Oy)
-    observe_jac_p(t, y, p, Op)
-    for j in range(N_OBS):
-        for k in range(ns):
-            c = free[k]
-            s = Op[j, c] * p[c]
-            for m in range(N_Y):
-                s += Oy[j, m] * zr[N_Y + m * ns + k]
-            dO[i, j, k] = s
+    observe_sens(t, zr, p, pos, ns, dO[i])
 
 
 @njit(**_JIT)
@@ -531,13 +512,9 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
     zi = np.empty(nz)
     K = np.empty((8, nz))
     az = np.empty(nz)
-    J = np.zeros((N_Y, N_Y))
     Jw = np.zeros((N_Y, N_Y))
     M = np.empty((N_Y, N_Y))
     piv = np.empty(N_Y, dtype=np.int64)
-    Jp = np.zeros((N_Y, N_P))
-    Oy = np.empty((N_OBS, N_Y))
-    Op = np.empty((N_OBS, N_P))
     u = u0.copy()
     pos = np.full(N_P, -1, dtype=np.int64)
     for k in range(ns):
@@ -572,7 +549,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
     iev = 0
     # Outputs at t0 see the state before the events at t0 (pre-dose convention).
     while iout < n_t and t_out[iout] <= t:
-        _record(iout, t, z, p, free, ns, Y, O, dO, Oy, Op)
+        _record(iout, t, z, p, pos, ns, Y, O, dO)
         iout += 1
 
     while iout < n_t:
@@ -600,12 +577,12 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
             t_end = ev_t[iev]
 
         # ---- restart the integration at t (state or inputs may have jumped) ----
-        _f_aug(t, z, p, u, ns, pos, K[0], J, Jp)
+        _f_aug(t, z, p, u, ns, pos, K[0])
         if not _all_finite(K[0], nz):
             status = STATUS_NONFINITE
             break
         order = 5 if cur == METHOD_TSIT5 else 3
-        h = _hinit(t, t_end - t, z, K[0], zs, K[1], p, u, ns, pos, J, Jp, az, rtol, nz, order)
+        h = _hinit(t, t_end - t, z, K[0], zs, K[1], p, u, ns, pos, az, rtol, nz, order)
         need_jac = True
         errold = 1e-4
         facmax_now = _FACMAX_TSIT5 if cur == METHOD_TSIT5 else _FACMAX_ROS
@@ -636,7 +613,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
             n_steps += 1
             if cur == METHOD_TSIT5:
                 err, hrho = _tsit5_step(
-                    t, h_try, z, znew, zs, K, p, u, ns, pos, J, Jp, az, rtol, nz,
+                    t, h_try, z, znew, zs, K, p, u, ns, pos, az, rtol, nz,
                     method == METHOD_AUTO,
                 )  # fmt: skip
                 kexp = 5.0
@@ -644,9 +621,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
                 if need_jac:
                     jac_y(t, z[:N_Y], p, u, Jw)
                     need_jac = False
-                err = _ros_step(
-                    t, h_try, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, J, Jp, az, rtol, nz
-                )
+                err = _ros_step(t, h_try, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz)
                 hrho = 0.0
                 kexp = 3.0
 
@@ -654,12 +629,12 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
                 # ---- accepted: dense output for the outputs inside (t, t_new] ----
                 while iout < n_t and t_out[iout] <= t_new:
                     if t_out[iout] == t_new:
-                        _record(iout, t_new, znew, p, free, ns, Y, O, dO, Oy, Op)
+                        _record(iout, t_new, znew, p, pos, ns, Y, O, dO)
                     else:
                         # Only Tsit5 gets here (ROS34PW2 lands on output times).
                         theta = (t_out[iout] - t) / h_try
                         _tsit5_interp(theta, h_try, z, K, zi, nz)
-                        _record(iout, t_out[iout], zi, p, free, ns, Y, O, dO, Oy, Op)
+                        _record(iout, t_out[iout], zi, p, pos, ns, Y, O, dO)
                     iout += 1
                 fsal = 6 if cur == METHOD_TSIT5 else 7
                 for i in range(nz):

@@ -7,6 +7,11 @@ with module-level ``@njit(cache=True, error_model="numpy")`` functions: a divisi
 zero gives inf/nan, which the solver reports as a status instead of raising. The text
 follows the contract of ``_solver_template.py`` and is joined to the solver by
 :mod:`.numba_backend`.
+
+Every matrix function stores only structural nonzeros: ``jac_y`` and ``jac_p`` into
+scratch matrices the solver zeroed once, ``init_jac_p``, ``observe_jac_y`` and
+``observe_jac_p`` after one zero-fill of their output. Storing every entry (1,760 for
+``init_jac_p`` of the full model, 1,708 of them zero) tripled the cold numba compile.
 """
 
 from __future__ import annotations
@@ -68,14 +73,114 @@ def _function(
     exprs: Sequence[sp.Expr],
     arrays: dict[str, Sequence[sp.Symbol]],
     printer: _Printer,
+    prologue: Sequence[str] = (),
 ) -> str:
     exprs = [sp.sympify(e) for e in exprs]
     repl, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), optimizations="basic")
     body = _loads(exprs, arrays)
+    body += [f"    {line}" for line in prologue]
     body += [f"    {s} = {printer.doprint(e)}" for s, e in repl]
     body += [f"    {tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced, strict=True)]
     if not body:
         body = ["    pass"]
+    decorator = '@njit(cache=True, error_model="numpy")'
+    return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
+
+
+def _nonzero_derivatives(
+    rows: Sequence[sp.Expr], wrt: Sequence[sp.Symbol]
+) -> list[tuple[int, int, sp.Expr]]:
+    """``(i, j, d rows[i] / d wrt[j])`` for every derivative that is not identically 0."""
+    out = [(i, j, sp.diff(e, v)) for i, e in enumerate(rows) for j, v in enumerate(wrt)]
+    return [(i, j, d) for i, j, d in out if d != 0]
+
+
+def _dense_matrix(
+    name: str,
+    args: str,
+    out: str,
+    rows: Sequence[sp.Expr],
+    wrt: Sequence[sp.Symbol],
+    arrays: dict[str, Sequence[sp.Symbol]],
+    printer: _Printer,
+) -> str:
+    """``out[i, j] = d rows[i] / d wrt[j]`` for a caller that reads the whole matrix.
+
+    One zero-fill of ``out``, then only the structural nonzeros: storing every entry
+    (1,760 for ``init_jac_p`` of the full model, nearly all of them ``0.0``) gave
+    LLVM that many stores to schedule and made the cold compile minutes long. The
+    values are the same either way: a structural zero is exactly ``0.0``.
+    """
+    entries = _nonzero_derivatives(rows, wrt)
+    return _function(
+        name,
+        args,
+        [f"{out}[{i}, {j}]" for i, j, _ in entries],
+        [d for *_, d in entries],
+        arrays,
+        printer,
+        prologue=[f"{out}[:, :] = 0.0"],
+    )
+
+
+def _sens_function(
+    name: str,
+    args: str,
+    outputs: Sequence[tuple[str, sp.Expr]],
+    rows: tuple[str, str, int],
+    prod: Sequence[tuple[int, int, sp.Expr]],
+    param: Sequence[tuple[int, int, sp.Expr]],
+    arrays: dict[str, Sequence[sp.Symbol]],
+    p: Sequence[sp.Symbol],
+    printer: _Printer,
+) -> str:
+    """A forward-sensitivity function with the derivatives as scalars.
+
+    Writes ``outputs`` (plain targets), then for every row ``i`` of ``rows = (view of
+    row i, view of S row j, n_rows)`` and column ``k < ns``::
+
+        row_i[k] = sum over (i, j, d) in prod of d * S_j[k]         (0.0 if none)
+        row_i[pos[c]] += d * p[c]   for (i, c, d) in param, where pos[c] >= 0
+
+    ``S`` is stored row-major in ``z[N_Y:]`` (``S_j = z[N_Y + j*ns : N_Y + (j+1)*ns]``),
+    and ``pos[c]`` is the column of parameter ``c`` (-1: not free), so a parameter
+    derivative is evaluated only when that parameter is free. One common-subexpression
+    elimination covers the outputs and every derivative; nothing goes through a matrix
+    in memory.
+    """
+    row_view, out_add, n_rows = rows
+    exprs = [e for _, e in outputs] + [d for *_, d in prod]
+    exprs += [d * p[c] for _, c, d in param]  # d/d log p = p d/dp
+    exprs = [sp.sympify(e) for e in exprs]
+    repl, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), optimizations="basic")
+    body = _loads(exprs, arrays)
+    body += [f"    {s} = {printer.doprint(e)}" for s, e in repl]
+    n_out = len(outputs)
+    body += [
+        f"    {tgt} = {printer.doprint(e)}"
+        for (tgt, _), e in zip(outputs, reduced[:n_out], strict=True)
+    ]
+    red_prod = reduced[n_out : n_out + len(prod)]
+    red_param = reduced[n_out + len(prod) :]
+    by_row: dict[int, list[str]] = {i: [] for i in range(n_rows)}
+    for e, ((i, j, _), r) in enumerate(zip(prod, red_prod, strict=True)):
+        body.append(f"    a_{e} = {printer.doprint(r)}")
+        by_row[i].append(f"a_{e} * s_{j}[k]")
+    for j in sorted({j for _, j, _ in prod}):
+        body.append(f"    s_{j} = z[N_Y + {j} * ns : N_Y + {j + 1} * ns]")
+    for i in range(n_rows):
+        body.append(f"    r_{i} = {row_view.format(i=i)}")
+    body.append("    for k in range(ns):")
+    for i in range(n_rows):
+        body.append(f"        r_{i}[k] = " + (" + ".join(by_row[i]) or "0.0"))
+    by_param: dict[int, list[tuple[int, sp.Expr]]] = {}
+    for (i, c, _), r in zip(param, red_param, strict=True):
+        by_param.setdefault(c, []).append((i, r))
+    for c in sorted(by_param):
+        body.append(f"    k = pos[{c}]")
+        body.append("    if k >= 0:")
+        for i, r in by_param[c]:
+            body.append(f"        {out_add.format(i=i)} += {printer.doprint(r)}")
     decorator = '@njit(cache=True, error_model="numpy")'
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
@@ -92,10 +197,8 @@ def numba_source(model: Model) -> str:
     y0 = [sp.sympify(e) for e in model.init(p, sp)]
     obs = [sp.sympify(e) for e in model.observe(t, y, p, sp)]
 
-    jy = [(i, j, sp.diff(fi, yj)) for i, fi in enumerate(f) for j, yj in enumerate(y)]
-    jy = [(i, j, d) for i, j, d in jy if d != 0]
-    jp = [(i, j, sp.diff(fi, pj)) for i, fi in enumerate(f) for j, pj in enumerate(p)]
-    jp = [(i, j, d) for i, j, d in jp if d != 0]
+    jy = _nonzero_derivatives(f, y)
+    jp = _nonzero_derivatives(f, p)
 
     arrays_typ = {"y": y, "p": p, "u": u}
     out = [
@@ -137,14 +240,7 @@ def numba_source(model: Model) -> str:
             pr,
         ),
         _function("init", "p, y", [f"y[{i}]" for i in range(model.n_y)], y0, {"p": p}, pr),
-        _function(
-            "init_jac_p",
-            "p, Y0p",
-            [f"Y0p[{i}, {j}]" for i in range(model.n_y) for j in range(model.n_p)],
-            [sp.diff(e, pj) for e in y0 for pj in p],
-            {"p": p},
-            pr,
-        ),
+        _dense_matrix("init_jac_p", "p, Y0p", "Y0p", y0, p, {"p": p}, pr),
         _function(
             "observe",
             "t, y, p, o",
@@ -153,20 +249,28 @@ def numba_source(model: Model) -> str:
             {"y": y, "p": p},
             pr,
         ),
-        _function(
-            "observe_jac_y",
-            "t, y, p, Oy",
-            [f"Oy[{i}, {j}]" for i in range(model.n_obs) for j in range(model.n_y)],
-            [sp.diff(e, yj) for e in obs for yj in y],
-            {"y": y, "p": p},
+        _dense_matrix("observe_jac_y", "t, y, p, Oy", "Oy", obs, y, {"y": y, "p": p}, pr),
+        _dense_matrix("observe_jac_p", "t, y, p, Op", "Op", obs, p, {"y": y, "p": p}, pr),
+        _sens_function(
+            "rhs_sens",
+            "t, z, p, u, pos, ns, fz",
+            [(f"fz[{i}]", e) for i, e in enumerate(f)],
+            ("fz[N_Y + {i} * ns : N_Y + {i} * ns + ns]", "fz[N_Y + {i} * ns + k]", model.n_y),
+            jy,
+            jp,
+            {"z": y, "p": p, "u": u},
+            p,
             pr,
         ),
-        _function(
-            "observe_jac_p",
-            "t, y, p, Op",
-            [f"Op[{i}, {j}]" for i in range(model.n_obs) for j in range(model.n_p)],
-            [sp.diff(e, pj) for e in obs for pj in p],
-            {"y": y, "p": p},
+        _sens_function(
+            "observe_sens",
+            "t, z, p, pos, ns, dO",
+            [],
+            ("dO[{i}]", "dO[{i}, k]", model.n_obs),
+            _nonzero_derivatives(obs, y),
+            _nonzero_derivatives(obs, p),
+            {"z": y, "p": p},
+            p,
             pr,
         ),
     ]

@@ -13,7 +13,7 @@ import functools
 from types import ModuleType
 
 from .codegen import numba_source
-from .gencache import cache_key, equations_source, generated_path, write_generated
+from .gencache import cache_key, equations_source, generated_path, read_generated, write_sealed
 from .model import Model
 from .numba_backend import load_numba_module
 
@@ -23,9 +23,7 @@ def numba_model(model: Model) -> ModuleType:
     """Compiled numba module (model functions + solver) for ``model``."""
     key = cache_key("codegen", [equations_source(model)])
     path = generated_path("codegen", model.name, key, ".py.txt")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = numba_source(model)
-        write_generated(path, text)
+    text = read_generated(path)  # None when missing, or damaged (then deleted)
+    if text is None:
+        text = write_sealed(path, numba_source(model))
     return load_numba_module(model.name, text)

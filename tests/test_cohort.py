@@ -57,7 +57,15 @@ def synthetic():
 # Helpers (no cluster)
 # ---------------------------------------------------------------------------------
 def test_patient_seed_is_deterministic_and_per_patient():
-    assert patient_seed(3, "VP001") == patient_seed(3, "VP001")
+    # A resumed cohort must re-derive the seeds of an earlier run, in another process and
+    # another carthema version: pinned values (SHA-256 of "carthema-cohort:3:VP001", first
+    # 8 bytes little-endian, mod 2**31), and a fresh interpreter with another hash seed.
+    assert patient_seed(3, "VP001") == 1079072830
+    assert patient_seed(3, "VP002") == 1335002224
+    code = "from carthema.fitting.cohort import patient_seed; print(patient_seed(3, 'VP001'))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert fresh.stdout.strip() == "1079072830", fresh.stderr
     seeds = {patient_seed(3, p) for p in PATIENTS}
     assert len(seeds) == 3
     assert patient_seed(4, "VP001") != patient_seed(3, "VP001")
@@ -372,11 +380,14 @@ def test_killed_cohort_resumes(tmp_path, local_run):
     log1 = tmp_path / "run1.log"
     proc = _cli(out, log1)
     try:
-        deadline = time.monotonic() + 240
+        # Wait for the first finished patient, then kill at once. The limit is only a hang
+        # guard (a fit here takes seconds); the assertions below do not depend on speed.
+        hang_guard = time.monotonic() + 1200
         while not list(out.glob("patients/*/done.json")):
             assert proc.poll() is None, log1.read_text()
-            assert time.monotonic() < deadline, "no patient finished in 240 s"
-            time.sleep(0.1)
+            if time.monotonic() > hang_guard:
+                pytest.fail("fit-cohort seems hung: no patient finished in 20 minutes")
+            time.sleep(0.05)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

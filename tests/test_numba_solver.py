@@ -500,3 +500,89 @@ def test_generated_module_follows_the_documented_contract(lin):
     assert lin._T_A54 == solver_kernels.TSIT5_A[4, 3]
     assert lin._R_M3 == solver_kernels.ROS_M[2]
     assert lin._lu_factor is solver_kernels.lu_factor
+
+
+# ---------------------------------------------------------------------------------
+# Generated matrix functions: one zero-fill, then the nonzeros
+# ---------------------------------------------------------------------------------
+def test_matrix_functions_of_the_linear_toy_match_the_analytic_derivatives(lin):
+    # Arrays pre-filled with NaN: an entry the function leaves unwritten shows.
+    ka, ke, s, c0, V = P_LIN
+    y = np.array([0.7, 2.5])
+    Y0p = np.full((2, 5), np.nan)
+    lin.init_jac_p(P_LIN, Y0p)
+    expected = np.zeros((2, 5))
+    expected[1, 3] = 1.0  # central(t0) = c0
+    np.testing.assert_array_equal(Y0p, expected)
+    Oy = np.full((2, 2), np.nan)
+    lin.observe_jac_y(0.0, y, P_LIN, Oy)
+    np.testing.assert_allclose(Oy, [[0.0, 1.0 / V], [1.0, 0.0]], rtol=1e-15, atol=0.0)
+    Op = np.full((2, 5), np.nan)
+    lin.observe_jac_p(0.0, y, P_LIN, Op)
+    expected = np.zeros((2, 5))
+    expected[0, 4] = -y[1] / V**2  # d(central / V) / dV
+    np.testing.assert_allclose(Op, expected, rtol=1e-15, atol=0.0)
+
+
+def _central_fd(f, x, j, rel=1e-6):
+    h = rel * max(abs(x[j]), 1e-300)
+    xp, xm = x.copy(), x.copy()
+    xp[j] += h
+    xm[j] -= h
+    return (np.asarray(f(xp), dtype=float) - np.asarray(f(xm), dtype=float)) / (2.0 * h)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_model_matrix_functions_match_finite_differences_of_the_equations(seed):
+    # Reference: central differences of the equations evaluated with numpy (model.init,
+    # model.observe), independent of sympy's derivatives and of the printed code. A
+    # structural zero must come out exactly 0.0 (the equations do not move at all) even
+    # from an array pre-filled with NaN; a nonzero must match to 1e-6 of its row's scale.
+    from carthema import get_model
+
+    m = get_model("full")
+    mod = numba_model(m)
+    rng = np.random.default_rng(seed)
+    p = m.default_params() * np.exp(0.2 * rng.standard_normal(m.n_p) * (seed > 0))
+    y = np.array(m.init(p, np), dtype=float) * np.exp(0.3 * rng.standard_normal(m.n_y))
+    t = 7.0
+
+    def check(got, fd_cols, scale):
+        ref = np.column_stack(fd_cols)
+        zero = ref == 0.0
+        np.testing.assert_array_equal(got[zero], 0.0)
+        tol = 1e-6 * (np.abs(ref) + scale[:, None])
+        assert np.all(np.abs(got - ref) <= tol), np.max(np.abs(got - ref) / tol)
+
+    # Checked in log form (x_j * d/dx_j), whose natural scale is the row's own value.
+    y0 = np.abs(np.array(m.init(p, np), dtype=float)) + 1e-12
+    Y0p = np.full((m.n_y, m.n_p), np.nan)
+    mod.init_jac_p(p, Y0p)
+    check(Y0p * p, [p[j] * _central_fd(lambda q: m.init(q, np), p, j) for j in range(m.n_p)], y0)
+    o = np.abs(np.array(m.observe(t, y, p, np), dtype=float)) + 1e-12
+    Oy = np.full((m.n_obs, m.n_y), np.nan)
+    mod.observe_jac_y(t, y, p, Oy)
+    check(
+        Oy * y,
+        [y[j] * _central_fd(lambda z: m.observe(t, z, p, np), y, j) for j in range(m.n_y)],
+        o,
+    )
+    Op = np.full((m.n_obs, m.n_p), np.nan)
+    mod.observe_jac_p(t, y, p, Op)
+    check(
+        Op * p,
+        [p[j] * _central_fd(lambda q: m.observe(t, y, q, np), p, j) for j in range(m.n_p)],
+        o,
+    )
+
+
+def test_generated_matrix_functions_store_only_their_nonzeros():
+    # The printed text: one zero-fill per dense matrix function, then no literal zero
+    # stores (the cold compile time is LLVM scheduling those stores).
+    src = numba_source(LINEAR)
+    for name, arr in (("init_jac_p", "Y0p"), ("observe_jac_y", "Oy"), ("observe_jac_p", "Op")):
+        body = src.split(f"def {name}(")[1].split("\n@njit")[0]
+        assert body.count(f"{arr}[:, :] = 0.0") == 1
+        stores = [ln.strip() for ln in body.splitlines() if ln.strip().startswith(f"{arr}[")]
+        assert stores[0] == f"{arr}[:, :] = 0.0"
+        assert not [ln for ln in stores[1:] if ln.endswith(("= 0", "= 0.0")) or ":" in ln]

@@ -20,7 +20,7 @@ from carthema.clinical.report import (
     window_table_html,
     write_report,
 )
-from carthema.runrecord import run_record
+from carthema.data.runrecord import run_record
 
 pytestmark = pytest.mark.skipif(
     chromium_path() is None, reason="chromium not installed (`.ci/run` installs it)"

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from carthema.jsonsafe import clean, dumps
-from carthema.runrecord import read_run_record, run_record, sha256, write_run_record
+from carthema.data.jsonsafe import clean, dumps
+from carthema.data.runrecord import read_run_record, run_record, sha256, write_run_record
 
 
 def test_sha256_of_a_known_text(tmp_path):

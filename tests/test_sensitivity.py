@@ -5,7 +5,6 @@ model that must rank an inert parameter below an active one."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -70,10 +69,7 @@ def test_ranges_follow_the_model_defaults_and_bounds():
 
 
 def test_morris_ranks_inert_parameter_below_lymphodepletion_kill():
-    t0 = time.perf_counter()
     df = S.morris_screening("severe_neutropenia", trajectories=8, seed=0)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 60.0
     assert df.attrs["n_runs"] == 8 * (len(df) + 1)
     # No graft and no donor T cells in this course: the donor T-cell decay cannot matter.
     assert df.loc["gvh_decay", "mu_star"] < df.loc["ld_kill_prol", "mu_star"]

@@ -96,8 +96,14 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     > 0.5 G/L on the boost day and the 14 days after it (recovered on its own)."""
     n, day, late = 40, 21.0, 90.0
     res = window_from_fit(
-        fit_dir, [day, late], tmp_path, n_draws=n, seed=5, today=day, source="allogeneic",
-        selected=True
+        fit_dir,
+        [day, late],
+        tmp_path,
+        n_draws=n,
+        seed=5,
+        today=day,
+        source="allogeneic",
+        selected=True,
     )
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
@@ -197,8 +203,7 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
         return real(table, summary, path, **kw)
 
     monkeypatch.setattr(plans, "plot_window", spy)
-    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True,
-                    today=21.0)
+    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True, today=21.0)
     assert (tmp_path / "window.png").stat().st_size > 0
     obs = load_example("synthetic").observations
     obs = obs[obs["patient"] == PATIENT]

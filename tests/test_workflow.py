@@ -114,7 +114,11 @@ def test_fit_out_is_checked_before_any_work(tmp_path, capsys):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("mine")
-    for out, says in ((a_file, "is a file"), (other, "SOMEONE"), (junk, "not a fit folder")):
+    for out, says in (
+        (a_file, "is a file"),
+        (other, "SOMEONE"),
+        (junk, "not the output of an earlier `carthema fit`"),
+    ):
         with pytest.raises(SystemExit) as e:
             cli_main(["fit", "example:han2022", "--sampler", "map", "--out", str(out)])
         assert e.value.code == 2

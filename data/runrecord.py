@@ -115,15 +115,20 @@ def run_record(
     seed: int | None = None,
     argv: Iterable[str] | None = None,
     settings: Mapping | None = None,
+    subcommand: str | None = None,
 ) -> dict:
     """The run record of this process: version, git commit, command line (``argv``,
     default ``sys.argv``), ``inputs`` (files, folders or ``example:NAME``; each with
     SHA-256), ``seed``, ``settings`` (anything else worth keeping), package versions,
-    Python and platform, and the time (UTC, ISO 8601)."""
+    Python and platform, and the time (UTC, ISO 8601). ``subcommand`` names the
+    ``carthema`` command whose output folder this is (the output-folder contract,
+    :func:`carthema.data.atomic.check_out_folder`, recognises a command's own folder by
+    it)."""
     from carthema import __version__
 
     return {
         "carthema_version": __version__,
+        "subcommand": subcommand,
         "git_commit": git_commit(),
         "command": list(argv if argv is not None else COMMAND or sys.argv),
         "inputs": [_input(p) for p in inputs if p is not None],
@@ -139,7 +144,7 @@ def run_record(
 def write_run_record(folder: str | Path, record: Mapping | None = None, **kw) -> Path:
     """Write ``folder/run.json`` (``record``, else :func:`run_record` with ``kw``) and
     return its path. Values JSON cannot hold become strings; NaN becomes null."""
-    from carthema.jsonsafe import dumps
+    from carthema.data.jsonsafe import dumps
 
     rec = dict(record) if record is not None else run_record(**kw)
     path = Path(folder) / RUN_JSON

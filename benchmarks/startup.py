@@ -1,0 +1,238 @@
+"""Start-up benchmark: how long a new user waits before the first result.
+
+Measured, each in a fresh Python process so that nothing is already imported or
+compiled in memory:
+
+1. ``cold_compile_cpu_s``: the numba model module of the full model compiled from an
+   empty generated-file cache (a temporary ``CARTHEMA_CACHE_DIR``): sympy code
+   generation, then the first calls of ``solve``, ``solve_sens`` and
+   ``solve_population``, each timed in CPU seconds of the child process
+   (``time.process_time``: the stable figure on shared cores; wall seconds are
+   recorded too);
+2. ``first_gradient_fresh_s_pytensor``: a fresh process with a warm cache, from
+   ``python`` start to the first log-density gradient of the benchmark patient's
+   single-patient fit through the PyMC/PyTensor path that ``carthema fit`` uses
+   (``nutpie.compile_pymc_model`` then ``logp_grad`` at the initial point); wall
+   seconds, median of ``--repeats`` processes after one warm-up process that fills the
+   caches;
+3. ``first_gradient_fresh_s``: the same for a generated fast path; ``null`` with the
+   reason while carthema has none;
+4. ``demo_cold_s``: ``null`` with the reason (not measured by this script).
+
+Usage::
+
+    python benchmarks/startup.py            # full: cold compile + 3 fresh processes
+    python benchmarks/startup.py --quick    # cold compile + 1 fresh process
+    python benchmarks/startup.py --smoke    # seconds: a toy model, temp output
+
+Writes ``benchmarks/results/startup.json`` (``--out`` to change; ``--smoke`` writes to
+a temporary folder and prints its path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, load_average, machine_info, smoke_out, write_json  # noqa: E402
+
+HERE = Path(__file__).resolve()
+#: The benchmark patient of ``benchmarks/fit.py`` (bundled synthetic data).
+PATIENT = "VP002"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------
+# Child processes (``--child NAME``): print one JSON line on stdout
+# ---------------------------------------------------------------------------------
+def _child_cold(model_name: str) -> dict[str, Any]:
+    """First calls of every numba entry point of ``model_name``, cache already empty."""
+    c = time.process_time
+    w = time.perf_counter
+    out: dict[str, Any] = {}
+    t_c, t_w = c(), w()
+    from carthema import get_model, typical_course
+    from carthema.models.compiled import numba_model
+    from carthema.models.events import build_events
+
+    m = get_model(model_name)
+    p = m.default_params()
+    ev = build_events(m, typical_course(), p)
+    t_out = np.arange(-5.0, 181.0, 1.0)
+    ev_arrays = (ev.t, ev.kind, ev.target, ev.value, ev.scale)
+    out["import_cpu_s"], out["import_wall_s"] = c() - t_c, w() - t_w
+
+    t_c, t_w = c(), w()
+    mod = numba_model(m)
+    out["codegen_cpu_s"], out["codegen_wall_s"] = c() - t_c, w() - t_w
+    u0 = np.zeros(m.n_u)
+    opts = (1e-6, 1e-8, 100_000, 2)
+    free = np.arange(min(10, m.n_p), dtype=np.int64)
+    calls = {
+        "solve": lambda: mod.solve(p, u0, -5.0, t_out, *ev_arrays, *opts),
+        "solve_sens": lambda: mod.solve_sens(p, free, u0, -5.0, t_out, *ev_arrays, *opts),
+        "solve_population": lambda: mod.solve_population(
+            np.vstack([p, p]), u0, -5.0, t_out, *ev_arrays, *opts
+        ),
+    }
+    numba_cpu = 0.0
+    numba_wall = 0.0
+    for name, fn in calls.items():
+        t_c, t_w = c(), w()
+        res = fn()
+        dc, dw = c() - t_c, w() - t_w
+        status = res[0]
+        if int(np.max(status)) != 0:
+            raise RuntimeError(f"{name} returned status {status}")
+        out[f"{name}_cpu_s"], out[f"{name}_wall_s"] = dc, dw
+        numba_cpu += dc
+        numba_wall += dw
+    out["numba_cpu_s"], out["numba_wall_s"] = numba_cpu, numba_wall
+    out["module"] = Path(mod.__file__).name
+    return out
+
+
+def _child_gradient_pytensor(components: str) -> dict[str, Any]:
+    """The PyMC/PyTensor path of ``carthema fit`` up to its first gradient: build the
+    benchmark patient's model, compile it for nutpie, one log-density-and-gradient at
+    the initial point. ``t_done`` is the wall clock (epoch seconds) at the end."""
+    w = time.perf_counter
+    t_w = w()
+    from carthema.data import load_example
+    from carthema.fitting import compiled
+    from carthema.fitting.build import build_patient_model
+    from carthema.fitting.laplace import value_grad_function
+
+    out: dict[str, Any] = {"import_s": w() - t_w}
+    ex = load_example("synthetic")
+    t_w = w()
+    fm = build_patient_model(ex.observations, ex.events, PATIENT, components)
+    out["build_s"] = w() - t_w
+    t_w = w()
+    cm = compiled.nutpie_model(fm)
+    out["compile_s"] = w() - t_w
+    t_w = w()
+    x0 = value_grad_function(fm, compile=False)[3]
+    logp, grad = compiled.logp_grad(fm, cm)(x0)
+    out["first_gradient_s"] = w() - t_w
+    out["t_done"] = time.time()
+    out["cpu_s"] = time.process_time()
+    out["logp"] = float(logp)
+    out["grad_finite"] = bool(np.all(np.isfinite(grad)))
+    return out
+
+
+CHILDREN = {"cold": _child_cold, "gradient_pytensor": _child_gradient_pytensor}
+
+
+def run_child(name: str, arg: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``--child name arg`` in a fresh interpreter; its JSON result."""
+    cmd = [sys.executable, str(HERE), "--child", name, arg]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fresh_gradient(child: str, components: str, repeats: int) -> dict[str, Any]:
+    """Wall seconds from starting a fresh interpreter to the first gradient, warm caches:
+    one untimed warm-up process fills them, then ``repeats`` timed processes."""
+    run_child(child, components, dict(os.environ))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.time()
+        r = run_child(child, components, dict(os.environ))
+        r["fresh_s"] = r["t_done"] - t0
+        runs.append(r)
+    return {"median_s": float(np.median([r["fresh_s"] for r in runs])), "runs": runs}
+
+
+def cold_compile(model_name: str) -> dict[str, Any]:
+    """Cold compile of ``model_name`` in a fresh process with an empty temporary cache."""
+    with tempfile.TemporaryDirectory(prefix="carthema-cold-") as tmp:
+        env = dict(os.environ, CARTHEMA_CACHE_DIR=tmp)
+        return run_child("cold", model_name, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one timed fresh process")
+    ap.add_argument(
+        "--smoke", action="store_true", help="seconds: the CAR-T-only model, temp output"
+    )
+    ap.add_argument("--repeats", type=int, default=None, help="timed fresh processes")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--child", nargs=2, metavar=("NAME", "ARG"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        name, arg = args.child
+        print(json.dumps(CHILDREN[name](arg)), flush=True)
+        return 0
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    components = "cart" if args.smoke else "full"
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if args.smoke:
+        out = args.out or smoke_out("startup.json")
+    else:
+        out = args.out or RESULTS_DIR / "startup.json"
+    res: dict[str, Any] = {
+        "benchmark": "startup",
+        "mode": mode,
+        "components": components,
+        "machine": machine_info(["carthema", "numba", "numpy", "pymc", "pytensor", "nutpie"]),
+        "reasons": {},
+    }
+    log(f"cold compile of the '{components}' model (fresh process, empty temporary cache)")
+    cold = cold_compile(components)
+    res["cold"] = cold
+    res["cold_compile_cpu_s"] = cold["codegen_cpu_s"] + cold["numba_cpu_s"]
+    res["cold_compile_wall_s"] = cold["codegen_wall_s"] + cold["numba_wall_s"]
+    log(
+        f"  {res['cold_compile_cpu_s']:.1f} s CPU ({res['cold_compile_wall_s']:.1f} s wall): "
+        f"sympy {cold['codegen_cpu_s']:.1f}, solve {cold['solve_cpu_s']:.1f}, solve_sens "
+        f"{cold['solve_sens_cpu_s']:.1f}, solve_population {cold['solve_population_cpu_s']:.1f}"
+    )
+    res["first_gradient_fresh_s"] = None
+    res["reasons"]["first_gradient_fresh_s"] = (
+        "no generated single-patient log-density yet (issue 21 item 2): carthema has only "
+        "the PyTensor path"
+    )
+    if args.smoke:
+        res["first_gradient_fresh_s_pytensor"] = None
+        res["reasons"]["first_gradient_fresh_s_pytensor"] = (
+            "not run in --smoke (PyTensor compiles for a minute even with warm caches)"
+        )
+    else:
+        log(f"fresh process to first gradient, PyTensor path: 1 warm-up + {repeats} timed")
+        g = fresh_gradient("gradient_pytensor", components, repeats)
+        res["gradient_pytensor"] = g
+        res["first_gradient_fresh_s_pytensor"] = g["median_s"]
+        log(
+            f"  median {g['median_s']:.1f} s wall; CPU of each process: "
+            + ", ".join(f"{r['cpu_s']:.1f} s" for r in g["runs"])
+        )
+    res["demo_cold_s"] = None
+    res["reasons"]["demo_cold_s"] = (
+        "not measured by this script (a cold `carthema demo` samples for minutes)"
+    )
+    res["machine"]["load_average_at_end"] = load_average()
+    write_json(out, res)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
