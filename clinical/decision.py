@@ -113,7 +113,9 @@ def _saved(window: Mapping) -> str:
     """Days of ANC < 0.5 G/L the recommended boost saves against no boost: the median
     and 90 % interval when the result carries ``neutropenia_days_saved``, else the
     median of the window scan, else "not computed"."""
-    for holder in (window, window.get("window") or {}):
+    # The window's block of the recommended day, the result itself (predict-boost), or
+    # its window summary.
+    for holder in (window.get("recommended") or {}, window, window.get("window") or {}):
         s = holder.get("neutropenia_days_saved") if isinstance(holder, Mapping) else None
         if isinstance(s, Mapping) and _finite(s.get("median")):
             text = f"saves {float(s['median']):.0f} days of ANC < 0.5 G/L vs no boost"
@@ -207,7 +209,8 @@ def counterfactual_lines(result: Mapping) -> list[str]:
     90 % interval) and, per lineage, the share of draws that never recover without a
     boost (``no_boost`` -> ``neutrophil`` / ``platelet`` -> ``p_never``). Each missing
     value is "not computed"."""
-    holders = [result, result.get("window") or {}]
+    rec = result.get("recommended") if isinstance(result.get("recommended"), Mapping) else {}
+    holders = [rec, result, result.get("window") or {}]
 
     def find(key):
         for h in holders:
@@ -228,7 +231,8 @@ def counterfactual_lines(result: Mapping) -> list[str]:
         else:
             text = f"{what} saved vs no boost: not computed"
         out.append(text)
-    nb = result.get("no_boost") if isinstance(result.get("no_boost"), Mapping) else {}
+    nb = rec.get("no_boost") or result.get("no_boost")
+    nb = nb if isinstance(nb, Mapping) else {}
     for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
         p = (nb.get(key) or {}).get("p_never") if isinstance(nb.get(key), Mapping) else None
         by = f" by day {float(nb['horizon_day']):g}" if _finite(nb.get("horizon_day")) else ""

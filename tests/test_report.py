@@ -127,6 +127,11 @@ def test_decision_line_forms():
     assert "saves a median 6 days of ANC < 0.5 G/L vs no boost" in decision_line(
         {**base, "window": w2}
     )
+    # The window's block of the recommended day (h-boost's keys) comes first.
+    block = {"neutropenia_days_saved": {"median": 9.0, "q05": 2.0, "q95": 15.0}}
+    assert decision_line({**base, "window": w2, "recommended": block}).endswith(
+        "85%, saves 9 days of ANC < 0.5 G/L vs no boost, 90 % interval 2-15)."
+    )
     none = {"recommended_day": None, "days_no_benefit": [41.0, 42.0],
             "first_day_already_recovered": 40.0}  # fmt: skip
     assert decision_line({**base, "window": none}).startswith("Recommendation: no boost needed")
