@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--gcsf-dependent",
+                metavar="",
                 help="G-CSF dependent: the ANC falls below 0.5 G/L whenever G-CSF stops "
                 "(on G-CSF on the boost day; --gcsf-since gives its start).",
             ),
