@@ -190,6 +190,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--untreated",
+                metavar="",
                 help="Patients of the events table without a CAR-T infusion are meant "
                 "(untreated controls); otherwise each needs its cart_infusion on day 0.",
             ),

@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
         target_accept: opt.TargetAccept = 0.8,
         no_plots: Annotated[
             bool,
-            typer.Option("--no-plots", help="Do not write ipred.png and diagnostics.png."),
+            typer.Option(
+                "--no-plots", metavar="", help="Do not write ipred.png and diagnostics.png."
+            ),
         ] = False,
         quiet: opt.Quiet = False,
         overwrite: opt.Overwrite = False,

@@ -9,7 +9,7 @@ simulated with the numba population solver, and the engraftment metrics of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -370,6 +370,7 @@ def scan_window(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
+    progress: Callable[[int, int], None] | None = None,
     no_boost: Course | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict a boost on each candidate day and compare it with the same draws without a
@@ -402,6 +403,8 @@ def scan_window(
     day + :data:`FOLLOW_UP`; simulated here when not given. Either way the no-boost
     course is solved once for all candidate days.
 
+    ``progress(done, total)`` is called after each candidate day.
+
     Returns the table and a summary with the window (first/last day, or None).
     """
     boost_days = [float(d) for d in boost_days]
@@ -411,7 +414,9 @@ def scan_window(
     elif no_boost.days[-1] < last:
         raise ValueError(f"the no-boost course ends before day {last:g}")
     rows = []
-    for d in boost_days:
+    for k, d in enumerate(boost_days):
+        if progress is not None and k:
+            progress(k, len(boost_days))
         plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
         course = simulate_course(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
@@ -857,6 +862,7 @@ def window_job(
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
     today: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
@@ -902,6 +908,7 @@ def window_job(
         cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
+        progress=progress,
         no_boost=no_boost,
     )
     signals = transplant_signals(model, draws, events, no_boost=no_boost)

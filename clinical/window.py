@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
 from carthema.clinical.plans import require_cd3, window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
 from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
-from carthema.fitting.fitdir import FitFolder, load_fit
+from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -148,12 +149,17 @@ def window_from_fit(
     today:
         The day of the decision (days since CAR-T); default: the patient's last
         observation (:func:`last_observed_day`).
+    log:
+        Called with progress lines (the scan reports every few seconds with an estimate
+        of the time left); default: stderr when a person is watching, else silent.
 
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
     files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
     """
+    if log is None and interactive():  # a person is watching: show progress
+        log = progress_to_stderr
     say = log or (lambda _m: None)
     ff = fit if isinstance(fit, FitFolder) else load_fit(fit)
     missing = [o for o in NEEDED if o not in ff.model.obs_names]
@@ -184,15 +190,16 @@ def window_from_fit(
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
     draws, graft = window_draws(ff, n_draws, seed=seed, dose=dose)
     out = Path(out)
-    say(
-        f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
-        f"of patient {ff.patient}"
+    step = Step(
+        log,
+        f"window scan: {len(boost_days)} boost days x {draws.shape[0]} posterior draws of "
+        f"patient {ff.patient}",
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
     # The run record written below names the command ("window"), so that the output-folder
     # contract recognises this folder as the command's own next time.
-    with swap_folder(out) as tmp:
+    with swap_folder(out) as tmp, step:
         result = window_job(
             ff.model,
             draws,
@@ -207,8 +214,11 @@ def window_from_fit(
             cart_limit=cart_limit,
             observations=observed,
             today=today,
+            progress=step.update,
         )
         written = result["files"]
+        # Rounded numbers and true/false for people and other programs alike.
+        write_csv(pd.read_csv(written["table"]), written["table"])
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
         result["patient"] = ff.patient
         result["graft_parameters"] = graft
@@ -320,7 +330,8 @@ def _figure_lines(window: dict) -> list[str]:
         f"{w['within_days']} days of a boost on each candidate day, and of the same draws "
         "without a boost (open markers, dotted). Shaded: the window (green); days excluded "
         f"because the predicted CAR-T level is above {w['cart_limit']:g} copies/ug (red, "
-        f"hatched; here: {days}), because most draws have already engrafted (grey), or "
+        f"hatched; here: {days}), because most draws have already recovered without a "
+        "boost (grey), or "
         "because a boost saves no cytopenic days (purple). Middle: median days with ANC "
         "< 0.5 G/L and platelets < 20 G/L a boost saves against no boost. Bottom: ANC and "
         "platelets over time without a boost (grey median and 90 % band), with the boost "

@@ -7,6 +7,7 @@ CLI in a subprocess, as a user would, so that a traceback anywhere is seen.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +265,85 @@ def test_version(tmp_path):
 
     res = _run(["--version"], tmp_path)
     assert res.returncode == 0 and res.stdout.strip() == f"carthema {__version__}"
+
+
+# ---------------------------------------------------------------------------------------
+# One CLI vocabulary (issue 20, item 6): every option name has one meaning
+# ---------------------------------------------------------------------------------------
+#: Names whose two meanings are known and owned elsewhere (reason); the test fails for
+#: any other name with two meanings, and for a name listed here that no longer has two.
+KNOWN_SPLIT = {
+    "--hematotox": "natural-history takes a group (low/high) or a score, predict-boost a "
+    "score only (clinical/boost/predict.py takes an integer)",
+}
+#: Options that take a path wherever they appear, and per-chain posterior draws.
+PATH_OPTIONS = ("--plot", "--json", "--out", "--events")
+DRAWS_COMMANDS = {"fit", "fit-cohort", "fit-population"}
+
+
+def _options() -> dict[str, list[tuple[str, object]]]:
+    """Option name -> [(command, parameter)] over every registered command."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    out: dict[str, list] = {}
+    for cname, cmd in sorted(group.commands.items()):
+        for p in cmd.params:
+            if p.param_type_name == "option":
+                for o in (*p.opts, *p.secondary_opts):
+                    out.setdefault(o, []).append((cname, p))
+    return out
+
+
+def _kind(p) -> str:
+    """What an option takes: "flag", or the annotated type of its value."""
+    if p.is_flag:
+        return "flag"
+    ann = p.type_descriptor.annotation
+    return getattr(ann, "__name__", str(ann))
+
+
+def test_every_option_name_has_one_meaning():
+    split = {}
+    for name, uses in _options().items():
+        # A path or text (example:NAME beside a file path) is one kind of value.
+        kinds = {_kind(p).replace("Path", "str") for _, p in uses}
+        if len(kinds) > 1:
+            split[name] = sorted(f"{c}: {_kind(p)}" for c, p in uses)
+    assert set(split) == set(KNOWN_SPLIT), split
+    for name in PATH_OPTIONS:
+        for cmd, p in _options().get(name, []):
+            assert _kind(p) in ("Path", "str"), f"{cmd} {name} takes {_kind(p)}, not a path"
+    for name in ("--plot", "--json"):
+        assert {_kind(p) for _, p in _options()[name]} == {"Path"}, name
+    draws = _options()["--draws"]
+    assert {c for c, _ in draws} <= DRAWS_COMMANDS, [c for c, _ in draws]
+    assert {p.help for _, p in draws} == {"Draws per chain kept."}
+
+
+def test_plain_flags_show_no_bool_and_the_default_graft_is_one():
+    """A flag shows no "<bool>" in --help; every command with a graft has one default
+    (stated in its help) for --source and --selected."""
+    from typer.testing import CliRunner
+
+    from carthema import cli_options as opt
+
+    runner = CliRunner()
+    for name, uses in _options().items():
+        for cmd, p in uses:
+            if p.is_flag and name != "--help":
+                assert p.metavar == "", f"{cmd} {name} shows <bool>"
+    for cmd in ("window", "predict-boost"):
+        params = {o: p for o, uses in _options().items() for c, p in uses if c == cmd}
+        assert params["--source"].default == opt.DEFAULT_SOURCE == "autologous"
+        assert params["--selected"].default is opt.DEFAULT_SELECTED is False
+        raw = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"}).output
+        text = re.sub(r"[\s│]+", " ", raw)  # help text as one line, box drawing removed
+        assert "autologous (default)" in text and "(default: unselected)" in text
+        assert "<bool>" not in text.split("--help")[0]
+
+
+def test_an_option_error_names_the_option(files, tmp_path):
+    res = _run(["simulate", "--events", "example:han2022", "--days", "-5"], tmp_path)
+    assert res.stderr.startswith("error: option --days: ")
+    assert "column '" not in res.stderr
