@@ -15,6 +15,7 @@ it from an in-memory DataFrame, so tables made in code get the same checks.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -234,6 +235,15 @@ def _numbers(
                 "write a below-limit result as an empty value with blq=true and the "
                 "limit in lloq (e.g. value='', blq=true, lloq=50). "
             )
+        elif re.fullmatch(r"[-+]?[0-9]{1,3},[0-9]{3}", raw):
+            # 1,200: a thousands separator (1200) or a decimal comma (1.2) - not guessed
+            whole, frac = raw.lstrip("+").split(",")
+            extra = (
+                f"'{raw}' reads as {whole}{frac} (a thousands separator) or as "
+                f"{whole}.{frac.rstrip('0') or '0'} (a decimal comma): which is it? "
+            )
+        elif re.fullmatch(r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}", raw):
+            extra = f"write {raw.replace(',', '')} without thousands separators. "
         elif re.fullmatch(r"[-+]?[0-9]+,[0-9]+", raw):
             extra = "use a dot as the decimal separator. "
         return f"{what} '{raw}' is not a number.", f"{extra}Write a plain number."
@@ -372,7 +382,13 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         required=True,
         fix="give the unit of every value (e.g. G/L, cells/uL, copies/ug DNA, %).",
     )
-    parsed = unit_raw.map(U.parse_unit)
+    # the analyte settles a case slip that alone is ambiguous (g/l: G/L or g/L)
+    unit_of = functools.cache(lambda u, a: U.parse_unit(u, ANALYTES[a].units))
+    parsed = pd.Series(
+        [unit_of(u, a) for u, a in zip(unit_raw, analyte, strict=True)],
+        index=t.df.index,
+        dtype=object,
+    )
     t.refuse_first(
         parsed.isna(),
         "unit",
@@ -600,7 +616,12 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"unit '{unit_raw.loc[r]}' is given but amount is empty.",
         "give the amount, or leave the unit empty too.",
     )
-    parsed = unit_raw.map(lambda s: U.parse_unit(s) if s else None)
+    kind_unit = functools.cache(lambda u, k: U.parse_unit(u, k.units) if u else None)
+    parsed = pd.Series(
+        [kind_unit(u, k) for u, k in zip(unit_raw, spec, strict=True)],
+        index=t.df.index,
+        dtype=object,
+    )
     t.refuse_first(
         (unit_raw != "") & parsed.isna(),
         "unit",
