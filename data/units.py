@@ -23,6 +23,7 @@ haemoglobin only g/L: ``parse_unit(text, allowed=...)``). The micro sign (``µ``
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 
@@ -170,6 +171,13 @@ def describe(spelling_list: list[str], limit: int = 6) -> str:
 
 
 def parse_unit(text: str, allowed: tuple[str, ...] | list[str] | None = None) -> Unit | None:
+    """The :class:`Unit` a spelling stands for, or None (see :func:`_parse_unit`); cached,
+    as a table of a million rows holds a handful of spellings."""
+    return _parse_unit(str(text), None if allowed is None else tuple(allowed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_unit(text: str, allowed: tuple[str, ...] | None = None) -> Unit | None:
     """The :class:`Unit` a spelling stands for, or None if it is not a known unit.
 
     Exact match first; then a case-insensitive match, accepted only if every spelling
