@@ -550,8 +550,7 @@ def read_nonmem(
                     int(r),
                     "CMT",
                     f"dose record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                    f"map CMT {c} to an event kind in --cmt-map "
-                    f'(e.g. {{"{c}": "cart_infusion"}}).',
+                    f'map CMT {c} to an event kind in --cmt-map (e.g. {{"{c}": "cart_infusion"}}).',
                 )
             spec = _spec(spec_src[c])
             name = str(spec.get("kind", spec.get("name", "")))
@@ -603,7 +602,7 @@ def read_nonmem(
                 int(r),
                 "CMT",
                 f"observation record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                f"map CMT {c} to an analyte in --cmt-map (e.g. {{\"{c}\": \"anc\"}}).",
+                f'map CMT {c} to an analyte in --cmt-map (e.g. {{"{c}": "anc"}}).',
             )
         spec = _spec(cmt_map[c])
         name = str(spec.get("analyte", spec.get("name", "")))
