@@ -155,6 +155,20 @@ def main(argv: list[str] | None = None) -> None:
             markup=False,
         )
         sys.exit(2)
+    except OSError as exc:
+        # Any other failure of the file system (a full disk, a file-size limit, a
+        # read-only mount, a quota): the path and the reason, not a traceback.
+        import errno
+
+        where = exc.filename if exc.filename is not None else "a file"
+        code = errno.errorcode.get(exc.errno or 0, "")
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        err_console.print(
+            f"error: {where}: {reason}{f' ({code})' if code else ''}; fix: free space or "
+            "raise the limit there, or write the output to another place",
+            markup=False,
+        )
+        sys.exit(2)
     except Abort:
         err_console.print("aborted")
         sys.exit(1)

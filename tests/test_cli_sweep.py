@@ -48,6 +48,16 @@ def files(tmp_path_factory):
     (d / "ev_day5.csv").write_text(
         "patient,day,kind,amount,unit\nVP001,5,cart_infusion,1e6,cells/kg\n"
     )
+    (d / "truth_nan.csv").write_text("patient,name,value\nHan2022,cart_rho,abc\n")
+    (d / "truth_unknown.csv").write_text("patient,name,value\nHan2022,cart_rhoo,0.5\n")
+    (d / "truth_twice.csv").write_text(
+        "patient,name,value\nHan2022,cart_rho,0.5\nHan2022,cart_rho,0.6\n"
+    )
+    (d / "params_twice.csv").write_text("name,value\ncart_rho,0.5\ncart_rho,0.6\n")
+    (d / "params_twice.json").write_text('{"cart_rho": 0.5, "cart_rho": 0.6}')
+    (d / "policies_typo.csv").write_text(
+        "name,trigger_day,boost_day,dose,source,selected\nA,30,45,3e6,allogeneic,yse\n"
+    )
     (d / "notes").mkdir()
     (d / "notes" / "todo.txt").write_text("a user's notes\n")
     return d
@@ -86,6 +96,8 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [],
             ["--events", "example:han2022", "--components", "liver"],
             ["--events", "example:han2022", "--days", "abc"],
+            ["--events", "example:han2022", "--params", str(files / "params_twice.csv")],
+            ["--events", "example:han2022", "--params", str(files / "params_twice.json")],
         ],
         "params": [["--components", "liver"]],
         "natural-history": [
@@ -101,6 +113,9 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["example:han2022", "--out", "o", "--draws", "0"],
             ["example:han2022"],
             ["example:han2022", "--out", notes],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_nan.csv")],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_unknown.csv")],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_twice.csv")],
             [bad, "--out", str(files), "--overwrite"],
         ],
         "fit-population": [
@@ -135,6 +150,7 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["prior", "--policies", bad, "--out", notes],
             ["prior", "--policies", bad, "--out", out_file],
             ["prior", "--policies", bad, "--out", str(files), "--overwrite"],
+            ["prior", "--policies", str(files / "policies_typo.csv"), "--out", "o"],
         ],
         "icaht": [
             [str(files / "missing.csv")],
@@ -258,6 +274,49 @@ def test_predict_boost_numbers_are_checked_like_files():
     # plausible states pass, and G-CSF explains a supported ANC after neutropenia
     check_boost_numbers(day=40.0, dose=3e6, anc=3.0, neutropenia_days=40.0, gcsf=True)
     check_boost_numbers(day=60.0, dose=2e6, anc=0.3, plt=15.0, neutropenia_days=20.0)
+
+
+def test_no_traceback_messages_name_the_row(files, tmp_path):
+    """Bad truth values, names given twice, unknown names and loose booleans: the row
+    and what to write instead."""
+    fit = ["fit", "example:han2022", "--out", "o", "--truth"]
+    res = _run([*fit, str(files / "truth_nan.csv")], tmp_path)
+    assert "row 1" in res.stderr and "'abc' is not a number" in res.stderr
+    res = _run([*fit, str(files / "truth_unknown.csv")], tmp_path)
+    assert "'cart_rhoo' is not a model parameter" in res.stderr and "carthema params" in res.stderr
+    res = _run([*fit, str(files / "truth_twice.csv")], tmp_path)
+    assert "row 2" in res.stderr and "given twice" in res.stderr
+    for name in ("params_twice.csv", "params_twice.json"):
+        res = _run(["simulate", "--events", "example:han2022", "--params", str(files / name)],
+                   tmp_path)  # fmt: skip
+        assert "'cart_rho' is given twice" in res.stderr, res.stderr
+    res = _run(["virtual-trial", "prior", "--policies", str(files / "policies_typo.csv"),
+                "--out", "o"], tmp_path)  # fmt: skip
+    assert "'yse' is not yes or no" in res.stderr and "row 1" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_nothing(tmp_path):
+    """EFBIG (a file-size limit; ENOSPC, EROFS and the like take the same path): the
+    path and the reason in one line, exit 2, and no half-written output folder."""
+    import resource
+    import signal
+
+    demo = Path(__file__).parents[1] / "data" / "examples" / "nonmem_demo"
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+
+    code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
+    args = ["import-nonmem", str(demo / "nonmem.csv"), "--cmt-map", str(demo / "cmt_map.json"),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300, preexec_fn=small_files)  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "File too large" in res.stderr and "(EFBIG)" in res.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
 def test_version(tmp_path):
