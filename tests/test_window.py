@@ -252,7 +252,7 @@ def test_cli_window_unselected_allogeneic_graft_carries_its_cd3_dose(fit_dir, tm
     simulation."""
     out = tmp_path / "w"
     with pytest.raises(SystemExit) as e:
-        cli_main(["window", str(fit_dir), "--boost-days", "30", "--draws", "10",
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--posterior-draws", "10",
                   "--source", "allogeneic", "--unselected", "--cd3", "2e7",
                   "--out", str(out)])  # fmt: skip
     assert e.value.code == 0, capsys.readouterr().err
