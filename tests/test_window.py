@@ -253,14 +253,15 @@ def test_cli_window_unselected_allogeneic_graft_carries_its_cd3_dose(fit_dir, tm
     out = tmp_path / "w"
     with pytest.raises(SystemExit) as e:
         cli_main(["window", str(fit_dir), "--boost-days", "30", "--posterior-draws", "10",
-                  "--source", "allogeneic", "--unselected", "--cd3", "2e7",
+                  "--today", "21", "--source", "allogeneic", "--unselected", "--cd3", "2e7",
                   "--out", str(out)])  # fmt: skip
     assert e.value.code == 0, capsys.readouterr().err
     on = json.loads((out / "window.json").read_text())
     assert on["plan"]["cd3_per_kg"] == 2e7 and on["plan"]["cd34_selected"] is False
     with pytest.raises(SystemExit) as e:
-        cli_main(["window", str(fit_dir), "--boost-days", "30", "--source", "allogeneic",
-                  "--unselected", "--out", str(tmp_path / "x")])  # fmt: skip
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--today", "21",
+                  "--source", "allogeneic", "--unselected",
+                  "--out", str(tmp_path / "x")])  # fmt: skip
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--cd3" in err and "Traceback" not in err
