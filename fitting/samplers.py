@@ -458,7 +458,9 @@ def run_sampler(
     if sampler in ("nutpie", "nutpie-jax"):
         say(f"compiling the log-density for {sampler} (PyTensor -> numba/JAX, 10-30 s)")
         t0 = time.perf_counter()
-        compiled = nutpie_model(target, "numba" if sampler == "nutpie" else "jax")
+        compiled = nutpie_model(
+            target, "numba" if sampler == "nutpie" else "jax", fast=True, say=say
+        )
         timings["compile_s"] = time.perf_counter() - t0
     map_res = None
     if sampler == "map" or init_map:
@@ -468,7 +470,7 @@ def run_sampler(
         if getattr(target, "structure", ()):
             # The structure's compiled log-density (nutpie's when there is one) on this
             # patient's data: one compile per structure, not per patient.
-            vg = logp_grad(target, compiled if sampler == "nutpie" else None)
+            vg = logp_grad(target, compiled if sampler == "nutpie" else None, fast=True, say=say)
         elif compiled is not None and sampler == "nutpie":
             # nutpie's compiled log-density and gradient have the same variable layout.
             vg = compiled.logp_func
