@@ -576,8 +576,8 @@ def _model_class():
         def value_grad(self) -> FastLogp:
             return FastLogp(self.fast_module, self.user_data, self.n_dim)
 
-        def with_data(self, **updates):  # pragma: no cover - use for_patient
-            raise NotImplementedError("use carthema.fitting.fastlogp.for_patient")
+        def with_data(self, **updates):
+            raise NotImplementedError("build another with fastlogp.compiled_model(fm)")
 
     return FastCompiledModel
 
@@ -626,17 +626,6 @@ def compiled_model(fm: FitModel):
     if "shared_var_keys" in fields:  # newer nutpie
         kwargs["shared_var_keys"] = {}
     return cls(**{k: v for k, v in kwargs.items() if k in fields})
-
-
-def for_patient(base, fm: FitModel):
-    """``base`` (a fast compiled model) with ``fm``'s packed data."""
-    return dataclasses.replace(
-        base, user_data=pack(fm), initial_point_func=_initial_point_func(fm, _values(fm))
-    )
-
-
-def _values(fm: FitModel) -> list[str]:
-    return [v.name for v in fm.pymc_model.value_vars]
 
 
 # ---------------------------------------------------------------------------------------
