@@ -45,9 +45,12 @@ COMPILES: Counter = Counter()
 
 def clear() -> None:
     """Forget every compiled function (tests; the next fit compiles again)."""
+    from . import fastlogp
+
     with _LOCK:
         _NUTPIE.clear()
         _LOGP_GRAD.clear()
+    fastlogp.clear()
 
 
 def _data_for(shared_names, fm: FitModel) -> dict[str, np.ndarray]:

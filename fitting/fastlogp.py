@@ -563,6 +563,7 @@ def _initial_point_func(fm: FitModel, names: list[str]) -> Callable:
     return init
 
 
+@functools.cache
 def _model_class():
     from nutpie.compile_pymc import CompiledPyMCModel
 
@@ -582,17 +583,12 @@ def _model_class():
     return FastCompiledModel
 
 
-_FAST_CLASS: list = []
-
-
 def compiled_model(fm: FitModel):
     """nutpie's compiled model of ``fm`` on the generated log-density (no check; see
     :func:`fast_model`). Raises :class:`FastPathUnavailable`."""
     import pandas as pd
 
-    if not _FAST_CLASS:
-        _FAST_CLASS.append(_model_class())
-    cls = _FAST_CLASS[0]
+    cls = _model_class()
     mod = module(fm.model.name)
     data = pack(fm)
     names, shapes = expand_layout(fm)
@@ -631,34 +627,51 @@ def compiled_model(fm: FitModel):
 # ---------------------------------------------------------------------------------------
 # The run-time check against PyMC
 # ---------------------------------------------------------------------------------------
+_CHECK_LOCK = threading.Lock()
+_X0: dict[tuple, np.ndarray] = {}
+_REFERENCE: dict[tuple, tuple] = {}
+
+
+def clear() -> None:
+    """Forget the per-structure initial points and check functions (tests)."""
+    with _CHECK_LOCK:
+        _X0.clear()
+        _REFERENCE.clear()
+
+
 def initial_point(fm: FitModel) -> np.ndarray:
     """The raveled unconstrained initial point of the PyMC model (z = 0, each estimated
     SD at its half-normal's support point), as :func:`~carthema.fitting.laplace.find_map`
-    starts from it."""
+    starts from it; computed once per :attr:`FitModel.structure` (it depends on the free
+    parameters and the estimated SDs only)."""
     from .laplace import value_grad_function
 
-    return value_grad_function(fm, compile=False)[3]
+    key = fm.structure
+    if not key:
+        return value_grad_function(fm, compile=False)[3]
+    with _CHECK_LOCK:
+        if key not in _X0:
+            _X0[key] = value_grad_function(fm, compile=False)[3]
+        return _X0[key].copy()
 
 
-def reference(fm: FitModel) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-    """PyMC's own log-density and gradient of ``fm`` (``Model.logp(jacobian=True)`` and
-    its ``pytensor.grad`` by the value variables, as ``compile_dlogp`` forms it) as
-    ``x -> (logp, grad)`` over the raveled unconstrained variables, for the run-time
-    check.
+def _reference_function(fm: FitModel):
+    """(compiled function, (name, dtype) of its data inputs) of :func:`reference`, once per
+    :attr:`FitModel.structure`: the model's data (``pm.Data``) enter as inputs."""
+    key = fm.structure
+    with _CHECK_LOCK:
+        if key not in _REFERENCE:
+            _REFERENCE[key] = _compile_reference(fm)
+        return _REFERENCE[key]
 
-    To be cheap enough to run before every fit (about a second, Python-linked
-    FAST_COMPILE mode), the outputs of the graph's ODE Op (``pred``, ``jac``, ``ok``)
-    are inputs here, fed by the generated module's ``solve_rows`` (the same C callback
-    and settings the Op calls): everything the PyMC model defines around the solve
-    (priors, transforms and their Jacobian, row scales, normal and M3 rows, residual SDs,
-    the failure potential, the Op's gradient rule) is PyMC's. The tests compare the fast
-    path with the whole PyMC log-density, the Op's kernel included.
-    """
+
+def _compile_reference(fm: FitModel):
     import pytensor
     import pytensor.tensor as pt
+    from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.basic import equal_computations
     from pytensor.graph.replace import clone_replace
-    from pytensor.graph.traversal import applys_between
+    from pytensor.graph.traversal import applys_between, graph_inputs
 
     from .ode_op import SolveOp
 
@@ -678,23 +691,54 @@ def reference(fm: FitModel) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
         raise FastPathUnavailable("the model's graph does not hold one ODE solve")
     given = [pt.dvector("pred"), pt.dmatrix("jac"), pt.dvector("ok")]
     replace = {out: g for n in nodes for out, g in zip(n.outputs, given, strict=True)}
-    logp, *grads = clone_replace([logp, *grads], replace)
+    outs = clone_replace([logp, *grads], replace)
+    # The patient's data become inputs; the dimension lengths (also shared) stay: they
+    # are the structure's (numbers of free parameters and of estimated SDs).
+    shared = sorted(
+        {v for v in graph_inputs(outs) if isinstance(v, SharedVariable) and v.name in fm.inputs},
+        key=lambda v: v.name,
+    )
+    data = [v.type(v.name) for v in shared]
+    logp, *grads = clone_replace(outs, dict(zip(shared, data, strict=True)))
     fn = pytensor.function(
-        [*values, *given],
+        [*values, *given, *data],
         [logp, pt.concatenate([g.ravel() for g in grads])],
         mode="FAST_COMPILE",
         on_unused_input="ignore",
     )
+    return fn, [(v.name, v.type.dtype) for v in shared]
+
+
+def reference(fm: FitModel) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """PyMC's own log-density and gradient of ``fm`` (``Model.logp(jacobian=True)`` and
+    its ``pytensor.grad`` by the value variables, as ``compile_dlogp`` forms it) as
+    ``x -> (logp, grad)`` over the raveled unconstrained variables, for the run-time
+    check.
+
+    To be cheap enough to run before every fit (about a second once per model structure,
+    Python-linked FAST_COMPILE mode, then milliseconds), the outputs of the graph's ODE Op
+    (``pred``, ``jac``, ``ok``) are inputs here, fed by the generated module's
+    ``solve_rows`` (the same C callback and settings the Op calls), and so is the model's
+    data: everything the PyMC model defines around the solve (priors, transforms and
+    their Jacobian, row scales, normal and M3 rows, residual SDs, the failure potential,
+    the Op's gradient rule) is PyMC's. The tests compare the fast path with the whole
+    PyMC log-density, the Op's kernel included.
+    """
+    fn, names = _reference_function(fm)
+    # In the dtype PyMC stored the data in (pm.Data keeps small integers as int32).
+    arrays = [np.asarray(fm.inputs[n], dtype=dtype) for n, dtype in names]
     mod = module(fm.model.name)
     data = pack(fm)
     nf = len(fm.free)
+    n_values = len(fm.pymc_model.value_vars)
 
     def f(x: np.ndarray) -> tuple[float, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
         theta = fm.prior_mu + fm.prior_sd * x[:nf]
         pred, jac, good = mod.solve_rows(np.ascontiguousarray(theta), data)
-        parts = [x[:nf]] + ([x[nf:]] if len(values) > 1 else [])
-        lp, grad = fn(*parts, pred, jac, np.array([1.0 if good else 0.0]))
+        parts = [x[:nf]] + ([x[nf:]] if n_values > 1 else [])
+        ok = np.array([1.0 if good else 0.0])
+        lp, grad = fn(*parts, pred, jac, ok, *arrays)
         return float(lp), np.asarray(grad, dtype=float)
 
     return f
