@@ -230,3 +230,60 @@ def test_packed_layout_round_trips(all_features):
     ):
         np.testing.assert_array_equal(arrays[name], fm.inputs[key], err_msg=name)
     assert d[0] == len(d) and d[fastlogp.HEADER.index("n_rows")] == len(fm.data.rows)
+
+
+_POPULATION_KEY = r"""
+from pytensor.compile.mode import Mode, get_mode
+from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+from pytensor.link.numba.linker import NumbaLinker
+
+from carthema.data.examples import load_example
+from carthema.fitting.data import prepare_patient
+from carthema.fitting.hierarchical import build_population_model
+from carthema.models.model import get_model
+from carthema.models.simulate import resolve_params
+
+
+class Rewritten(Exception):
+    pass
+
+
+class Capture(NumbaLinker):
+    # Keeps the graph PyTensor's NUMBA mode has rewritten and stops before LLVM.
+    fgraph = None
+
+    def accept(self, fgraph, *args, **kwargs):
+        Capture.fgraph = fgraph
+        raise Rewritten
+
+
+ex = load_example("synthetic")
+model = get_model("cart")
+p = resolve_params(model, None)
+ids = ("VP001", "VP002", "VP003")
+data = [prepare_patient(model, ex.observations, ex.events, i, p) for i in ids]
+m = build_population_model(data).pymc_model
+try:
+    m.logp_dlogp_function(
+        ravel_inputs=True, mode=Mode(Capture(), get_mode("NUMBA").provided_optimizer)
+    )
+except Rewritten:
+    pass
+print("KEY", numba_funcify_and_cache_key(Capture.fgraph)[1])
+"""
+
+
+def test_population_log_density_has_one_pytensor_cache_key_across_processes():
+    """PyTensor caches a numba-compiled graph under a key of the rewritten graph; the
+    population model's log-density and gradient (rows as constants of known length)
+    must rewrite to the same graph in every fresh process, or no run would hit the cache."""
+    import subprocess
+    import sys
+
+    keys = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", _POPULATION_KEY], capture_output=True, text=True, check=True
+        ).stdout
+        keys += [line.split()[1] for line in out.splitlines() if line.startswith("KEY ")]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0] != "None"
