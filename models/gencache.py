@@ -1,7 +1,7 @@
 """The one cache of generated source files: where they live, how they are named, how
 they are written.
 
-carthema generates three kinds of Python text per model and keeps them on disk, so that
+carthema generates four kinds of Python text per model and keeps them on disk, so that
 sympy runs once per change of the equations and numba can cache its machine code next to
 a stable file:
 
@@ -11,7 +11,9 @@ a stable file:
   :func:`carthema.models.numba_backend.load_numba_module` (numba keeps the machine code
   in ``numba/__pycache__``);
 - ``fitting/sens_<model>_<key>.py``: the solver wrapped in a C callback, written by
-  :func:`carthema.fitting._native.sens_module`.
+  :func:`carthema.fitting._native.sens_module`;
+- ``fastlogp/logp_<model>_<key>.py``: the single-patient log-density and gradient as C
+  callbacks, written by :func:`carthema.fitting.fastlogp.module`.
 
 ``<key>`` is :func:`cache_key`: 16 hex digits of SHA-256 over carthema's version, the
 text of every generator source the kind depends on (:data:`KINDS`, paths in
@@ -91,6 +93,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "codegen": ("codegen",),
     "numba": ("codegen", "template", "kernels"),
     "fitting": ("codegen", "template", "kernels", "native"),
+    # Its text holds all of its own code and names the C callback's module.
+    "fastlogp": ("codegen", "template", "kernels", "native"),
 }
 
 

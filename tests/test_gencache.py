@@ -36,6 +36,7 @@ DEPENDS_ON = {
     "codegen": {"codegen"},
     "numba": {"codegen", "template", "kernels"},
     "fitting": {"codegen", "template", "kernels", "native"},
+    "fastlogp": {"codegen", "template", "kernels", "native"},
 }
 KINDS = sorted(DEPENDS_ON)
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
