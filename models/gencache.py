@@ -25,12 +25,18 @@ a half-written file never carries the final name) and only when its text differs
 numba's on-disk cache index is keyed on the source file's modification time, so
 rewriting identical text would make every new process recompile (minutes for the full
 model).
+
+:func:`record_compile` and :func:`last_compile` keep the cache's own record of how long
+each compile took on this machine (``compile_times.json`` in the cache folder), so that
+the next cold compile can say what it compiles and how long it took last time.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import inspect
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,6 +56,8 @@ __all__ = [
     "SOURCES",
     "cache_dir",
     "cache_key",
+    "last_compile",
+    "record_compile",
     "equations_source",
     "generated_path",
     "source_text",
@@ -152,3 +160,40 @@ def write_generated(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically, creating the folder; a file that already
     holds exactly ``text`` is left untouched (its mtime is numba's cache key)."""
     return write_atomic(path, text, unless_same=True, mkdir=True)
+
+
+#: File in :func:`cache_dir` with the record of compile times.
+COMPILE_TIMES = "compile_times.json"
+
+
+def _compile_times() -> dict[str, dict]:
+    try:
+        data = json.loads((cache_dir() / COMPILE_TIMES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no record yet, or one cut short: the next compile writes a new one
+    return data if isinstance(data, dict) else {}
+
+
+def record_compile(what: str, wall_s: float, cpu_s: float, file: str) -> None:
+    """Record that compiling ``what`` (e.g. ``"numba solver: full"``) took ``wall_s``
+    and ``cpu_s`` seconds on this machine, for the generated file named ``file``.
+    Only the latest compile of each ``what`` is kept; a cache folder that cannot be
+    written is skipped (the record is a courtesy, never needed to run)."""
+    data = _compile_times()
+    data[what] = {
+        "wall_s": round(float(wall_s), 2),
+        "cpu_s": round(float(cpu_s), 2),
+        "file": file,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        write_atomic(cache_dir() / COMPILE_TIMES, json.dumps(data, indent=1), mkdir=True)
+    except OSError:
+        pass
+
+
+def last_compile(what: str) -> dict | None:
+    """The latest :func:`record_compile` entry of ``what`` (keys ``wall_s``, ``cpu_s``,
+    ``file``, ``date``), or None when this cache has none."""
+    entry = _compile_times().get(what)
+    return entry if isinstance(entry, dict) else None
