@@ -61,6 +61,7 @@ from carthema import (  # noqa: E402
     cli_cohort,
     cli_data,
     cli_fit,
+    cli_icaht,
     cli_model,
     cli_natural,
     cli_population,
@@ -72,6 +73,7 @@ cli_data.register(app)
 cli_data.register_import(app)
 cli_model.register(app)
 cli_natural.register(app)
+cli_icaht.register(app)
 cli_fit.register(app)
 cli_population.register(app)
 cli_cohort.register(app)
@@ -93,6 +95,9 @@ def _usage_line(exc: UsageError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``carthema`` command."""
+    from carthema.data.runrecord import set_command
+
+    set_command(sys.argv[1:] if argv is None else argv)  # for run.json
     try:
         code = app(args=argv, standalone_mode=False)
     except InputError as exc:

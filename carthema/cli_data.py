@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carthema import cli_options as opt
 from carthema._console import stdout_console
 
 _warn_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -185,6 +186,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--events", help="Events table (CSV or Parquet), or example:NAME."),
         ] = None,
+        untreated: Annotated[
+            bool,
+            typer.Option(
+                "--untreated",
+                help="Patients of the events table without a CAR-T infusion are meant "
+                "(untreated controls); otherwise each needs its cart_infusion on day 0.",
+            ),
+        ] = False,
     ) -> None:
         """Validate an observation table (and events) and print a per-patient summary.
 
@@ -192,8 +201,19 @@ def register(app: typer.Typer) -> None:
         row, column and fix if not. With both tables, patients present in only one are
         listed as warnings, and tables that share no patient are refused.
         """
+        from carthema.data.course import check_course
+
         observations, ev, obs_name, ev_name = _load_inputs(obs, events)
         if ev is not None:
+            # day 0 is the first CAR-T infusion; CAR-T copies need an infusion (patients
+            # without events are warned about below: they cannot be fitted)
+            check_course(
+                observations,
+                ev,
+                events_name=str(ev_name),
+                patients=_ids(ev),
+                untreated=untreated,
+            )
             check_patient_overlap(observations, ev, obs_name, str(ev_name))
         console = stdout_console()
         print_summary(console, observations, ev, obs_name, str(ev_name))
@@ -237,17 +257,23 @@ def register_import(app: typer.Typer) -> None:
             str, typer.Option("--time-unit", help="Unit of TIME: day or hour.")
         ] = "day",
         time_zero: Annotated[
-            float,
+            float | None,
             typer.Option(
-                "--time-zero", help="TIME of the first CAR-T infusion (day 0), in --time-unit."
+                "--time-zero",
+                help="TIME of the first CAR-T infusion (day 0), in --time-unit. Without it "
+                "a first CAR-T infusion not at TIME 0 is refused.",
             ),
-        ] = 0.0,
-        overwrite: Annotated[
-            bool,
+        ] = None,
+        ignore: Annotated[
+            list[str] | None,
             typer.Option(
-                "--overwrite", help="Replace an existing non-empty --out folder as a whole."
+                "--ignore",
+                help="A character that starts records to ignore (NONMEM's IGNORE=c), "
+                "besides # and C (when the first column is C); @ = a letter or @. "
+                "Repeatable.",
             ),
-        ] = False,
+        ] = None,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Import a NONMEM data set as carthema observations and events.
 
@@ -257,13 +283,15 @@ def register_import(app: typer.Typer) -> None:
         """
         from carthema.data.errors import InputError
         from carthema.data.loaders import check_output_folder
-        from carthema.data.nonmem import import_nonmem, read_cmt_map
+        from carthema.data.nonmem import check_time_zero, import_nonmem, read_cmt_map
 
         if time_unit not in ("day", "hour"):
             raise InputError(
                 f"--time-unit '{time_unit}' is not day or hour.", fix="pass day or hour."
             )
-        check_output_folder(out, overwrite=overwrite)  # before any work
+        check_time_zero(time_zero)
+        inputs = (nm, cmt_map, dose_map)
+        check_output_folder(out, overwrite=overwrite, inputs=inputs)  # before any work
         cmap = read_cmt_map(cmt_map, "--cmt-map")
         dmap = read_cmt_map(dose_map, "--dose-map")
         report = import_nonmem(
@@ -273,7 +301,9 @@ def register_import(app: typer.Typer) -> None:
             dose_map=dmap,
             time_unit=time_unit,  # type: ignore[arg-type]
             time_zero=time_zero,
+            ignore=tuple(ignore or ()),
             overwrite=overwrite,
+            inputs=inputs,
         )
         console = stdout_console()
         for line in report.lines():

@@ -2,8 +2,9 @@
 
 Writes DIR/posterior.nc (ArviZ InferenceData), DIR/summary.csv (per parameter: prior,
 posterior, data information, ESS, R-hat), DIR/priors.csv, DIR/residuals.csv (PRED, IPRED,
-residuals, PIT per observation), DIR/fit.png (visual predictive check),
-DIR/diagnostics.png and prints the diagnostics, trust signals first. ``--out`` is checked
+residuals, PIT per observation), DIR/correlation.csv, DIR/ipred.png (individual posterior
+predictive), DIR/diagnostics.png and DIR/run.json (the run record) and prints the
+diagnostics, trust signals first. ``--out`` is checked
 before any work, and the folder is written whole under a temporary name and swapped in
 at the end (a refit leaves no stale file). ``OBS`` may also be ``example:NAME`` for a
 bundled data set (``example:han2022``, ``example:synthetic``); its events (and, for
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from carthema import cli_options as opt
 from carthema._console import console
+from carthema.cli_window import progress_line
 
 
 def _load(obs: str, events: Path | None, truth: Path | None):
@@ -90,26 +92,28 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="True parameters (patient,name,value) of a synthetic patient."),
         ] = None,
-        plot: Annotated[
+        target_accept: opt.TargetAccept = 0.8,
+        no_plots: Annotated[
             bool,
-            typer.Option("--plot/--no-plot", help="Write fit.png and diagnostics.png."),
-        ] = True,
-        overwrite: Annotated[
-            bool,
-            typer.Option(
-                "--overwrite", help="Replace a non-empty --out folder that holds something else."
-            ),
+            typer.Option("--no-plots", help="Do not write ipred.png and diagnostics.png."),
         ] = False,
+        quiet: opt.Quiet = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
+        from carthema.data.course import check_course
         from carthema.data.patients import select_patient
         from carthema.fitting import fit as run_fit
         from carthema.fitting.fitdir import check_fit_out
 
-        check_fit_out(out, overwrite=overwrite)  # before any work
+        inputs = (obs, events, truth)
+        check_fit_out(out, overwrite=overwrite, inputs=inputs)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)
         patient = select_patient(observations, patient)
-        check_fit_out(out, patient, overwrite=overwrite)  # a folder of another patient
+        if patient is not None:  # day 0 and the CAR-T infusion of the patient fitted
+            check_course(observations, ev, events_name=events and str(events),
+                         patients=[str(patient)], untreated=True)  # fmt: skip
+        check_fit_out(out, patient, overwrite=overwrite, inputs=inputs)  # another patient
         true_values = None
         if truth_df is not None and patient is not None:
             mine = truth_df[truth_df["patient"].astype(str) == str(patient)]
@@ -128,10 +132,11 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             cores=cores,
             truth=true_values,
-            progress=sys.stderr.isatty(),
-            log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
+            target_accept=target_accept,
+            progress=sys.stderr.isatty() and not quiet,
+            log=None if quiet else progress_line,
         )
-        paths = result.save(out, plot=plot)
+        paths = result.save(out, plot=not no_plots, inputs=[obs, events, truth])
         print_fit(result, paths)
 
 
@@ -152,6 +157,14 @@ def print_fit(result, paths: dict) -> None:
         "1 = the data pin the parameter down",
         markup=False,
     )
+    crit = result.criteria()
+    if crit:
+        console.print(
+            f"-2LL {crit['minus_2ll']:.2f}, AIC {crit['aic']:.2f}, BIC {crit['bic']:.2f} "
+            f"({crit['n_parameters']} estimated, {crit['n_observations']} observations; "
+            f"{crit['note']})",
+            markup=False,
+        )
     console.print(f"seed {result.settings['seed']}")
     for kind, path in paths.items():
         console.print(f"wrote {kind}: {path}", markup=False)

@@ -178,7 +178,8 @@ def register(app: typer.Typer) -> None:
         print_fit(result, paths)
         console.print(
             "[bold]2/2 engraftment window[/bold]: an allogeneic CD34-selected boost of "
-            "3e6 CD34+ cells/kg on each of days 21-120 (every 3 days)"
+            "3e6 CD34+ cells/kg on each of days 21-120 (every 3 days), looking back: as if "
+            "today were day 21 (the fit used the data to the last day)"
         )
         res = window_from_fit(
             out / "fit",
@@ -188,8 +189,10 @@ def register(app: typer.Typer) -> None:
             source="allogeneic",
             selected=True,
             report=True,
+            today=21.0,
             log=say,
         )
+        console.print(res["decision"], markup=False, style="bold")
         print_window(res)
         console.print(f"\n[bold]open {res['files']['report']} in a browser[/bold]")
 

@@ -68,6 +68,15 @@ Cores = Annotated[
     int | None,
     typer.Option("--cores", min=1, help="Chains run in parallel (default: min(chains, CPUs))."),
 ]
+#: Replace a non-empty --out folder that is not this command's own earlier output.
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace a non-empty --out folder that is not this command's earlier output "
+        "(never a folder holding the inputs).",
+    ),
+]
 #: Events table.
 Events = Annotated[Path | None, typer.Option("--events", help="Events table (CSV or Parquet).")]
 #: Events table or a bundled data set.
@@ -77,3 +86,73 @@ EventsOrExample = Annotated[
         "--events", help="Events table (CSV or Parquet), or example:NAME for a bundled set."
     ),
 ]
+
+# ---------------------------------------------------------------------------------------
+# One meaning per name across every command (issue 20, item 6)
+# ---------------------------------------------------------------------------------------
+#: The graft every command assumes when none is given: unselected autologous cells
+#: (needs no CD3+ dose; a CD34+ dose of 3e6/kg, the usual boost dose).
+DEFAULT_SOURCE = "autologous"
+DEFAULT_SELECTED = False
+DEFAULT_DOSE = 3e6
+#: Graft source.
+Source = Annotated[
+    str,
+    typer.Option(
+        "--source",
+        help="Graft: autologous (default), prior-donor (the donor of an earlier allogeneic "
+        "transplant) or allogeneic (a new donor; unselected needs --cd3).",
+    ),
+]
+#: CD34 selection of the graft.
+Selected = Annotated[
+    bool,
+    typer.Option(
+        "--selected/--unselected", show_default=False,
+        help="CD34-selected graft (default: unselected).",
+    ),
+]  # fmt: skip
+#: CD34+ dose of the graft.
+Dose = Annotated[float, typer.Option("--dose", help="CD34+ cells/kg of the graft, e.g. 3e6.")]
+#: CD3+ dose of the graft.
+Cd3 = Annotated[
+    float | None,
+    typer.Option("--cd3", help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
+]
+#: The day of the decision.
+Today = Annotated[
+    float | None,
+    typer.Option(
+        "--today",
+        help="The day of the decision (days since CAR-T); default: the last observation. "
+        "No boost day before it is scanned or recommended.",
+    ),
+]
+#: A PNG to write.
+Plot = Annotated[Path | None, typer.Option("--plot", help="Write the plot (PNG) to this path.")]
+#: A JSON file to write.
+Json = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON to this path.")]
+#: NUTS step-size adaptation target.
+TargetAccept = Annotated[
+    float,
+    typer.Option(
+        "--target-accept", min=0.5, max=0.999,
+        help="NUTS target acceptance rate; raise it (e.g. 0.95) when there are divergences.",
+    ),
+]  # fmt: skip
+#: Particles of a sequential Monte Carlo sampler.
+Particles = Annotated[
+    int, typer.Option("--particles", min=2, help="Particles of the sequential Monte Carlo.")
+]
+#: Posterior draws a prediction is made over (window scans).
+PredictDraws = Annotated[
+    int,
+    typer.Option(
+        "--posterior-draws", min=1, help="Posterior draws to predict over (picked at random)."
+    ),
+]
+#: Less or more on the console.
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the result and errors (no progress).")
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print more detail.")]

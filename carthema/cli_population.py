@@ -65,13 +65,7 @@ def register(app: typer.Typer) -> None:
         chains: opt.Chains = 4,
         seed: opt.Seed = None,
         cores: opt.Cores = None,
-        overwrite: Annotated[
-            bool,
-            typer.Option(
-                "--overwrite",
-                help="Replace a non-empty --out folder that is not a population fit.",
-            ),
-        ] = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Hierarchical population fit: shared log-means and between-patient spreads.
 
@@ -81,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from carthema.data.loaders import read_table_text
         from carthema.fitting.population import fit_population
 
-        _check_out(out, overwrite)  # before any work
+        _check_out(out, overwrite, (obs, events, covariates))  # before any work
         observations, ev, _truth = _load(obs, events, None)
         cov = read_table_text(covariates) if covariates is not None else None
         result = fit_population(
@@ -111,21 +105,15 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {kind}: {path}")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse --out before any work: a file, an unwritable place, or a non-empty folder
-    that does not hold a population fit (it is replaced as a whole)."""
-    from carthema.data.atomic import probe_output_folder
-    from carthema.data.errors import InputError
+def _check_out(out: Path, overwrite: bool, inputs: tuple) -> None:
+    """Refuse --out before any work (the output-folder contract,
+    :func:`carthema.data.atomic.check_out_folder`): a file, an unwritable place, a folder
+    holding the inputs, or a non-empty folder that does not hold a population fit."""
+    from carthema.data.atomic import check_out_folder
 
-    p = probe_output_folder(out)
-    if overwrite or not p.is_dir() or not any(p.iterdir()):
-        return
-    if not (p / "population.json").exists():
-        raise InputError(
-            "the folder exists, is not empty and does not hold a population fit",
-            file=str(p),
-            fix="choose a new --out folder, or pass --overwrite to replace it as a whole",
-        )
+    check_out_folder(
+        out, "fit-population", overwrite=overwrite, inputs=inputs, own_markers=("population.json",)
+    )
 
 
 def _table(result) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from carthema import cli_options as opt
 from carthema._console import stdout_console
 from carthema.data.atomic import swap_folder, write_atomic
+from carthema.data.jsonsafe import dumps
 
 console = stdout_console()
 
@@ -21,21 +23,9 @@ def register(app: typer.Typer) -> None:
     def predict_boost_cmd(
         day: Annotated[float, typer.Option(help="Boost day (days since CAR-T).")],
         dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
-        source: Annotated[
-            str,
-            typer.Option(
-                help="autologous, prior-donor (the donor of an earlier allogeneic "
-                "transplant) or allogeneic (a new donor)."
-            ),
-        ] = "allogeneic",
-        selected: Annotated[
-            bool,
-            typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
-        ] = False,
-        cd3: Annotated[
-            float | None,
-            typer.Option(help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
-        ] = None,
+        source: opt.Source = opt.DEFAULT_SOURCE,
+        selected: opt.Selected = opt.DEFAULT_SELECTED,
+        cd3: opt.Cd3 = None,
         mnc: Annotated[
             float | None,
             typer.Option(help="MNC/kg of the graft, when its CD3+ dose is not known."),
@@ -48,13 +38,25 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="The lab's ANC limit, G/L (for --anc 0).")
         ] = 0.05,
         plt: Annotated[float | None, typer.Option(help="Platelets on the boost day, G/L.")] = None,
-        gcsf: Annotated[
-            bool,
-            typer.Option("--gcsf", help="On G-CSF: the ANC is supported, not the patient's own."),
-        ] = False,
+        gcsf_since: Annotated[
+            float | None,
+            typer.Option(
+                help="On G-CSF since this day (days since CAR-T) through the boost day: the "
+                "ANC is supported, not the patient's own."
+            ),
+        ] = None,
         gcsf_after: Annotated[
-            float, typer.Option(help="Days G-CSF continues after the boost day (with --gcsf).")
+            float,
+            typer.Option(help="Days G-CSF continues after the boost day (with --gcsf-since)."),
         ] = 0.0,
+        gcsf_dependent: Annotated[
+            bool,
+            typer.Option(
+                "--gcsf-dependent",
+                help="G-CSF dependent: the ANC falls below 0.5 G/L whenever G-CSF stops "
+                "(on G-CSF on the boost day; --gcsf-since gives its start).",
+            ),
+        ] = False,
         plt_transfused: Annotated[
             bool,
             typer.Option(
@@ -94,14 +96,26 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Earlier observations to condition on.")
         ] = None,
         patient: Annotated[str | None, typer.Option(help="Patient in multi-patient files.")] = None,
-        draws: Annotated[int, typer.Option(help="Particles (Monte Carlo draws).")] = 2400,
+        particles: opt.Particles = 2400,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write the prediction here.")
-        ] = None,
+        json_out: opt.Json = None,
     ) -> None:
         """Predict engraftment after a stem-cell boost from the patient's state on the boost
         day (counts, support, neutropenia so far, product, CAR-HEMATOTOX)."""
+        check_boost_numbers(
+            day=day,
+            dose=dose,
+            anc=anc,
+            anc_lloq=anc_lloq,
+            plt=plt,
+            gcsf=gcsf_since is not None or gcsf_dependent,
+            gcsf_after=gcsf_after,
+            neutropenia_days=neutropenia_days,
+            hematotox=hematotox,
+            cd3=cd3,
+            mnc=mnc,
+            donor_chimerism=donor_chimerism,
+        )  # before any heavy import or the population load: refused in well under 1 s
         from carthema.api import read_events, read_observations
         from carthema.clinical.boost.predict import predict_boost
 
@@ -119,8 +133,10 @@ def register(app: typer.Typer) -> None:
                 anc=anc,
                 anc_lloq=anc_lloq,
                 platelets=plt,
-                gcsf=gcsf,
+                gcsf=gcsf_since is not None or gcsf_dependent,
                 gcsf_after=gcsf_after,
+                gcsf_dependent=gcsf_dependent,
+                gcsf_since=gcsf_since,
                 plt_transfused=plt_transfused,
                 tpo=tpo,
                 neutropenia_days=neutropenia_days,
@@ -131,13 +147,100 @@ def register(app: typer.Typer) -> None:
                 donor_chimerism=donor_chimerism,
                 events=ev,
                 observations=ob,
-                n_draws=draws,
+                n_draws=particles,
                 seed=seed,
             )
         _print_prediction(res)
         if json_out is not None:
-            write_atomic(json_out, json.dumps(res, indent=2), mkdir=True)
+            write_atomic(json_out, dumps(res), mkdir=True)
             console.print(f"prediction: {json_out}")
+
+
+def check_boost_numbers(
+    *,
+    day: float,
+    dose: float,
+    anc: float | None = None,
+    anc_lloq: float = 0.05,
+    plt: float | None = None,
+    gcsf: bool = False,
+    gcsf_after: float = 0.0,
+    neutropenia_days: float | None = None,
+    hematotox: int | None = None,
+    cd3: float | None = None,
+    mnc: float | None = None,
+    donor_chimerism: float | None = None,
+) -> None:
+    """Refuse predict-boost numbers no patient can have, with the ranges files are
+    checked against (:mod:`carthema.data.plausibility`), and combinations that
+    contradict each other; one line naming the option and the fix (InputError)."""
+    from carthema.data import plausibility as P
+    from carthema.data.errors import InputError
+
+    boost = P.EVENT_RANGES[("stem_cell_boost", "cells/kg")]
+    if not math.isfinite(dose) or dose <= 0:
+        raise InputError(f"--dose {dose:g} is not a positive number of CD34+ cells/kg.",
+                         fix="give the CD34+ dose per kg, e.g. --dose 3e6.")  # fmt: skip
+    if not boost.contains(dose):
+        per_million = dose * 1e6
+        hint = (
+            f"did you mean {dose:g}e6 CD34+/kg? (--dose is in cells/kg, not 10^6 cells/kg)"
+            if boost.contains(per_million) and dose < boost.low
+            else "give the CD34+ dose in cells/kg, e.g. --dose 3e6."
+        )
+        side = "below" if dose < boost.low else "above"
+        raise InputError(
+            f"--dose {dose:g} CD34+ cells/kg is {side} the plausible range "
+            f"{boost.low:g}-{boost.high:g} cells/kg ({boost.reason}).",
+            fix=hint,
+        )
+    day_rng = P.Range(0.0, P.BOOST_DAY_LIMIT, "d", 60.0, P.BOOST_DAY_REASON)
+    if not math.isfinite(day) or day <= 0:
+        raise InputError(f"--day {day:g} is not a day after the CAR-T infusion.",
+                         fix="give the boost day counted from the CAR-T infusion (day 0), "
+                         "e.g. --day 45.")  # fmt: skip
+    P.check_option_value("--day", day, day_rng, what="days after CAR-T")
+    units = ("cells/uL", "cells/L")
+    P.check_option_value("--anc", anc, P.ANALYTE_RANGES["anc"], candidates=units, what="G/L")
+    P.check_option_value("--anc-lloq", anc_lloq, P.ANALYTE_RANGES["anc"], candidates=units)
+    P.check_option_value("--plt", plt, P.ANALYTE_RANGES["platelets"], candidates=units, what="G/L")
+    days = P.Range(0.0, P.DAY_LIMIT, "d", 7.0, P.DAY_REASON)
+    P.check_option_value("--gcsf-after", gcsf_after, days, what="days")
+    P.check_option_value("--neutropenia-days", neutropenia_days, days, what="days")
+    graft = P.Range(0.0, P.GRAFT_CELLS_LIMIT, "cells/kg", 1e7, P.GRAFT_CELLS_REASON)
+    P.check_option_value("--cd3", cd3, graft, what="cells/kg")
+    P.check_option_value("--mnc", mnc, graft, what="cells/kg")
+    if hematotox is not None and not 0 <= hematotox <= 7:
+        raise InputError(f"--hematotox {hematotox} is not a CAR-HEMATOTOX score (0-7).",
+                         fix="give the score 0-7, or the 5 values (--hematotox-labs).")  # fmt: skip
+    if donor_chimerism is not None and not (
+        math.isfinite(donor_chimerism) and 0.0 <= donor_chimerism <= 1.0
+    ):
+        pct = 1.0 < donor_chimerism <= 100.0
+        raise InputError(
+            f"--donor-chimerism {donor_chimerism:g} is not a fraction 0-1.",
+            fix=f"did you mean {donor_chimerism / 100:g} ({donor_chimerism:g} %)?"
+            if pct
+            else "give the donor fraction 0-1 (95 % = 0.95).",
+        )
+    # A week or more of ANC < 0.5 G/L running up to the boost day (every day since the
+    # infusion neutropenic) and an own ANC >= 1 G/L on that day contradict each other.
+    if (
+        anc is not None
+        and neutropenia_days is not None
+        and not gcsf
+        and anc >= P.RECOVERED_ANC
+        and neutropenia_days >= P.NEUTROPENIA_RUN_DAYS
+        and neutropenia_days >= day - 1.0
+    ):
+        raise InputError(
+            f"--anc {anc:g} G/L on the boost day (day {day:g}) after --neutropenia-days "
+            f"{neutropenia_days:g} with ANC < 0.5 G/L up to that day: a neutropenic run "
+            f"ending on the boost day does not give an ANC >= {P.RECOVERED_ANC:g} G/L.",
+            fix="add --gcsf-since DAY if the ANC is G-CSF supported; give the number of "
+            "neutropenic days that ended before a recovery; or check --anc (G/L, not "
+            "cells/uL).",
+        )
 
 
 def _parse_labs(text: str) -> list[float]:
@@ -199,6 +302,7 @@ def _print_prediction(res: dict) -> None:
             pct(r["p_never"]),
         )
     console.print(table)
+    _print_counterfactual(res)
     if "chimerism_day30" in res:
         c = res["chimerism_day30"]
         console.print(
@@ -221,6 +325,8 @@ def _print_prediction(res: dict) -> None:
         console.print("conditioned on: " + "; ".join(inp["likelihood_terms"]))
     own = res["own_counts_at_boost"]
     sup = inp["support"]
+    if sup.get("gcsf_note"):
+        console.print(sup["gcsf_note"])
     if sup["gcsf"] or sup["plt_transfused"] or sup["tpo"]:
         console.print(
             f"own counts on the boost day without support: ANC median "
@@ -233,6 +339,48 @@ def _print_prediction(res: dict) -> None:
     )
     for w in res["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")
+
+
+def _print_counterfactual(res: dict) -> None:
+    """The same draws without the boost: recovery of the patient's own counts from the
+    boost day, and the days of severe cytopenia the boost saves."""
+    from rich.table import Table
+
+    if "no_boost" not in res:
+        return
+    table = Table(title="The same patient without the boost: recovery from the boost day")
+
+    def pct(x) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    def days(x) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
+    for col in ("criterion", "median", "P(<=14 d)", "P(<=30 d)", "P(<=60 d)",
+                "P(never), no boost", "P(never), boost"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for key, label in (("neutrophil", "ANC > 0.5 G/L x3 d"), ("platelet", "PLT > 20 G/L x3 d")):
+        r = res["no_boost"][key]
+        table.add_row(
+            label,
+            days(r["median_days"]),
+            pct(r.get("p_within_14d")),
+            pct(r.get("p_within_30d")),
+            pct(r.get("p_within_60d")),
+            pct(r["p_never"]),
+            pct(res["p_never"][key]),
+        )
+    console.print(table)
+    horizon = res.get("horizon_days_after_boost", 120.0)
+    for key, what in (("neutropenia_days_saved", "ANC < 0.5 G/L"),
+                      ("thrombocytopenia_days_saved", "platelets < 20 G/L")):  # fmt: skip
+        q = res.get(key) or {}
+        if q.get("median") is None:
+            continue
+        console.print(
+            f"days with {what} saved by the boost (boost day to +{horizon:g} d, same draws): "
+            f"median {q['median']:.0f} (5-95%: {q['q05']:.0f} to {q['q95']:.0f})"
+        )
 
 
 def register_trial(app: typer.Typer) -> None:
@@ -265,13 +413,17 @@ def register_trial(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Only this product's virtual patients (calibrated population)."),
         ] = None,
+        overwrite: opt.Overwrite = False,
     ) -> None:
         """Simulate boost policies on virtual patients; cumulative incidence of recovery."""
         import time
 
         from carthema.clinical import trial as vt
+        from carthema.data.atomic import check_out_folder
         from carthema.data.errors import InputError
 
+        pop_file = None if pop in ("calibrated", "prior") else pop
+        check_out_folder(out, "virtual-trial", overwrite=overwrite, inputs=(policies, pop_file))
         pols = vt.read_policies(policies)
         source = vt.trial_source(pop)
         if product is not None:
@@ -289,7 +441,7 @@ def register_trial(app: typer.Typer) -> None:
         curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
         summary = vt.trial_summary(trial)
         # The folder replaces ``out`` only once every file is written (whole or absent).
-        with swap_folder(out) as tmp:
+        with swap_folder(out, "virtual-trial") as tmp:
             trial.to_parquet(tmp / "patients.parquet", index=False)
             summary.to_csv(tmp / "summary.csv", index=False)
             for o, c in curves.items():

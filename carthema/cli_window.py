@@ -1,9 +1,10 @@
 """CLI command ``carthema window``: the engraftment window of a fitted patient.
 
 The fit folder is checked first (its parts must agree: fit.json, observations.csv,
-events.csv and posterior.nc of one patient, a readable posterior), and whether to trust
-the fit (convergence, misfit, window parameters the data barely inform) is printed
-before the window itself.
+events.csv and posterior.nc of one patient, a readable posterior). The first line printed
+is the decision (a recommendation, or why there is none); whether to trust the fit
+(convergence, misfit, window parameters the data barely inform) follows it, then the
+statements of the window, conditional on the model. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from carthema._console import console
+from carthema import cli_options as opt
+from carthema._console import console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -23,65 +25,70 @@ def register(app: typer.Typer) -> None:
     def window(
         fitdir: Annotated[Path, typer.Argument(help="Fit folder written by `carthema fit`.")],
         boost_days: Annotated[
-            str, typer.Option(help='Candidate boost days: "30:120" (with --step) or "30,45,60".')
-        ] = "30:120",
-        step: Annotated[float, typer.Option(help="Days between candidates in a range.")] = 1.0,
-        dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3e6.")] = 3e6,
-        source: Annotated[
-            str,
+            str | None,
             typer.Option(
-                help="autologous, prior-donor (the donor of an earlier transplant) or "
-                "allogeneic (a new donor)."
+                help='Candidate boost days: "40:130" (with --step) or "40,45,60"; default: '
+                "every day from today to today + 90. Days before today are dropped."
             ),
-        ] = "autologous",
-        selected: Annotated[
-            bool,
-            typer.Option("--selected/--unselected", help="CD34-selected graft (default: no)."),
-        ] = False,
-        cd3: Annotated[
-            float | None,
-            typer.Option(help="CD3+ cells/kg of an unselected graft from a new donor."),
         ] = None,
+        step: Annotated[float, typer.Option(help="Days between candidates in a range.")] = 1.0,
+        today: opt.Today = None,
+        dose: opt.Dose = opt.DEFAULT_DOSE,
+        source: opt.Source = opt.DEFAULT_SOURCE,
+        selected: opt.Selected = opt.DEFAULT_SELECTED,
+        cd3: opt.Cd3 = None,
         threshold: Annotated[
             float, typer.Option(help="Wanted P(neutrophil engraftment within 30 days).")
         ] = 0.8,
         cart_limit: Annotated[
             float, typer.Option(help="Highest median CAR-T copies/ug DNA on the boost day.")
         ] = 1000.0,
-        draws: Annotated[
-            int, typer.Option(min=1, help="Posterior draws to predict over (at least 1).")
-        ] = 500,
+        posterior_draws: opt.PredictDraws = 500,
         seed: Annotated[int, typer.Option(help="Random seed for picking draws.")] = 0,
         out: Annotated[
             Path | None, typer.Option(help="Output folder (default: FITDIR/window).")
         ] = None,
-        report: Annotated[
-            bool, typer.Option("--report/--no-report", help="Also write report.html.")
-        ] = False,
+        report: Annotated[bool, typer.Option("--report", help="Also write report.html.")] = False,
+        quiet: opt.Quiet = False,
+        overwrite: opt.Overwrite = False,
     ) -> None:
-        """When will a stem-cell boost work? Scan boost days over the fitted posterior."""
+        """When will a stem-cell boost work? Scan boost days from today over the fitted
+        posterior; the first line printed is the recommendation, or why there is none."""
         from carthema.clinical.window import parse_days, window_from_fit
+        from carthema.data.atomic import check_out_folder
         from carthema.fitting.fitdir import load_fit
 
-        days = parse_days(boost_days, step)
+        out = out if out is not None else fitdir / "window"
+        # Before any work; FITDIR itself (or a folder holding it) is never replaced.
+        check_out_folder(
+            out, "window", overwrite=overwrite, inputs=(fitdir,), own_markers=("window.json",)
+        )
+        days = None if boost_days is None else parse_days(boost_days, step)
         ff = load_fit(fitdir)
-        print_trust(ff.meta)
         res = window_from_fit(
             ff,
             days,
-            out if out is not None else fitdir / "window",
+            out,
             dose=dose,
             source=source,
             selected=selected,
             cd3_per_kg=cd3,
             threshold=threshold,
             cart_limit=cart_limit,
-            n_draws=draws,
+            n_draws=posterior_draws,
             seed=seed,
             report=report,
-            log=lambda m: console.print(f"[dim]{m}...[/dim]"),
+            today=today,
+            log=None if quiet else progress_line,
         )
+        console.print(res["decision"], markup=False, style="bold")
+        print_trust(ff.meta)
         print_window(res)
+
+
+def progress_line(msg: str) -> None:
+    """A step of a long command, on stderr (stdout keeps the results)."""
+    err_console.print(f"{msg}...", markup=False, style="dim")
 
 
 def print_trust(meta: dict) -> None:
@@ -96,7 +103,7 @@ def print_trust(meta: dict) -> None:
 
 
 def print_window(res: dict) -> None:
-    """Summary lines and output paths of a window result."""
+    """Summary lines (conditional on the model) and output paths of a window result."""
     for line in res["summary_lines"]:
         console.print(line, markup=False)
     for kind, path in res["files"].items():

@@ -54,8 +54,8 @@ Summaries
 (weighted) Kaplan-Meier curve over all series that are not already engrafted, censored
 at the end of follow-up: ``median_days``, ``q05``, ``q95`` (None when the curve never
 reaches the quantile, i.e. it lies beyond the horizon), ``p_within_14d``,
-``p_within_30d``, ``p_never`` (not engrafted by the horizon), all among series not
-already engrafted; ``p_already`` (fraction of all series already engrafted) and
+``p_within_30d``, ``p_within_60d``, ``p_never`` (not engrafted by the horizon), all among
+series not already engrafted; ``p_already`` (fraction of all series already engrafted) and
 ``n_draws``.
 
 All functions take arrays whose last axis is days, so a whole posterior predictive of
@@ -79,7 +79,7 @@ STABLE = 14  # days after a boost without a fall, for "already engrafted"
 #: ``stable`` when counting from CAR-T day 0 (no-boost baseline, virtual trial): the
 #: whole follow-up, so "already engrafted" means never below the threshold.
 FROM_CART = None
-WITHIN = (14, 30)  # days: the p_within_<d>d entries of a summary
+WITHIN = (14, 30, 60)  # days: the p_within_<d>d entries of a summary
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from carthema.clinical.endpoints import (
     PLT_ENGRAFT,
     PLT_SEVERE,
     STABLE,
+    WITHIN,
     days_below,
     engraftment_summary,
     lineage_engraftment,
@@ -39,6 +40,8 @@ CART_LOSS = 30.0
 B_RECOVERY = 25.0
 #: Reviews recommend a consolidative transplant within about 90 days of CAR-T.
 TRANSPLANT_DAY_LIMIT = 90.0
+#: Follow-up of the transplant signals (days since CAR-T).
+SIGNALS_HORIZON = 180.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,87 @@ def simulate_plan(
     sol = solve_batch(model, draws, sched, PREDICT)
     status, obs = sol.status, sol.obs
     return days, status, obs, ev_df
+
+
+@dataclass(frozen=True)
+class Course:
+    """Daily observables of every draw under one plan: what :func:`simulate_plan`
+    returns, kept so that one simulation (the no-boost course above all) serves every
+    summary drawn from it."""
+
+    days: np.ndarray
+    status: np.ndarray
+    obs: np.ndarray
+    events: pd.DataFrame
+
+    def until(self, horizon: float) -> Course:
+        """The same course cut at ``horizon`` (days since CAR-T)."""
+        keep = self.days <= horizon + 1e-9
+        return Course(self.days[keep], self.status, self.obs[:, keep, :], self.events)
+
+    def on(self, days: np.ndarray) -> np.ndarray:
+        """Observables on ``days`` (each one of the course's days)."""
+        idx = np.searchsorted(self.days, days)
+        if np.any(idx >= self.days.size) or not np.array_equal(self.days[idx], days):
+            raise RuntimeError("the course does not cover the requested days")
+        return self.obs[:, idx, :]
+
+
+def simulate_course(
+    model: Model, draws: np.ndarray, events: pd.DataFrame, plan: Plan, *, horizon: float
+) -> Course:
+    """:func:`simulate_plan` as a :class:`Course`."""
+    return Course(*simulate_plan(model, draws, events, plan, horizon=horizon))
+
+
+#: Lineages of the counterfactual: engraftment key, observable, severe-cytopenia
+#: threshold (G/L) and the JSON key of the days a boost saves below it.
+DAYS_SAVED = (
+    ("neutrophil", "anc", ANC_ENGRAFT, "neutropenia_days_saved"),
+    ("platelet", "platelets", PLT_ENGRAFT, "thrombocytopenia_days_saved"),
+)
+
+
+def counterfactual(
+    model: Model,
+    boost: Course,
+    no_boost: Course,
+    *,
+    reference: float,
+    stable: int | None = STABLE,
+) -> dict:
+    """The same draws without the boost, from the boost day (``reference``) over the
+    boost course's days.
+
+    Returns ``no_boost``: per lineage ("neutrophil", "anc_gt_1", "platelet") the
+    :func:`plan_engraftment` summary of the no-boost course timed from the boost day
+    (recovery of the patient's own counts: ``p_within_14d``/``30d``/``60d``,
+    ``p_never`` by the horizon, ...), and ``neutropenia_days_saved`` /
+    ``thrombocytopenia_days_saved``: per draw (solved with and without the boost) the
+    days in [boost day, horizon] with ANC < 0.5 G/L (platelets < 20 G/L) without the
+    boost minus with it; their ``median``, ``q05``, ``q95`` and ``n_draws``. Both
+    courses must hold the same draws in the same order.
+    """
+    if boost.obs.shape[0] != no_boost.obs.shape[0]:
+        raise ValueError("the boost and no-boost courses hold different draws")
+    obs0 = no_boost.on(boost.days)
+    out: dict = {
+        "no_boost": plan_engraftment(
+            model, boost.days, no_boost.status, obs0, no_boost.events, reference=reference,
+            stable=stable,
+        )
+    }  # fmt: skip
+    both = (boost.status == 0) & (no_boost.status == 0)
+    for _, name, thr, key in DAYS_SAVED:
+        if name not in model.obs_names:
+            continue
+        j = model.index("obs", name)
+        without = days_below(boost.days, obs0[both][:, :, j], thr, start=reference)
+        with_ = days_below(boost.days, boost.obs[both][:, :, j], thr, start=reference)
+        q = _quantiles((without - with_).astype(float))
+        out[key] = {**{k: None if np.isnan(v) else v for k, v in q.items()},
+                    "n_draws": int(both.sum())}  # fmt: skip
+    return out
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -161,6 +245,11 @@ def predict_plan(
     return _plan_summary(model, plan, days, status, obs, ev_df, reference=ref, horizon=horizon)
 
 
+def astuple_course(course: Course) -> tuple:
+    """(days, status, obs, events) of a :class:`Course`."""
+    return course.days, course.status, course.obs, course.events
+
+
 def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) -> dict:
     ref = reference
     ok = status == 0
@@ -194,13 +283,21 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
 
 
 def transplant_signals(
-    model: Model, draws: np.ndarray, events: pd.DataFrame, horizon: float = 180.0
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    horizon: float = SIGNALS_HORIZON,
+    *,
+    no_boost: Course | None = None,
 ) -> dict:
     """Consolidative-transplant signals without a boost: predicted day of CAR-T loss
     (below :data:`CART_LOSS` copies/ug after the peak) and of B-cell recovery (above
     :data:`B_RECOVERY` cells/uL after aplasia), with the probability that each happens
-    before the day-90 limit."""
-    days, status, obs, _ = simulate_plan(model, draws, events, Plan(), horizon=horizon)
+    before the day-90 limit. ``no_boost``: the no-boost course of ``draws`` to at least
+    ``horizon`` (simulated when not given), cut at ``horizon``."""
+    if no_boost is None:
+        no_boost = simulate_course(model, draws, events, Plan(), horizon=horizon)
+    days, status, obs, _ = astuple_course(no_boost.until(horizon))
     ok = status == 0
     out: dict = {"day_limit": TRANSPLANT_DAY_LIMIT}
     if "cart_copies" in model.obs_names:
@@ -235,33 +332,6 @@ ALREADY_RECOVERED = 0.5
 FOLLOW_UP = 120.0
 
 
-def _median(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else np.nan
-
-
-def _days_saved(
-    model: Model,
-    name: str,
-    threshold: float,
-    days: np.ndarray,
-    obs_boost: np.ndarray,
-    days0: np.ndarray,
-    obs0: np.ndarray,
-    ok: np.ndarray,
-    start: float,
-) -> np.ndarray:
-    """Per draw (that solved with and without the boost): days in [start, days[-1]] with
-    ``name`` below ``threshold`` without the boost minus with it."""
-    j = model.index("obs", name)
-    idx = np.searchsorted(days0, days)
-    if not np.array_equal(days0[idx], days):
-        raise RuntimeError("the no-boost simulation does not cover the boost's days")
-    without = days_below(days, obs0[ok][:, idx, j], threshold, start=start)
-    with_ = days_below(days, obs_boost[ok][:, :, j], threshold, start=start)
-    return (without - with_).astype(float)
-
-
 def scan_window(
     model: Model,
     draws: np.ndarray,
@@ -275,6 +345,7 @@ def scan_window(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
+    no_boost: Course | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict a boost on each candidate day and compare it with the same draws without a
     boost.
@@ -298,17 +369,28 @@ def scan_window(
     - the median predicted CAR-T level on the boost day is below ``cart_limit`` copies/ug
       (``meets_cart_limit``).
 
+    The counterfactual columns come from :func:`counterfactual`:
+    ``no_boost_<lineage>_p_within_<14|30|60>d``, ``no_boost_<lineage>_p_never``,
+    ``no_boost_<lineage>_p_already`` and ``neutropenia_days_saved_<median|q05|q95>``,
+    ``thrombocytopenia_days_saved_<median|q05|q95>``. ``no_boost``: the no-boost course
+    of ``draws`` (:func:`simulate_course` with ``Plan()``) to at least the last
+    day + :data:`FOLLOW_UP`; simulated here when not given. Either way the no-boost
+    course is solved once for all candidate days.
+
     Returns the table and a summary with the window (first/last day, or None).
     """
     boost_days = [float(d) for d in boost_days]
     last = max(boost_days) + FOLLOW_UP
-    days0, st0, obs0, _ = simulate_plan(model, draws, events, Plan(), horizon=last)
+    if no_boost is None:
+        no_boost = simulate_course(model, draws, events, Plan(), horizon=last)
+    elif no_boost.days[-1] < last:
+        raise ValueError(f"the no-boost course ends before day {last:g}")
     rows = []
     for d in boost_days:
         plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
-        days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=d + FOLLOW_UP)
+        course = simulate_course(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
-            model, plan, days, status, obs, ev_df, reference=d, horizon=d + FOLLOW_UP
+            model, plan, *astuple_course(course), reference=d, horizon=d + FOLLOW_UP
         )
         row = {"boost_day": d, "dose": dose, "source": source, "selected": selected}
         for key in ("neutrophil", "platelet", "anc_gt_1"):
@@ -318,20 +400,17 @@ def scan_window(
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
         # The same draws without a boost, over the same days and from the same day.
-        idx = np.searchsorted(days0, days)
-        base = plan_engraftment(model, days, st0, obs0[:, idx, :], events, reference=d)
+        cf = counterfactual(model, course, no_boost, reference=d)
         for key in ("neutrophil", "platelet"):
-            if key in base:
-                row[f"no_boost_{key}_p_within_{within}d"] = base[key][f"p_within_{within}d"]
-                row[f"no_boost_{key}_p_already"] = base[key]["p_already"]
-        both = (status == 0) & (st0 == 0)
-        for col, name, thr in (
-            ("neutropenia_days_saved_median", "anc", ANC_ENGRAFT),
-            ("thrombocytopenia_days_saved_median", "platelets", PLT_ENGRAFT),
-        ):
-            if name in model.obs_names:
-                saved = _days_saved(model, name, thr, days, obs, days0, obs0, both, d)
-                row[col] = _median(saved)
+            if key in cf["no_boost"]:
+                nb = cf["no_boost"][key]
+                for k in (*(f"p_within_{w}d" for w in WITHIN), "p_never", "p_already"):
+                    row[f"no_boost_{key}_{k}"] = nb[k]
+        for _, _, _, key in DAYS_SAVED:
+            if key in cf:
+                for q in ("median", "q05", "q95"):
+                    v = cf[key][q]
+                    row[f"{key}_{q}"] = np.nan if v is None else v
         rows.append(row)
     return window_decision(
         pd.DataFrame(rows), threshold=threshold, cart_limit=cart_limit, within=within
@@ -408,7 +487,16 @@ def _fmt_days(x: float) -> str:
 
 def _on_days(days: Sequence[float]) -> str:
     """ "on day 7" / "on days 7, 14 and 20"."""
-    txt = [f"{d:g}" for d in days]
+    days = sorted(float(d) for d in days)
+    runs: list[list[float]] = []
+    for d in days:  # consecutive days (one apart) as one range "54-130"
+        if runs and d - runs[-1][-1] == 1.0:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    txt = [f"{r[0]:g}" if len(r) == 1 else f"{r[0]:g}-{r[-1]:g}" for r in runs]
+    if len(txt) == 1 and len(runs[0]) > 1:
+        return f"on days {txt[0]}"
     if len(txt) == 1:
         return f"on day {txt[0]}"
     return f"on days {', '.join(txt[:-1])} and {txt[-1]}"
@@ -421,7 +509,7 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
     if summary.get("first_day_already_recovered") is not None:
         lines.append(
             f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
-            "already engrafted without a boost in most posterior draws: those days are not "
+            "already recovered without a boost in most posterior draws: those days are not "
             "part of the window."
         )
     if summary.get("days_no_benefit"):
@@ -493,7 +581,12 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
 
 
 def recovery_without_boost(
-    model: Model, draws: np.ndarray, events: pd.DataFrame, *, horizon: float
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    *,
+    horizon: float,
+    no_boost: Course | None = None,
 ) -> dict:
     """Engraftment without any boost, counted from CAR-T day 0 (so times are days since
     CAR-T), with the one definition of :mod:`carthema.clinical.endpoints`.
@@ -502,9 +595,12 @@ def recovery_without_boost(
     :func:`plan_engraftment` (``median_days``, ``q05``, ``q95``, ``p_within_14d``,
     ``p_within_30d``, ``p_never`` by ``horizon``, ``p_already``: never below the
     threshold from day 0 to ``horizon`` (:data:`~carthema.clinical.endpoints.FROM_CART`),
-    ``n_draws``).
+    ``n_draws``). ``no_boost``: the no-boost course of ``draws`` to at least ``horizon``
+    (simulated when not given), cut at ``horizon``.
     """
-    days, status, obs, ev_df = simulate_plan(model, draws, events, Plan(), horizon=horizon)
+    if no_boost is None:
+        no_boost = simulate_course(model, draws, events, Plan(), horizon=horizon)
+    days, status, obs, ev_df = astuple_course(no_boost.until(horizon))
     out: dict = {"horizon_day": horizon, "reference_day": 0.0}
     out.update(plan_engraftment(model, days, status, obs, ev_df, reference=0.0, stable=FROM_CART))
     return out
@@ -519,19 +615,19 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
             continue
         if r["p_already"] is not None and r["p_already"] >= 0.5:
             lines.append(
-                f"Without a boost: {what} are predicted never to fall below the engraftment "
+                f"Without a boost: {what} are predicted never to fall below the recovery "
                 f"threshold by day {horizon:g} in {r['p_already']:.0%} of draws."
             )
             continue
         if r["median_days"] is None:
             lines.append(
-                f"Without a boost: {what} are predicted not to engraft by day {horizon:g} "
+                f"Without a boost: {what} are predicted not to recover by day {horizon:g} "
                 f"in {r['p_never']:.0%} of posterior draws."
             )
             continue
         q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
         lines.append(
-            f"Without a boost: {what} are predicted to engraft on day "
+            f"Without a boost: {what} are predicted to recover on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
             f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
             "second phase of a biphasic course) is not counted here; the window's days "
@@ -580,6 +676,7 @@ def plot_window(
     bands: dict | None = None,
     within: int = 30,
     observed: pd.DataFrame | None = None,
+    today: float | None = None,
 ):
     """Probability of engraftment within ``within`` days against boost day, with and
     without a boost (the same draws), the window and the excluded days (most draws
@@ -589,7 +686,8 @@ def plot_window(
     the boost on the recommended day when there is one, and the patient's ``observed``
     counts (data-layer table, canonical units). ``bands``: {"days", "anc": (q05, q50,
     q95), "platelets": ... (boost; absent without a recommended day), "no_boost":
-    {"anc": ..., "platelets": ...}}. Every mark has a legend entry. Writes a PNG to
+    {"anc": ..., "platelets": ...}}. ``today`` (days since CAR-T) is marked on every
+    panel. Every mark has a legend entry. Writes a PNG to
     ``path`` and returns it; with ``path`` None returns the open figure instead.
     """
     import matplotlib.pyplot as plt
@@ -637,12 +735,18 @@ def plot_window(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax2 = fig.add_subplot(grid[1, :], sharex=ax)
-    if "neutropenia_days_saved_median" in table:
-        ax2.plot(d, table["neutropenia_days_saved_median"], "o-", color="C0",
-                 label="days with ANC < 0.5 G/L saved (median)")  # fmt: skip
-    if "thrombocytopenia_days_saved_median" in table:
-        ax2.plot(d, table["thrombocytopenia_days_saved_median"], "s--", color="C1",
-                 label="days with platelets < 20 G/L saved (median)")  # fmt: skip
+    for key, what, style, colour in (
+        ("neutropenia", "ANC < 0.5 G/L", "o-", "C0"),
+        ("thrombocytopenia", "platelets < 20 G/L", "s--", "C1"),
+    ):
+        if f"{key}_days_saved_median" not in table:
+            continue
+        ax2.plot(d, table[f"{key}_days_saved_median"], style, color=colour,
+                 label=f"days with {what} saved (median)")  # fmt: skip
+        if f"{key}_days_saved_q05" in table:
+            ax2.fill_between(d, table[f"{key}_days_saved_q05"], table[f"{key}_days_saved_q95"],
+                             color=colour, alpha=0.12, lw=0,
+                             label=f"days with {what} saved (90% interval)")  # fmt: skip
     ax2.axhline(0.0, color="0.4", lw=0.8, label="no benefit")
     if summary["window_first_day"] is not None:
         _shade(ax2, d, table["in_window"], "window", color="C2", alpha=0.18)
@@ -675,6 +779,12 @@ def plot_window(
         a.set_xlabel("days since CAR-T")
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
+    if today is not None:
+        for a in fig.axes:
+            a.axvline(today, color="k", ls="-.", lw=1.2, label=f"today (day {today:g})")
+            if a.get_legend() is not None:
+                a.legend(fontsize=7, **({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
+                                        if a in (ax, ax2) else {}))  # fmt: skip
     fig.tight_layout()
     if path is None:
         return fig
@@ -684,10 +794,19 @@ def plot_window(
 
 
 def plan_bands(
-    model: Model, draws: np.ndarray, events: pd.DataFrame, plan: Plan, *, horizon: float
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    plan: Plan,
+    *,
+    horizon: float,
+    course: Course | None = None,
 ) -> dict:
-    """Daily 5/50/95% predictive bands of ANC and platelets under ``plan``."""
-    days, status, obs, _ = simulate_plan(model, draws, events, plan, horizon=horizon)
+    """Daily 5/50/95% predictive bands of ANC and platelets under ``plan``. ``course``:
+    the plan's course of ``draws`` to at least ``horizon`` (simulated when not given)."""
+    if course is None:
+        course = simulate_course(model, draws, events, plan, horizon=horizon)
+    days, status, obs, _ = astuple_course(course.until(horizon))
     out: dict = {"days": days}
     for name in ("anc", "platelets"):
         if name in model.obs_names:
@@ -710,13 +829,14 @@ def window_job(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
+    today: float | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
     the patient's fields).
 
     ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and
-    platelet panels beside the predicted courses.
+    platelet panels beside the predicted courses; ``today`` is marked on the plot.
     Returns the summary for window.json (window, transplant signals, plain-language lines,
     paths).
     """
@@ -724,6 +844,24 @@ def window_job(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    boost_days = [float(d) for d in boost_days]
+    last = max(boost_days)
+
+    def boost(day: float) -> Plan:  # one place that makes the boost plan (CD3+ included)
+        return Plan(day=day, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
+
+    # The course panels: 90 days past the recommended day (else the last candidate day),
+    # and at least to the last observed day, so the data sit beside the prediction.
+    counts = None
+    if observations is not None:
+        counts = observations.loc[observations["analyte"].isin(("anc", "platelets")), "day"]
+    last_seen = float(counts.max()) if counts is not None and len(counts) else -np.inf
+    # The draws without a boost, solved once for everything below: the scan's
+    # counterfactual, the transplant signals, the recovery from day 0 and the bands.
+    no_boost = simulate_course(
+        model, draws, events, Plan(),
+        horizon=max(last + FOLLOW_UP, SIGNALS_HORIZON, last + 90.0, last_seen),
+    )  # fmt: skip
     table, summary = scan_window(
         model,
         draws,
@@ -735,50 +873,104 @@ def window_job(
         cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
+        no_boost=no_boost,
     )
-    signals = transplant_signals(model, draws, events)
-    last = float(max(boost_days))
-    baseline = recovery_without_boost(model, draws, events, horizon=last + 120.0)
-    # The course panels: 90 days past the recommended day (else the last candidate day),
-    # and at least to the last observed day, so the data sit beside the prediction.
+    signals = transplant_signals(model, draws, events, no_boost=no_boost)
+    baseline = recovery_without_boost(
+        model, draws, events, horizon=last + FOLLOW_UP, no_boost=no_boost
+    )
     day = summary["recommended_day"]
-    end = (day if day is not None else last) + 90.0
-    counts = None
-    if observations is not None:
-        counts = observations.loc[observations["analyte"].isin(("anc", "platelets")), "day"]
-    if counts is not None and len(counts):
-        end = max(end, float(counts.max()))
+    end = max((day if day is not None else last) + 90.0, last_seen)
     bands = {}
+    recommended = None
     if day is not None:
-        bands = plan_bands(
-            model,
-            draws,
-            events,
-            Plan(day=day, dose=dose, source=source, selected=selected),
-            horizon=end,
-        )
+        course = simulate_course(model, draws, events, boost(day), horizon=day + FOLLOW_UP)
+        recommended = _recommended(model, course, no_boost, day)
+        if end > day + FOLLOW_UP:
+            course = simulate_course(model, draws, events, boost(day), horizon=end)
+        bands = plan_bands(model, draws, events, boost(day), horizon=end, course=course)
     # The same draws without a boost, on the same days.
-    none = plan_bands(model, draws, events, Plan(), horizon=end)
+    none = plan_bands(model, draws, events, Plan(), horizon=end, course=no_boost)
     bands.setdefault("days", none["days"])
     if np.array_equal(none["days"], bands["days"]):
         bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
     table.to_csv(out_dir / "window.csv", index=False)
-    plot_window(table, summary, out_dir / "window.png", bands=bands, observed=observations)
+    plot_window(
+        table, summary, out_dir / "window.png", bands=bands, observed=observations, today=today
+    )
     result = {
         "plan": {
             "dose_cd34_per_kg": dose,
             "source": source,
             "cd34_selected": selected,
-            "boost_days": [float(d) for d in boost_days],
+            "cd3_per_kg": cd3_per_kg,
+            "boost_days": boost_days,
         },
         "window": summary,
         "transplant_signals": signals,
         "no_boost": baseline,
+        "recommended": recommended,
         "summary_lines": [
-            *no_boost_lines(baseline, last + 120.0),
+            *no_boost_lines(baseline, last + FOLLOW_UP),
             *plain_summary(summary, signals),
+            *counterfactual_lines(recommended, FOLLOW_UP),
         ],
         "n_draws": int(draws.shape[0]),
         "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
     }
     return result
+
+
+def _recommended(model: Model, course: Course, no_boost: Course, day: float) -> dict:
+    """The boost on the recommended day against the same draws without it (the keys
+    predict-boost writes): ``neutrophil``, ``platelet``, ``anc_gt_1`` (engraftment from
+    the boost day), ``p_never`` per lineage, ``no_boost`` (the same shape: recovery of
+    the patient's own counts from the boost day), ``neutropenia_days_saved`` and
+    ``thrombocytopenia_days_saved``."""
+    res = plan_engraftment(model, *astuple_course(course), reference=day)
+    out: dict = {"boost_day": day, **res}
+    out["p_never"] = {k: v["p_never"] for k, v in res.items()}
+    out.update(counterfactual(model, course, no_boost, reference=day))
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _interval(q: dict) -> str:
+    """ "4 days (90 % interval 1 to 9)" from a quantile dict."""
+    if q.get("median") is None or not np.isfinite(q["median"]):
+        return "undefined (no draw solved with and without the boost)"
+    return f"{q['median']:.0f} days (90 % interval {q['q05']:.0f} to {q['q95']:.0f})"
+
+
+def counterfactual_lines(res: dict | None, follow_up: float) -> list[str]:
+    """The boost against no boost from the same draws, in words: recovery of the
+    patient's own counts without the boost by 14/30/60 days, P(never) with and without
+    it, and the days of severe cytopenia it saves. ``res``: a predict-boost result or
+    the window's ``recommended`` block (None: nothing to say)."""
+    if not res or "no_boost" not in res:
+        return []
+    lines = []
+    words = {"neutrophil": ("neutrophils", "ANC > 0.5 G/L"),
+             "platelet": ("platelets", "platelets > 20 G/L")}  # fmt: skip
+    for key, (what, crit) in words.items():
+        nb, b = res["no_boost"].get(key), res.get(key)
+        if nb is None or b is None:
+            continue
+        by = ", ".join(f"{_pct(nb.get(f'p_within_{w}d'))} by day {w}" for w in WITHIN)
+        lines.append(
+            f"Without the boost ({what}, the same draws, from the boost day): recovery of the "
+            f"patient's own counts ({crit} for 3 days) {by}; never within {follow_up:g} days "
+            f"in {_pct(nb['p_never'])} (with the boost: engraftment never in "
+            f"{_pct(b['p_never'])})."
+        )
+    for _, _, _, key in DAYS_SAVED:
+        if key in res:
+            what = "ANC < 0.5 G/L" if key.startswith("neutro") else "platelets < 20 G/L"
+            lines.append(
+                f"Days with {what} the boost saves against no boost (boost day to +"
+                f"{follow_up:g} d): {_interval(res[key])}."
+            )
+    return lines

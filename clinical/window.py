@@ -12,16 +12,18 @@ are removed before the scan (and listed in the output), so that every candidate 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from carthema.clinical.decision import conditional, decision_line, misfit_reasons
 from carthema.clinical.plans import window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
+from carthema.data.jsonsafe import dumps
+from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
 from carthema.fitting.fitdir import FitFolder, load_fit
 
 #: Default number of posterior draws the window is predicted over.
@@ -49,7 +51,8 @@ def parse_days(spec: str, step: float = 1.0) -> list[float]:
         else:
             days = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise InputError(f"cannot read boost days '{spec}'", column="boost-days", fix=how) from None
+        raise InputError(f"cannot read boost days '{spec}'", column="boost-days",
+                         fix=how) from None  # fmt: skip
     if not days:
         raise InputError("no boost days given", column="boost-days", fix=how)
     bad = [d for d in days if not (np.isfinite(d) and d > 0)]
@@ -97,18 +100,19 @@ def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndar
 
 def window_from_fit(
     fit: str | Path | FitFolder,
-    boost_days: Sequence[float],
+    boost_days: Sequence[float] | None,
     out: str | Path,
     *,
     dose: float = 3e6,
-    source: str = "allogeneic",
-    selected: bool = True,
+    source: str = "autologous",
+    selected: bool = False,
     cd3_per_kg: float | None = None,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     n_draws: int = WINDOW_DRAWS,
     seed: int = 0,
     report: bool = False,
+    today: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Engraftment window of a fitted patient.
@@ -118,14 +122,17 @@ def window_from_fit(
     fit:
         A fit folder (``carthema fit ... --out DIR``) or a loaded :class:`FitFolder`.
     boost_days:
-        Candidate boost days (days since CAR-T day 0).
+        Candidate boost days (days since CAR-T day 0); None: every day from ``today``
+        to ``today`` + 90 (:func:`default_days`). Days before ``today`` are dropped (a
+        boost cannot be given in the past) and listed in the result.
     out:
         Output folder: ``window.csv`` (one row per boost day), ``window.json``,
         ``window.png`` and, with ``report``, ``report.html``.
     dose, source, selected, cd3_per_kg:
         The boost: CD34+ cells/kg; ``"autologous"``, ``"prior-donor"`` or ``"allogeneic"``
         (a new donor); CD34-selected; CD3+ cells/kg (needed for an unselected graft from a
-        new donor).
+        new donor). Default: an unselected autologous graft of 3e6 CD34+ cells/kg, the
+        default of every command (:data:`carthema.cli_options.DEFAULT_SOURCE`).
     threshold:
         Wanted probability of neutrophil engraftment within 30 days of the boost.
     cart_limit:
@@ -134,8 +141,14 @@ def window_from_fit(
         Posterior draws to predict over (picked at random with ``seed``), each with graft
         and rejection parameters drawn from their population distribution
         (:func:`window_draws`), so the intervals carry the graft's own uncertainty.
+    today:
+        The day of the decision (days since CAR-T); default: the patient's last
+        observation (:func:`last_observed_day`).
 
-    Returns the JSON summary (window, transplant signals, summary lines, files).
+    Returns the JSON summary: ``decision`` (the one line the report and console open
+    with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
+    ``today``, window, transplant signals, summary lines (conditional on the model),
+    files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
     """
     say = log or (lambda _m: None)
     ff = fit if isinstance(fit, FitFolder) else load_fit(fit)
@@ -156,10 +169,12 @@ def window_from_fit(
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
     events, removed = without_boosts(ff.events)
-    draws, graft = window_draws(ff, n_draws, seed=seed)
     observed = ff.observations
     if observed is not None:
         observed = observed[observed["patient"].astype(str) == ff.patient]
+    today = _check_today(today, observed)
+    boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
+    draws, graft = window_draws(ff, n_draws, seed=seed)
     out = Path(out)
     say(
         f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
@@ -167,6 +182,8 @@ def window_from_fit(
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
+    # The run record written below names the command ("window"), so that the output-folder
+    # contract recognises this folder as the command's own next time.
     with swap_folder(out) as tmp:
         result = window_job(
             ff.model,
@@ -181,6 +198,7 @@ def window_from_fit(
             threshold=threshold,
             cart_limit=cart_limit,
             observations=observed,
+            today=today,
         )
         written = result["files"]
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
@@ -188,18 +206,89 @@ def window_from_fit(
         result["graft_parameters"] = graft
         result["fit"] = str(ff.path)
         result["replaced_events"] = removed
+        result["today"] = today
+        result["days_before_today_dropped"] = past
+        reasons = misfit_reasons(ff.meta, ff.summary, _residuals(ff))
+        result["misfit_reasons"] = reasons
+        result["decision"] = decision_line(result, reasons)
+        if past:
+            result["summary_lines"].append(
+                f"Boost days before today (day {today:g}) are not scanned: {len(past)} "
+                f"day(s) from day {min(past):g} to day {max(past):g} dropped."
+            )
         if removed:
             result["summary_lines"].append(
                 "The scan replaces the boost the patient received ("
                 + "; ".join(removed)
                 + "): each candidate day is predicted as if that boost had been given then."
             )
+        result["summary_lines"] = conditional(result["summary_lines"], reasons)
+        record = run_record(
+            [ff.path / "fit.json", ff.path / "posterior.nc"],
+            seed=seed,
+            settings={"n_draws": n_draws, "threshold": threshold, "today": today},
+            subcommand="window",
+        )
+        write_run_record(tmp, record)
+        result["files"]["run"] = str(out / RUN_JSON)
         if report:
             say("writing the HTML report")
-            write_patient_report(ff, {**result, "files": written}, tmp / "report.html")
+            written = {**written, "run": str(tmp / RUN_JSON)}
+            write_patient_report(
+                ff, {**result, "files": written}, tmp / "report.html", draws=draws, events=events
+            )
             result["files"]["report"] = str(out / "report.html")
-        (tmp / "window.json").write_text(json.dumps(result, indent=2, default=float))
+        (tmp / "window.json").write_text(dumps(result), encoding="utf-8")
     return result
+
+
+#: Days after ``today`` the default scan covers.
+SCAN_DAYS = 90
+
+
+def last_observed_day(observed: pd.DataFrame | None) -> float:
+    """The patient's last observation day (days since CAR-T; 0 without observations)."""
+    if observed is None or not len(observed):
+        return 0.0
+    return float(pd.to_numeric(observed["day"], errors="coerce").max())
+
+
+def _check_today(today: float | None, observed: pd.DataFrame | None) -> float:
+    if today is None:
+        return max(last_observed_day(observed), 0.0)
+    if not (np.isfinite(today) and today >= 0):
+        raise InputError(f"today must be a day since CAR-T (>= 0), got {today:g}",
+                         column="today", fix="e.g. --today 40")  # fmt: skip
+    return float(today)
+
+
+def default_days(today: float) -> list[float]:
+    """Candidate days of a scan that starts today: every day from ``today`` (at least
+    day 1) to ``today`` + :data:`SCAN_DAYS`."""
+    first = float(max(np.ceil(today), 1.0))
+    return [first + k for k in range(SCAN_DAYS + 1)]
+
+
+def split_past(days: Sequence[float], today: float) -> tuple[list[float], list[float]]:
+    """(days from ``today`` on, days before it); refuses a scan with no day left."""
+    future = [float(d) for d in days if d >= today]
+    past = [float(d) for d in days if d < today]
+    if not future:
+        raise InputError(
+            f"every boost day is before today (day {today:g}): a boost cannot be given in the past",
+            column="boost-days",
+            fix=f"give days from {today:g} on (e.g. --boost-days {today:g}:{today + 90:g}), "
+            "or --today DAY for a retrospective scan",
+        )
+    return future, past
+
+
+def _residuals(ff: FitFolder) -> pd.DataFrame | None:
+    path = ff.path / "residuals.csv"
+    try:
+        return pd.read_csv(path) if path.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def _diagnostics_line(diag: dict) -> str:
@@ -239,76 +328,8 @@ def _figure_lines(window: dict) -> list[str]:
     return lines
 
 
-def write_patient_report(ff: FitFolder, window: dict, path: str | Path) -> Path:
-    """Self-contained HTML page: summary, window plot and table, fit plot, diagnostics,
-    posterior table."""
-    from carthema.clinical.report import Section, write_report
+def write_patient_report(ff: FitFolder, window: dict, path: str | Path, **kw) -> Path:
+    """The patient's HTML report (:func:`carthema.clinical.report.write_patient_report`)."""
+    from carthema.clinical.report import write_patient_report as write
 
-    diag = ff.meta.get("diagnostics", {})
-    table = pd.read_csv(window["files"]["table"])
-    keep = [
-        c
-        for c in (
-            "boost_day",
-            "neutrophil_median_days",
-            "neutrophil_q05",
-            "neutrophil_q95",
-            "neutrophil_p_within_14d",
-            "neutrophil_p_within_30d",
-            "platelet_median_days",
-            "platelet_p_within_30d",
-            "days_anc_lt_0.5_median",
-            "chimerism_day30_median",
-            "cart_at_reference_median",
-            "already_recovered",
-            "in_window",
-        )
-        if c in table
-    ]
-    plan = window["plan"]
-    sections = [
-        Section(
-            "Engraftment window",
-            paragraphs=[
-                f"Boost of {plan['dose_cd34_per_kg']:.3g} CD34+ cells/kg, {plan['source']}, "
-                f"{'CD34-selected' if plan['cd34_selected'] else 'unselected'}; "
-                f"{window['n_draws']} posterior draws per candidate day. Days are counted "
-                "from CAR-T day 0; engraftment days from the boost.",
-                *_figure_lines(window),
-            ],
-            figures=[window["files"]["plot"]],
-            tables=[table[keep]],
-        ),
-        Section(
-            "Fit to the patient's data",
-            paragraphs=[
-                "Observed values (dots; open circles below the assay limit) with the "
-                "posterior predictive median and 50 % / 90 % bands."
-            ],
-            figures=[ff.path / "fit.png"] if (ff.path / "fit.png").exists() else [],
-        ),
-        Section(
-            "Sampler diagnostics",
-            warnings=list(diag.get("warnings", [])),
-            paragraphs=[_diagnostics_line(diag)] + [f"Note: {n}" for n in ff.notes],
-        ),
-    ]
-    if ff.summary is not None:
-        wanted = ("name", "unit", "prior_median", "median", "q05", "q95", "shrinkage")
-        cols = [c for c in (*wanted, "ess_bulk", "r_hat", "true") if c in ff.summary]
-        sections.append(
-            Section(
-                "Parameters: prior and posterior",
-                paragraphs=[
-                    "Shrinkage near 0: the data say little about the parameter (posterior = "
-                    "prior); near 1: the data pin it down."
-                ],
-                tables=[ff.summary[cols]],
-            )
-        )
-    return write_report(
-        path,
-        f"carthema: patient {ff.patient}",
-        window["summary_lines"],
-        sections,
-    )
+    return write(ff, window, path, **kw)

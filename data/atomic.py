@@ -8,6 +8,11 @@
   new ones and a run killed midway leaves the earlier folder (or nothing) in place;
 - :func:`probe_output_folder`: refuse an output folder that cannot be written, before
   any work, with a one-line :class:`InputError`;
+- :func:`check_out_folder`: the output-folder contract of every command that writes a
+  folder (a file, an input folder, or a non-empty folder that is not this command's own
+  earlier output is refused; stale temporaries are cleaned), recognised by the
+  ``run.json`` (:mod:`carthema.data.runrecord`) that :func:`swap_folder` leaves in each
+  folder it writes for a command;
 - :class:`FolderLock`: a lock file (holder's pid and host) that keeps two runs out of
   one output folder; a lock left by a dead process on this host is taken over.
 
@@ -25,10 +30,12 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import InputError
+from .runrecord import read_run_record, run_record, write_run_record
 
 #: Marker that every temporary name carries.
 TMP_MARK = ".tmp-"
@@ -112,22 +119,37 @@ def probe_output_folder(out: str | Path, option: str = "--out") -> Path:
 
 
 @contextlib.contextmanager
-def swap_folder(target: str | Path) -> Iterator[Path]:
+def swap_folder(
+    target: str | Path, command: str | None = None, *, record: Mapping | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; on success it replaces
     ``target`` as a whole (an earlier ``target`` is moved aside first and removed after
-    the swap). On failure the temporary folder is removed and ``target`` is untouched."""
+    the swap). On failure the temporary folder is removed and ``target`` is untouched.
+
+    ``command`` (the CLI command's name) or ``record`` (a run record,
+    :func:`carthema.data.runrecord.run_record`) writes ``run.json`` into the folder before
+    the swap, so that the next run of that command recognises the folder as its own
+    (:func:`check_out_folder`) and the folder says what made it. The temporary names
+    carry this process's pid, so that a later run can tell a killed run's leftovers from a
+    live run's folder."""
     target = Path(target)
     parent = target.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_MARK}", dir=parent))
+    mine = f".{target.name}{TMP_MARK}{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=mine, dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     old: Path | None = None
     try:
         yield tmp
+        if command is not None or record is not None:
+            rec = dict(record) if record is not None else run_record()
+            if command is not None:
+                rec["subcommand"] = command
+            write_run_record(tmp, rec)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_MARK}old-", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f"{mine}old-", dir=parent))
             os.replace(target, old / target.name)
         os.replace(tmp, target)
     except BaseException:
@@ -140,8 +162,126 @@ def swap_folder(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+#: A temporary without a readable pid (an older carthema's) counts as stale after this.
+STALE_TMP_S = 3600.0
+
+
+def clean_stale_temporaries(target: str | Path) -> list[Path]:
+    """Remove the temporaries (``.NAME.tmp-*``) that a killed run writing ``target`` left
+    beside it: those of a process that no longer runs, and those of unknown owner older
+    than :data:`STALE_TMP_S`. A live run's temporaries are left alone. Returns what was
+    removed."""
+    target = Path(target)
+    parent = target.absolute().parent
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    prefix = f".{target.name}{TMP_MARK}"
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for p in entries:
+        head = p.name[len(prefix) :].split("-", 1)[0]
+        if head.isdigit():
+            stale = int(head) != os.getpid() and not _pid_alive(int(head))
+        else:
+            try:
+                stale = time.time() - p.lstat().st_mtime > STALE_TMP_S
+            except OSError:
+                continue
+        if not stale:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if not p.exists():
+            removed.append(p)
+    return removed
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out_folder(
+    out: str | Path,
+    command: str,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    own_markers: Iterable[str] = (),
+    option: str = "--out",
+) -> Path:
+    """The output-folder contract of every command that writes a folder, checked before
+    any work (one-line :class:`InputError`, exit 2):
+
+    - a plain file is refused;
+    - a folder that is, or holds, one of ``inputs`` (the files and folders the command
+      reads) is refused even with ``overwrite``: the result would replace its own input;
+    - an existing non-empty folder is refused unless it is ``command``'s own earlier
+      output (its ``run.json`` names ``command``, or, for folders written before
+      the record existed, it holds one of ``own_markers``) or ``overwrite`` is given;
+    - a place that cannot be written is refused (:func:`probe_output_folder`);
+    - temporaries a killed run left beside ``out`` are removed
+      (:func:`clean_stale_temporaries`).
+
+    The folder is then written by :func:`swap_folder` with ``command``, which replaces it
+    as a whole and leaves the record. Returns ``out`` as a :class:`Path`."""
+    p = Path(out)
+    fix_new = f"choose a new {option} folder, or pass --overwrite to replace it as a whole."
+    if p.exists() and not p.is_dir():
+        raise InputError(
+            "exists and is a file, not a folder.",
+            file=str(out),
+            fix=f"give {option} a folder path (it is created if missing).",
+        )
+    here = p.resolve()
+    for given in inputs:
+        if given is None or str(given).startswith("example:"):
+            continue
+        src = Path(given).resolve()
+        if _within(src, here):
+            what = "is" if src == here else f"holds {given}, which"
+            raise InputError(
+                f"the output folder {what} is an input of this command; writing the result "
+                "there would replace it.",
+                file=str(out),
+                fix=f"choose a {option} folder outside the inputs (e.g. a new subfolder).",
+            )
+    clean_stale_temporaries(p)
+    if p.is_dir() and not overwrite:
+        try:
+            entries = list(p.iterdir())
+        except OSError as exc:
+            raise InputError(
+                f"cannot read the folder ({exc.strerror or exc}).",
+                file=str(out),
+                fix=f"choose a {option} folder you can read and write.",
+            ) from None
+        if entries:
+            held = read_run_record(p)
+            by_cmd = held.get("subcommand") if isinstance(held, dict) else None
+            ours = by_cmd == command or any((p / m).exists() for m in own_markers)
+            if not ours:
+                by = f" (written by `carthema {by_cmd}`)" if by_cmd else ""
+                raise InputError(
+                    f"the output folder exists, is not empty and is not the output of an "
+                    f"earlier `carthema {command}`{by}.",
+                    file=str(out),
+                    fix=fix_new,
+                )
+    return probe_output_folder(p, option)
+
+
 #: Name of the lock file :class:`FolderLock` keeps in a folder.
 LOCK_NAME = ".carthema.lock"
+
+#: An empty lock file older than this (seconds) was left by a run killed between
+#: creating and writing it, and is taken over.
+STALE_EMPTY_LOCK_S = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -160,7 +300,8 @@ class FolderLock:
     """Exclusive lock on an output folder: ``folder/.carthema.lock`` holds the holder's
     pid, host and start time; released on exit. A second holder is refused with an
     :class:`InputError` naming the holder's pid and host. A lock left by a process that
-    no longer runs on this host (a killed run) is taken over."""
+    no longer runs on this host (a killed run) is taken over, and so is an empty lock
+    file older than a minute (killed between creating and writing it)."""
 
     def __init__(self, folder: str | Path, what: str = "run"):
         self.folder = Path(folder)
@@ -189,8 +330,10 @@ class FolderLock:
             except FileExistsError:
                 held = self.holder()
                 if held is None:  # being written this instant, or garbage: look again
-                    if self.path.exists() and self.path.stat().st_size > 0:
+                    if self._unreadable_is_stale():
                         self._take_over()
+                    else:
+                        time.sleep(0.2)
                     continue
                 if held.get("host") == me["host"] and not _pid_alive(int(held.get("pid", -1))):
                     self._take_over()
@@ -209,6 +352,16 @@ class FolderLock:
         raise InputError(  # pragma: no cover - three races in a row
             "could not take the folder's lock.", file=str(self.path), fix="try again."
         )
+
+    def _unreadable_is_stale(self) -> bool:
+        """An unreadable lock is garbage when it holds bytes (not JSON), or when it is
+        empty and older than :data:`STALE_EMPTY_LOCK_S` (a run killed between creating
+        the file and writing it); a young empty lock is being written this instant."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return st.st_size > 0 or time.time() - st.st_mtime > STALE_EMPTY_LOCK_S
 
     def _take_over(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -11,12 +11,14 @@ exactly as written instead of being coerced by the CSV reader.
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from carthema.data.atomic import probe_output_folder, swap_folder
+from carthema.data.atomic import check_out_folder, swap_folder
 from carthema.data.errors import InputError
 from carthema.data.validate import (
     to_text_frame,
@@ -37,8 +39,15 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def read_table_text(path: str | Path) -> pd.DataFrame:
+def read_table_text(
+    path: str | Path, ignore_line: Callable[[str], bool] | None = None
+) -> pd.DataFrame:
     """Read a CSV/TSV or Parquet file as a text frame (index = 1-based data row numbers).
+
+    ``ignore_line`` (CSV only): data lines for which it is true are read as empty rows
+    (NONMEM's IGNORE=#, IGNORE=C: comment lines, whatever their number of fields), so
+    that row numbers stay those of the file; their numbers are in
+    ``attrs["ignored_rows"]`` and the caller drops empty rows.
 
     Raises :class:`InputError` for a missing file, an unknown extension, an empty file,
     a malformed CSV line or an unreadable Parquet file.
@@ -57,7 +66,7 @@ def read_table_text(path: str | Path) -> pd.DataFrame:
     if suffix in PARQUET_SUFFIXES:
         return _read_parquet(p, where)
     if suffix in CSV_SUFFIXES:
-        return _read_csv(p, where, sep="\t" if suffix == ".tsv" else ",")
+        return _read_csv(p, where, sep="\t" if suffix == ".tsv" else ",", ignore_line=ignore_line)
     raise InputError(
         f"unknown file type '{p.suffix}'.",
         file=where,
@@ -105,7 +114,23 @@ def _check_separator(p: Path, where: str, sep: str) -> None:
             )
 
 
-def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
+def _blank_ignored(p: Path, ignore_line: Callable[[str], bool], rows: list[int]) -> io.StringIO:
+    """The file's text with every ignored data line emptied (the header is kept); the
+    ignored lines' row numbers are appended to ``rows``."""
+    with open(p, encoding="utf-8-sig", newline="") as fh:
+        lines = fh.read().splitlines(keepends=True)
+    kept = lines[:1]
+    for i, line in enumerate(lines[1:], start=1):
+        if ignore_line(line.rstrip("\r\n")):
+            rows.append(i)
+            line = "\n"
+        kept.append(line)
+    return io.StringIO("".join(kept))
+
+
+def _read_csv(
+    p: Path, where: str, sep: str, ignore_line: Callable[[str], bool] | None = None
+) -> pd.DataFrame:
     if p.stat().st_size == 0:
         raise InputError(
             "the file is empty (no header, no rows).",
@@ -114,10 +139,11 @@ def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
             fix="write a header line and at least one data row.",
         )
     _check_separator(p, where, sep)
+    ignored_rows: list[int] = []
     try:
         # skip_blank_lines=False keeps row numbers equal to file line numbers - 1
         raw = pd.read_csv(
-            p,
+            p if ignore_line is None else _blank_ignored(p, ignore_line, ignored_rows),
             sep=sep,
             dtype=str,
             keep_default_na=False,
@@ -149,7 +175,9 @@ def _read_csv(p: Path, where: str, sep: str) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text.", file=where, fix="save the file as UTF-8 CSV.") from None
     raw.index = pd.RangeIndex(1, len(raw) + 1)
-    return raw.astype(object).fillna("")
+    raw = raw.astype(object).fillna("")
+    raw.attrs["ignored_rows"] = ignored_rows
+    return raw
 
 
 def _read_parquet(p: Path, where: str) -> pd.DataFrame:
@@ -214,32 +242,28 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return p
 
 
-def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
-    """Refuse an output folder that cannot be written, before any work is done.
-
-    ``out`` may not exist yet (its parent is created). An existing file is refused; an
-    existing non-empty folder is refused unless ``overwrite``.
-    """
-    p = Path(out)
-    where = str(out)
-    if p.exists() and not p.is_dir():
-        raise InputError(
-            "exists and is a file, not a folder.",
-            file=where,
-            fix="give --out a folder path (it is created if missing).",
-        )
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise InputError(
-            "the output folder exists and is not empty.",
-            file=where,
-            fix="choose a new folder, or pass --overwrite to replace it as a whole.",
-        )
-    probe_output_folder(p)
-    return p
+def check_output_folder(
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    command: str = "import-nonmem",
+    inputs: Iterable[str | Path | None] = (),
+) -> Path:
+    """Refuse an output folder of a data command before any work is done: the
+    output-folder contract of :func:`carthema.data.atomic.check_out_folder` (a file, a
+    folder holding the ``inputs``, a non-empty folder that is not ``command``'s own
+    earlier output unless ``overwrite``, a place that cannot be written). ``out`` may
+    not exist yet (its parent is created)."""
+    return check_out_folder(out, command, overwrite=overwrite, inputs=inputs)
 
 
 def write_folder_atomically(
-    out: str | Path, tables: dict[str, pd.DataFrame], *, overwrite: bool = False
+    out: str | Path,
+    tables: dict[str, pd.DataFrame],
+    *,
+    overwrite: bool = False,
+    command: str = "import-nonmem",
+    inputs: Iterable[str | Path | None] = (),
 ) -> list[Path]:
     """Write ``tables`` (file name -> table) as the folder ``out``, whole or not at all.
 
@@ -248,10 +272,10 @@ def write_folder_atomically(
     what is written is exactly what carthema reads); then the temporary folder is
     swapped in (:func:`carthema.data.atomic.swap_folder`). With ``overwrite`` an existing
     ``out`` is replaced as a whole, so no file of an earlier run survives beside the new
-    ones. Returns the paths written.
+    ones; the folder's ``run.json`` names ``command``. Returns the paths written.
     """
-    target = check_output_folder(out, overwrite=overwrite)
-    with swap_folder(target) as tmp:
+    target = check_output_folder(out, overwrite=overwrite, command=command, inputs=inputs)
+    with swap_folder(target, command) as tmp:
         for name, df in tables.items():
             write_table(df, tmp / name)
             readers = {"observations.csv": read_observations, "events.csv": read_events}

@@ -51,14 +51,25 @@ defines it: the *other* end of a censored interval, which for a below-limit row 
 empty); a positive LIMIT (interval censoring) is refused, and LIMIT without CENS is
 refused as ambiguous (rename it LLOQ if it holds the quantification limit).
 
-Other columns (covariates such as WT) are not imported; their names are listed in
+Records that are not data, as NONMEM reads them: IGNORE=# (the default: a record whose
+first character is ``#``) and IGNORE=C when the first column is named ``C`` (a record
+whose first field starts with C); other characters with ``ignore`` (``--ignore``).
+They are listed in ``observations.attrs["nonmem_skipped_rows"]``.
+
+Day 0 is the first CAR-T infusion: a first ``cart_infusion`` record not at TIME 0 is
+refused unless ``time_zero`` (``--time-zero``) says where day 0 is.
+
+Other columns (covariates such as WT) are carried as a per-patient table, each
+patient's first non-missing value (a covariate that changes within a patient is noted):
+``observations.attrs["nonmem_covariates"]``, written as ``covariates.csv`` in the format
+``fit-population --covariates`` reads. Their names are in
 ``observations.attrs["nonmem_ignored_columns"]``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -214,6 +225,51 @@ def check_cmt_map(mapping: object, source: str = "cmt_map") -> dict[int, Spec]:
     return out
 
 
+def check_time_zero(time_zero: float | None) -> None:
+    """Refuse a ``--time-zero`` that is not a finite number (nan, inf)."""
+    if time_zero is not None and not np.isfinite(time_zero):
+        raise InputError(
+            f"--time-zero {time_zero} is not a finite number.",
+            fix="give the TIME of the first CAR-T infusion (e.g. --time-zero 5), or leave "
+            "--time-zero out when the CAR-T infusion is at TIME 0.",
+        )
+
+
+def _ignore_marks(path: str | Path, extra: str | Iterable[str]) -> tuple[str, ...]:
+    """The IGNORE characters: NONMEM's default ``#``, ``C`` when the first column of
+    the file is named C (the data set's own comment flag), and ``extra``."""
+    marks = ["#"]
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            head = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        head = ""  # Parquet, or unreadable: read_table_text says so
+    first = head.split(",")[0].split("\t")[0].strip().strip('"').upper()
+    if first == "C":
+        marks.append("C")
+    for m in [extra] if isinstance(extra, str) else extra:
+        if len(m) != 1 or m.isspace() or m in ",;":
+            raise InputError(
+                f"--ignore '{m}' is not one character.",
+                fix="give the character that starts a record to ignore, e.g. --ignore C "
+                "(NONMEM's IGNORE=C) or --ignore @ (records starting with a letter or @).",
+            )
+        if m not in marks:
+            marks.append(m)
+    return tuple(marks)
+
+
+def _ignored(line: str, marks: tuple[str, ...]) -> bool:
+    """Whether a record is ignored under NONMEM's IGNORE=c for ``c`` in ``marks``: its
+    first character is c (``@``: its first non-blank character is a letter or @)."""
+    head = line.lstrip()
+    if not head:
+        return False
+    if "@" in marks and (head[0].isalpha() or head[0] == "@"):
+        return True
+    return line[:1] in marks or head[0] in marks
+
+
 def _spec(value: Spec) -> dict[str, object]:
     return {"name": value} if isinstance(value, str) else dict(value)
 
@@ -229,7 +285,8 @@ def read_nonmem(
     *,
     dose_map: Mapping[int, Spec] | None = None,
     time_unit: Literal["day", "hour"] = "day",
-    time_zero: float = 0.0,
+    time_zero: float | None = None,
+    ignore: str | Iterable[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Import a NONMEM-style data set as (observations, events) in canonical units.
 
@@ -247,20 +304,43 @@ def read_nonmem(
     time_unit:
         Unit of TIME: ``"day"`` or ``"hour"`` (divided by 24).
     time_zero:
-        The TIME of the first CAR-T infusion (day 0), in ``time_unit``.
+        The TIME of the first CAR-T infusion (day 0), in ``time_unit``. Without it, a
+        data set whose first CAR-T infusion is not at TIME 0 is refused (days would be
+        counted from the wrong origin); with it, an ID whose first CAR-T infusion is not
+        then is listed in ``observations.attrs["nonmem_notes"]``.
+    ignore:
+        Characters that mark records to ignore, besides NONMEM's default ``#`` and
+        ``C`` when the first column is named C (NONMEM's IGNORE=c: a record whose first
+        character is c is not data; ``@`` ignores records whose first non-blank
+        character is a letter or @). Ignored records are listed in
+        ``observations.attrs["nonmem_skipped_rows"]``.
 
     Returns
     -------
     (observations, events), validated exactly like :func:`read_observations` and
-    :func:`read_events`; an empty events table if the file has no dose records.
+    :func:`read_events`; an empty events table if the file has no dose records. The
+    other columns (covariates such as WT) are in ``observations.attrs
+    ["nonmem_covariates"]``: one row per patient (see :func:`covariate_table`).
     """
     where = str(path)
     cmt_map = check_cmt_map(cmt_map, "cmt_map")
     if dose_map is not None:
         dose_map = check_cmt_map(dose_map, "dose_map")
-    text = read_table_text(path)
+    check_time_zero(time_zero)
+    marks = _ignore_marks(path, ignore)
+    text = read_table_text(path, ignore_line=lambda line: _ignored(line, marks))
+    dropped = list(text.attrs.get("ignored_rows", []))
     text.columns = [str(c).strip().upper() for c in text.columns]
-    ignored = [c for c in text.columns if c not in NONMEM_COLUMNS]
+    if len(text.columns):  # Parquet, or a CSV whose first field is quoted
+        first = text.iloc[:, 0].astype(str).map(lambda v: _ignored(v.strip('"'), marks))
+        for r in text.index[first.to_numpy(dtype=bool)]:
+            text.loc[r, :] = ""
+            dropped.append(int(r))
+    skipped: list[tuple[int, str]] = [
+        (r, f"IGNORE={'/'.join(marks)}: a comment record, not data") for r in sorted(dropped)
+    ]
+    not_data = {"C"} if text.columns[0] == "C" else set()
+    ignored = [c for c in text.columns if c not in NONMEM_COLUMNS and c not in not_data]
 
     def fail(row: int | None, column: str | None, problem: str, fix: str) -> None:
         raise InputError(problem, file=where, row=row, column=column, fix=fix)
@@ -383,7 +463,7 @@ def read_nonmem(
             "sort each ID's records by TIME.",
         )
 
-    day = (time - time_zero) / (24.0 if time_unit == "hour" else 1.0)
+    day = (time - (time_zero or 0.0)) / (24.0 if time_unit == "hour" else 1.0)
     flags = [c for c in FLAG_COLUMNS if c in text.columns]
     if len(flags) > 1:
         fail(
@@ -455,7 +535,6 @@ def read_nonmem(
     obs_index: list[int] = []
     ev_rows: list[dict[str, object]] = []
     ev_index: list[int] = []
-    skipped: list[tuple[int, str]] = []
     for r in text.index:
         e = int(evid.loc[r])
         c = int(cmt.loc[r]) if not np.isnan(cmt.loc[r]) else None
@@ -540,6 +619,15 @@ def read_nonmem(
             if has_lloq and not np.isnan(lloq_col.loc[r])
             else spec.get("lloq", np.nan)
         )
+        if below and has_blq and not np.isnan(float(lloq)) and dv.loc[r] > float(lloq):
+            fail(
+                int(r),
+                "DV",
+                f"{flag_name}=1 marks the record as below the limit, but DV {dv.loc[r]:g} is "
+                f"above its limit {float(lloq):g} (a quantified value would be discarded).",
+                f"set {flag_name}=0 if DV {dv.loc[r]:g} was measured, or write the limit "
+                f"(or 0) in DV if it was below {float(lloq):g}.",
+            )
         if below and np.isnan(float(lloq)):
             if not np.isnan(dv.loc[r]) and dv.loc[r] > 0:
                 # Monolix/M3 coding: a censored row carries the limit in DV
@@ -571,16 +659,48 @@ def read_nonmem(
 
     # doses first: a dose error is reported even in a data set without observations
     if ev_rows:
-        ev_text = _text_frame(ev_rows, ev_index)
-        ev = _remap(lambda: validate_events_text(ev_text, where), _EVENT_COLUMN)
+        # ADDL expands one record into several events: validate them under unique row
+        # numbers and name the record (and which dose of it) in an error
+        ev_text = _text_frame(ev_rows, range(1, len(ev_rows) + 1))
+        ev = _remap(lambda: validate_events_text(ev_text, where), _EVENT_COLUMN, ev_index)
     else:
         ev = _empty_events()
+    # Day 0 is the first CAR-T infusion: a data set whose TIME counts from elsewhere would
+    # silently shift every day.
+    first_cart: dict[str, int] = {}
+    for rec, r in zip(ev_rows, ev_index, strict=True):
+        if rec["kind"] == "cart_infusion":
+            first_cart.setdefault(str(rec["patient"]), r)
+    for p_id, r in first_cart.items():
+        d0 = float(day.loc[r])
+        if d0 == 0.0:
+            continue
+        unit = "hours" if time_unit == "hour" else "days"
+        if time_zero is None:
+            fail(
+                r,
+                "TIME",
+                f"the first CAR-T infusion of ID {p_id} is at TIME {time.loc[r]:g}, not 0; "
+                "carthema counts days from the CAR-T infusion (day 0).",
+                f"pass --time-zero {time.loc[r]:g} (time_zero=) if TIME counts from another "
+                "origin, or shift each ID's TIME so that its CAR-T infusion is at 0.",
+            )
+        notes.append(
+            (
+                r,
+                f"first CAR-T infusion not at day 0 after --time-zero (ID {p_id}: "
+                f"{d0:g} days; TIME in {unit})",
+            )  # fmt: skip
+        )
     if not obs_rows:
         fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
     obs_text = _text_frame(obs_rows, obs_index)
     obs = _remap(
         lambda: validate_observations_text(obs_text, where), {**_OBS_COLUMN, "blq": flag_name}
     )
+    covariates, changing = _covariates(text, patient, ignored)
+    notes.extend(changing)
+    obs.attrs["nonmem_covariates"] = covariates
     obs.attrs["nonmem_ignored_columns"] = ignored
     obs.attrs["nonmem_skipped_rows"] = skipped
     obs.attrs["nonmem_notes"] = notes
@@ -588,22 +708,61 @@ def read_nonmem(
     return obs, ev
 
 
+def _covariates(
+    text: pd.DataFrame, patient: pd.Series, columns: list[str]
+) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    """One row per patient (``patient`` and one text column per covariate column: the
+    format ``fit-population --covariates`` reads), each patient's first non-missing
+    value; and a note for each covariate that changes within a patient (the table holds
+    the first, baseline value)."""
+    if not columns:
+        return pd.DataFrame({"patient": pd.Series([], dtype=str)}), []
+    vals = text[columns].astype(str).apply(lambda c: c.str.strip())
+    vals = vals.where(~vals.apply(lambda c: c.str.lower().isin(MISSING_MARKERS)))
+    vals.insert(0, "patient", patient.to_numpy())
+    grouped = vals.groupby("patient", sort=False)
+    table = grouped.first().reset_index().fillna("")
+    notes: list[tuple[int, str]] = []
+    counts = grouped.nunique()
+    for c in columns:
+        for p_id in counts.index[counts[c] > 1]:
+            mine = vals.loc[vals["patient"] == p_id, c].dropna()
+            r = int(mine.index[(mine != mine.iloc[0]).to_numpy()][0])
+            notes.append(
+                (
+                    r,
+                    f"covariate {c} changes within ID {p_id}; covariates.csv holds the "
+                    "first (baseline) value",
+                )  # fmt: skip
+            )
+    return table, notes
+
+
 def _text_frame(rows: list[dict[str, object]], index: list[int]) -> pd.DataFrame:
     return to_text_frame(pd.DataFrame(rows), rows=index)
 
 
-def _remap(call, columns: Mapping[str, str]) -> pd.DataFrame:
-    """Run a validator; name the NONMEM column (DV, TIME, CMT ...) in its error."""
+def _remap(call, columns: Mapping[str, str], records: list[int] | None = None) -> pd.DataFrame:
+    """Run a validator; name the NONMEM column (DV, TIME, CMT ...) in its error, and
+    the record (``records``: validated row k -> record number) of the row."""
     try:
-        return call()
+        out = call()
     except InputError as exc:
         col = columns.get(exc.column or "", exc.column)
         fix = exc.fix
+        row = exc.row
+        problem = exc.problem
+        if records is not None and row is not None and 1 <= row <= len(records):
+            row = records[row - 1]
+            nth = records[: exc.row].count(row)
+            if records.count(row) > 1:
+                problem = f"{problem} (dose {nth} of {records.count(row)} from ADDL)"
         if exc.column == "day" and "20 years" in exc.problem:
             fix = f"{fix} If TIME is in hours, import with time_unit='hour' (--time-unit hour)."
         if col == "CMT" and exc.column in _FROM_MAP:
-            fix = f"give '{exc.column}' for this CMT in cmt_map ({exc.fix})"
-        raise InputError(exc.problem, file=exc.file, row=exc.row, column=col, fix=fix) from None
+            fix = f"give '{exc.column}' for this CMT in cmt_map (--cmt-map) ({exc.fix})"
+        raise InputError(problem, file=exc.file, row=row, column=col, fix=fix) from None
+    return out
 
 
 def _empty_events() -> pd.DataFrame:
@@ -633,6 +792,7 @@ class NonmemImport:
     notes: list[tuple[int, str]]
     ignored_columns: list[str]
     dose_records: int
+    covariates: pd.DataFrame | None = None
 
     def lines(self, examples: int = 5) -> list[str]:
         """The report, one line per reason: count and example rows."""
@@ -657,8 +817,8 @@ class NonmemImport:
                     out.append(f"note: {len(rows)} {label}: {reason} ({label} {shown}{more})")
         if self.ignored_columns:
             out.append(
-                f"ignored {len(self.ignored_columns)} column(s): "
-                f"{', '.join(self.ignored_columns)} (carthema imports no covariates)"
+                f"covariates: {', '.join(self.ignored_columns)} -> covariates.csv (one row "
+                "per patient, each patient's first value; fit-population --covariates)"
             )
         if ev.empty:
             out.append("note: no dose records, so no events.csv (fit needs an events table)")
@@ -698,8 +858,10 @@ def import_nonmem(
     *,
     dose_map: Mapping[int, Spec] | None = None,
     time_unit: Literal["day", "hour"] = "day",
-    time_zero: float = 0.0,
+    time_zero: float | None = None,
+    ignore: str | Iterable[str] = (),
     overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> NonmemImport:
     """Import a NONMEM data set and write ``out/observations.csv`` and ``out/events.csv``.
 
@@ -707,16 +869,21 @@ def import_nonmem(
     and ``fit``. ``out`` is written whole or not at all: the files go to a temporary
     folder beside it, are read back through the same validation, and the folder is
     then renamed into place. An existing non-empty ``out`` is refused unless
-    ``overwrite``; then it is replaced as a whole (no stale file survives).
+    ``overwrite``; then it is replaced as a whole (no stale file survives); a folder
+    holding ``path`` or one of ``inputs`` (the maps) is never replaced.
     """
-    target = check_output_folder(out, overwrite=overwrite)
+    inputs = (path, *inputs)
+    target = check_output_folder(out, overwrite=overwrite, inputs=inputs)
     obs, ev = read_nonmem(
-        path, cmt_map, dose_map=dose_map, time_unit=time_unit, time_zero=time_zero
+        path, cmt_map, dose_map=dose_map, time_unit=time_unit, time_zero=time_zero, ignore=ignore
     )
     tables = {"observations.csv": obs}
     if not ev.empty:
         tables["events.csv"] = ev
-    files = write_folder_atomically(target, tables, overwrite=overwrite)
+    covariates = obs.attrs.get("nonmem_covariates")
+    if covariates is not None and len(covariates.columns) > 1:
+        tables["covariates.csv"] = covariates
+    files = write_folder_atomically(target, tables, overwrite=overwrite, inputs=inputs)
     return NonmemImport(
         source=str(path),
         out=target,
@@ -727,4 +894,5 @@ def import_nonmem(
         notes=list(obs.attrs.get("nonmem_notes", [])),
         ignored_columns=list(obs.attrs.get("nonmem_ignored_columns", [])),
         dose_records=int(obs.attrs.get("nonmem_dose_records", 0)),
+        covariates=covariates,
     )

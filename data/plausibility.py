@@ -276,6 +276,58 @@ def out_of_range(
     return problem, fix
 
 
+# The boost day of a prediction (predict-boost --day).
+BOOST_DAY_LIMIT = 730.0
+BOOST_DAY_REASON = (
+    "a boost day more than 2 years after CAR-T: the calibrated population describes "
+    "the first year after the infusion, and each prediction simulates every day up to "
+    "the boost for thousands of virtual patients"
+)
+
+# The ANC (G/L) that a run of neutropenic days ending on the boost day contradicts, and
+# the shortest such run (days) that is checked: ANC < 0.5 G/L for a week does not turn
+# into >= 1 G/L on the day the run ends without G-CSF or a mistake.
+RECOVERED_ANC = 1.0
+NEUTROPENIA_RUN_DAYS = 7.0
+
+
+def check_option_value(
+    option: str,
+    value: float | None,
+    rng: Range,
+    *,
+    candidates: tuple[str, ...] = (),
+    what: str = "",
+) -> float | None:
+    """Refuse a command-line number outside ``rng`` (the same ranges as for files), one
+    line naming the option, the range's reason and the likely fix (the unit that would
+    make the value plausible, among ``candidates``); None passes through.
+
+    ``value`` is in ``rng.unit``; ``what`` describes it in the message."""
+    from carthema.data.errors import InputError
+
+    if value is None:
+        return None
+    v = float(value)
+    label = f"{option} {value:g}" + (f" ({what})" if what else "")
+    if not math.isfinite(v):
+        raise InputError(f"{label} is not a finite number.", fix=f"give {option} a number.")
+    if rng.contains(v):
+        return v
+    problem, fix = out_of_range(option, v, rng.unit, v, rng, list(candidates))
+    fix = fix.replace("the unit of this row", f"{option}")
+    if candidates:
+        alt = likely_unit(v, rng.unit, rng, list(candidates))
+        if alt is not None:
+            base = U.parse_unit(rng.unit)
+            as_canon = v * U.parse_unit(alt).factor / base.factor
+            fix = (
+                f"{v:g} looks like {alt} (= {as_canon:g} {rng.unit}); give {option} in "
+                f"{rng.unit}: {option} {as_canon:g}."
+            )
+    raise InputError(problem, fix=fix)
+
+
 def describe() -> str:
     """The ranges as a plain-text table."""
     lines = ["analyte / event kind        low          high         unit  -- reason"]

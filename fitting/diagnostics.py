@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import arviz as az
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .priors import RESIDUALS
 
@@ -179,7 +180,8 @@ def diagnose(idata, method: str, extra_warnings: list[str] | None = None) -> Dia
     if div > 0:
         warnings.append(
             f"{div} divergent transition(s): the sampler met curvature it could not follow "
-            "and the posterior may be biased there; raise target_accept or reparameterise"
+            "and the posterior may be biased there; raise --target-accept (e.g. 0.95; "
+            "target_accept in Python) or reparameterise"
         )
     if np.isfinite(ebfmi) and ebfmi < EBFMI_MIN:
         warnings.append(
@@ -233,7 +235,8 @@ def summary_table(
     """One row per free parameter and residual SD.
 
     Columns: name, kind, unit, prior_median, prior_sd_log, prior_q05, prior_q95, mean,
-    sd, median, q05, q95, post_sd_log, sd_ratio (posterior SD / prior SD), information
+    sd, median, q05, q95, rse_pct (100 x sd / median: the relative standard error, %),
+    post_sd_log, sd_ratio (posterior SD / prior SD), information
     (1 - sd_ratio: how much the data inform it), ess_bulk, ess_tail, r_hat, [true,
     true_in_90], source.
     """
@@ -306,12 +309,16 @@ def summary_table(
 
 def _moments(x: np.ndarray) -> dict:
     x = np.ravel(x)
+    med = float(np.median(x))
+    sd = float(np.std(x))
     return {
         "mean": float(np.mean(x)),
-        "sd": float(np.std(x)),
-        "median": float(np.median(x)),
+        "sd": sd,
+        "median": med,
         "q05": float(np.quantile(x, 0.05)),
         "q95": float(np.quantile(x, 0.95)),
+        # Relative standard error (%): posterior SD / posterior median, natural scale.
+        "rse_pct": 100.0 * sd / abs(med) if med else np.nan,
     }
 
 
@@ -564,3 +571,89 @@ def predictive_checks(result, *, n_draws: int = 200, seed: int = 0) -> pd.DataFr
             "pit": pit,
         }
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Records pharmacometricians expect: pointwise log-likelihood, -2LL, AIC/BIC, RSE, correlation
+# ---------------------------------------------------------------------------------------
+def pointwise_loglik(fm, log_params: np.ndarray, sigma: dict[str, np.ndarray]) -> np.ndarray:
+    """Log-likelihood of every used observation (censored ones with their M3 term) for
+    each row of ``log_params`` (k, n_free), residual SDs ``sigma`` by analyte (k,):
+    (k, n_obs), the terms :mod:`carthema.fitting.likelihood` sums. A draw whose solve
+    fails gets -inf on every observation (a rejected draw)."""
+    from .likelihood import loglik_numpy
+    from .predict import trajectories
+
+    data = fm.data
+    rows = data.rows.reset_index(drop=True)
+    status, traj = trajectories(fm, log_params, np.asarray(data.times, dtype=float))
+    ti, oi = rows["t_idx"].to_numpy(int), rows["o_idx"].to_numpy(int)
+    analytes = rows["observable"].astype(str).to_numpy()
+    out = np.full((log_params.shape[0], len(rows)), -np.inf)
+    for k in np.flatnonzero(status == 0):
+        sd = np.array([sigma[a][k] for a in analytes], dtype=float)
+        out[k] = loglik_numpy(traj[k, ti, oi], sd, data)
+    return out
+
+
+def log_likelihood_group(fm, idata) -> xr.Dataset:
+    """The ``log_likelihood`` group of a fit's InferenceData: ``y`` (chain, draw,
+    observation), one entry per used observation, so that ``az.loo`` and
+    ``az.compare`` work on ``posterior.nc``."""
+    from .predict import draw_matrix, sigma_draws
+
+    post = idata.posterior
+    n_chain, n_draw = int(post.sizes["chain"]), int(post.sizes["draw"])
+    lp, idx = draw_matrix(idata)
+    ll = pointwise_loglik(fm, lp, sigma_draws(fm, idata, idx))
+    return xr.Dataset(
+        {"y": (("chain", "draw", "observation"), ll.reshape(n_chain, n_draw, -1))},
+        coords={
+            "chain": post["chain"].values,
+            "draw": post["draw"].values,
+            "observation": np.arange(ll.shape[1]),
+        },
+    )
+
+
+def map_criteria(fm, map_res) -> dict:
+    """-2 log-likelihood at the MAP point and AIC / BIC from it (k = free parameters +
+    free residual SDs, n = used observations, censored ones included). The MAP is the
+    posterior mode (priors included), not the maximum-likelihood estimate, so these are
+    the likelihood's values at the MAP: compare them between fits of the same data."""
+    point = map_res.point(map_res.x)
+    theta = np.asarray(fm.prior_mu + fm.prior_sd * point["z"], dtype=float)[None, :]
+    sigma = {a: np.array([v]) for a, v in fm.sigma_fixed.items()}
+    if fm.sigma_free:
+        for j, a in enumerate(fm.sigma_free):
+            sigma[a] = np.exp(np.atleast_1d(point["sigma_log__"])[j : j + 1])
+    ll = float(pointwise_loglik(fm, theta, sigma).sum())
+    k = len(fm.free) + len(fm.sigma_free)
+    n = int(fm.data.n)
+    m2ll = -2.0 * ll
+    return {
+        "minus_2ll": m2ll,
+        "aic": m2ll + 2.0 * k,
+        "bic": m2ll + k * float(np.log(n)),
+        "n_parameters": k,
+        "n_observations": n,
+        "note": "at the MAP (posterior mode, priors included), not the maximum-likelihood "
+        "estimate; the log-likelihood of the transformed values (log scale for counts)",
+    }
+
+
+def correlation(idata) -> pd.DataFrame:
+    """Correlation matrix of the estimated quantities over the posterior draws (Laplace
+    draws for MAP fits: the Laplace approximation's correlation): log parameters and log
+    residual SDs, named as in summary.csv."""
+    post = idata.posterior
+    lp = post["log_params"].values.reshape(-1, post.sizes["param"])
+    cols = [str(p) for p in post["param"].values]
+    mats = [lp]
+    if "sigma" in post:
+        mats.append(np.log(post["sigma"].values.reshape(-1, post.sizes["analyte"])))
+        cols += [f"sigma_{a}" for a in post["analyte"].values]
+    X = np.concatenate(mats, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.corrcoef(X, rowvar=False) if X.shape[0] > 1 else np.full((X.shape[1],) * 2, np.nan)
+    return pd.DataFrame(np.atleast_2d(c), index=cols, columns=cols)

@@ -2,9 +2,9 @@
 
 A fit folder holds ``posterior.nc`` (ArviZ InferenceData), ``fit.json`` (patient, model,
 free parameters, values of the fixed ones, settings, diagnostics), the patient's
-``events.csv`` and ``observations.csv``, ``summary.csv`` and ``fit.png``. What is read
-back is what prediction needs: full parameter vectors (natural scale) for the posterior
-draws, the events and the observations.
+``events.csv`` and ``observations.csv``, ``summary.csv``, ``run.json`` and
+``ipred.png``. What is read back is what prediction needs: full parameter vectors
+(natural scale) for the posterior draws, the events and the observations.
 """
 
 from __future__ import annotations
@@ -83,31 +83,68 @@ class FitFolder:
         return P
 
 
+#: Significant digits of the numbers in the CSV files a fit writes.
+CSV_DIGITS = 6
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, digits: int = CSV_DIGITS) -> Path:
+    """``df`` as CSV for people and programs alike: numbers to ``digits`` significant
+    digits, yes/no columns as ``true``/``false``, missing values empty."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype == bool or (s.dtype == object and s.dropna().map(type).eq(bool).all()
+                               and s.notna().any()):  # fmt: skip
+            out[col] = s.map(lambda v: "" if v is None or v != v else ("true" if v else "false"))
+        elif pd.api.types.is_float_dtype(s):
+            out[col] = s.map(lambda v: "" if v != v else float(f"{v:.{digits}g}"))
+    out.to_csv(path, index=False)
+    return Path(path)
+
+
 def write_result_folder(
-    out: str | Path, files: Mapping[str, tuple[str, Callable[[Path], object]]]
+    out: str | Path,
+    files: Mapping[str, tuple[str, Callable[[Path], object]]],
+    command: str | None = None,
+    *,
+    record: Mapping | None = None,
 ) -> dict[str, Path]:
     """Write a result folder whole or not at all: every file under a temporary folder beside
     ``out``, swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
     ``out`` held before is replaced as a whole, so no stale file survives.
 
     ``files``: key -> (file name, ``writer(path)``), written in order (put a marker file
-    last). Returns key -> final path. Used by every fit result's ``save``."""
+    last). ``command`` (the CLI command the folder belongs to) and ``record`` (the run
+    record, :mod:`carthema.data.runrecord`; one without inputs is made when not given)
+    leave its ``run.json``. Returns key -> final path. Used by every fit result's
+    ``save``."""
     from ..data.atomic import swap_folder
+    from ..data.runrecord import RUN_JSON, run_record
 
     out = Path(out)
-    with swap_folder(out) as tmp:
+    record = record if record is not None else run_record()
+    with swap_folder(out, command, record=record) as tmp:
         for name, write in files.values():
             write(tmp / name)
-    return {key: out / name for key, (name, _) in files.items()}
+    return {"run": out / RUN_JSON, **{key: out / name for key, (name, _) in files.items()}}
 
 
-def check_fit_out(out: str | Path, patient: str | None = None, *, overwrite: bool = False):
-    """Refuse ``--out`` of ``carthema fit`` before any work: a file, a place that cannot
-    be written, or a non-empty folder that is not a fit folder of ``patient`` (a refit of
-    the same patient replaces its folder as a whole; ``overwrite`` allows any folder)."""
-    from ..data.atomic import probe_output_folder
+def check_fit_out(
+    out: str | Path,
+    patient: str | None = None,
+    *,
+    overwrite: bool = False,
+    inputs: tuple[str | Path | None, ...] = (),
+):
+    """Refuse ``--out`` of ``carthema fit`` before any work: the output-folder contract
+    (:func:`carthema.data.atomic.check_out_folder`: a file, a folder holding the
+    ``inputs``, a place that cannot be written, a non-empty folder that is not a fit
+    folder), then a fit folder of another patient than ``patient`` (a refit of the same
+    patient replaces its folder as a whole; ``overwrite`` allows any folder but an
+    input)."""
+    from ..data.atomic import check_out_folder
 
-    p = probe_output_folder(out)
+    p = check_out_folder(out, "fit", overwrite=overwrite, inputs=inputs, own_markers=("fit.json",))
     if overwrite or not p.is_dir() or not any(p.iterdir()):
         return p
     again = "choose a new --out folder, or pass --overwrite to replace it as a whole"

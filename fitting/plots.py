@@ -1,4 +1,5 @@
-"""Plot of a fit: each observed analyte with posterior predictive median and bands."""
+"""Plots of a fit: the individual posterior predictive of each observed analyte
+(``ipred.png``) and the goodness-of-fit panels (``diagnostics.png``)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,22 @@ _LABEL = {
     "chimerism_cd15": "myeloid donor chimerism (%)",
 }
 _EVENT_STYLE = {
+    "lymphodepletion": ("tab:purple", "lymphodepletion"),
     "cart_infusion": ("tab:red", "CAR-T"),
     "stem_cell_boost": ("tab:green", "stem-cell boost"),
 }
+#: Thresholds drawn on count panels (G/L): severe neutropenia and thrombocytopenia.
+_THRESHOLD = {"anc": 0.5, "platelets": 20.0}
 
 
 def plot_fit(result, path: str | Path | None = None, *, n_draws: int = 200, seed: int = 0):
-    """Figure with one panel per observed analyte.
+    """The individual posterior predictive of a fit, one panel per observed analyte.
 
-    Posterior predictive median (line), 50 % and 90 % bands (shaded), observations
-    (filled dots) and below-limit observations as open markers at their limit. A panel
-    uses a log y-axis when the analyte spans more than :data:`LOG_DECADES` decades.
+    This patient's posterior predictive median (line), 50 % and 90 % bands (shaded),
+    observations (filled dots) and below-limit observations as open markers at their
+    limit; 0.5 G/L (ANC) and 20 G/L (platelets) lines; lymphodepletion, CAR-T and boost
+    days (dashed lines), G-CSF periods (shaded) and platelet transfusions (ticks). A
+    panel uses a log y-axis when the analyte spans more than :data:`LOG_DECADES` decades.
     Writes a PNG when ``path`` is given; returns the figure.
     """
     import matplotlib
@@ -86,14 +92,27 @@ def plot_fit(result, path: str | Path | None = None, *, n_draws: int = 200, seed
                 days = sorted(set(ev.loc[ev["kind"] == kind, "day"].astype(float)))
                 for i, d in enumerate(days):
                     ax.axvline(d, color=color, lw=0.8, ls="--", label=label if i == 0 else None)
+            g = ev[ev["kind"] == "gcsf"]
+            for i, (d, dur) in enumerate(zip(g["day"], g["duration"], strict=True)):
+                dur = float(dur) if dur == dur else 1.0
+                ax.axvspan(float(d), float(d) + dur, color="tab:orange", alpha=0.1, lw=0,
+                           label="G-CSF" if i == 0 else None)  # fmt: skip
+            if a == "platelets":
+                tr = ev.loc[ev["kind"] == "platelet_transfusion", "day"].astype(float)
+                if len(tr):
+                    ax.plot(tr, np.full(len(tr), 0.02), "|", ms=12, mew=1.5,
+                            color="tab:orange", transform=ax.get_xaxis_transform(),
+                            label="platelet transfusion")  # fmt: skip
+        if a in _THRESHOLD:
+            ax.axhline(_THRESHOLD[a], color="tab:red", ls=":", lw=1,
+                       label=f"{_THRESHOLD[a]:g} G/L")  # fmt: skip
         ax.set_title(_LABEL.get(a, a), fontsize=10)
         ax.set_xlabel("day since CAR-T")
         ax.grid(alpha=0.3)
-    if n:
-        axes.ravel()[0].legend(fontsize=7, loc="best")
+        ax.legend(fontsize=6, loc="best")
     fig.suptitle(
-        f"patient {data.patient}: {result.sampler} fit of the '{fm.model.name}' model "
-        "(visual predictive check: median, 50 % and 90 % posterior predictive bands)",
+        f"Patient {data.patient}: individual posterior predictive ({result.sampler} fit, "
+        f"{fm.model.name} model): median, 50 % and 90 % bands",
         fontsize=10,
     )
     fig.tight_layout()
@@ -118,12 +137,17 @@ def plot_diagnostics(checks, path: str | Path | None = None, *, title: str = "")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
     analytes = list(dict.fromkeys(checks["analyte"]))
     colors = {a: f"C{i % 10}" for i, a in enumerate(analytes)}
+    every = checks["limit"].where(checks["censored"], checks["observed"]).to_numpy(float)
+    every = every[np.isfinite(every) & (every > 0)]
+    # Predictions far below every observation (a PRED of 1e-43 before the CAR-T
+    # expansion) are drawn at this floor, so the axes span the data, not 50 decades.
+    floor = every.min() / 100.0 if every.size else 1e-6
     for ax, col, label in ((axes[0, 0], "pred", "PRED"), (axes[0, 1], "ipred", "IPRED")):
         lo, hi = np.inf, 0.0
         for a in analytes:
             g = checks[checks["analyte"] == a]
             obs = g["limit"].where(g["censored"], g["observed"]).to_numpy(float)
-            x = g[col].to_numpy(float)
+            x = np.maximum(g[col].to_numpy(float), floor)
             ok = np.isfinite(x) & (x > 0) & np.isfinite(obs) & (obs > 0)
             cen = g["censored"].to_numpy(bool)
             ax.plot(x[ok & ~cen], obs[ok & ~cen], "o", ms=4, color=colors[a], label=a)
@@ -135,7 +159,10 @@ def plot_diagnostics(checks, path: str | Path | None = None, *, title: str = "")
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax.set_xlabel(f"{label} (population)" if col == "pred" else f"{label} (individual)")
+        ax.set_xlabel(
+            (f"{label} (population)" if col == "pred" else f"{label} (individual)")
+            + f"; below {floor:.2g} drawn at {floor:.2g}"
+        )
         ax.set_ylabel("observed")
         ax.set_title(f"observed vs {label}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -174,7 +201,7 @@ def plot_diagnostics(checks, path: str | Path | None = None, *, title: str = "")
     ax.set_ylabel("PIT quantile")
     ax.set_title("PIT against uniform", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.suptitle(title or "goodness of fit", fontsize=10)
+    fig.suptitle(title or "Goodness of fit", fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)

@@ -287,4 +287,5 @@ class PopulationResult:
                     lambda p: self.shrinkage().to_csv(p, index=False),
                 ),
             },
+            "fit-population",
         )

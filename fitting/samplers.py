@@ -28,7 +28,6 @@ Seeds: every random choice (MAP restarts, jitter, sampler) derives from ``seed``
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..data.jsonsafe import dumps
 from ..models.model import get_model
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
@@ -46,9 +46,12 @@ from .compiled import logp_grad, nutpie_model
 from .data import prepare_patient
 from .diagnostics import (
     Diagnostics,
+    correlation,
     diagnose,
     fit_warnings,
     information_lines,
+    log_likelihood_group,
+    map_criteria,
     pit_line,
     pit_summary,
     predictive_checks,
@@ -56,7 +59,7 @@ from .diagnostics import (
     timing_line,
     trust_lines,
 )
-from .fitdir import write_result_folder
+from .fitdir import write_csv, write_result_folder
 from .laplace import MapResult, find_map, laplace_draws
 from .priors import priors_frame
 from .settings import RunSettings
@@ -176,16 +179,27 @@ class FitResult:
             "diagnostics": self.diagnostics.as_dict(),
             "trust": self.trust(),
             "pit": self.pit(),
+            "criteria": self.criteria(),
+            "correlation": _matrix(correlation(self.idata)),
             "notes": list(fm.data.notes) + list(self.notes),
         }
 
-    def save(self, out: str | Path, *, plot: bool = True) -> dict[str, Path]:
+    def criteria(self) -> dict | None:
+        """-2LL, AIC and BIC at the MAP for MAP fits
+        (:func:`carthema.fitting.diagnostics.map_criteria`); None for NUTS fits, whose
+        ``log_likelihood`` group serves ``az.loo`` instead."""
+        if self.sampler != "map" or self.map is None:
+            return None
+        return map_criteria(self.fit_model, self.map)
+
+    def save(self, out: str | Path, *, plot: bool = True, inputs: Iterable = ()) -> dict[str, Path]:
         """Write the fit folder: ``posterior.nc``, ``summary.csv``, ``priors.csv``,
         ``fit.json`` (:meth:`meta`), the patient's ``events.csv`` and
         ``observations.csv`` (so that ``carthema window`` needs nothing else),
-        ``residuals.csv`` (:meth:`checks`) and, with ``plot``, ``fit.png`` (visual
-        predictive check) and ``diagnostics.png`` (observed vs PRED / IPRED, residuals,
-        PIT).
+        ``residuals.csv`` (:meth:`checks`), ``correlation.csv`` (of the estimates over
+        the draws), ``run.json`` (the run record, with ``inputs``: the files the data
+        came from) and, with ``plot``, ``ipred.png`` (individual posterior predictive)
+        and ``diagnostics.png`` (observed vs PRED / IPRED, residuals, PIT).
 
         The folder is written whole or not at all: under a temporary name beside ``out``,
         swapped in at the end (:func:`carthema.data.atomic.swap_folder`). Whatever ``out``
@@ -193,12 +207,16 @@ class FitResult:
         whole, so no stale file survives a refit."""
         files: dict[str, tuple[str, Callable[[Path], object]]] = {
             "posterior": ("posterior.nc", lambda p: self.idata.to_netcdf(str(p))),
-            "summary": ("summary.csv", lambda p: self.summary().to_csv(p, index=False)),
+            "summary": ("summary.csv", lambda p: write_csv(self.summary(), p)),
             "priors": (
                 "priors.csv",
                 lambda p: priors_frame(self.fit_model.priors).to_csv(p, index=False),
             ),
-            "residuals": ("residuals.csv", lambda p: self.checks().to_csv(p, index=False)),
+            "residuals": ("residuals.csv", lambda p: write_csv(self.checks(), p)),
+            "correlation": (
+                "correlation.csv",
+                lambda p: correlation(self.idata).round(4).to_csv(p, index_label="name"),
+            ),
         }
         tables = {"events": self.events_table, "observations": self.observations_table}
         for key, table in tables.items():
@@ -210,7 +228,7 @@ class FitResult:
         if plot:
             from .plots import plot_diagnostics, plot_fit
 
-            files["plot"] = ("fit.png", lambda p: plot_fit(self, p))
+            files["plot"] = ("ipred.png", lambda p: plot_fit(self, p))
             files["diagnostics"] = (
                 "diagnostics.png",
                 lambda p: plot_diagnostics(
@@ -221,21 +239,20 @@ class FitResult:
             )
         files["meta"] = (
             "fit.json",
-            lambda p: p.write_text(json.dumps(self.meta(), indent=2, default=_json_default)),
+            lambda p: p.write_text(dumps(self.meta()), encoding="utf-8"),
         )
-        return write_result_folder(out, files)
+        from carthema.data.runrecord import run_record
+
+        record = run_record(list(inputs), seed=self.settings.get("seed"), settings=self.settings)
+        return write_result_folder(out, files, "fit", record=record)
+
+
+def _matrix(df: pd.DataFrame) -> dict:
+    return {"names": list(df.columns), "matrix": df.round(4).to_numpy().tolist()}
 
 
 #: Version of the fit-folder layout written by :meth:`FitResult.save`.
 FIT_FORMAT = 1
-
-
-def _json_default(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _observations_group(fm: FitModel) -> xr.Dataset:
@@ -303,6 +320,7 @@ def fit(
     history_days: float = 30.0,
     log: Callable[[str], None] | None = None,
     run: RunSettings | None = None,
+    log_likelihood: bool = True,
     **solver_options,
 ) -> FitResult:
     """Fit one patient's parameters.
@@ -342,6 +360,10 @@ def fit(
         Observations up to this many days before the first event are used.
     log:
         Called with a short status line before each long step (compile, MAP, sampling).
+    log_likelihood:
+        Add the ``log_likelihood`` group (one entry per used observation and draw,
+        censored terms included) so that ``az.loo`` / ``az.compare`` work; one solve per
+        draw.
     run:
         Already validated :class:`~carthema.fitting.settings.RunSettings` (a cohort
         validates once for all its patients); when given, ``sampler``, ``draws``,
@@ -393,6 +415,12 @@ def fit(
     timings["total_s"] = time.perf_counter() - t_start
     timings["grad_evals"] = int(grad_evals)
     idata.add_groups({"carthema_observations": _observations_group(fm)})
+    if log_likelihood:
+        n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+        say(f"pointwise log-likelihood: {data.n} observations x {n_draws} draws (az.loo)")
+        t0 = time.perf_counter()
+        idata.add_groups({"log_likelihood": log_likelihood_group(fm, idata)})
+        timings["loglik_s"] = time.perf_counter() - t0
     idata.posterior.attrs.update(
         {
             "carthema_patient": data.patient,

@@ -23,8 +23,9 @@ from .gencache import (
     equations_source,
     generated_path,
     last_compile,
+    read_generated,
     record_compile,
-    write_generated,
+    write_sealed,
 )
 from .model import Model
 from .numba_backend import event_arrays, load_numba_module
@@ -38,11 +39,9 @@ def numba_model(model: Model) -> ModuleType:
     """Compiled numba module (model functions + solver) for ``model``."""
     key = cache_key("codegen", [equations_source(model)])
     path = generated_path("codegen", model.name, key, ".py.txt")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = numba_source(model)
-        write_generated(path, text)
+    text = read_generated(path)  # None when missing, or damaged (then deleted)
+    if text is None:
+        text = write_sealed(path, numba_source(model))
     mod = load_numba_module(model.name, text)
     if not _machine_code_cached(mod):
         _compile_ahead(mod, model)

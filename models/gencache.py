@@ -26,6 +26,15 @@ numba's on-disk cache index is keyed on the source file's modification time, so
 rewriting identical text would make every new process recompile (minutes for the full
 model).
 
+A damaged cache heals itself, with one line on stderr: a codegen text is sealed
+(:func:`write_sealed`: a first line saying so, a last line holding the SHA-256 of the
+rest) and :func:`read_generated` deletes one whose seal does not match (a write cut
+short, a disk fault), so that it is generated again; a module (``.py``) is compared
+whole with its expected text on every :func:`write_generated`, and numba's cache
+entries beside it (``__pycache__/*.nbi``, ``*.nbc``) that cannot be read back (a
+truncated index or data file) are deleted before the module is imported, so that numba
+compiles afresh instead of failing with an UnpicklingError or EOFError.
+
 :func:`record_compile` and :func:`last_compile` keep the cache's own record of how long
 each compile took on this machine (``compile_times.json`` in the cache folder), so that
 the next cold compile can say what it compiles and how long it took last time.
@@ -38,6 +47,8 @@ import hashlib
 import inspect
 import json
 import os
+import pickle
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,8 +71,10 @@ __all__ = [
     "record_compile",
     "equations_source",
     "generated_path",
+    "read_generated",
     "source_text",
     "write_generated",
+    "write_sealed",
 ]
 
 #: Environment variable that moves the cache (empty = unset).
@@ -158,8 +171,90 @@ def generated_path(kind: str, stem: str, key: str, suffix: str = ".py") -> Path:
 
 def write_generated(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically, creating the folder; a file that already
-    holds exactly ``text`` is left untouched (its mtime is numba's cache key)."""
-    return write_atomic(path, text, unless_same=True, mkdir=True)
+    holds exactly ``text`` is left untouched (its mtime is numba's cache key). For a
+    module (``.py``), numba cache entries beside it that cannot be read back are
+    deleted (:func:`heal_numba_cache`) before anything imports it."""
+    write_atomic(path, text, unless_same=True, mkdir=True)
+    if path.suffix == ".py":
+        heal_numba_cache(path)
+    return path
+
+
+#: First line of a sealed generated text, and the start of its last line.
+SEAL_HEAD = "# carthema generated file; its last line holds the SHA-256 of the lines above\n"
+SEAL_TAIL = "# carthema-sha256: "
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_sealed(path: Path, text: str) -> str:
+    """Write ``text`` sealed (:data:`SEAL_HEAD` first, its SHA-256 last) with
+    :func:`write_generated`; return the sealed text (what :func:`read_generated` gives)."""
+    body = SEAL_HEAD + text + ("" if text.endswith("\n") else "\n")
+    sealed = f"{body}{SEAL_TAIL}{_digest(body)}\n"
+    write_generated(path, sealed)
+    return sealed
+
+
+def _say_rebuilt(path: Path, why: str) -> None:
+    sys.stderr.write(f"carthema: cache file {path} was {why}; deleted, rebuilding it\n")
+
+
+def read_generated(path: Path) -> str | None:
+    """The text of a generated file, or None when it is missing, or damaged (a sealed
+    text whose last line does not hold the SHA-256 of the rest, or unreadable bytes):
+    the damaged file is deleted, with one line on stderr, for the caller to rebuild.
+    A text written before seals existed (no :data:`SEAL_HEAD`) is returned as it is."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        raw = None
+    if raw is not None and not raw.startswith(SEAL_HEAD):
+        return raw
+    if raw is not None and raw.endswith("\n"):
+        body, _, last = raw[:-1].rpartition("\n")
+        if last == SEAL_TAIL + _digest(body + "\n"):
+            return raw
+    _say_rebuilt(path, "damaged (its checksum does not match)")
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _pickle_complete(data: bytes) -> bool:
+    """Whether ``data`` looks like one whole pickle: a protocol header and the STOP
+    opcode at the end (a truncated file lacks it). Cheap: nothing is unpickled."""
+    return len(data) > 2 and data[:1] == b"\x80" and data.endswith(pickle.STOP)
+
+
+def heal_numba_cache(module: Path) -> list[Path]:
+    """Delete numba's cache entries of the generated ``module`` that cannot be read back
+    (an index, ``*.nbi``, that does not unpickle, or a data file, ``*.nbc``, that is
+    not a whole pickle), each with one line on stderr; numba then compiles that
+    function again. Returns the files deleted."""
+    cache = module.parent / "__pycache__"
+    removed: list[Path] = []
+    if not cache.is_dir():
+        return removed
+    for index in sorted(cache.glob(f"{module.stem}.*.nbi")):
+        stem = index.name[: -len(".nbi")]
+        data_files = sorted(cache.glob(f"{stem}.*.nbc"))
+        try:
+            with open(index, "rb") as fh:
+                pickle.load(fh)  # numba's version
+                pickle.loads(fh.read())  # (source stamp, overloads)
+            ok = all(_pickle_complete(f.read_bytes()) for f in data_files)
+        except Exception:  # any unreadable index is rebuilt, whatever pickle raises
+            ok = False
+        if not ok:
+            _say_rebuilt(index, "unreadable (a numba cache entry)")
+            for f in (index, *data_files):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
 
 
 #: File in :func:`cache_dir` with the record of compile times.

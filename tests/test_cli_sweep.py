@@ -44,6 +44,11 @@ def files(tmp_path_factory):
     (d / "a_file.txt").write_text("not a folder\n")
     (d / "bad.csv").write_text("patient;day;analyte;value\nP1;1;anc;2\n")
     (d / "truncated").mkdir()
+    (d / "ev_day5.csv").write_text(
+        "patient,day,kind,amount,unit\nVP001,5,cart_infusion,1e6,cells/kg\n"
+    )
+    (d / "notes").mkdir()
+    (d / "notes" / "todo.txt").write_text("a user's notes\n")
     return d
 
 
@@ -60,11 +65,20 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
     out_file = str(files / "a_file.txt")
     bad = str(files / "bad.csv")
     fitdir = str(_bad_fit_folder(files))
+    notes = str(files / "notes")
     return {
-        "check-data": [[str(files / "missing.csv")], [bad]],
+        "check-data": [
+            [str(files / "missing.csv")],
+            [bad],
+            ["example:synthetic", "--events", str(files / "ev_day5.csv")],
+        ],
         "import-nonmem": [
             [str(files / "missing.csv"), "--cmt-map", "m.json", "--out", "o"],
             [bad, "--cmt-map", "m.json", "--out", out_file],
+            [bad, "--cmt-map", "m.json", "--out", notes],
+            [bad, "--cmt-map", "m.json", "--out", "o", "--time-zero", "nan"],
+            [bad, "--cmt-map", "m.json", "--out", "o", "--time-zero", "inf"],
+            [bad, "--cmt-map", "m.json", "--out", str(files)],
         ],
         "simulate": [
             ["--events", "example:han2022", "--days", "-5"],
@@ -85,10 +99,13 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["example:han2022", "--out", "/proc/x"],
             ["example:han2022", "--out", "o", "--draws", "0"],
             ["example:han2022"],
+            ["example:han2022", "--out", notes],
+            [bad, "--out", str(files), "--overwrite"],
         ],
         "fit-population": [
             ["example:synthetic", "--out", out_file],
             ["example:synthetic", "--out", "o", "--components", "liver"],
+            ["example:synthetic", "--out", notes],
         ],
         "fit-cohort": [
             ["example:synthetic", "--out", out_file],
@@ -98,9 +115,32 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [fitdir],
             [fitdir, "--draws", "0"],
             [str(files / "no_such_fit")],
+            [fitdir, "--out", fitdir, "--overwrite"],
+            [fitdir, "--out", notes],
+            [fitdir, "--out", out_file],
         ],
-        "predict-boost": [["--day", "-400", "--dose", "3e6"], ["--dose", "3e6"]],
-        "virtual-trial": [["prior", "--policies", str(files / "missing.csv"), "--out", "o"]],
+        "predict-boost": [
+            ["--day", "-400", "--dose", "3e6"],
+            ["--dose", "3e6"],
+            ["--day", "45", "--dose", "3.1"],
+            ["--day", "1e6", "--dose", "3e6"],
+            ["--day", "45", "--dose", "3e6", "--anc", "500"],
+            ["--day", "40", "--dose", "3e6", "--anc", "3", "--neutropenia-days", "40"],
+            ["--day", "45", "--dose", "3e6", "--hematotox", "9"],
+            ["--day", "45", "--dose", "3e6", "--plt", "nan"],
+        ],
+        "virtual-trial": [
+            ["prior", "--policies", str(files / "missing.csv"), "--out", "o"],
+            ["prior", "--policies", bad, "--out", notes],
+            ["prior", "--policies", bad, "--out", out_file],
+            ["prior", "--policies", bad, "--out", str(files), "--overwrite"],
+        ],
+        "icaht": [
+            [str(files / "missing.csv")],
+            [bad],
+            ["example:synthetic"],  # counts every 2-7 days: a gap decides a grade
+            ["example:synthetic", "--max-gap", "0"],
+        ],
     }
 
 
@@ -146,6 +186,77 @@ def test_messages_name_the_option_and_the_fix(files, tmp_path):
     assert "posterior.nc" in res.stderr and "refit" in res.stderr
     res = _run(["window", str(_bad_fit_folder(files)), "--draws", "0"], tmp_path)
     assert "--draws" in res.stderr
+
+
+#: Per command, arguments that point --out at a user's folder, at the command's input
+#: folder, and at a plain file (the output-folder contract, data/atomic.py).
+def _out_cases(files: Path) -> dict[str, list[tuple[list[str], str]]]:
+    notes, fitdir, a_file = str(files / "notes"), str(_bad_fit_folder(files)), "a_file.txt"
+    bad = str(files / "bad.csv")
+    foreign, is_input = "not the output of an earlier", "input of this command"
+    return {
+        "window": [
+            ([fitdir, "--out", notes], foreign),
+            ([fitdir, "--out", fitdir, "--overwrite"], is_input),
+            ([fitdir, "--out", str(files / a_file)], "is a file"),
+        ],
+        "virtual-trial": [
+            (["prior", "--policies", bad, "--out", notes], foreign),
+            (["prior", "--policies", bad, "--out", str(files), "--overwrite"], is_input),
+            (["prior", "--policies", bad, "--out", str(files / a_file)], "is a file"),
+        ],
+        "import-nonmem": [
+            ([bad, "--cmt-map", "m.json", "--out", notes], foreign),
+            ([bad, "--cmt-map", "m.json", "--out", str(files), "--overwrite"], is_input),
+        ],
+        "fit": [
+            (["example:han2022", "--out", notes], foreign),
+            ([bad, "--out", str(files), "--overwrite"], is_input),
+        ],
+        "fit-population": [(["example:synthetic", "--out", notes], foreign)],
+    }
+
+
+@pytest.mark.parametrize(
+    "cmd", ["window", "virtual-trial", "import-nonmem", "fit", "fit-population"]
+)
+def test_output_folder_contract_per_command(cmd, files, tmp_path):
+    """No command replaces a user's folder, its own input folder or a file: refused with
+    the folder named and the fix, and what was there is still there."""
+    for args, reason in _out_cases(files)[cmd]:
+        res = _run([cmd, *args], tmp_path)
+        where = f"carthema {cmd} {' '.join(args)}"
+        assert res.returncode == 2, f"{where}: exit {res.returncode}\n{res.stderr}"
+        assert reason in res.stderr, f"{where}: {res.stderr}"
+        assert "--out" in res.stderr, f"{where}: no fix in {res.stderr}"
+    assert (files / "notes" / "todo.txt").read_text() == "a user's notes\n"
+    assert (files / "truncated" / "posterior.nc").exists()
+    assert (files / "a_file.txt").read_text() == "not a folder\n"
+    assert not list(files.glob(".*.tmp-*"))
+
+
+def test_predict_boost_numbers_are_checked_like_files():
+    """predict-boost's numbers meet the ranges files meet (data/plausibility.py), with
+    the likely slip named; checked at the top of the command, before any heavy import."""
+    from carthema.cli_predict import check_boost_numbers
+    from carthema.data.errors import InputError
+
+    def refused(**kw) -> str:
+        with pytest.raises(InputError) as e:
+            check_boost_numbers(**{"day": 45.0, "dose": 3e6, **kw})
+        return e.value.message
+
+    assert "did you mean 3.1e6 CD34+/kg?" in refused(dose=3.1)
+    assert "above the plausible maximum of 730" in refused(day=1e6)
+    assert "--anc 0.5" in refused(anc=500.0)  # 500 cells/uL
+    assert "--plt" in refused(plt=2e5)
+    msg = refused(day=40.0, anc=3.0, neutropenia_days=40.0)
+    assert "--gcsf" in msg and "--neutropenia-days 40" in msg
+    assert "0-7" in refused(hematotox=9)
+    assert "did you mean 0.95" in refused(donor_chimerism=95.0)
+    # plausible states pass, and G-CSF explains a supported ANC after neutropenia
+    check_boost_numbers(day=40.0, dose=3e6, anc=3.0, neutropenia_days=40.0, gcsf=True)
+    check_boost_numbers(day=60.0, dose=2e6, anc=0.3, plt=15.0, neutropenia_days=20.0)
 
 
 def test_version(tmp_path):

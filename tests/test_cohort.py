@@ -380,11 +380,14 @@ def test_killed_cohort_resumes(tmp_path, local_run):
     log1 = tmp_path / "run1.log"
     proc = _cli(out, log1)
     try:
-        deadline = time.monotonic() + 240
+        # Wait for the first finished patient, then kill at once. The limit is only a hang
+        # guard (a fit here takes seconds); the assertions below do not depend on speed.
+        hang_guard = time.monotonic() + 1200
         while not list(out.glob("patients/*/done.json")):
             assert proc.poll() is None, log1.read_text()
-            assert time.monotonic() < deadline, "no patient finished in 240 s"
-            time.sleep(0.1)
+            if time.monotonic() > hang_guard:
+                pytest.fail("fit-cohort seems hung: no patient finished in 20 minutes")
+            time.sleep(0.05)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -277,7 +277,7 @@ def test_cli_fit_han2022_map(tmp_path, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "prior SD" in text and "data information" in text
-    for name in ("posterior.nc", "summary.csv", "fit.png", "priors.csv"):
+    for name in ("posterior.nc", "summary.csv", "ipred.png", "priors.csv", "run.json"):
         assert (out / name).stat().st_size > 0
     summary = pd.read_csv(out / "summary.csv")
     assert set(DEFAULT_FREE["full"]) <= set(summary["name"])

@@ -347,3 +347,74 @@ def test_a_cold_compile_says_what_it_compiles_and_how_long_it_took_last_time(
     compiled.numba_model.__wrapped__(m)
     err = capsys.readouterr().err
     assert f"last time on this machine {rec['wall_s']:.0f} s ({rec['cpu_s']:.0f} s CPU)" in err
+
+
+# ---------------------------------------------------------------------------------------
+# A cache that heals (issue 22): damaged files are deleted and rebuilt, with one line
+# ---------------------------------------------------------------------------------------
+def test_a_truncated_codegen_text_is_deleted_and_generated_again(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(cache))
+    m = Model("gcheal_linear", LINEAR.components)
+    made = []
+
+    def fake_source(model):
+        made.append(model.name)
+        return "N_Y = 1\ndef rhs(t, y):\n    return -y\n"
+
+    monkeypatch.setattr(compiled, "numba_source", fake_source)
+    monkeypatch.setattr(compiled, "load_numba_module", lambda name, text: text)
+    monkeypatch.setattr(compiled, "_machine_code_cached", lambda mod: True)  # nothing to compile
+    first = compiled.numba_model.__wrapped__(m)
+    (path,) = (cache / "codegen").iterdir()
+    assert path.read_text() == first and first.startswith(gencache.SEAL_HEAD)
+    assert compiled.numba_model.__wrapped__(m) == first and made == [m.name]  # reused
+    path.write_text(first[: len(first) // 2])  # a write cut short
+    capsys.readouterr()
+    again = compiled.numba_model.__wrapped__(m)
+    assert again == first and made == [m.name, m.name]  # generated again
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "checksum" in err[0]
+    # a text from before seals existed is used as it is
+    path.write_text("N_Y = 1\n")
+    assert gencache.read_generated(path) == "N_Y = 1\n"
+
+
+_TOY_NUMBA = """
+import importlib.util, sys
+from pathlib import Path
+from carthema.models.gencache import write_generated
+path = Path(sys.argv[1])
+text = "from numba import njit\\n\\n@njit(cache=True)\\ndef f(x):\\n    return 2.0 * x + 1.0\\n"
+write_generated(path, text)
+spec = importlib.util.spec_from_file_location("toy_heal_nb", path)
+m = importlib.util.module_from_spec(spec)
+sys.modules["toy_heal_nb"] = m
+spec.loader.exec_module(m)
+print(m.f(2.0))
+"""
+
+
+@pytest.mark.parametrize("damaged", ["nbc", "nbi"])
+def test_an_unreadable_numba_cache_entry_is_deleted_and_compiled_again(tmp_path, damaged):
+    """numba fails with an UnpicklingError/EOFError on a truncated cache entry; the
+    module's write_generated deletes it first (one line), and numba compiles again."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "numba" / "toy_heal_nb.py"
+
+    def run():
+        return subprocess.run([sys.executable, "-c", _TOY_NUMBA, str(path)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    first = run()
+    assert first.returncode == 0 and first.stdout.strip() == "5.0", first.stderr
+    (entry,) = (path.parent / "__pycache__").glob(f"*.{damaged}")
+    entry.write_bytes(entry.read_bytes()[:40])
+    second = run()
+    assert second.returncode == 0 and second.stdout.strip() == "5.0", second.stderr
+    lines = [x for x in second.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "numba cache entry" in lines[0]
+    third = run()  # healed: no message
+    assert third.returncode == 0 and third.stderr.strip() == ""

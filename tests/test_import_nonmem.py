@@ -203,13 +203,18 @@ def test_command_writes_carthema_files(tmp_path: Path, capsys: pytest.CaptureFix
         ["import-nonmem", str(nm), "--cmt-map", str(mp), "--out", str(out)], capsys
     )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "covariates.csv",
+        "events.csv",
+        "observations.csv",
+        "run.json",
+    ]
     obs, ev = read_observations(out / "observations.csv"), read_events(out / "events.csv")
     assert len(obs) == 4 and len(ev) == 5  # 3 fludarabine days (ADDL=2) + 2 CAR-T
     assert "skipped 2 rows: MDV=1 observation record (rows 6, 7)" in stdout
     assert "skipped 1 row: EVID=2 (other-type event) (row 8)" in stdout
     assert "note: 1 row: below-limit row: LLOQ taken from DV" in stdout
-    assert "ignored 1 column(s): WT" in stdout
+    assert "covariates: WT -> covariates.csv" in stdout
     assert _leftovers(tmp_path) == []
     code, stdout, err = _run(
         ["check-data", str(out / "observations.csv"), "--events", str(out / "events.csv")], capsys
@@ -229,7 +234,12 @@ def test_command_refuses_existing_folder_and_overwrite_replaces_whole(
     assert code == 2 and "not empty" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run([*argv, "--overwrite"], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "observations.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "covariates.csv",
+        "events.csv",
+        "observations.csv",
+        "run.json",
+    ]
     assert _leftovers(tmp_path) == []
 
 
@@ -302,3 +312,103 @@ def test_walkthrough_demo_imports_and_checks(
         ["check-data", str(out / "observations.csv"), "--events", str(out / "events.csv")], capsys
     )
     assert code == 0, err
+
+
+# ------------------------------------------- NONMEM conventions (issue 22): IGNORE, day 0
+def test_ignore_c_column_and_hash_lines_are_not_data(tmp_path: Path) -> None:
+    """IGNORE=C (a first column C flags comment records) and the default IGNORE=# (a
+    record starting with #, whatever its number of fields) are skipped and listed."""
+    rows = [
+        ".,1,0,.,1,1,2,1",
+        "C,1,3,999,0,0,.,4",
+        "#1,5,888,0,0,.,4",
+        "# a comment, with, more, commas, than, the, header, has, x, y",
+        ".,1,7,0.4,0,0,.,4",
+    ]
+    path = _write(tmp_path, "C,ID,TIME,DV,MDV,EVID,AMT,CMT", rows)
+    obs, ev = read_nonmem(path, CMT_MAP)
+    assert list(obs["value"]) == [0.4] and list(obs["patient"]) == ["1"]
+    assert len(ev) == 1
+    skipped = obs.attrs["nonmem_skipped_rows"]
+    assert [r for r, _ in skipped] == [2, 3, 4]
+    assert all("IGNORE=#/C" in why for _, why in skipped)
+    assert obs.attrs["nonmem_ignored_columns"] == []  # C is no covariate
+
+
+def test_ignore_option_for_other_characters(tmp_path: Path) -> None:
+    rows = ["1,0,.,1,1,2,1", "1,3,9.9,0,0,.,4", "1,7,0.4,0,0,.,4"]
+    path = _write(tmp_path, "ID,TIME,DV,MDV,EVID,AMT,CMT", rows)
+    assert len(read_nonmem(path, CMT_MAP)[0]) == 2
+    text = path.read_text().replace("\n1,3,9.9", "\nX1,3,9.9")
+    path.write_text(text)
+    obs, _ = read_nonmem(path, CMT_MAP, ignore="X")
+    assert list(obs["value"]) == [0.4]
+    assert obs.attrs["nonmem_skipped_rows"][0][0] == 2
+    with pytest.raises(InputError, match="--ignore 'XY' is not one character"):
+        read_nonmem(path, CMT_MAP, ignore=["XY"])
+
+
+@pytest.mark.parametrize("flag", ["BLQ", "CENS"])
+def test_flag_below_limit_with_dv_above_the_limit_is_refused(tmp_path: Path, flag: str) -> None:
+    """DV 5000 flagged below a limit of 50: a quantified peak, not a censored value."""
+    rows = ["1,0,.,1,1,2,1,0,.", "1,7,5000,0,0,.,2,1,50"]
+    path = _write(tmp_path, f"ID,TIME,DV,MDV,EVID,AMT,CMT,{flag},LLOQ", rows)
+    err = _refused(path)
+    assert err.row == 2 and err.column == "DV"
+    assert f"{flag}=1" in err.problem and "5000" in err.problem and "50" in err.problem
+    assert f"set {flag}=0" in err.fix
+    # at the limit it is the M3 coding and accepted
+    path.write_text(path.read_text().replace("5000", "50"))
+    assert bool(read_nonmem(path, CMT_MAP)[0]["blq"].iloc[0])
+
+
+def test_addl_expanded_record_with_a_bad_amount_names_the_record(tmp_path: Path) -> None:
+    rows = ["1,-5,.,1,1,-30,3,2,1", "1,0,.,1,1,2,1,0,0", "1,7,0.4,0,0,.,4,0,0"]
+    path = _write(tmp_path, "ID,TIME,DV,MDV,EVID,AMT,CMT,ADDL,II", rows)
+    cmap = {**CMT_MAP, 3: {"kind": "lymphodepletion", "drug": "fludarabine", "unit": "mg/m2"}}
+    err = _refused(path, cmap)
+    assert err.row == 1 and err.column == "AMT"
+    assert "from ADDL" in err.problem
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_time_zero_not_finite(tmp_path: Path, bad: float) -> None:
+    path = _write(tmp_path, "ID,TIME,DV,MDV,EVID,AMT,CMT", ["1,0,.,1,1,2,1", "1,7,0.4,0,0,.,4"])
+    with pytest.raises(InputError) as err:
+        read_nonmem(path, CMT_MAP, time_zero=bad)
+    assert "--time-zero" in err.value.message and "finite" in err.value.message
+    assert "column 'TIME'" not in err.value.message
+
+
+def test_first_cart_not_at_time_zero_needs_time_zero(tmp_path: Path) -> None:
+    rows = ["1,5,.,1,1,2,1", "1,12,0.4,0,0,.,4"]
+    path = _write(tmp_path, "ID,TIME,DV,MDV,EVID,AMT,CMT", rows)
+    err = _refused(path)
+    assert err.row == 1 and err.column == "TIME" and "--time-zero 5" in err.fix
+    obs, ev = read_nonmem(path, CMT_MAP, time_zero=5)
+    assert list(ev["day"]) == [0.0] and list(obs["day"]) == [7.0]
+    # an explicit origin that misses one ID's infusion is said, not hidden
+    two = rows + ["2,8,.,1,1,2,1", "2,20,0.5,0,0,.,4"]
+    obs, _ = read_nonmem(_write(tmp_path, "ID,TIME,DV,MDV,EVID,AMT,CMT", two), CMT_MAP, time_zero=5)
+    assert any("ID 2: 3 days" in why for _, why in obs.attrs["nonmem_notes"])
+
+
+def test_covariates_are_carried_in_the_format_fit_population_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from carthema.data.loaders import read_table_text
+    from carthema.fitting.covariates import design_matrix
+
+    rows = [*NM_ROWS[:3], NM_ROWS[3].replace(",70", ",72"), *NM_ROWS[4:]]
+    nm, mp = _inputs(tmp_path, rows)
+    out = tmp_path / "imported"
+    code, stdout, err = _run(
+        ["import-nonmem", str(nm), "--cmt-map", str(mp), "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    cov = read_table_text(out / "covariates.csv")
+    assert list(cov.columns) == ["patient", "WT"]
+    assert dict(zip(cov["patient"], cov["WT"], strict=True)) == {"1": "70", "2": "60"}
+    assert "covariate WT changes within ID 1" in stdout
+    dm = design_matrix(cov, ["1", "2"], ["cart_rho"])
+    assert dm.columns == ("WT",) and list(dm.x[:, 0]) == [5.0, -5.0]  # 70, 60 centred

@@ -250,3 +250,85 @@ def test_window_plot_shows_observed_data_no_boost_course_and_a_legend_for_every_
             assert ("boost: median" in labels) is with_window
     finally:
         plt.close(fig)
+
+
+def test_counterfactual_intervals_and_recovery_by_day_60_from_per_draw_simulations(setup):
+    """The window's counterfactual columns: the 90 % interval of the days saved and the
+    no-boost recovery by 60 days and P(never) equal those computed from one simulation per
+    draw with and without the boost."""
+    m, draws = setup
+    day = 40.0
+    table, _ = scan_window(m, draws, typical_course(), [day], dose=5e6, threshold=0.0)
+    ev_boost = with_boost(typical_course(), day, 5e6, source="allogeneic", cd34_selected=True)
+    saved_n, saved_p, none = [], [], []
+    for p in draws:
+        t, with_ = _anc(m, p, ev_boost, day + 120)
+        _, without = _anc(m, p, typical_course(), day + 120)
+        plt_with = simulate(ev_boost, params=dict(zip(m.param_names, p, strict=True)),
+                            days=day + 120, rtol=1e-7, atol=1e-9)["platelets"]  # fmt: skip
+        plt_without = simulate(typical_course(), params=dict(zip(m.param_names, p, strict=True)),
+                               days=day + 120, rtol=1e-7, atol=1e-9)["platelets"]  # fmt: skip
+        after = t >= day
+        saved_n.append(np.sum(without[after] < 0.5) - np.sum(with_[after] < 0.5))
+        saved_p.append(np.sum(plt_without[after] < 20) - np.sum(plt_with[after] < 20))
+        none.append(neutrophil_engraftment(t, without, reference=day))
+    row = table.iloc[0]
+    for key, saved in (("neutropenia", saved_n), ("thrombocytopenia", saved_p)):
+        q05, q95 = np.quantile(saved, [0.05, 0.95])
+        assert row[f"{key}_days_saved_q05"] == pytest.approx(q05)
+        assert row[f"{key}_days_saved_q95"] == pytest.approx(q95)
+    timed = [e for e in none if not bool(e.already)]
+    by60 = np.mean([bool(e.time <= 60) for e in timed])
+    never = np.mean([bool(e.censored) for e in timed])
+    assert row["no_boost_neutrophil_p_within_60d"] == pytest.approx(by60)
+    assert row["no_boost_neutrophil_p_never"] == pytest.approx(never)
+
+
+def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch):
+    """Scan, transplant signals, recovery from day 0 and the bands share one no-boost
+    solve of the draws (they were four)."""
+    from carthema.clinical import plans
+
+    m, draws = setup
+    calls = []
+    real = plans.simulate_plan
+
+    def counting(model, P, events, plan, *, horizon):
+        calls.append(plan.day)
+        return real(model, P, events, plan, horizon=horizon)
+
+    monkeypatch.setattr(plans, "simulate_plan", counting)
+    res = plans.window_job(m, draws, typical_course(), [30.0, 40.0], tmp_path, threshold=0.0)
+    assert calls.count(None) == 1
+    assert res["recommended"] is not None
+    rec = res["recommended"]
+    assert set(rec["no_boost"]) >= {"neutrophil", "platelet"}
+    assert set(rec["neutropenia_days_saved"]) >= {"median", "q05", "q95"}
+    assert set(rec["p_never"]) >= {"neutrophil", "platelet"}
+    assert any("saves against no boost" in line for line in res["summary_lines"])
+
+
+def test_window_carries_the_cd3_dose_of_an_unselected_allogeneic_graft(setup, tmp_path):
+    """An unselected graft from a new donor with its CD3+ dose: every plan the window
+    draws (the scan and the recommended day's bands) carries the dose. Before the fix the
+    bands dropped it and the model refused the graft for lacking a CD3+ dose."""
+    m, draws = setup
+    res = plans_window_job(m, draws, tmp_path, cd3=1e7)
+    assert res["plan"]["cd3_per_kg"] == 1e7
+    assert res["window"]["recommended_day"] == 40.0
+    # The donor T cells of the unselected graft clear host haematopoiesis (gvh_kill):
+    # donor myeloid chimerism 30 days after the boost is higher than with a selected graft.
+    selected = plans_window_job(m, draws, tmp_path / "sel", cd3=None)
+    rec_u = pd.read_csv(tmp_path / "window.csv").iloc[0]["chimerism_day30_median"]
+    rec_s = pd.read_csv(tmp_path / "sel" / "window.csv").iloc[0]["chimerism_day30_median"]
+    assert selected["plan"]["cd3_per_kg"] is None
+    assert rec_u > rec_s
+
+
+def plans_window_job(m, draws, out, *, cd3):
+    from carthema.clinical.plans import window_job
+
+    return window_job(
+        m, draws, typical_course(), [40.0], out, dose=5e6, source="allogeneic",
+        selected=cd3 is None, cd3_per_kg=cd3, threshold=0.0, cart_limit=1e9,
+    )  # fmt: skip

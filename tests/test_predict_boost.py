@@ -55,11 +55,11 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     monkeypatch.setattr(pb, "predict_boost", fake)
     code, _ = _cli(
         ["--day", "45", "--dose", "3e6", "--source", "prior-donor", "--selected",
-         "--cd3", "2e7", "--anc", "0", "--anc-lloq", "0.1", "--plt", "12", "--gcsf",
+         "--cd3", "2e7", "--anc", "0", "--anc-lloq", "0.1", "--plt", "12", "--gcsf-since", "31",
          "--gcsf-after", "5", "--plt-transfused", "--tpo", "--neutropenia-days", "30",
          "--product", "tisa-cel", "--disease", "b-all",
          "--hematotox-labs", "110,0.95,10.1,4.2,540", "--donor-chimerism", "0.9",
-         "--draws", "2500", "--seed", "7"],
+         "--particles", "2500", "--seed", "7"],
         capsys,
     )  # fmt: skip
     assert code == 2
@@ -67,7 +67,7 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     kw = seen["kwargs"]
     assert kw["selected"] is True and kw["cd3"] == 2e7
     assert kw["anc"] == 0.0 and kw["anc_lloq"] == 0.1 and kw["platelets"] == 12.0
-    assert kw["gcsf"] is True and kw["gcsf_after"] == 5.0
+    assert kw["gcsf"] is True and kw["gcsf_after"] == 5.0 and kw["gcsf_since"] == 31.0
     assert kw["plt_transfused"] is True and kw["tpo"] is True
     assert kw["neutropenia_days"] == 30.0
     assert kw["product"] == "tisa-cel" and kw["disease"] == "b-all"
@@ -99,7 +99,7 @@ def test_refuses_degenerate_conditioning(monkeypatch, capsys):
     monkeypatch.setattr(pb, "_check_fit", lambda *a: None)
     code, out = _cli(
         ["--day", "30", "--dose", "3e6", "--source", "autologous", "--anc", "0.2",
-         "--draws", "2000"],
+         "--particles", "2000"],
         capsys,
     )  # fmt: skip
     assert code == 2 and "effective draws" in out.err and "12" in out.err
@@ -117,7 +117,7 @@ def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
         ["--day", "40", "--dose", "3.1e6", "--source", "autologous", "--anc", "0",
          "--plt", "35", "--plt-transfused", "--tpo", "--neutropenia-days", "25",
          "--product", "tisa-cel", "--hematotox-labs", "110,0.95,10.1,4.2,540",
-         "--draws", str(N), "--json", str(out)],
+         "--particles", str(N), "--json", str(out)],
         capsys,
     )  # fmt: skip
     assert code == 0, text

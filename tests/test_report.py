@@ -59,3 +59,131 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert img.shape[0] == 600 and img.shape[1] == 800
     # Not blank: the page has dark text and the plot's coloured line.
     assert img[..., :3].min() < 0.3 and img[..., :3].std() > 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# The decision line (issue 20, item 1)
+# ---------------------------------------------------------------------------------------
+def _summary(sigma_median: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": ["hsc_regen", "sigma_platelets"],
+            "kind": ["parameter", "residual SD"],
+            "median": [0.01, sigma_median],
+            "prior_q95": [0.05, 0.588],
+        }
+    )
+
+
+def _residuals(last_plt: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "day": [30.0, 40.0, 40.0],
+            "analyte": ["platelets", "platelets", "anc"],
+            "observed": [25.0, last_plt, 0.3],
+            "censored": [False, False, False],
+            "limit": [np.nan, np.nan, np.nan],
+            "pi05": [10.0, 40.0, 0.1],
+            "pi95": [60.0, 200.0, 0.9],
+        }
+    )
+
+
+def test_misfit_reasons_name_each_failed_check():
+    from carthema.clinical.decision import misfit_reasons
+
+    good = {"pit": {"n": 50, "ks_p": 0.4, "outside_90": 0.1}}
+    assert misfit_reasons(good, _summary(0.4), _residuals(50.0)) == []
+    bad = misfit_reasons(
+        {"pit": {"n": 50, "ks_p": 0.001, "outside_90": 0.13}}, _summary(0.877), _residuals(18.0)
+    )
+    assert bad == [
+        "the residual SD of platelets (0.88) is above its prior's 90 % bound (0.59)",
+        "the PIT values are not uniform (KS p = 0.001)",
+        "the last platelets (day 40: 18 G/L) is outside the fit's 90 % predictive band "
+        "(40-200 G/L)",
+    ]
+    # A value below the assay limit is outside only when the band's lower end is above it.
+    cen = _residuals(18.0).assign(censored=[False, False, True], limit=[np.nan, np.nan, 0.05])
+    assert any("last ANC (day 40: < 0.05 G/L)" in r for r in misfit_reasons(good, None, cen))
+    cen.loc[2, "pi05"] = 0.01
+    assert not any("ANC" in r for r in misfit_reasons(good, None, cen))
+
+
+def test_decision_line_forms():
+    from carthema.clinical.decision import decision_line
+
+    days = [40.0, 41.0, 42.0]
+    base = {"plan": {"boost_days": days}, "today": 40.0}
+    misfit = decision_line({**base, "window": {"recommended_day": 41.0}}, ["reason A", "B"])
+    assert misfit == "No recommendation: the model does not describe this patient (reason A; B)."
+    # Without h-boost's keys: the scan's median days saved, else "not computed".
+    w = {"recommended_day": 41.0, "recommended_p_engraftment": 0.85, "within_days": 30}
+    assert decision_line({**base, "window": w}) == (
+        "Recommendation: boost on day 41 (P(neutrophil engraftment within 30 d) 85%, "
+        "days of ANC < 0.5 G/L saved vs no boost: not computed)."
+    )
+    w2 = {**w, "recommended_neutropenia_days_saved_median": 6.5}
+    assert "saves a median 6 days of ANC < 0.5 G/L vs no boost" in decision_line(
+        {**base, "window": w2}
+    )
+    none = {"recommended_day": None, "days_no_benefit": [41.0, 42.0],
+            "first_day_already_recovered": 40.0}  # fmt: skip
+    assert decision_line({**base, "window": none}).startswith("Recommendation: no boost needed")
+    low = {"recommended_day": None, "threshold": 0.8, "within_days": 30,
+           "days_over_cart_limit": [40.0], "cart_limit": 1000.0}  # fmt: skip
+    assert decision_line({**base, "window": low}) == (
+        "No recommendation: no boost day from day 40 to day 42 meets the criteria (CAR-T "
+        "above 1000 copies/ug on 1 of 3 days; P(neutrophil engraftment within 30 d) below "
+        "80% on the other days)."
+    )
+
+
+def test_numbers_for_people():
+    from carthema.clinical.report import number
+
+    assert [number(v, 2) for v in (9512.4, 590.3, 0.4234, 1.0, np.nan, None)] == [
+        "9,500", "590", "0.42", "1", "-", "-",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# The bundled cytopenic patient: no recommendation with the reason, never a past day
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cytopenic(tmp_path_factory):
+    import carthema as ct
+    from carthema.clinical.window import window_from_fit
+
+    root = tmp_path_factory.mktemp("cytopenic")
+    ex = ct.load_example("cytopenic")
+    r = ct.fit(ex.observations, ex.events, "cytopenic", sampler="map", draws=200, seed=1)
+    r.save(root / "fit")
+    res = window_from_fit(root / "fit", None, root / "window", n_draws=40, report=True)
+    return root, res
+
+
+@pytest.mark.slow
+def test_cytopenic_patient_gets_no_recommendation_with_the_reason(cytopenic):
+    """The issue-20 patient (aplastic on G-CSF to day 40, transfusion-dependent): the
+    default scan starts today (its last observation, day 40); the fit misses its
+    platelets (residual SD above its prior), so the recommendation is withheld with the
+    reason, and the statements below it are conditional on the model."""
+    import json
+
+    root, res = cytopenic
+    assert res["today"] == 40.0 and min(res["plan"]["boost_days"]) == 40.0
+    day = res["window"]["recommended_day"]
+    assert day is None or day >= 40.0  # never a past day
+    assert res["decision"].startswith(
+        "No recommendation: the model does not describe this patient (the residual SD of platelets"
+    )
+    assert res["summary_lines"][0].startswith("What follows is what the fitted model predicts")
+    # Valid JSON (no NaN), and the run record beside it.
+    text = (root / "window" / "window.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in window.json"))
+    run = json.loads((root / "window" / "run.json").read_text())
+    assert run["seed"] == 0 and len(run["inputs"][0]["sha256"]) == 64
+    html = (root / "window" / "report.html").read_text()
+    assert html.index(res["decision"][:40]) < html.index('id="figure"')
+    assert "engraft on day" not in html  # own counts recover; a graft engrafts

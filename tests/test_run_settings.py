@@ -70,8 +70,9 @@ def test_result_folder_is_replaced_whole_or_not_at_all(tmp_path):
         out,
         {"a": ("a.txt", lambda p: p.write_text("1")), "b": ("b.txt", lambda p: p.write_text("2"))},
     )
-    assert paths == {"a": out / "a.txt", "b": out / "b.txt"}
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    # Every result folder carries its run record (run.json) beside the files asked for.
+    assert paths == {"run": out / "run.json", "a": out / "a.txt", "b": out / "b.txt"}
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", "run.json"]
 
     def boom(p):
         raise RuntimeError("disk full")
@@ -79,7 +80,7 @@ def test_result_folder_is_replaced_whole_or_not_at_all(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         write_result_folder(out, {"c": ("c.txt", lambda p: p.write_text("3")), "d": ("d", boom)})
     # The failed write left the earlier folder as it was, and no temporary folder behind.
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", "run.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["fit"]
     write_result_folder(out, {"c": ("c.txt", lambda p: p.write_text("3"))})
-    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt", "run.json"]

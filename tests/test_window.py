@@ -95,7 +95,16 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     1000 copies/ug limit (the patient's expansion), and on day 90 every draw has ANC
     > 0.5 G/L on the boost day and the 14 days after it (recovered on its own)."""
     n, day, late = 40, 21.0, 90.0
-    res = window_from_fit(fit_dir, [day, late], tmp_path, n_draws=n, seed=5)
+    res = window_from_fit(
+        fit_dir,
+        [day, late],
+        tmp_path,
+        n_draws=n,
+        seed=5,
+        today=day,
+        source="allogeneic",
+        selected=True,
+    )
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
     P, _ = window_draws(ff, n, seed=5)
@@ -146,7 +155,7 @@ def test_interrupted_window_leaves_the_earlier_result_whole(fit_dir, tmp_path, m
 
     monkeypatch.setattr("carthema.clinical.window.write_patient_report", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        window_from_fit(fit_dir, [30.0], out, n_draws=4, seed=1, report=True)
+        window_from_fit(fit_dir, [30.0], out, n_draws=4, seed=1, report=True, today=30.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["window"]
     assert sorted(p.name for p in out.iterdir()) == ["window.json"]
     assert json.loads((out / "window.json").read_text()) == {"earlier": True}
@@ -194,7 +203,7 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
         return real(table, summary, path, **kw)
 
     monkeypatch.setattr(plans, "plot_window", spy)
-    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True)
+    window_from_fit(fit_dir, [21.0, 90.0], tmp_path, n_draws=10, seed=5, report=True, today=21.0)
     assert (tmp_path / "window.png").stat().st_size > 0
     obs = load_example("synthetic").observations
     obs = obs[obs["patient"] == PATIENT]
@@ -225,8 +234,8 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
 def test_cli_window_with_report(fit_dir, tmp_path, capsys):
     out = tmp_path / "w"
     with pytest.raises(SystemExit) as e:
-        cli_main(["window", str(fit_dir), "--boost-days", "30:60", "--step", "15",
-                  "--draws", "30", "--report", "--out", str(out)])  # fmt: skip
+        cli_main(["window", str(fit_dir), "--boost-days", "30:60", "--step", "15", "--today", "30",
+                  "--posterior-draws", "30", "--report", "--out", str(out)])  # fmt: skip
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "Without a boost" in text and "report.html" in text
@@ -253,7 +262,7 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
         cli_main(["demo", "--out", str(tmp_path), "--sampler", "map"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for path in ("fit/posterior.nc", "fit/fit.png", "window/window.csv", "window/report.html"):
+    for path in ("fit/posterior.nc", "fit/ipred.png", "window/window.csv", "window/report.html"):
         assert (tmp_path / path).stat().st_size > 0
         assert path.split("/")[-1] in text
 

@@ -114,7 +114,11 @@ def test_fit_out_is_checked_before_any_work(tmp_path, capsys):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("mine")
-    for out, says in ((a_file, "is a file"), (other, "SOMEONE"), (junk, "not a fit folder")):
+    for out, says in (
+        (a_file, "is a file"),
+        (other, "SOMEONE"),
+        (junk, "not the output of an earlier `carthema fit`"),
+    ):
         with pytest.raises(SystemExit) as e:
             cli_main(["fit", "example:han2022", "--sampler", "map", "--out", str(out)])
         assert e.value.code == 2
@@ -134,7 +138,7 @@ def han_fit(tmp_path_factory):
 
 
 def test_fit_folder_has_diagnostics_and_trust(han_fit):
-    for name in ("residuals.csv", "diagnostics.png", "fit.png", "fit.json"):
+    for name in ("residuals.csv", "diagnostics.png", "ipred.png", "fit.json", "run.json"):
         assert (han_fit / name).stat().st_size > 0
     meta = json.loads((han_fit / "fit.json").read_text())
     assert meta["trust"][0].startswith("trust: ") and "ks_p" in meta["pit"]
@@ -151,7 +155,7 @@ def test_refit_leaves_no_stale_file(han_fit, tmp_path, capsys):
     (out / "old_plot.png").write_text("stale")
     with pytest.raises(SystemExit) as e:
         cli_main(["fit", "example:han2022", "--sampler", "map", "--draws", "50", "--seed", "2",
-                  "--out", str(out), "--no-plot"])  # fmt: skip
+                  "--out", str(out), "--no-plots"])  # fmt: skip
     assert e.value.code == 0
     assert not (out / "window").exists() and not (out / "old_plot.png").exists()
     assert (out / "posterior.nc").exists()
@@ -255,3 +259,68 @@ def test_report_puts_warnings_before_the_recommendation(tmp_path):
     assert text.index("Can this result be trusted?") < text.index("RECOMMENDATION")
     assert text.index("R-hat 1.02") < text.index("RECOMMENDATION")
     assert "P(ANC &gt; 0.5 within 30 d)" in text and "neutrophil_p_within_30d" not in text
+
+
+# ---------------------------------------------------------------------------------------
+# Records pharmacometricians expect (issue 20, item 5)
+# ---------------------------------------------------------------------------------------
+def test_pointwise_loglik_matches_scipy_at_the_truth(well_specified):
+    """The pointwise log-likelihood at the true parameters equals scipy's normal log
+    density of log(observed) around log(model) from an independent tight solve."""
+    from scipy import stats
+
+    import carthema
+    from carthema.fitting.diagnostics import pointwise_loglik
+
+    r = well_specified
+    fm = r.fit_model
+    obs, ev, truth = _cart_data(1.0)
+    theta = np.log([truth[n] for n in fm.free])[None, :]
+    sd = 0.4
+    ll = pointwise_loglik(fm, theta, {"cart_copies": np.array([sd])})[0]
+    tr = carthema.simulate(ev, components="cart", days=120, params=truth, rtol=1e-10, atol=1e-12)
+    rows = fm.data.rows.reset_index(drop=True)
+    f = np.array([tr.obs[int(np.argmax(tr.t == d)), 0] for d in rows["day"]])
+    floor = rows["floor"].to_numpy(float)
+    want = stats.norm.logpdf(np.log(rows["value"].to_numpy(float) + floor), np.log(f + floor), sd)
+    # The fit's solver tolerance (not the reference's) sets the agreement: 1e-4 in log L.
+    np.testing.assert_allclose(ll, want, rtol=1e-4, atol=1e-4)
+
+
+def test_az_loo_works_on_the_fit_folder(well_specified, tmp_path):
+    """posterior.nc has a log_likelihood group, one entry per used observation, so that
+    az.loo runs on the file (a censored value that every draw puts below its limit has
+    log L = 0 in every draw, which PSIS cannot weigh; this fit has none)."""
+    well_specified.save(tmp_path / "fit", plot=False)
+    idata = az.from_netcdf(tmp_path / "fit" / "posterior.nc")
+    n_obs = idata.carthema_observations.sizes["row"]
+    assert idata.log_likelihood["y"].shape == (1, 400, n_obs) and n_obs == 114
+    loo = az.loo(idata, pointwise=True)
+    assert np.isfinite(loo.elpd_loo) and (loo.pareto_k < 0.7).mean() > 0.9
+    # elpd_loo is at most the in-sample log pointwise predictive density.
+    lppd = np.log(np.exp(idata.log_likelihood["y"].values[0]).mean(axis=0)).sum()
+    assert loo.elpd_loo <= lppd + 1e-9
+
+
+def test_map_records_in_the_fit_folder(han_fit):
+    """fit.json has -2LL, AIC and BIC at the MAP and the correlation matrix; summary.csv
+    the RSE %; run.json the run record; no NaN in the JSON."""
+    idata = az.from_netcdf(han_fit / "posterior.nc")
+    n_obs = idata.carthema_observations.sizes["row"]
+    assert idata.log_likelihood["y"].shape == (1, 100, n_obs)
+    meta = json.loads((han_fit / "fit.json").read_text())
+    crit = meta["criteria"]
+    k, n = crit["n_parameters"], crit["n_observations"]
+    assert n == n_obs and k == len(meta["free"]) + int(idata.posterior.sizes.get("analyte", 0))
+    assert crit["aic"] == pytest.approx(crit["minus_2ll"] + 2 * k)
+    assert crit["bic"] == pytest.approx(crit["minus_2ll"] + k * np.log(n))
+    c = np.array(meta["correlation"]["matrix"])
+    assert c.shape[0] == c.shape[1] and np.allclose(np.diag(c), 1.0) and np.allclose(c, c.T)
+    summary = pd.read_csv(han_fit / "summary.csv")
+    rse = summary["rse_pct"].dropna()
+    assert len(rse) and (rse > 0).all()
+    run = json.loads((han_fit / "run.json").read_text())
+    assert run["seed"] == 1 and run["packages"]["numpy"] == np.__version__
+    assert run["inputs"][0]["path"] == "example:han2022"
+    assert all(len(f["sha256"]) == 64 for f in run["inputs"][0]["files"])
+    assert "NaN" not in (han_fit / "fit.json").read_text()

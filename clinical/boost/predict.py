@@ -61,6 +61,10 @@ count measured on it is a supported count), and G-CSF stops after it (or ``gcsf_
 days later). Days on G-CSF never count toward engraftment, so a patient on G-CSF at the
 boost is never "already engrafted": engraftment is the first 3-day run above 0.5 G/L off
 G-CSF, after the first fall below it when the count falls once the support stops.
+``gcsf_dependent`` ("the ANC falls below 0.5 G/L whenever G-CSF stops"): on G-CSF as
+above, and the patient's own ANC on the boost day, simulated by the same particle without
+the G-CSF, is conditioned below 0.5 G/L (a censored term: one more solve per particle);
+it combines with ``neutropenia_days`` (counted on the supported course, as measured).
 ``tpo``: a TPO-receptor agonist over the 14 days before the boost and continued through
 follow-up (assumption: it is not stopped at the boost). ``plt_transfused``: the
 patient's own count is conditioned below 20 G/L; the last transfusion (1 unit) is placed
@@ -94,10 +98,17 @@ from scipy.stats import norm
 from carthema.clinical.endpoints import (
     ANC_ENGRAFT,
     PLT_ENGRAFT,
+    WITHIN,
     lineage_engraftment,
     support_from_events,
 )
-from carthema.clinical.plans import Plan, _plan_summary, simulate_plan
+from carthema.clinical.plans import (
+    Plan,
+    _plan_summary,
+    astuple_course,
+    counterfactual,
+    simulate_course,
+)
 from carthema.clinical.population.graft import GRAFT_PARAMS, draw_graft, graft_sources
 from carthema.clinical.population.virtual import PRODUCT_LD, load_population, product_events
 from carthema.data.errors import InputError
@@ -353,7 +364,7 @@ def prior_draws(
 
 @dataclass
 class _Term:
-    kind: str  # "obs", "below", "days", "lab"
+    kind: str  # "obs", "below", "own_below" (the count without G-CSF), "days", "lab"
     label: str
     day_index: int = -1
     obs: int = -1  # observable column, or particle dimension for "lab"
@@ -365,10 +376,12 @@ class _Term:
 class _Conditioner:
     """Log-likelihood of particles (log-scale dimensions of a :class:`PopulationPrior`)."""
 
-    def __init__(self, model, prior, base, events, day, terms, days):
+    def __init__(self, model, prior, base, events, day, terms, days, own_events=None):
         self.model, self.prior, self.base = model, prior, base
         self.idx = [model.index("param", n) if n in model.param_names else -1 for n in prior.names]
         self.ev = build_events(model, events, base)
+        # The course without G-CSF, for terms on the patient's own count ("own_below").
+        self.ev_own = None if own_events is None else build_events(model, own_events, base)
         self.days = days
         self.terms = terms
         self.mod = numba_model(model)
@@ -400,11 +413,15 @@ class _Conditioner:
             status, obs = self.simulate(X)
         else:
             status, obs = np.zeros(X.shape[0], dtype=int), None
+        if any(t.kind == "own_below" for t in self.terms):
+            st_own, obs_own = self.simulate(X, self.ev_own)
+            status = np.where(status == 0, st_own, status)
         out, sds = [], []
         for t in self.terms:
             sd = t.sd
-            if t.kind in ("obs", "below"):
-                mu = np.log(np.maximum(obs[:, t.day_index, t.obs], 0.0) + t.floor)
+            if t.kind in ("obs", "below", "own_below"):
+                o = obs_own if t.kind == "own_below" else obs
+                mu = np.log(np.maximum(o[:, t.day_index, t.obs], 0.0) + t.floor)
                 out.append((t.value - mu) / t.sd)
             elif t.kind == "days":
                 anc = obs[:, : t.day_index, self.anc_col]
@@ -422,7 +439,7 @@ class _Conditioner:
         status, zs, sds = self.term_values(X)
         ll = np.zeros(X.shape[0])
         for t, z, sd in zip(self.terms, zs, sds, strict=True):
-            if t.kind == "below":
+            if t.kind in ("below", "own_below"):
                 ll += norm.logcdf(z)
             else:
                 ll += -0.5 * z**2 - np.log(sd)
@@ -625,6 +642,8 @@ def predict_boost(
     platelets: float | None = None,
     gcsf: bool = False,
     gcsf_after: float = 0.0,
+    gcsf_dependent: bool = False,
+    gcsf_since: float | None = None,
     plt_transfused: bool = False,
     tpo: bool = False,
     neutropenia_days: float | None = None,
@@ -649,7 +668,11 @@ def predict_boost(
     (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
     which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
     ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF given through
-    the boost day and continued ``gcsf_after`` days after it); ``plt_transfused`` (the
+    the boost day and continued ``gcsf_after`` days after it), ``gcsf_since`` (the day
+    G-CSF started, implies ``gcsf``; default: the 14 days before the boost, recorded as
+    assumed in the result); ``gcsf_dependent`` (the ANC falls below 0.5 G/L whenever
+    G-CSF stops: the patient's own ANC off G-CSF on the boost day is conditioned below
+    0.5 G/L; implies ``gcsf``); ``plt_transfused`` (the
     platelet count is not the patient's own); ``tpo`` (on a TPO-receptor agonist);
     ``neutropenia_days`` (days with ANC < 0.5 before the boost); ``product``, ``disease``,
     ``hematotox`` (0-7) or ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
@@ -697,8 +720,20 @@ def predict_boost(
     platelets = _check_number("plt", platelets, allow_zero=False, fix=fix_counts)
     anc_lloq = _check_number("anc-lloq", anc_lloq, allow_zero=False, fix="e.g. 0.05 G/L")
     gcsf_after = _check_number("gcsf-after", gcsf_after, fix="days of G-CSF after the boost")
+    gcsf_note = None
+    if gcsf_dependent and not gcsf:
+        gcsf = True
+        gcsf_note = "--gcsf-dependent: the patient is on G-CSF on the boost day"
+    if gcsf_since is not None:  # G-CSF from that day (days since CAR-T) through the boost
+        gcsf = True
+        if not (np.isfinite(gcsf_since) and gcsf_since <= day):
+            raise InputError(f"G-CSF since day {gcsf_since:g} is not on or before the boost "
+                             f"day {day:g}", column="gcsf-since",
+                             fix="give the day G-CSF started, e.g. --gcsf-since 19")  # fmt: skip
+    # Without a start day, the stated assumption: G-CSF over the SUPPORT_DAYS before the boost.
+    gcsf_start = float(gcsf_since) if gcsf_since is not None else day - SUPPORT_DAYS
     if gcsf_after and not gcsf:
-        raise InputError("--gcsf-after needs --gcsf", column="gcsf-after", fix="add --gcsf")
+        raise InputError("--gcsf-after needs G-CSF", column="gcsf-after", fix="add --gcsf-since")
     neutropenia_days = _check_number(
         "neutropenia-days", neutropenia_days, fix="days with ANC < 0.5 G/L before the boost"
     )
@@ -754,7 +789,7 @@ def predict_boost(
     if gcsf:
         support_rows.append(
             # Through the boost day (its count is supported), then gcsf_after more days.
-            _row(day - SUPPORT_DAYS, "gcsf", 5.0, "ug/kg/day", SUPPORT_DAYS + 1.0 + gcsf_after)
+            _row(gcsf_start, "gcsf", 5.0, "ug/kg/day", day - gcsf_start + 1.0 + gcsf_after)
         )
     if tpo:
         support_rows.append(
@@ -767,6 +802,7 @@ def predict_boost(
     ev_pred = _add(ev_cond, after_rows)
     own_kinds = ("gcsf", "tpo_agonist", "platelet_transfusion")
     ev_own = ev_cond[~ev_cond["kind"].isin(own_kinds)].reset_index(drop=True)
+    ev_off_gcsf = ev_cond[ev_cond["kind"] != "gcsf"].reset_index(drop=True)
 
     # ---- what is conditioned on
     first = build_events(model, ev_cond, base).first_time
@@ -826,6 +862,15 @@ def predict_boost(
     elif plt_transfused:
         count_term(day, "platelets", None, PLT_ENGRAFT, True,
                    "own platelets below 20 G/L (transfusion dependent)")  # fmt: skip
+    if gcsf_dependent:
+        # "The ANC falls below 0.5 G/L whenever G-CSF stops": the own count (the same
+        # course without G-CSF) on the boost day is below 0.5, a censored term.
+        res_anc = RESIDUALS["anc"]
+        terms.append(_Term("own_below", "own ANC off G-CSF below 0.5 G/L (G-CSF dependent)",
+                           days.size - 1, model.index("obs", "anc"), np.log(ANC_ENGRAFT),
+                           res_anc.typical_sd, res_anc.floor))  # fmt: skip
+        conditioned.append({"day": float(day), "analyte": "anc", "below": ANC_ENGRAFT,
+                            "course": "without G-CSF"})  # fmt: skip
     if neutropenia_days is not None:
         # The SD is the particle's own (neutropenia_sd of its simulated count).
         terms.append(_Term("days", f"{neutropenia_days:g} days with ANC < 0.5 G/L",
@@ -838,7 +883,7 @@ def predict_boost(
                                    prior.names.index(name), np.log(labs[key]), LAB_SD))  # fmt: skip
 
     # ---- conditioning
-    cond = _Conditioner(model, prior, base, ev_cond, day, terms, days)
+    cond = _Conditioner(model, prior, base, ev_cond, day, terms, days, own_events=ev_off_gcsf)
     if terms:
         res = smc(cond, prior, int(n_draws), rng)
         X = res["X"]
@@ -870,10 +915,14 @@ def predict_boost(
     plan = Plan(day=float(day), dose=float(dose), source=source, selected=bool(selected),
                 cd3_per_kg=cd3)  # fmt: skip
     horizon = float(day) + horizon_days
-    sim_days, status, obs_pred, ev_df = simulate_plan(model, draws, ev_pred, plan, horizon=horizon)
+    course = simulate_course(model, draws, ev_pred, plan, horizon=horizon)
+    sim_days, status, obs_pred, ev_df = astuple_course(course)
     pred = _plan_summary(
         model, plan, sim_days, status, obs_pred, ev_df, reference=float(day), horizon=horizon
     )
+    # The counterfactual: the same draws (same support) without the boost, solved once.
+    none = simulate_course(model, draws, ev_pred, Plan(), horizon=horizon)
+    cf = counterfactual(model, course, none, reference=float(day))
     wall = time.perf_counter() - t0
 
     out: dict = {
@@ -892,9 +941,13 @@ def predict_boost(
             "hematotox": ht_info,
             "support": {
                 "gcsf": bool(gcsf),
-                "gcsf_days_before_boost": SUPPORT_DAYS if gcsf else 0.0,
+                "gcsf_days_before_boost": day - gcsf_start if gcsf else 0.0,
+                "gcsf_since_day": gcsf_start if gcsf else None,
+                "gcsf_since_assumed": bool(gcsf and gcsf_since is None),
                 "gcsf_on_boost_day": bool(gcsf),
                 "gcsf_days_after_boost": float(gcsf_after or 0.0) if gcsf else 0.0,
+                "gcsf_dependent": bool(gcsf_dependent),
+                "gcsf_note": gcsf_note,
                 "plt_transfused": bool(plt_transfused),
                 "tpo": bool(tpo),
             },
@@ -927,15 +980,17 @@ def predict_boost(
         "horizon_days_after_boost": horizon_days,
         "wall_time_s": {"conditioning": t_cond, "total": wall},
     }
-    for key in ("neutrophil", "platelet", "anc_gt_1"):
-        out[key] = {
-            k: pred[key][k]
-            for k in (
-                "median_days", "q05", "q95", "p_within_14d", "p_within_30d", "p_never",
-                "p_already", "n_draws",
-            )
-        }  # fmt: skip
-    out["p_never"] = {key: out[key]["p_never"] for key in ("neutrophil", "platelet", "anc_gt_1")}
+    keys = ("median_days", "q05", "q95", *(f"p_within_{w}d" for w in WITHIN), "p_never",
+            "p_already", "n_draws")  # fmt: skip
+    lineages = ("neutrophil", "platelet", "anc_gt_1")
+    for key in lineages:
+        out[key] = {k: pred[key][k] for k in keys}
+    out["p_never"] = {key: out[key]["p_never"] for key in lineages}
+    # Same shape as "neutrophil"/"platelet": recovery of the patient's own counts from the
+    # boost day without the boost (the same draws); and the days the boost saves.
+    out["no_boost"] = {key: {k: cf["no_boost"][key][k] for k in keys} for key in lineages}
+    for key in ("neutropenia_days_saved", "thrombocytopenia_days_saved"):
+        out[key] = cf[key]
     if "chimerism_day30" in pred:
         out["chimerism_day30"] = pred["chimerism_day30"]
     out["cart_at_boost"] = pred.get("cart_at_reference")
@@ -969,7 +1024,7 @@ def _check_fit(cond: _Conditioner, X: np.ndarray, terms: list[_Term]) -> None:
     ok = status == 0
     for t, z in zip(terms, zs, strict=True):
         z = z[ok]
-        fits = z >= -FIT_Z if t.kind == "below" else np.abs(z) <= FIT_Z
+        fits = z >= -FIT_Z if t.kind in ("below", "own_below") else np.abs(z) <= FIT_Z
         if z.size == 0 or fits.mean() < MIN_FIT:
             raise InputError(
                 f"the given state is impossible under the calibrated population: {t.label} "

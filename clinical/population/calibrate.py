@@ -248,7 +248,7 @@ SUPPORTIVE_CARE = (
     "average effect. Platelet counts are the patient's own (no transfusion jumps are "
     "simulated); the published thresholds (< 50, < 20 G/L) count nadirs, which transfusion "
     "triggers reach before a transfusion. Explicit G-CSF or transfusion events of a real "
-    "patient act on top of this (carthema predict-boost --gcsf, --plt-transfused)."
+    "patient act on top of this (carthema predict-boost --gcsf-since, --plt-transfused)."
 )
 
 

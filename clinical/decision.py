@@ -1,0 +1,178 @@
+"""The one line a report and the console open with: the recommendation, or why there is
+none.
+
+Three outcomes (issue 20):
+
+- ``Recommendation: boost on day X (P(neutrophil engraftment within 30 d) .., saves N
+  days of ANC < 0.5 G/L vs no boost ..)`` when the scanned window holds a day;
+- ``Recommendation: no boost needed (...)`` when no scanned day saves any day of severe
+  cytopenia against no boost, because the counts are predicted to recover on their own;
+- ``No recommendation: ...`` when the model does not describe this patient (a misfit:
+  :func:`misfit_reasons`) or no day meets the window's criteria.
+
+A misfit withholds the recommendation whatever the window says: a prediction from a
+model that misses the patient's own counts is not a basis for a decision. Everything
+else a report says is then phrased as conditional on the model (:func:`conditional`).
+"Recovery" is used for the patient's own counts, "engraftment" only for a graft.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+#: Below this KS p-value the PIT values are not uniform: the posterior predictive
+#: distribution misses the data (the same cut as :func:`carthema.fitting.diagnostics.pit_line`).
+PIT_KS_MIN = 0.01
+#: Above this share of observations outside their 90 % predictive interval (want about
+#: 10 %) the predictive bands are too narrow for the data.
+PIT_OUTSIDE_MAX = 0.3
+#: Counts checked against the predictive band at the last observation.
+COUNTS = {"anc": "ANC", "platelets": "platelets"}
+
+
+def _n(v: float) -> str:
+    """A count for a sentence: 2 significant digits, no exponent (0.42, 18, 200)."""
+    return f"{float(f'{v:.2g}'):g}" if abs(v) < 1e6 else f"{v:.2g}"
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def misfit_reasons(
+    meta: Mapping | None,
+    summary: pd.DataFrame | None = None,
+    residuals: pd.DataFrame | None = None,
+) -> list[str]:
+    """Why the fitted model does not describe this patient, one short phrase each; empty
+    when none applies.
+
+    - a residual SD whose posterior median is above its prior's 90 % upper bound
+      (``summary``: the fit's summary.csv);
+    - PIT values not uniform (KS p < :data:`PIT_KS_MIN`) or more than
+      :data:`PIT_OUTSIDE_MAX` of the observations outside their 90 % predictive interval
+      (``meta["pit"]``: fit.json);
+    - the last observed ANC or platelet count outside its 90 % posterior predictive
+      interval (``residuals``: the fit's residuals.csv; a value below the assay limit is
+      outside when the interval's lower end is above the limit).
+    """
+    reasons: list[str] = []
+    if summary is not None and len(summary) and "kind" in summary:
+        for _, r in summary[summary["kind"] == "residual SD"].iterrows():
+            med, hi = r.get("median"), r.get("prior_q95")
+            if _finite(med) and _finite(hi) and float(med) > float(hi):
+                a = str(r["name"]).removeprefix("sigma_")
+                reasons.append(
+                    f"the residual SD of {a} ({float(med):.2g}) is above its prior's 90 % "
+                    f"bound ({float(hi):.2g})"
+                )
+    elif meta:
+        warn = (meta.get("diagnostics") or {}).get("warnings", [])
+        reasons += [w.split(":", 2)[1].strip() for w in warn if str(w).startswith("misfit:")]
+    pit = (meta or {}).get("pit") or {}
+    if pit.get("n"):
+        ks, out = pit.get("ks_p"), pit.get("outside_90")
+        if _finite(ks) and float(ks) < PIT_KS_MIN:
+            reasons.append(f"the PIT values are not uniform (KS p = {float(ks):.2g})")
+        elif _finite(out) and float(out) > PIT_OUTSIDE_MAX:
+            reasons.append(
+                f"{float(out):.0%} of the observations fall outside their 90 % predictive "
+                "interval (want about 10 %)"
+            )
+    if residuals is not None and len(residuals):
+        for analyte, label in COUNTS.items():
+            rows = residuals[residuals["analyte"] == analyte]
+            if not len(rows):
+                continue
+            r = rows.sort_values("day").iloc[-1]
+            lo, hi = r.get("pi05"), r.get("pi95")
+            if not (_finite(lo) and _finite(hi)):
+                continue
+            cen = bool(r.get("censored", False))
+            val = float(r["limit"] if cen else r["observed"])
+            if (cen and val < float(lo)) or (not cen and not float(lo) <= val <= float(hi)):
+                reasons.append(
+                    f"the last {label} (day {float(r['day']):g}: "
+                    f"{'< ' if cen else ''}{val:.3g} G/L) is outside the fit's 90 % "
+                    f"predictive band ({_n(float(lo))}-{_n(float(hi))} G/L)"
+                )
+    return reasons
+
+
+def _pct(x) -> str:
+    return f"{float(x):.0%}" if _finite(x) else "not computed"
+
+
+def _saved(window: Mapping) -> str:
+    """Days of ANC < 0.5 G/L the recommended boost saves against no boost: the median
+    and 90 % interval when the result carries ``neutropenia_days_saved``, else the
+    median of the window scan, else "not computed"."""
+    for holder in (window, window.get("window") or {}):
+        s = holder.get("neutropenia_days_saved") if isinstance(holder, Mapping) else None
+        if isinstance(s, Mapping) and _finite(s.get("median")):
+            text = f"saves {float(s['median']):.0f} days of ANC < 0.5 G/L vs no boost"
+            if _finite(s.get("q05")) and _finite(s.get("q95")):
+                text += f", 90 % interval {float(s['q05']):.0f}-{float(s['q95']):.0f}"
+            return text
+    med = (window.get("window") or {}).get("recommended_neutropenia_days_saved_median")
+    if _finite(med):
+        return f"saves a median {float(med):.0f} days of ANC < 0.5 G/L vs no boost"
+    return "days of ANC < 0.5 G/L saved vs no boost: not computed"
+
+
+def decision_line(window: Mapping, reasons: list[str] | tuple[str, ...] = ()) -> str:
+    """The recommendation in one line from a window result (``window_from_fit``'s
+    dict: ``window`` summary, ``today``, ``plan``) and the misfit ``reasons``
+    (:func:`misfit_reasons`)."""
+    if reasons:
+        return (
+            "No recommendation: the model does not describe this patient ("
+            + "; ".join(reasons)
+            + ")."
+        )
+    w = window.get("window") or {}
+    days = (window.get("plan") or {}).get("boost_days") or []
+    span = f"day {min(days):g} to day {max(days):g}" if days else "the scanned days"
+    day = w.get("recommended_day")
+    if day is not None:
+        within = w.get("within_days", 30)
+        return (
+            f"Recommendation: boost on day {float(day):g} (P(neutrophil engraftment within "
+            f"{within} d) {_pct(w.get('recommended_p_engraftment'))}, {_saved(window)})."
+        )
+    no_benefit = set(w.get("days_no_benefit") or [])
+    first_rec = w.get("first_day_already_recovered")
+    if days and all(d in no_benefit or (first_rec is not None and d >= first_rec) for d in days):
+        return (
+            f"Recommendation: no boost needed (from {span} no boost day saves a day of "
+            "ANC < 0.5 G/L or platelets < 20 G/L against no boost: the counts are "
+            "predicted to recover on their own)."
+        )
+    why = []
+    if w.get("days_over_cart_limit"):
+        why.append(f"CAR-T above {w.get('cart_limit', 1000):g} copies/ug on "
+                   f"{len(w['days_over_cart_limit'])} of {len(days)} days")  # fmt: skip
+    why.append(
+        f"P(neutrophil engraftment within {w.get('within_days', 30)} d) below "
+        f"{_pct(w.get('threshold'))} on the other days"
+    )
+    return f"No recommendation: no boost day from {span} meets the criteria ({'; '.join(why)})."
+
+
+def conditional(lines: list[str], reasons: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``lines`` under a first line that says they are model predictions, conditional on
+    the model describing this patient (and that it does not, when ``reasons``)."""
+    head = (
+        "What follows is what the fitted model predicts. The model does not describe this "
+        "patient (see above), so these are not predictions for this patient; they show "
+        "what the model would need to be right."
+        if reasons
+        else "What follows is what the fitted model predicts, if it describes this patient."
+    )
+    return [head, *lines]
