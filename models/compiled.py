@@ -10,7 +10,6 @@ that file.
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +59,8 @@ def _compile_ahead(mod: ModuleType, model: Model) -> None:
     """Compile ``solve`` and ``solve_sens`` now, saying on stderr what is compiled and how
     long it took last time on this machine (the cache's own record, :func:`last_compile`),
     and record how long it took this time."""
+    from .._console import progress_to_stderr as say  # stderr, silent with --quiet
+
     what = f"numba solver: {model.name}"
     last = last_compile(what)
     if last is None:
@@ -69,12 +70,10 @@ def _compile_ahead(mod: ModuleType, model: Model) -> None:
         )
     else:
         when = f"last time on this machine {last['wall_s']:.0f} s ({last['cpu_s']:.0f} s CPU)"
-    print(
+    say(
         f"compiling the numba solver of the '{model.name}' model ({model.n_y} states, "
         f"{model.n_p} parameters: {', '.join(_AHEAD)}), once per change of the "
-        f"equations or the solver; {when}",
-        file=sys.stderr,
-        flush=True,
+        f"equations or the solver; {when}"
     )
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     p = np.ascontiguousarray(model.default_params(), dtype=np.float64)
@@ -84,4 +83,4 @@ def _compile_ahead(mod: ModuleType, model: Model) -> None:
     mod.solve_sens(p, np.zeros(1, dtype=np.int64), *args, *opts)
     wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
     record_compile(what, wall, cpu, Path(mod.__file__).name)
-    print(f"compiled in {wall:.0f} s ({cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+    say(f"compiled in {wall:.0f} s ({cpu:.0f} s CPU)")
