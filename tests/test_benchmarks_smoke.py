@@ -61,6 +61,12 @@ def test_solver_smoke():
     assert res["population"]["n"] == 20 and res["population"]["numba_failed"] == 0
 
 
+def test_data_layer_smoke():
+    res = _run_smoke("data_layer.py")
+    assert res["mode"] == "smoke"
+    assert [r["patients"] for r in res["runs"]] == [100, 20]
+
+
 @pytest.mark.slow
 def test_validation_smoke():
     res = _run_smoke("validation.py")
