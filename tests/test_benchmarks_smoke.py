@@ -48,8 +48,11 @@ def test_startup_smoke():
     # solve and solve_sens were compiled ahead by numba_model, which recorded it.
     assert cold["compiled_ahead"]["file"] == cold["module"]
     assert res["cold_compile_cpu_s"] >= cold["compiled_ahead"]["cpu_s"] > 0.0
-    # Keys not measured in a smoke run are null with the reason.
-    for key in ("first_gradient_fresh_s", "first_gradient_fresh_s_pytensor", "demo_cold_s"):
+    # The fast path's first gradient is measured even in a smoke run (it is seconds) ...
+    assert res["first_gradient_fresh_s"] > 0.0
+    assert all(r["grad_finite"] for r in res["gradient_fast"]["runs"])
+    # ... the keys not measured in a smoke run are null with the reason.
+    for key in ("first_gradient_fresh_s_pytensor", "demo_cold_s"):
         assert res[key] is None and res["reasons"][key]
 
 
