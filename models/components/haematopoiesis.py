@@ -36,14 +36,19 @@ inflammatory signal ``infl_I`` (CRS), which slows every division for days. A del
 slowly resolving injury ``infl_Z`` follows it (a low-pass copy of the saturated
 inflammation): it slows the resident CD34+ progenitors by ``1 + late_supp * Z`` and
 removes resident stem cells at ``late_kill_hsc * Z``. Its strength is the patient's
-susceptibility. The CD34+ progenitors that survive lymphodepletion give a first
-recovery within about a week; the slowed divisions during CRS and then the delayed
-injury give the second dip of the biphasic course (17 % of the calibrated population),
-and, with a low reserve, the persistent aplasia of a minority. It acts on the resident
-marrow only: prolonged cytopenia after CAR-T is attributed to damaged resident
-haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus, Rejeski
-et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness of their
-own (assumption, stated).
+susceptibility. Part of the injury does not resolve: ``infl_D`` accumulates the delayed
+exposure (``late_rate * Z``, never repaired) and slows the resident progenitors by a
+further ``niche_supp * D`` for good, the persistent tail of months of cytopenia (Logue et
+al. 2021: about 12 % of axi-cel patients with ANC < 1 G/L on day 90 and on day 180).
+Its driver is a pre-CAR-T susceptibility and the inflammatory course, which saturates
+(``I / (1 + I)``), so CAR-T levels beyond those that saturate it add nothing. The CD34+
+progenitors that survive lymphodepletion give a first recovery within about a week; the
+slowed divisions during CRS and then the delayed injury give the second dip of the
+biphasic course, and, with a low reserve, the persistent aplasia of a minority. It acts
+on the resident marrow only: prolonged cytopenia after CAR-T is attributed to damaged
+resident haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus,
+Rejeski et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness
+of their own (assumption, stated).
 
 **Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
@@ -84,6 +89,7 @@ STATES = (
     ),
     State("infl_I", "1", 1.0, "CAR-T inflammatory signal (CRS)"),
     State("infl_Z", "1", 1.0, "delayed marrow suppression"),
+    State("infl_D", "1", 1.0, "non-resolving marrow (niche) damage"),
     State("imm_R", "1", 1.0, "host immunity (1 = normal)"),
     State("gvh_T", "1e8 CD3+ cells/kg", 0.1, "donor T cells"),
     *(
@@ -401,6 +407,26 @@ PARAMS = (
         "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
         "stem-cell loss rate per unit delayed suppression",
     ),
+    _p(
+        "niche_supp",
+        0.05,
+        "1",
+        1e-4,
+        20.0,
+        "calibrated (population file) to ../shared/calibration/natural_history_more.csv rows "
+        "8-9 (Logue et al. 2021, Haematologica: ANC < 1.0 G/L on day 90 in 12.5 %, on day "
+        "180 in 11.9 % of axi-cel LBCL patients: a tail that does not resolve between 3 and "
+        "6 months). Mechanism (assumption, stated): inflammatory, IFN-gamma-mediated damage "
+        "of the haematopoietic niche and stem/progenitor self-renewal that does not repair "
+        "(IFN-gamma impairs HSC self-renewal and maintenance: Baldridge et al. 2010, Nature "
+        "465:793; de Bruin et al. 2014, Blood 124:3711; persistent cytopenia after CAR-T "
+        "with a hypocellular marrow and no recovery without stem-cell support: Rejeski et "
+        "al. 2023, ICAHT consensus, Blood 142:865). The susceptibility is a pre-CAR-T trait "
+        "(reserve, baseline inflammation); the exposure is the saturated inflammatory course "
+        "(infl_Z), so CAR-T levels above those that saturate it add nothing",
+        "suppression of resident progenitor division per unit non-resolving damage",
+        needs="cart_E",
+    ),
     # --- immunity, rejection and GvH
     _p(
         "imm_regen",
@@ -571,7 +597,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # CAR-T milieu); graft cells infused later carry healthy fitness of their own.
     km, sm = p["mpp_rate"], p["hsc_sigma"]
     div_m = km * (fb_n * fb_p) ** 0.5 / early
-    late = 1.0 + p["late_supp"] * Z
+    # Delayed (resolving, Z) and non-resolving (D) injury of the resident progenitors.
+    late = 1.0 + p["late_supp"] * Z + p["niche_supp"] * s["infl_D"]
     stems = {"h": H, "a": A, "t": P, "n": N}
     d: dict = {}
     for k in STREAMS:
@@ -612,6 +639,9 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
         drive = 0.0
     d["infl_I"] = drive - p["infl_out"] * I
     d["infl_Z"] = p["late_rate"] * (I / (1.0 + I) - Z)
+    # Non-resolving damage: the cumulative delayed-injury exposure, never repaired
+    # (D = late_rate x the integral of Z; about 1 after a typical CRS course).
+    d["infl_D"] = p["late_rate"] * Z
     d["imm_R"] = (
         p["imm_regen"] * R * (1.0 - R) - (p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh) * R
     )
@@ -622,7 +652,7 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
 def initial(p: dict, m) -> dict:
     c = p["donor_chim0"]
     y = {"hsc_H": p["hsc_mass"], "hsc_A": 0.0, "hsc_P": 0.0, "hsc_N": 0.0}
-    y.update({"infl_I": 0.0, "infl_Z": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
+    y.update({"infl_I": 0.0, "infl_Z": 0.0, "infl_D": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
     y.update({"mpp_h": 1.0, "mpp_a": 0.0, "mpp_t": 0.0, "mpp_n": 0.0})
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
