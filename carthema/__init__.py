@@ -28,6 +28,7 @@ _LAZY = {
     "predict_plan": "carthema.clinical.plans",
     "natural_history": "carthema.clinical.population.natural_history",
     "load_population": "carthema.clinical.population.virtual",
+    "icaht": "carthema.clinical.population.icaht",
 }
 
 __all__ = [*_eager, *_LAZY]

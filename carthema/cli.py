@@ -61,6 +61,7 @@ from carthema import (  # noqa: E402
     cli_cohort,
     cli_data,
     cli_fit,
+    cli_icaht,
     cli_model,
     cli_natural,
     cli_population,
@@ -72,6 +73,7 @@ cli_data.register(app)
 cli_data.register_import(app)
 cli_model.register(app)
 cli_natural.register(app)
+cli_icaht.register(app)
 cli_fit.register(app)
 cli_population.register(app)
 cli_cohort.register(app)

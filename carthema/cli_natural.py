@@ -15,6 +15,15 @@ from carthema.data.atomic import write_atomic
 console = stdout_console()
 
 
+def _fmt(value) -> str:
+    """A statistic for the table: a number, or five fractions of a grade distribution."""
+    if isinstance(value, list | tuple):
+        return " / ".join(f"{v:.2f}" for v in value)
+    if value is None or value != value:
+        return "none"
+    return f"{value:.3g}"
+
+
 def register(app: typer.Typer) -> None:
     """Add ``natural-history`` to ``app``."""
 
@@ -42,8 +51,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Write the visual predictive check (PNG).")
         ] = None,
     ) -> None:
-        """Simulate the calibrated virtual population without a boost and compare its
-        blood-count statistics with the published natural history (Rejeski et al. 2021)."""
+        """Simulate the calibrated virtual population without a boost (days -7 to 180) and
+        compare its blood-count statistics and ICAHT grades with every published row of
+        both calibration files that applies."""
         from carthema.clinical.population.natural_history import (
             natural_history,
             plot_natural_history,
@@ -51,23 +61,44 @@ def register(app: typer.Typer) -> None:
 
         nh = natural_history(product, disease, hematotox, n=n, seed=seed)
         s = nh.settings
-        table = Table(
-            title=f"Natural history, days 0-60: {s['product']}, {s['disease']}, "
-            f"CAR-HEMATOTOX {s['hematotox'] if s['hematotox'] is not None else 'all'}, "
-            f"n = {s['n']}"
+        group = (
+            f"{s['product']}, {s['disease']}, CAR-HEMATOTOX "
+            f"{s['hematotox'] if s['hematotox'] is not None else 'all'}"
         )
-        for col in ("statistic", "model", "published", "within 0.10 / 3 d"):
+        t = nh.table()
+        rows = t[t["published"].notna()]
+        if len(rows):
+            table = Table(title=f"Published rows that apply: {group}, n = {s['n']}")
+            for col in ("row", "statistic", "published", "model", "within 0.10 / 3 d"):
+                table.add_column(col)
+            pub = {r["statistic"]: r for r in nh.published}
+            for r in rows.itertuples():
+                where = f"{pub[r.statistic]['file']}:{pub[r.statistic]['row']}"
+                ok = {True: "yes", False: "NO", None: "-"}[r.within_tolerance]
+                table.add_row(where, r.statistic, f"{r.published:.3g}", _fmt(r.model), ok)
+            console.print(table)
+            hits = int(sum(rows["within_tolerance"] == True))  # noqa: E712
+            console.print(f"{hits} of {len(rows)} published rows within tolerance")
+        else:
+            console.print(
+                f"no published row for {group} in natural_history.csv or "
+                "natural_history_more.csv: the model values below have nothing to compare with"
+            )
+        table = Table(
+            title=f"Model statistics without a published row, days {s['days'][0]:g} to "
+            f"{s['days'][1]:g}: {group}, n = {s['n']}"
+        )
+        for col in ("statistic", "model", "definition"):
             table.add_column(col)
-        for r in nh.table().itertuples():
-            pub = "" if r.published is None or r.published != r.published else f"{r.published:.3g}"
-            ok = "" if r.within_tolerance is None else ("yes" if r.within_tolerance else "NO")
-            table.add_row(r.statistic, f"{r.model:.3g}", pub, ok)
+        for r in t[t["published"].isna()].itertuples():
+            table.add_row(r.statistic, _fmt(r.model), r.definition)
         console.print(table)
         for note in nh.notes:
             console.print(f"note: {note}")
         console.print(
-            "published values: Rejeski et al. 2021, Blood 138:2499 (calibration targets, "
-            "natural_history.csv); the population was calibrated to them"
+            "published rows: ../shared/calibration/natural_history.csv (Rejeski et al. 2021, "
+            "Blood 138:2499) and natural_history_more.csv (bundled copies); grade "
+            "distributions are fractions of patients with grade 0 / 1 / 2 / 3 / 4"
         )
         if json_out is not None:
             write_atomic(json_out, json.dumps(nh.to_json(), indent=1, default=float), mkdir=True)

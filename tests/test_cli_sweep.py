@@ -100,6 +100,12 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [str(files / "no_such_fit")],
         ],
         "predict-boost": [["--day", "-400", "--dose", "3e6"], ["--dose", "3e6"]],
+        "icaht": [
+            [str(files / "missing.csv")],
+            [bad],
+            ["example:synthetic"],  # counts every 2-7 days: a gap decides a grade
+            ["example:synthetic", "--max-gap", "0"],
+        ],
         "virtual-trial": [["prior", "--policies", str(files / "missing.csv"), "--out", "o"]],
     }
 

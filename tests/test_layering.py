@@ -42,6 +42,7 @@ def test_clinical_package_imports_no_sampler_stack():
             "population.calibrate",
             "population.natural_history",
             "population.statistics",
+            "population.icaht",
         )
     )
     assert _loaded(body) == []
@@ -52,7 +53,7 @@ def test_fitting_priors_alone_imports_no_pymc():
     assert _loaded("import carthema.fitting.priors") == []
 
 
-@pytest.mark.parametrize("command", ["predict-boost", "natural-history"])
+@pytest.mark.parametrize("command", ["predict-boost", "natural-history", "icaht"])
 def test_clinical_commands_help_loads_no_pymc(command):
     body = (
         "from carthema.cli import main\n"

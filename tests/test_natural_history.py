@@ -91,3 +91,36 @@ def test_bad_options_are_refused():
         natural_history("kymriah")
     with pytest.raises(InputError, match="n must be"):
         natural_history(n=3)
+
+
+def test_every_applicable_row_of_both_files_and_every_key_reach_the_output(
+    tmp_path, capsys, monkeypatch
+):
+    """Issue 17 item 7: days -7..180, every statistic in the JSON, every applicable row of
+    natural_history.csv and natural_history_more.csv printed beside the model."""
+    monkeypatch.setenv("COLUMNS", "250")
+    out = tmp_path / "nh.json"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["natural-history", "--product", "axi-cel", "--n", "100", "--json", str(out)])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    # Table 2 axi-cel rows 18-25 and the Logue rows 8-9 (days 90 and 180)
+    for where in [f"natural_history.csv:{r} " for r in range(18, 26)] + [
+        "natural_history_more.csv:8 ",
+        "natural_history_more.csv:9 ",
+    ]:
+        assert where in text, where
+    data = json.loads(out.read_text())
+    assert data["settings"]["days"] == [-7.0, 180.0]
+    assert set(data["statistics"]) == set(DEFINITIONS)
+    for key in ("icaht_early_grade_dist", "ticaht_late_grade_dist"):
+        dist = data["statistics"][key]
+        assert len(dist) == 5 and sum(dist) == pytest.approx(1.0)
+    assert {(r["file"], r["row"]) for r in data["published"]} == {
+        ("natural_history.csv", r) for r in range(18, 26)
+    } | {("natural_history_more.csv", 8), ("natural_history_more.csv", 9)}
+    # a group without a published row says so
+    with pytest.raises(SystemExit) as e:
+        cli_main(["natural-history", "--product", "liso-cel", "--n", "20"])
+    assert e.value.code == 0
+    assert "no published row for liso-cel, lbcl, CAR-HEMATOTOX all" in capsys.readouterr().out

@@ -1,11 +1,13 @@
 """Natural history after CD19 CAR-T without a boost: simulate the calibrated virtual
-population and compare its statistics with the published ones (Rejeski et al. 2021).
+population and compare its statistics with the published ones (both calibration files:
+Rejeski et al. 2021 and natural_history_more.csv).
 
 ``natural_history()`` is what ``carthema natural-history`` runs: it picks virtual
 patients (by product, CAR-HEMATOTOX group or score), simulates each after its product's
-lymphodepletion and dose, and returns the statistics of :mod:`.nh_stats` next to the
-published value of the matching row of the calibration file, plus the daily ANC and
-platelet bands for a visual predictive check.
+lymphodepletion and dose over days -7..180, and returns the statistics of
+:mod:`.statistics` (ICAHT grades included) next to every calibration row that applies
+(:func:`.statistics.applicable_rows`), plus the daily ANC and platelet bands for a
+visual predictive check.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import pandas as pd
 
 from carthema.clinical.population.statistics import (
     DEFINITIONS,
-    load_targets,
+    POOLED,
+    applicable_rows,
     per_patient,
+    row_source,
     summarise,
-    target_group,
     tolerance,
 )
 from carthema.clinical.population.virtual import (
@@ -173,8 +176,9 @@ class NaturalHistory:
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
-        """One row per statistic: model value, published value (where one exists),
-        the source row and whether it lies within 0.10 (fractions) or 3 days (medians)."""
+        """One row per statistic: model value (five fractions for a grade distribution),
+        published value and source row where a calibration row applies, and whether the
+        model lies within its tolerance (0.10 for fractions, 3 days for medians)."""
         pub = {r["statistic"]: r for r in self.published}
         rows = []
         for key, value in self.statistics.items():
@@ -185,8 +189,8 @@ class NaturalHistory:
                     "model": value,
                     "published": None if r is None else r["value"],
                     "within_tolerance": None
-                    if r is None
-                    else abs(value - r["value"]) <= tolerance(key),
+                    if r is None or _missing(value)
+                    else bool(abs(value - r["value"]) <= tolerance(key)),
                     "source": "" if r is None else r["source"],
                     "definition": DEFINITIONS[key],
                 }
@@ -194,29 +198,46 @@ class NaturalHistory:
         return pd.DataFrame(rows)
 
     def to_json(self) -> dict:
-        return {
-            "settings": self.settings,
-            "statistics": self.statistics,
-            "published": self.published,
-            "table": self.table().to_dict("records"),
-            "notes": self.notes,
-        }
+        return _finite_json(
+            {
+                "settings": self.settings,
+                "statistics": self.statistics,
+                "published": self.published,
+                "table": self.table().to_dict("records"),
+                "notes": self.notes,
+            }
+        )
 
 
-def _published(product: str | None, hematotox) -> list[dict]:
-    t = load_targets()
-    # The CAR-HEMATOTOX rows pool both products; an exact score has no row.
-    groups = [target_group(r.product, r.stratum) for r in t.itertuples()]
-    sel = t[[g == (product, hematotox) for g in groups]]
+def _missing(value) -> bool:
+    return isinstance(value, float) and not np.isfinite(value)
+
+
+def _finite_json(x):
+    """NaN (a median nobody has, e.g. no patient recovers) as JSON null."""
+    if isinstance(x, dict):
+        return {k: _finite_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite_json(v) for v in x]
+    if isinstance(x, float | np.floating) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _published(product: str | None, disease: str, hematotox) -> list[dict]:
+    """Every row of both calibration files that applies (an exact CAR-HEMATOTOX score
+    has none)."""
     return [
         {
             "statistic": r.statistic,
             "value": float(r.value),
             "n": int(r.n),
-            "source": f"{r.source}, {r.table}, {r.cohort} {r.product} {r.stratum} "
-            f"(natural_history.csv row {r.csv_row})",
+            "tolerance": float(r.tolerance),
+            "file": r.file,
+            "row": int(r.csv_row),
+            "source": row_source(r),
         }
-        for r in sel.itertuples()
+        for r in applicable_rows(product, disease, hematotox).itertuples()
     ]
 
 
@@ -227,7 +248,7 @@ def natural_history(
     *,
     n: int = 1000,
     seed: int = 0,
-    horizon: float = 90.0,
+    horizon: float = 180.0,
 ) -> NaturalHistory:
     """Simulate ``n`` virtual patients of the calibrated population without a boost.
 
@@ -244,7 +265,9 @@ def natural_history(
     n, seed:
         Number of virtual patients and random seed.
     horizon:
-        Last day simulated (>= 60), days since CAR-T.
+        Last day simulated (>= 60), days since CAR-T; simulation starts on day -7
+        (lymphodepletion). Statistics of later days (day 90 and 180 counts, late ICAHT
+        to day 100) are left out, with a note, when the horizon stops short of them.
     """
     if not (isinstance(n, int | np.integer) and n >= 10):
         raise InputError(f"--n must be an integer >= 10, got {n}", column="n", fix="e.g. --n 1000")
@@ -282,13 +305,32 @@ def natural_history(
         "seed": seed,
         "population": meta.get("module", "calibrated population"),
     }
-    pub = _published(product, hematotox) if disease == "lbcl" else []
+    settings["days"] = [float(days[0]), float(days[-1])]
+    left_out = [k for k in DEFINITIONS if k not in stats]
+    if left_out:
+        notes.append(f"not simulated to their day (horizon {horizon:g}): {', '.join(left_out)}")
+    pub = _published(product, disease, hematotox)
+    group = (
+        f"{settings['product']}, {disease}, CAR-HEMATOTOX "
+        f"{hematotox if hematotox is not None else 'all'}"
+    )
+    if not pub:
+        notes.append(
+            f"no published row for {group} in natural_history.csv or "
+            "natural_history_more.csv: nothing to compare with"
+        )
+    if product is None and any(r["file"] == "natural_history_more.csv" for r in pub):
+        pooled = sorted({p for p in POOLED if p != "axi-cel+tisa-cel"})
+        notes.append(
+            f"rows of pooled cohorts ({', '.join(pooled)}) are compared with this "
+            "simulation's axi-cel : tisa-cel mix"
+        )
     return NaturalHistory(stats, pub, days, bands, settings, notes)
 
 
 def plot_natural_history(nh: NaturalHistory, path) -> None:
-    """Visual predictive check: ANC and platelet 5/50/95 % bands over days 0-90 with the
-    published thresholds and fractions marked."""
+    """Visual predictive check: ANC and platelet 5/50/95 % bands over the simulated days
+    from day 0, with the published thresholds and fractions marked."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,18 +1,26 @@
-"""Natural-history statistics of daily blood counts after CD19 CAR-T, as Rejeski et al.
-2021 (Blood 138:2499, Tables 2-3) report them.
+"""Natural-history statistics of daily blood counts after CD19 CAR-T: those Rejeski et
+al. 2021 (Blood 138:2499, Tables 2-3) report, and those of the second calibration file
+(counts on fixed days, from the products' labels and Logue et al. 2021; ICAHT grades).
 
-Every statistic is either a fraction of patients (the mean of a per-patient indicator)
-or a median of a per-patient number of days. Both are computed from per-patient values
-so that a weighted virtual population (the calibration) and a plain one use the same
-code: :func:`per_patient` gives the values, :func:`summarise` the statistics.
+Every statistic is a fraction of patients (the mean of a per-patient indicator), a
+median of a per-patient number of days, or a grade distribution (fractions of patients
+per grade 0-4). All are computed from per-patient values so that a weighted virtual
+population (the calibration) and a plain one use the same code: :func:`per_patient`
+gives the values, :func:`summarise` the statistics.
 
 Windows: "at any time" means days 0-60 (the window of the paper's primary end point, as
 the calibration README says); "after day 21" means days 21-60; thresholds are as printed
-(``<=`` where the table writes it).
+(``<=`` where the table writes it). "On day D" statistics read the count of that day;
+ICAHT grades follow :mod:`carthema.clinical.population.icaht`.
+
+:func:`load_calibration_rows` reads every row of both calibration files with its
+product, disease, CAR-HEMATOTOX stratum, statistic and tolerance;
+:func:`applicable_rows` lists those a simulation answers to.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import numpy as np
@@ -32,14 +40,57 @@ DEFINITIONS: dict[str, str] = {
     "p_biphasic": "ANC > 0.5 G/L for >= 3 consecutive days after the first nadir below 0.5, "
     "then below 0.5 again before day 60",
     "median_day_anc_nadir": "median day of the lowest ANC in days 0-60",
-    "p_anc_lt_1_d30": "ANC < 1.0 G/L on day 30",
-    "p_anc_lt_0.5_d42": "ANC < 0.5 G/L on day 42",
-    "p_plt_lt_50_d30": "platelets < 50 G/L on day 30",
+    "median_day_anc_recovery": "median first day of 3 consecutive days with ANC >= 0.5 G/L "
+    "after the nadir of days 0-60, among patients below 0.5 who recover by day 60",
+    **{
+        f"p_anc_lt_{t:g}_d{d}": f"ANC < {t:g} G/L on day {d}"
+        for t in (0.5, 1.0)
+        for d in (28, 30, 42, 56, 90, 180)
+    },
+    **{
+        f"p_plt_lt_{t:g}_d{d}": f"platelets < {t:g} G/L on day {d}"
+        for t in (20.0, 50.0)
+        for d in (28, 30, 56, 90)
+    },
+    "p_early_icaht_ge3": "early (days 0-30) neutrophil ICAHT grade >= 3 "
+    "(carthema.clinical.population.icaht)",
+    "p_late_icaht_ge3": "late (days 31-100) neutrophil ICAHT grade >= 3",
+    "p_early_ticaht_ge3": "early (days 0-30) platelet T-ICAHT grade >= 3",
+    "p_late_ticaht_ge3": "late (days 31-100) platelet T-ICAHT grade >= 3",
+    "icaht_early_grade_dist": "fractions of patients with early neutrophil ICAHT grade 0-4",
+    "icaht_late_grade_dist": "fractions of patients with late neutrophil ICAHT grade 0-4",
+    "ticaht_early_grade_dist": "fractions of patients with early platelet T-ICAHT grade 0-4",
+    "ticaht_late_grade_dist": "fractions of patients with late platelet T-ICAHT grade 0-4",
 }
-MEDIANS = ("median_days_anc_lt_0.5_d0_60", "median_day_anc_nadir")
+MEDIANS = ("median_days_anc_lt_0.5_d0_60", "median_day_anc_nadir", "median_day_anc_recovery")
+#: Grade distributions: per patient a grade 0-4, summarised as five fractions.
+DISTRIBUTIONS = (
+    "icaht_early_grade_dist",
+    "icaht_late_grade_dist",
+    "ticaht_early_grade_dist",
+    "ticaht_late_grade_dist",
+)
+#: Last day a statistic needs (days since CAR-T); 60 where not listed. Statistics past
+#: the simulated days are left out of :func:`per_patient`'s result.
+LAST_DAY: dict[str, int] = {
+    **{
+        k: int(k.rsplit("_d", 1)[1])
+        for k in DEFINITIONS
+        if re.fullmatch(r"p_(anc|plt)_lt_[\d.]+_d\d+", k)
+    },
+    "p_late_icaht_ge3": 100,
+    "p_late_ticaht_ge3": 100,
+    "icaht_late_grade_dist": 100,
+    "ticaht_late_grade_dist": 100,
+}
 #: Columns of natural_history.csv that name the pooled cohort and the CAR-HEMATOTOX strata.
 POOLED_PRODUCTS = "axi-cel+tisa-cel"
+#: Product columns of both calibration files that pool products: their rows apply to a
+#: pooled simulation (``product=None``).
+POOLED = ("axi-cel+tisa-cel", "axi-cel+tisa-cel+liso-cel")
 STRATA = {"HT-high": "high", "HT-low": "low"}
+#: The calibration files (bundled copies in ``carthema/data/calibration``).
+CALIBRATION_FILES = ("natural_history.csv", "natural_history_more.csv")
 
 
 def tolerance(key: str) -> float:
@@ -59,6 +110,68 @@ def load_targets() -> pd.DataFrame:
 def target_group(product: str, stratum: str) -> tuple[str | None, str | None]:
     """(product or None for the pooled cohort, ``high``/``low`` or None) of a target row."""
     return (None if product == POOLED_PRODUCTS else product), STRATA.get(stratum)
+
+
+def _bundled(name: str) -> pd.DataFrame:
+    path = resources.files("carthema.data") / "calibration" / name
+    t = pd.read_csv(str(path))
+    t["csv_row"] = np.arange(len(t)) + 2
+    t["file"] = name
+    return t
+
+
+def load_calibration_rows() -> pd.DataFrame:
+    """Every row of both calibration files (bundled copies of
+    ``../shared/calibration/natural_history.csv`` and ``natural_history_more.csv``), one
+    frame with columns ``file``, ``csv_row`` (header = row 1), ``source``, ``table``,
+    ``cohort``, ``product``, ``disease``, ``stratum``, ``n``, ``statistic``,
+    ``definition``, ``value`` and ``tolerance`` (0.10 for a fraction, 3 days for a
+    median). Rejeski 2021 (the first file) is LBCL throughout; the second file has no
+    CAR-HEMATOTOX strata (``all``)."""
+    first = _bundled(CALIBRATION_FILES[0]).assign(disease="lbcl")
+    more = _bundled(CALIBRATION_FILES[1]).assign(stratum="all")
+    cols = [
+        "file",
+        "csv_row",
+        "source",
+        "table",
+        "cohort",
+        "product",
+        "disease",
+        "stratum",
+        "n",
+        "statistic",
+        "definition",
+        "value",
+    ]
+    t = pd.concat([first[cols], more[cols]], ignore_index=True)
+    t["value"] = t["value"].astype(float)
+    t["tolerance"] = [tolerance(k) for k in t["statistic"]]
+    return t
+
+
+def applicable_rows(
+    product: str | None, disease: str = "lbcl", hematotox: str | int | None = None
+) -> pd.DataFrame:
+    """The calibration rows that a simulation of ``product`` (``None``: a pooled
+    simulation, to which the rows of pooled products apply), ``disease`` and
+    CAR-HEMATOTOX group (``None``: everyone; ``high``/``low``; an exact score has no
+    row) answers to."""
+    t = load_calibration_rows()
+    strata: dict = {None: "all", "high": "HT-high", "low": "HT-low"}
+    stratum = strata.get(hematotox)
+    products = t["product"].isin(POOLED) if product is None else t["product"] == product
+    return t[products & (t["disease"] == disease) & (t["stratum"] == stratum)].reset_index(
+        drop=True
+    )
+
+
+def row_source(r) -> str:
+    """Where a calibration row comes from: source, table, cohort and file row."""
+    return (
+        f"{r.source}, {r.table}, {r.cohort} {r.product} {r.disease} {r.stratum} "
+        f"({r.file} row {r.csv_row})"
+    )
 
 
 def _window(days: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -92,13 +205,30 @@ def _biphasic(anc: np.ndarray) -> np.ndarray:
     return out
 
 
+def _recovery_day(days: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Per row of ``a`` (ANC, days 0-60): the first of 3 consecutive days >= 0.5 G/L after
+    the day of the lowest ANC; NaN for a patient never below 0.5 or not recovered."""
+    ok = a >= 0.5
+    three = ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]
+    nadir = np.argmin(a, axis=1)
+    after = np.arange(three.shape[1])[None, :] > nadir[:, None]
+    cand = three & after
+    first = np.argmax(cand, axis=1)
+    found = cand.any(axis=1) & (a < 0.5).any(axis=1)
+    return np.where(found, days[first], np.nan)
+
+
 def per_patient(days: np.ndarray, anc: np.ndarray, platelets: np.ndarray) -> dict[str, np.ndarray]:
     """Per-patient values behind every statistic of :data:`DEFINITIONS`.
 
     ``days`` are daily (days since CAR-T) and must cover 0-60; ``anc`` and ``platelets``
     have shape (patients, days) in G/L. Fractions come back as booleans, medians as the
-    per-patient numbers of days.
+    per-patient numbers of days (NaN where a patient has none: not recovered), grade
+    distributions as the grades 0-4. A statistic whose last day (:data:`LAST_DAY`) lies
+    past the last simulated day is left out.
     """
+    from carthema.clinical.population.icaht import grade_courses
+
     days = np.asarray(days, dtype=float)
     anc = np.atleast_2d(np.asarray(anc, dtype=float))
     platelets = np.atleast_2d(np.asarray(platelets, dtype=float))
@@ -108,7 +238,7 @@ def per_patient(days: np.ndarray, anc: np.ndarray, platelets: np.ndarray) -> dic
     a, p = anc[:, w], platelets[:, w]
     late = anc[:, _window(days, 21, 60)]
     days_lt05 = (a < 0.5).sum(axis=1)
-    return {
+    out = {
         "p_anc_le_0.5": (a <= 0.5).any(axis=1),
         "p_anc_le_0.1": (a <= 0.1).any(axis=1),
         "p_anc_le_0.5_ge_7d": (a <= 0.5).sum(axis=1) >= 7,
@@ -120,10 +250,20 @@ def per_patient(days: np.ndarray, anc: np.ndarray, platelets: np.ndarray) -> dic
         "p_plt_lt_20": (p < 20.0).any(axis=1),
         "p_biphasic": _biphasic(a),
         "median_day_anc_nadir": days[w][np.argmin(a, axis=1)],
-        "p_anc_lt_1_d30": _on(days, anc, 30.0) < 1.0,
-        "p_anc_lt_0.5_d42": _on(days, anc, 42.0) < 0.5,
-        "p_plt_lt_50_d30": _on(days, platelets, 30.0) < 50.0,
+        "median_day_anc_recovery": _recovery_day(days[w], a),
     }
+    last = days[-1]
+    for key in DEFINITIONS:
+        m = re.fullmatch(r"p_(anc|plt)_lt_([\d.]+)_d(\d+)", key)
+        if m and LAST_DAY[key] <= last:
+            x = anc if m.group(1) == "anc" else platelets
+            out[key] = _on(days, x, float(m.group(3))) < float(m.group(2))
+    grades = grade_courses(days, anc, platelets)
+    for name, g in grades.items():
+        kind, when = name.split("_")
+        out[f"p_{when}_{kind}_ge3"] = g >= 3
+        out[f"{name}_grade_dist"] = g
+    return {k: out[k] for k in DEFINITIONS if k in out}
 
 
 def weighted_median(x: np.ndarray, w: np.ndarray | None = None) -> float:
@@ -141,11 +281,21 @@ def weighted_median(x: np.ndarray, w: np.ndarray | None = None) -> float:
 
 
 def summarise(values: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict:
-    """Statistics from :func:`per_patient` values (optionally weighted)."""
-    out = {}
+    """Statistics from :func:`per_patient` values (optionally weighted): a float per
+    fraction and median (a median over the patients who have a value; NaN if none), a
+    list of five fractions (grades 0-4) per grade distribution."""
+    out: dict = {}
     for key, v in values.items():
         if key in MEDIANS:
-            out[key] = weighted_median(v, weights)
+            v = np.asarray(v, dtype=float)
+            has = np.isfinite(v)
+            if not has.any():
+                out[key] = float("nan")
+            else:
+                out[key] = weighted_median(v[has], None if weights is None else weights[has])
+        elif key in DISTRIBUTIONS:
+            g = np.asarray(v)
+            out[key] = [float(np.average(g == k, weights=weights)) for k in range(5)]
         else:
             out[key] = float(np.average(np.asarray(v, dtype=float), weights=weights))
     return out
