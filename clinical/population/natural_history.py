@@ -158,7 +158,7 @@ def population_statistics(
     rng = np.random.default_rng(seed)
     n = None if product is not None else 2000
     patients = sample_patients(pop, n, rng, product, hematotox)
-    days = np.arange(-7.0, 61.0)
+    days = np.arange(-7.0, 181.0)  # the late rows count days 90 and 180
     anc, plt_ = simulate_patients(patients, days)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
     return summarise(per_patient(days, anc[ok], plt_[ok]))
