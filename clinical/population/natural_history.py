@@ -360,6 +360,9 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         "p_severe_neutropenia_ge_14d",
         "p_anc_le_1_after_d21",
         "p_plt_lt_50",
+        "p_early_icaht_ge3",
+        "p_anc_lt_1_d90",
+        "p_anc_lt_1_d180",
     ):
         if key in nh.statistics:
             p = pub.get(key)
