@@ -154,8 +154,10 @@ def test_gcsf_support_means_a_lower_own_anc():
     supported = predict_boost(40, 3e6, "autologous", gcsf=True, **kw)
     own_plain = plain["own_counts_at_boost"]["anc"]["median"]
     own_supported = supported["own_counts_at_boost"]["anc"]["median"]
-    # G-CSF doubles precursor influx (gcsf_emax = 1); feedback absorbs part of it.
-    assert own_supported < 0.7 * own_plain
+    # G-CSF doubles precursor influx in a normal marrow (gcsf_emax = 1) and less where
+    # the progenitor pool is depleted (gcsf_m50); feedback absorbs part of it. Measured
+    # 0.60 vs 0.82 (0.72 x); it was below 0.7 x with a fixed factor.
+    assert own_supported < 0.8 * own_plain
     assert supported["neutrophil"]["p_already"] < plain["neutrophil"]["p_already"]
     assert supported["inputs"]["support"]["gcsf"] and not plain["inputs"]["support"]["gcsf"]
     assert min(plain["effective_sample_size"], supported["effective_sample_size"]) >= MIN_ESS

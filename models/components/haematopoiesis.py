@@ -158,6 +158,20 @@ PARAMS = (
         "ANC added to both sides of the neutrophil feedback",
     ),
     _p(
+        "gcsf_m50",
+        0.1,
+        "fraction of normal",
+        0.01,
+        1.0,
+        "assumption: G-CSF and TPO agonists act through the committed progenitors they "
+        "stimulate (Quartino et al. 2014: G-CSF raises the proliferation of the "
+        "progenitor pool and shortens maturation); their fractional effect falls with "
+        "that pool, half at a tenth of the normal CD34+ pool, so an aplastic marrow is "
+        "refractory (G-CSF-refractory late cytopenia: Rejeski et al. 2023, Blood 142:865) "
+        "and a normal one gets the full effect",
+        "CD34+ pool (fraction of normal) at which G-CSF / TPO-agonist effects are halved",
+    ),
+    _p(
         "gcsf_emax",
         1.0,
         "1",
@@ -613,7 +627,11 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     source = {"h": (1.0 - c) * m_h + m_a, "d": c * m_h + m_t + m_n}
     ktr_n = 4.0 / p["neu_mtt"]
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
-    div_n = ktr_n * pn * fb_n * (1.0 + p["gcsf_emax"] * u["gcsf"]) / early
+    # G-CSF / TPO agonists act through the progenitor pool they stimulate: full effect
+    # at a normal pool (1), little in an aplastic marrow (Quartino-type, gcsf_m50).
+    m_all = m_h + m_a + m_t + m_n
+    responsive = m_all * (1.0 + p["gcsf_m50"]) / (m_all + p["gcsf_m50"])
+    div_n = ktr_n * pn * fb_n * (1.0 + p["gcsf_emax"] * u["gcsf"] * responsive) / early
     kill_prol = p["ld_kill_prol"] * ld
     for g in GENOTYPES:
         d.update(_chain("neu", f"_{g}", div_n * source[g], kill_prol, ktr_n, p["neu_kcirc"], s))
@@ -621,8 +639,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # Platelets: one chain fed by all progenitors.
     ktr_p = 4.0 / p["plt_mtt"]
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    div_p = ktr_p * pp * fb_p * (1.0 + p["tpo_emax"] * u["tpo"]) / early
-    inflow_p = div_p * (m_h + m_a + m_t + m_n)
+    div_p = ktr_p * pp * fb_p * (1.0 + p["tpo_emax"] * u["tpo"] * responsive) / early
+    inflow_p = div_p * m_all
     d.update(_chain("plt", "", inflow_p, p["ld_kill_mk"] * ld, ktr_p, p["plt_kcirc"], s))
 
     # Stem cells: host regrows towards its own mass, grafts into the whole niche.
