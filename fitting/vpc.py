@@ -317,6 +317,51 @@ def cohort_vpc(
     return vpc_table(design, simulate_design(designs, lps, sigs, rng), n_bins=n_bins)
 
 
+def cohort_vpc_from_folders(
+    folders: Sequence,
+    *,
+    history_days: float = 30.0,
+    n_sim: int = N_SIM,
+    seed: int = 0,
+    **solver_options,
+) -> pd.DataFrame:
+    """:func:`cohort_vpc` of saved single-patient fit folders (``patients/<id>/`` of a
+    cohort run): each patient's design is rebuilt from the folder's own observations,
+    events and fixed parameters (``history_days`` and ``solver_options`` as in the
+    fits), its posterior draws and residual SDs (fixed ones from ``fit.json``) read
+    from ``posterior.nc``. The folders' free parameters must agree."""
+    from ..data.errors import InputError
+    from .data import prepare_patient
+    from .fitdir import load_fit
+    from .ode_op import Schedule, SolveOp
+
+    designs, draws, sigmas = [], [], []
+    free = None
+    for folder in folders:
+        ff = load_fit(folder)
+        if free is None:
+            free = ff.free
+        elif ff.free != free:
+            raise InputError(
+                f"the patients' fits have different free parameters ({', '.join(ff.free)} "
+                f"vs {', '.join(free)}): a pooled VPC needs the same ones",
+                file=str(folder),
+            )
+        d = prepare_patient(ff.model, ff.observations, ff.events, ff.patient,
+                            ff.fixed_params, history_days=history_days)  # fmt: skip
+        designs.append(PatientDesign(d, Schedule.from_data(d, free),
+                                     SolveOp(ff.model.name, **solver_options)))  # fmt: skip
+        post = ff.idata.posterior
+        lp = post["log_params"].values.reshape(-1, len(free))
+        sig = {a: np.full(lp.shape[0], float(v)) for a, v in ff.meta["sigma_fixed"].items()}
+        if "sigma" in post:
+            s = post["sigma"].values.reshape(lp.shape[0], -1)
+            sig.update({str(a): s[:, j] for j, a in enumerate(post["analyte"].values)})
+        draws.append(lp)
+        sigmas.append(sig)
+    return cohort_vpc(designs, draws, sigmas, n_sim=n_sim, seed=seed)
+
+
 # ---------------------------------------------------------------------------------------
 # The figure
 # ---------------------------------------------------------------------------------------
@@ -357,7 +402,7 @@ def plot_vpc(table: pd.DataFrame, path, *, title: str = "") -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # a temporary name has no .png
     plt.close(fig)
 
 
