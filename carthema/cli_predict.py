@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
         )  # before any heavy import or the population load: refused in well under 1 s
         from carthema.api import read_events, read_observations
         from carthema.clinical.boost.predict import predict_boost
+        from carthema.models.hematotox import parse_hematotox
 
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
                 neutropenia_days=neutropenia_days,
                 product=product,
                 disease=disease,
-                hematotox=hematotox,
+                hematotox=parse_hematotox(hematotox),  # 0-7 (int), "low" or "high"
                 hematotox_labs=labs,
                 donor_chimerism=donor_chimerism,
                 events=ev,

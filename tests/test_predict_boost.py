@@ -78,6 +78,8 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3", "--mnc", "1.8e8"], capsys)
     kw = seen["kwargs"]
     assert kw["hematotox"] == 3 and kw["selected"] is False and kw["mnc"] == 1.8e8
+    code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "High"], capsys)
+    assert code == 2 and seen["kwargs"]["hematotox"] == "high"  # the form natural-history takes
 
 
 def test_refuses_an_unselected_new_donor_graft_without_cd3(capsys):
