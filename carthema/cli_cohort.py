@@ -2,8 +2,9 @@
 
 Writes a fit folder per patient, DIR/patients/<id>/ (as ``carthema fit``: posterior.nc,
 fit.json, summary.csv, ...; plus report.txt and, last, done.json),
-DIR/cohort.parquet and DIR/cohort.csv (one row per patient) and DIR/cohort.json (the
-settings). Re-running the same command resumes: only patients without a done marker
+DIR/cohort.parquet and DIR/cohort.csv (one row per patient), DIR/cohort.json (the
+settings) and the pooled prediction-corrected VPC (DIR/vpc.png, DIR/vpc.csv).
+Re-running the same command resumes: only patients without a done marker
 (missing or failed) are fitted. Exit status 0 when every patient is fitted, 1 when some
 failed (their errors are in the table and in DIR/patients/<id>/error.txt), 2 on bad input.
 One run at a time per folder: the run holds DIR/.carthema.lock (its pid and host) and a

@@ -206,7 +206,9 @@ def register(app: typer.Typer) -> None:
         show_all: Annotated[
             bool,
             typer.Option(
-                "--all", help=f"Print every row of the summary (default: the first {SHOWN_ROWS})."
+                "--all",
+                metavar="",
+                help=f"Print every row of the summary (default: the first {SHOWN_ROWS}).",
             ),
         ] = False,
         untreated: Annotated[

@@ -39,9 +39,7 @@ def register(app: typer.Typer) -> None:
         disease: Annotated[
             str, typer.Option(help="lbcl; b-all and mcl are refused until calibrated.")
         ] = "lbcl",
-        hematotox: Annotated[
-            str | None, typer.Option(help="CAR-HEMATOTOX group: low (0-1), high (>= 2) or 0-7.")
-        ] = None,
+        hematotox: opt.Hematotox = None,
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 1000,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         json_out: opt.Json = None,

@@ -166,3 +166,23 @@ Verbose = Annotated[
         help="Progress lines every 10 s on a terminal too (always when piped).",
     ),
 ]  # fmt: skip
+
+
+def check_hematotox(value: str | None) -> str | None:
+    """``--hematotox`` in every command: a score 0-7 or the group low/high, normalised
+    ("3", "low"); anything else is refused in one line naming the option."""
+    from carthema.models.hematotox import parse_hematotox
+
+    parsed = parse_hematotox(value)
+    return None if parsed is None else str(parsed)
+
+
+#: CAR-HEMATOTOX before lymphodepletion (natural-history, predict-boost).
+Hematotox = Annotated[
+    str | None,
+    typer.Option(
+        "--hematotox", callback=check_hematotox,
+        help="CAR-HEMATOTOX before lymphodepletion: a score 0-7, or the group low (0-1) or "
+        "high (>= 2).",
+    ),
+]  # fmt: skip

@@ -3,8 +3,9 @@
 Writes DIR/population.nc (ArviZ InferenceData), DIR/population_summary.csv (population
 means ``mu`` and between-patient SDs ``omega`` of the log-parameters, covariate effects,
 residual SDs: posterior median and 90 % interval), DIR/population.json (the file
-``carthema virtual-trial --population`` reads) and DIR/population_patients.csv, and
-prints the diagnostics. ``OBS`` may also be ``example:NAME`` for a bundled data set.
+``carthema virtual-trial --population`` reads), DIR/population_patients.csv and the
+prediction-corrected VPC (DIR/vpc.png, DIR/vpc.csv), and prints the diagnostics.
+``OBS`` may also be ``example:NAME`` for a bundled data set.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Hierarchical population fit: shared log-means and between-patient spreads.
 
-        Writes population.nc, population_summary.csv and population.json (for
-        virtual-trial)."""
+        Writes population.nc, population_summary.csv, population.json (for
+        virtual-trial) and a prediction-corrected VPC (vpc.png, vpc.csv)."""
         from carthema.cli_fit import _load
         from carthema.data.loaders import read_table_text
         from carthema.fitting.population import fit_population

@@ -76,9 +76,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="CAR-T product: tisa-cel, axi-cel, liso-cel, brexu-cel.")
         ] = None,
         disease: Annotated[str, typer.Option(help="b-all, lbcl or mcl.")] = "lbcl",
-        hematotox: Annotated[
-            int | None, typer.Option(help="CAR-HEMATOTOX score before lymphodepletion (0-7).")
-        ] = None,
+        hematotox: opt.Hematotox = None,
         hematotox_labs: Annotated[
             str | None,
             typer.Option(
@@ -122,6 +120,7 @@ def register(app: typer.Typer) -> None:
         )  # before any heavy import or the population load: refused in well under 1 s
         from carthema.api import read_events, read_observations
         from carthema.clinical.boost.predict import predict_boost
+        from carthema.models.hematotox import parse_hematotox
 
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
@@ -149,7 +148,7 @@ def register(app: typer.Typer) -> None:
                 neutropenia_days=neutropenia_days,
                 product=product,
                 disease=disease,
-                hematotox=hematotox,
+                hematotox=parse_hematotox(hematotox),  # 0-7 (int), "low" or "high"
                 hematotox_labs=labs,
                 donor_chimerism=donor_chimerism,
                 events=ev,
@@ -173,7 +172,7 @@ def check_boost_numbers(
     gcsf: bool = False,
     gcsf_after: float = 0.0,
     neutropenia_days: float | None = None,
-    hematotox: int | None = None,
+    hematotox: str | int | None = None,
     cd3: float | None = None,
     mnc: float | None = None,
     donor_chimerism: float | None = None,
@@ -183,6 +182,7 @@ def check_boost_numbers(
     contradict each other; one line naming the option and the fix (InputError)."""
     from carthema.data import plausibility as P
     from carthema.data.errors import InputError
+    from carthema.models.hematotox import parse_hematotox
 
     boost = P.EVENT_RANGES[("stem_cell_boost", "cells/kg")]
     if not math.isfinite(dose) or dose <= 0:
@@ -217,9 +217,7 @@ def check_boost_numbers(
     graft = P.Range(0.0, P.GRAFT_CELLS_LIMIT, "cells/kg", 1e7, P.GRAFT_CELLS_REASON)
     P.check_option_value("--cd3", cd3, graft, what="cells/kg")
     P.check_option_value("--mnc", mnc, graft, what="cells/kg")
-    if hematotox is not None and not 0 <= hematotox <= 7:
-        raise InputError(f"--hematotox {hematotox} is not a CAR-HEMATOTOX score (0-7).",
-                         fix="give the score 0-7, or the 5 values (--hematotox-labs).")  # fmt: skip
+    parse_hematotox(hematotox)  # a score 0-7 or low/high, as in every command
     if donor_chimerism is not None and not (
         math.isfinite(donor_chimerism) and 0.0 <= donor_chimerism <= 1.0
     ):

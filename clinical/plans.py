@@ -225,7 +225,7 @@ def plan_engraftment(
     """Engraftment summaries ("neutrophil", "anc_gt_1", "platelet") of simulated draws
     with the one definition of :mod:`carthema.clinical.endpoints`: times from
     ``reference``, G-CSF days and platelet-transfusion windows of ``events`` excluded,
-    already-engrafted draws apart (``p_already``), Kaplan-Meier over the others censored
+    already-recovered draws apart (``p_already``), Kaplan-Meier over the others censored
     at the end of ``days``. Draws whose solve failed are left out. ``stable``: see
     :func:`carthema.clinical.endpoints.engraftment` (:data:`FROM_CART` from day 0)."""
     ok = status == 0
@@ -349,9 +349,9 @@ def _p_before(day: np.ndarray) -> dict[str, float]:
     }
 
 
-#: Share of draws already engrafted (neutrophils) on the boost day at or above which the
+#: Share of draws already recovered (own neutrophils) on the boost day at or above which the
 #: day is reported as "already recovered" and left out of the window: the window needs
-#: most draws (more than half) not already engrafted.
+#: most draws (more than half) not already recovered.
 ALREADY_RECOVERED = 0.5
 #: Days after each candidate boost day over which engraftment and days saved are counted.
 FOLLOW_UP = 120.0
@@ -388,7 +388,7 @@ def scan_window(
 
     - the boost helps: median neutropenia days saved > 0 or median thrombocytopenia days
       saved > 0;
-    - most draws are not already engrafted: ``neutrophil_p_already`` <
+    - most draws are not already recovered: ``neutrophil_p_already`` <
       :data:`ALREADY_RECOVERED` (else ``already_recovered`` is True);
     - P(neutrophil engraftment within ``within`` days of the boost) >= ``threshold``
       (``meets_probability``);
@@ -562,7 +562,7 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
             f"No boost day in the scanned range both helps compared with no boost and reaches "
             f"a {summary['threshold']:.0%} chance of neutrophil engraftment within "
             f"{summary['within_days']} days with CAR-T below {summary['cart_limit']:g} "
-            "copies/ug and most draws not already engrafted."
+            "copies/ug and most draws not already recovered."
         )
     else:
         first, last = summary["window_first_day"], summary["window_last_day"]
@@ -712,7 +712,7 @@ def plot_window(
 ):
     """Probability of engraftment within ``within`` days against boost day, with and
     without a boost (the same draws), the window and the excluded days (most draws
-    already engrafted, CAR-T above the limit, no benefit) shaded; below it the median
+    already recovered, CAR-T above the limit, no benefit) shaded; below it the median
     days of severe cytopenia a boost saves; with ``bands`` a last row of ANC and
     platelets over time: the no-boost course of the same draws (median and 90 % band),
     the boost on the recommended day when there is one, and the patient's ``observed``
@@ -744,11 +744,11 @@ def plot_window(
                 mfc="none", label=f"platelets > 20 G/L within {within} d, no boost")  # fmt: skip
     if "neutrophil_p_already" in table:
         ax.plot(d, table["neutrophil_p_already"], "^-", color="0.45", ms=4, lw=0.8,
-                label="neutrophils already engrafted on the boost day")  # fmt: skip
+                label="neutrophils already recovered on the boost day")  # fmt: skip
     ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1,
                label=f"threshold {summary['threshold']:.0%}")  # fmt: skip
     if "already_recovered" in table and table["already_recovered"].any():
-        _shade(ax, d, table["already_recovered"], "excluded: most draws already engrafted",
+        _shade(ax, d, table["already_recovered"], "excluded: most draws already recovered",
                color="0.5", alpha=0.15)  # fmt: skip
     if "meets_cart_limit" in table and (~table["meets_cart_limit"]).any():
         _shade(ax, d, ~table["meets_cart_limit"],

@@ -9,6 +9,8 @@ Output layout (``out``)::
     cohort.json                  settings of the cohort (seed included); a restart must match
     cohort.parquet, cohort.csv   one row per patient: status, error, diagnostics, wall time,
                                  posterior median and 90 % interval of each free parameter
+    vpc.csv, vpc.png             prediction-corrected VPC of the fitted patients pooled
+                                 (:func:`carthema.fitting.vpc.cohort_vpc`; 3 or more)
     patients/<id>/               a fit folder as ``carthema fit`` writes it
                                  (:meth:`FitResult.save`: posterior.nc, fit.json,
                                  summary.csv, priors.csv, events.csv, observations.csv;
@@ -743,6 +745,7 @@ def fit_cohort(
                 timings["fit_s"] = time.perf_counter() - t_fit
         table = _table(order())
         paths.update(_write_table(out, table))
+        paths.update(_write_vpc(out, table, settings, say))
         timings["total_s"] = time.perf_counter() - t_start
         return CohortResult(
             table=table,
@@ -754,6 +757,38 @@ def fit_cohort(
             settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
             timings=timings,
         )
+
+
+#: Fitted patients a pooled VPC needs (as a population fit).
+VPC_MIN_PATIENTS = 3
+
+
+def _write_vpc(out: Path, table: pd.DataFrame, settings: Mapping, say) -> dict[str, Path]:
+    """``vpc.csv`` and ``vpc.png``: the prediction-corrected VPC of every fitted patient
+    pooled (:func:`carthema.fitting.vpc.cohort_vpc_from_folders`), each file written under
+    a temporary name and renamed; with fewer than :data:`VPC_MIN_PATIENTS` fitted
+    patients none is written and the reason is said."""
+    from .vpc import cohort_vpc_from_folders, plot_vpc, write_vpc_csv
+
+    ok = [str(p) for p in table.loc[table["status"] == "ok", "patient"]]
+    if len(ok) < VPC_MIN_PATIENTS:
+        say(f"no VPC: {len(ok)} fitted patient(s), a pooled VPC needs {VPC_MIN_PATIENTS}")
+        return {}
+    say(f"prediction-corrected VPC of {len(ok)} patients (vpc.csv, vpc.png)")
+    opts = dict(settings["fit_options"])
+    solver = {k: opts[k] for k in ("rtol", "atol", "max_steps", "method") if k in opts}
+    vpc = cohort_vpc_from_folders(
+        [out / "patients" / patient_folder(p) for p in ok],
+        history_days=float(opts.get("history_days", 30.0)),
+        seed=int(settings["seed"]),
+        **solver,
+    )
+    paths = {"vpc_csv": out / "vpc.csv", "vpc_png": out / "vpc.png"}
+    with atomic_path(paths["vpc_csv"]) as tmp:
+        write_vpc_csv(vpc, tmp)
+    with atomic_path(paths["vpc_png"]) as tmp:
+        plot_vpc(vpc, tmp)
+    return paths
 
 
 def _describe(row: Mapping[str, Any]) -> str:

@@ -51,6 +51,7 @@ class PopulationResult:
     truth: dict[str, dict[str, float]] | None = None
     map: MapResult | None = None
     notes: list[str] = field(default_factory=list)
+    _vpc: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def patients(self) -> list[str]:
@@ -256,16 +257,32 @@ class PopulationResult:
             )
         return pd.DataFrame(rows)
 
+    def vpc(self, n_sim: int = 200, seed: int | None = None) -> pd.DataFrame:
+        """The binned, prediction-corrected VPC table of the fit
+        (:func:`carthema.fitting.vpc.population_vpc`: definition, BLQ handling, columns);
+        computed once (``seed`` default: the fit's seed)."""
+        if self._vpc is None:
+            from .vpc import population_vpc
+
+            s = self.settings.get("seed") if seed is None else seed
+            self._vpc = population_vpc(
+                self.population_model, self.idata, n_sim=n_sim, seed=int(s or 0)
+            )
+        return self._vpc
+
     def save(self, out: str | Path) -> dict[str, Path]:
         """Write ``population.nc`` (InferenceData), ``population_summary.csv``,
-        ``population.json`` (see :meth:`population`), ``population_patients.csv`` and
-        ``population_shrinkage.csv`` (:meth:`shrinkage`).
+        ``population.json`` (see :meth:`population`), ``population_patients.csv``,
+        ``population_shrinkage.csv`` (:meth:`shrinkage`) and the prediction-corrected VPC,
+        ``vpc.csv`` and ``vpc.png`` (:meth:`vpc`).
 
         The folder is written whole or not at all: under a temporary name beside ``out``
         and swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
         ``out`` held before is replaced as a whole."""
         from .fitdir import write_result_folder
+        from .vpc import plot_vpc, write_vpc_csv
 
+        vpc = self.vpc()  # before the folder is opened: a failure leaves no folder
         return write_result_folder(
             out,
             {
@@ -286,6 +303,8 @@ class PopulationResult:
                     "population_shrinkage.csv",
                     lambda p: self.shrinkage().to_csv(p, index=False),
                 ),
+                "vpc_csv": ("vpc.csv", lambda p: write_vpc_csv(vpc, p)),
+                "vpc_png": ("vpc.png", lambda p: plot_vpc(vpc, p)),
             },
             "fit-population",
         )

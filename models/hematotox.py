@@ -275,3 +275,22 @@ def hematotox(
 
 
 __all__ = ["CUTOFFS", "HematotoxScore", "hematotox", "hematotox_points"]
+
+
+def parse_hematotox(value: str | int | None) -> str | int | None:
+    """What ``--hematotox`` (every command) and the ``hematotox`` argument of the API
+    accept: a score 0-7 (``int``), or the group ``"low"`` (score 0-1) or ``"high"``
+    (score >= 2, Rejeski et al. 2021); ``None`` for everyone. Raises :class:`InputError`
+    for anything else."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("low", "high"):
+        return text
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise InputError(
+        f"CAR-HEMATOTOX must be a score 0-7 or the group low or high, got '{value}'",
+        column="hematotox",
+        fix="give the score 0-7, or low (score 0-1) or high (score >= 2) (Rejeski et al. 2021)",
+    )

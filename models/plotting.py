@@ -16,6 +16,22 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 LOG_SCALE = {"cart_copies", "b_cells", "marrow_blasts", "anc", "platelets"}
 #: Clinical thresholds drawn as dashed lines (G/L or copies/ug).
 THRESHOLDS = {"anc": (0.5, 1.0), "platelets": (20.0, 50.0), "cart_copies": (30.0,)}
+#: Panel titles in plain words (the unit is added from the observable); an observable
+#: not listed here is titled by its description.
+TITLES = {
+    "cart_copies": "CAR-T in blood",
+    "b_cells": "B cells in blood",
+    "marrow_blasts": "Blasts in marrow",
+    "anc": "Neutrophils (ANC)",
+    "platelets": "Platelets",
+    "chimerism_cd15": "Donor neutrophils (CD15 chimerism)",
+}
+
+
+def panel_title(name: str, description: str, unit: str) -> str:
+    """ "Neutrophils (ANC), G/L": plain words and the unit, never the snake_case name."""
+    words = TITLES.get(name) or (description[:1].upper() + description[1:])
+    return f"{words}, {unit}"
 
 
 def log_axis(ax) -> None:
@@ -34,7 +50,8 @@ def plot_trajectory(
     title: str | None = None,
 ) -> Path:
     """One panel per observable, log axes where values span decades; observed points
-    (long-form table with day, analyte, value) are overlaid where given."""
+    (long-form table with day, analyte, value) are overlaid where given. Panels are titled
+    in plain words with their unit (:data:`TITLES`), and no axis uses an offset."""
     names = traj.model.obs_names
     ncol = 3 if len(names) > 4 else len(names)
     nrow = int(np.ceil(len(names) / ncol))
@@ -58,8 +75,12 @@ def plot_trajectory(
             ]
             if len(sel):
                 ax.plot(sel["day"], sel["value"], "o", color="C3", ms=4, label="observed")
-        ax.set_title(f"{name} ({obs.unit})", fontsize=10)
-        ax.set_xlabel("days since CAR-T")
+        ax.set_title(panel_title(name, obs.description, obs.unit), fontsize=10)
+        if name not in LOG_SCALE:
+            # Plain values on linear axes: no "+1e3" offset or "1e-5" multiplier above them.
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.set_xlabel("Days since CAR-T infusion")
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")

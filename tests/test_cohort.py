@@ -183,8 +183,14 @@ def test_local_cluster_fits_every_patient(local_run):
     assert res.timings["workers"] == 2
     for pid in PATIENTS:
         _check_patient_files(out, pid)
-    for name in ("cohort.parquet", "cohort.csv", "cohort.json"):
+    for name in ("cohort.parquet", "cohort.csv", "cohort.json", "vpc.png"):
         assert (out / name).is_file()
+    # the pooled prediction-corrected VPC: every used observation of the 3 patients once
+    vpc = pd.read_csv(out / "vpc.csv")
+    n_used = sum(json.loads((out / "patients" / p / "fit.json").read_text())["criteria"][
+        "n_observations"] for p in PATIENTS)  # fmt: skip
+    assert vpc["n_obs"].sum() == n_used and (vpc["sim_p50_q05"] <= vpc["sim_p50_q95"]).all()
+    assert any("prediction-corrected VPC of 3 patients" in line for line in lines)
     table = pd.read_parquet(out / "cohort.parquet")
     csv = pd.read_csv(out / "cohort.csv")
     assert list(table["patient"]) == PATIENTS == list(csv["patient"])

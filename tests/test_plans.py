@@ -47,7 +47,7 @@ def _anc(m, p, events, days):
 def test_plan_prediction_matches_simulating_each_draw(setup):
     """The summary equals the one written out from per-draw simulations: all draws share
     one censoring time, so the Kaplan-Meier estimates are plain fractions of the draws
-    not already engrafted and the median is an order statistic."""
+    not already recovered and the median is an order statistic."""
     m, draws = setup
     res = predict_plan(m, draws, typical_course(), Plan(day=40.0, dose=5e6), horizon=160.0)
     ev = with_boost(typical_course(), 40.0, 5e6, source="allogeneic", cd34_selected=True)
@@ -97,7 +97,7 @@ def test_window_decision_by_hand():
             _day(40, 0.80, 10.0, 0.0, 3.0, 0.2),  # in: p exactly at threshold, platelets
             _day(50, 0.70, 10.0, 4.0, 4.0, 0.3),  # probability too low
             _day(60, 0.95, 10.0, 0.0, 0.0, 0.4),  # saves nothing
-            _day(70, 0.95, 10.0, 2.0, 1.0, 0.6),  # most draws already engrafted
+            _day(70, 0.95, 10.0, 2.0, 1.0, 0.6),  # most draws already recovered
             _day(80, 0.90, 10.0, 1.0, 1.0, 0.5),  # half already: not "most not already"
             _day(90, None, 10.0, 3.0, 3.0, 0.0),  # probability undefined (all censored)
             _day(100, 0.90, 10.0, np.nan, 1.0, 0.1),  # in: neutropenia unknown, platelets
@@ -184,7 +184,7 @@ def _hand_window():
             _day(20, 0.90, 5000.0, 5.0, 2.0, 0.0),  # CAR-T too high
             _day(30, 0.90, 100.0, 5.0, 0.0, 0.1),  # in
             _day(40, 0.95, 10.0, 0.0, 0.0, 0.2),  # saves nothing
-            _day(50, 0.95, 10.0, 2.0, 1.0, 0.6),  # most already engrafted
+            _day(50, 0.95, 10.0, 2.0, 1.0, 0.6),  # most already recovered
         ]
     )
     return window_decision(table, threshold=0.8, cart_limit=1000.0)
@@ -234,7 +234,9 @@ def test_window_plot_shows_observed_data_no_boost_course_and_a_legend_for_every_
             assert _marks_without_legend(ax) == []
         top_labels = {t.get_text() for t in top.get_legend().get_texts()}
         assert "excluded: CAR-T above 1000 copies/ug" in top_labels
-        assert "excluded: most draws already engrafted" in top_labels
+        assert "excluded: most draws already recovered" in top_labels
+        assert "neutrophils already recovered on the boost day" in top_labels
+        assert not any("engrafted" in t for t in top_labels)  # own counts recover
         anc_lines = {ln.get_label(): ln for ln in anc.lines}
         plt_lines = {ln.get_label(): ln for ln in plt_ax.lines}
         assert list(anc_lines["observed (3)"].get_xdata()) == [-3.0, 7.0, 28.0]

@@ -78,6 +78,8 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3", "--mnc", "1.8e8"], capsys)
     kw = seen["kwargs"]
     assert kw["hematotox"] == 3 and kw["selected"] is False and kw["mnc"] == 1.8e8
+    code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "High"], capsys)
+    assert code == 2 and seen["kwargs"]["hematotox"] == "high"  # the form natural-history takes
 
 
 def test_refuses_an_unselected_new_donor_graft_without_cd3(capsys):
@@ -343,3 +345,29 @@ def test_smc_recovers_an_analytic_gaussian_posterior():
     evidence = -0.5 * y**2 / v - 0.5 * np.log(2 * np.pi * v)
     assert res["log_evidence"] == pytest.approx(evidence, abs=0.05)
     assert res["effective_sample_size"] >= 1000
+
+
+def test_hematotox_group_selects_the_groups_rows():
+    """``hematotox="high"`` (``--hematotox high``, the form natural-history takes too)
+    builds the prior from the rows with score >= 2: its mean is theirs, not the mean of
+    the low group's rows."""
+    from carthema.clinical.boost.predict import _resolve_hematotox
+
+    assert _resolve_hematotox("high", None)[0] == "high"
+    assert _resolve_hematotox("3", None)[0] == 3 and _resolve_hematotox(1, None)[0] == 1
+    labs = [110, 0.95, 10.1, 4.2, 540]  # 1 + 1 + 0 + 1 + 0 = 3 points (high)
+    assert _resolve_hematotox("high", labs)[0] == 3 and _resolve_hematotox(3, labs)[0] == 3
+    with pytest.raises(InputError, match="disagrees"):
+        _resolve_hematotox("low", labs)
+    model = get_model("full")
+    pop = vpop.load_population()[0]
+    prior = population_prior(model, pop, product="axi-cel", hematotox="high", disease="lbcl",
+                             labs=False)  # fmt: skip
+    assert "group high" in prior.description["hematotox_rows"]
+    axi = pop[pop["product"] == "axi-cel"]
+    high = np.log(axi[axi["hematotox"] >= 2][prior.names].to_numpy(float))
+    low = np.log(axi[axi["hematotox"] <= 1][prior.names].to_numpy(float))
+    x = prior.sample(40_000, np.random.default_rng(2))
+    assert np.all(np.abs(x.mean(0) - high.mean(0)) < 0.25 * high.std(0))
+    # the groups differ somewhere, so the check above can tell them apart
+    assert np.any(np.abs(x.mean(0) - low.mean(0)) > 0.25 * high.std(0))

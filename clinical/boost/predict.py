@@ -133,6 +133,7 @@ from carthema.models.compiled import numba_model
 from carthema.models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
 from carthema.models.events import build_events
 from carthema.models.hematotox import hematotox as hematotox_score
+from carthema.models.hematotox import parse_hematotox
 from carthema.models.model import Model, get_model
 from carthema.models.scenarios import EVENT_COLUMNS
 from carthema.models.solve import Schedule, solve_batch
@@ -251,12 +252,12 @@ def population_prior(
     pop: pd.DataFrame,
     *,
     product: str | None,
-    hematotox: int | None,
+    hematotox: int | str | None,
     disease: str,
     labs: bool,
 ) -> PopulationPrior:
     """The KDE prior of the rows of ``pop`` for ``product`` and CAR-HEMATOTOX ``hematotox``
-    (see the module docstring for the rules)."""
+    (a score 0-7, or the group "low"/"high"; see the module docstring for the rules)."""
     desc: dict = {"population_rows": int(len(pop))}
     rows = pop
     # One trait distribution shared by every product (the population has no product
@@ -267,7 +268,12 @@ def population_prior(
     # Every parameter column but the graft's (redrawn per particle after the conditioning,
     # see the module docstring).
     pcols = [c for c in rows.columns if c in model.param_names and c not in GRAFT_PARAMS]
-    if hematotox is not None and "hematotox" in rows:
+    if hematotox in ("low", "high") and "hematotox" in rows:
+        # A group given as such (``--hematotox low``): its rows, as natural-history does.
+        rows = rows[(rows["hematotox"] >= 2) == (hematotox == "high")]
+        group = "high (>= 2)" if hematotox == "high" else "low (0-1)"
+        desc["hematotox_rows"] = f"CAR-HEMATOTOX group {group} (given as a group)"
+    elif hematotox is not None and "hematotox" in rows:
         exact = rows[rows["hematotox"] == hematotox]
         n_exact = len(exact[pcols].drop_duplicates())
         if n_exact >= MIN_EXACT:
@@ -679,7 +685,7 @@ def _check_number(name, value, *, low=0.0, allow_zero=True, fix=""):
     return v
 
 
-def _resolve_hematotox(hematotox, hematotox_labs) -> tuple[int | None, dict]:
+def _resolve_hematotox(hematotox, hematotox_labs) -> tuple[int | str | None, dict]:
     info: dict = {"score": None, "group": None, "from": None}
     labs = None
     if hematotox_labs is not None:
@@ -693,7 +699,8 @@ def _resolve_hematotox(hematotox, hematotox_labs) -> tuple[int | None, dict]:
             )
         s = hematotox_score(*vals)
         labs = dict(zip(("platelets", "anc", "hemoglobin", "crp", "ferritin"), vals, strict=True))
-        if hematotox is not None and int(hematotox) != s.total:
+        given = parse_hematotox(hematotox) if isinstance(hematotox, str) else hematotox
+        if given is not None and given not in (s.total, s.group):
             raise InputError(
                 f"--hematotox {hematotox} disagrees with the score of the given values ({s.total})",
                 column="hematotox",
@@ -701,13 +708,20 @@ def _resolve_hematotox(hematotox, hematotox_labs) -> tuple[int | None, dict]:
             )
         info.update(score=s.total, group=s.group, labs=labs, **{"from": "laboratory values"})
         return s.total, info
+    if isinstance(hematotox, str):  # the CLI's form: "3", "low", "high"
+        hematotox = parse_hematotox(hematotox)
+    if hematotox in ("low", "high"):
+        info.update(group=hematotox, **{"from": "given group"})
+        return hematotox, info
     if hematotox is not None:
-        h = _check_number("hematotox", hematotox, fix="a score from 0 to 7")
+        h = _check_number("hematotox", hematotox, fix="a score from 0 to 7, or low or high")
         if h != int(h) or not 0 <= h <= 7:
             raise InputError(
-                f"CAR-HEMATOTOX score must be an integer 0-7, got {hematotox}",
+                f"CAR-HEMATOTOX score must be an integer 0-7 (or the group low or high), "
+                f"got {hematotox}",
                 column="hematotox",
-                fix="give the score (0-7) or the five values with --hematotox-labs",
+                fix="give the score (0-7), the group (low or high) or the five values with "
+                "--hematotox-labs",
             )
         info.update(score=int(h), group="high" if h >= 2 else "low", **{"from": "given score"})
         return int(h), info
@@ -742,7 +756,7 @@ def predict_boost(
     neutropenia_days: float | None = None,
     product: str | None = None,
     disease: str = "lbcl",
-    hematotox: int | None = None,
+    hematotox: int | str | None = None,
     hematotox_labs=None,
     donor_chimerism: float | None = None,
     events: pd.DataFrame | None = None,
@@ -768,9 +782,10 @@ def predict_boost(
     0.5 G/L; implies ``gcsf``); ``plt_transfused`` (the
     platelet count is not the patient's own); ``tpo`` (on a TPO-receptor agonist);
     ``neutropenia_days`` (days with ANC < 0.5 before the boost); ``product``, ``disease``,
-    ``hematotox`` (0-7) or ``hematotox_labs`` (platelets, ANC, haemoglobin, CRP, ferritin before
-    lymphodepletion); ``donor_chimerism`` (baseline donor fraction 0-1 after an earlier
-    allogeneic transplant; default 1.0 for a prior-donor graft); ``events``,
+    ``hematotox`` (a score 0-7, or the group "low"/"high") or ``hematotox_labs``
+    (platelets, ANC, haemoglobin, CRP, ferritin before lymphodepletion);
+    ``donor_chimerism`` (baseline donor fraction 0-1 after an earlier allogeneic
+    transplant; default 1.0 for a prior-donor graft); ``events``,
     ``observations`` (earlier values to condition on); ``n_draws`` particles;
     ``population`` (a population CSV path or frame; default: the package's own).
 

@@ -37,6 +37,7 @@ from carthema.clinical.population.virtual import (
 )
 from carthema.data.atomic import atomic_path
 from carthema.data.errors import InputError
+from carthema.models.hematotox import parse_hematotox
 from carthema.models.model import get_model
 
 DISEASES = ("lbcl", "b-all", "mcl")
@@ -79,22 +80,6 @@ def _select(pop: pd.DataFrame, product: str | None, hematotox) -> pd.DataFrame:
     if product is not None:
         sel = sel[sel["product"] == product]
     return sel
-
-
-def parse_hematotox(value: str | int | None):
-    """``low``, ``high`` or a score 0-7 (``None``: everyone)."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text in ("low", "high"):
-        return text
-    if text.isdigit() and 0 <= int(text) <= 7:
-        return int(text)
-    raise InputError(
-        f"--hematotox must be low, high or a score 0-7, got '{value}'",
-        column="hematotox",
-        fix="low = score 0-1, high = score >= 2 (Rejeski et al. 2021)",
-    )
 
 
 def sample_patients(
