@@ -18,13 +18,12 @@ file, so a stale cache is never used and an unchanged file is never rewritten.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 import threading
 from types import ModuleType
 
 from ..models.compiled import numba_model
-from ..models.gencache import cache_key, generated_path, write_generated
+from ..models.gencache import cache_key, generated_path, import_generated
 from ..models.model import get_model
 
 _LOCK = threading.Lock()
@@ -90,15 +89,4 @@ def sens_module(model_name: str) -> ModuleType:
     with _LOCK:
         if name in sys.modules:
             return sys.modules[name]
-        write_generated(path, text)
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:  # pragma: no cover
-            raise ImportError(f"cannot import generated module {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return module
+        return import_generated(path, text, name)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
-import importlib.util
 import itertools
 import sys
 import threading
@@ -47,7 +46,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ..models.gencache import cache_key, generated_path, write_generated
+from ..models.gencache import cache_key, generated_path, import_generated
 from ..models.model import get_model
 from ._native import sens_module
 from .build import SCALE_CODES, FitModel
@@ -423,18 +422,7 @@ def module(model_name: str) -> ModuleType:
     with _LOCK:
         if name in sys.modules:
             return sys.modules[name]
-        write_generated(path, text)
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:  # pragma: no cover
-            raise ImportError(f"cannot import generated module {path}")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return mod
+        return import_generated(path, text, name)
 
 
 # ---------------------------------------------------------------------------------------

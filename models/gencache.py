@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -53,6 +54,7 @@ import pickle
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 import platformdirs
 
@@ -182,6 +184,26 @@ def write_generated(path: Path, text: str) -> Path:
     if path.suffix == ".py":
         heal_numba_cache(path)
     return path
+
+
+def import_generated(path: Path, text: str, name: str) -> ModuleType:
+    """Write the generated module ``text`` to ``path`` (:func:`write_generated`) and
+    import it as ``name``. The module is registered in ``sys.modules`` before it runs,
+    as importlib does, so that numba (and pickling of its cached functions) can find it
+    by name; a module whose execution fails is removed again. Callers hold their own
+    lock and memo: this imports every time it is called."""
+    write_generated(path, text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - importlib contract
+        raise ImportError(f"cannot import generated module {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
 
 
 #: First line of a sealed generated text, and the start of its last line.

@@ -24,15 +24,13 @@ the pre-dose output convention) next to the model's own names (``N_Y``, ``rhs``,
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import threading
 import types
 
 import numpy as np
 
-from .gencache import cache_dir, cache_key, generated_path, source_text, write_generated
+from .gencache import cache_dir, cache_key, generated_path, import_generated, source_text
 from .solver_contract import NUMBA_METHODS, Status
 
 __all__ = [
@@ -108,20 +106,7 @@ def load_numba_module(key: str, model_source: str) -> types.ModuleType:
         mod = _LOADED.get(memo)
         if mod is not None:
             return mod
-        write_generated(path, text)
-        name = f"_carthema_numba_{key}_{digest}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:  # pragma: no cover - importlib contract
-            raise ImportError(f"cannot import generated module {path}")
-        mod = importlib.util.module_from_spec(spec)
-        # Registered before execution, as importlib does, so that numba (and pickling of
-        # cached functions) can find the module by name.
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
+        mod = import_generated(path, text, f"_carthema_numba_{key}_{digest}")
         _LOADED[memo] = mod
         return mod
 
