@@ -37,8 +37,8 @@ Usage::
     python benchmarks/data_layer.py --quick
     python benchmarks/data_layer.py --smoke
 
-Writes ``benchmarks/results/data_layer.json`` (``--out`` to change; ``--smoke`` writes
-nothing unless ``--out`` is given).
+Writes ``benchmarks/results/data_layer.json`` (``--out`` to change; ``--smoke`` writes to
+a new temporary folder, like every script's ``--smoke``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, fmt_time, machine_info, print_table, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    fmt_time,
+    machine_info,
+    print_table,
+    smoke_out,
+    write_json,
+)
 
 ROWS_PER_PATIENT = 50
 TARGET_S = 30.0
@@ -183,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes, name = (4_000, 800), "quick"
     else:
         sizes, name = (20_000, 4_000), "full"
-    out = args.out or (None if args.smoke else RESULTS_DIR / "data_layer.json")
+    out = args.out or (
+        smoke_out("data_layer.json") if args.smoke else RESULTS_DIR / "data_layer.json"
+    )
     info = machine_info(["pandas", "numpy", "pandera", "pyarrow"])
     runs = []
     with tempfile.TemporaryDirectory(prefix="carthema-data-bench-") as tmp:
