@@ -405,9 +405,9 @@ def register_trial(app: typer.Typer) -> None:
         policies: Annotated[
             Path,
             typer.Option(
-                help="Policy CSV: name, trigger_day, "
-                "anc_below, plt_below, boost_day, dose, "
-                "source, selected."
+                help="Policy CSV: name, trigger_day, anc_below, plt_below, boost_day, dose, "
+                "source, cd34_selected, cd3_per_kg, mnc_per_kg (the graft as in an events "
+                "file; empty: unselected autologous)."
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder.")],
