@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         n_sims = n_draws * (n_days + 1)  # every day with the boost, plus the no-boost run
         log(f"window_from_fit: {n_days} boost days x {n_draws} draws")
         t = time.perf_counter()
-        window_from_fit(ff, days, Path(tmp) / "window", n_draws=n_draws, seed=0)
+        window_from_fit(ff, days, Path(tmp) / "window", n_draws=n_draws, seed=0, today=days[0])
         job_s = time.perf_counter() - t
 
         rng = np.random.default_rng(1)
