@@ -46,16 +46,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _common import RESULTS_DIR, machine_info, print_table, smoke_out, write_json  # noqa: E402
 
+from carthema.data.boost import BoostPlan  # noqa: E402
+
 PATIENT = "VP004"
 PREDICT_CASES = {
     "aplastic, day 45": dict(
-        day=45, dose=3e6, source="autologous", anc=0.1, platelets=12, neutropenia_days=40
+        graft=BoostPlan(45, 3e6, "autologous"), anc=0.1, platelets=12, neutropenia_days=40
     ),
     "on G-CSF, day 60": dict(
-        day=60, dose=3e6, source="autologous", anc=0.8, platelets=30, gcsf=True
+        graft=BoostPlan(60, 3e6, "autologous"), anc=0.8, platelets=30, gcsf=True
     ),
     "platelet-transfused, day 35": dict(
-        day=35, dose=4e6, source="prior-donor", anc=0.3, platelets=25, plt_transfused=True
+        graft=BoostPlan(35, 4e6, "prior-donor"), anc=0.3, platelets=25, plt_transfused=True
     ),
 }
 
@@ -79,14 +81,13 @@ def peer_seconds(model, draws, events, pairs, follow_up: float) -> np.ndarray:
     """Wall time of each scipy LSODA simulation of (draw, boost day) pairs."""
     from carthema.clinical.plans import Plan
     from carthema.models.events import build_events
-    from carthema.models.scenarios import with_boost
+    from carthema.models.scenarios import with_plan
 
     from scipy_reference import reference_solve
 
     out = np.empty(len(pairs))
     for k, (i, day) in enumerate(pairs):
-        plan = Plan(day=day)
-        ev_df = with_boost(events, day, plan.dose, source=plan.source, cd34_selected=plan.selected)
+        ev_df = with_plan(events, Plan(day=day))  # the graft scan_window scans by default
         t = time.perf_counter()
         ev = build_events(model, ev_df, draws[i])
         start = min(ev.first_time if ev.first_time is not None else 0.0, 0.0)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         n_sims = n_draws * (n_days + 1)  # every day with the boost, plus the no-boost run
         log(f"window_from_fit: {n_days} boost days x {n_draws} draws")
         t = time.perf_counter()
-        window_from_fit(ff, days, Path(tmp) / "window", n_draws=n_draws, seed=0)
+        window_from_fit(ff, days, Path(tmp) / "window", n_draws=n_draws, seed=0, today=days[0])
         job_s = time.perf_counter() - t
 
         rng = np.random.default_rng(1)

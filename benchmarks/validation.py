@@ -52,6 +52,7 @@ from carthema.clinical.population.virtual import (
     product_events,
     simulate_counts,
 )
+from carthema.data.boost import BoostPlan
 from carthema.models.scenarios import MYELOABLATIVE, emptied_marrow_transplant, with_boost
 
 RESULTS = Path(__file__).parent / "results" / "validation.json"
@@ -269,11 +270,8 @@ def han2022(seed: int) -> dict:
     }
     try:
         res = predict_boost(
-            34.0,
-            0.95e6,
-            "allogeneic",
-            selected=False,
-            mnc=1.8e8,  # MNC/kg as reported; the CD3+ dose was not stated
+            # MNC/kg as reported; the CD3+ dose was not stated
+            BoostPlan(34.0, 0.95e6, "allogeneic", cd34_selected=False, mnc_per_kg=1.8e8),
             anc=0.53,
             platelets=20.0,
             events=ex.events,

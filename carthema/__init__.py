@@ -22,6 +22,7 @@ _LAZY = {
     "fit": "carthema.fitting.samplers",
     "FitResult": "carthema.fitting.samplers",
     "load_fit": "carthema.fitting.fitdir",
+    "Posterior": "carthema.models.posterior",
     "window_from_fit": "carthema.clinical.window",
     "predict_boost": "carthema.clinical.boost.predict",
     "Plan": "carthema.clinical.plans",

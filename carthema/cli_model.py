@@ -148,6 +148,7 @@ def register(app: typer.Typer) -> None:
         from carthema.cli_fit import print_fit
         from carthema.cli_window import print_window
         from carthema.clinical.window import parse_days, window_from_fit
+        from carthema.data.boost import BoostPlan
         from carthema.fitting import fit
 
         say = progress_to_stderr  # progress on stderr, every few seconds when piped
@@ -185,9 +186,7 @@ def register(app: typer.Typer) -> None:
             out / "fit",
             parse_days("21:120", 3.0),
             out / "window",
-            dose=3e6,
-            source="allogeneic",
-            selected=True,
+            graft=BoostPlan(None, 3e6, "allogeneic", cd34_selected=True),
             report=True,
             today=21.0,
             log=say,

@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from carthema.data import boost
+from carthema.data.boost import BoostPlan
+
 #: Component sets and samplers (kept here so that ``--help`` needs no heavy import).
 COMPONENT_SETS = ("full", "cart", "cart_targets", "haematopoiesis")
 SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
@@ -91,11 +94,13 @@ EventsOrExample = Annotated[
 # ---------------------------------------------------------------------------------------
 # One meaning per name across every command (issue 20, item 6)
 # ---------------------------------------------------------------------------------------
-#: The graft every command assumes when none is given: unselected autologous cells
-#: (needs no CD3+ dose; a CD34+ dose of 3e6/kg, the usual boost dose).
-DEFAULT_SOURCE = "autologous"
-DEFAULT_SELECTED = False
-DEFAULT_DOSE = 3e6
+#: The graft every command assumes when none is given: the default
+#: :class:`~carthema.data.boost.BoostPlan`, unselected autologous cells (needs no CD3+
+#: dose; a CD34+ dose of 3e6/kg, the usual boost dose).
+DEFAULT_GRAFT = boost.DEFAULT_GRAFT
+DEFAULT_SOURCE = DEFAULT_GRAFT.source.value
+DEFAULT_SELECTED = DEFAULT_GRAFT.cd34_selected
+DEFAULT_DOSE = DEFAULT_GRAFT.cd34_per_kg
 #: Graft source.
 Source = Annotated[
     str,
@@ -120,6 +125,26 @@ Cd3 = Annotated[
     float | None,
     typer.Option("--cd3", help="CD3+ cells/kg of the graft (needed for an unselected new donor)."),
 ]
+#: MNC dose of the graft.
+Mnc = Annotated[
+    float | None,
+    typer.Option("--mnc", help="MNC/kg of the graft, when its CD3+ dose is not known."),
+]
+
+
+def graft(
+    dose: float,
+    source: str,
+    selected: bool,
+    cd3: float | None,
+    mnc: float | None,
+    day: float | None = None,
+) -> BoostPlan:
+    """The :class:`~carthema.data.boost.BoostPlan` of the graft options (--dose, --source,
+    --selected, --cd3, --mnc), on ``day``: what every command with a graft simulates."""
+    return BoostPlan(day, dose, source, selected, cd3, mnc)
+
+
 #: The day of the decision.
 Today = Annotated[
     float | None,

@@ -22,14 +22,11 @@ def register(app: typer.Typer) -> None:
     @app.command("predict-boost")
     def predict_boost_cmd(
         day: Annotated[float, typer.Option(help="Boost day (days since CAR-T).")],
-        dose: Annotated[float, typer.Option(help="CD34+ cells/kg, e.g. 3.1e6.")],
+        dose: opt.Dose,
         source: opt.Source = opt.DEFAULT_SOURCE,
         selected: opt.Selected = opt.DEFAULT_SELECTED,
         cd3: opt.Cd3 = None,
-        mnc: Annotated[
-            float | None,
-            typer.Option(help="MNC/kg of the graft, when its CD3+ dose is not known."),
-        ] = None,
+        mnc: opt.Mnc = None,
         anc: Annotated[
             float | None,
             typer.Option(help="ANC on the boost day, G/L (0: below the lab's limit)."),
@@ -118,6 +115,7 @@ def register(app: typer.Typer) -> None:
             mnc=mnc,
             donor_chimerism=donor_chimerism,
         )  # before any heavy import or the population load: refused in well under 1 s
+        graft = opt.graft(dose, source, selected, cd3, mnc, day=day).check()
         from carthema.api import read_events, read_observations
         from carthema.clinical.boost.predict import predict_boost
         from carthema.models.hematotox import parse_hematotox
@@ -130,12 +128,7 @@ def register(app: typer.Typer) -> None:
             "predict-boost: conditioning the calibrated population on the boost-day state",
         ):
             res = predict_boost(
-                day,
-                dose,
-                source,
-                selected=selected,
-                cd3=cd3,
-                mnc=mnc,
+                graft,
                 anc=anc,
                 anc_lloq=anc_lloq,
                 platelets=plt,
@@ -410,9 +403,9 @@ def register_trial(app: typer.Typer) -> None:
         policies: Annotated[
             Path,
             typer.Option(
-                help="Policy CSV: name, trigger_day, "
-                "anc_below, plt_below, boost_day, dose, "
-                "source, selected."
+                help="Policy CSV: name, trigger_day, anc_below, plt_below, boost_day, dose, "
+                "source, cd34_selected, cd3_per_kg, mnc_per_kg (the graft as in an events "
+                "file; empty: unselected autologous)."
             ),
         ],
         out: Annotated[Path, typer.Option(help="Output folder.")],

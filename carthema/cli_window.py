@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         source: opt.Source = opt.DEFAULT_SOURCE,
         selected: opt.Selected = opt.DEFAULT_SELECTED,
         cd3: opt.Cd3 = None,
+        mnc: opt.Mnc = None,
         threshold: Annotated[
             float, typer.Option(help="Wanted P(neutrophil engraftment within 30 days).")
         ] = 0.8,
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """When will a stem-cell boost work? Scan boost days from today over the fitted
         posterior; the first line printed is the recommendation, or why there is none."""
+        graft = opt.graft(dose, source, selected, cd3, mnc).check()  # refused before work
         from carthema.clinical.window import parse_days, window_from_fit
         from carthema.data.atomic import check_out_folder
         from carthema.fitting.fitdir import load_fit
@@ -72,10 +74,7 @@ def register(app: typer.Typer) -> None:
             ff,
             days,
             out,
-            dose=dose,
-            source=source,
-            selected=selected,
-            cd3_per_kg=cd3,
+            graft=graft,
             threshold=threshold,
             cart_limit=cart_limit,
             n_draws=posterior_draws,

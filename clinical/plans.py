@@ -1,7 +1,7 @@
 """Forward prediction of treatment plans over parameter draws, and the engraftment window.
 
-A plan is "no boost" or a stem-cell boost on a day with a CD34+ dose (autologous or
-allogeneic, CD34-selected or not). For each plan every parameter draw (posterior draws
+A plan is a :class:`carthema.data.boost.BoostPlan`: "no boost" (no day) or a stem-cell
+boost on a day. For each plan every parameter draw (posterior draws
 of a fitted patient, or population-prior draws for a patient with little data) is
 simulated with the numba population solver, and the engraftment metrics of
 :mod:`carthema.clinical.endpoints` summarise the predictive distribution.
@@ -27,10 +27,10 @@ from carthema.clinical.endpoints import (
     lineage_engraftment,
     support_from_events,
 )
-from carthema.data.errors import InputError
+from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
 from carthema.models.events import build_events
 from carthema.models.model import Model
-from carthema.models.scenarios import with_boost
+from carthema.models.scenarios import with_plan
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
@@ -49,37 +49,8 @@ TRANSPLANT_DAY_LIMIT = 90.0
 SIGNALS_HORIZON = 180.0
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A candidate plan. ``day`` None means no boost."""
-
-    day: float | None = None
-    dose: float = 3e6
-    source: str = "allogeneic"
-    selected: bool = True
-    cd3_per_kg: float | None = None
-
-    @property
-    def label(self) -> str:
-        if self.day is None:
-            return "no boost"
-        sel = "selected" if self.selected else "unselected"
-        return f"{self.source} {sel} {self.dose:.3g}/kg on day {self.day:g}"
-
-
-def require_cd3(source: str, selected: bool, cd3: float | None, *, mnc: bool = False) -> None:
-    """Refuse an unselected graft from a new allogeneic donor without its CD3+ dose
-    (graft-versus-host effects are never guessed). ``mnc``: the command also takes
-    ``--mnc`` (named in the fix)."""
-    if source == "allogeneic" and not selected and cd3 is None:
-        alt = " or the MNC/kg with --mnc," if mnc else ","
-        raise InputError(
-            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
-            "(graft-versus-host effects are not guessed from the CD34+ dose)",
-            column="cd3",
-            fix=f"give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7){alt} "
-            "or --selected for a CD34-selected graft",
-        )
+#: A candidate plan is a :class:`carthema.data.boost.BoostPlan` (``day`` None: no boost).
+Plan = BoostPlan
 
 
 def simulate_plan(
@@ -94,16 +65,7 @@ def simulate_plan(
 
     Returns (days, status (n,), obs (n, days, n_obs), the plan's events table).
     """
-    ev_df = events
-    if plan.day is not None:
-        ev_df = with_boost(
-            events,
-            plan.day,
-            plan.dose,
-            source=plan.source,
-            cd34_selected=plan.selected,
-            cd3_per_kg=plan.cd3_per_kg,
-        )
+    ev_df = with_plan(events, plan)
     ev = build_events(model, ev_df, model.default_params())
     start = min(ev.first_time if ev.first_time is not None else 0.0, 0.0)
     days = np.arange(np.floor(start), horizon + 0.5, 1.0)
@@ -292,7 +254,7 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
             out[f"days_plt_lt_{thr:g}"] = _quantiles(
                 days_below(days, o["platelets"], thr, start=ref).astype(float)
             )
-    if "chimerism_cd15" in o and plan.day is not None and plan.source == "allogeneic":
+    if "chimerism_cd15" in o and plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
         at = days == ref + 30.0
         if at.any():
             out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
@@ -363,10 +325,7 @@ def scan_window(
     events: pd.DataFrame,
     boost_days: Sequence[float],
     *,
-    dose: float = 3e6,
-    source: str = "allogeneic",
-    selected: bool = True,
-    cd3_per_kg: float | None = None,
+    graft: BoostPlan = DEFAULT_GRAFT,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
@@ -417,12 +376,13 @@ def scan_window(
     for k, d in enumerate(boost_days):
         if progress is not None and k:
             progress(k, len(boost_days))
-        plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
+        plan = graft.on(d)
         course = simulate_course(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
             model, plan, *astuple_course(course), reference=d, horizon=d + FOLLOW_UP
         )
-        row = {"boost_day": d, "dose": dose, "source": source, "selected": selected}
+        row = {"boost_day": d, "dose": graft.cd34_per_kg, "source": graft.source.value,
+               "cd34_selected": graft.cd34_selected}  # fmt: skip
         for key in ("neutrophil", "platelet", "anc_gt_1"):
             if key in res:
                 row.update({f"{key}_{k}": v for k, v in res[key].items()})
@@ -854,10 +814,7 @@ def window_job(
     boost_days: Sequence[float],
     out_dir,
     *,
-    dose: float = 3e6,
-    source: str = "allogeneic",
-    selected: bool = True,
-    cd3_per_kg: float | None = None,
+    graft: BoostPlan = DEFAULT_GRAFT,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
@@ -882,8 +839,7 @@ def window_job(
     boost_days = [float(d) for d in boost_days]
     last = max(boost_days)
 
-    def boost(day: float) -> Plan:  # one place that makes the boost plan (CD3+ included)
-        return Plan(day=day, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
+    boost = graft.check().on  # the graft on a day (its CD3+ rule checked once, up front)
 
     # The course panels: 90 days past the recommended day (else the last candidate day),
     # and at least to the last observed day, so the data sit beside the prediction.
@@ -902,10 +858,7 @@ def window_job(
         draws,
         events,
         boost_days,
-        dose=dose,
-        source=source,
-        selected=selected,
-        cd3_per_kg=cd3_per_kg,
+        graft=graft,
         threshold=threshold,
         cart_limit=cart_limit,
         progress=progress,
@@ -936,12 +889,13 @@ def window_job(
     )
     result = {
         "plan": {
-            "dose_cd34_per_kg": dose,
-            "source": source,
-            "cd34_selected": selected,
-            "cd3_per_kg": cd3_per_kg,
+            "dose_cd34_per_kg": graft.cd34_per_kg,
+            "source": graft.source.value,
+            "cd34_selected": graft.cd34_selected,
+            "cd3_per_kg": graft.cd3_per_kg,
+            "mnc_per_kg": graft.mnc_per_kg,
             "boost_days": boost_days,
-            "p_graft_failure": p_graft_failure(dose),
+            "p_graft_failure": p_graft_failure(graft.cd34_per_kg),
             "graft_failure_source": GRAFT_FAILURE_SOURCE,
         },
         "window": summary,

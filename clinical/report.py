@@ -483,9 +483,9 @@ def write_patient_report(
         end = max(today, day or today) + 60.0
         bands = {}
         if day is not None:
-            bands = plan_bands(ff.model, draws, events,
-                               Plan(day=day, dose=plan["dose_cd34_per_kg"], source=plan["source"],
-                                    selected=plan["cd34_selected"]), horizon=end)  # fmt: skip
+            graft = Plan(day, plan["dose_cd34_per_kg"], plan["source"], plan["cd34_selected"],
+                         plan.get("cd3_per_kg"), plan.get("mnc_per_kg"))  # fmt: skip
+            bands = plan_bands(ff.model, draws, events, graft, horizon=end)
         none = plan_bands(ff.model, draws, events, Plan(), horizon=end)
         bands.setdefault("days", none["days"])
         bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}

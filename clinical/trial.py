@@ -32,12 +32,13 @@ from carthema.clinical.endpoints import (
     support_from_events,
 )
 from carthema.clinical.population.graft import draw_graft
+from carthema.data.boost import BoostPlan, GraftSource
 from carthema.data.errors import InputError
 from carthema.data.events import parse_yes_no
 from carthema.fitting.priors import DEFAULT_FREE, prior_table
 from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
-from carthema.models.scenarios import typical_course, with_boost
+from carthema.models.scenarios import typical_course, with_plan
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
@@ -49,27 +50,31 @@ POLICY_COLUMNS = (
     "boost_day",
     "dose",
     "source",
-    "selected",
+    "cd34_selected",
+    "cd3_per_kg",
+    "mnc_per_kg",
 )
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Boost on ``boost_day`` (dose CD34+/kg) when, on ``trigger_day``, ANC < ``anc_below``
-    G/L or platelets < ``plt_below`` G/L. A policy without a dose never boosts."""
+    """Give ``graft`` (a :class:`~carthema.data.boost.BoostPlan`: its day is the boost
+    day) when, on ``trigger_day``, ANC < ``anc_below`` G/L or platelets < ``plt_below``
+    G/L. A policy without a graft never boosts."""
 
     name: str
     trigger_day: float = 28.0
     anc_below: float | None = 0.5
     plt_below: float | None = None
-    boost_day: float = 42.0
-    dose: float | None = None
-    source: str = "allogeneic"
-    selected: bool = True
+    graft: BoostPlan | None = None
 
 
 def read_policies(path: str | Path) -> list[Policy]:
-    """Policies from a CSV with columns :data:`POLICY_COLUMNS` (empty dose: no boost)."""
+    """Policies from a CSV with columns :data:`POLICY_COLUMNS` (empty dose: no boost).
+
+    The graft columns mean what the events table's ``stem_cell_boost`` columns and the
+    commands' graft options mean (an empty ``source``/``cd34_selected``: the default
+    graft of :class:`~carthema.data.boost.BoostPlan`, unselected autologous cells)."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", file=str(path), fix="check the path")
@@ -82,6 +87,15 @@ def read_policies(path: str | Path) -> list[Policy]:
             column=missing[0],
             fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
         )
+    unknown = [c for c in df.columns if c not in POLICY_COLUMNS]
+    if unknown:
+        raise InputError(
+            "unknown column",
+            file=str(path),
+            column=unknown[0],
+            fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
+        )
+    default = BoostPlan()
     out = []
     for i, row in enumerate(df.itertuples(index=False), start=1):
 
@@ -100,28 +114,31 @@ def read_policies(path: str | Path) -> list[Policy]:
                     fix="give a number or leave it empty",
                 ) from None
 
-        source = str(getattr(row, "source", "allogeneic") or "allogeneic")
-        if source not in ("autologous", "allogeneic"):
-            raise InputError(
-                f"unknown source '{source}'",
-                file=str(path),
-                row=i,
-                column="source",
-                fix="use autologous or allogeneic",
-            )
-        sel = parse_yes_no(getattr(row, "selected", None), file=str(path), row=i, default=True)
-        out.append(
-            Policy(
-                str(row.name),
-                num("trigger_day"),
-                num("anc_below"),
-                num("plt_below"),
-                num("boost_day"),
-                num("dose"),
-                source,
-                sel,
-            )
+        source = getattr(row, "source", None)
+        if source is None or (isinstance(source, float) and np.isnan(source)) or source == "":
+            source = default.source
+        source = GraftSource.parse(source, file=str(path), row=i)
+        sel = parse_yes_no(
+            getattr(row, "cd34_selected", None),
+            file=str(path),
+            row=i,
+            column="cd34_selected",
+            default=default.cd34_selected,
         )
+        graft = None
+        if num("dose") is not None:
+            if num("boost_day") is None:
+                raise InputError("a policy with a dose needs its boost day", file=str(path),
+                                 row=i, column="boost_day", fix="give the boost day")  # fmt: skip
+            try:
+                graft = BoostPlan(
+                    num("boost_day"), num("dose"), source, sel, num("cd3_per_kg"), num("mnc_per_kg")
+                ).check()
+            except InputError as e:
+                raise InputError(e.problem, file=str(path), row=i, column=e.column,
+                                 fix=e.fix) from None  # fmt: skip
+        out.append(Policy(str(row.name), num("trigger_day"), num("anc_below"),
+                          num("plt_below"), graft))  # fmt: skip
     return out
 
 
@@ -286,7 +303,7 @@ def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
     gcsf, transfusions = support_from_events(base)
     anc, plt_, status = O0[:, :, anc_j].copy(), O0[:, :, plt_j].copy(), st0.copy()
     boosted = np.zeros(n, dtype=bool)
-    if pol.dose is not None:
+    if pol.graft is not None:
         at = days == pol.trigger_day
         trig = np.zeros(n, dtype=bool)
         if pol.anc_below is not None:
@@ -295,9 +312,7 @@ def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
             trig |= O0[:, at, plt_j][:, 0] < pol.plt_below
         boosted = trig & (st0 == 0)
         if boosted.any():
-            ev = with_boost(
-                base, pol.boost_day, pol.dose, source=pol.source, cd34_selected=pol.selected
-            )
+            ev = with_plan(base, pol.graft)
             st1, O1 = _solve(model, P[boosted], ev, days)
             anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
             status[boosted] = st1

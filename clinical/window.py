@@ -20,8 +20,9 @@ import pandas as pd
 
 from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
-from carthema.clinical.plans import require_cd3, window_job
+from carthema.clinical.plans import window_job
 from carthema.data.atomic import swap_folder
+from carthema.data.boost import DEFAULT_GRAFT, BoostPlan
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
 from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
@@ -108,10 +109,7 @@ def window_from_fit(
     boost_days: Sequence[float] | None,
     out: str | Path,
     *,
-    dose: float = 3e6,
-    source: str = "autologous",
-    selected: bool = False,
-    cd3_per_kg: float | None = None,
+    graft: BoostPlan = DEFAULT_GRAFT,
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     n_draws: int = WINDOW_DRAWS,
@@ -133,11 +131,10 @@ def window_from_fit(
     out:
         Output folder: ``window.csv`` (one row per boost day), ``window.json``,
         ``window.png`` and, with ``report``, ``report.html``.
-    dose, source, selected, cd3_per_kg:
-        The boost: CD34+ cells/kg; ``"autologous"``, ``"prior-donor"`` or ``"allogeneic"``
-        (a new donor); CD34-selected; CD3+ cells/kg (needed for an unselected graft from a
-        new donor). Default: an unselected autologous graft of 3e6 CD34+ cells/kg, the
-        default of every command (:data:`carthema.cli_options.DEFAULT_SOURCE`).
+    graft:
+        The boost (:class:`carthema.data.boost.BoostPlan`; its day is the scanned one).
+        Default: an unselected autologous graft of 3e6 CD34+ cells/kg, the default of
+        every command.
     threshold:
         Wanted probability of neutrophil engraftment within 30 days of the boost.
     cart_limit:
@@ -170,16 +167,13 @@ def window_from_fit(
             file=str(ff.path / "fit.json"),
             fix="fit with --components full (or haematopoiesis)",
         )
-    from carthema.models.components.haematopoiesis import graft_source
-
-    source = graft_source(source)  # autologous, prior-donor or allogeneic (or a refusal)
-    if cd3_per_kg is not None and not (np.isfinite(cd3_per_kg) and cd3_per_kg >= 0):
-        raise InputError(f"the CD3+ dose must be a number of cells/kg >= 0, got {cd3_per_kg:g}",
-                         column="cd3", fix="e.g. --cd3 1e7")  # fmt: skip
-    require_cd3(source, selected, cd3_per_kg)
-    if not (np.isfinite(dose) and dose > 0):
-        raise InputError(f"dose must be a positive number of CD34+ cells/kg, got {dose:g}",
-                         column="dose", fix="e.g. --dose 3e6")  # fmt: skip
+    graft.check()  # the CD3+ rule, before any solve
+    if not graft.cd34_per_kg > 0:
+        raise InputError(
+            f"dose must be a positive number of CD34+ cells/kg, got {graft.cd34_per_kg:g}",
+            column="dose",
+            fix="e.g. --dose 3e6",
+        )
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
     events, removed = without_boosts(ff.events)
@@ -188,7 +182,7 @@ def window_from_fit(
         observed = observed[observed["patient"].astype(str) == ff.patient]
     today = _check_today(today, observed)
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
-    draws, graft = window_draws(ff, n_draws, seed=seed, dose=dose)
+    draws, graft_params = window_draws(ff, n_draws, seed=seed, dose=graft.cd34_per_kg)
     out = Path(out)
     step = Step(
         log,
@@ -206,10 +200,7 @@ def window_from_fit(
             events,
             boost_days,
             tmp,
-            dose=dose,
-            source=source,
-            selected=selected,
-            cd3_per_kg=cd3_per_kg,
+            graft=graft,
             threshold=threshold,
             cart_limit=cart_limit,
             observations=observed,
@@ -221,7 +212,7 @@ def window_from_fit(
         write_csv(pd.read_csv(written["table"]), written["table"])
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
         result["patient"] = ff.patient
-        result["graft_parameters"] = graft
+        result["graft_parameters"] = graft_params
         result["fit"] = str(ff.path)
         result["replaced_events"] = removed
         result["today"] = today

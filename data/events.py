@@ -11,7 +11,8 @@ cart_infusion             CAR+ cells/kg               duration optional: the sta
                                                       was split over ``[day, day +
                                                       duration)`` in parts not stated
 lymphodepletion           mg/m2 (that day's dose)     drug (required)
-stem_cell_boost           CD34+ cells/kg              source (autologous|allogeneic),
+stem_cell_boost           CD34+ cells/kg              source (autologous|prior-donor|
+                                                      allogeneic; :mod:`~carthema.data.boost`),
                                                       cd34_selected (yes|no) required;
                                                       cd3_per_kg, mnc_per_kg optional
 gcsf                      ug/kg/day or dose/day       duration (days) required
@@ -32,7 +33,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-SOURCES: tuple[str, ...] = ("autologous", "allogeneic")
+from carthema.data.boost import SOURCES  # noqa: F401  (the graft sources, re-exported)
 
 # Written values accepted in ``cd34_selected`` (and any yes/no column).
 YES_NO: dict[str, bool] = {

@@ -39,7 +39,7 @@ amount          kind        dose, in ``unit``; required for every kind but
 unit            with amount unit of ``amount``; converted on load
 duration        kind        days; required (> 0) for periods (gcsf, tpo_agonist)
 drug            kind        lymphodepletion / corticosteroid / TPO-agonist drug
-source          boost       ``autologous`` or ``allogeneic``
+source          boost       ``autologous``, ``prior-donor`` or ``allogeneic``
 cd34_selected   boost       yes/no/true/false
 cd3_per_kg      no          CD3+ T cells/kg in a stem-cell boost (cells/kg)
 mnc_per_kg      no          mononuclear cells/kg in a stem-cell boost (cells/kg)

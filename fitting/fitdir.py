@@ -70,17 +70,11 @@ class FitFolder:
 
     def draws(self, n: int | None = None, seed: int = 0) -> np.ndarray:
         """Parameter vectors (n, n_params), natural scale, of ``n`` posterior draws picked
-        at random without replacement (all draws when ``n`` is None or larger)."""
-        lp = self.idata.posterior["log_params"]
-        names = [str(x) for x in lp["param"].values]
-        flat = lp.values.reshape(-1, len(names))
-        if n is not None and n < flat.shape[0]:
-            pick = np.random.default_rng(seed).choice(flat.shape[0], n, replace=False)
-            flat = flat[np.sort(pick)]
-        P = np.tile(self.fixed_params, (flat.shape[0], 1))
-        idx = [self.model.index("param", name) for name in names]
-        P[:, idx] = np.exp(flat)
-        return P
+        at random without replacement (all draws when ``n`` is None or larger):
+        :meth:`carthema.models.posterior.Posterior.sample` of this folder's posterior."""
+        from carthema.models.posterior import Posterior
+
+        return Posterior.from_fit_folder(self).sample(n, seed=seed)
 
 
 #: Significant digits of the numbers in the CSV files a fit writes.

@@ -44,6 +44,7 @@ import xarray as xr
 from .._console import Step, interactive, progress_to_stderr
 from ..data.jsonsafe import dumps
 from ..models.model import get_model
+from ..models.posterior import Posterior
 from ..models.simulate import resolve_params
 from .build import FitModel, build_model
 from .compiled import logp_grad, nutpie_model
@@ -163,6 +164,22 @@ class FitResult:
         )
         lines += ["  " + s for s in self.information()]
         return lines
+
+    def posterior(self) -> Posterior:
+        """The fit's draws as a :class:`~carthema.models.posterior.Posterior`, in memory:
+        the same draws a saved fit folder gives (:meth:`Posterior.from_fit_folder`)."""
+        fm = self.fit_model
+        lp = self.idata.posterior["log_params"]
+        return Posterior.from_log_draws(
+            fm.model,
+            fm.data.p_fixed,
+            [str(x) for x in lp["param"].values],
+            lp.values,
+            events=self.events_table,
+            observations=self.observations_table,
+            patient=fm.data.patient,
+            provenance={"in_memory": True, "sampler": self.sampler, "settings": self.settings},
+        )
 
     def meta(self) -> dict:
         """What a later step needs to use the fit: patient, model, free parameters, the

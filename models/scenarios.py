@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from carthema.data.boost import BoostPlan
+
 EVENT_COLUMNS = [
     "patient",
     "day",
@@ -78,13 +80,26 @@ def with_boost(
     cd3_per_kg: float | None = None,
 ) -> pd.DataFrame:
     """``events`` plus one stem-cell boost (CD34+ cells/kg) on ``day``."""
+    return with_plan(events, BoostPlan(day, cd34_per_kg, source, cd34_selected, cd3_per_kg))
+
+
+def with_plan(events: pd.DataFrame, plan: BoostPlan) -> pd.DataFrame:
+    """``events`` plus the ``stem_cell_boost`` row of ``plan`` (unchanged without a day)."""
+    if plan.day is None:
+        return events
     patient = str(events["patient"].iloc[0]) if len(events) else "patient"
-    extra = {"source": source, "cd34_selected": "yes" if cd34_selected else "no"}
-    if cd3_per_kg is not None:
-        extra["cd3_per_kg"] = float(cd3_per_kg)
-    boost = _row(patient, day, "stem_cell_boost", cd34_per_kg, "cells/kg", **extra)
+    extra: dict = {
+        "source": plan.source.value,
+        "cd34_selected": "yes" if plan.cd34_selected else "no",
+    }
+    if plan.cd3_per_kg is not None:
+        extra["cd3_per_kg"] = plan.cd3_per_kg
+    if plan.mnc_per_kg is not None:
+        extra["mnc_per_kg"] = plan.mnc_per_kg
+    boost = _row(patient, plan.day, "stem_cell_boost", plan.cd34_per_kg, "cells/kg", **extra)
     # From records, not concat: concat with all-empty columns changes dtype rules.
-    cols = list(events.columns) if len(events.columns) else EVENT_COLUMNS
+    cols = list(events.columns) if len(events.columns) else list(EVENT_COLUMNS)
+    cols += [c for c in extra if c not in cols]  # never drop a dose the plan states
     records = events.to_dict("records") + [{c: boost.get(c) for c in cols}]
     out = pd.DataFrame.from_records(records, columns=cols)
     return out.sort_values("day", kind="stable").reset_index(drop=True)

@@ -56,7 +56,7 @@ def files(tmp_path_factory):
     (d / "params_twice.csv").write_text("name,value\ncart_rho,0.5\ncart_rho,0.6\n")
     (d / "params_twice.json").write_text('{"cart_rho": 0.5, "cart_rho": 0.6}')
     (d / "policies_typo.csv").write_text(
-        "name,trigger_day,boost_day,dose,source,selected\nA,30,45,3e6,allogeneic,yse\n"
+        "name,trigger_day,boost_day,dose,source,cd34_selected\nA,30,45,3e6,allogeneic,yse\n"
     )
     (d / "notes").mkdir()
     (d / "notes" / "todo.txt").write_text("a user's notes\n")

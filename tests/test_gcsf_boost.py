@@ -8,6 +8,7 @@ import numpy as np
 
 from carthema.clinical.boost.predict import SUPPORT_DAYS, predict_boost
 from carthema.clinical.endpoints import neutrophil_engraftment
+from carthema.data.boost import BoostPlan
 
 DAYS = np.arange(20.0, 80.0)
 BOOST = 40.0
@@ -39,8 +40,9 @@ def test_supported_boost_day_is_not_already_engrafted_by_hand():
 
 
 def test_predict_boost_on_gcsf_has_no_already_engrafted_draws():
-    res = predict_boost(BOOST, 3e6, "autologous", anc=0.8, gcsf=True, neutropenia_days=20,
-                        product="axi-cel", n_draws=2000, seed=4, return_draws=True)  # fmt: skip
+    res = predict_boost(BoostPlan(BOOST, 3e6, "autologous"), anc=0.8, gcsf=True,
+                        neutropenia_days=20, product="axi-cel", n_draws=2000, seed=4,
+                        return_draws=True)  # fmt: skip
     e = res["draw_engraftment"]["neutrophil"]
     assert not e.already.any() and res["neutrophil"]["p_already"] == 0.0
     assert res["neutrophil"]["q05"] >= 1.0

@@ -203,7 +203,7 @@ def test_new_donor_graft_is_rejected_once_host_t_cells_recover():
     j = m.index("obs", "chimerism_cd15")
     rejected = {}
     for day in (30.0, 365.0):
-        plan = Plan(day=day, dose=3e6, source="allogeneic", selected=True)
+        plan = Plan(day, 3e6, "allogeneic", cd34_selected=True)
         days, status, obs, _ = simulate_plan(m, P, typical_course(), plan, horizon=day + 60)
         assert np.all(status == 0)
         rejected[day] = float(np.mean(obs[:, days == day + 60, j][:, 0] < 5.0))

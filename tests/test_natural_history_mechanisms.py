@@ -21,6 +21,7 @@ from carthema.clinical.population.virtual import (
     population_params,
     product_events,
 )
+from carthema.data.boost import BoostPlan
 from carthema.data.errors import InputError
 from carthema.models.events import build_events
 from carthema.models.model import get_model
@@ -123,7 +124,7 @@ def test_uncalibrated_diseases_are_refused_in_one_place(disease):
     from carthema.clinical.boost.predict import predict_boost
 
     with pytest.raises(InputError, match="not calibrated"):
-        predict_boost(40.0, 3e6, "autologous", anc=0.1, platelets=20.0, disease=disease)
+        predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.1, platelets=20.0, disease=disease)
 
 
 def test_cli_refuses_an_uncalibrated_disease_with_exit_2(capsys):

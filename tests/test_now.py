@@ -8,6 +8,7 @@ import pytest
 
 from carthema.clinical.boost import predict as pb
 from carthema.clinical.window import default_days, split_past
+from carthema.data.boost import BoostPlan
 from carthema.data.errors import InputError
 
 
@@ -25,7 +26,7 @@ def _support_rows(monkeypatch, **kw) -> list[dict]:
 
     monkeypatch.setattr(pb, "_add", capture)
     with pytest.raises(_Stop):
-        pb.predict_boost(40.0, 3e6, "autologous", anc=0.3, product="axi-cel", **kw)
+        pb.predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.3, product="axi-cel", **kw)
     return seen[0]
 
 
@@ -39,7 +40,7 @@ def test_gcsf_since_sets_the_start_of_the_support(monkeypatch):
 
 def test_gcsf_since_after_the_boost_is_refused():
     with pytest.raises(InputError, match="gcsf-since"):
-        pb.predict_boost(40.0, 3e6, "autologous", anc=0.3, gcsf_since=41.0)
+        pb.predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.3, gcsf_since=41.0)
 
 
 def test_the_default_scan_starts_today_and_past_days_are_dropped():

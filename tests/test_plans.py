@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carthema import get_model, simulate, typical_course, with_boost
+from carthema import BoostPlan, get_model, simulate, typical_course, with_boost
 from carthema.clinical.endpoints import neutrophil_engraftment
 from carthema.clinical.plans import (
     Plan,
@@ -20,6 +20,9 @@ from carthema.clinical.plans import (
 )
 from carthema.models.scenarios import POOR_RESERVE
 from carthema.models.virtual import draw_parameters
+
+#: The graft these tests scan: CD34-selected cells of a new donor, 5e6 CD34+/kg.
+ALLO_SELECTED = BoostPlan(None, 5e6, "allogeneic", cd34_selected=True)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,9 @@ def test_plan_prediction_matches_simulating_each_draw(setup):
     one censoring time, so the Kaplan-Meier estimates are plain fractions of the draws
     not already recovered and the median is an order statistic."""
     m, draws = setup
-    res = predict_plan(m, draws, typical_course(), Plan(day=40.0, dose=5e6), horizon=160.0)
+    res = predict_plan(
+        m, draws, typical_course(), Plan(40.0, 5e6, "allogeneic", cd34_selected=True), horizon=160.0
+    )
     ev = with_boost(typical_course(), 40.0, 5e6, source="allogeneic", cd34_selected=True)
     per = [neutrophil_engraftment(*_anc(m, p, ev, 160), reference=40.0) for p in draws]
     already = np.array([bool(e.already) for e in per])
@@ -69,7 +74,9 @@ def test_plan_prediction_matches_simulating_each_draw(setup):
 def test_boost_beats_no_boost_for_poor_reserve(setup):
     m, draws = setup
     none = predict_plan(m, draws, typical_course(), Plan(), reference=40.0, horizon=160.0)
-    boost = predict_plan(m, draws, typical_course(), Plan(day=40.0, dose=5e6), horizon=160.0)
+    boost = predict_plan(
+        m, draws, typical_course(), Plan(40.0, 5e6, "allogeneic", cd34_selected=True), horizon=160.0
+    )
     assert boost["neutrophil"]["p_within_30d"] > none["neutrophil"]["p_within_30d"]
     assert boost["days_anc_lt_0.5"]["median"] < none["days_anc_lt_0.5"]["median"]
     assert "chimerism_day30" in boost and "chimerism_day30" not in none
@@ -137,7 +144,7 @@ def test_scan_window_compares_with_the_same_draws_without_a_boost(setup):
     m, draws = setup
     day = 40.0
     table, summary = scan_window(
-        m, draws, typical_course(), [7.0, day], dose=5e6, threshold=0.4, cart_limit=500.0
+        m, draws, typical_course(), [7.0, day], graft=ALLO_SELECTED, threshold=0.4, cart_limit=500.0
     )
     ev_boost = with_boost(typical_course(), day, 5e6, source="allogeneic", cd34_selected=True)
     saved, none_30 = [], []
@@ -260,7 +267,7 @@ def test_counterfactual_intervals_and_recovery_by_day_60_from_per_draw_simulatio
     draw with and without the boost."""
     m, draws = setup
     day = 40.0
-    table, _ = scan_window(m, draws, typical_course(), [day], dose=5e6, threshold=0.0)
+    table, _ = scan_window(m, draws, typical_course(), [day], graft=ALLO_SELECTED, threshold=0.0)
     ev_boost = with_boost(typical_course(), day, 5e6, source="allogeneic", cd34_selected=True)
     saved_n, saved_p, none = [], [], []
     for p in draws:
@@ -300,7 +307,9 @@ def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch
         return real(model, P, events, plan, horizon=horizon)
 
     monkeypatch.setattr(plans, "simulate_plan", counting)
-    res = plans.window_job(m, draws, typical_course(), [30.0, 40.0], tmp_path, threshold=0.0)
+    res = plans.window_job(
+        m, draws, typical_course(), [30.0, 40.0], tmp_path, graft=ALLO_SELECTED, threshold=0.0
+    )
     assert calls.count(None) == 1
     assert res["recommended"] is not None
     rec = res["recommended"]
@@ -331,8 +340,9 @@ def plans_window_job(m, draws, out, *, cd3):
     from carthema.clinical.plans import window_job
 
     return window_job(
-        m, draws, typical_course(), [40.0], out, dose=5e6, source="allogeneic",
-        selected=cd3 is None, cd3_per_kg=cd3, threshold=0.0, cart_limit=1e9,
+        m, draws, typical_course(), [40.0], out,
+        graft=BoostPlan(None, 5e6, "allogeneic", cd34_selected=cd3 is None, cd3_per_kg=cd3),
+        threshold=0.0, cart_limit=1e9,
     )  # fmt: skip
 
 
@@ -350,7 +360,7 @@ def test_new_donor_graft_lost_by_day_60_once_host_t_cells_recover():
     P = draw_graft(m, np.tile(base, (100, 1)), np.random.default_rng(4))
     lost = {}
     for day in (30.0, 365.0):
-        plan = Plan(day=day, dose=3e6, source="allogeneic", selected=True)
+        plan = Plan(day, 3e6, "allogeneic", cd34_selected=True)
         lost[day] = predict_plan(m, P, typical_course(), plan)["p_graft_lost_day60"]
     assert lost[30.0] <= 0.3 and lost[365.0] >= 0.5
     auto = predict_plan(m, P[:5], typical_course(), Plan(day=30.0, source="autologous"))

@@ -12,6 +12,7 @@ from carthema.cli import main
 from carthema.clinical.boost import predict as pb
 from carthema.clinical.boost.predict import MIN_ESS, population_prior, predict_boost
 from carthema.clinical.population import virtual as vpop
+from carthema.data.boost import BoostPlan
 from carthema.data.errors import InputError
 from carthema.models.model import get_model
 
@@ -64,9 +65,10 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
         capsys,
     )  # fmt: skip
     assert code == 2
-    assert seen["args"] == (45.0, 3e6, "prior-donor")
+    assert seen["args"] == (
+        BoostPlan(45.0, 3e6, "prior-donor", cd34_selected=True, cd3_per_kg=2e7),
+    )
     kw = seen["kwargs"]
-    assert kw["selected"] is True and kw["cd3"] == 2e7
     assert kw["anc"] == 0.0 and kw["anc_lloq"] == 0.1 and kw["platelets"] == 12.0
     assert kw["gcsf"] is True and kw["gcsf_after"] == 5.0 and kw["gcsf_since"] == 31.0
     assert kw["gcsf_dependent"] is True
@@ -77,7 +79,8 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     assert kw["donor_chimerism"] == 0.9 and kw["n_draws"] == 2500 and kw["seed"] == 7
     code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "3", "--mnc", "1.8e8"], capsys)
     kw = seen["kwargs"]
-    assert kw["hematotox"] == 3 and kw["selected"] is False and kw["mnc"] == 1.8e8
+    assert kw["hematotox"] == 3
+    assert seen["args"] == (BoostPlan(45.0, 3e6, "autologous", False, mnc_per_kg=1.8e8),)
     code, _ = _cli(["--day", "45", "--dose", "3e6", "--hematotox", "High"], capsys)
     assert code == 2 and seen["kwargs"]["hematotox"] == "high"  # the form natural-history takes
 
@@ -112,7 +115,7 @@ def test_refuses_degenerate_conditioning(monkeypatch, capsys):
 
 def test_refuses_counts_impossible_under_the_population():
     with pytest.raises(InputError, match="impossible"):
-        predict_boost(12, 3e6, "autologous", anc=95.0, product="axi-cel", n_draws=N)
+        predict_boost(BoostPlan(12, 3e6, "autologous"), anc=95.0, product="axi-cel", n_draws=N)
 
 
 def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkeypatch):
@@ -126,8 +129,8 @@ def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkey
 
     monkeypatch.setattr(pb, "_systematic_resample", never)
     with pytest.raises(InputError, match="together with the other values") as exc:
-        predict_boost(30, 3e6, "autologous", anc=0.0, neutropenia_days=0, product="axi-cel",
-                      n_draws=N)  # fmt: skip
+        predict_boost(BoostPlan(30, 3e6, "autologous"), anc=0.0, neutropenia_days=0,
+                      product="axi-cel", n_draws=N)  # fmt: skip
     assert "ANC below 0.05" in str(exc.value) or "0 days with ANC" in str(exc.value)
 
 
@@ -170,8 +173,8 @@ def test_gcsf_support_means_a_lower_own_anc():
     """The same ANC on G-CSF is conditioned with the support in the model: the patient's
     own ANC (the conditioned draws without G-CSF) is lower, and engraftment later."""
     kw = dict(anc=0.8, product="axi-cel", n_draws=N, seed=3)
-    plain = predict_boost(40, 3e6, "autologous", **kw)
-    supported = predict_boost(40, 3e6, "autologous", gcsf=True, **kw)
+    plain = predict_boost(BoostPlan(40, 3e6, "autologous"), **kw)
+    supported = predict_boost(BoostPlan(40, 3e6, "autologous"), gcsf=True, **kw)
     own_plain = plain["own_counts_at_boost"]["anc"]["median"]
     own_supported = supported["own_counts_at_boost"]["anc"]["median"]
     # G-CSF doubles precursor influx in a normal marrow (gcsf_emax = 1) and less where
@@ -182,7 +185,7 @@ def test_gcsf_support_means_a_lower_own_anc():
     assert supported["inputs"]["support"]["gcsf"] and not plain["inputs"]["support"]["gcsf"]
     assert min(plain["effective_sample_size"], supported["effective_sample_size"]) >= MIN_ESS
     # G-CSF continued 10 days after the boost: those days never count toward engraftment.
-    longer = predict_boost(40, 3e6, "autologous", gcsf=True, gcsf_after=10, **kw)
+    longer = predict_boost(BoostPlan(40, 3e6, "autologous"), gcsf=True, gcsf_after=10, **kw)
     assert longer["inputs"]["support"]["gcsf_days_after_boost"] == 10.0
     assert longer["neutrophil"]["p_already"] == 0.0 and longer["neutrophil"]["q05"] >= 10.0
 
@@ -193,8 +196,8 @@ def test_counterfactual_an_empty_graft_saves_nothing_a_real_one_saves_days():
     graft engrafts sooner than the same draws recover on their own and saves days. The
     JSON carries the counterfactual keys."""
     kw = dict(anc=0.0, neutropenia_days=30, product="axi-cel", hematotox=3, n_draws=N, seed=4)
-    empty = predict_boost(45, 1e3, "autologous", **kw)
-    real = predict_boost(45, 3e6, "autologous", **kw)
+    empty = predict_boost(BoostPlan(45, 1e3, "autologous"), **kw)
+    real = predict_boost(BoostPlan(45, 3e6, "autologous"), **kw)
     for res in (empty, real):
         assert set(res["no_boost"]) == {"neutrophil", "platelet", "anc_gt_1"}
         for key in ("neutrophil", "platelet"):
@@ -221,8 +224,8 @@ def test_gcsf_dependent_conditions_on_the_fall_once_gcsf_stops():
     longer scored as engrafted a day after it, and the no-boost recovery comes later than
     for a patient merely on G-CSF. Combinable with --neutropenia-days."""
     kw = dict(anc=0.6, gcsf=True, product="axi-cel", hematotox=3, n_draws=N, seed=2)
-    plain = predict_boost(45, 3e6, "autologous", **kw)
-    dep = predict_boost(45, 3e6, "autologous", gcsf_dependent=True, **kw)
+    plain = predict_boost(BoostPlan(45, 3e6, "autologous"), **kw)
+    dep = predict_boost(BoostPlan(45, 3e6, "autologous"), gcsf_dependent=True, **kw)
     assert dep["effective_sample_size"] >= MIN_ESS
     assert dep["inputs"]["support"]["gcsf_dependent"] is True
     assert any("G-CSF dependent" in t for t in dep["inputs"]["likelihood_terms"])
@@ -233,7 +236,7 @@ def test_gcsf_dependent_conditions_on_the_fall_once_gcsf_stops():
         < plain["no_boost"]["neutrophil"]["p_within_14d"]
     )
     # Implies --gcsf; with --neutropenia-days both facts are conditioned on.
-    both = predict_boost(45, 3e6, "autologous", anc=0.6, gcsf_dependent=True,
+    both = predict_boost(BoostPlan(45, 3e6, "autologous"), anc=0.6, gcsf_dependent=True,
                          neutropenia_days=20, product="axi-cel", hematotox=3,
                          n_draws=N)  # fmt: skip
     assert both["inputs"]["support"]["gcsf"] is True

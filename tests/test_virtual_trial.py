@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carthema import InputError
+from carthema import BoostPlan, InputError
 from carthema.cli import main
 from carthema.clinical.trial import (
     Policy,
@@ -33,7 +33,8 @@ def test_cumulative_incidence_is_one_minus_kaplan_meier_by_hand():
 
 
 def test_policy_boosts_exactly_the_triggered_patients():
-    pols = [Policy("none"), Policy("boost", trigger_day=28, anc_below=0.5, boost_day=35, dose=5e6)]
+    graft = BoostPlan(35.0, 5e6, "allogeneic", cd34_selected=True)
+    pols = [Policy("none"), Policy("boost", trigger_day=28, anc_below=0.5, graft=graft)]
     trial = run_trial(pols, 300, seed=2, horizon=120.0)
     none, boost = (trial[trial["policy"] == k].reset_index(drop=True) for k in ("none", "boost"))
     assert not none["boosted"].any()

@@ -103,8 +103,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
         n_draws=n,
         seed=5,
         today=day,
-        source="allogeneic",
-        selected=True,
+        graft=carthema.BoostPlan(None, 3e6, "allogeneic", cd34_selected=True),
     )
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)

@@ -142,7 +142,7 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days) -
     dose = float(np.exp(rng.uniform(np.log(1e6), np.log(1e7))))
     source = "autologous" if rng.random() < 0.5 else "allogeneic"
     pt = draw_graft(model, p[None, :], rng, population=pop, dose=dose)
-    plan = Plan(day=day, dose=dose, source=source, selected=True)
+    plan = Plan(day, dose, source, cd34_selected=True)
     d2, st, obs, _ = simulate_plan(model, pt, ev, plan, horizon=day + horizon_days)
     # The same patient (same parameters) without the boost: the true days saved.
     d0, st0, obs0, _ = simulate_plan(model, pt, ev, Plan(), horizon=day + horizon_days)
@@ -195,10 +195,7 @@ def predict_case(case: VirtualCase, *, seed: int = 0, n_draws: int | None = None
     """predict_boost from the case's boost-day state only."""
     kw = {} if n_draws is None else {"n_draws": n_draws}
     return predict_boost(
-        case.day,
-        case.dose,
-        case.source,
-        selected=True,
+        Plan(case.day, case.dose, case.source, cd34_selected=True),
         anc=case.anc_obs,
         platelets=case.plt_obs,
         neutropenia_days=case.neutropenia_days_obs,

@@ -110,7 +110,6 @@ from carthema.clinical.plans import (
     _plan_summary,
     astuple_course,
     counterfactual,
-    require_cd3,
     simulate_course,
 )
 from carthema.clinical.population.graft import (
@@ -127,10 +126,10 @@ from carthema.clinical.population.virtual import (
     product_events,
     product_factors,
 )
+from carthema.data.boost import BoostPlan
 from carthema.data.errors import InputError
 from carthema.fitting.priors import RESIDUALS
 from carthema.models.compiled import numba_model
-from carthema.models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft_source
 from carthema.models.events import build_events
 from carthema.models.hematotox import hematotox as hematotox_score
 from carthema.models.hematotox import parse_hematotox
@@ -737,13 +736,8 @@ def _quantiles(x: np.ndarray) -> dict:
 
 
 def predict_boost(
-    day: float,
-    dose: float,
-    source: str = "allogeneic",
+    graft: BoostPlan,
     *,
-    selected: bool = False,
-    cd3: float | None = None,
-    mnc: float | None = None,
     anc: float | None = None,
     anc_lloq: float = ANC_LLOQ,
     platelets: float | None = None,
@@ -767,13 +761,13 @@ def predict_boost(
     population: str | pd.DataFrame | None = None,
     return_draws: bool = False,
 ) -> dict:
-    """Predicted engraftment after a boost on ``day`` (days since CAR-T) of ``dose``
-    CD34+ cells/kg, from the patient's state on the boost day.
+    """Predicted engraftment after the boost ``graft`` (a
+    :class:`~carthema.data.boost.BoostPlan`: its day, days since CAR-T, CD34+ cells/kg,
+    source, CD34 selection and CD3+ or MNC dose, with the CD3+ rule of
+    :meth:`~carthema.data.boost.BoostPlan.t_cells`), from the patient's state on the
+    boost day.
 
-    Parameters mirror ``carthema predict-boost``: ``source`` autologous / prior-donor /
-    allogeneic (a new donor); ``selected`` CD34-selected graft; ``cd3`` CD3+ cells/kg
-    (required for an unselected new-donor graft; or ``mnc``, mononuclear cells/kg, of
-    which the model takes a quarter as CD3+); ``anc`` (0 = below ``anc_lloq``) and
+    The other parameters mirror ``carthema predict-boost``: ``anc`` (0 = below ``anc_lloq``) and
     ``platelets`` on the boost day (G/L); ``gcsf`` (ANC supported; G-CSF given through
     the boost day and continued ``gcsf_after`` days after it), ``gcsf_since`` (the day
     G-CSF started, implies ``gcsf``; default: the 14 days before the boost, recorded as
@@ -801,21 +795,15 @@ def predict_boost(
     """
     t0 = time.perf_counter()
     # ---- inputs
-    source = graft_source(source)
-    dose = _check_number("dose", dose, allow_zero=False, fix="CD34+ cells/kg, e.g. --dose 3.1e6")
-    if dose is None:
-        raise InputError("the CD34+ dose is required", column="dose", fix="e.g. --dose 3.1e6")
-    day = _check_number("day", day, allow_zero=False, fix="the boost day after CAR-T, e.g. 45")
-    cd3 = _check_number("cd3", cd3, fix="CD3+ cells/kg, e.g. --cd3 1e7")
-    mnc = _check_number("mnc", mnc, fix="mononuclear cells/kg, e.g. --mnc 1.8e8")
-    cd3_note = None
-    if cd3 is None and mnc is not None and source == "allogeneic" and not selected:
-        cd3 = CD3_FRACTION_OF_MNC * mnc
-        cd3_note = (
-            f"CD3+ dose estimated as {CD3_FRACTION_OF_MNC:g} x {mnc:.3g} MNC/kg = {cd3:.3g}/kg "
-            "(the model's assumption for a graft given by its MNC dose)"
-        )
-    require_cd3(source, bool(selected), cd3, mnc=True)
+    source = graft.source
+    dose = _check_number("dose", graft.cd34_per_kg, allow_zero=False,
+                         fix="CD34+ cells/kg, e.g. --dose 3.1e6")  # fmt: skip
+    if graft.day is None:
+        raise InputError("the boost day is required", column="day", fix="e.g. --day 45")
+    day = _check_number("day", graft.day, allow_zero=False,
+                        fix="the boost day after CAR-T, e.g. 45")  # fmt: skip
+    estimated, cd3_note = graft.t_cells()  # the one CD3+ rule (refuses a new donor's
+    cd3 = estimated if cd3_note else graft.cd3_per_kg  # unselected graft without CD3+)
     fix_counts = "counts in G/L, e.g. --anc 0.3 --plt 15 (--anc 0: below the lab's limit)"
     anc = _check_number("anc", anc, fix=fix_counts)
     platelets = _check_number("plt", platelets, allow_zero=False, fix=fix_counts)
@@ -1022,8 +1010,7 @@ def predict_boost(
 
     # ---- prediction: the conditioned draws with graft parameters of their own
     draws = draw_graft(model, cond.params(X), rng, population=pop, dose=float(dose))
-    plan = Plan(day=float(day), dose=float(dose), source=source, selected=bool(selected),
-                cd3_per_kg=cd3)  # fmt: skip
+    plan = graft
     horizon = float(day) + horizon_days
     boosted = simulate_course(model, draws, ev_pred, plan, horizon=horizon)
     sim_days, status, obs_pred, ev_df = astuple_course(boosted)
@@ -1039,8 +1026,8 @@ def predict_boost(
         "boost": {
             "day": float(day),
             "dose_cd34_per_kg": float(dose),
-            "source": source,
-            "cd34_selected": bool(selected),
+            "source": source.value,
+            "cd34_selected": graft.cd34_selected,
             "cd3_per_kg": cd3,
             "cd3_note": cd3_note,
             "p_graft_failure": p_graft_failure(float(dose)),

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 
-from ...data.errors import InputError
+from ...data.boost import BoostPlan, GraftSource
 from ..dosing import EventContext, EventRow, Handler, lymphodepletion, treatment_period
 from ..parameters import Observable, Param, State
 from .cart import antigen_drive
@@ -713,65 +713,39 @@ def observables(s: dict, p: dict, m) -> dict:
 # ---- events acting on this component's states -----------------------------------------
 
 #: Graft sources and the stem-cell compartment and neutrophil chain each seeds.
-GRAFT_SOURCES: dict[str, tuple[str, str]] = {
-    "autologous": ("hsc_A", "a"),
-    "prior-donor": ("hsc_P", "t"),
-    "allogeneic": ("hsc_N", "n"),
+GRAFT_SOURCES: dict[GraftSource, tuple[str, str]] = {
+    GraftSource.AUTOLOGOUS: ("hsc_A", "a"),
+    GraftSource.PRIOR_DONOR: ("hsc_P", "t"),
+    GraftSource.ALLOGENEIC: ("hsc_N", "n"),
 }
-_SOURCE_ALIASES = {"prior_donor": "prior-donor", "prior donor": "prior-donor", "auto": "autologous"}
-#: CD3+ fraction of mononuclear cells in a mobilised apheresis product, used only when a
-#: graft's MNC dose is given without its CD3+ dose (assumption: T cells are about a
-#: quarter of the mononuclear cells; the estimate is reported as a note).
-CD3_FRACTION_OF_MNC = 0.25
-
-
-def graft_source(value: object) -> str:
-    """Canonical graft source (``autologous``, ``prior-donor`` or ``allogeneic``)."""
-    src = str(value).strip().lower()
-    src = _SOURCE_ALIASES.get(src, src)
-    if src not in GRAFT_SOURCES:
-        raise InputError(
-            f"unknown graft source '{value}'",
-            column="source",
-            fix="use autologous, prior-donor (the donor of an earlier allogeneic transplant) "
-            "or allogeneic (a new donor)",
-        )
-    return src
 
 
 def _boost(ctx: EventContext, ev: EventRow) -> None:
-    """Seed graft stem cells and progenitors by origin; T cells from a CD3+ dose."""
-    source = graft_source(ev.get("source", "allogeneic"))
-    stem, origin = GRAFT_SOURCES[source]
+    """Seed graft stem cells and progenitors by origin; T cells from a CD3+ dose
+    (:meth:`carthema.data.boost.BoostPlan.t_cells`)."""
+    plan = BoostPlan(
+        ev.day,
+        ev.amount,
+        ev.get("source", "allogeneic"),
+        ev.flag("cd34_selected"),
+        ev.get("cd3_per_kg"),
+        ev.get("mnc_per_kg"),
+    )
+    stem, origin = GRAFT_SOURCES[plan.source]
     ctx.bolus(ev.day, stem, ev.amount, "graft_hsc")
     ctx.bolus(ev.day, f"mpp_{origin}", ev.amount, "graft_prog")
-    cd3 = ev.get("cd3_per_kg")
-    if source != "allogeneic":
-        if cd3 is not None and float(cd3) > 0:
+    if plan.source is not GraftSource.ALLOGENEIC:
+        if plan.cd3_per_kg is not None and plan.cd3_per_kg > 0:
             ctx.notes.append(
-                f"{ev.label}: the CD3+ dose of a {source} graft has no modelled effect "
+                f"{ev.label}: the CD3+ dose of a {plan.source} graft has no modelled effect "
                 "(no alloreactivity against a tolerant host)"
             )
         return
-    if cd3 is None:
-        if ev.flag("cd34_selected"):
-            cd3 = 0.0
-        elif ev.get("mnc_per_kg") is not None:
-            mnc = float(ev.get("mnc_per_kg"))
-            cd3 = CD3_FRACTION_OF_MNC * mnc
-            ctx.notes.append(
-                f"{ev.label}: unselected graft without a CD3+ dose; estimated "
-                f"{CD3_FRACTION_OF_MNC:g} of {mnc:.3g} MNC/kg = {cd3:.3g} CD3+/kg"
-            )
-        else:
-            raise InputError(
-                f"{ev.label}: an unselected graft from a new allogeneic donor needs its CD3+ "
-                "dose (graft-versus-host effects are not guessed from the CD34+ dose)",
-                column="cd3_per_kg",
-                fix="give cd3_per_kg (or mnc_per_kg), or mark the graft cd34_selected=yes",
-            )
-    if float(cd3) > 0:
-        ctx.bolus(ev.day, "gvh_T", float(cd3) / 1e8)
+    cd3, note = plan.t_cells(ev.label)
+    if note:
+        ctx.notes.append(note)
+    if cd3 > 0:
+        ctx.bolus(ev.day, "gvh_T", cd3 / 1e8)
 
 
 def _platelet_transfusion(ctx: EventContext, ev: EventRow) -> None:
