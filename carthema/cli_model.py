@@ -14,7 +14,7 @@ from carthema._console import console
 from carthema.data.atomic import write_atomic
 
 #: Patient and draws per chain of ``carthema demo``.
-DEMO_PATIENT = "VP004"
+DEMO_PATIENT = "VP003"
 DEMO_DRAWS = 500
 
 
@@ -155,7 +155,10 @@ def register(app: typer.Typer) -> None:
         ex = load_example("synthetic")
         truth = ex.tables["parameters"]
         truth = truth[truth["patient"] == patient]
-        about = "; a biphasic course, stem-cell boost on day 42" if patient == DEMO_PATIENT else ""
+        phen = ex.tables["parameters"].groupby("patient")["phenotype"].first()
+        about = f"; {phen[patient]} recovery phenotype" if patient in phen.index else ""
+        if patient == DEMO_PATIENT:
+            about += ", no boost received"
         console.print(
             f"[bold]1/2 fit[/bold]: virtual patient {patient} of the bundled synthetic "
             f"cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism{about}), "
