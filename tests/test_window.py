@@ -269,10 +269,13 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
     # it names what the boost saves against no boost and why the other days are out.
     res = json.loads((tmp_path / "window" / "window.json").read_text())
     assert res["patient"] == "VP003"
-    day = res["window_first_day"]
-    assert day is not None and res["recommended_day"] == day
-    assert res["recommended_neutropenia_days_saved_median"] > 0
-    assert res["days_no_benefit"] and res["first_day_already_recovered"] > day
+    win = res["window"]
+    day = win["window_first_day"]
+    assert day is not None and win["recommended_day"] == day
+    assert win["recommended_neutropenia_days_saved_median"] > 0
+    assert res["recommended"]["boost_day"] == day and "no_boost" in res["recommended"]
+    assert res["recommended"]["neutropenia_days_saved"]["q05"] > 0
+    assert win["days_no_benefit"] and win["first_day_already_recovered"] > day
     flat = " ".join(text.split())
     assert "helps compared with no boost" in flat and "saves no days" in flat
     # Against the truth: without a boost, VP003 (true parameters) is still below
