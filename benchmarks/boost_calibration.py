@@ -9,8 +9,9 @@ neutropenic days so far, with measurement noise; product; CAR-HEMATOTOX score). 
 procedure is in :mod:`carthema.clinical.boost.calibration`.
 
 Writes benchmarks/results/boost_calibration.json (coverage of the 90 % interval per
-lineage, nominal 0.90, target 0.85-0.95 in the full run; n_patients; median ESS; wall
-time per prediction) and boost_calibration.png (PIT histograms).
+lineage and of the days of ANC < 0.5 / platelets < 20 G/L the boost saves, nominal
+0.90, target 0.85-0.95 in the full run; n_patients; median ESS; wall time per
+prediction) and boost_calibration.png (PIT histograms).
 
     python benchmarks/boost_calibration.py --quick     # 30 patients
     python benchmarks/boost_calibration.py             # 200 patients
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     from carthema.clinical.boost.calibration import (
         LINEAGES,
         covered,
+        covered_saved,
         cytopenic_cases,
         pit,
         predict_case,
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases = cytopenic_cases(n, rng, population=pop)
     speed = _speed(cases[: a.speed_cases], pop, a.draws) if a.speed_cases else None
     records, walls, esses, refused = [], [], [], []
-    hits = {k: [] for k in LINEAGES}
+    hits = {k: [] for k in (*LINEAGES, *SAVED)}
     pits = {k: [] for k in LINEAGES}
     folder = Path(a.out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
                 if u is not None:
                     pits[key].append(u)
                 line += f" | {key}: true {truth[0]} pred {s['q05']}-{s['q95']} {_mark(c)}"
+        for key in SAVED:
+            q = res.get(key) or {}
+            c = covered_saved(q, case.saved.get(key))
+            rec[key] = {"truth": case.saved.get(key), "covered": c,
+                        **{k: q.get(k) for k in ("median", "q05", "q95")}}  # fmt: skip
+            if c is not None:
+                hits[key].append(c)
+            line += f" | {key.split('_')[0]} saved: true {case.saved.get(key)} pred "
+            line += f"{q.get('q05')}-{q.get('q95')} {_mark(c)}"
         records.append(rec)
         print(line, flush=True)
         if (j + 1) % 10 == 0 and j + 1 < len(cases):  # a run cut short still leaves results
@@ -135,11 +146,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"coverage of the 90% interval: neutrophils {out['coverage_90_neutrophil']} "
         f"(n={out['n_neutrophil']}), platelets {out['coverage_90_platelet']} "
-        f"(n={out['n_platelet']}); median ESS {out['median_ess']}; median wall "
+        f"(n={out['n_platelet']}); days saved: neutropenia "
+        f"{out['coverage_90_neutropenia_days_saved']}, thrombocytopenia "
+        f"{out['coverage_90_thrombocytopenia_days_saved']}; median ESS {out['median_ess']}; "
+        "median wall "
         f"{out['wall_s_per_prediction']['median']} s per prediction; refused {len(refused)}"
     )
     print(f"wrote {folder / 'boost_calibration.json'}")
     return out
+
+
+#: Days-saved keys of predict-boost scored for coverage (every case).
+SAVED = ("neutropenia_days_saved", "thrombocytopenia_days_saved")
 
 
 def _mark(c: bool | None) -> str:
@@ -234,6 +252,11 @@ def _write(a, meta, records, refused, walls, esses, hits, pits, speed, folder, p
         out[f"n_{key}"] = len(h)
         out[f"coverage_90_{key}_interval"] = _binomial_interval(int(np.sum(h)), len(h))
         out[f"pit_{key}"] = pits[key]
+    for key in SAVED:
+        h = hits[key]
+        out[f"coverage_90_{key}"] = float(np.mean(h)) if h else None
+        out[f"n_{key}"] = len(h)
+        out[f"coverage_90_{key}_interval"] = _binomial_interval(int(np.sum(h)), len(h))
     out["cases"] = records
     write_json(folder / "boost_calibration.json", out)
     _plot(pits, out, folder / "boost_calibration.png")

@@ -20,6 +20,7 @@ except ImportError:  # older typer runs on click
     from click.exceptions import Abort, ClickException, UsageError
 
 from carthema import __version__
+from carthema import cli_options as opt
 from carthema._console import err_console
 from carthema.data.errors import InputError
 
@@ -46,13 +47,19 @@ def _root(
         bool,
         typer.Option(
             "--version",
+            metavar="",
             callback=_show_version,
             is_eager=True,
             help="Print the version and exit.",
         ),
     ] = False,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """CAR-T kinetics, haematopoiesis and engraftment windows after CD19 CAR-T therapy."""
+    from carthema import _console
+
+    _console.QUIET, _console.VERBOSE = quiet, verbose
     # A callback keeps commands as subcommands even while only one is registered.
 
 
@@ -93,6 +100,36 @@ def _usage_line(exc: UsageError) -> str:
     return f"error: {_one_line(exc.format_message())} (see `{where} --help`)"
 
 
+def _option_names() -> set[str]:
+    """Every option name of every command (``--boost-days``, ...)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return {
+        o
+        for cmd in group.commands.values()
+        for p in cmd.params
+        for o in (*p.opts, *getattr(p, "secondary_opts", ()))
+        if o.startswith("--")
+    }
+
+
+def _option_message(exc: InputError) -> str:
+    """An error about a command option names it as the user typed it: "option
+    --boost-days: ..." rather than "column 'boost-days'" (a column is a data file's)."""
+    col = exc.column
+    if exc.file is not None or not col:
+        return exc.message
+    name = "--" + str(col).lstrip("-").replace("_", "-")
+    if name not in _option_names():
+        return exc.message
+    text = f"option {name}"
+    if exc.row is not None:
+        text += f", row {exc.row}"
+    text += f": {exc.problem}"
+    return text + (f" Fix: {exc.fix}" if exc.fix else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``carthema`` command."""
     from carthema.data.runrecord import set_command
@@ -101,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        err_console.print(f"error: {_one_line(exc.message)}", markup=False)
+        err_console.print(f"error: {_one_line(_option_message(exc))}", markup=False)
         sys.exit(2)
     except UsageError as exc:
         err_console.print(_usage_line(exc), markup=False)
@@ -115,6 +152,20 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(
             f"error: {where}: {exc.strerror or exc}; fix: give a path that exists and that "
             "you can read (inputs) or write (outputs)",
+            markup=False,
+        )
+        sys.exit(2)
+    except OSError as exc:
+        # Any other failure of the file system (a full disk, a file-size limit, a
+        # read-only mount, a quota): the path and the reason, not a traceback.
+        import errno
+
+        where = exc.filename if exc.filename is not None else "a file"
+        code = errno.errorcode.get(exc.errno or 0, "")
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        err_console.print(
+            f"error: {where}: {reason}{f' ({code})' if code else ''}; fix: free space or "
+            "raise the limit there, or write the output to another place",
             markup=False,
         )
         sys.exit(2)

@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         plot: Annotated[
             bool,
-            typer.Option("--plot/--no-plot", help="Write fit.png and diagnostics.png per patient."),
+            typer.Option(
+                "--plots", metavar="", help="Write ipred.png and diagnostics.png per patient."
+            ),
         ] = False,
     ) -> int:
         """Fit many patients independently (dask.distributed), resumably."""

@@ -28,17 +28,31 @@ def _fmt(x: object, spec: str = ".4g") -> str:
     return str(x)
 
 
+#: Rows of each summary table printed unless ``--all`` (a rich table of a million-row
+#: data set takes longer to draw than the data take to check, and no one reads it).
+SHOWN_ROWS = 200
+
+
+def _more(console: Console, n: int, what: str) -> None:
+    if n > 0:
+        console.print(f"... and {n} more {what} (pass --all to print every row)", markup=False)
+
+
 def print_summary(
     console: Console,
     obs: pd.DataFrame | None,
     events: pd.DataFrame | None,
     obs_name: str = "observations",
     events_name: str = "events",
+    *,
+    limit: int | None = SHOWN_ROWS,
 ) -> None:
-    """Print per-patient tables of observations and events (rich)."""
+    """Print per-patient tables of observations and events (rich): the first ``limit``
+    rows of each, and how many more there are (``limit=None``: every row)."""
     from carthema.data.summary import summarize
 
     s = summarize(obs, events)
+    cut = len(s.analytes) + len(s.events) + len(s.patients) if limit is None else limit
     if obs is not None:
         table = Table(title=f"observations per patient: {obs_name}")
         for col, just in (
@@ -52,7 +66,7 @@ def print_summary(
             ("last day", "right"),
         ):
             table.add_column(col, justify=just, no_wrap=True)
-        for r in s.analytes.itertuples(index=False):
+        for r in s.analytes.head(cut).itertuples(index=False):
             table.add_row(
                 str(r.patient),
                 str(r.analyte),
@@ -64,6 +78,7 @@ def print_summary(
                 _fmt(r.last_day),
             )
         console.print(table)
+        _more(console, len(s.analytes) - cut, "analyte rows")
     if events is not None:
         table = Table(title=f"events: {events_name}")
         for col, just in (
@@ -76,7 +91,7 @@ def print_summary(
             ("detail", "left"),
         ):
             table.add_column(col, justify=just, no_wrap=col != "detail")
-        for r in s.events.itertuples(index=False):
+        for r in s.events.head(cut).itertuples(index=False):
             table.add_row(
                 str(r.patient),
                 _fmt(r.day),
@@ -87,11 +102,13 @@ def print_summary(
                 str(r.detail),
             )
         console.print(table)
-    for r in s.patients.itertuples(index=False):
+        _more(console, len(s.events) - cut, "events")
+    for r in s.patients.head(cut).itertuples(index=False):
         console.print(
             f"patient {r.patient}: {r.n_observations} observation(s) of {r.n_analytes} "
             f"analyte(s), {r.n_events} event(s), days {_fmt(r.first_day)} to {_fmt(r.last_day)}"
         )
+    _more(console, len(s.patients) - cut, "patients")
 
 
 def _load_inputs(
@@ -186,10 +203,17 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--events", help="Events table (CSV or Parquet), or example:NAME."),
         ] = None,
+        show_all: Annotated[
+            bool,
+            typer.Option(
+                "--all", help=f"Print every row of the summary (default: the first {SHOWN_ROWS})."
+            ),
+        ] = False,
         untreated: Annotated[
             bool,
             typer.Option(
                 "--untreated",
+                metavar="",
                 help="Patients of the events table without a CAR-T infusion are meant "
                 "(untreated controls); otherwise each needs its cart_infusion on day 0.",
             ),
@@ -216,7 +240,8 @@ def register(app: typer.Typer) -> None:
             )
             check_patient_overlap(observations, ev, obs_name, str(ev_name))
         console = stdout_console()
-        print_summary(console, observations, ev, obs_name, str(ev_name))
+        limit = None if show_all else SHOWN_ROWS
+        print_summary(console, observations, ev, obs_name, str(ev_name), limit=limit)
         if ev is None:
             console.print(f"OK: {obs_name} is valid.")
         else:

@@ -59,9 +59,40 @@ def _load(obs: str, events: Path | None, truth: Path | None):
                     column=col,
                     fix="a truth table has columns patient,name,value",
                 )
-        t = t.assign(value=t["value"].astype(float))
-        truth_df = t
+        truth_df = _truth_values(t, str(truth))
     return observations, ev, truth_df
+
+
+def _truth_values(t, where: str):
+    """The truth table with numeric values: a non-number, a name given twice for one
+    patient, or a name that is no model parameter is refused (one line, the row)."""
+    import math
+
+    from carthema.data.errors import InputError
+    from carthema.models.model import get_model
+
+    known = {q.name for q in get_model("full").params}
+    seen: set[tuple[str, str]] = set()
+    values = []
+    cols = zip(t.index, t["patient"], t["name"], t["value"], strict=True)
+    for row, p, name, text in cols:
+        name = str(name).strip()
+        try:
+            v = float(str(text).strip())
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v):
+            raise InputError(f"'{text}' is not a number", file=where, row=row, column="value",
+                             fix="give the true value of each parameter as a number")  # fmt: skip
+        if name not in known:
+            raise InputError(f"'{name}' is not a model parameter", file=where, row=row,
+                             column="name", fix="use the names of `carthema params`")  # fmt: skip
+        if (str(p), name) in seen:
+            raise InputError(f"parameter '{name}' is given twice for patient {p}", file=where,
+                             row=row, column="name", fix="give each parameter once")  # fmt: skip
+        seen.add((str(p), name))
+        values.append(v)
+    return t.assign(value=values, name=t["name"].astype(str).str.strip())
 
 
 def register(app: typer.Typer) -> None:
@@ -95,7 +126,9 @@ def register(app: typer.Typer) -> None:
         target_accept: opt.TargetAccept = 0.8,
         no_plots: Annotated[
             bool,
-            typer.Option("--no-plots", help="Do not write ipred.png and diagnostics.png."),
+            typer.Option(
+                "--no-plots", metavar="", help="Do not write ipred.png and diagnostics.png."
+            ),
         ] = False,
         quiet: opt.Quiet = False,
         overwrite: opt.Overwrite = False,

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from carthema import cli_options as opt
-from carthema._console import console
+from carthema._console import console, progress_to_stderr
 from carthema.data.atomic import write_atomic
 
 #: Patient and draws per chain of ``carthema demo``.
@@ -46,11 +46,12 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option(help="Write the long-form trajectory CSV here.")
         ] = None,
-        plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+        plot: opt.Plot = None,
         untreated: Annotated[
             bool,
             typer.Option(
                 "--untreated",
+                metavar="",
                 help="Simulate a patient without any treatment (no events): the baseline.",
             ),
         ] = False,
@@ -158,8 +159,7 @@ def register(app: typer.Typer) -> None:
         from carthema.clinical.window import parse_days, window_from_fit
         from carthema.fitting import fit
 
-        def say(msg: str) -> None:
-            console.print(f"[dim]{msg}...[/dim]")
+        say = progress_to_stderr  # progress on stderr, every few seconds when piped
 
         ex = load_example("synthetic")
         truth = ex.tables["parameters"]

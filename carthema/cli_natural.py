@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from carthema._console import stdout_console
+from carthema import cli_options as opt
+from carthema._console import Step, progress_to_stderr, stdout_console
 from carthema.data.atomic import write_atomic
+from carthema.data.jsonsafe import dumps
 
 console = stdout_console()
 
@@ -42,12 +42,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 1000,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write statistics and settings as JSON.")
-        ] = None,
-        plot: Annotated[
-            Path | None, typer.Option(help="Write the visual predictive check (PNG).")
-        ] = None,
+        json_out: opt.Json = None,
+        plot: opt.Plot = None,
     ) -> None:
         """Simulate the calibrated virtual population without a boost (days -7 to 180) and
         compare its blood-count statistics and ICAHT grades with every published row of
@@ -57,7 +53,8 @@ def register(app: typer.Typer) -> None:
             plot_natural_history,
         )
 
-        nh = natural_history(product, disease, hematotox, n=n, seed=seed)
+        with Step(progress_to_stderr, f"natural history: simulating {n} virtual patients"):
+            nh = natural_history(product, disease, hematotox, n=n, seed=seed)
         s = nh.settings
         group = (
             f"{s['product']}, {s['disease']}, CAR-HEMATOTOX "
@@ -99,7 +96,7 @@ def register(app: typer.Typer) -> None:
             "distributions are fractions of patients with grade 0 / 1 / 2 / 3 / 4"
         )
         if json_out is not None:
-            write_atomic(json_out, json.dumps(nh.to_json(), indent=1, default=float), mkdir=True)
+            write_atomic(json_out, dumps(nh.to_json()), mkdir=True)
             console.print(f"wrote {json_out}")
         if plot is not None:
             plot_natural_history(nh, plot)

@@ -73,6 +73,7 @@ Overwrite = Annotated[
     bool,
     typer.Option(
         "--overwrite",
+        metavar="",
         help="Replace a non-empty --out folder that is not this command's earlier output "
         "(never a folder holding the inputs).",
     ),
@@ -108,7 +109,7 @@ Source = Annotated[
 Selected = Annotated[
     bool,
     typer.Option(
-        "--selected/--unselected", show_default=False,
+        "--selected/--unselected", metavar="", show_default=False,
         help="CD34-selected graft (default: unselected).",
     ),
 ]  # fmt: skip
@@ -153,6 +154,15 @@ PredictDraws = Annotated[
 ]
 #: Less or more on the console.
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only the result and errors (no progress).")
+    bool,
+    typer.Option(
+        "--quiet", "-q", metavar="", help="No progress lines: only the results and errors."
+    ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print more detail.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", metavar="",
+        help="Progress lines every 10 s on a terminal too (always when piped).",
+    ),
+]  # fmt: skip

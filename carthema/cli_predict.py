@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from carthema import cli_options as opt
-from carthema._console import stdout_console
+from carthema._console import Step, progress_to_stderr, stdout_console
 from carthema.data.atomic import swap_folder, write_atomic
 from carthema.data.jsonsafe import dumps
 
@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--gcsf-dependent",
+                metavar="",
                 help="G-CSF dependent: the ANC falls below 0.5 G/L whenever G-CSF stops "
                 "(on G-CSF on the boost day; --gcsf-since gives its start).",
             ),
@@ -61,10 +62,13 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--plt-transfused",
+                metavar="",
                 help="Platelet-transfusion dependent: --plt is not the patient's own count.",
             ),
         ] = False,
-        tpo: Annotated[bool, typer.Option("--tpo", help="On a TPO-receptor agonist.")] = False,
+        tpo: Annotated[
+            bool, typer.Option("--tpo", metavar="", help="On a TPO-receptor agonist.")
+        ] = False,
         neutropenia_days: Annotated[
             float | None, typer.Option(help="Days with ANC < 0.5 G/L before the boost.")
         ] = None,
@@ -122,7 +126,10 @@ def register(app: typer.Typer) -> None:
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
         ob = _one_patient(read_observations(obs), obs, patient) if obs else None
-        with console.status("conditioning the calibrated population on the boost-day state..."):
+        with Step(
+            progress_to_stderr,
+            "predict-boost: conditioning the calibrated population on the boost-day state",
+        ):
             res = predict_boost(
                 day,
                 dose,
@@ -270,6 +277,10 @@ def _one_patient(df, path, patient):
 def _print_prediction(res: dict) -> None:
     from rich.table import Table
 
+    from carthema.clinical.decision import predict_boost_line
+
+    console.print(predict_boost_line(res), markup=False, style="bold")
+
     b = res["boost"]
     sel = "CD34-selected" if b["cd34_selected"] else "unselected"
     table = Table(
@@ -308,6 +319,16 @@ def _print_prediction(res: dict) -> None:
         console.print(
             f"donor myeloid chimerism 30 days after the boost: median {c['median']:.0f}% "
             f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
+        )
+    if res.get("p_graft_lost_day60") is not None:
+        console.print(
+            f"graft lost 60 days after the boost (donor myeloid chimerism < 5 %: rejected by "
+            f"the recovering host T cells, or failed): {res['p_graft_lost_day60']:.0%} of draws"
+        )
+    if res["boost"].get("p_graft_failure") is not None:
+        console.print(
+            f"primary graft failure at this dose: {res['boost']['p_graft_failure']:.1%} "
+            "(drawn per draw; a failed graft leaves the patient's own course)"
         )
     if res.get("cart_at_boost"):
         c = res["cart_at_boost"]
@@ -441,7 +462,10 @@ def register_trial(app: typer.Typer) -> None:
         curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
         summary = vt.trial_summary(trial)
         # The folder replaces ``out`` only once every file is written (whole or absent).
-        with swap_folder(out, "virtual-trial") as tmp:
+        from carthema.data.runrecord import run_record
+
+        record = run_record([policies], seed=seed, settings={"n": n, "days": days})
+        with swap_folder(out, "virtual-trial", record=record) as tmp:
             trial.to_parquet(tmp / "patients.parquet", index=False)
             summary.to_csv(tmp / "summary.csv", index=False)
             for o, c in curves.items():

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from carthema import cli_options as opt
-from carthema._console import console, err_console
+from carthema._console import console, progress_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option(help="Output folder (default: FITDIR/window).")
         ] = None,
-        report: Annotated[bool, typer.Option("--report", help="Also write report.html.")] = False,
+        report: Annotated[
+            bool, typer.Option("--report", metavar="", help="Also write report.html.")
+        ] = False,
+        json_out: opt.Json = None,
         quiet: opt.Quiet = False,
         overwrite: opt.Overwrite = False,
     ) -> None:
@@ -84,11 +87,16 @@ def register(app: typer.Typer) -> None:
         console.print(res["decision"], markup=False, style="bold")
         print_trust(ff.meta)
         print_window(res)
+        if json_out is not None:
+            from carthema.data.atomic import write_atomic
+            from carthema.data.jsonsafe import dumps
+
+            write_atomic(json_out, dumps(res), mkdir=True)
+            console.print(f"wrote json: {json_out}", markup=False)
 
 
-def progress_line(msg: str) -> None:
-    """A step of a long command, on stderr (stdout keeps the results)."""
-    err_console.print(f"{msg}...", markup=False, style="dim")
+#: Progress lines of long steps go to stderr (stdout keeps the results).
+progress_line = progress_to_stderr
 
 
 def print_trust(meta: dict) -> None:

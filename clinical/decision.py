@@ -113,7 +113,9 @@ def _saved(window: Mapping) -> str:
     """Days of ANC < 0.5 G/L the recommended boost saves against no boost: the median
     and 90 % interval when the result carries ``neutropenia_days_saved``, else the
     median of the window scan, else "not computed"."""
-    for holder in (window, window.get("window") or {}):
+    # The window's block of the recommended day, the result itself (predict-boost), or
+    # its window summary.
+    for holder in (window.get("recommended") or {}, window, window.get("window") or {}):
         s = holder.get("neutropenia_days_saved") if isinstance(holder, Mapping) else None
         if isinstance(s, Mapping) and _finite(s.get("median")):
             text = f"saves {float(s['median']):.0f} days of ANC < 0.5 G/L vs no boost"
@@ -176,3 +178,67 @@ def conditional(lines: list[str], reasons: list[str] | tuple[str, ...] = ()) -> 
         else "What follows is what the fitted model predicts, if it describes this patient."
     )
     return [head, *lines]
+
+
+def predict_boost_line(res: Mapping) -> str:
+    """The first line of ``predict-boost``: the boost's engraftment against the same
+    patient without it, from a :func:`carthema.clinical.boost.predict.predict_boost`
+    result. The no-boost keys (``no_boost``, ``neutropenia_days_saved``) are rendered
+    when the result has them and said to be "not computed" otherwise."""
+    b = res.get("boost") or {}
+    sel = "CD34-selected" if b.get("cd34_selected") else "unselected"
+    head = (
+        f"Prediction for a boost on day {float(b.get('day', float('nan'))):g} "
+        f"({b.get('source', '?')}, {sel}, {float(b.get('dose_cd34_per_kg', float('nan'))):.3g} "
+        "CD34+/kg)"
+    )
+    n = res.get("neutrophil") or {}
+    text = f"{head}: P(ANC > 0.5 G/L within 30 d) {_pct(n.get('p_within_30d'))}"
+    nb = res.get("no_boost")
+    nb_n = nb.get("neutrophil", nb) if isinstance(nb, Mapping) else None
+    if isinstance(nb_n, Mapping) and _finite(nb_n.get("p_within_30d")):
+        text += f" (no boost: {_pct(nb_n.get('p_within_30d'))})"
+    else:
+        text += " (no boost: not computed)"
+    return f"{text}; {_saved(res).replace('saves a median', 'saves a median of')}."
+
+
+def counterfactual_lines(result: Mapping) -> list[str]:
+    """The boost against no boost, in words, from the no-boost keys of a window or
+    predict-boost result: days of ANC < 0.5 G/L and of platelets < 20 G/L saved (median,
+    90 % interval) and, per lineage, the share of draws that never recover without a
+    boost (``no_boost`` -> ``neutrophil`` / ``platelet`` -> ``p_never``). Each missing
+    value is "not computed"."""
+    rec = result.get("recommended") if isinstance(result.get("recommended"), Mapping) else {}
+    holders = [rec, result, result.get("window") or {}]
+
+    def find(key):
+        for h in holders:
+            if isinstance(h, Mapping) and isinstance(h.get(key), Mapping):
+                return h[key]
+        return None
+
+    out = []
+    for key, what in (
+        ("neutropenia_days_saved", "days of ANC < 0.5 G/L"),
+        ("thrombocytopenia_days_saved", "days of platelets < 20 G/L"),
+    ):
+        s = find(key)
+        if s is not None and _finite(s.get("median")):
+            text = f"{what} saved vs no boost: median {float(s['median']):.0f}"
+            if _finite(s.get("q05")) and _finite(s.get("q95")):
+                text += f" (90 % interval {float(s['q05']):.0f}-{float(s['q95']):.0f})"
+        else:
+            text = f"{what} saved vs no boost: not computed"
+        out.append(text)
+    nb = rec.get("no_boost") or result.get("no_boost")
+    nb = nb if isinstance(nb, Mapping) else {}
+    for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
+        p = (nb.get(key) or {}).get("p_never") if isinstance(nb.get(key), Mapping) else None
+        by = f" by day {float(nb['horizon_day']):g}" if _finite(nb.get("horizon_day")) else ""
+        out.append(
+            f"without a boost, {what} never recover{by} in {_pct(p)} of draws"
+            if _finite(p)
+            else f"without a boost, the share of draws in which {what} never recover: not computed"
+        )
+    return [s[0].upper() + s[1:] + "." for s in out]

@@ -35,6 +35,12 @@ Already engrafted, dips and the nadir
   after the fall. This is what keeps "a boost before the platelet nadir" from scoring
   100 %. Example: above on the reference day and the next two, below on day +3, above
   from day +9 on: engraftment day +9, time 9.
+- On G-CSF on the reference day, the supported count says nothing about the patient's
+  own: the first fall is searched from the first day off G-CSF. The cells made under
+  G-CSF take the post-mitotic transit (days) to leave the marrow, so a supported count
+  just above or below the threshold can stay above it for a few days after the stop and
+  then fall (a G-CSF-dependent patient): engraftment is the first run after that fall,
+  and the few days of the G-CSF tail are not engraftment.
 - A series that is never below the threshold from the reference day on, but has no
   qualifying run on the reference day (it is supported by G-CSF or a recent transfusion),
   engrafts on its first qualifying run.
@@ -186,11 +192,14 @@ def engraftment(
     excluded: np.ndarray | None = None,
     n: int = CONSECUTIVE,
     stable: int | None = STABLE,
+    own_from_end_of: np.ndarray | None = None,
 ) -> Engraftment:
     """Engraftment of ``values`` (last axis: days) above ``threshold`` from ``reference``,
     with the "already engrafted" and nadir rules of the module docstring.
 
     ``excluded`` (days axis) marks days that cannot qualify (supported counts).
+    ``own_from_end_of`` (days axis, G-CSF days): when the reference day is one of them,
+    the first fall is searched from the first day after them (see the module docstring).
     ``stable``: days after the reference without a fall for "already engrafted"
     (:data:`STABLE`; None: the whole follow-up, see :data:`FROM_CART`).
     """
@@ -206,9 +215,16 @@ def engraftment(
     n_starts = run.shape[-1]
     hi = None if stable is None else i0 + stable + 1
     already = run[..., i0] & ~below[..., i0:hi].any(axis=-1)
-    # First day below the threshold on or after the reference (none: the reference day).
-    after = below[..., i0:]
-    first_below = np.where(after.any(axis=-1), i0 + after.argmax(axis=-1), i0)
+    # First day below the threshold on or after the reference (none: the reference day);
+    # on support at the reference, on or after the first day off it.
+    start = np.full(x.shape[:-1], i0)
+    if own_from_end_of is not None:
+        sup = np.broadcast_to(np.asarray(own_from_end_of, dtype=bool), x.shape)[..., i0:]
+        off = ~sup
+        start = np.where(sup[..., 0] & off.any(axis=-1), i0 + off.argmax(axis=-1), i0)
+    k_all = np.arange(days.size)
+    after = below & (k_all >= start[..., None])
+    first_below = np.where(after.any(axis=-1), after.argmax(axis=-1), start)
     k = np.arange(n_starts)
     # A run cannot start on a day below the threshold, so "after the first fall" and
     # "from the first fall on" are the same.
@@ -244,6 +260,7 @@ def neutrophil_engraftment(
         threshold=threshold,
         excluded=gcsf_mask(days, gcsf),
         stable=stable,
+        own_from_end_of=gcsf_mask(days, gcsf),
     )
 
 

@@ -9,7 +9,7 @@ simulated with the numba population solver, and the engraftment metrics of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,12 +27,17 @@ from carthema.clinical.endpoints import (
     lineage_engraftment,
     support_from_events,
 )
+from carthema.data.errors import InputError
 from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_boost
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
+#: Donor myeloid chimerism (%) below which a new donor's graft counts as lost (rejected
+#: or failed) 60 days after the boost (assumption: below the usual 5 % of mixed
+#: chimerism that STR assays report reliably).
+GRAFT_LOST = 5.0
 #: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
 #: the consolidative-transplant signal of Jiang et al. 2020.
 CART_LOSS = 30.0
@@ -60,6 +65,21 @@ class Plan:
             return "no boost"
         sel = "selected" if self.selected else "unselected"
         return f"{self.source} {sel} {self.dose:.3g}/kg on day {self.day:g}"
+
+
+def require_cd3(source: str, selected: bool, cd3: float | None, *, mnc: bool = False) -> None:
+    """Refuse an unselected graft from a new allogeneic donor without its CD3+ dose
+    (graft-versus-host effects are never guessed). ``mnc``: the command also takes
+    ``--mnc`` (named in the fix)."""
+    if source == "allogeneic" and not selected and cd3 is None:
+        alt = " or the MNC/kg with --mnc," if mnc else ","
+        raise InputError(
+            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
+            "(graft-versus-host effects are not guessed from the CD34+ dose)",
+            column="cd3",
+            fix=f"give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7){alt} "
+            "or --selected for a CD34-selected graft",
+        )
 
 
 def simulate_plan(
@@ -276,6 +296,11 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
         at = days == ref + 30.0
         if at.any():
             out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
+        # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
+        at = days == ref + 60.0
+        if at.any() and o["chimerism_cd15"].shape[0]:
+            lost = o["chimerism_cd15"][:, at][:, 0] < GRAFT_LOST
+            out["p_graft_lost_day60"] = float(np.mean(lost))
     if "cart_copies" in o:
         at = days == ref
         out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
@@ -345,6 +370,7 @@ def scan_window(
     threshold: float = 0.8,
     cart_limit: float = 1000.0,
     within: int = 30,
+    progress: Callable[[int, int], None] | None = None,
     no_boost: Course | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict a boost on each candidate day and compare it with the same draws without a
@@ -377,6 +403,8 @@ def scan_window(
     day + :data:`FOLLOW_UP`; simulated here when not given. Either way the no-boost
     course is solved once for all candidate days.
 
+    ``progress(done, total)`` is called after each candidate day.
+
     Returns the table and a summary with the window (first/last day, or None).
     """
     boost_days = [float(d) for d in boost_days]
@@ -386,7 +414,9 @@ def scan_window(
     elif no_boost.days[-1] < last:
         raise ValueError(f"the no-boost course ends before day {last:g}")
     rows = []
-    for d in boost_days:
+    for k, d in enumerate(boost_days):
+        if progress is not None and k:
+            progress(k, len(boost_days))
         plan = Plan(day=d, dose=dose, source=source, selected=selected, cd3_per_kg=cd3_per_kg)
         course = simulate_course(model, draws, events, plan, horizon=d + FOLLOW_UP)
         res = _plan_summary(
@@ -399,6 +429,8 @@ def scan_window(
         for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
+        if "p_graft_lost_day60" in res:
+            row["p_graft_lost_day60"] = res["p_graft_lost_day60"]
         # The same draws without a boost, over the same days and from the same day.
         cf = counterfactual(model, course, no_boost, reference=d)
         for key in ("neutrophil", "platelet"):
@@ -830,6 +862,7 @@ def window_job(
     cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
     today: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
@@ -841,6 +874,8 @@ def window_job(
     paths).
     """
     from pathlib import Path
+
+    from carthema.clinical.population.graft import GRAFT_FAILURE_SOURCE, p_graft_failure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -873,6 +908,7 @@ def window_job(
         cd3_per_kg=cd3_per_kg,
         threshold=threshold,
         cart_limit=cart_limit,
+        progress=progress,
         no_boost=no_boost,
     )
     signals = transplant_signals(model, draws, events, no_boost=no_boost)
@@ -905,6 +941,8 @@ def window_job(
             "cd34_selected": selected,
             "cd3_per_kg": cd3_per_kg,
             "boost_days": boost_days,
+            "p_graft_failure": p_graft_failure(dose),
+            "graft_failure_source": GRAFT_FAILURE_SOURCE,
         },
         "window": summary,
         "transplant_signals": signals,

@@ -328,12 +328,22 @@ def window_table_html(table: pd.DataFrame, window: Mapping) -> str:
         cells = "".join(f"<td>{html.escape(fn(r))}</td>" for _, fn in cols)
         body.append(f"<tr{cls}>{cells}</tr>")
     shown = int(keep.sum())
-    legend = (
-        f"{shown} of {len(days)} scanned days (every {every} day(s); all of the window's "
-        "days, highlighted; every day in window.csv). Percentages are shares of posterior "
-        "draws. '-': not computed (no draw solved, or the quantity is undefined for that "
-        "day). Already recovered: most draws have ANC > 0.5 G/L without a boost on that "
-        "day."
+    caveat = (
+        "Model predictions, shown although the model does not describe this patient (see "
+        "the first line): no day here is a recommendation. "
+        if window.get("misfit_reasons")
+        else ""
+    )
+    which = (
+        f"All {shown} scanned days"
+        if shown == len(days)
+        else f"{shown} of {len(days)} scanned days (every {every}th, and all of the window's)"
+    )
+    legend = caveat + (
+        f"{which}; the window's days highlighted; every day in window.csv. Percentages are "
+        "shares of posterior draws. '-': not computed (no draw solved, or the quantity is "
+        "undefined for that day). Already recovered: most draws have ANC > 0.5 G/L without "
+        "a boost on that day."
     )
     return (
         f'<table id="window-table"><thead><tr>{head}</tr></thead><tbody>'
@@ -402,7 +412,12 @@ def plot_decision(
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("days since CAR-T")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    seen: dict = {}
+    for ax in axes:  # one legend for both panels (each threshold once)
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    axes[1].legend(seen.values(), seen.keys(), fontsize=7, loc="center left",
+                   bbox_to_anchor=(1.01, 0.5))  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -452,6 +467,7 @@ def write_patient_report(
     table, then details and the run record."""
     import json
 
+    from carthema.clinical.decision import counterfactual_lines
     from carthema.clinical.plans import Plan, plan_bands
 
     files = window["files"]
@@ -485,8 +501,7 @@ def write_patient_report(
             "Whether to trust the fit",
             warnings=list(diag.get("warnings", [])),
             paragraphs=[
-                _diagnostics_line(diag),
-                *(ff.meta.get("trust") or [])[1:],
+                *((ff.meta.get("trust") or [])[1:] or [_diagnostics_line(diag)]),
                 *[f"Note: {n}" for n in ff.notes],
             ],
         ),
@@ -539,6 +554,7 @@ def write_patient_report(
         sections,
         decision=window.get("decision"),
         figure=figure,
-        table_html=window_table_html(table, window),
+        table_html=window_table_html(table, window)
+        + "".join(f'<p class="legend">{html.escape(x)}</p>' for x in counterfactual_lines(window)),
         record=record,
     )

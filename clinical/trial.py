@@ -33,6 +33,7 @@ from carthema.clinical.endpoints import (
 )
 from carthema.clinical.population.graft import draw_graft
 from carthema.data.errors import InputError
+from carthema.data.events import parse_yes_no
 from carthema.fitting.priors import DEFAULT_FREE, prior_table
 from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
@@ -108,7 +109,7 @@ def read_policies(path: str | Path) -> list[Policy]:
                 column="source",
                 fix="use autologous or allogeneic",
             )
-        sel = str(getattr(row, "selected", "yes")).strip().lower() in ("yes", "true", "1", "y")
+        sel = parse_yes_no(getattr(row, "selected", None), file=str(path), row=i, default=True)
         out.append(
             Policy(
                 str(row.name),

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
-from carthema.clinical.plans import window_job
+from carthema.clinical.plans import require_cd3, window_job
 from carthema.data.atomic import swap_folder
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
 from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
-from carthema.fitting.fitdir import FitFolder, load_fit
+from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -75,12 +76,16 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return events.loc[~boost].reset_index(drop=True), removed
 
 
-def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+def window_draws(
+    ff: FitFolder, n_draws: int, *, seed: int = 0, dose: float | None = None
+) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
     distribution when it has them as columns, else their TRAITS spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
-    values. Returns the draws and where each graft parameter came from."""
+    values. With ``dose`` (CD34+ cells/kg) a share of the draws get a failed graft
+    (:func:`carthema.clinical.population.graft.p_graft_failure`). Returns the draws and
+    where each graft parameter came from."""
     from carthema.clinical.population.graft import draw_graft, graft_sources
     from carthema.clinical.population.virtual import load_population
 
@@ -90,7 +95,7 @@ def window_draws(ff: FitFolder, n_draws: int, *, seed: int = 0) -> tuple[np.ndar
         population = None
     draws = ff.draws(n_draws, seed=seed)
     rng = np.random.default_rng([seed, 10])
-    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free))
+    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free), dose=dose)
     sources = graft_sources(ff.model, population)
     for name in ff.free:
         if name in sources:
@@ -144,12 +149,17 @@ def window_from_fit(
     today:
         The day of the decision (days since CAR-T); default: the patient's last
         observation (:func:`last_observed_day`).
+    log:
+        Called with progress lines (the scan reports every few seconds with an estimate
+        of the time left); default: stderr when a person is watching, else silent.
 
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
     files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
     """
+    if log is None and interactive():  # a person is watching: show progress
+        log = progress_to_stderr
     say = log or (lambda _m: None)
     ff = fit if isinstance(fit, FitFolder) else load_fit(fit)
     missing = [o for o in NEEDED if o not in ff.model.obs_names]
@@ -160,9 +170,13 @@ def window_from_fit(
             file=str(ff.path / "fit.json"),
             fix="fit with --components full (or haematopoiesis)",
         )
-    if source not in ("autologous", "allogeneic"):
-        raise InputError(f"unknown graft source '{source}'", column="source",
-                         fix="use autologous or allogeneic")  # fmt: skip
+    from carthema.models.components.haematopoiesis import graft_source
+
+    source = graft_source(source)  # autologous, prior-donor or allogeneic (or a refusal)
+    if cd3_per_kg is not None and not (np.isfinite(cd3_per_kg) and cd3_per_kg >= 0):
+        raise InputError(f"the CD3+ dose must be a number of cells/kg >= 0, got {cd3_per_kg:g}",
+                         column="cd3", fix="e.g. --cd3 1e7")  # fmt: skip
+    require_cd3(source, selected, cd3_per_kg)
     if not (np.isfinite(dose) and dose > 0):
         raise InputError(f"dose must be a positive number of CD34+ cells/kg, got {dose:g}",
                          column="dose", fix="e.g. --dose 3e6")  # fmt: skip
@@ -174,17 +188,18 @@ def window_from_fit(
         observed = observed[observed["patient"].astype(str) == ff.patient]
     today = _check_today(today, observed)
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
-    draws, graft = window_draws(ff, n_draws, seed=seed)
+    draws, graft = window_draws(ff, n_draws, seed=seed, dose=dose)
     out = Path(out)
-    say(
-        f"predicting {len(boost_days)} boost days x {draws.shape[0]} posterior draws "
-        f"of patient {ff.patient}"
+    step = Step(
+        log,
+        f"window scan: {len(boost_days)} boost days x {draws.shape[0]} posterior draws of "
+        f"patient {ff.patient}",
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
     # The run record written below names the command ("window"), so that the output-folder
     # contract recognises this folder as the command's own next time.
-    with swap_folder(out) as tmp:
+    with swap_folder(out) as tmp, step:
         result = window_job(
             ff.model,
             draws,
@@ -199,8 +214,11 @@ def window_from_fit(
             cart_limit=cart_limit,
             observations=observed,
             today=today,
+            progress=step.update,
         )
         written = result["files"]
+        # Rounded numbers and true/false for people and other programs alike.
+        write_csv(pd.read_csv(written["table"]), written["table"])
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
         result["patient"] = ff.patient
         result["graft_parameters"] = graft
@@ -312,7 +330,8 @@ def _figure_lines(window: dict) -> list[str]:
         f"{w['within_days']} days of a boost on each candidate day, and of the same draws "
         "without a boost (open markers, dotted). Shaded: the window (green); days excluded "
         f"because the predicted CAR-T level is above {w['cart_limit']:g} copies/ug (red, "
-        f"hatched; here: {days}), because most draws have already engrafted (grey), or "
+        f"hatched; here: {days}), because most draws have already recovered without a "
+        "boost (grey), or "
         "because a boost saves no cytopenic days (purple). Middle: median days with ANC "
         "< 0.5 G/L and platelets < 20 G/L a boost saves against no boost. Bottom: ANC and "
         "platelets over time without a boost (grey median and 90 % band), with the boost "

@@ -47,23 +47,28 @@ def course_problems(
     """The contradictions of day 0 and CAR-T in each patient's course (see the module
     docstring), in patient order. ``patients``: only these (default: every patient of
     ``events``, and of ``observations`` with CAR-T copies)."""
-    ev = events
-    ev_pid = ev["patient"].astype(str)
-    cart = ev[ev["kind"] == "cart_infusion"]
-    first_cart = cart.groupby(cart["patient"].astype(str))["day"].min()
-    last_cart = cart.groupby(cart["patient"].astype(str))["day"].max()
+    # one pass per table (dicts and sets below): the cost grows with the rows
+    ev_pid = events["patient"].astype(str)
+    is_cart = (events["kind"] == "cart_infusion").to_numpy(bool)
+    cart_days = events["day"][is_cart].groupby(ev_pid[is_cart])
+    first_cart = cart_days.min().to_dict()
+    last_cart = cart_days.max().to_dict()
     with_copies: set[str] = set()
     if observations is not None and len(observations):
-        copies = observations[observations["analyte"] == "cart_copies"]
-        with_copies = set(copies["patient"].astype(str))
-    in_events = set(ev_pid)
+        copies = (observations["analyte"] == "cart_copies").to_numpy(bool)
+        with_copies = set(observations["patient"][copies].astype(str).unique())
+    in_events = set(ev_pid.unique())
     who = patients if patients is not None else sorted(in_events | with_copies)
-    ld = ev[ev["kind"] == "lymphodepletion"]
-    ld_by = {str(p): g for p, g in ld.groupby(ld["patient"].astype(str))}
+    # the first lymphodepletion after the patient's last CAR-T infusion
+    is_ld = (events["kind"] == "lymphodepletion").to_numpy(bool)
+    ld_pid = ev_pid[is_ld]
+    ld_day = events["day"][is_ld].astype(float)
+    after = ld_day > ld_pid.map(last_cart).astype(float)  # NaN (no infusion): False
+    late_ld = ld_day[after].groupby(ld_pid[after]).min().to_dict()
     out: list[CourseProblem] = []
     for p in who:
         p = str(p)
-        if p not in first_cart.index:
+        if p not in first_cart:
             if p in with_copies:
                 out.append(
                     CourseProblem(
@@ -101,23 +106,20 @@ def course_problems(
                 )
             )
             continue
-        if p in ld_by:
-            late = ld_by[p]["day"]
-            late = late[late > float(last_cart[p])]
-            if len(late):
-                d = float(late.iloc[0])
-                out.append(
-                    CourseProblem(
-                        p,
-                        f"patient {p} has lymphodepletion on day {d:g}, after the CAR-T "
-                        "infusion (day 0) and before no later infusion.",
-                        "lymphodepletion comes before the CAR-T infusion (negative days, "
-                        "e.g. -5 to -3): check the sign of the day, or add the later "
-                        "infusion it prepared.",
-                        "events",
-                        d,
-                    )
+        if p in late_ld:
+            d = float(late_ld[p])
+            out.append(
+                CourseProblem(
+                    p,
+                    f"patient {p} has lymphodepletion on day {d:g}, after the CAR-T "
+                    "infusion (day 0) and before no later infusion.",
+                    "lymphodepletion comes before the CAR-T infusion (negative days, e.g. "
+                    "-5 to -3): check the sign of the day, or add the later infusion it "
+                    "prepared.",
+                    "events",
+                    d,
                 )
+            )
     return out
 
 

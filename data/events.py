@@ -28,6 +28,8 @@ plasma_exchange           mL (volume exchanged)       -
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 from dataclasses import dataclass
 
 SOURCES: tuple[str, ...] = ("autologous", "allogeneic")
@@ -43,6 +45,38 @@ YES_NO: dict[str, bool] = {
     "false": False,
     "0": False,
 }
+
+
+def parse_yes_no(
+    value: object,
+    *,
+    file: str | None = None,
+    row: int | None = None,
+    column: str = "selected",
+    default: bool | None = None,
+) -> bool:
+    """A yes/no cell as a bool: the words of :data:`YES_NO` (any case), a bool, or the
+    numbers 1 and 0; an empty cell is ``default`` (refused when None). Anything else
+    (a typo such as ``yse``) is refused with an :class:`InputError`, not read as no."""
+    from carthema.data.errors import InputError
+
+    empty = value is None or (isinstance(value, float) and math.isnan(value))
+    if empty or str(value).strip() == "":
+        if default is not None:
+            return default
+        raise InputError("empty", file=file, row=row, column=column, fix="write yes or no")
+    if isinstance(value, numbers.Number) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip()
+    if text.lower() in YES_NO:
+        return YES_NO[text.lower()]
+    raise InputError(
+        f"'{text}' is not yes or no",
+        file=file,
+        row=row,
+        column=column,
+        fix="write yes/no (or true/false, 1/0)",
+    )
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,12 @@ def _read_csv(
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text.", file=where, fix="save the file as UTF-8 CSV.") from None
     raw.index = pd.RangeIndex(1, len(raw) + 1)
-    raw = raw.astype(object).fillna("")
+    # every cell is already text (dtype=str, no NA markers) but for the fields of a
+    # short row: fill those without copying a large table that has none
+    if not all(pd.api.types.is_object_dtype(dt) for dt in raw.dtypes):  # a string dtype
+        raw = raw.astype(object)
+    if raw.isna().to_numpy().any():
+        raw = raw.fillna("")
     raw.attrs["ignored_rows"] = ignored_rows
     return raw
 

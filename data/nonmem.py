@@ -549,8 +549,8 @@ def read_nonmem(
                 fail(
                     int(r),
                     "CMT",
-                    f"dose record in CMT {c}, which is not in cmt_map.",
-                    f"map CMT {c} to an event kind (e.g. cmt_map={{{c}: 'cart_infusion'}}).",
+                    f"dose record in CMT {c}, which is not in the CMT map (--cmt-map).",
+                    f'map CMT {c} to an event kind in --cmt-map (e.g. {{"{c}": "cart_infusion"}}).',
                 )
             spec = _spec(spec_src[c])
             name = str(spec.get("kind", spec.get("name", "")))
@@ -559,7 +559,7 @@ def read_nonmem(
                 fail(
                     int(r),
                     "CMT",
-                    f"dose record in CMT {c}, which cmt_map maps to '{name}', not an event kind.",
+                    f"dose record in CMT {c}, which --cmt-map maps to '{name}', not an event kind.",
                     "map dose compartments to an event kind (or use dose_map for a CMT "
                     "that is also observed).",
                 )
@@ -601,8 +601,8 @@ def read_nonmem(
             fail(
                 int(r),
                 "CMT",
-                f"observation record in CMT {c}, which is not in cmt_map.",
-                f"map CMT {c} to an analyte (e.g. cmt_map={{{c}: 'anc'}}).",
+                f"observation record in CMT {c}, which is not in the CMT map (--cmt-map).",
+                f'map CMT {c} to an analyte in --cmt-map (e.g. {{"{c}": "anc"}}).',
             )
         spec = _spec(cmt_map[c])
         name = str(spec.get("analyte", spec.get("name", "")))
@@ -611,7 +611,7 @@ def read_nonmem(
             fail(
                 int(r),
                 "CMT",
-                f"observation record in CMT {c}, which cmt_map maps to '{name}', not an analyte.",
+                f"observation record in CMT {c}, which --cmt-map maps to '{name}', not an analyte.",
                 "map observed compartments to an analyte; doses need EVID=1.",
             )
         lloq = (

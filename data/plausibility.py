@@ -241,6 +241,11 @@ def likely_unit(value: float, written: str, rng: Range, candidates: list[str]) -
     return None if best is None else best[1]
 
 
+def _in_unit(value: float, written: str, unit: str) -> float:
+    """``value`` written in ``written``, expressed in ``unit`` (same dimension)."""
+    return value * U.parse_unit(written).factor / U.parse_unit(unit).factor
+
+
 def out_of_range(
     what: str,
     value: float,
@@ -263,8 +268,7 @@ def out_of_range(
     )
     alt = likely_unit(value, written_unit, rng, candidates)
     if alt is not None:
-        base = U.parse_unit(rng.unit)
-        as_alt = value * U.parse_unit(alt).factor / base.factor
+        as_alt = _in_unit(value, alt, rng.unit)
         fix = (
             f"{value:g} looks like {alt} (= {as_alt:g} {rng.unit}), not {written_unit}: "
             f"correct the unit of this row to {alt}, or correct the value."
@@ -315,16 +319,13 @@ def check_option_value(
     if rng.contains(v):
         return v
     problem, fix = out_of_range(option, v, rng.unit, v, rng, list(candidates))
-    fix = fix.replace("the unit of this row", f"{option}")
-    if candidates:
-        alt = likely_unit(v, rng.unit, rng, list(candidates))
-        if alt is not None:
-            base = U.parse_unit(rng.unit)
-            as_canon = v * U.parse_unit(alt).factor / base.factor
-            fix = (
-                f"{v:g} looks like {alt} (= {as_canon:g} {rng.unit}); give {option} in "
-                f"{rng.unit}: {option} {as_canon:g}."
-            )
+    alt = likely_unit(v, rng.unit, rng, list(candidates))
+    if alt is not None:  # the option's own unit is fixed: say the number to give instead
+        as_canon = _in_unit(v, alt, rng.unit)
+        fix = (
+            f"{v:g} looks like {alt} (= {as_canon:g} {rng.unit}); give {option} in "
+            f"{rng.unit}: {option} {as_canon:g}."
+        )
     raise InputError(problem, fix=fix)
 
 

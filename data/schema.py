@@ -148,7 +148,7 @@ def _run(schema: pa.DataFrameSchema, df: pd.DataFrame, source: str) -> pd.DataFr
     Row numbers are 1-based positions in ``df`` (header = row 0).
     """
     try:
-        return schema.validate(df, lazy=False)
+        return schema.validate(df, lazy=False, inplace=True)  # no copy of a large table
     except pa.errors.SchemaError as exc:
         row = None
         cases = getattr(exc, "failure_cases", None)

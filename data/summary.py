@@ -40,7 +40,7 @@ class DataSummary:
         }
 
 
-def _detail(ev: pd.Series) -> str:
+def _detail(ev: dict) -> str:
     parts: list[str] = []
     for col in ("drug", "source"):
         v = ev.get(col)
@@ -102,7 +102,7 @@ def summarize(obs: pd.DataFrame | None, events: pd.DataFrame | None = None) -> D
 
     if len(events):
         ev = events.copy()
-        ev["detail"] = [_detail(r) for _, r in ev.iterrows()]
+        ev["detail"] = [_detail(r) for r in ev.to_dict("records")]
         ev_table = ev[
             ["patient", "day", "kind", "amount", "unit", "duration", "detail"]
         ].reset_index(drop=True)
@@ -111,28 +111,25 @@ def summarize(obs: pd.DataFrame | None, events: pd.DataFrame | None = None) -> D
             columns=["patient", "day", "kind", "amount", "unit", "duration", "detail"]
         )
 
-    # patients in the order the tables list them (the loaders sort them naturally)
-    order: list[str] = []
-    for p in list(obs["patient"]) + list(events["patient"]):
-        if p not in order:
-            order.append(p)
-    rows = []
-    for p in order:
-        o = obs[obs["patient"] == p]
-        e = events[events["patient"] == p]
-        days = pd.Series(np.concatenate([o["day"].to_numpy(float), e["day"].to_numpy(float)]))
-        rows.append(
-            {
-                "patient": p,
-                "n_observations": len(o),
-                "n_analytes": o["analyte"].nunique(),
-                "first_day": float(days.min()) if len(days) else np.nan,
-                "last_day": float(days.max()) if len(days) else np.nan,
-                "n_events": len(e),
-            }
-        )
-    patients = pd.DataFrame(
-        rows,
-        columns=["patient", "n_observations", "n_analytes", "first_day", "last_day", "n_events"],
+    # patients in the order the tables list them (the loaders sort them naturally); one
+    # groupby per table, so the cost grows with the rows, not rows x patients
+    order = pd.unique(
+        pd.concat([obs["patient"], events["patient"]], ignore_index=True).to_numpy(object)
     )
+    patients = pd.DataFrame({"patient": order})
+    idx = pd.Index(order)
+    o = obs.groupby("patient", sort=False)
+    e = events.groupby("patient", sort=False)
+    n_obs = o.size().reindex(idx, fill_value=0).to_numpy(int)
+    n_analytes = o["analyte"].nunique().reindex(idx, fill_value=0).to_numpy(int)
+    n_events = e.size().reindex(idx, fill_value=0).to_numpy(int)
+
+    def days(g, how: str) -> np.ndarray:
+        return g["day"].agg(how).astype(float).reindex(idx).to_numpy(float)
+
+    patients["n_observations"] = n_obs
+    patients["n_analytes"] = n_analytes
+    patients["first_day"] = np.fmin(days(o, "min"), days(e, "min"))
+    patients["last_day"] = np.fmax(days(o, "max"), days(e, "max"))
+    patients["n_events"] = n_events
     return DataSummary(patients=patients, analytes=analytes, events=ev_table)

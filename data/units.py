@@ -13,13 +13,17 @@ Examples (the numbers tested in ``tests/test_data_units.py``):
 - 500 ng/mL == 500 ug/L (ferritin)
 
 Unit spellings are matched exactly first (``G/L`` giga-cells per litre and ``g/L``
-grams per litre differ only in case), then case-insensitively when that is unambiguous.
-The micro sign (``µ``/``μ``), ``mcg`` and superscript digits are normalised first.
+grams per litre differ only in case), then case-insensitively when that is unambiguous,
+or when the quantity leaves one reading (``g/l`` of an ANC can only be G/L, of
+haemoglobin only g/L: ``parse_unit(text, allowed=...)``). The micro sign (``µ``/``μ``),
+``mcg``/``mcL``, superscript digits and a multiplication sign before a power of ten
+(``x 10^9/L``, ``x10E9/L``, ``×10^9/L``) are normalised first.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 
@@ -123,9 +127,11 @@ _ALIASES: dict[str, str] = {
 def _normalise(text: str) -> str:
     """Spelling clean-up that never changes meaning: micro sign, mcg, superscripts, spaces."""
     s = str(text).strip()
-    s = s.replace("µ", "u").replace("μ", "u").replace("mcg", "ug")
+    s = s.replace("µ", "u").replace("μ", "u")
+    s = re.sub(r"mc(?=[gLl]\b|[gLl]/)", "u", s)  # mcg -> ug, cells/mcL -> cells/uL
     s = s.replace("²", "2").replace("³", "3").replace("⁹", "^9").replace("⁶", "^6")
     s = s.replace("×", "x")
+    s = re.sub(r"^x\s*(?=10)", "", s)  # "x 10^9/L", "x10E9/L": the power of ten itself
     s = re.sub(r"\s*/\s*", "/", s)  # "cells / uL" -> "cells/uL"
     s = re.sub(r"\s+", " ", s)
     return s
@@ -164,17 +170,29 @@ def describe(spelling_list: list[str], limit: int = 6) -> str:
     return ", ".join(shown) + (f" (and {more} equivalent spellings)" if more > 0 else "")
 
 
-def parse_unit(text: str) -> Unit | None:
+def parse_unit(text: str, allowed: tuple[str, ...] | list[str] | None = None) -> Unit | None:
+    """The :class:`Unit` a spelling stands for, or None (see :func:`_parse_unit`); cached,
+    as a table of a million rows holds a handful of spellings."""
+    return _parse_unit(str(text), None if allowed is None else tuple(allowed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_unit(text: str, allowed: tuple[str, ...] | None = None) -> Unit | None:
     """The :class:`Unit` a spelling stands for, or None if it is not a known unit.
 
     Exact match first; then a case-insensitive match, accepted only if every spelling
-    that matches case-insensitively means the same unit (so ``g/l`` is read as ``g/L``
-    but ``G/L`` is never confused with ``g/L``).
+    that matches case-insensitively means the same unit, or, given ``allowed`` (the
+    canonical symbols of the quantity measured), the same unit among those of
+    ``allowed``'s dimensions: ``G/L`` is never confused with ``g/L``, but ``g/l`` of a
+    cell count is G/L and of haemoglobin g/L.
     """
     s = _normalise(text)
     symbol = _TABLE.get(s)
     if symbol is None:
         matches = {sym for spelling, sym in _TABLE.items() if spelling.lower() == s.lower()}
+        if len(matches) > 1 and allowed:
+            dims = {_CANONICAL[a][0] for a in allowed if a in _CANONICAL}
+            matches = {m for m in matches if _CANONICAL[m][0] in dims}
         if len(matches) == 1:
             symbol = matches.pop()
     if symbol is None:

@@ -15,6 +15,7 @@ it from an in-memory DataFrame, so tables made in code get the same checks.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -87,8 +88,20 @@ class _Table:
     """A text frame being validated, with the name of the file it came from."""
 
     def __init__(self, text: pd.DataFrame, source: str) -> None:
-        self.df = text
         self.source = source
+        self.df = text
+
+    @property
+    def df(self) -> pd.DataFrame:
+        return self._df
+
+    @df.setter
+    def df(self, value: pd.DataFrame) -> None:
+        # stripped columns are computed once per column (a million-row table is read by
+        # several checks); a new frame (rows dropped, columns renamed) starts afresh
+        self._df = value
+        self._cols: dict[str, pd.Series] = {}
+        self._missing: dict[str, pd.Series] = {}
 
     def fail(self, row: int | None, column: str | None, problem: str, fix: str) -> None:
         raise InputError(problem, file=self.source, row=row, column=column, fix=fix)
@@ -122,10 +135,30 @@ class _Table:
         self.fail(row, column, said, how or "")
 
     def col(self, name: str) -> pd.Series:
-        return self.df[name].astype(object).map(lambda s: str(s).strip())
+        """The column as stripped text (the same Series on every call: do not modify)."""
+        if name not in self._cols:
+            self._cols[name] = _per_unique(self.df[name], lambda u: u.astype(str).str.strip())
+        return self._cols[name]
 
     def missing(self, name: str) -> pd.Series:
-        return self.col(name).str.lower().isin(MISSING_MARKERS)
+        if name not in self._missing:
+            marks = _per_unique(self.col(name), lambda u: u.str.lower().isin(MISSING_MARKERS))
+            self._missing[name] = marks.astype(bool)
+        return self._missing[name]
+
+
+def _lookup(s: pd.Series, table: dict) -> pd.Series:
+    """``s.map(table)``, computed once per distinct value of ``s``."""
+    return _per_unique(s, lambda u: u.map(table))
+
+
+def _per_unique(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` (a vectorised text operation) of each distinct cell of ``s``, spread back
+    over the rows: a column of a million rows holds few distinct units, analytes or
+    patients, and hashing each cell is much cheaper than a string operation on it."""
+    codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=False)
+    done = fn(pd.Series(uniques, dtype=object)).to_numpy()
+    return pd.Series(done[codes], index=s.index, dtype=done.dtype)
 
 
 def _earlier_row(keyframe: pd.DataFrame, row: int) -> int:
@@ -177,8 +210,9 @@ def _drop_blank_rows(t: _Table) -> None:
     """Blank lines are not records: drop rows whose every cell is empty."""
     if t.df.empty:
         return
-    blank = t.df.apply(lambda col: col.map(lambda s: str(s).strip() == "")).all(axis=1)
-    t.df = t.df[~blank]
+    blank = np.logical_and.reduce([t.col(c).eq("").to_numpy(bool) for c in t.df.columns])
+    if blank.any():
+        t.df = t.df[~blank]
 
 
 def _require_rows(t: _Table) -> None:
@@ -234,6 +268,15 @@ def _numbers(
                 "write a below-limit result as an empty value with blq=true and the "
                 "limit in lloq (e.g. value='', blq=true, lloq=50). "
             )
+        elif re.fullmatch(r"[-+]?[0-9]{1,3},[0-9]{3}", raw):
+            # 1,200: a thousands separator (1200) or a decimal comma (1.2) - not guessed
+            whole, frac = raw.lstrip("+").split(",")
+            extra = (
+                f"'{raw}' reads as {whole}{frac} (a thousands separator) or as "
+                f"{whole}.{frac.rstrip('0') or '0'} (a decimal comma): which is it? "
+            )
+        elif re.fullmatch(r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}", raw):
+            extra = f"write {raw.replace(',', '')} without thousands separators. "
         elif re.fullmatch(r"[-+]?[0-9]+,[0-9]+", raw):
             extra = "use a dot as the decimal separator. "
         return f"{what} '{raw}' is not a number.", f"{extra}Write a plain number."
@@ -262,7 +305,7 @@ def _yes_no(t: _Table, name: str, *, default: bool | None) -> pd.Series:
         lambda r: f"'{t.col(name).loc[r]}' is not a yes/no value.",
         "write yes, no, true, false, 1 or 0.",
     )
-    out = s.map(lambda v: YES_NO.get(v))
+    out = s.map(YES_NO)
     fill = default if default is not None else pd.NA
     return out.where(~missing, fill)
 
@@ -341,7 +384,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"unknown compartment '{comp_raw.loc[r]}'.",
         f"write one of: {', '.join(COMPARTMENTS)}.",
     )
-    default = analyte.map(lambda a: ANALYTES[a].default_compartment or "")
+    default = _lookup(analyte, {a: ANALYTES[a].default_compartment or "" for a in ANALYTES})
     comp = comp.where(comp != "", default)
     t.refuse_first(
         comp == "",
@@ -372,7 +415,13 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         required=True,
         fix="give the unit of every value (e.g. G/L, cells/uL, copies/ug DNA, %).",
     )
-    parsed = unit_raw.map(U.parse_unit)
+    # the analyte settles a case slip that alone is ambiguous (g/l: G/L or g/L)
+    unit_of = functools.cache(lambda u, a: U.parse_unit(u, ANALYTES[a].units))
+    parsed = pd.Series(
+        [unit_of(u, a) for u, a in zip(unit_raw, analyte, strict=True)],
+        index=t.df.index,
+        dtype=object,
+    )
     t.refuse_first(
         parsed.isna(),
         "unit",
@@ -446,7 +495,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"value {value.loc[r]:g} is below lloq {lloq.loc[r]:g} but not flagged blq.",
         "set blq=true (the value is kept), or correct value or lloq.",
     )
-    is_count = analyte.map(lambda a: ANALYTES[a].count)
+    is_count = _lookup(analyte, {a: ANALYTES[a].count for a in ANALYTES})
     t.refuse_first(
         value < 0,
         "value",
@@ -457,12 +506,10 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         "correct the value; write a below-limit result as blq=true with lloq.",
     )
-    upper = analyte.map(lambda a: ANALYTES[a].upper if ANALYTES[a].upper else np.inf)
+    upper = _lookup(analyte, {a: ANALYTES[a].upper or np.inf for a in ANALYTES}).astype(float)
+    base = {a: U.parse_unit(ANALYTES[a].canonical_unit).factor for a in ANALYTES}
     factor = pd.Series(
-        [
-            u.factor / U.parse_unit(ANALYTES[a].canonical_unit).factor
-            for a, u in zip(analyte, parsed, strict=True)
-        ],
+        np.array([u.factor for u in parsed], dtype=float) / _lookup(analyte, base).to_numpy(float),
         index=t.df.index,
         dtype=float,
     )
@@ -479,13 +526,9 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     # plausibility: a value (or limit) no patient or assay can give is a slip
     for col, series in (("value", value), ("lloq", lloq)):
         canonical = series * factor
-        outside = pd.Series(
-            [
-                not np.isnan(c) and not P.ANALYTE_RANGES[a].contains(c)
-                for a, c in zip(analyte, canonical, strict=True)
-            ],
-            index=t.df.index,
-        )
+        low = _lookup(analyte, {a: r.low for a, r in P.ANALYTE_RANGES.items()}).astype(float)
+        high = _lookup(analyte, {a: r.high for a, r in P.ANALYTE_RANGES.items()}).astype(float)
+        outside = canonical.notna() & ((canonical < low) | (canonical > high))
         t.refuse_first(
             outside,
             col,
@@ -528,7 +571,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             "day": day.astype(float),
             "analyte": analyte.astype(str),
             "value": (value * factor).astype(float),
-            "unit": analyte.map(lambda a: ANALYTES[a].canonical_unit).astype(str),
+            "unit": _lookup(analyte, {a: ANALYTES[a].canonical_unit for a in ANALYTES}).astype(str),
             "compartment": comp.astype(str),
             "lloq": (lloq * factor).astype(float),
             "blq": blq.astype(bool),
@@ -536,7 +579,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         }
     )
     out = _sort(out, ["patient", "day", "analyte", "compartment"])
-    out["note"] = out["note"].astype("str").where(out["note"].notna(), None)
+    out["note"] = out["note"].where(out["note"].notna(), None)  # text already
     out.attrs["source"] = source
     return check_observations(out, source)
 
@@ -600,7 +643,12 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"unit '{unit_raw.loc[r]}' is given but amount is empty.",
         "give the amount, or leave the unit empty too.",
     )
-    parsed = unit_raw.map(lambda s: U.parse_unit(s) if s else None)
+    kind_unit = functools.cache(lambda u, k: U.parse_unit(u, k.units) if u else None)
+    parsed = pd.Series(
+        [kind_unit(u, k) for u, k in zip(unit_raw, spec, strict=True)],
+        index=t.df.index,
+        dtype=object,
+    )
     t.refuse_first(
         (unit_raw != "") & parsed.isna(),
         "unit",
@@ -856,10 +904,13 @@ def _natural_key(s: str) -> tuple:
 
 
 def _sort(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """``df`` sorted by ``by`` (patients in natural order), stable; one copy of ``df``."""
     order = {p: i for i, p in enumerate(sorted(df["patient"].unique(), key=_natural_key))}
-    keyed = df.assign(_p=df["patient"].map(order))
-    keyed = keyed.sort_values(["_p", *by[1:]], kind="stable")
-    return keyed.drop(columns="_p").reset_index(drop=True)
+    keys = pd.DataFrame({"_p": _lookup(df["patient"], order).to_numpy()})
+    for c in by[1:]:
+        keys[c] = df[c].to_numpy()
+    perm = keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()
+    return df.take(perm).reset_index(drop=True)
 
 
 __all__ = [

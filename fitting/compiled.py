@@ -13,6 +13,11 @@ compiles; the next ones reuse that compiled function with their own data:
   patient's PyTensor function, called with the next patient's data arrays
   (:func:`logp_grad`).
 
+With ``fast=True`` (what :func:`carthema.fitting.samplers.fit` asks for) a single-patient
+model uses the generated, disk-cached log-density of :mod:`carthema.fitting.fastlogp`
+instead, checked against PyMC's at the initial point of each fit; when it is unavailable
+or disagrees, these functions fall back to the PyTensor path above and say so in one line.
+
 Nothing is mutated: a patient's function carries its own arrays, so fits of different
 patients may interleave. The caches live for the process (a cohort worker compiles once
 per structure); :data:`COMPILES` counts the compiles actually done. JAX backends
@@ -40,9 +45,12 @@ COMPILES: Counter = Counter()
 
 def clear() -> None:
     """Forget every compiled function (tests; the next fit compiles again)."""
+    from . import fastlogp
+
     with _LOCK:
         _NUTPIE.clear()
         _LOGP_GRAD.clear()
+    fastlogp.clear()
 
 
 def _data_for(shared_names, fm: FitModel) -> dict[str, np.ndarray]:
@@ -52,13 +60,35 @@ def _data_for(shared_names, fm: FitModel) -> dict[str, np.ndarray]:
     return {n: fm.inputs[n] for n in shared_names}
 
 
-def nutpie_model(fm: FitModel, backend: str = "numba"):
+def _fast(fm, say: Callable[[str], None] | None):
+    """The checked fast compiled model of a single-patient ``fm``, or ``None``."""
+    if not isinstance(fm, FitModel) or not fm.structure:
+        return None
+    from . import fastlogp
+
+    return fastlogp.fast_model(fm, say)
+
+
+def nutpie_model(
+    fm: FitModel,
+    backend: str = "numba",
+    *,
+    fast: bool = False,
+    say: Callable[[str], None] | None = None,
+):
     """nutpie's compiled model of ``fm`` (``backend`` "numba" or "jax"), with ``fm``'s data.
 
     numba: compiled once per :attr:`FitModel.structure` and reused with
     ``with_data``; JAX (gradient by ``jax.grad`` through diffrax's adjoint) compiles each
-    time, as does a model without a structure key (a custom predictor)."""
+    time, as does a model without a structure key (a custom predictor).
+    ``fast``: a single-patient numba model uses :mod:`carthema.fitting.fastlogp` when it
+    passes its check (``say`` gets the one line of a fallback)."""
     import nutpie
+
+    if fast and backend == "numba":
+        cm = _fast(fm, say)
+        if cm is not None:
+            return cm
 
     if backend == "jax":
         from ..models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
@@ -93,12 +123,26 @@ def _bind(fn, fm: FitModel) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     return value_grad
 
 
-def logp_grad(fm: FitModel, compiled=None) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+def logp_grad(
+    fm: FitModel,
+    compiled=None,
+    *,
+    fast: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """``x -> (logp, grad)`` over the raveled unconstrained variables of ``fm`` (the
     layout of :func:`carthema.fitting.laplace.value_grad_function`), on ``fm``'s data.
 
     ``compiled``: nutpie's compiled model of the same structure, whose log-density it
-    reuses; otherwise the structure's own (compiled once per structure, numba)."""
+    reuses (the fast one's when it is one); otherwise the structure's own (compiled once
+    per structure, numba), or with ``fast`` the checked fast log-density of
+    :mod:`carthema.fitting.fastlogp` when it passes (``say`` gets a fallback's line)."""
+    if compiled is not None and hasattr(compiled, "value_grad"):
+        return compiled.value_grad()
+    if compiled is None and fast:
+        cm = _fast(fm, say)
+        if cm is not None:
+            return cm.value_grad()
     if compiled is not None and hasattr(compiled, "logp_func"):
         return _bind(compiled.logp_func, fm)
     if not getattr(fm, "structure", ()):

@@ -8,10 +8,17 @@ zero gives inf/nan, which the solver reports as a status instead of raising. The
 follows the contract of ``_solver_template.py`` and is joined to the solver by
 :mod:`.numba_backend`.
 
-Every matrix function stores only structural nonzeros: ``jac_y`` and ``jac_p`` into
-scratch matrices the solver zeroed once, ``init_jac_p``, ``observe_jac_y`` and
-``observe_jac_p`` after one zero-fill of their output. Storing every entry (1,760 for
-``init_jac_p`` of the full model, 1,708 of them zero) tripled the cold numba compile.
+Every matrix function stores only structural nonzeros: ``jac_y`` and ``jac_p`` into a
+matrix the caller zeroed once, ``init_jac_p``, ``observe_jac_y`` and ``observe_jac_p``
+after one zero-fill of their output. Storing every entry (1,760 for ``init_jac_p`` of
+the full model, 1,708 of them zero) tripled the cold numba compile.
+
+The forward sensitivities go through two fused functions instead of those matrices
+(:func:`_sens_function`): ``rhs_sens`` (the right-hand side and ``J_y S + Jp[:, free]
+p[free]`` in one pass, one common-subexpression elimination over the right-hand side and
+both Jacobians) and ``observe_sens`` (``Oy S + Op[:, free] p[free]``); a parameter's
+derivatives are evaluated only when it is free. At 10 free parameters this made the
+solve + gradient 1.7x faster for about 10 s more CPU in a cold compile.
 """
 
 from __future__ import annotations

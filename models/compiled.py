@@ -10,12 +10,27 @@ that file.
 from __future__ import annotations
 
 import functools
+import time
+from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from .codegen import numba_source
-from .gencache import cache_key, equations_source, generated_path, read_generated, write_sealed
+from .gencache import (
+    cache_key,
+    equations_source,
+    generated_path,
+    last_compile,
+    read_generated,
+    record_compile,
+    write_sealed,
+)
 from .model import Model
-from .numba_backend import load_numba_module
+from .numba_backend import event_arrays, load_numba_module
+
+#: Entry points compiled ahead when numba's cache holds no machine code for them.
+_AHEAD = ("solve", "solve_sens")
 
 
 @functools.cache
@@ -26,4 +41,46 @@ def numba_model(model: Model) -> ModuleType:
     text = read_generated(path)  # None when missing, or damaged (then deleted)
     if text is None:
         text = write_sealed(path, numba_source(model))
-    return load_numba_module(model.name, text)
+    mod = load_numba_module(model.name, text)
+    if not _machine_code_cached(mod):
+        _compile_ahead(mod, model)
+    return mod
+
+
+def _machine_code_cached(mod: ModuleType) -> bool:
+    """True if numba's on-disk cache beside the generated file holds code for every
+    entry point of :data:`_AHEAD` (numba names it ``<file stem>.<function>-<line>...``)."""
+    path = Path(mod.__file__)
+    folder = path.parent / "__pycache__"
+    return all(any(folder.glob(f"{path.stem}.{name}-*.nbc")) for name in _AHEAD)
+
+
+def _compile_ahead(mod: ModuleType, model: Model) -> None:
+    """Compile ``solve`` and ``solve_sens`` now, saying on stderr what is compiled and how
+    long it took last time on this machine (the cache's own record, :func:`last_compile`),
+    and record how long it took this time."""
+    from .._console import progress_to_stderr as say  # stderr, silent with --quiet
+
+    what = f"numba solver: {model.name}"
+    last = last_compile(what)
+    if last is None:
+        when = (
+            "no earlier compile recorded on this machine (the full model takes about 20 s "
+            "of CPU time, 1-2 minutes of wall time on 2 busy cores)"
+        )
+    else:
+        when = f"last time on this machine {last['wall_s']:.0f} s ({last['cpu_s']:.0f} s CPU)"
+    say(
+        f"compiling the numba solver of the '{model.name}' model ({model.n_y} states, "
+        f"{model.n_p} parameters: {', '.join(_AHEAD)}), once per change of the "
+        f"equations or the solver; {when}"
+    )
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    p = np.ascontiguousarray(model.default_params(), dtype=np.float64)
+    args = (np.zeros(model.n_u), 0.0, np.array([0.0, 1.0]), *event_arrays())
+    opts = (1e-6, 1e-8, 1000, 2)
+    mod.solve(p, *args, *opts)
+    mod.solve_sens(p, np.zeros(1, dtype=np.int64), *args, *opts)
+    wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
+    record_compile(what, wall, cpu, Path(mod.__file__).name)
+    say(f"compiled in {wall:.0f} s ({cpu:.0f} s CPU)")

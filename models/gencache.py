@@ -1,7 +1,7 @@
 """The one cache of generated source files: where they live, how they are named, how
 they are written.
 
-carthema generates three kinds of Python text per model and keeps them on disk, so that
+carthema generates four kinds of Python text per model and keeps them on disk, so that
 sympy runs once per change of the equations and numba can cache its machine code next to
 a stable file:
 
@@ -11,7 +11,9 @@ a stable file:
   :func:`carthema.models.numba_backend.load_numba_module` (numba keeps the machine code
   in ``numba/__pycache__``);
 - ``fitting/sens_<model>_<key>.py``: the solver wrapped in a C callback, written by
-  :func:`carthema.fitting._native.sens_module`.
+  :func:`carthema.fitting._native.sens_module`;
+- ``fastlogp/logp_<model>_<key>.py``: the single-patient log-density and gradient as C
+  callbacks, written by :func:`carthema.fitting.fastlogp.module`.
 
 ``<key>`` is :func:`cache_key`: 16 hex digits of SHA-256 over carthema's version, the
 text of every generator source the kind depends on (:data:`KINDS`, paths in
@@ -34,12 +36,18 @@ whole with its expected text on every :func:`write_generated`, and numba's cache
 entries beside it (``__pycache__/*.nbi``, ``*.nbc``) that cannot be read back (a
 truncated index or data file) are deleted before the module is imported, so that numba
 compiles afresh instead of failing with an UnpicklingError or EOFError.
+
+:func:`record_compile` and :func:`last_compile` keep the cache's own record of how long
+each compile took on this machine (``compile_times.json`` in the cache folder), so that
+the next cold compile can say what it compiles and how long it took last time.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import inspect
+import json
 import os
 import pickle
 import sys
@@ -61,6 +69,8 @@ __all__ = [
     "SOURCES",
     "cache_dir",
     "cache_key",
+    "last_compile",
+    "record_compile",
     "equations_source",
     "generated_path",
     "read_generated",
@@ -91,6 +101,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "codegen": ("codegen",),
     "numba": ("codegen", "template", "kernels"),
     "fitting": ("codegen", "template", "kernels", "native"),
+    # Its text holds all of its own code and names the C callback's module.
+    "fastlogp": ("codegen", "template", "kernels", "native"),
 }
 
 
@@ -247,3 +259,40 @@ def heal_numba_cache(module: Path) -> list[Path]:
                 f.unlink(missing_ok=True)
                 removed.append(f)
     return removed
+
+
+#: File in :func:`cache_dir` with the record of compile times.
+COMPILE_TIMES = "compile_times.json"
+
+
+def _compile_times() -> dict[str, dict]:
+    try:
+        data = json.loads((cache_dir() / COMPILE_TIMES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no record yet, or one cut short: the next compile writes a new one
+    return data if isinstance(data, dict) else {}
+
+
+def record_compile(what: str, wall_s: float, cpu_s: float, file: str) -> None:
+    """Record that compiling ``what`` (e.g. ``"numba solver: full"``) took ``wall_s``
+    and ``cpu_s`` seconds on this machine, for the generated file named ``file``.
+    Only the latest compile of each ``what`` is kept; a cache folder that cannot be
+    written is skipped (the record is a courtesy, never needed to run)."""
+    data = _compile_times()
+    data[what] = {
+        "wall_s": round(float(wall_s), 2),
+        "cpu_s": round(float(cpu_s), 2),
+        "file": file,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        write_atomic(cache_dir() / COMPILE_TIMES, json.dumps(data, indent=1), mkdir=True)
+    except OSError:
+        pass
+
+
+def last_compile(what: str) -> dict | None:
+    """The latest :func:`record_compile` entry of ``what`` (keys ``wall_s``, ``cpu_s``,
+    ``file``, ``date``), or None when this cache has none."""
+    entry = _compile_times().get(what)
+    return entry if isinstance(entry, dict) else None

@@ -139,7 +139,7 @@ def _read_param_file(path: Path) -> dict[str, float]:
         raise InputError("file not found", file=str(path), fix="check the path")
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_names(path))
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"not valid JSON ({exc.msg}, line {exc.lineno})",
@@ -162,7 +162,35 @@ def _read_param_file(path: Path) -> dict[str, float]:
                 column=col,
                 fix="a parameter CSV has columns name,value",
             )
-    return dict(zip(df["name"].astype(str), df["value"], strict=True))
+    names = df["name"].astype(str).str.strip()
+    dup = names[names.duplicated()]
+    if len(dup):
+        raise InputError(
+            f"parameter '{dup.iloc[0]}' is given twice",
+            file=str(path),
+            row=int(dup.index[0]) + 1,
+            column="name",
+            fix="give each parameter once (which of the two values is meant?)",
+        )
+    return dict(zip(names, df["value"], strict=True))
+
+
+def _no_duplicate_names(path: Path):
+    """A json object_pairs_hook that refuses a name given twice (json keeps the last)."""
+
+    def hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        seen: dict[str, object] = {}
+        for name, value in pairs:
+            if name in seen:
+                raise InputError(
+                    f"parameter '{name}' is given twice",
+                    file=str(path),
+                    fix="give each parameter once (which of the two values is meant?)",
+                )
+            seen[name] = value
+        return seen
+
+    return hook
 
 
 def output_times(events: SolverEvents, days: float, step: float = 1.0) -> np.ndarray:

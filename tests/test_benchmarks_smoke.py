@@ -44,10 +44,15 @@ def _run_smoke(script: str) -> dict:
 def test_startup_smoke():
     res = _run_smoke("startup.py")
     assert res["mode"] == "smoke"
-    assert res["cold_compile_cpu_s"] > 0.0
-    assert res["cold"]["solve_sens_cpu_s"] > 0.0
-    # Keys not measured in a smoke run are null with the reason.
-    for key in ("first_gradient_fresh_s", "first_gradient_fresh_s_pytensor", "demo_cold_s"):
+    cold = res["cold"]
+    # solve and solve_sens were compiled ahead by numba_model, which recorded it.
+    assert cold["compiled_ahead"]["file"] == cold["module"]
+    assert res["cold_compile_cpu_s"] >= cold["compiled_ahead"]["cpu_s"] > 0.0
+    # The fast path's first gradient is measured even in a smoke run (it is seconds) ...
+    assert res["first_gradient_fresh_s"] > 0.0
+    assert all(r["grad_finite"] for r in res["gradient_fast"]["runs"])
+    # ... the keys not measured in a smoke run are null with the reason.
+    for key in ("first_gradient_fresh_s_pytensor", "demo_cold_s"):
         assert res[key] is None and res["reasons"][key]
 
 
@@ -57,6 +62,12 @@ def test_solver_smoke():
     assert res["numba_forward_us"] > 0.0 and res["numba_grad_us"] > 0.0
     assert all(v == 0 for v in res["status"].values())
     assert res["population"]["n"] == 20 and res["population"]["numba_failed"] == 0
+
+
+def test_data_layer_smoke():
+    res = _run_smoke("data_layer.py")
+    assert res["mode"] == "smoke"
+    assert [r["patients"] for r in res["runs"]] == [100, 20]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ CLI in a subprocess, as a user would, so that a traceback anywhere is seen.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,16 @@ def files(tmp_path_factory):
     (d / "ev_day5.csv").write_text(
         "patient,day,kind,amount,unit\nVP001,5,cart_infusion,1e6,cells/kg\n"
     )
+    (d / "truth_nan.csv").write_text("patient,name,value\nHan2022,cart_rho,abc\n")
+    (d / "truth_unknown.csv").write_text("patient,name,value\nHan2022,cart_rhoo,0.5\n")
+    (d / "truth_twice.csv").write_text(
+        "patient,name,value\nHan2022,cart_rho,0.5\nHan2022,cart_rho,0.6\n"
+    )
+    (d / "params_twice.csv").write_text("name,value\ncart_rho,0.5\ncart_rho,0.6\n")
+    (d / "params_twice.json").write_text('{"cart_rho": 0.5, "cart_rho": 0.6}')
+    (d / "policies_typo.csv").write_text(
+        "name,trigger_day,boost_day,dose,source,selected\nA,30,45,3e6,allogeneic,yse\n"
+    )
     (d / "notes").mkdir()
     (d / "notes" / "todo.txt").write_text("a user's notes\n")
     return d
@@ -85,6 +96,8 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             [],
             ["--events", "example:han2022", "--components", "liver"],
             ["--events", "example:han2022", "--days", "abc"],
+            ["--events", "example:han2022", "--params", str(files / "params_twice.csv")],
+            ["--events", "example:han2022", "--params", str(files / "params_twice.json")],
         ],
         "params": [["--components", "liver"]],
         "natural-history": [
@@ -100,6 +113,9 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["example:han2022", "--out", "o", "--draws", "0"],
             ["example:han2022"],
             ["example:han2022", "--out", notes],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_nan.csv")],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_unknown.csv")],
+            ["example:han2022", "--out", "o", "--truth", str(files / "truth_twice.csv")],
             [bad, "--out", str(files), "--overwrite"],
         ],
         "fit-population": [
@@ -134,6 +150,7 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
             ["prior", "--policies", bad, "--out", notes],
             ["prior", "--policies", bad, "--out", out_file],
             ["prior", "--policies", bad, "--out", str(files), "--overwrite"],
+            ["prior", "--policies", str(files / "policies_typo.csv"), "--out", "o"],
         ],
         "icaht": [
             [str(files / "missing.csv")],
@@ -259,8 +276,133 @@ def test_predict_boost_numbers_are_checked_like_files():
     check_boost_numbers(day=60.0, dose=2e6, anc=0.3, plt=15.0, neutropenia_days=20.0)
 
 
+def test_no_traceback_messages_name_the_row(files, tmp_path):
+    """Bad truth values, names given twice, unknown names and loose booleans: the row
+    and what to write instead."""
+    fit = ["fit", "example:han2022", "--out", "o", "--truth"]
+    res = _run([*fit, str(files / "truth_nan.csv")], tmp_path)
+    assert "row 1" in res.stderr and "'abc' is not a number" in res.stderr
+    res = _run([*fit, str(files / "truth_unknown.csv")], tmp_path)
+    assert "'cart_rhoo' is not a model parameter" in res.stderr and "carthema params" in res.stderr
+    res = _run([*fit, str(files / "truth_twice.csv")], tmp_path)
+    assert "row 2" in res.stderr and "given twice" in res.stderr
+    for name in ("params_twice.csv", "params_twice.json"):
+        res = _run(["simulate", "--events", "example:han2022", "--params", str(files / name)],
+                   tmp_path)  # fmt: skip
+        assert "'cart_rho' is given twice" in res.stderr, res.stderr
+    res = _run(["virtual-trial", "prior", "--policies", str(files / "policies_typo.csv"),
+                "--out", "o"], tmp_path)  # fmt: skip
+    assert "'yse' is not yes or no" in res.stderr and "row 1" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_nothing(tmp_path):
+    """EFBIG (a file-size limit; ENOSPC, EROFS and the like take the same path): the
+    path and the reason in one line, exit 2, and no half-written output folder."""
+    import resource
+    import signal
+
+    demo = Path(__file__).parents[1] / "data" / "examples" / "nonmem_demo"
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+
+    code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
+    args = ["import-nonmem", str(demo / "nonmem.csv"), "--cmt-map", str(demo / "cmt_map.json"),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300, preexec_fn=small_files)  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "File too large" in res.stderr and "(EFBIG)" in res.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
 def test_version(tmp_path):
     from carthema import __version__
 
     res = _run(["--version"], tmp_path)
     assert res.returncode == 0 and res.stdout.strip() == f"carthema {__version__}"
+
+
+# ---------------------------------------------------------------------------------------
+# One CLI vocabulary (issue 20, item 6): every option name has one meaning
+# ---------------------------------------------------------------------------------------
+#: Names whose two meanings are known and owned elsewhere (reason); the test fails for
+#: any other name with two meanings, and for a name listed here that no longer has two.
+KNOWN_SPLIT = {
+    "--hematotox": "natural-history takes a group (low/high) or a score, predict-boost a "
+    "score only (clinical/boost/predict.py takes an integer)",
+}
+#: Options that take a path wherever they appear, and per-chain posterior draws.
+PATH_OPTIONS = ("--plot", "--json", "--out", "--events")
+DRAWS_COMMANDS = {"fit", "fit-cohort", "fit-population"}
+
+
+def _options() -> dict[str, list[tuple[str, object]]]:
+    """Option name -> [(command, parameter)] over every registered command."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    out: dict[str, list] = {}
+    for cname, cmd in sorted(group.commands.items()):
+        for p in cmd.params:
+            if p.param_type_name == "option":
+                for o in (*p.opts, *p.secondary_opts):
+                    out.setdefault(o, []).append((cname, p))
+    return out
+
+
+def _kind(p) -> str:
+    """What an option takes: "flag", or the annotated type of its value."""
+    if p.is_flag:
+        return "flag"
+    ann = p.type_descriptor.annotation
+    return getattr(ann, "__name__", str(ann))
+
+
+def test_every_option_name_has_one_meaning():
+    split = {}
+    for name, uses in _options().items():
+        # A path or text (example:NAME beside a file path) is one kind of value.
+        kinds = {_kind(p).replace("Path", "str") for _, p in uses}
+        if len(kinds) > 1:
+            split[name] = sorted(f"{c}: {_kind(p)}" for c, p in uses)
+    assert set(split) == set(KNOWN_SPLIT), split
+    for name in PATH_OPTIONS:
+        for cmd, p in _options().get(name, []):
+            assert _kind(p) in ("Path", "str"), f"{cmd} {name} takes {_kind(p)}, not a path"
+    for name in ("--plot", "--json"):
+        assert {_kind(p) for _, p in _options()[name]} == {"Path"}, name
+    draws = _options()["--draws"]
+    assert {c for c, _ in draws} <= DRAWS_COMMANDS, [c for c, _ in draws]
+    assert {p.help for _, p in draws} == {"Draws per chain kept."}
+
+
+def test_plain_flags_show_no_bool_and_the_default_graft_is_one():
+    """A flag shows no "<bool>" in --help; every command with a graft has one default
+    (stated in its help) for --source and --selected."""
+    from typer.testing import CliRunner
+
+    from carthema import cli_options as opt
+
+    runner = CliRunner()
+    for name, uses in _options().items():
+        for cmd, p in uses:
+            if p.is_flag and name != "--help":
+                assert p.metavar == "", f"{cmd} {name} shows <bool>"
+    for cmd in ("window", "predict-boost"):
+        params = {o: p for o, uses in _options().items() for c, p in uses if c == cmd}
+        assert params["--source"].default == opt.DEFAULT_SOURCE == "autologous"
+        assert params["--selected"].default is opt.DEFAULT_SELECTED is False
+        raw = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"}).output
+        text = re.sub(r"[\s│]+", " ", raw)  # help text as one line, box drawing removed
+        assert "autologous (default)" in text and "(default: unselected)" in text
+        assert "<bool>" not in text.split("--help")[0]
+
+
+def test_an_option_error_names_the_option(files, tmp_path):
+    res = _run(["simulate", "--events", "example:han2022", "--days", "-5"], tmp_path)
+    assert res.stderr.startswith("error: option --days: ")
+    assert "column '" not in res.stderr

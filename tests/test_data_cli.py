@@ -170,3 +170,22 @@ def test_check_data_warns_on_partial_overlap(
     assert "warning: 4 patient(s) of example:synthetic have no events" in err
     assert "VP002, VP003, VP004, VP005" in err
     assert f"warning: 1 patient(s) of {ev} have no observations in example:synthetic: XX." in err
+
+
+def test_check_data_prints_the_first_rows_of_a_large_data_set_and_says_how_many_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from carthema.cli_data import SHOWN_ROWS
+
+    n = SHOWN_ROWS + 7
+    obs = tmp_path / "obs.csv"
+    obs.write_text(
+        "patient,day,analyte,value,unit\n"
+        + "".join(f"P{i:04d},{1 + i % 20},anc,1.5,G/L\n" for i in range(n))
+    )
+    code, out, err = _run(["check-data", str(obs)], capsys)
+    assert code == 0, err
+    assert "... and 7 more analyte rows (pass --all to print every row)" in out
+    assert "... and 7 more patients" in out and f"patient P{n - 1:04d}:" not in out
+    code, out, err = _run(["check-data", str(obs), "--all"], capsys)
+    assert code == 0 and "more patients" not in out and f"patient P{n - 1:04d}:" in out

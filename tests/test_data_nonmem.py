@@ -96,7 +96,7 @@ def test_blq_from_lloq_without_blq_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rows", "row", "column", "words"),
     [
-        (["1,0,.,1,1,2,1,0,.,70", "1,7,5,0,0,.,9,0,.,70"], 2, "CMT", "not in cmt_map"),
+        (["1,0,.,1,1,2,1,0,.,70", "1,7,5,0,0,.,9,0,.,70"], 2, "CMT", "not in the CMT map"),
         (["1,0,.,1,1,2,1,0,.,70", "1,7,high,0,0,.,2,0,50,70"], 2, "DV", "not a number"),
         (["1,7,100,0,0,.,2,0,50,70", "1,3,100,0,0,.,2,0,50,70"], 2, "TIME", "backwards"),
         (

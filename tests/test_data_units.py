@@ -107,3 +107,54 @@ def test_suggestions() -> None:
     assert "platelets" in suggest_analytes("platelet")
     assert suggest_event_kinds("boost")[0] == "stem_cell_boost"
     assert "gcsf" in suggest_event_kinds("g-csf")
+
+
+# ------------------------------------------------- lab spellings (issue 22) and separators
+@pytest.mark.parametrize(
+    "spelling", ["G/l", "g/l", "G/L", "x 10^9/L", "x10E9/L", "x10^9/l", "×10^9/L", "10^9/l"]
+)
+def test_lab_spellings_of_a_cell_count_are_read_as_g_per_l(spelling):
+    assert U.parse_unit(spelling, ("G/L", "cells/uL", "cells/L")).symbol == "G/L"
+
+
+def test_cells_per_mcl_is_cells_per_ul():
+    assert U.parse_unit("cells/mcL").symbol == "cells/uL"
+    assert U.convert(1500, "cells/mcL", "G/L") == pytest.approx(1.5)
+
+
+def test_case_slip_g_per_l_takes_its_meaning_from_the_quantity():
+    # alone, g/l is G/L or g/L: not guessed
+    assert U.parse_unit("g/l") is None
+    assert U.parse_unit("g/l", ("g/L", "g/dL")).symbol == "g/L"  # haemoglobin
+    assert U.parse_unit("g/l", ("G/L", "cells/uL")).symbol == "G/L"  # ANC
+
+
+def _obs(tmp_path, rows: str):
+    path = tmp_path / "obs.csv"
+    path.write_text("patient,day,analyte,value,unit\n" + rows)
+    return path
+
+
+def test_files_with_lab_spellings_are_converted(tmp_path):
+    from carthema.data import read_observations
+
+    rows = (
+        "P1,1,anc,1.5,g/l\nP1,2,anc,1500,cells/mcL\nP1,3,platelets,80,x 10^9/L\n"
+        "P1,4,platelets,90,x10E9/L\nP1,5,haemoglobin,95,g/l\nP1,6,anc,2,G/l\n"
+    )
+    obs = read_observations(_obs(tmp_path, rows))
+    assert list(obs["value"]) == pytest.approx([1.5, 1.5, 80, 90, 95, 2])
+
+
+def test_a_thousands_separator_is_refused_with_both_readings(tmp_path):
+    from carthema.data import InputError, read_observations
+
+    with pytest.raises(InputError) as e:
+        read_observations(_obs(tmp_path, 'P1,1,platelets,"1,200",G/L\n'))
+    msg = e.value.message
+    assert "1200 (a thousands separator)" in msg and "1.2 (a decimal comma)" in msg
+    assert "which is it?" in msg
+    with pytest.raises(InputError, match="use a dot as the decimal separator"):
+        read_observations(_obs(tmp_path, 'P1,1,anc,"0,5",G/L\n'))
+    with pytest.raises(InputError, match="write 1200000 without thousands separators"):
+        read_observations(_obs(tmp_path, 'P1,1,anc,"1,200,000",cells/L\n'))

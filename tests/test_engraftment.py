@@ -110,6 +110,23 @@ def test_gcsf_days_never_count():
     assert res.day == 45.0 and res.time == 11.0
 
 
+def test_gcsf_tail_then_fall_is_not_engraftment():
+    """A G-CSF-dependent course: supported 0.45 on the boost day (G-CSF until day 34),
+    the G-CSF-made cells keep the count at 0.55 on days 35-38, it falls to 0.3 on days
+    39-44 and recovers from day 45. The first fall is searched from the first day off
+    G-CSF: engraftment on day 45 (time 11), not the tail run from day 35."""
+    anc = _series([(REF, 0.45), *((d, 0.55) for d in range(35, 39)),
+                   *((d, 0.3) for d in range(39, 45))], 0.8)  # fmt: skip
+    res = neutrophil_engraftment(DAYS, anc, reference=REF, gcsf=[(30.0, REF + 1.0)])
+    assert res.day == 45.0 and res.time == 11.0
+    # The same counts without G-CSF: below on the boost day, so the first run (day 35).
+    assert neutrophil_engraftment(DAYS, anc, reference=REF).day == 35.0
+    # Off G-CSF and never falling again: the first unsupported run (day 35).
+    anc = _series([(REF, 0.45)], 0.8)
+    res = neutrophil_engraftment(DAYS, anc, reference=REF, gcsf=[(30.0, REF + 1.0)])
+    assert res.day == 35.0 and res.time == 1.0
+
+
 def test_anc_gt_1_ignores_days_on_gcsf():
     anc = _series([(d, 1.5) for d in range(36, 60)], 0.3)
     res = anc_recovery_without_gcsf(DAYS, anc, reference=REF, gcsf=[(30.0, 45.0)])

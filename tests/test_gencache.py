@@ -36,6 +36,7 @@ DEPENDS_ON = {
     "codegen": {"codegen"},
     "numba": {"codegen", "template", "kernels"},
     "fitting": {"codegen", "template", "kernels", "native"},
+    "fastlogp": {"codegen", "template", "kernels", "native"},
 }
 KINDS = sorted(DEPENDS_ON)
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -307,6 +308,48 @@ def test_two_threads_writing_one_file_both_succeed(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_compile_times_are_recorded_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(tmp_path / "cache"))
+    assert gencache.last_compile("numba solver: x") is None
+    gencache.record_compile("numba solver: x", 12.345, 10.0, "x_0123456789abcdef.py")
+    gencache.record_compile("numba solver: y", 3.0, 2.0, "y.py")
+    got = gencache.last_compile("numba solver: x")
+    assert (got["wall_s"], got["cpu_s"], got["file"]) == (12.35, 10.0, "x_0123456789abcdef.py")
+    gencache.record_compile("numba solver: x", 7.0, 6.0, "x2.py")  # the latest one is kept
+    assert gencache.last_compile("numba solver: x")["wall_s"] == 7.0
+    assert gencache.last_compile("numba solver: y")["wall_s"] == 3.0
+    # A record cut short is no record (the next compile writes a whole one).
+    (tmp_path / "cache" / gencache.COMPILE_TIMES).write_text('{"numba solver: x": {')
+    assert gencache.last_compile("numba solver: x") is None
+
+
+def test_a_cold_compile_says_what_it_compiles_and_how_long_it_took_last_time(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(tmp_path / "cache"))
+    m = Model("gctest_msg_linear", LINEAR.components)
+    mod = compiled.numba_model.__wrapped__(m)
+    err = capsys.readouterr().err
+    assert "compiling the numba solver of the 'gctest_msg_linear' model" in err
+    assert "(2 states, 5 parameters: solve, solve_sens)" in err
+    assert "no earlier compile recorded on this machine" in err
+    rec = gencache.last_compile("numba solver: gctest_msg_linear")
+    assert rec is not None and rec["file"] == Path(mod.__file__).name
+    assert rec["wall_s"] > 0.0
+    assert f"compiled in {rec['wall_s']:.0f} s" in err
+    # numba's machine code is now on disk: a new load compiles nothing and says nothing.
+    monkeypatch.setattr(numba_backend, "_LOADED", {})
+    compiled.numba_model.__wrapped__(m)
+    assert capsys.readouterr().err == ""
+    # With that machine code gone (an edited solver), the message quotes the record.
+    for f in (Path(mod.__file__).parent / "__pycache__").glob("*.nbc"):
+        f.unlink()
+    monkeypatch.setattr(numba_backend, "_LOADED", {})
+    compiled.numba_model.__wrapped__(m)
+    err = capsys.readouterr().err
+    assert f"last time on this machine {rec['wall_s']:.0f} s ({rec['cpu_s']:.0f} s CPU)" in err
+
+
 # ---------------------------------------------------------------------------------------
 # A cache that heals (issue 22): damaged files are deleted and rebuilt, with one line
 # ---------------------------------------------------------------------------------------
@@ -322,6 +365,7 @@ def test_a_truncated_codegen_text_is_deleted_and_generated_again(tmp_path, monke
 
     monkeypatch.setattr(compiled, "numba_source", fake_source)
     monkeypatch.setattr(compiled, "load_numba_module", lambda name, text: text)
+    monkeypatch.setattr(compiled, "_machine_code_cached", lambda mod: True)  # nothing to compile
     first = compiled.numba_model.__wrapped__(m)
     (path,) = (cache / "codegen").iterdir()
     assert path.read_text() == first and first.startswith(gencache.SEAL_HEAD)

@@ -121,3 +121,113 @@ def test_unselected_new_donor_graft_needs_its_cd3_dose():
     ev = with_boost(typical_course(), 30.0, 3e6, source="allogeneic", cd34_selected=False)
     with pytest.raises(InputError, match="CD3"):
         simulate(ev, days=60)
+
+
+def _emptied_marrow_draws(dose: float, n: int, seed: int):
+    """ANC of ``n`` drawn grafts of ``dose`` CD34+/kg into an emptied marrow (graft and
+    rejection parameters drawn as every boost prediction draws them, failures included)."""
+    from carthema import get_model
+    from carthema.clinical.plans import Plan, simulate_plan
+    from carthema.clinical.population.graft import draw_graft
+
+    m = get_model("full")
+    base = m.default_params().copy()
+    for name, value in MYELOABLATIVE.items():
+        base[m.index("param", name)] = value
+    P = draw_graft(m, np.tile(base, (n, 1)), np.random.default_rng(seed), dose=dose)
+    days, status, obs, _ = simulate_plan(m, P, emptied_marrow_transplant(dose), Plan(), horizon=60)
+    assert np.all(status == 0)
+    return days, obs[:, :, m.index("obs", "anc")]
+
+
+def test_graft_failure_share_follows_the_dose():
+    """Primary graft failure exp(-dose / FAIL_DOSE): 1 % at 2e6/kg (graft_kinetics.csv row
+    12: > 99 % neutrophil recovery within 14 days at >= 2e6/kg), 10 % at 1e6/kg. Drawn
+    shares within binomial 4-sigma bounds; a failed draw seeds nothing."""
+    from carthema import get_model
+    from carthema.clinical.population.graft import FAIL_DOSE, draw_graft, p_graft_failure
+
+    assert p_graft_failure(2e6) == pytest.approx(0.01)
+    assert p_graft_failure(1e6) == pytest.approx(0.1, abs=0.001)
+    assert p_graft_failure(5e6) < 1e-4
+    assert FAIL_DOSE == pytest.approx(4.34e5, rel=1e-3)
+    m = get_model("full")
+    n = 20_000
+    for dose in (1e6, 2e6):
+        P = draw_graft(m, np.tile(m.default_params(), (n, 1)), np.random.default_rng(1),
+                       dose=dose)  # fmt: skip
+        failed = P[:, m.index("param", "graft_prog")] == 0.0
+        assert np.array_equal(failed, P[:, m.index("param", "graft_hsc")] == 0.0)
+        p = p_graft_failure(dose)
+        assert abs(failed.mean() - p) < 4.0 * np.sqrt(p * (1 - p) / n)
+    # Without a dose, no failures are drawn (a fit's own graft parameters).
+    P = draw_graft(m, np.tile(m.default_params(), (200, 1)), np.random.default_rng(1))
+    assert np.all(P[:, m.index("param", "graft_prog")] > 0.0)
+
+
+def test_1e6_per_kg_engrafts_less_often_within_30_days_than_5e6():
+    """Into an emptied marrow over drawn grafts: 1e6/kg has a visibly lower 30-day
+    neutrophil engraftment probability than 5e6/kg: its failed grafts (about 10 %) leave
+    the marrow to the remnant the emptying device leaves, which regrows by day 36 (the
+    deterministic model regrows from any remnant: autologous reconstitution, not the
+    graft); 5e6/kg engrafts within 30 days in nearly all draws."""
+    from carthema.clinical.endpoints import engraftment_summary
+
+    out = {}
+    for dose in (1e6, 5e6):
+        days, anc = _emptied_marrow_draws(dose, 300, seed=2)
+        e = engraftment(days, anc, reference=0.0, threshold=0.5)
+        out[dose] = engraftment_summary(e)
+    assert out[5e6]["p_within_30d"] >= 0.97
+    assert out[1e6]["p_within_30d"] <= out[5e6]["p_within_30d"] - 0.05
+    assert 0.04 <= 1.0 - out[1e6]["p_within_30d"] <= 0.2
+    # Engraftment itself is slower at the lower dose (the progenitors seeded).
+    assert out[1e6]["median_days"] > out[5e6]["median_days"]
+
+
+def test_new_donor_graft_is_rejected_once_host_t_cells_recover():
+    """An unconditioned CD34-selected graft from a new donor into an aplastic host (poor
+    reserve): during the lymphodepletion of the first weeks after CAR-T most draws take
+    it; a year later, the host T cells recovered (CD8+ within months; Airosa Pardal et al.
+    2025), it is rejected in most draws (donor myeloid chimerism < 5 % 60 days after the
+    boost). A prior-donor graft is never rejected (tolerance)."""
+    from carthema import get_model
+    from carthema.clinical.plans import Plan, simulate_plan
+    from carthema.clinical.population.graft import draw_graft
+
+    m = get_model("full")
+    base = m.default_params().copy()
+    for name, value in POOR_RESERVE.items():
+        base[m.index("param", name)] = value
+    P = draw_graft(m, np.tile(base, (200, 1)), np.random.default_rng(3))
+    j = m.index("obs", "chimerism_cd15")
+    rejected = {}
+    for day in (30.0, 365.0):
+        plan = Plan(day=day, dose=3e6, source="allogeneic", selected=True)
+        days, status, obs, _ = simulate_plan(m, P, typical_course(), plan, horizon=day + 60)
+        assert np.all(status == 0)
+        rejected[day] = float(np.mean(obs[:, days == day + 60, j][:, 0] < 5.0))
+    assert rejected[30.0] <= 0.3
+    assert rejected[365.0] >= 0.5
+    assert rejected[365.0] > rejected[30.0] + 0.3
+
+
+def test_graft_filling_a_small_marrow_gives_a_normal_output_not_more():
+    """Graft stem cells are healthy: filling the niche of a 0.08-mass marrow, they feed
+    the normal progenitor influx and lymphoid output. Relative to the patient's own mass
+    they fed 12 times it (in a conditioned predict-boost draw before the fix the ANC
+    overshot and the B-cell output drove CAR-T re-expansion to 1e9 copies/ug and the
+    marrow into aplasia). Now the boosted course settles at the baseline ANC and CAR-T
+    keeps contracting."""
+    from carthema import get_model
+
+    m = get_model("full")
+    params = {**POOR_RESERVE, "hsc_mass": 0.08}
+    ev = with_boost(typical_course(), 45.0, 3e6, source="autologous")
+    traj = simulate(ev, params=params, days=200)
+    assert traj.ok
+    anc0 = m.default_params()[m.index("param", "anc0")]
+    on = {d: traj.t == d for d in (45.0, 200.0)}
+    assert abs(traj["anc"][on[200.0]][0] / anc0 - 1.0) < 0.2
+    assert traj["cart_copies"][on[200.0]][0] < traj["cart_copies"][on[45.0]][0]
+    assert traj["anc"][traj.t == 200.0][0] > 0.5

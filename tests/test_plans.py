@@ -332,3 +332,24 @@ def plans_window_job(m, draws, out, *, cd3):
         m, draws, typical_course(), [40.0], out, dose=5e6, source="allogeneic",
         selected=cd3 is None, cd3_per_kg=cd3, threshold=0.0, cart_limit=1e9,
     )  # fmt: skip
+
+
+def test_new_donor_graft_lost_by_day_60_once_host_t_cells_recover():
+    """The plan summary reports the share of draws whose new-donor graft is lost 60 days
+    after the boost (donor myeloid chimerism < 5 %): small during the lymphodepletion of
+    the first month after CAR-T, most draws a year later (host T cells recovered;
+    drawn recovery rates). An autologous plan has no such entry."""
+    from carthema.clinical.population.graft import draw_graft
+
+    m = get_model("full")
+    base = m.default_params().copy()
+    for name, value in POOR_RESERVE.items():
+        base[m.index("param", name)] = value
+    P = draw_graft(m, np.tile(base, (100, 1)), np.random.default_rng(4))
+    lost = {}
+    for day in (30.0, 365.0):
+        plan = Plan(day=day, dose=3e6, source="allogeneic", selected=True)
+        lost[day] = predict_plan(m, P, typical_course(), plan)["p_graft_lost_day60"]
+    assert lost[30.0] <= 0.3 and lost[365.0] >= 0.5
+    auto = predict_plan(m, P[:5], typical_course(), Plan(day=30.0, source="autologous"))
+    assert "p_graft_lost_day60" not in auto

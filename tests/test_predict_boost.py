@@ -56,7 +56,8 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     code, _ = _cli(
         ["--day", "45", "--dose", "3e6", "--source", "prior-donor", "--selected",
          "--cd3", "2e7", "--anc", "0", "--anc-lloq", "0.1", "--plt", "12", "--gcsf-since", "31",
-         "--gcsf-after", "5", "--plt-transfused", "--tpo", "--neutropenia-days", "30",
+         "--gcsf-after", "5", "--gcsf-dependent", "--plt-transfused", "--tpo",
+         "--neutropenia-days", "30",
          "--product", "tisa-cel", "--disease", "b-all",
          "--hematotox-labs", "110,0.95,10.1,4.2,540", "--donor-chimerism", "0.9",
          "--particles", "2500", "--seed", "7"],
@@ -68,6 +69,7 @@ def test_every_flag_is_parsed_and_passed_on(monkeypatch, capsys):
     assert kw["selected"] is True and kw["cd3"] == 2e7
     assert kw["anc"] == 0.0 and kw["anc_lloq"] == 0.1 and kw["platelets"] == 12.0
     assert kw["gcsf"] is True and kw["gcsf_after"] == 5.0 and kw["gcsf_since"] == 31.0
+    assert kw["gcsf_dependent"] is True
     assert kw["plt_transfused"] is True and kw["tpo"] is True
     assert kw["neutropenia_days"] == 30.0
     assert kw["product"] == "tisa-cel" and kw["disease"] == "b-all"
@@ -109,6 +111,22 @@ def test_refuses_degenerate_conditioning(monkeypatch, capsys):
 def test_refuses_counts_impossible_under_the_population():
     with pytest.raises(InputError, match="impossible"):
         predict_boost(12, 3e6, "autologous", anc=95.0, product="axi-cel", n_draws=N)
+
+
+def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkeypatch):
+    """ANC below the limit on day 30 after no neutropenic day before it: each value alone
+    is common in the population, together no virtual patient has them (an ANC falls to 0
+    over days). Refused from the initial particles, naming the value, before any
+    tempering stage (the SMC's resampling is never reached)."""
+
+    def never(*a, **k):
+        raise AssertionError("a tempering stage ran")
+
+    monkeypatch.setattr(pb, "_systematic_resample", never)
+    with pytest.raises(InputError, match="together with the other values") as exc:
+        predict_boost(30, 3e6, "autologous", anc=0.0, neutropenia_days=0, product="axi-cel",
+                      n_draws=N)  # fmt: skip
+    assert "ANC below 0.05" in str(exc.value) or "0 days with ANC" in str(exc.value)
 
 
 def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
@@ -162,6 +180,59 @@ def test_gcsf_support_means_a_lower_own_anc():
     longer = predict_boost(40, 3e6, "autologous", gcsf=True, gcsf_after=10, **kw)
     assert longer["inputs"]["support"]["gcsf_days_after_boost"] == 10.0
     assert longer["neutrophil"]["p_already"] == 0.0 and longer["neutrophil"]["q05"] >= 10.0
+
+
+def test_counterfactual_an_empty_graft_saves_nothing_a_real_one_saves_days():
+    """The no-boost course comes from the same conditioned draws: a graft of 1e3 CD34+/kg
+    (effectively empty) engrafts like the no-boost recovery and saves no days; a 3e6/kg
+    graft engrafts sooner than the same draws recover on their own and saves days. The
+    JSON carries the counterfactual keys."""
+    kw = dict(anc=0.0, neutropenia_days=30, product="axi-cel", hematotox=3, n_draws=N, seed=4)
+    empty = predict_boost(45, 1e3, "autologous", **kw)
+    real = predict_boost(45, 3e6, "autologous", **kw)
+    for res in (empty, real):
+        assert set(res["no_boost"]) == {"neutrophil", "platelet", "anc_gt_1"}
+        for key in ("neutrophil", "platelet"):
+            assert set(res["no_boost"][key]) == set(res[key])
+            assert {"p_within_14d", "p_within_30d", "p_within_60d"} <= set(res[key])
+            assert 0.0 <= res["p_never"][key] <= 1.0
+        for key in ("neutropenia_days_saved", "thrombocytopenia_days_saved"):
+            q = res[key]
+            assert q["q05"] <= q["median"] <= q["q95"]
+        json.dumps(res)  # JSON-ready: no NaN objects, no arrays
+    # The empty graft: the same course as no boost on every draw.
+    assert empty["neutropenia_days_saved"]["median"] == 0.0
+    assert empty["neutropenia_days_saved"]["q95"] <= 1.0
+    nb, b = empty["no_boost"]["neutrophil"], empty["neutrophil"]
+    assert abs(nb["p_within_30d"] - b["p_within_30d"]) <= 0.03
+    # A real graft: sooner than the draws' own recovery, days saved.
+    assert real["neutrophil"]["p_within_30d"] > real["no_boost"]["neutrophil"]["p_within_30d"]
+    assert real["neutropenia_days_saved"]["median"] > 0
+
+
+def test_gcsf_dependent_conditions_on_the_fall_once_gcsf_stops():
+    """ANC 0.6 G/L on G-CSF. Declared G-CSF dependent, the conditioned draws' ANC falls
+    below 0.5 G/L within a week of stopping G-CSF (the conditioned fact); the boost is no
+    longer scored as engrafted a day after it, and the no-boost recovery comes later than
+    for a patient merely on G-CSF. Combinable with --neutropenia-days."""
+    kw = dict(anc=0.6, gcsf=True, product="axi-cel", hematotox=3, n_draws=N, seed=2)
+    plain = predict_boost(45, 3e6, "autologous", **kw)
+    dep = predict_boost(45, 3e6, "autologous", gcsf_dependent=True, **kw)
+    assert dep["effective_sample_size"] >= MIN_ESS
+    assert dep["inputs"]["support"]["gcsf_dependent"] is True
+    assert any("G-CSF dependent" in t for t in dep["inputs"]["likelihood_terms"])
+    assert dep["neutrophil"]["median_days"] > plain["neutrophil"]["median_days"]
+    assert dep["no_boost"]["neutrophil"]["median_days"] >= 7
+    assert (
+        dep["no_boost"]["neutrophil"]["p_within_14d"]
+        < plain["no_boost"]["neutrophil"]["p_within_14d"]
+    )
+    # Implies --gcsf; with --neutropenia-days both facts are conditioned on.
+    both = predict_boost(45, 3e6, "autologous", anc=0.6, gcsf_dependent=True,
+                         neutropenia_days=20, product="axi-cel", hematotox=3,
+                         n_draws=N)  # fmt: skip
+    assert both["inputs"]["support"]["gcsf"] is True
+    assert len(both["inputs"]["likelihood_terms"]) == 3
 
 
 def test_prior_uses_the_exact_score_or_the_group():

@@ -127,6 +127,11 @@ def test_decision_line_forms():
     assert "saves a median 6 days of ANC < 0.5 G/L vs no boost" in decision_line(
         {**base, "window": w2}
     )
+    # The window's block of the recommended day (h-boost's keys) comes first.
+    block = {"neutropenia_days_saved": {"median": 9.0, "q05": 2.0, "q95": 15.0}}
+    assert decision_line({**base, "window": w2, "recommended": block}).endswith(
+        "85%, saves 9 days of ANC < 0.5 G/L vs no boost, 90 % interval 2-15)."
+    )
     none = {"recommended_day": None, "days_no_benefit": [41.0, 42.0],
             "first_day_already_recovered": 40.0}  # fmt: skip
     assert decision_line({**base, "window": none}).startswith("Recommendation: no boost needed")
@@ -187,3 +192,96 @@ def test_cytopenic_patient_gets_no_recommendation_with_the_reason(cytopenic):
     html = (root / "window" / "report.html").read_text()
     assert html.index(res["decision"][:40]) < html.index('id="figure"')
     assert "engraft on day" not in html  # own counts recover; a graft engrafts
+
+
+# ---------------------------------------------------------------------------------------
+# Progress of long steps (issue 20, item 4)
+# ---------------------------------------------------------------------------------------
+def test_a_long_step_reports_elapsed_time_and_an_estimate_from_its_own_rate():
+    import time
+
+    from carthema._console import Step
+
+    lines: list[str] = []
+    with Step(lines.append, "quick", grace=0.5):
+        pass
+    assert lines == []  # a step shorter than its grace says nothing
+    with Step(lines.append, "scan", interval=0.05, grace=0.01) as step:
+        time.sleep(0.2)  # no work counted yet: elapsed time only, no guessed estimate
+        step.update(1, 4)
+        time.sleep(0.2)
+    assert lines[0] == "scan"
+    beats = lines[1:-1]
+    assert beats and all("elapsed" in b for b in beats)
+    assert not any("left" in b for b in beats if "1/4" not in b)
+    assert any(b.startswith("scan: 1/4, ") and "left" in b for b in beats)
+    assert lines[-1].startswith("scan: done in ")
+
+
+def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
+    """`carthema window` with stderr to a pipe: the scan's start and end lines on
+    stderr, the decision first on stdout."""
+    import subprocess
+    import sys
+
+    import carthema as ct
+
+    ex = ct.load_example("synthetic")
+    r = ct.fit(ex.observations, ex.events, "VP004", sampler="map", draws=30, seed=2)
+    r.save(tmp_path / "fit", plot=False)
+    code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "window", str(tmp_path / "fit"), "--boost-days", "60:90",
+         "--step", "5", "--today", "50", "--posterior-draws", "8"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "window scan: 7 boost days x 8 posterior draws" in proc.stderr
+    assert "patient VP004: done in " in proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(("Recommendation:", "No recommendation:")), first
+
+
+def test_predict_boost_line_renders_the_no_boost_keys_or_says_not_computed():
+    from carthema.clinical.decision import predict_boost_line
+
+    res = {
+        "boost": {"day": 40.0, "source": "autologous", "cd34_selected": False,
+                  "dose_cd34_per_kg": 3e6},
+        "neutrophil": {"p_within_30d": 0.85},
+    }  # fmt: skip
+    assert predict_boost_line(res) == (
+        "Prediction for a boost on day 40 (autologous, unselected, 3e+06 CD34+/kg): "
+        "P(ANC > 0.5 G/L within 30 d) 85% (no boost: not computed); days of ANC < 0.5 G/L "
+        "saved vs no boost: not computed."
+    )
+    res["no_boost"] = {"neutrophil": {"p_within_30d": 0.2}, "platelet": {"p_within_30d": 0.1}}
+    res["neutropenia_days_saved"] = {"median": 12.0, "q05": 4.0, "q95": 19.0}
+    assert predict_boost_line(res).endswith(
+        "85% (no boost: 20%); saves 12 days of ANC < 0.5 G/L vs no boost, 90 % interval 4-19."
+    )
+
+
+def test_counterfactual_lines_render_h_boost_keys_or_not_computed():
+    from carthema.clinical.decision import counterfactual_lines
+
+    bare = counterfactual_lines({"window": {}})
+    assert bare == [
+        "Days of ANC < 0.5 G/L saved vs no boost: not computed.",
+        "Days of platelets < 20 G/L saved vs no boost: not computed.",
+        "Without a boost, the share of draws in which neutrophils never recover: not computed.",
+        "Without a boost, the share of draws in which platelets never recover: not computed.",
+    ]
+    full = counterfactual_lines(
+        {
+            "neutropenia_days_saved": {"median": 12.0, "q05": 4.0, "q95": 19.0},
+            "thrombocytopenia_days_saved": {"median": 3.0},
+            "no_boost": {"neutrophil": {"p_never": 0.25}, "platelet": {"p_never": 0.5}},
+        }
+    )
+    assert full == [
+        "Days of ANC < 0.5 G/L saved vs no boost: median 12 (90 % interval 4-19).",
+        "Days of platelets < 20 G/L saved vs no boost: median 3.",
+        "Without a boost, neutrophils never recover in 25% of draws.",
+        "Without a boost, platelets never recover in 50% of draws.",
+    ]

@@ -14,6 +14,7 @@ import pytest
 import carthema
 from carthema.cli import main as cli_main
 from carthema.clinical.plans import recovery_without_boost
+from carthema.clinical.population.graft import GRAFT_PARAMS
 from carthema.clinical.window import parse_days, window_draws, window_from_fit, without_boosts
 from carthema.data import load_example
 from carthema.data.errors import InputError
@@ -107,7 +108,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     )
     table = pd.read_csv(tmp_path / "window.csv")
     ff = load_fit(fit_dir)
-    P, _ = window_draws(ff, n, seed=5)
+    P, _ = window_draws(ff, n, seed=5, dose=3e6)
     no_boost, _ = without_boosts(ff.events)
     events = carthema.with_boost(no_boost, day, 3e6, source="allogeneic", cd34_selected=True)
     hits, cart_on_day, recovered_late = 0, [], []
@@ -127,7 +128,7 @@ def test_window_matches_per_draw_simulations(fit_dir, tmp_path):
     assert res["replaced_events"] == ["stem_cell_boost of 5e+06 CD34+ cells/kg on day 42"]
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["patient"] == PATIENT and on["n_draws"] == n
-    assert set(on["graft_parameters"]) == {"graft_prog", "graft_hsc", "graft_regen", "rej_rate"}
+    assert set(on["graft_parameters"]) == set(GRAFT_PARAMS)
     # Day 21: CAR-T on the boost day, as simulated here, is over the limit.
     assert row["cart_at_reference_median"] == pytest.approx(np.median(cart_on_day), rel=1e-3)
     assert np.median(cart_on_day) > 1000.0
@@ -242,6 +243,29 @@ def test_cli_window_with_report(fit_dir, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "Engraftment window" in html and "data:image/png;base64" in html
     assert len(pd.read_csv(out / "window.csv")) == 3
+
+
+def test_cli_window_unselected_allogeneic_graft_carries_its_cd3_dose(fit_dir, tmp_path, capsys):
+    """`window --source allogeneic --unselected --cd3 ...`: the CD3+ dose reaches every
+    plan (window.json records it, and the scan ran: without it the model refuses an
+    unselected new-donor graft); without --cd3 a clear refusal (exit 2) before any
+    simulation."""
+    out = tmp_path / "w"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--posterior-draws", "10",
+                  "--today", "21", "--source", "allogeneic", "--unselected", "--cd3", "2e7",
+                  "--out", str(out)])  # fmt: skip
+    assert e.value.code == 0, capsys.readouterr().err
+    on = json.loads((out / "window.json").read_text())
+    assert on["plan"]["cd3_per_kg"] == 2e7 and on["plan"]["cd34_selected"] is False
+    with pytest.raises(SystemExit) as e:
+        cli_main(["window", str(fit_dir), "--boost-days", "30", "--today", "21",
+                  "--source", "allogeneic", "--unselected",
+                  "--out", str(tmp_path / "x")])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cd3" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_window_refuses_a_fit_without_counts(tmp_path, capsys):

@@ -19,7 +19,10 @@ in that lineage on the boost day whose truth is not "already engrafted" (the int
 the Kaplan-Meier interval over the draws not already engrafted, the same conditional): a
 true time t is covered when q05 <= t <= q95 (q95 None: beyond the horizon, no upper
 limit); a true time censored at the horizon is covered when q95 is
-None. The PIT value is the predictive probability of engraftment by the true time,
+None. The days saved by the boost (days with ANC < 0.5 G/L, platelets < 20 G/L from the
+boost day to the horizon, the same patient without the boost minus with it) are scored
+over every case: covered when q05 <= true <= q95 (:func:`covered_saved`). The PIT value
+is the predictive probability of engraftment by the true time,
 randomised over the day's probability step (and over [F(horizon), 1] for a censored
 truth), among the draws not already engrafted; it is uniform when the predictions are
 calibrated.
@@ -27,14 +30,14 @@ calibrated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from carthema.clinical.boost.predict import ANC_LLOQ, neutropenia_sd, predict_boost
-from carthema.clinical.endpoints import Engraftment, lineage_engraftment
-from carthema.clinical.plans import Plan, simulate_plan
+from carthema.clinical.endpoints import Engraftment, days_below, lineage_engraftment
+from carthema.clinical.plans import DAYS_SAVED, Plan, simulate_plan
 from carthema.clinical.population.graft import draw_graft
 from carthema.clinical.population.virtual import load_population, population_params, product_events
 from carthema.fitting.priors import RESIDUALS
@@ -60,6 +63,9 @@ class VirtualCase:
     neutropenia_days_obs: int
     truth: dict  # lineage -> (time or None, censored)
     cytopenic: dict  # lineage -> bool
+    #: True days the boost saves (no boost minus boost, boost day to the horizon) per
+    #: key of :data:`carthema.clinical.plans.DAYS_SAVED`; None when a solve failed.
+    saved: dict = field(default_factory=dict)
 
 
 def cytopenic_cases(
@@ -126,9 +132,20 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days) -
     day = float(days[i])
     dose = float(np.exp(rng.uniform(np.log(1e6), np.log(1e7))))
     source = "autologous" if rng.random() < 0.5 else "allogeneic"
-    pt = draw_graft(model, p[None, :], rng, population=pop)
+    pt = draw_graft(model, p[None, :], rng, population=pop, dose=dose)
     plan = Plan(day=day, dose=dose, source=source, selected=True)
     d2, st, obs, _ = simulate_plan(model, pt, ev, plan, horizon=day + horizon_days)
+    # The same patient (same parameters) without the boost: the true days saved.
+    d0, st0, obs0, _ = simulate_plan(model, pt, ev, Plan(), horizon=day + horizon_days)
+    saved = {}
+    for _, name, thr, key in DAYS_SAVED:
+        j = model.index("obs", name)
+        if st[0] != 0 or st0[0] != 0 or not np.array_equal(d0, d2):
+            saved[key] = None
+            continue
+        without = days_below(d2, obs0[0, :, j], thr, start=day)
+        with_ = days_below(d2, obs[0, :, j], thr, start=day)
+        saved[key] = float(without - with_)
     res = lineage_engraftment(
         d2,
         reference=day,
@@ -161,6 +178,7 @@ def _case(model, pop, row, p, ev, days, anc, plt_, i, seen, rng, horizon_days) -
         neutropenia_days_obs=seen["n_obs"],
         truth=truth,
         cytopenic={"neutrophil": seen["anc"] < 0.5, "platelet": seen["platelets"] < 20.0},
+        saved=saved,
     )
 
 
@@ -196,6 +214,16 @@ def covered(summary: dict, truth: tuple) -> bool | None:
     if q05 is None:  # the whole curve lies beyond the horizon
         return False
     return q05 <= t and (q95 is None or t <= q95)
+
+
+def covered_saved(summary: dict, truth: float | None) -> bool | None:
+    """Are the true days saved inside the predicted 90 % interval ``q05 <= t <= q95``
+    (the ``neutropenia_days_saved`` / ``thrombocytopenia_days_saved`` of
+    :func:`predict_boost`)? None when either is undefined. Days saved are integers with
+    ties (often 0 on both sides), so the closed interval is the right one."""
+    if truth is None or summary.get("q05") is None or summary.get("q95") is None:
+        return None
+    return bool(summary["q05"] <= truth <= summary["q95"])
 
 
 def pit(e: Engraftment, truth: tuple, rng: np.random.Generator) -> float | None:

@@ -62,9 +62,12 @@ days later). Days on G-CSF never count toward engraftment, so a patient on G-CSF
 boost is never "already engrafted": engraftment is the first 3-day run above 0.5 G/L off
 G-CSF, after the first fall below it when the count falls once the support stops.
 ``gcsf_dependent`` ("the ANC falls below 0.5 G/L whenever G-CSF stops"): on G-CSF as
-above, and the patient's own ANC on the boost day, simulated by the same particle without
-the G-CSF, is conditioned below 0.5 G/L (a censored term: one more solve per particle);
-it combines with ``neutropenia_days`` (counted on the supported course, as measured).
+above, and in the same particle's course with G-CSF stopped after the boost day and no
+boost, the lowest ANC of the next :data:`GCSF_FALL_DAYS` days is conditioned below 0.5
+G/L (a censored term; one more solve per particle). The own count on the boost day alone
+does not say it: the G-CSF-driven precursors keep the count up for days after the stop,
+so a supported 0.6 G/L with an own count of 0.35 G/L may never fall below 0.5. It
+combines with ``neutropenia_days`` (counted on the supported course, as measured).
 ``tpo``: a TPO-receptor agonist over the 14 days before the boost and continued through
 follow-up (assumption: it is not stopped at the boost). ``plt_transfused``: the
 patient's own count is conditioned below 20 G/L; the last transfusion (1 unit) is placed
@@ -107,9 +110,16 @@ from carthema.clinical.plans import (
     _plan_summary,
     astuple_course,
     counterfactual,
+    require_cd3,
     simulate_course,
 )
-from carthema.clinical.population.graft import GRAFT_PARAMS, draw_graft, graft_sources
+from carthema.clinical.population.graft import (
+    GRAFT_FAILURE_SOURCE,
+    GRAFT_PARAMS,
+    draw_graft,
+    graft_sources,
+    p_graft_failure,
+)
 from carthema.clinical.population.virtual import PRODUCT_LD, load_population, product_events
 from carthema.data.errors import InputError
 from carthema.fitting.priors import RESIDUALS
@@ -132,6 +142,10 @@ N_PARTICLES = 2400
 MIN_EXACT = 60
 #: Days of G-CSF (and of a TPO agonist) before the boost put into the simulated course.
 SUPPORT_DAYS = 14.0
+#: Days after G-CSF stops over which a G-CSF-dependent patient's ANC falls below 0.5 G/L
+#: (the G-CSF-driven surplus drains with the post-mitotic marrow transit, about 6.4 days:
+#: Dancey et al. 1976, J Clin Invest 58:705; a week is taken).
+GCSF_FALL_DAYS = 7.0
 #: ANC quantification limit assumed for ``anc=0`` when none is given (G/L).
 ANC_LLOQ = 0.05
 #: Log-scale SD of a pre-lymphodepletion laboratory value against the model's set point
@@ -167,6 +181,14 @@ OPTIONS = CONDITION
 #: residual SDs; fewer than MIN_FIT of the conditioned particles reproducing it means the
 #: counts are impossible under the population.
 FIT_Z, MIN_FIT = 3.0, 0.05
+#: Fewest initial particles (drawn from the population prior) that must reproduce all
+#: conditioned values together for the conditioning to start; fewer: refused at once,
+#: naming the value (issue 18 reports a boost on day 200 refused only after 209 s of
+#: conditioning, with 807 effective draws). Measured here, axi-cel, CAR-HEMATOTOX 3, ANC
+#: 0 after 30 neutropenic days, 2,400 particles: 97 on day 45 and 5 on day 60 (both
+#: conditioned to >= 1,000 effective draws), 0 on day 75 (refused after 77 s by the
+#: final check before this one).
+MIN_START = 1
 LAB_COLUMNS = ("hemoglobin", "crp", "ferritin")
 
 
@@ -364,7 +386,7 @@ def prior_draws(
 
 @dataclass
 class _Term:
-    kind: str  # "obs", "below", "own_below" (the count without G-CSF), "days", "lab"
+    kind: str  # "obs", "below", "off_gcsf" (the fall once G-CSF stops), "days", "lab"
     label: str
     day_index: int = -1
     obs: int = -1  # observable column, or particle dimension for "lab"
@@ -380,8 +402,10 @@ class _Conditioner:
         self.model, self.prior, self.base = model, prior, base
         self.idx = [model.index("param", n) if n in model.param_names else -1 for n in prior.names]
         self.ev = build_events(model, events, base)
-        # The course without G-CSF, for terms on the patient's own count ("own_below").
-        self.ev_own = None if own_events is None else build_events(model, own_events, base)
+        # The course with G-CSF stopped on the boost day, followed GCSF_FALL_DAYS more days
+        # without a boost, for the "off_gcsf" term (--gcsf-dependent).
+        self.ev_off = None if own_events is None else build_events(model, own_events, base)
+        self.days_off = np.arange(days[0], days[-1] + GCSF_FALL_DAYS + 0.5, 1.0)
         self.days = days
         self.terms = terms
         self.mod = numba_model(model)
@@ -396,11 +420,12 @@ class _Conditioner:
                 P[:, j] = np.exp(X[:, k])
         return P
 
-    def simulate(self, X: np.ndarray, events=None):
+    def simulate(self, X: np.ndarray, events=None, days=None):
         ev = self.ev if events is None else events
+        days = self.days if days is None else days
         P = np.ascontiguousarray(self.params(X))
         self.n_sims += X.shape[0]
-        sched = Schedule.from_events(self.model, ev, self.days, t0=float(self.days[0]))
+        sched = Schedule.from_events(self.model, ev, days, t0=float(days[0]))
         status, obs = solve_batch(self.model, P, sched, OPTIONS).astuple()
         return status, obs
 
@@ -413,15 +438,18 @@ class _Conditioner:
             status, obs = self.simulate(X)
         else:
             status, obs = np.zeros(X.shape[0], dtype=int), None
-        if any(t.kind == "own_below" for t in self.terms):
-            st_own, obs_own = self.simulate(X, self.ev_own)
-            status = np.where(status == 0, st_own, status)
+        if any(t.kind == "off_gcsf" for t in self.terms):
+            st_off, obs_off = self.simulate(X, self.ev_off, self.days_off)
+            status = np.where(status == 0, st_off, status)
         out, sds = [], []
         for t in self.terms:
             sd = t.sd
-            if t.kind in ("obs", "below", "own_below"):
-                o = obs_own if t.kind == "own_below" else obs
-                mu = np.log(np.maximum(o[:, t.day_index, t.obs], 0.0) + t.floor)
+            if t.kind in ("obs", "below"):
+                mu = np.log(np.maximum(obs[:, t.day_index, t.obs], 0.0) + t.floor)
+                out.append((t.value - mu) / t.sd)
+            elif t.kind == "off_gcsf":  # the lowest count in the days after G-CSF stops
+                low = obs_off[:, t.day_index + 1 :, t.obs].min(axis=1)
+                mu = np.log(np.maximum(low, 0.0) + t.floor)
                 out.append((t.value - mu) / t.sd)
             elif t.kind == "days":
                 anc = obs[:, : t.day_index, self.anc_col]
@@ -436,10 +464,13 @@ class _Conditioner:
     def loglik(self, X: np.ndarray) -> np.ndarray:
         if X.shape[0] == 0:
             return np.zeros(0)
-        status, zs, sds = self.term_values(X)
-        ll = np.zeros(X.shape[0])
+        return self.loglik_of(X.shape[0], *self.term_values(X))
+
+    def loglik_of(self, n: int, status, zs, sds) -> np.ndarray:
+        """Log-likelihood from :meth:`term_values`' output (one simulation for both)."""
+        ll = np.zeros(n)
         for t, z, sd in zip(self.terms, zs, sds, strict=True):
-            if t.kind in ("below", "own_below"):
+            if t.kind in ("below", "off_gcsf"):
                 ll += norm.logcdf(z)
             else:
                 ll += -0.5 * z**2 - np.log(sd)
@@ -464,17 +495,88 @@ def _ess(logw: np.ndarray) -> float:
     return float(w.sum() ** 2 / np.sum(w**2))
 
 
+def _fits(cond: _Conditioner, X: np.ndarray, values=None) -> np.ndarray:
+    """(terms, particles): whether each particle reproduces each likelihood term (within
+    :data:`FIT_Z` residual SDs; a censored term: not above the limit by more).
+    ``values``: :meth:`_Conditioner.term_values` of ``X`` when already computed."""
+    status, zs, _ = cond.term_values(X) if values is None else values
+    ok = status == 0
+    rows = [
+        ((z >= -FIT_Z) if t.kind in ("below", "off_gcsf") else (np.abs(z) <= FIT_Z)) & ok
+        for t, z in zip(cond.terms, zs, strict=True)
+    ]
+    return np.array(rows, dtype=bool).reshape(len(cond.terms), X.shape[0])
+
+
+def _reproduced(cond: _Conditioner, X: np.ndarray, values=None) -> list[tuple[str, int]]:
+    """Per likelihood term: how many of the particles ``X`` reproduce it (:func:`_fits`)."""
+    F = _fits(cond, X, values)
+    return [(t.label, int(f.sum())) for t, f in zip(cond.terms, F, strict=True)]
+
+
+def _start_check(cond: _Conditioner, X: np.ndarray, values) -> None:
+    """Refuse at once when fewer than :data:`MIN_START` initial particles reproduce every
+    conditioned value together, naming the value: one no particle reproduces, else the
+    one whose removal lets the most particles reproduce the rest."""
+    F = _fits(cond, X, values)
+    if not F.size or F.all(axis=0).sum() >= MIN_START:
+        return
+    alone = F.sum(axis=1)
+    n = X.shape[0]
+    if alone.min() < MIN_START:
+        k = int(alone.argmin())
+        what = f"{cond.terms[k].label} is reproduced by {alone[k]} of {n} virtual patients"
+    else:
+        rest = [int(np.delete(F, k, axis=0).all(axis=0).sum()) for k in range(F.shape[0])]
+        k = int(np.argmax(rest))
+        what = (
+            f"{cond.terms[k].label} is reproduced together with the other values by none of "
+            f"{n} virtual patients (without it: {rest[k]})"
+        )
+    raise InputError(
+        f"the given state is impossible under the calibrated population: {what} drawn from it",
+        fix="check the value and its unit (G/L, days); if it is right, the population has no "
+        "patients like this one (e.g. a late boost in a population without late aplasia) and "
+        "no prediction can rest on it",
+    )
+
+
+def _refuse_early(cond: _Conditioner, X: np.ndarray, why: str) -> None:
+    """Refuse naming the input that the fewest particles reproduce."""
+    counts = _reproduced(cond, X)
+    label, k = min(counts, key=lambda c: c[1]) if counts else ("the given state", 0)
+    raise InputError(
+        f"the given state is incompatible with the calibrated population: {why}; the "
+        f"input fewest virtual patients reproduce is '{label}' ({k} of {X.shape[0]})",
+        fix="check that value (and its unit); if it is right, the population has no patients "
+        "like this one (e.g. a late boost in a population without late aplasia) and no "
+        f"prediction resting on {MIN_ESS:.0f} effective draws can be made",
+    )
+
+
 def smc(cond: _Conditioner, prior: PopulationPrior, n: int, rng: np.random.Generator) -> dict:
     """Tempered SMC from the KDE prior to prior x likelihood. Returns the particles and
-    diagnostics."""
+    diagnostics.
+
+    Refuses early (:class:`InputError` naming the input the fewest particles reproduce)
+    when the conditioning cannot end with :data:`MIN_ESS` effective draws: when fewer than
+    :data:`MIN_START` of the initial particles reproduce all conditioned values together
+    (the population has no patients in that state), and when a stage's moves leave fewer than
+    :data:`MIN_ESS` distinct particles (later stages only narrow the target, so the count
+    does not recover; the final ESS is at most the distinct count)."""
     X = prior.sample(n, rng)
-    ll = cond.loglik(X)
+    # The early checks need the terms of a _Conditioner; any object with loglik samples.
+    checked = isinstance(cond, _Conditioner)
+    values = cond.term_values(X) if checked else None
+    ll = cond.loglik_of(n, *values) if checked else cond.loglik(X)
     if not np.isfinite(ll).any():
         raise InputError(
             "no virtual patient of the population reproduces the given state (every "
             "simulation failed or every count has zero likelihood)",
             fix="check the counts and their units (G/L) and the boost day",
         )
+    if checked:
+        _start_check(cond, X, values)
     lp = prior.logpdf(X)
     beta, stages, log_evidence = 0.0, [], 0.0
     scale = 2.38 / np.sqrt(prior.d)
@@ -525,6 +627,12 @@ def smc(cond: _Conditioner, prior: PopulationPrior, n: int, rng: np.random.Gener
             if k + 1 >= MIN_MOVES and moved.mean() >= MOVED:
                 break
         moved_frac = float(moved.mean())
+        distinct_now = int(np.unique(X, axis=0).shape[0])
+        if checked and distinct_now < MIN_ESS:
+            _refuse_early(
+                cond, X, f"after tempering stage {len(stages) + 1} (temperature {beta:.3g}) "
+                f"only {distinct_now} distinct particles remain (fewer than {MIN_ESS:.0f})"
+            )  # fmt: skip
         stages.append(
             {
                 "temperature": beta,
@@ -707,14 +815,7 @@ def predict_boost(
             f"CD3+ dose estimated as {CD3_FRACTION_OF_MNC:g} x {mnc:.3g} MNC/kg = {cd3:.3g}/kg "
             "(the model's assumption for a graft given by its MNC dose)"
         )
-    if source == "allogeneic" and not selected and cd3 is None:
-        raise InputError(
-            "an unselected graft from a new allogeneic donor needs its CD3+ dose "
-            "(graft-versus-host effects are not guessed from the CD34+ dose)",
-            column="cd3",
-            fix="give the CD3+ cells/kg with --cd3 (e.g. --cd3 1e7) or the MNC/kg with --mnc, "
-            "or --selected for a CD34-selected graft",
-        )
+    require_cd3(source, bool(selected), cd3, mnc=True)
     fix_counts = "counts in G/L, e.g. --anc 0.3 --plt 15 (--anc 0: below the lab's limit)"
     anc = _check_number("anc", anc, fix=fix_counts)
     platelets = _check_number("plt", platelets, allow_zero=False, fix=fix_counts)
@@ -802,7 +903,10 @@ def predict_boost(
     ev_pred = _add(ev_cond, after_rows)
     own_kinds = ("gcsf", "tpo_agonist", "platelet_transfusion")
     ev_own = ev_cond[~ev_cond["kind"].isin(own_kinds)].reset_index(drop=True)
-    ev_off_gcsf = ev_cond[ev_cond["kind"] != "gcsf"].reset_index(drop=True)
+    # --gcsf-dependent: the same course with G-CSF stopped after the boost day.
+    stopped = [{**r, "duration": SUPPORT_DAYS + 1.0} if r["kind"] == "gcsf" else r
+               for r in support_rows]  # fmt: skip
+    ev_off_gcsf = _add(ev, stopped)
 
     # ---- what is conditioned on
     first = build_events(model, ev_cond, base).first_time
@@ -863,14 +967,17 @@ def predict_boost(
         count_term(day, "platelets", None, PLT_ENGRAFT, True,
                    "own platelets below 20 G/L (transfusion dependent)")  # fmt: skip
     if gcsf_dependent:
-        # "The ANC falls below 0.5 G/L whenever G-CSF stops": the own count (the same
-        # course without G-CSF) on the boost day is below 0.5, a censored term.
+        # "The ANC falls below 0.5 G/L whenever G-CSF stops": in the same particle's
+        # course with G-CSF stopped after the boost day (and no boost), the lowest ANC of
+        # the next GCSF_FALL_DAYS days is below 0.5 G/L (a censored term).
         res_anc = RESIDUALS["anc"]
-        terms.append(_Term("own_below", "own ANC off G-CSF below 0.5 G/L (G-CSF dependent)",
-                           days.size - 1, model.index("obs", "anc"), np.log(ANC_ENGRAFT),
-                           res_anc.typical_sd, res_anc.floor))  # fmt: skip
+        label = (f"ANC below 0.5 G/L within {GCSF_FALL_DAYS:g} days of stopping G-CSF "
+                 "(G-CSF dependent)")  # fmt: skip
+        terms.append(_Term("off_gcsf", label, days.size - 1, model.index("obs", "anc"),
+                           np.log(ANC_ENGRAFT), res_anc.typical_sd, res_anc.floor))  # fmt: skip
         conditioned.append({"day": float(day), "analyte": "anc", "below": ANC_ENGRAFT,
-                            "course": "without G-CSF"})  # fmt: skip
+                            "course": f"G-CSF stopped, lowest of the next {GCSF_FALL_DAYS:g} "
+                            "days"})  # fmt: skip
     if neutropenia_days is not None:
         # The SD is the particle's own (neutropenia_sd of its simulated count).
         terms.append(_Term("days", f"{neutropenia_days:g} days with ANC < 0.5 G/L",
@@ -911,18 +1018,18 @@ def predict_boost(
     }
 
     # ---- prediction: the conditioned draws with graft parameters of their own
-    draws = draw_graft(model, cond.params(X), rng, population=pop)
+    draws = draw_graft(model, cond.params(X), rng, population=pop, dose=float(dose))
     plan = Plan(day=float(day), dose=float(dose), source=source, selected=bool(selected),
                 cd3_per_kg=cd3)  # fmt: skip
     horizon = float(day) + horizon_days
-    course = simulate_course(model, draws, ev_pred, plan, horizon=horizon)
-    sim_days, status, obs_pred, ev_df = astuple_course(course)
+    boosted = simulate_course(model, draws, ev_pred, plan, horizon=horizon)
+    sim_days, status, obs_pred, ev_df = astuple_course(boosted)
     pred = _plan_summary(
         model, plan, sim_days, status, obs_pred, ev_df, reference=float(day), horizon=horizon
     )
     # The counterfactual: the same draws (same support) without the boost, solved once.
     none = simulate_course(model, draws, ev_pred, Plan(), horizon=horizon)
-    cf = counterfactual(model, course, none, reference=float(day))
+    cf = counterfactual(model, boosted, none, reference=float(day))
     wall = time.perf_counter() - t0
 
     out: dict = {
@@ -933,6 +1040,8 @@ def predict_boost(
             "cd34_selected": bool(selected),
             "cd3_per_kg": cd3,
             "cd3_note": cd3_note,
+            "p_graft_failure": p_graft_failure(float(dose)),
+            "graft_failure_source": GRAFT_FAILURE_SOURCE,
         },
         "inputs": {
             "product": product,
@@ -991,8 +1100,9 @@ def predict_boost(
     out["no_boost"] = {key: {k: cf["no_boost"][key][k] for k in keys} for key in lineages}
     for key in ("neutropenia_days_saved", "thrombocytopenia_days_saved"):
         out[key] = cf[key]
-    if "chimerism_day30" in pred:
-        out["chimerism_day30"] = pred["chimerism_day30"]
+    for key in ("chimerism_day30", "p_graft_lost_day60"):
+        if key in pred:
+            out[key] = pred[key]
     out["cart_at_boost"] = pred.get("cart_at_reference")
     out["warnings"] = []
     if return_draws:
@@ -1024,7 +1134,7 @@ def _check_fit(cond: _Conditioner, X: np.ndarray, terms: list[_Term]) -> None:
     ok = status == 0
     for t, z in zip(terms, zs, strict=True):
         z = z[ok]
-        fits = z >= -FIT_Z if t.kind in ("below", "own_below") else np.abs(z) <= FIT_Z
+        fits = z >= -FIT_Z if t.kind in ("below", "off_gcsf") else np.abs(z) <= FIT_Z
         if z.size == 0 or fits.mean() < MIN_FIT:
             raise InputError(
                 f"the given state is impossible under the calibrated population: {t.label} "

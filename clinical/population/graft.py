@@ -19,6 +19,25 @@ Where each parameter's distribution comes from, in this order:
    assumption, not a finding.
 
 Draws are clipped to each parameter's plausible range.
+
+Primary graft failure
+---------------------
+Given the CD34+ dose, each draw's graft fails outright (it seeds nothing: ``graft_hsc``
+and ``graft_prog`` 0 for that draw) with probability ``exp(-dose / FAIL_DOSE)``
+(:func:`p_graft_failure`). ASSUMPTION for the shape: a graft takes when at least one of
+its rare repopulating units homes and functions, the units independently (a Poisson
+number, mean proportional to the dose), so failure falls exponentially with the dose.
+CALIBRATED scale: ``FAIL_DOSE`` = 2e6 / ln(100) = 4.3e5 CD34+/kg puts the failure rate
+at 2e6/kg at 1 %, the bound of ../shared/calibration/graft_kinetics.csv row 12 (Br J
+Haematol 2016, 804 autografts: with >= 2e6 CD34+/kg neutrophils recovered within 14 days
+in > 99 %). It gives 10 % at 1e6/kg, 0.1 % at 3e6/kg and < 0.01 % at 5e6/kg: transplant
+practice's < 2e6/kg risk threshold (Ketterer et al. 1998, Blood 91:3148: <= 2.5e6/kg
+significantly delayed; row 4's note). A draw that fails keeps the rest of its course
+(the patient's own marrow, any rejection or GvH). Rejection of a new donor's graft by
+recovering host T cells is not drawn here: the model simulates it (``rej_rate`` x host
+immunity ``imm_R``), so it depends on the boost day. For comparison only (not used):
+68 of 1,726 allogeneic transplants (3.9 %) had graft failure in one centre's 1990-2000
+series (PMC4548938), after conditioning.
 """
 
 from __future__ import annotations
@@ -30,10 +49,45 @@ from carthema.clinical.population.virtual import TRAITS
 from carthema.models.model import Model
 
 #: The graft and rejection parameters whose uncertainty every boost prediction carries.
-GRAFT_PARAMS: tuple[str, ...] = ("graft_prog", "graft_hsc", "graft_regen", "rej_rate")
+GRAFT_PARAMS: tuple[str, ...] = ("graft_prog", "graft_hsc", "graft_regen", "rej_rate", "imm_regen")
+#: Log-normal spreads (log-SD, source) of graft and rejection parameters that are neither
+#: population columns nor TRAITS, around the model default.
+SPREAD: dict[str, tuple[float, str]] = {
+    "imm_regen": (
+        0.7,
+        "host T-cell recovery after CAR-T varies widely between patients: CD8+ T cells "
+        "> 300/uL within 2 months (Airosa Pardal et al. 2025, HemaSphere, 76 axi-cel "
+        "patients) while CD4+ T cells stay low, median 155/uL at 1 year (range 33-269; "
+        "Logue et al. 2021, Haematologica, PMC8017820) and < 200/uL in half the patients "
+        "at 18 months (Baird et al. 2021, Blood Adv 5:143); a log-SD of 0.7 puts the "
+        "5-95 % range of the time to half recovery at about 0.3x to 3x the default's "
+        "100 days (about a month to most of a year)",
+    ),
+}
 #: ASSUMPTION (see the module docstring): log-SD of a graft parameter that is neither a
 #: population column nor listed in TRAITS.
 ASSUMED_LOG_SD = 0.3
+#: CD34+ cells/kg at which the graft fails with probability 1/e (see the module docstring:
+#: 1 % failures at 2e6/kg, graft_kinetics.csv row 12).
+FAIL_DOSE = 2e6 / np.log(100.0)
+#: Parameters a failed graft has at zero: it seeds no stem cells and no progenitors.
+FAILED_GRAFT = ("graft_hsc", "graft_prog")
+
+
+#: One line for reports: where the failure probability comes from.
+GRAFT_FAILURE_SOURCE = (
+    "primary graft failure exp(-dose / 4.3e5 CD34+/kg): a Poisson number of repopulating "
+    "units (assumption), scaled to 1 % at 2e6/kg (graft_kinetics.csv row 12, Br J Haematol "
+    "2016: > 99 % neutrophil recovery within 14 days at >= 2e6/kg)"
+)
+
+
+def p_graft_failure(dose: float) -> float:
+    """Probability that a graft of ``dose`` CD34+ cells/kg fails outright (module
+    docstring): ``exp(-dose / FAIL_DOSE)``."""
+    return float(np.exp(-float(dose) / FAIL_DOSE))
+
+
 #: Log-scale kernel width (fraction of the column's own log-SD) added to resampled
 #: population values.
 KERNEL = 0.2
@@ -53,6 +107,10 @@ def graft_sources(model: Model, population: pd.DataFrame | None = None) -> dict[
                 model.params[model.index("param", name)].default if t.median is None else t.median
             )
             out[name] = f"TRAITS: log-normal, median {median:g}, log-SD {t.sd:g}"
+        elif name in SPREAD:
+            sd, why = SPREAD[name]
+            default = model.default_params()[model.index("param", name)]
+            out[name] = f"log-normal around the default {default:g}, log-SD {sd:g}: {why}"
         else:
             default = model.default_params()[model.index("param", name)]
             out[name] = (
@@ -68,9 +126,12 @@ def draw_graft(
     *,
     population: pd.DataFrame | None = None,
     keep: tuple[str, ...] = (),
+    dose: float | None = None,
 ) -> np.ndarray:
     """``P`` (natural scale, (n, n_params)) with the graft parameters redrawn per row
-    (a copy). Parameters in ``keep`` (e.g. ones a fit estimated) are left as they are."""
+    (a copy). Parameters in ``keep`` (e.g. ones a fit estimated) are left as they are.
+    With ``dose`` (CD34+ cells/kg) a share :func:`p_graft_failure` of the rows, drawn at
+    random, get a failed graft (``graft_hsc`` and ``graft_prog`` 0)."""
     P = np.array(P, dtype=float, copy=True)
     n = P.shape[0]
     for name in GRAFT_PARAMS:
@@ -87,7 +148,14 @@ def draw_graft(
             t = TRAITS[name]
             median = q.default if t.median is None else t.median
             x = np.log(median) + t.sd * rng.standard_normal(n)
+        elif name in SPREAD:
+            x = np.log(model.default_params()[j]) + SPREAD[name][0] * rng.standard_normal(n)
         else:
             x = np.log(model.default_params()[j]) + ASSUMED_LOG_SD * rng.standard_normal(n)
         P[:, j] = np.clip(np.exp(x), q.low, q.high)
+    if dose is not None:
+        failed = rng.random(n) < p_graft_failure(dose)
+        for name in FAILED_GRAFT:
+            if name in model.param_names and name not in keep:
+                P[failed, model.index("param", name)] = 0.0
     return P

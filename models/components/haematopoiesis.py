@@ -408,8 +408,13 @@ PARAMS = (
         "1/d",
         0.003,
         0.3,
-        "assumption: T-cell recovery after fludarabine takes months",
-        "host immunity recovery rate",
+        "assumption: half recovery (from the 20-fold fall of lymphodepletion) in about 100 "
+        "days, between the CD8+ T cells' (> 300/uL within 2 months: Airosa Pardal et al. "
+        "2025, HemaSphere) and the CD4+ T cells' (median 155/uL at 1 year: Logue et al. "
+        "2021, Haematologica; < 200/uL in half at 18 months: Baird et al. 2021, Blood Adv "
+        "5:143) after axi-cel; drawn per prediction with log-SD 0.7 "
+        "(carthema.clinical.population.graft.SPREAD)",
+        "host immunity (alloreactive T cells) recovery rate",
     ),
     _p(
         "ld_kill_imm",
@@ -531,8 +536,14 @@ def _stems(s: dict):
 
 
 def derived(s: dict, p: dict, u: dict, m) -> dict:
-    """Quantities other components read: lymphoid stem-cell output (1 at baseline)."""
-    return {"hsc_output": sum(_stems(s)) / p["hsc_mass"]}
+    """Quantities other components read: lymphoid stem-cell output (1 at baseline).
+
+    The resident stem cells' output is relative to their own baseline mass (a reduced
+    marrow keeps a normal output at steady state); graft stem cells are healthy and put
+    out the normal amount per niche fraction, so a graft that fills the niche gives the
+    output of a healthy marrow (1), not 1 / hsc_mass of it."""
+    H, A, P, N = _stems(s)
+    return {"hsc_output": H / p["hsc_mass"] + A + P + N}
 
 
 def _chain(prefix, suffix, inflow, kill, ktr, kcirc, s):
@@ -572,13 +583,18 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     km, sm = p["mpp_rate"], p["hsc_sigma"]
     div_m = km * (fb_n * fb_p) ** 0.5 / early
     late = 1.0 + p["late_supp"] * Z
-    stems = {"h": H, "a": A, "t": P, "n": N}
+    # Stem-cell influx relative to a normal marrow: the resident stem cells' relative to
+    # their own baseline mass (K), graft stem cells' per niche fraction (healthy cells: a
+    # full niche of them feeds the normal influx). Relative to K, a graft filling the
+    # niche of a 0.1-mass marrow fed ten times the normal influx, B-cell output and CAR-T
+    # antigen with it (measured: ANC 7.8 G/L, then CAR-T re-expansion and aplasia).
+    stems = {"h": H / K, "a": A, "t": P, "n": N}
     d: dict = {}
     for k in STREAMS:
         mpp = s[f"mpp_{k}"]
         div = div_m / late if k == "h" else div_m
         kill = p["ld_kill_mpp"] * ld + {"h": gvh, "n": rejection}.get(k, 0.0)
-        d[f"mpp_{k}"] = div * (sm * stems[k] / K + (1.0 - sm) * mpp) - (km + kill) * mpp
+        d[f"mpp_{k}"] = div * (sm * stems[k] + (1.0 - sm) * mpp) - (km + kill) * mpp
 
     # Precursors amplify CD34+ output through a Friberg transit chain (no self-renewal:
     # committed precursors divide a few times and mature). Chains by genotype.
