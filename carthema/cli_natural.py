@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
                 "cohort's axi-cel : tisa-cel mix 159 : 76)."
             ),
         ] = None,
-        disease: Annotated[str, typer.Option(help="lbcl (calibrated), b-all or mcl.")] = "lbcl",
+        disease: Annotated[
+            str, typer.Option(help="lbcl; b-all and mcl are refused until calibrated.")
+        ] = "lbcl",
         hematotox: Annotated[
             str | None, typer.Option(help="CAR-HEMATOTOX group: low (0-1), high (>= 2) or 0-7.")
         ] = None,

@@ -174,20 +174,17 @@ def calibrated_cohort(
     CSV ``population``), of ``product`` only when given, each after its own product's
     course, with graft parameters of its own."""
     from carthema.clinical.population.virtual import (
+        assign_products,
         load_population,
         population_params,
         product_events,
     )
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    if product is not None:
-        if product not in set(pop["product"]):
-            raise InputError(
-                f"the population has no rows for product '{product}'",
-                column="product",
-                fix=f"choose one of {', '.join(sorted(set(pop['product'])))}",
-            )
-        pop = pop[pop["product"] == product]
+    if "product" not in pop.columns or product is not None:
+        # One trait distribution shared by every product: the product is the course and
+        # kinetics each patient is given (the LBCL cohort's mix when none is named).
+        pop = assign_products(pop.drop(columns="product", errors="ignore"), rng, product)
     rows = pop.iloc[rng.integers(0, len(pop), n)]
     P = draw_graft(model, population_params(model, rows), rng, population=pop)
     group = rows["product"].to_numpy(str)

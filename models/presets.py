@@ -30,6 +30,33 @@ STEIN_T1 = (
 )
 STEIN_T2 = STEIN + ", Table 2 (doses; transcribed in nlmixr2lib Stein_2019_Tisagenlecleucel)"
 
+#: Sources of the co-stimulation difference: CD28 CARs (axi-cel, brexu-cel) expand faster
+#: to an earlier, higher peak with more cytokine release and contract sooner; 4-1BB CARs
+#: (tisa-cel, liso-cel) peak later and lower and persist longer.
+COSTIM = (
+    "Cappell & Kochenderfer 2021, Nat Rev Clin Oncol 18:715 (cytokine release greater "
+    "with CD28 than with 4-1BB costimulation); Krawczyk et al. 2026, BBA Rev Cancer "
+    "189519 (CD28: strong initial potency and rapid expansion; 4-1BB: greater persistence)"
+)
+#: CD28 products' kinetic overrides of the cart.py defaults (Stein's 4-1BB tisa-cel):
+#: - cart_rho 1.35/d: the gross expansion rate at which the cart_targets model at the LBCL
+#:   load peaks on day 7 (6.8 d at 2e6 CAR+ cells/kg; Stein's 1.05/d peaks on day 8.5):
+#:   ZUMA-1 medians are highest on day 7 of days 7, 14, 28, 90 (Kimmel et al. 2021);
+#: - infl_eref x 0.5 (2500 copies/ug/d): more cytokine per unit of antigen-driven
+#:   expansion (COSTIM; assumption for the size: a factor 2);
+#: - cart_beta 0.03/d: shorter persistence; ZUMA-1 medians fall from 2.1 (day 28) to 0.1
+#:   CAR+ cells/uL (day 90), 0.049/d overall (Kimmel et al. 2021; a rate, comparable
+#:   across units), against Stein's 0.0032/d for tisa-cel.
+CD28_OVERRIDES = {"cart_rho": 1.35, "cart_beta": 0.03}
+CD28_MARROW = {"infl_eref": 2500.0}
+CD28_SOURCE = (
+    "CD28 co-stimulation (" + COSTIM + "): cart_rho 1.35/d puts the cart_targets peak at "
+    "the LBCL load on day 7 (ZUMA-1 medians highest on day 7: Kimmel et al. 2021, Proc R "
+    "Soc B 288:20210229); infl_eref halved (more cytokine per expansion; the factor 2 is "
+    "an assumption); cart_beta 0.03/d from the ZUMA-1 median decline 2.1 -> 0.1 CAR+ "
+    "cells/uL between days 28 and 90 (0.049/d, Kimmel et al. 2021)"
+)
+
 
 @dataclass(frozen=True)
 class Anchor:
@@ -54,6 +81,9 @@ class ProductPreset:
     #: Disease the anchors were measured in.
     anchor_disease: str = ""
     notes: str = ""
+    #: Overrides of haematopoiesis.py parameters (the inflammation a unit of expansion
+    #: makes); they act in the full model only (``apply_presets(..., full=True)``).
+    marrow_overrides: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,8 +120,9 @@ PRODUCTS: dict[str, ProductPreset] = {
         overrides={},
         override_source=(
             "none: the cart.py defaults are Stein et al. 2019's tisagenlecleucel typical "
-            "values; with disease 'b-all' the cart_targets model gives Cmax and Tmax close "
-            "to Stein's"
+            "values (4-1BB); with disease 'b-all' the cart_targets model gives Cmax and Tmax "
+            "close to Stein's, at the LBCL load a later (day 8.5) and lower peak than the "
+            "CD28 products (" + COSTIM + ")"
         ),
         anchor_disease="b-all",
         notes=(
@@ -128,8 +159,9 @@ PRODUCTS: dict[str, ProductPreset] = {
             "auc0_28": None,  # not verified
             "persistence": None,  # not verified (ZUMA-1 5-y: B-cell recovery by 3 years)
         },
-        overrides={},
-        override_source="none: no product-specific kinetic parameter verified",
+        overrides=dict(CD28_OVERRIDES),
+        marrow_overrides=dict(CD28_MARROW),
+        override_source=CD28_SOURCE,
         anchor_disease="lbcl",
     ),
     "liso-cel": ProductPreset(
@@ -158,8 +190,12 @@ PRODUCTS: dict[str, ProductPreset] = {
                 "DESIGN.md section 2.1 citing Ogasawara et al. 2021; not read from the paper",
             ),
         },
-        overrides={},
-        override_source="none: no product-specific kinetic parameter verified",
+        overrides={"cart_beta": math.log(2.0) / 350.0},
+        override_source=(
+            "4-1BB (" + COSTIM + "): Stein's tisa-cel expansion; cart_beta = ln 2 / 350 d, "
+            "the terminal half-life of Ogasawara et al. 2021 as listed in DESIGN.md "
+            "section 2.1 (not read from the paper's table)"
+        ),
         anchor_disease="lbcl",
     ),
     "brexu-cel": ProductPreset(
@@ -176,12 +212,32 @@ PRODUCTS: dict[str, ProductPreset] = {
             "auc0_28": None,
             "persistence": None,
         },
-        overrides={},
-        override_source="none: no product-specific kinetic parameter verified",
+        overrides=dict(CD28_OVERRIDES),
+        marrow_overrides=dict(CD28_MARROW),
+        override_source="the CD28 construct of axi-cel (same co-stimulation): " + CD28_SOURCE,
         anchor_disease="mcl",
-        notes="No ZUMA-2 cellular-kinetics number could be verified; the preset sets the dose.",
+        notes="No ZUMA-2 cellular-kinetics number could be verified; kinetics are axi-cel's.",
     ),
 }
+
+#: How a tumour burden becomes the model's CD19+ load. The model counts CD19+ cells in
+#: blood-equivalents: normal B cells are ``b_B0`` = 250 cells/uL, while blood holds about
+#: 2 % of the body's lymphocytes (Westermann & Pabst 1992, Clin Investig 70:539) in about
+#: 5 L (5e6 uL). A total-body burden of N CD19+ cells is therefore N x 0.02 / 5e6
+#: cells/uL-equivalents, the scale on which the B cells of the same model sit.
+BLOOD_SHARE, BLOOD_UL = 0.02, 5e6
+#: Tumour cells per mL of tumour: about 1e9 cells/cm3 (Del Monte 2009, Cell Cycle 8:505),
+#: about half of them lymphoma cells in a large B-cell lymphoma (assumption).
+LBCL_CELLS_PER_ML = 0.5e9
+#: Median baseline metabolic tumour volume of LBCL patients given axi-cel: 147.5 mL (Dean
+#: et al. 2020, Blood Adv 4:3268, the median of their first cohort, n = 48).
+LBCL_MTV_ML = 147.5
+
+
+def burden_to_load(cells: float) -> float:
+    """Total-body CD19+ tumour cells -> the model's load (cells/uL-equivalents)."""
+    return cells * BLOOD_SHARE / BLOOD_UL
+
 
 DISEASES: dict[str, DiseasePreset] = {
     "b-all": DiseasePreset(
@@ -191,31 +247,35 @@ DISEASES: dict[str, DiseasePreset] = {
         override_source=(
             "calibrated: the CD19+ blast load at which the cart_targets model with "
             "tisagenlecleucel defaults gives Stein et al. 2019's Cmax (about 23,800 vs "
-            "24,000 copies/ug, Tmax 10.2 vs 9.3 d). In the model's marrow mapping "
-            "L/(L + leuk_marrow_ref) it is 67% marrow blasts, a high marrow burden as in "
-            "r/r B-ALL; CAR-T Cmax rises with tumour burden (Mueller et al. 2017; Stein et "
-            "al. 2019). Not a measured blast count"
+            "24,000 copies/ug, Tmax 10.2 vs 9.3 d). The burden rule of burden_to_load gives "
+            "the same order: a marrow of about 1e12 nucleated cells (1.4e8 CD34+ cells/kg at "
+            "about 1 %, 70 kg) with 70 % blasts, 7e11 cells, is 2800 cells/uL-equivalents. "
+            "CAR-T Cmax rises with tumour burden (Mueller et al. 2017; Stein et al. 2019)"
         ),
     ),
     "lbcl": DiseasePreset(
         name="lbcl",
         disease="relapsed/refractory large B-cell lymphoma",
-        overrides={"leuk_L0": 10.0},
+        overrides={"leuk_L0": 300.0},
         override_source=(
-            "assumption: mostly nodal disease with little CD19+ antigen in blood and marrow; "
-            "10 cells/uL-equivalents (about 1% marrow blasts in the model's mapping). "
-            "Expansion in DLBCL is lower than in B-ALL (Awasthi et al. 2020, Blood Adv "
-            "4:560, abstract), which this load reproduces qualitatively"
+            "derived (burden_to_load): median metabolic tumour volume 147.5 mL before "
+            "axi-cel (Dean et al. 2020, Blood Adv 4:3268) x 0.5e9 lymphoma cells/mL (1e9 "
+            "cells/cm3, Del Monte 2009, Cell Cycle 8:505; half of them tumour cells, "
+            "assumption) = 7.4e10 cells, x 0.02 (blood share of the body's lymphocytes, "
+            "Westermann & Pabst 1992) / 5e6 uL = 295, rounded to 300 cells/uL-equivalents: "
+            "about 1/7 of the B-ALL load, so expansion is lower than in B-ALL (Awasthi et "
+            "al. 2020, Blood Adv 4:560)"
         ),
     ),
     "mcl": DiseasePreset(
         name="mcl",
         disease="relapsed/refractory mantle cell lymphoma",
-        overrides={"leuk_L0": 100.0},
+        overrides={"leuk_L0": 1000.0},
         override_source=(
-            "assumption: MCL involves blood and marrow more often than LBCL, so a CD19+ "
-            "load between LBCL and B-ALL (100 cells/uL-equivalents, 9% marrow blasts in the "
-            "model's mapping); no published load was verified"
+            "assumption (burden_to_load): nodal disease as in LBCL (300) plus marrow "
+            "involvement, common in MCL, of about 20 % of 1e12 marrow cells (800): about "
+            "1000 cells/uL-equivalents; no published load was verified, and no natural "
+            "history of MCL is calibrated"
         ),
     ),
 }
@@ -232,11 +292,14 @@ def _lookup(table: dict, name: str, kind: str):
     return table[key]
 
 
-def apply_presets(product: str | None = None, disease: str | None = None) -> dict[str, float]:
+def apply_presets(
+    product: str | None = None, disease: str | None = None, *, full: bool = False
+) -> dict[str, float]:
     """Parameter overrides and CAR-T dose for a product and/or disease.
 
-    Returns a dict of model parameter overrides (names of cart.py / targets.py parameters)
-    plus ``"cart_dose"`` (CAR+ cells/kg) when a product is given; pass the dose to
+    Returns a dict of model parameter overrides (names of cart.py / targets.py parameters;
+    with ``full=True`` also the product's haematopoiesis.py overrides, for the full
+    model) plus ``"cart_dose"`` (CAR+ cells/kg) when a product is given; pass the dose to
     :func:`carthema.typical_course` (``cart_dose=``) and the rest as ``params=``.
     Disease overrides are applied after product overrides.
     """
@@ -244,6 +307,8 @@ def apply_presets(product: str | None = None, disease: str | None = None) -> dic
     if product is not None:
         pp = _lookup(PRODUCTS, product, "product")
         out.update(pp.overrides)
+        if full:
+            out.update(pp.marrow_overrides)
         out["cart_dose"] = pp.dose_per_kg
     if disease is not None:
         dp = _lookup(DISEASES, disease, "disease")
@@ -253,6 +318,7 @@ def apply_presets(product: str | None = None, disease: str | None = None) -> dic
 
 __all__ = [
     "Anchor",
+    "burden_to_load",
     "DISEASES",
     "DiseasePreset",
     "PRODUCTS",

@@ -46,5 +46,6 @@ def test_predict_boost_on_gcsf_has_no_already_engrafted_draws():
     assert res["neutrophil"]["q05"] >= 1.0
     assert res["inputs"]["support"]["gcsf_on_boost_day"] is True
     # Conditioned with the support in the model: the patient's own ANC is below the
-    # supported 0.8 it was measured at.
-    assert res["own_counts_at_boost"]["anc"]["median"] < 0.6
+    # supported 0.8 it was measured at (0.64 measured: G-CSF adds less where the
+    # progenitor pool is depleted, gcsf_m50; it was 0.6 or less with a fixed factor).
+    assert res["own_counts_at_boost"]["anc"]["median"] < 0.75

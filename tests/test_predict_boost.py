@@ -150,7 +150,8 @@ def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
     assert inp["anc_below_limit"] is True and inp["support"]["plt_transfused"] is True
     assert inp["support"]["tpo"] is True and inp["support"]["gcsf"] is False
     assert inp["neutropenia_days"] == 25
-    assert inp["conditioning_prior"]["product_rows"] == "tisa-cel"
+    # Every product shares the population's rows; tisa-cel acts by its own kinetics.
+    assert "tisa-cel's own CAR-T/CRS kinetics" in inp["conditioning_prior"]["product_rows"]
     assert "hematotox_rows" in inp["conditioning_prior"]
     terms = " ".join(inp["likelihood_terms"])
     assert "below 0.05" in terms and "own platelets below 20" in terms and "25 days" in terms
@@ -171,8 +172,10 @@ def test_gcsf_support_means_a_lower_own_anc():
     supported = predict_boost(40, 3e6, "autologous", gcsf=True, **kw)
     own_plain = plain["own_counts_at_boost"]["anc"]["median"]
     own_supported = supported["own_counts_at_boost"]["anc"]["median"]
-    # G-CSF doubles precursor influx (gcsf_emax = 1); feedback absorbs part of it.
-    assert own_supported < 0.7 * own_plain
+    # G-CSF doubles precursor influx in a normal marrow (gcsf_emax = 1) and less where
+    # the progenitor pool is depleted (gcsf_m50); feedback absorbs part of it. Measured
+    # 0.60 vs 0.82 (0.72 x); it was below 0.7 x with a fixed factor.
+    assert own_supported < 0.8 * own_plain
     assert supported["neutrophil"]["p_already"] < plain["neutrophil"]["p_already"]
     assert supported["inputs"]["support"]["gcsf"] and not plain["inputs"]["support"]["gcsf"]
     assert min(plain["effective_sample_size"], supported["effective_sample_size"]) >= MIN_ESS
@@ -238,8 +241,7 @@ def test_gcsf_dependent_conditions_on_the_fall_once_gcsf_stops():
 def test_prior_uses_the_exact_score_or_the_group():
     model = get_model("full")
     pop = vpop.load_population()[0]
-    sub = pop[pop["product"] == "axi-cel"]
-    distinct = sub.drop(columns=["vp"]).drop_duplicates().groupby("hematotox").size()
+    distinct = pop.drop(columns=["vp"]).drop_duplicates().groupby("hematotox").size()
     common, rare = int(distinct.idxmax()), int(distinct.idxmin())
     p = population_prior(
         model, pop, product="axi-cel", hematotox=common, disease="lbcl", labs=False
@@ -251,11 +253,22 @@ def test_prior_uses_the_exact_score_or_the_group():
             model, pop, product="axi-cel", hematotox=rare, disease="lbcl", labs=False
         )
         assert "group" in p.description["hematotox_rows"]
-    p = population_prior(model, pop, product="brexu-cel", hematotox=None, disease="mcl",
+    # Every product shares the rows; brexu-cel's CD28 kinetics shift cart_rho by the
+    # preset's factor over the reference (the rule of the natural-history simulation).
+    p = population_prior(model, pop, product="brexu-cel", hematotox=None, disease="lbcl",
                          labs=False)  # fmt: skip
-    assert p.description["product_rows"] == "axi-cel" and "disease_note" in p.description
+    ref = population_prior(model, pop, product="tisa-cel", hematotox=None, disease="lbcl",
+                           labs=False)  # fmt: skip
+    assert p.description["product_rows"].startswith("all")
+    j = p.names.index("cart_rho")
+    factor = vpop.product_factors(model, "brexu-cel")["cart_rho"]
+    mean = np.exp(p.logw) @ p.rows[:, j] - np.exp(ref.logw) @ ref.rows[:, j]
+    assert mean == pytest.approx(np.log(factor), abs=1e-9)
     x = p.sample(500, np.random.default_rng(0))
     assert np.isfinite(p.logpdf(x)).all()
+    with pytest.raises(InputError, match="not calibrated"):
+        population_prior(model, pop, product="brexu-cel", hematotox=None, disease="mcl",
+                         labs=False)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -292,7 +305,7 @@ def test_prior_density_has_the_populations_mean_and_covariance():
     prior = population_prior(model, pop, product="tisa-cel", hematotox=1, disease="lbcl",
                              labs=False)  # fmt: skip
     assert not set(prior.names) & set(pb.GRAFT_PARAMS)  # graft drawn after conditioning
-    rows = pop[(pop["product"] == "tisa-cel") & (pop["hematotox"] == 1)]
+    rows = pop[pop["hematotox"] == 1]  # tisa-cel: the reference kinetics, no shift
     X = np.log(rows[prior.names].to_numpy(float))  # duplicates count as weights
     x = prior.sample(40_000, np.random.default_rng(1))
     assert np.all(np.abs(x.mean(0) - X.mean(0)) < 0.25 * X.std(0))

@@ -72,6 +72,9 @@ def test_morris_ranks_inert_parameter_below_lymphodepletion_kill():
     df = S.morris_screening("severe_neutropenia", trajectories=8, seed=0)
     assert df.attrs["n_runs"] == 8 * (len(df) + 1)
     # No graft and no donor T cells in this course: the donor T-cell decay cannot matter.
-    assert df.loc["gvh_decay", "mu_star"] < df.loc["ld_kill_prol", "mu_star"]
+    # ld_kill_mpp, not ld_kill_prol: the precursor kill saturates (8/d x 3 days of flu/cy
+    # leaves e^-24), so its Morris effect on whole days is 0 on this design (seen once the
+    # model gained niche_supp and the seed-0 sample changed); the CD34+ kill does not.
+    assert df.loc["gvh_decay", "mu_star"] < df.loc["ld_kill_mpp", "mu_star"]
     assert df.loc["gvh_decay", "mu_star"] <= df["mu_star"].quantile(0.5)
     assert 0 <= df.attrs["nominal_value"] <= 61

@@ -39,7 +39,12 @@ from carthema.clinical.boost.predict import ANC_LLOQ, neutropenia_sd, predict_bo
 from carthema.clinical.endpoints import Engraftment, days_below, lineage_engraftment
 from carthema.clinical.plans import DAYS_SAVED, Plan, simulate_plan
 from carthema.clinical.population.graft import draw_graft
-from carthema.clinical.population.virtual import load_population, population_params, product_events
+from carthema.clinical.population.virtual import (
+    assign_products,
+    load_population,
+    population_params,
+    product_events,
+)
 from carthema.fitting.priors import RESIDUALS
 from carthema.models.model import get_model
 
@@ -76,6 +81,10 @@ def cytopenic_cases(
     (autologous or a CD34-selected new allogeneic donor)."""
     model = get_model("full")
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
+    if "product" not in pop.columns:
+        # Products by mechanism on shared traits: each patient's course and kinetics
+        # drawn in the LBCL cohort's mix.
+        pop = assign_products(pop, rng)
     out: list[VirtualCase] = []
     order = rng.permutation(len(pop))
     ia, ip = model.index("obs", "anc"), model.index("obs", "platelets")

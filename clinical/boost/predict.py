@@ -9,14 +9,14 @@ predictive distribution of engraftment after the boost.
 Prior
 -----
 The calibrated virtual population (:func:`carthema.clinical.population.virtual.load_population`),
-restricted to the patient's product and CAR-HEMATOTOX score (the exact score when at
-least :data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high
-(>= 2) group; the output says which). Products outside the calibrated population take
-the rows of the product with the same co-stimulation and lymphodepletion (brexu-cel:
-axi-cel, liso-cel: tisa-cel) and are simulated with their own course. The population is
-calibrated in LBCL; another disease applies the multipliers of
-:func:`carthema.clinical.population.natural_history.disease_params` (the
-natural-history simulation's own), and the output says so.
+restricted to the patient's CAR-HEMATOTOX score (the exact score when at least
+:data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high (>= 2)
+group; the output says which). Every product shares the population's trait
+distribution; the patient's product acts through its own lymphodepletion, dose and
+CAR-T/CRS kinetics (the product preset's kinetic values shift the population's
+reference kinetics, :func:`carthema.clinical.population.virtual.product_factors`, the
+rule of the natural-history simulation). A disease without a calibrated population is
+refused (:func:`carthema.clinical.population.natural_history.check_disease`).
 
 The prior density used by the Monte Carlo moves is a **shrunk Gaussian kernel density
 over the population rows in log-parameter space** (West 1993; Liu & West 2001): kernel
@@ -120,7 +120,13 @@ from carthema.clinical.population.graft import (
     graft_sources,
     p_graft_failure,
 )
-from carthema.clinical.population.virtual import PRODUCT_LD, load_population, product_events
+from carthema.clinical.population.natural_history import check_disease
+from carthema.clinical.population.virtual import (
+    PRODUCT_LD,
+    load_population,
+    product_events,
+    product_factors,
+)
 from carthema.data.errors import InputError
 from carthema.fitting.priors import RESIDUALS
 from carthema.models.compiled import numba_model
@@ -128,7 +134,6 @@ from carthema.models.components.haematopoiesis import CD3_FRACTION_OF_MNC, graft
 from carthema.models.events import build_events
 from carthema.models.hematotox import hematotox as hematotox_score
 from carthema.models.model import Model, get_model
-from carthema.models.presets import DISEASES
 from carthema.models.scenarios import EVENT_COLUMNS
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import CONDITION
@@ -161,9 +166,6 @@ def neutropenia_sd(n_true):
     return NEUTROPENIA_SD[0] + NEUTROPENIA_SD[1] * np.asarray(n_true, dtype=float)
 
 
-#: Products outside the calibrated population and the rows they borrow (same
-#: co-stimulatory domain and a similar lymphodepletion; assumption).
-PRODUCT_PROXY = {"brexu-cel": "axi-cel", "liso-cel": "tisa-cel"}
 #: Product course used when none is given: the commoner product of the LBCL calibration
 #: cohort (Rejeski et al. 2021: axi-cel 159, tisa-cel 76).
 DEFAULT_PRODUCT_COURSE = "axi-cel"
@@ -257,24 +259,11 @@ def population_prior(
     (see the module docstring for the rules)."""
     desc: dict = {"population_rows": int(len(pop))}
     rows = pop
-    if product is not None and "product" in pop:
-        use = product if product in set(pop["product"]) else PRODUCT_PROXY.get(product)
-        if use is None or use not in set(pop["product"]):
-            raise InputError(
-                f"the calibrated population has no rows for product '{product}'",
-                column="product",
-                fix=f"choose one of {', '.join(sorted(PRODUCT_LD))}",
-            )
-        rows = rows[rows["product"] == use]
-        desc["product_rows"] = use
-        if use != product:
-            desc["product_note"] = (
-                f"{product} is not in the calibrated population; the rows of {use} are used "
-                f"(assumption: same co-stimulation, similar lymphodepletion), simulated with "
-                f"{product}'s own lymphodepletion and dose"
-            )
-    else:
-        desc["product_rows"] = "all (no product given)"
+    # One trait distribution shared by every product (the population has no product
+    # column); the product acts through its own kinetics (a shift below) and course.
+    desc["product_rows"] = "all (one trait distribution shared by every product)" + (
+        "" if product is None else f"; {product}'s own CAR-T/CRS kinetics and course"
+    )
     # Every parameter column but the graft's (redrawn per particle after the conditioning,
     # see the module docstring).
     pcols = [c for c in rows.columns if c in model.param_names and c not in GRAFT_PARAMS]
@@ -296,19 +285,14 @@ def population_prior(
         desc["hematotox_rows"] = "all scores (no CAR-HEMATOTOX given)"
     cols = pcols + ([c for c in LAB_COLUMNS if c in rows] if labs else [])
     X = np.log(rows[cols].to_numpy(float))
-    if disease != "lbcl":
-        # One source of truth with the natural-history simulation: its multipliers of the
-        # LBCL population's parameters for another disease.
-        from carthema.clinical.population.natural_history import disease_params
-
-        mult = {k: float(v) for k, v in disease_params(disease).items() if k in cols}
-        for name, value in mult.items():
-            X[:, cols.index(name)] += np.log(value)
-        desc["disease_note"] = (
-            f"population calibrated in LBCL; {disease}: multipliers {mult or 'none'} "
-            "(carthema.clinical.population.natural_history.disease_params); no natural history of "
-            f"{disease} was calibrated"
-        )
+    # The refusal of uncalibrated diseases lives in one place (natural_history).
+    check_disease(disease)
+    if product is not None:
+        # The product's kinetics multiply the reference values the population holds
+        # (the natural-history simulation's own rule, virtual.product_factors).
+        for name, factor in product_factors(model, product).items():
+            if name in cols:
+                X[:, cols.index(name)] += np.log(factor)
     keep = np.std(X, axis=0) > 1e-9
     names = [c for c, k in zip(cols, keep, strict=True) if k]
     X = X[:, keep]
@@ -371,13 +355,14 @@ def prior_draws(
     population (of ``product`` when given), resampled, each with graft and rejection
     parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`). Unconditioned:
     :func:`predict_boost` conditions on the patient's state."""
-    from carthema.clinical.population.virtual import population_params
+    from carthema.clinical.population.virtual import population_params, product_params
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    if product is not None:
-        pop = pop[pop["product"] == PRODUCT_PROXY.get(product, product)]
     rows = pop.iloc[rng.integers(0, len(pop), n)]
-    return draw_graft(model, population_params(model, rows), rng, population=pop)
+    P = population_params(model, rows)
+    if product is not None:
+        P = product_params(model, P, product)
+    return draw_graft(model, P, rng, population=pop)
 
 
 # --------------------------------------------------------------------------------------
@@ -845,10 +830,7 @@ def predict_boost(
             column="neutropenia-days",
             fix="count the days with ANC < 0.5 G/L between lymphodepletion and the boost",
         )
-    disease = str(disease).strip().lower()
-    if disease not in DISEASES:
-        raise InputError(f"unknown disease '{disease}'", column="disease",
-                         fix=f"choose one of {', '.join(sorted(DISEASES))}")  # fmt: skip
+    disease = check_disease(disease)
     if product is not None:
         product = str(product).strip().lower()
         if product not in PRODUCT_LD:
@@ -876,6 +858,12 @@ def predict_boost(
         model, pop, product=product, hematotox=ht, disease=disease, labs=labs is not None
     )
     base = model.default_params().copy()
+    if product is not None:
+        # Product kinetics of parameters the population does not vary (the rest are
+        # shifted in the prior).
+        for name, factor in product_factors(model, product).items():
+            if name not in prior.names:
+                base[model.index("param", name)] *= factor
     if chim is not None:
         q = model.params[model.index("param", "donor_chim0")]
         base[model.index("param", "donor_chim0")] = float(np.clip(chim, q.low, q.high))

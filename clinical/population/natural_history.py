@@ -40,6 +40,30 @@ from carthema.data.errors import InputError
 from carthema.models.model import get_model
 
 DISEASES = ("lbcl", "b-all", "mcl")
+#: Diseases with a population calibrated to their own published natural history. The
+#: others are refused (:func:`check_disease`, the one place that decides it).
+CALIBRATED_DISEASES = ("lbcl",)
+
+
+def check_disease(disease: str) -> str:
+    """The canonical name of a disease whose natural history is calibrated; a clear
+    error for an unknown or an uncalibrated one."""
+    d = str(disease).strip().lower()
+    if d not in DISEASES:
+        raise InputError(
+            f"unknown disease '{disease}'",
+            column="disease",
+            fix=f"use one of {', '.join(DISEASES)}",
+        )
+    if d not in CALIBRATED_DISEASES:
+        raise InputError(
+            f"disease '{d}' is not calibrated yet: its virtual population has not been fitted "
+            "to its own published natural history (natural_history_more.csv), so its blood "
+            "counts would be guesses",
+            column="disease",
+            fix=f"use --disease {' or '.join(CALIBRATED_DISEASES)}",
+        )
+    return d
 
 
 def _select(pop: pd.DataFrame, product: str | None, hematotox) -> pd.DataFrame:
@@ -80,9 +104,10 @@ def sample_patients(
     product: str | None = None,
     hematotox=None,
 ) -> pd.DataFrame:
-    """Virtual patients of the population for a product (``None``: the LBCL cohort's
-    axi-cel : tisa-cel mix 159 : 76) and a CAR-HEMATOTOX group; ``n`` of them (with
-    replacement when more are asked for than the population holds; ``None``: all)."""
+    """Virtual patients of the population (shared by every product) in a CAR-HEMATOTOX
+    group, each assigned a product (``None``: the LBCL cohort's axi-cel : tisa-cel mix
+    159 : 76); ``n`` of them (with replacement when more are asked for than the
+    population holds; ``None``: all, once per product of the mix)."""
     if product is not None and product not in PRODUCT_LD:
         raise InputError(
             f"unknown product '{product}'",
@@ -91,17 +116,15 @@ def sample_patients(
         )
     mix = {product: 1.0} if product is not None else LBCL_MIX
     total = sum(mix.values())
+    sel = _select(pop, None, hematotox)
+    if len(sel) == 0:
+        raise InputError(
+            f"the population has no patients with CAR-HEMATOTOX {hematotox}",
+            column="hematotox",
+            fix="choose low, high or a score that occurs",
+        )
     parts = []
     for g, share in mix.items():
-        # Products without their own calibrated patients take the marrow traits of the
-        # whole population; their own lymphodepletion and dose apply.
-        sel = _select(pop, g if g in set(pop["product"]) else None, hematotox)
-        if len(sel) == 0:
-            raise InputError(
-                f"the population has no patients with CAR-HEMATOTOX {hematotox}",
-                column="hematotox",
-                fix="choose low, high or a score that occurs",
-            )
         k = len(sel) if n is None else int(round(n * share / total))
         idx = rng.choice(len(sel), size=k, replace=k > len(sel)) if n is not None else np.arange(k)
         parts.append(sel.iloc[idx].assign(product=g))
@@ -109,36 +132,22 @@ def sample_patients(
 
 
 def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl"):
-    """(anc, platelets) of every patient row, each after its product's course."""
+    """(anc, platelets) of every patient row, each under its product's course and
+    kinetics (:func:`carthema.clinical.population.virtual.simulate_product`); the
+    rows carry the disease's own tumour load."""
+    check_disease(disease)
     model = get_model("full")
     anc = np.full((len(patients), days.size), np.nan)
     plt_ = np.full_like(anc, np.nan)
-    base = disease_params(disease)
     for g in patients["product"].unique():
         rows = np.flatnonzero(patients["product"].to_numpy() == g)
+        # population_params applies each row's product kinetics (its product column).
         P = population_params(model, patients.iloc[rows])
-        for name, value in base.items():
-            P[:, model.index("param", name)] *= value
         status, a, p = simulate_counts(model, P, product_events(g), days)
         a[status != 0] = np.nan
         p[status != 0] = np.nan
         anc[rows], plt_[rows] = a, p
     return anc, plt_
-
-
-def disease_params(disease: str) -> dict[str, float]:
-    """Multipliers that turn the LBCL population's parameters into another disease's
-    (the ratio of the disease presets of :mod:`carthema.models.presets`)."""
-    if disease not in DISEASES:
-        raise InputError(
-            f"unknown disease '{disease}'",
-            column="disease",
-            fix=f"use one of {', '.join(DISEASES)}",
-        )
-    from carthema.models.presets import apply_presets
-
-    lbcl, other = apply_presets(disease="lbcl"), apply_presets(disease=disease)
-    return {name: other[name] / lbcl[name] for name in other if name in lbcl}
 
 
 def population_statistics(
@@ -149,7 +158,7 @@ def population_statistics(
     rng = np.random.default_rng(seed)
     n = None if product is not None else 2000
     patients = sample_patients(pop, n, rng, product, hematotox)
-    days = np.arange(-7.0, 61.0)
+    days = np.arange(-7.0, 181.0)  # the late rows count days 90 and 180
     anc, plt_ = simulate_patients(patients, days)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
     return summarise(per_patient(days, anc[ok], plt_[ok]))
@@ -249,8 +258,8 @@ def natural_history(
         ``tisa-cel``, ``axi-cel``, ``liso-cel`` or ``brexu-cel``; ``None`` mixes axi-cel
         and tisa-cel 159 : 76 as the LBCL calibration cohort (Rejeski et al. 2021).
     disease:
-        ``lbcl`` (calibrated), ``b-all`` or ``mcl`` (the LBCL marrow with the disease's
-        antigen load; not calibrated to a natural history of their own).
+        ``lbcl``; ``b-all`` and ``mcl`` are refused until their populations are
+        calibrated (:func:`check_disease`).
     hematotox:
         ``low`` (score 0-1), ``high`` (>= 2), a score 0-7, or ``None`` for everyone.
     n, seed:
@@ -264,8 +273,9 @@ def natural_history(
         raise InputError(f"--n must be an integer >= 10, got {n}", column="n", fix="e.g. --n 1000")
     if horizon < 60:
         raise InputError("the horizon must reach day 60", column="horizon", fix="e.g. 90")
+    disease = check_disease(disease)
     hematotox = parse_hematotox(hematotox)
-    pop, meta = load_population()
+    pop, meta = load_population(disease=disease)
     rng = np.random.default_rng(seed)
     patients = sample_patients(pop, n, rng, product, hematotox)
     days = np.arange(-7.0, float(horizon) + 1.0)
@@ -276,15 +286,10 @@ def natural_history(
         notes.append(
             f"{int((~ok).sum())} of {ok.size} virtual patients failed to solve and are left out"
         )
-    if disease != "lbcl":
-        notes.append(
-            f"{disease}: the LBCL-calibrated marrow with the disease's antigen load; "
-            "no published natural history of this disease was used"
-        )
     if product in ("liso-cel", "brexu-cel"):
         notes.append(
-            f"{product}: LBCL marrow traits with the product's own lymphodepletion "
-            "and dose; the calibration cohort had axi-cel and tisa-cel only"
+            f"{product}: the population's patients under the product's own lymphodepletion, "
+            "dose and CAR-T/CRS kinetics; natural_history.csv has no row of this product"
         )
     stats = summarise(per_patient(days, anc[ok], plt_[ok]))
     qs = (5, 50, 95)
@@ -355,6 +360,9 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         "p_severe_neutropenia_ge_14d",
         "p_anc_le_1_after_d21",
         "p_plt_lt_50",
+        "p_early_icaht_ge3",
+        "p_anc_lt_1_d90",
+        "p_anc_lt_1_d180",
     ):
         if key in nh.statistics:
             p = pub.get(key)

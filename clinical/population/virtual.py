@@ -1,6 +1,18 @@
-"""Virtual populations of LBCL patients treated with CD19 CAR-T: plausible patients drawn
+"""Virtual populations of patients treated with CD19 CAR-T: plausible patients drawn
 from broad distributions, the calibrated population shipped with the package, and their
-simulation with the product's own lymphodepletion.
+simulation under each product's own course.
+
+**One trait distribution per disease, products by mechanism.** A virtual patient is a
+set of traits (marrow, inflammation, tumour load, CAR-T fitness) that exists before the
+product is chosen; the same patients are simulated under every product, each with its
+own lymphodepletion, dose (:data:`PRODUCT_LD`, :data:`PRODUCT_DOSE`) and CAR-T/CRS
+kinetics (the product presets of :mod:`carthema.models.presets`, applied by
+:func:`product_params`). The kinetic columns of a population (``cart_rho``,
+``cart_f_dose``, ...) hold the patient's value under the reference kinetics (the
+cart.py defaults, Stein et al. 2019); a product multiplies them by its typical value over
+the reference, so a patient's between-patient deviation is kept under every product.
+The tumour load ``leuk_L0`` is the disease preset's value times the patient's own
+factor, set directly per disease (never a ratio on another disease's load).
 
 A virtual patient has two latent traits, marrow *reserve* ``r`` and baseline
 *inflammation* ``q`` (standard normal, correlation :data:`LATENT_CORR`). Each varying
@@ -59,26 +71,61 @@ TRAITS: dict[str, Trait] = {
     "anc0": Trait(3.2, 0.45, 0.5, 0.0, "pre-LD ANC of R/R LBCL patients, median about 3 G/L"),
     "plt0": Trait(170.0, 0.55, 0.7, -0.1, "pre-LD platelets, median about 170 G/L"),
     "lab_hemoglobin": Trait(10.8, 0.15, 0.6, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
-    "lab_crp": Trait(1.0, 1.3, 0.0, 0.9, "pre-LD CRP, median about 1 mg/dL, wide"),
-    "lab_ferritin": Trait(450.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 450 ng/mL"),
+    "lab_crp": Trait(
+        1.5,
+        1.3,
+        0.0,
+        0.9,
+        "pre-LD CRP, median about 1.5 mg/dL, wide; with ferritin centred so that the "
+        "CAR-HEMATOTOX high share of the plausible patients (44 %) is near the 46 % of "
+        "natural_history.csv Table 3 (n 83 high / 180)",
+    ),
+    "lab_ferritin": Trait(600.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 600 ng/mL"),
     "hsc_mass": Trait(None, 0.6, 0.7, 0.0),
     "hsc_regen": Trait(None, 0.9, 0.8, 0.0),
+    "hsc_sigma": Trait(
+        0.006,
+        0.5,
+        0.3,
+        0.0,
+        "assumption: the stem-cell share of the CD34+ pool's influx sets how deep the "
+        "nadir after flu/cy goes (surviving stem cells refill the killed pool); centred "
+        "below the default 0.015 so that plausible patients reach the published depth "
+        "(natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) without extreme "
+        "weights",
+    ),
     "ld_kill_prol": Trait(None, 0.6, -0.2, 0.0),
     "ld_kill_mpp": Trait(None, 0.7, -0.6, 0.0),
     "ld_kill_mk": Trait(None, 0.4, -0.3, 0.0),
     "late_supp": Trait(None, 1.4, -0.6, 0.6),
     "late_rate": Trait(None, 0.5),
     "late_kill_hsc": Trait(None, 0.8, -0.3, 0.3),
+    "niche_supp": Trait(
+        None,
+        1.5,
+        -0.4,
+        0.4,
+        "assumption: susceptibility to non-resolving marrow damage, a pre-CAR-T trait of "
+        "poor reserve (heavily pretreated marrow) and baseline inflammation, wide",
+    ),
     "infl_supp": Trait(None, 1.0, 0.0, 0.3),
-    "neu_gamma": Trait(None, 0.25),
+    "neu_gamma": Trait(
+        0.25,
+        0.25,
+        0.0,
+        0.0,
+        "assumption: inside Friberg's 0.16-0.24 and a little above; with mpp_rate it sets "
+        "how fast the first neutropenia ends (natural_history.csv median days < 0.5: 9)",
+    ),
     "plt_gamma": Trait(None, 0.25),
     "mpp_rate": Trait(
-        None,
-        0.6,
+        1.2,
+        0.3,
         0.0,
         0.0,
-        "assumption: wide around the default; CD34+ turnover after flu/cy sets how fast the "
-        "first neutropenia ends and whether a second dip follows",
+        "assumption: around 1.2/d (default 1.0/d: stressed CD34+ progenitors divide about "
+        "daily); CD34+ turnover after flu/cy sets how fast the first neutropenia ends and "
+        "whether a second dip follows",
     ),
     "graft_prog": Trait(
         None,
@@ -98,6 +145,9 @@ TRAITS: dict[str, Trait] = {
 }
 #: Traits that multiply a preset's value instead of replacing it.
 RELATIVE = ("cart_rho", "cart_f_dose", "leuk_L0")
+#: Products and diseases. A disease is simulated only once its population is calibrated
+#: (:func:`carthema.clinical.population.natural_history.check_disease`).
+PRODUCTS = ("tisa-cel", "axi-cel", "liso-cel", "brexu-cel")
 
 #: Lymphodepletion and dose of each product as given in the LBCL cohorts (product
 #: labels): tisagenlecleucel after fludarabine 25 mg/m2 + cyclophosphamide 250 mg/m2,
@@ -156,6 +206,45 @@ def product_events(product: str, *, patient: str = "vp") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
+def product_params(model: Model, P: np.ndarray, product: str) -> np.ndarray:
+    """``P`` (reference kinetics) under ``product``'s own CAR-T/CRS kinetics: every
+    parameter the product preset sets (``apply_presets(product, full=True)``) is
+    multiplied by the preset value over the model default, keeping each patient's
+    deviation; a copy."""
+    if product not in PRODUCT_LD:
+        raise InputError(
+            f"unknown product '{product}'",
+            column="product",
+            fix=f"choose one of {', '.join(PRODUCT_LD)}",
+        )
+    out = np.array(P, dtype=float, copy=True)
+    for name, factor in product_factors(model, product).items():
+        j = model.index("param", name)
+        q = model.params[j]
+        out[:, j] = np.clip(out[:, j] * factor, q.low, q.high)
+    return out
+
+
+def product_factors(model: Model, product: str) -> dict[str, float]:
+    """Per parameter the product preset sets: its value over the model default (the
+    factor that takes a patient from the reference kinetics to the product's)."""
+    from carthema.models.presets import apply_presets
+
+    default = model.default_params()
+    return {
+        name: value / default[model.index("param", name)]
+        for name, value in apply_presets(product, full=True).items()
+        if name != "cart_dose" and name in model.param_names
+    }
+
+
+def disease_base(disease: str) -> dict[str, float]:
+    """The disease preset's parameter values (absolute: its CD19+ load)."""
+    from carthema.models.presets import apply_presets
+
+    return apply_presets(disease=disease)
+
+
 def draw_plausible(
     n: int, rng: np.random.Generator, model: Model | None = None, base: dict | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -184,6 +273,14 @@ def draw_plausible(
     return P, pd.DataFrame(info)
 
 
+def simulate_product(
+    model: Model, P: np.ndarray, product: str, days: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(status, anc, platelets) of the patients ``P`` (reference kinetics) under
+    ``product``'s course and kinetics."""
+    return simulate_counts(model, product_params(model, P, product), product_events(product), days)
+
+
 def simulate_counts(
     model: Model, P: np.ndarray, events: pd.DataFrame, days: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,17 +300,25 @@ POPULATION_FILE = "lbcl_population.csv"
 POPULATION_INFO = "lbcl_population.json"
 
 
+def population_files(disease: str = "lbcl") -> tuple[str, str]:
+    """File names of a disease's calibrated population and its provenance."""
+    return f"{disease}_population.csv", f"{disease}_population.json"
+
+
 def _population_dir() -> Path:
     return Path(str(resources.files("carthema.data") / "populations"))
 
 
-def load_population(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The calibrated virtual population (one row per virtual patient: product,
-    CAR-HEMATOTOX score and laboratory values, and every varying parameter) and its
-    provenance (how it was produced, what it matches)."""
+def load_population(
+    path: str | Path | None = None, disease: str = "lbcl"
+) -> tuple[pd.DataFrame, dict]:
+    """The calibrated virtual population of ``disease`` (one row per virtual patient:
+    CAR-HEMATOTOX score and laboratory values, and every varying parameter, shared by
+    every product) and its provenance (how it was produced, what it matches)."""
     if path is None:
         folder = _population_dir()
-        csv, info = folder / POPULATION_FILE, folder / POPULATION_INFO
+        name, meta_name = population_files(disease)
+        csv, info = folder / name, folder / meta_name
     else:
         csv = Path(path)
         info = csv.with_suffix(".json")
@@ -229,9 +334,35 @@ def load_population(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]
 
 def population_params(model: Model, pop: pd.DataFrame) -> np.ndarray:
     """Parameter matrix of ``model`` for the rows of a population frame (columns named
-    like parameters override the defaults; the rest stay at their defaults)."""
+    like parameters override the defaults; the rest stay at their defaults). A frame
+    with a ``product`` column (:func:`assign_products`) gets each row's product
+    kinetics (:func:`product_params`); without one, the reference kinetics."""
     P = np.tile(model.default_params(), (len(pop), 1))
     for col in pop.columns:
         if col in model.param_names:
             P[:, model.index("param", col)] = pop[col].to_numpy(float)
+    if "product" in pop.columns:
+        products = pop["product"].to_numpy(str)
+        for g in np.unique(products):
+            rows = products == g
+            P[rows] = product_params(model, P[rows], str(g))
     return P
+
+
+def assign_products(
+    pop: pd.DataFrame, rng: np.random.Generator, product: str | None = None
+) -> pd.DataFrame:
+    """``pop`` with a ``product`` column: ``product`` for every row, or (``None``) drawn
+    per row in the LBCL calibration cohort's mix (:data:`LBCL_MIX`). The patients'
+    traits do not depend on the product (one shared trait distribution)."""
+    if product is not None:
+        if product not in PRODUCT_LD:
+            raise InputError(
+                f"unknown product '{product}'",
+                column="product",
+                fix=f"choose one of {', '.join(PRODUCT_LD)}",
+            )
+        return pop.assign(product=product)
+    names = list(LBCL_MIX)
+    share = np.array([LBCL_MIX[g] for g in names])
+    return pop.assign(product=rng.choice(names, size=len(pop), p=share / share.sum()))

@@ -36,14 +36,19 @@ inflammatory signal ``infl_I`` (CRS), which slows every division for days. A del
 slowly resolving injury ``infl_Z`` follows it (a low-pass copy of the saturated
 inflammation): it slows the resident CD34+ progenitors by ``1 + late_supp * Z`` and
 removes resident stem cells at ``late_kill_hsc * Z``. Its strength is the patient's
-susceptibility. The CD34+ progenitors that survive lymphodepletion give a first
-recovery within about a week; the slowed divisions during CRS and then the delayed
-injury give the second dip of the biphasic course (17 % of the calibrated population),
-and, with a low reserve, the persistent aplasia of a minority. It acts on the resident
-marrow only: prolonged cytopenia after CAR-T is attributed to damaged resident
-haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus, Rejeski
-et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness of their
-own (assumption, stated).
+susceptibility. Part of the injury does not resolve: ``infl_D`` accumulates the delayed
+exposure (``late_rate * Z``, never repaired) and slows the resident progenitors by a
+further ``niche_supp * D`` for good, the persistent tail of months of cytopenia (Logue et
+al. 2021: about 12 % of axi-cel patients with ANC < 1 G/L on day 90 and on day 180).
+Its driver is a pre-CAR-T susceptibility and the inflammatory course, which saturates
+(``I / (1 + I)``), so CAR-T levels beyond those that saturate it add nothing. The CD34+
+progenitors that survive lymphodepletion give a first recovery within about a week; the
+slowed divisions during CRS and then the delayed injury give the second dip of the
+biphasic course, and, with a low reserve, the persistent aplasia of a minority. It acts
+on the resident marrow only: prolonged cytopenia after CAR-T is attributed to damaged
+resident haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus,
+Rejeski et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness
+of their own (assumption, stated).
 
 **Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
@@ -84,6 +89,7 @@ STATES = (
     ),
     State("infl_I", "1", 1.0, "CAR-T inflammatory signal (CRS)"),
     State("infl_Z", "1", 1.0, "delayed marrow suppression"),
+    State("infl_D", "1", 1.0, "non-resolving marrow (niche) damage"),
     State("imm_R", "1", 1.0, "host immunity (1 = normal)"),
     State("gvh_T", "1e8 CD3+ cells/kg", 0.1, "donor T cells"),
     *(
@@ -150,6 +156,20 @@ PARAMS = (
         "G/L 10-14 d after 5-12e6 CD34+/kg into an emptied marrow): bounds the Friberg "
         "feedback, and so the fastest progenitor amplification, when blood is empty",
         "ANC added to both sides of the neutrophil feedback",
+    ),
+    _p(
+        "gcsf_m50",
+        0.1,
+        "fraction of normal",
+        0.01,
+        1.0,
+        "assumption: G-CSF and TPO agonists act through the committed progenitors they "
+        "stimulate (Quartino et al. 2014: G-CSF raises the proliferation of the "
+        "progenitor pool and shortens maturation); their fractional effect falls with "
+        "that pool, half at a tenth of the normal CD34+ pool, so an aplastic marrow is "
+        "refractory (G-CSF-refractory late cytopenia: Rejeski et al. 2023, Blood 142:865) "
+        "and a normal one gets the full effect",
+        "CD34+ pool (fraction of normal) at which G-CSF / TPO-agonist effects are halved",
     ),
     _p(
         "gcsf_emax",
@@ -401,6 +421,26 @@ PARAMS = (
         "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
         "stem-cell loss rate per unit delayed suppression",
     ),
+    _p(
+        "niche_supp",
+        0.05,
+        "1",
+        1e-4,
+        20.0,
+        "calibrated (population file) to ../shared/calibration/natural_history_more.csv rows "
+        "8-9 (Logue et al. 2021, Haematologica: ANC < 1.0 G/L on day 90 in 12.5 %, on day "
+        "180 in 11.9 % of axi-cel LBCL patients: a tail that does not resolve between 3 and "
+        "6 months). Mechanism (assumption, stated): inflammatory, IFN-gamma-mediated damage "
+        "of the haematopoietic niche and stem/progenitor self-renewal that does not repair "
+        "(IFN-gamma impairs HSC self-renewal and maintenance: Baldridge et al. 2010, Nature "
+        "465:793; de Bruin et al. 2014, Blood 124:3711; persistent cytopenia after CAR-T "
+        "with a hypocellular marrow and no recovery without stem-cell support: Rejeski et "
+        "al. 2023, ICAHT consensus, Blood 142:865). The susceptibility is a pre-CAR-T trait "
+        "(reserve, baseline inflammation); the exposure is the saturated inflammatory course "
+        "(infl_Z), so CAR-T levels above those that saturate it add nothing",
+        "suppression of resident progenitor division per unit non-resolving damage",
+        needs="cart_E",
+    ),
     # --- immunity, rejection and GvH
     _p(
         "imm_regen",
@@ -582,7 +622,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # CAR-T milieu); graft cells infused later carry healthy fitness of their own.
     km, sm = p["mpp_rate"], p["hsc_sigma"]
     div_m = km * (fb_n * fb_p) ** 0.5 / early
-    late = 1.0 + p["late_supp"] * Z
+    # Delayed (resolving, Z) and non-resolving (D) injury of the resident progenitors.
+    late = 1.0 + p["late_supp"] * Z + p["niche_supp"] * s["infl_D"]
     # Stem-cell influx relative to a normal marrow: the resident stem cells' relative to
     # their own baseline mass (K), graft stem cells' per niche fraction (healthy cells: a
     # full niche of them feeds the normal influx). Relative to K, a graft filling the
@@ -602,7 +643,11 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     source = {"h": (1.0 - c) * m_h + m_a, "d": c * m_h + m_t + m_n}
     ktr_n = 4.0 / p["neu_mtt"]
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
-    div_n = ktr_n * pn * fb_n * (1.0 + p["gcsf_emax"] * u["gcsf"]) / early
+    # G-CSF / TPO agonists act through the progenitor pool they stimulate: full effect
+    # at a normal pool (1), little in an aplastic marrow (Quartino-type, gcsf_m50).
+    m_all = m_h + m_a + m_t + m_n
+    responsive = m_all * (1.0 + p["gcsf_m50"]) / (m_all + p["gcsf_m50"])
+    div_n = ktr_n * pn * fb_n * (1.0 + p["gcsf_emax"] * u["gcsf"] * responsive) / early
     kill_prol = p["ld_kill_prol"] * ld
     for g in GENOTYPES:
         d.update(_chain("neu", f"_{g}", div_n * source[g], kill_prol, ktr_n, p["neu_kcirc"], s))
@@ -610,8 +655,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # Platelets: one chain fed by all progenitors.
     ktr_p = 4.0 / p["plt_mtt"]
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
-    div_p = ktr_p * pp * fb_p * (1.0 + p["tpo_emax"] * u["tpo"]) / early
-    inflow_p = div_p * (m_h + m_a + m_t + m_n)
+    div_p = ktr_p * pp * fb_p * (1.0 + p["tpo_emax"] * u["tpo"] * responsive) / early
+    inflow_p = div_p * m_all
     d.update(_chain("plt", "", inflow_p, p["ld_kill_mk"] * ld, ktr_p, p["plt_kcirc"], s))
 
     # Stem cells: host regrows towards its own mass, grafts into the whole niche.
@@ -628,6 +673,9 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
         drive = 0.0
     d["infl_I"] = drive - p["infl_out"] * I
     d["infl_Z"] = p["late_rate"] * (I / (1.0 + I) - Z)
+    # Non-resolving damage: the cumulative delayed-injury exposure, never repaired
+    # (D = late_rate x the integral of Z; about 1 after a typical CRS course).
+    d["infl_D"] = p["late_rate"] * Z
     d["imm_R"] = (
         p["imm_regen"] * R * (1.0 - R) - (p["ld_kill_imm"] * ld + p["infl_kill_imm"] * I + gvh) * R
     )
@@ -638,7 +686,7 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
 def initial(p: dict, m) -> dict:
     c = p["donor_chim0"]
     y = {"hsc_H": p["hsc_mass"], "hsc_A": 0.0, "hsc_P": 0.0, "hsc_N": 0.0}
-    y.update({"infl_I": 0.0, "infl_Z": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
+    y.update({"infl_I": 0.0, "infl_Z": 0.0, "infl_D": 0.0, "imm_R": 1.0, "gvh_T": 0.0})
     y.update({"mpp_h": 1.0, "mpp_a": 0.0, "mpp_t": 0.0, "mpp_n": 0.0})
     pn = _pool(p["anc0"], p["neu_kcirc"], p["neu_mtt"])
     pp = _pool(p["plt0"], p["plt_kcirc"], p["plt_mtt"])
