@@ -102,6 +102,10 @@ class Slot:
     phenotype: str
     boost: bool | None = None
     open_days: int = 0
+    #: Every varying parameter within this many SDs of :data:`BETWEEN_PATIENT_SD` from
+    #: its default (the fitting prior's spread): a patient the prior does not treat as
+    #: an outlier; None: any draw.
+    max_z: float | None = None
 
 
 #: The cohort's first patients, in order. VP003 is an aplastic patient exempt from the
@@ -112,7 +116,7 @@ class Slot:
 PHENOTYPE_SLOTS: tuple[Slot, ...] = (
     Slot("quick"),
     Slot("intermittent"),
-    Slot("aplastic", boost=False, open_days=28),
+    Slot("aplastic", boost=False, open_days=28, max_z=1.96),
     Slot("intermittent", boost=True),
 )
 #: Patients who never receive a boost, whatever their course (the demo's question).
@@ -220,6 +224,17 @@ def _needs_boost(model: Model, t: np.ndarray, obs: np.ndarray, below: float) -> 
     return bool(obs[t == 28.0, model.index("obs", "anc")][0] < below)
 
 
+def _max_z(model: Model, p: np.ndarray) -> float:
+    """Largest |log(value / default)| / SD over the parameters of :data:`BETWEEN_PATIENT_SD`."""
+    d = model.default_params()
+    z = [
+        abs(np.log(p[model.index("param", n)] / d[model.index("param", n)])) / sd
+        for n, (sd, _) in BETWEEN_PATIENT_SD.items()
+        if n in model.param_names
+    ]
+    return max(z, default=0.0)
+
+
 def _search(model: Model, mod, rng, pid: str, slot: Slot | None, below: float):
     """The next draw (parameters, CAR-T dose) whose course without a boost fills ``slot``
     (None: any of :data:`PHENOTYPES`); ``below``: the boost rule's ANC (G/L, day 28)."""
@@ -241,6 +256,8 @@ def _search(model: Model, mod, rng, pid: str, slot: Slot | None, below: float):
         if phenotype != slot.phenotype:
             continue
         if slot.boost is True and not _needs_boost(model, traj_t, obs, below):
+            continue
+        if slot.max_z is not None and _max_z(model, p) > slot.max_z:
             continue
         if slot.open_days:
             cart = obs[:, model.index("obs", "cart_copies")]
