@@ -121,8 +121,9 @@ PHENOTYPE_SLOTS: tuple[Slot, ...] = (
 )
 #: Patients who never receive a boost, whatever their course (the demo's question).
 NO_BOOST = ("VP003",)
-#: Candidate draws searched per patient before the generator gives up.
-MAX_TRIES = 5000
+#: Candidate draws searched per patient before the generator gives up (the aplastic slot
+#: takes about one draw in 6000 with this population: up to a minute of CPU).
+MAX_TRIES = 50_000
 
 
 def recovery_phenotype(days: np.ndarray, anc: np.ndarray) -> str:

@@ -21,7 +21,9 @@ from carthema.models.virtual import (
 
 @pytest.fixture(scope="module")
 def cohort():
-    return make_virtual_cohort(4, seed=11)
+    # seed 2026: the bundled cohort's search, which finds its aplastic VP003 in seconds
+    # (another seed may search for a minute: MAX_TRIES).
+    return make_virtual_cohort(4, seed=2026)
 
 
 def test_virtual_cohort_is_valid_data_and_reproducible(cohort, tmp_path):
@@ -29,7 +31,7 @@ def test_virtual_cohort_is_valid_data_and_reproducible(cohort, tmp_path):
     obs = read_observations(tmp_path / "observations.csv")
     ev = read_events(tmp_path / "events.csv")
     assert obs["patient"].nunique() == 4 and ev["patient"].nunique() == 4
-    again = make_virtual_cohort(4, seed=11)
+    again = make_virtual_cohort(4, seed=2026)
     pd.testing.assert_frame_equal(cohort.observations, again.observations)
     truth = cohort.parameters
     assert set(truth["name"]) == set(get_model("full").param_names)
