@@ -14,8 +14,17 @@ from carthema._console import console, progress_to_stderr
 from carthema.data.atomic import write_atomic
 
 #: Patient and draws per chain of ``carthema demo``.
-DEMO_PATIENT = "VP004"
+DEMO_PATIENT = "VP003"
 DEMO_DRAWS = 500
+#: What ``carthema demo`` calls each analyte of the synthetic cohort.
+DEMO_ANALYTES = {
+    "cart_copies": "CAR-T qPCR",
+    "b_cells": "B cells",
+    "marrow_blasts": "blasts",
+    "anc": "ANC",
+    "platelets": "platelets",
+    "chimerism_cd15": "chimerism",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -156,11 +165,16 @@ def register(app: typer.Typer) -> None:
         ex = load_example("synthetic")
         truth = ex.tables["parameters"]
         truth = truth[truth["patient"] == patient]
-        about = "; a biphasic course, stem-cell boost on day 42" if patient == DEMO_PATIENT else ""
+        obs = ex.observations
+        have = set(obs.loc[obs["patient"] == patient, "analyte"])
+        what = ", ".join(v for k, v in DEMO_ANALYTES.items() if k in have)
+        phen = truth.groupby("patient")["phenotype"].first()
+        about = f"; {phen[patient]} recovery phenotype" if patient in phen.index else ""
+        boosted = ex.events.loc[ex.events["patient"] == patient, "kind"].eq("stem_cell_boost")
+        about += ", received a boost" if boosted.any() else ", no boost received"
         console.print(
             f"[bold]1/2 fit[/bold]: virtual patient {patient} of the bundled synthetic "
-            f"cohort (CAR-T qPCR, B cells, blasts, ANC, platelets, chimerism{about}), "
-            "full model"
+            f"cohort ({what}{about}), full model"
         )
         result = fit(
             ex.observations,

@@ -280,7 +280,7 @@ def test_cli_window_refuses_a_fit_without_counts(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_runs_fit_window_and_report(tmp_path, capsys):
     """`carthema demo` (MAP for speed) writes the fit folder, the window and the report
-    and prints where they are."""
+    and prints where they are; its window for the aplastic VP003 is not empty."""
     with pytest.raises(SystemExit) as e:
         cli_main(["demo", "--out", str(tmp_path), "--sampler", "map"])
     assert e.value.code == 0
@@ -288,6 +288,29 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
     for path in ("fit/posterior.nc", "fit/ipred.png", "window/window.csv", "window/report.html"):
         assert (tmp_path / path).stat().st_size > 0
         assert path.split("/")[-1] in text
+    # The demo patient is VP003, aplastic without a boost: its window is not empty, and
+    # it names what the boost saves against no boost and why the other days are out.
+    res = json.loads((tmp_path / "window" / "window.json").read_text())
+    assert res["patient"] == "VP003"
+    win = res["window"]
+    day = win["window_first_day"]
+    assert day is not None and win["recommended_day"] == day
+    assert win["recommended_neutropenia_days_saved_median"] > 0
+    assert res["recommended"]["boost_day"] == day and "no_boost" in res["recommended"]
+    assert res["recommended"]["neutropenia_days_saved"]["q05"] > 0
+    assert win["days_no_benefit"] and win["first_day_already_recovered"] > day
+    flat = " ".join(text.split())
+    assert "helps compared with no boost" in flat and "saves no days" in flat
+    # Against the truth: without a boost, VP003 (true parameters) is still below
+    # 0.5 G/L on the recommended day, with CAR-T below the window's 1000 copies/ug.
+    ex = load_example("synthetic")
+    t = ex.tables["parameters"]
+    t = t[t["patient"] == "VP003"]
+    ev = ex.events[ex.events["patient"] == "VP003"]
+    assert (ev["kind"] != "stem_cell_boost").all()
+    traj = carthema.simulate(ev, days=60, params=dict(zip(t["name"], t["value"], strict=True)))
+    i = int(np.flatnonzero(traj.t == day)[0])
+    assert traj["anc"][i] < 0.5 and traj["cart_copies"][i] < 1000.0
 
 
 def test_window_draws_carry_the_graft_uncertainty(fit_dir):
