@@ -299,20 +299,18 @@ def test_no_traceback_messages_name_the_row(files, tmp_path):
 def test_a_file_size_limit_is_one_line_and_leaves_nothing(tmp_path):
     """EFBIG (a file-size limit; ENOSPC, EROFS and the like take the same path): the
     path and the reason in one line, exit 2, and no half-written output folder."""
-    import resource
-    import signal
-
     demo = Path(__file__).parents[1] / "data" / "examples" / "nonmem_demo"
-
-    def small_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
-
-    code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
+    # The limit is set by the child itself: a preexec_fn would fork this (JAX-threaded)
+    # test process. SIGXFSZ ignored: EFBIG instead of a kill.
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300)); "
+        "from carthema.cli import main; main(sys.argv[1:])"
+    )
     args = ["import-nonmem", str(demo / "nonmem.csv"), "--cmt-map", str(demo / "cmt_map.json"),
             "--out", str(tmp_path / "out")]  # fmt: skip
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300, preexec_fn=small_files)  # fmt: skip
+                         cwd=tmp_path, timeout=300)  # fmt: skip
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "File too large" in res.stderr and "(EFBIG)" in res.stderr
