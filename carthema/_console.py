@@ -26,8 +26,9 @@ def stdout_console() -> Console:
 HEARTBEAT_S = 10.0
 #: A step shorter than this says nothing (so that a refusal stays one line on stderr).
 GRACE_S = 1.0
-#: ``carthema --quiet``: no progress lines. ``carthema --verbose``: progress lines every
-#: :data:`HEARTBEAT_S` seconds on a terminal too (beside the samplers' bars).
+#: ``carthema --quiet``: no progress lines. ``carthema --verbose``: every step says it
+#: starts and ends, however short, and progress lines every :data:`HEARTBEAT_S` seconds
+#: come on a terminal too (beside the samplers' bars).
 QUIET = False
 VERBOSE = False
 
@@ -69,7 +70,7 @@ class Step:
         self.say = say
         self.label = label
         self.interval = interval
-        self.grace = grace
+        self.grace = 0.0 if VERBOSE else grace
         self.started = False
         self.done = 0
         self.total: int | None = None
@@ -99,10 +100,11 @@ class Step:
             self.total = int(total)
 
     def _beat(self) -> None:
-        if self._stop.wait(self.grace):
-            return  # done (or failed) quickly: nothing to report
-        self.started = True
-        self.say(self.label)
+        if not self.started:
+            if self._stop.wait(self.grace):
+                return  # done (or failed) quickly: nothing to report
+            self.started = True
+            self.say(self.label)
         # On a terminal the samplers draw their own bars; a log or pipe gets lines.
         if sys.stderr.isatty() and not VERBOSE:
             return
@@ -114,6 +116,11 @@ class Step:
         import time
 
         self._t0 = time.perf_counter()
+        if self.say is not None and self.grace <= 0.0:
+            # No grace (--verbose): the start line now, not from the thread, so that a
+            # step that ends at once still says it started and ended.
+            self.started = True
+            self.say(self.label)
         if self.say is not None:
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()

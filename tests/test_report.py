@@ -218,9 +218,20 @@ def test_a_long_step_reports_elapsed_time_and_an_estimate_from_its_own_rate():
     assert lines[-1].startswith("scan: done in ")
 
 
+def test_verbose_makes_even_a_quick_step_say_it_started_and_ended(monkeypatch):
+    from carthema import _console
+    from carthema._console import Step
+
+    monkeypatch.setattr(_console, "VERBOSE", True)
+    lines: list[str] = []
+    with Step(lines.append, "quick", grace=0.5):
+        pass
+    assert lines[0] == "quick" and lines[-1].startswith("quick: done in ")
+
+
 def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
-    """`carthema window` with stderr to a pipe: the scan's start and end lines on
-    stderr, the decision first on stdout."""
+    """`carthema --verbose window` with stderr to a pipe: the scan's start and end lines
+    on stderr (--verbose: however quick the scan), the decision first on stdout."""
     import subprocess
     import sys
 
@@ -231,7 +242,8 @@ def test_window_cli_reports_progress_on_stderr_when_piped(tmp_path):
     r.save(tmp_path / "fit", plot=False)
     code = "import sys; from carthema.cli import main; main(sys.argv[1:])"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "window", str(tmp_path / "fit"), "--boost-days", "60:90",
+        [sys.executable, "-c", code, "--verbose", "window", str(tmp_path / "fit"),
+         "--boost-days", "60:90",
          "--step", "5", "--today", "50", "--posterior-draws", "8"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
