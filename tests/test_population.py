@@ -281,14 +281,16 @@ def test_recovers_population_means_and_spreads():
       and the default (prior mean) lies outside the 90 % interval;
     - every posterior median of omega is within 35 % of the true omega. With 30 patients
       the sample SD alone scatters by about omega / sqrt(60), 13 %; 35 % allows that plus
-      the shrinkage of noisy individual estimates (about 2.7 standard errors). The short
-      run (2 x 200 draws) gives stable medians but not stable 90 % tails of omega, so
-      its interval is not asserted;
+      the shrinkage of noisy individual estimates (about 2.7 standard errors). The run
+      (2 x (800 + 400)) gives stable medians but not stable 90 % tails of omega, so its
+      interval is not asserted;
     - the prior median of omega lies outside that tolerance band.
 
-    Measured (seed 3): mu(alpha) -2.178 [-2.227, -2.131], true -2.133; mu(f_dose)
-    -12.81 [-13.01, -12.61], true -12.62; omega(alpha) 0.115, true 0.15; omega(f_dose)
-    0.649, true 0.8.
+    Measured (seed 3, 2026-12-05): mu(alpha) -2.178, true -2.133; mu(f_dose) -12.81,
+    true -12.62; omega(alpha) 0.105, true 0.15; omega(f_dose) 0.647, true 0.8. With the
+    earlier short run (2 x (300 + 200)) omega(alpha) came out 0.096-0.098 (seeds 3 and
+    4; the code before this change gave 0.0975 too with today's packages): too few
+    tuning steps for the non-centred funnel, so the run is longer.
     """
     d0 = _log_defaults()
     mu = {"cart_alpha": d0["cart_alpha"] - 0.3, "cart_f_dose": d0["cart_f_dose"] + 0.5}
@@ -300,8 +302,8 @@ def test_recovers_population_means_and_spreads():
         components="cart",
         free=FREE,
         sampler="nutpie",
-        tune=300,
-        draws=200,
+        tune=800,
+        draws=400,
         chains=2,
         seed=3,
         truth={"mu": mu, "omega": omega},
