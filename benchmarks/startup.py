@@ -186,6 +186,19 @@ def cold_compile(model_name: str) -> dict[str, Any]:
         return run_child("cold", model_name, env)
 
 
+def _gradient_step(res: dict[str, Any], backend: str, components: str, repeats: int) -> float:
+    """Time the fresh-process first gradient by ``backend``; store the runs under
+    ``res["gradient_<backend>"]``, log them, return the median wall seconds."""
+    log(f"fresh process to first gradient, {backend} path: 1 warm-up + {repeats} timed")
+    g = fresh_gradient(f"gradient_{backend}", components, repeats)
+    res[f"gradient_{backend}"] = g
+    log(
+        f"  median {g['median_s']:.1f} s wall; CPU of each process: "
+        + ", ".join(f"{r['cpu_s']:.1f} s" for r in g["runs"])
+    )
+    return g["median_s"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one timed fresh process")
@@ -225,29 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{cold['numba_cpu_s'] - cold['solve_population_cpu_s']:.1f}, solve_population "
         f"{cold['solve_population_cpu_s']:.1f}"
     )
-    log(f"fresh process to first gradient, fast path: 1 warm-up + {repeats} timed")
-    g = fresh_gradient("gradient_fast", components, repeats)
-    res["gradient_fast"] = g
-    res["first_gradient_fresh_s"] = g["median_s"]
-    log(
-        f"  median {g['median_s']:.1f} s wall; CPU of each process: "
-        + ", ".join(f"{r['cpu_s']:.1f} s" for r in g["runs"])
-    )
+    res["first_gradient_fresh_s"] = _gradient_step(res, "fast", components, repeats)
     if args.smoke:
         res["first_gradient_fresh_s_pytensor"] = None
         res["reasons"]["first_gradient_fresh_s_pytensor"] = (
             "not run in --smoke (PyTensor compiles for a minute even with warm caches)"
         )
     else:
-        log(f"fresh process to first gradient, PyTensor path: 1 warm-up + {repeats} timed")
-        g = fresh_gradient("gradient_pytensor", components, repeats)
-        res["gradient_pytensor"] = g
-        res["first_gradient_fresh_s_pytensor"] = g["median_s"]
-        log(
-            f"  median {g['median_s']:.1f} s wall; CPU of each process: "
-            + ", ".join(f"{r['cpu_s']:.1f} s" for r in g["runs"])
-        )
-        res["speedup_first_gradient"] = g["median_s"] / res["first_gradient_fresh_s"]
+        slow = _gradient_step(res, "pytensor", components, repeats)
+        res["first_gradient_fresh_s_pytensor"] = slow
+        res["speedup_first_gradient"] = slow / res["first_gradient_fresh_s"]
         log(f"  fast path {res['speedup_first_gradient']:.1f}x faster to the first gradient")
     res["demo_cold_s"] = None
     res["reasons"]["demo_cold_s"] = (
