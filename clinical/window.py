@@ -26,7 +26,7 @@ from carthema.data.boost import DEFAULT_GRAFT, BoostPlan
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
 from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
-from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
+from carthema.fitting.results.fitdir import FitFolder, load_fit, write_csv
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500

@@ -3,7 +3,7 @@
 A :class:`Posterior` is what a clinical question needs from a fit: the model, the
 parameter vector of the fixed values, the draws (natural scale, one row per draw, every
 model parameter), the patient's events and observations, and where it came from. A fit
-in memory (:meth:`carthema.fitting.samplers.FitResult.posterior`) and a saved fit folder
+in memory (:meth:`carthema.fitting.sampling.samplers.FitResult.posterior`) and a saved fit folder
 (:meth:`Posterior.from_fit_folder`) give the same draws.
 """
 
@@ -72,9 +72,9 @@ class Posterior:
 
     @classmethod
     def from_fit_folder(cls, path: str | Path) -> Posterior:
-        """The posterior of a saved fit folder (:func:`carthema.fitting.fitdir.load_fit`;
+        """The posterior of a saved fit folder (:func:`carthema.fitting.results.fitdir.load_fit`;
         loads ArviZ, not PyMC)."""
-        from carthema.fitting.fitdir import FitFolder, load_fit
+        from carthema.fitting.results.fitdir import FitFolder, load_fit
 
         ff = path if isinstance(path, FitFolder) else load_fit(path)
         lp = ff.idata.posterior["log_params"]
@@ -95,7 +95,7 @@ class Posterior:
 
     def sample(self, n: int | None = None, seed: int = 0) -> np.ndarray:
         """``n`` draws picked at random without replacement, in their stored order (all
-        when ``n`` is None or larger; :meth:`carthema.fitting.fitdir.FitFolder.draws`)."""
+        when ``n`` is None or larger; :meth:`carthema.fitting.results.fitdir.FitFolder.draws`)."""
         if n is None or n >= self.n_draws:
             return self.draws.copy()
         pick = np.random.default_rng(seed).choice(self.n_draws, n, replace=False)

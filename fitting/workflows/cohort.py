@@ -10,7 +10,7 @@ Output layout (``out``)::
     cohort.parquet, cohort.csv   one row per patient: status, error, diagnostics, wall time,
                                  posterior median and 90 % interval of each free parameter
     vpc.csv, vpc.png             prediction-corrected VPC of the fitted patients pooled
-                                 (:func:`carthema.fitting.vpc.cohort_vpc`; 3 or more)
+                                 (:func:`carthema.fitting.evaluation.vpc.cohort_vpc`; 3 or more)
     patients/<id>/               a fit folder as ``carthema fit`` writes it
                                  (:meth:`FitResult.save`: posterior.nc, fit.json,
                                  summary.csv, priors.csv, events.csv, observations.csv;
@@ -40,7 +40,7 @@ local cluster inherit the environment, so they share PyTensor's compile director
 carthema's numba cache (``$CARTHEMA_CACHE_DIR``) with the client; both are safe to share
 between processes (PyTensor locks its directory, numba modules are written atomically).
 Each worker process compiles the log-density once per model structure and reuses it for
-every later patient of that structure (:mod:`carthema.fitting.compiled`); run settings are
+every later patient of that structure (:mod:`carthema.fitting.op.compiled`); run settings are
 validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
 """
 
@@ -67,8 +67,14 @@ import numpy as np
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..data.atomic import TMP_MARK, FolderLock, atomic_path, probe_output_folder, write_atomic
-from ..data.errors import InputError
+from carthema.data.atomic import (
+    TMP_MARK,
+    FolderLock,
+    atomic_path,
+    probe_output_folder,
+    write_atomic,
+)
+from carthema.data.errors import InputError
 
 #: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
 #: when they apply), besides ``done.json``.
@@ -298,8 +304,8 @@ def fit_patient_task(
     Returns ``{"status": "ok", "row": ..., "files": {name: bytes}}`` or
     ``{"status": "failed", "row": ..., "traceback": str}``.
     """
-    from .samplers import fit
-    from .settings import RunSettings
+    from carthema.fitting.sampling.samplers import fit
+    from carthema.fitting.sampling.settings import RunSettings
 
     t0 = time.perf_counter()
     base = {
@@ -573,8 +579,8 @@ def fit_cohort(
         Passed on to :func:`fit` (``target_accept``, ``low_rank``, ``history_days``,
         ``prior_sd``, ``sigma``, ``params``, solver options).
     """
-    from .samplers import SAMPLERS
-    from .settings import RunSettings
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings
 
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -598,7 +604,7 @@ def fit_cohort(
             "--workers applies to the local cluster only",
             fix="leave out --workers with --scheduler (start workers with `dask worker`)",
         )
-    from ..data.patients import select_patients
+    from carthema.data.patients import select_patients
 
     ids = select_patients(observations, patients, order="table", duplicates="drop")
 
@@ -765,10 +771,10 @@ VPC_MIN_PATIENTS = 3
 
 def _write_vpc(out: Path, table: pd.DataFrame, settings: Mapping, say) -> dict[str, Path]:
     """``vpc.csv`` and ``vpc.png``: the prediction-corrected VPC of every fitted patient
-    pooled (:func:`carthema.fitting.vpc.cohort_vpc_from_folders`), each file written under
-    a temporary name and renamed; with fewer than :data:`VPC_MIN_PATIENTS` fitted
+    pooled (:func:`carthema.fitting.evaluation.vpc.cohort_vpc_from_folders`), each file
+    written under a temporary name and renamed; with fewer than :data:`VPC_MIN_PATIENTS` fitted
     patients none is written and the reason is said."""
-    from .vpc import cohort_vpc_from_folders, plot_vpc, write_vpc_csv
+    from carthema.fitting.evaluation.vpc import cohort_vpc_from_folders, plot_vpc, write_vpc_csv
 
     ok = [str(p) for p in table.loc[table["status"] == "ok", "patient"]]
     if len(ok) < VPC_MIN_PATIENTS:

@@ -19,7 +19,7 @@ Samplers
 ``"pymc"``
     PyMC's own NUTS (Python loop; the ODE solve runs in the numba kernel).
 ``"map"``
-    MAP + Laplace approximation (:mod:`carthema.fitting.laplace`): seconds, for
+    MAP + Laplace approximation (:mod:`carthema.fitting.sampling.laplace`): seconds, for
     screening; its draws are independent Gaussian draws in the unconstrained space.
 
 NUTS chains start from the MAP point (jittered) unless ``init="prior"``: ODE posteriors
@@ -41,15 +41,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._console import Step, interactive, progress_to_stderr
-from ..data.jsonsafe import dumps
-from ..models.model import get_model
-from ..models.posterior import Posterior
-from ..models.simulate import resolve_params
-from .build import FitModel, build_model
-from .compiled import logp_grad, nutpie_model
-from .data import prepare_patient
-from .diagnostics import (
+from carthema._console import Step, interactive, progress_to_stderr
+from carthema.data.jsonsafe import dumps
+from carthema.fitting.evaluation.diagnostics import (
     Diagnostics,
     correlation,
     diagnose,
@@ -64,10 +58,16 @@ from .diagnostics import (
     timing_line,
     trust_lines,
 )
-from .fitdir import write_csv, write_result_folder
-from .laplace import MapResult, find_map, laplace_draws
-from .priors import priors_frame
-from .settings import RunSettings
+from carthema.fitting.model.build import FitModel, build_model
+from carthema.fitting.model.data import prepare_patient
+from carthema.fitting.model.priors import priors_frame
+from carthema.fitting.op.compiled import logp_grad, nutpie_model
+from carthema.fitting.results.fitdir import write_csv, write_result_folder
+from carthema.fitting.sampling.laplace import MapResult, find_map, laplace_draws
+from carthema.fitting.sampling.settings import RunSettings
+from carthema.models.model import get_model
+from carthema.models.posterior import Posterior
+from carthema.models.simulate import resolve_params
 
 SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
 
@@ -110,7 +110,7 @@ class FitResult:
 
     def checks(self) -> pd.DataFrame:
         """Goodness of fit per observation: PRED, IPRED, 90 % predictive interval,
-        residuals and PIT (:func:`carthema.fitting.diagnostics.predictive_checks`)."""
+        residuals and PIT (:func:`carthema.fitting.evaluation.diagnostics.predictive_checks`)."""
         if self._checks is None:
             self._checks = predictive_checks(self, seed=int(self.settings.get("seed") or 0))
         return self._checks
@@ -207,7 +207,7 @@ class FitResult:
 
     def criteria(self) -> dict | None:
         """-2LL, AIC and BIC at the MAP for MAP fits
-        (:func:`carthema.fitting.diagnostics.map_criteria`); None for NUTS fits, whose
+        (:func:`carthema.fitting.evaluation.diagnostics.map_criteria`); None for NUTS fits, whose
         ``log_likelihood`` group serves ``az.loo`` instead."""
         if self.sampler != "map" or self.map is None:
             return None
@@ -247,7 +247,7 @@ class FitResult:
         if len(unused):
             files["unused"] = ("unused_observations.csv", lambda p: unused.to_csv(p, index=False))
         if plot:
-            from .plots import plot_diagnostics, plot_fit
+            from carthema.fitting.evaluation.plots import plot_diagnostics, plot_fit
 
             files["plot"] = ("ipred.png", lambda p: plot_fit(self, p))
             files["diagnostics"] = (
@@ -355,7 +355,7 @@ def fit(
     components:
         Component set (``"full"``, ``"cart"``, ``"cart_targets"``, ``"haematopoiesis"``).
     free:
-        Free parameters (default: :data:`carthema.fitting.priors.DEFAULT_FREE`).
+        Free parameters (default: :data:`carthema.fitting.model.priors.DEFAULT_FREE`).
     sampler:
         ``"nutpie"`` (default), ``"nutpie-jax"``, ``"numpyro"``, ``"pymc"`` or ``"map"``.
     draws, tune, chains:
@@ -388,7 +388,7 @@ def fit(
         censored terms included) so that ``az.loo`` / ``az.compare`` work; one solve per
         draw.
     run:
-        Already validated :class:`~carthema.fitting.settings.RunSettings` (a cohort
+        Already validated :class:`~carthema.fitting.sampling.settings.RunSettings` (a cohort
         validates once for all its patients); when given, ``sampler``, ``draws``,
         ``tune``, ``chains``, ``seed``, ``cores``, ``init``, ``target_accept`` and
         ``low_rank`` are taken from it.
@@ -633,7 +633,7 @@ def _run_nuts(
     t0 = time.perf_counter()
     with model:
         if sampler == "numpyro":
-            from ..models import jax_backend  # noqa: F401  (float64 in JAX)
+            from carthema.models import jax_backend  # noqa: F401  (float64 in JAX)
 
             idata = pm.sample(
                 draws=draws,

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .priors import RESIDUALS
+from carthema.fitting.model.priors import RESIDUALS
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
@@ -513,7 +513,12 @@ def predictive_checks(result, *, n_draws: int = 200, seed: int = 0) -> pd.DataFr
     PRED (model at the prior medians), IPRED (posterior median of the model value), PI
     5-95 % (posterior predictive), IRES (residual on the likelihood scale: log for counts
     and copies), IWRES (IRES / posterior median residual SD), PIT."""
-    from .predict import add_noise, draw_matrix, sigma_draws, trajectories
+    from carthema.fitting.evaluation.predict import (
+        add_noise,
+        draw_matrix,
+        sigma_draws,
+        trajectories,
+    )
 
     fm = result.fit_model
     data = fm.data
@@ -579,10 +584,10 @@ def predictive_checks(result, *, n_draws: int = 200, seed: int = 0) -> pd.DataFr
 def pointwise_loglik(fm, log_params: np.ndarray, sigma: dict[str, np.ndarray]) -> np.ndarray:
     """Log-likelihood of every used observation (censored ones with their M3 term) for
     each row of ``log_params`` (k, n_free), residual SDs ``sigma`` by analyte (k,):
-    (k, n_obs), the terms :mod:`carthema.fitting.likelihood` sums. A draw whose solve
+    (k, n_obs), the terms :mod:`carthema.fitting.model.likelihood` sums. A draw whose solve
     fails gets -inf on every observation (a rejected draw)."""
-    from .likelihood import loglik_numpy
-    from .predict import trajectories
+    from carthema.fitting.evaluation.predict import trajectories
+    from carthema.fitting.model.likelihood import loglik_numpy
 
     data = fm.data
     rows = data.rows.reset_index(drop=True)
@@ -600,7 +605,7 @@ def log_likelihood_group(fm, idata) -> xr.Dataset:
     """The ``log_likelihood`` group of a fit's InferenceData: ``y`` (chain, draw,
     observation), one entry per used observation, so that ``az.loo`` and
     ``az.compare`` work on ``posterior.nc``."""
-    from .predict import draw_matrix, sigma_draws
+    from carthema.fitting.evaluation.predict import draw_matrix, sigma_draws
 
     post = idata.posterior
     n_chain, n_draw = int(post.sizes["chain"]), int(post.sizes["draw"])

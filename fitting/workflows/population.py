@@ -1,9 +1,9 @@
 """Hierarchical (population) fit of several patients: shared means and spreads.
 
 The model (population means ``mu``, spreads ``omega``, covariate effects ``beta``, each
-patient's ``eta``) is described in :mod:`carthema.fitting.hierarchical`; every patient's
+patient's ``eta``) is described in :mod:`carthema.fitting.model.hierarchical`; every patient's
 observations enter through the single-patient likelihood and the one ODE Op
-(:class:`~carthema.fitting.ode_op.SolveOp` over the batch of patients).
+(:class:`~carthema.fitting.op.ode_op.SolveOp` over the batch of patients).
 
 Samplers: ``"nutpie"`` (default; NUTS on the numba-compiled log-density) and ``"pymc"``
 estimate the spreads properly. ``"map"`` (joint mode + Laplace) is for screening only:
@@ -11,9 +11,9 @@ the joint mode of a hierarchical model is not the posterior of the spreads (with
 informative patients it over-states ``omega``; with uninformative ones it can collapse
 it), and the fit says so in its notes.
 
-The pieces live by job: :mod:`~carthema.fitting.covariates` (design matrix),
-:mod:`~carthema.fitting.hierarchical` (the PyMC model),
-:mod:`~carthema.fitting.population_result` (tables, saving); this module runs the fit.
+The pieces live by job: :mod:`~carthema.fitting.model.covariates` (design matrix),
+:mod:`~carthema.fitting.model.hierarchical` (the PyMC model),
+:mod:`~carthema.fitting.results.population_result` (tables, saving); this module runs the fit.
 """
 
 from __future__ import annotations
@@ -26,18 +26,22 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..data.errors import InputError
-from ..data.patients import select_patients
-from ..models.model import get_model
-from ..models.simulate import resolve_params
-from .covariates import Covariates, design_matrix, parse_effects
-from .data import HISTORY_DAYS, PatientData, prepare_patient
-from .diagnostics import diagnose, misfit_warnings, pointwise_loglik
-from .hierarchical import MIN_PATIENTS, PopulationModel, build_population_model
-from .population_result import PopulationResult
-from .samplers import run_sampler
-from .settings import RunSettings
-from .vpc import PatientDesign
+from carthema.data.errors import InputError
+from carthema.data.patients import select_patients
+from carthema.fitting.evaluation.diagnostics import diagnose, misfit_warnings, pointwise_loglik
+from carthema.fitting.evaluation.vpc import PatientDesign
+from carthema.fitting.model.covariates import Covariates, design_matrix, parse_effects
+from carthema.fitting.model.data import HISTORY_DAYS, PatientData, prepare_patient
+from carthema.fitting.model.hierarchical import (
+    MIN_PATIENTS,
+    PopulationModel,
+    build_population_model,
+)
+from carthema.fitting.results.population_result import PopulationResult
+from carthema.fitting.sampling.samplers import run_sampler
+from carthema.fitting.sampling.settings import RunSettings
+from carthema.models.model import get_model
+from carthema.models.simulate import resolve_params
 
 __all__ = [
     "MIN_PATIENTS",
@@ -96,7 +100,7 @@ def _deterministic_draws(pm_: PopulationModel, X: np.ndarray, slices, chains: in
 
 def _diagnostic_view(idata: az.InferenceData) -> az.InferenceData:
     """Stack the monitored quantities into one ``params`` variable (and ``sigma``) so
-    that :func:`carthema.fitting.diagnostics.diagnose` checks all of them: mu, omega,
+    that :func:`carthema.fitting.evaluation.diagnostics.diagnose` checks all of them: mu, omega,
     covariate effects and every patient's log-parameters (R-hat and ESS are rank-based,
     so the log scale changes nothing)."""
     post = idata.posterior
@@ -212,7 +216,7 @@ def fit_population(
         Component set (``"cart"`` default, ``"cart_targets"``, ``"haematopoiesis"``,
         ``"full"``).
     free:
-        Free parameters (default: :data:`carthema.fitting.priors.DEFAULT_FREE`).
+        Free parameters (default: :data:`carthema.fitting.model.priors.DEFAULT_FREE`).
     covariates, effects:
         Per-patient covariate table (``patient`` + covariate columns) and which free
         parameters each covariate acts on (default: all); see :func:`design_matrix`.
