@@ -69,10 +69,10 @@ patient's first non-missing value (a covariate that changes within a patient is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -159,6 +159,8 @@ FLAG_COLUMNS = ("BLQ", "CENS", "BQL", "BLOQ")
 MAX_DOSES_PER_RECORD = 1000
 
 _OBS_KEYS = ("analyte", "name", "unit", "compartment", "lloq")
+# Dose keys of a cmt_map entry copied onto each event of the record.
+_DOSE_EXTRAS = ("drug", "source", "cd34_selected", "cd3_per_kg", "mnc_per_kg", "duration")
 _DOSE_KEYS = (
     "kind",
     "name",
@@ -322,12 +324,94 @@ def read_nonmem(
     other columns (covariates such as WT) are in ``observations.attrs
     ["nonmem_covariates"]``: one row per patient (see :func:`covariate_table`).
     """
-    where = str(path)
+    # The steps run in this order so that a file with several problems is refused for
+    # the same (first) one every time.
     cmt_map = check_cmt_map(cmt_map, "cmt_map")
     if dose_map is not None:
         dose_map = check_cmt_map(dose_map, "dose_map")
     check_time_zero(time_zero)
-    marks = _ignore_marks(path, ignore)
+    table, skipped = _read_records(path, _ignore_marks(path, ignore), time_unit)
+    records = _parse_records(table, time_unit, time_zero)
+    censoring = _parse_censoring(table)
+    split = _split_records(table, records, censoring, cmt_map, dose_map, skipped)
+    # doses first: a dose error is reported even in a data set without observations
+    if split.ev_rows:
+        # ADDL expands one record into several events: validate them under unique row
+        # numbers and name the record (and which dose of it) in an error
+        ev_text = _text_frame(split.ev_rows, range(1, len(split.ev_rows) + 1))
+        ev = _remap(
+            lambda: validate_events_text(ev_text, table.where), _EVENT_COLUMN, split.ev_index
+        )
+    else:
+        ev = _empty_events()
+    split.notes.extend(_day_zero_notes(table, records, split, time_zero))
+    if not split.obs_rows:
+        table.fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
+    obs_text = _text_frame(split.obs_rows, split.obs_index)
+    obs = _remap(
+        lambda: validate_observations_text(obs_text, table.where),
+        {**_OBS_COLUMN, "blq": censoring.name},
+    )
+    covariates, changing = _covariates(table.text, records.patient, table.covariate_columns)
+    obs.attrs["nonmem_covariates"] = covariates
+    obs.attrs["nonmem_ignored_columns"] = table.covariate_columns
+    obs.attrs["nonmem_skipped_rows"] = split.skipped
+    obs.attrs["nonmem_notes"] = split.notes + changing
+    obs.attrs["nonmem_dose_records"] = len(set(split.ev_index))
+    return obs, ev
+
+
+@dataclass
+class _Table:
+    """The data records as text (index: record number) and the file they came from;
+    every refusal names the file, the record and the NONMEM column."""
+
+    text: pd.DataFrame
+    where: str
+    #: Columns that are not NONMEM's: covariates, carried per patient.
+    covariate_columns: list[str]
+
+    def fail(self, row: int | None, column: str | None, problem: str, fix: str) -> NoReturn:
+        raise InputError(problem, file=self.where, row=row, column=column, fix=fix)
+
+    def fail_first(
+        self, bad: pd.Series, column: str, problem: Callable[[int], str], fix: str
+    ) -> None:
+        """Refuse the first record where ``bad`` holds; ``problem(record)`` says why."""
+        if bad.any():
+            r = int(bad[bad].index[0])
+            self.fail(r, column, problem(r), fix)
+
+    def numeric(self, col: str, *, default: float | None, integer: bool = False) -> pd.Series:
+        """Column ``col`` as floats: empty cells (and an absent column) are ``default``
+        (NaN when None); text, infinities and, with ``integer``, fractions are refused."""
+        text = self.text
+        if col not in text.columns:
+            return pd.Series(
+                default if default is not None else np.nan, index=text.index, dtype=float
+            )
+        raw = text[col].astype(str).str.strip()
+        num = _number(text[col])
+        empty = raw.str.lower().isin(MISSING_MARKERS)
+        bad = (~empty & num.isna()) | (~empty & ~np.isfinite(num.fillna(0)))
+        if integer:
+            bad |= ~empty & num.notna() & (num != np.round(num))
+        kind = "an integer" if integer else "a number"
+        self.fail_first(
+            bad, col, lambda r: f"{col} '{raw.loc[r]}' is not {kind}.", f"write {kind} in {col}."
+        )
+        if default is not None:
+            num = num.fillna(default)
+        return num.astype(float)
+
+
+def _read_records(
+    path: str | Path, marks: tuple[str, ...], time_unit: str
+) -> tuple[_Table, list[tuple[int, str]]]:
+    """The file's data records (comment records blanked, blank records dropped, column
+    names upper-case) and the comment records skipped; refuses a file without the
+    required columns or without data."""
+    where = str(path)
     text = read_table_text(path, ignore_line=lambda line: _ignored(line, marks))
     dropped = list(text.attrs.get("ignored_rows", []))
     text.columns = [str(c).strip().upper() for c in text.columns]
@@ -340,176 +424,216 @@ def read_nonmem(
         (r, f"IGNORE={'/'.join(marks)}: a comment record, not data") for r in sorted(dropped)
     ]
     not_data = {"C"} if text.columns[0] == "C" else set()
-    ignored = [c for c in text.columns if c not in NONMEM_COLUMNS and c not in not_data]
-
-    def fail(row: int | None, column: str | None, problem: str, fix: str) -> None:
-        raise InputError(problem, file=where, row=row, column=column, fix=fix)
-
+    covariates = [c for c in text.columns if c not in NONMEM_COLUMNS and c not in not_data]
+    table = _Table(text, where, covariates)
     for col in ("ID", "TIME", "DV", "CMT"):
         if col not in text.columns:
-            fail(0, col, f"required NONMEM column '{col}' is missing.", f"add a '{col}' column.")
+            table.fail(
+                0, col, f"required NONMEM column '{col}' is missing.", f"add a '{col}' column."
+            )
     if "EVID" not in text.columns and "MDV" not in text.columns:
-        fail(0, "EVID", "neither EVID nor MDV is present.", "add an EVID (or MDV) column.")
+        table.fail(0, "EVID", "neither EVID nor MDV is present.", "add an EVID (or MDV) column.")
     if time_unit not in ("day", "hour"):
         raise InputError(
             f"time_unit '{time_unit}' is not 'day' or 'hour'.", fix="pass 'day' or 'hour'."
         )
-    text = text[~text.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1)]
-    if text.empty:
-        fail(1, None, "the table has a header but no data rows.", "add at least one row.")
+    table.text = text[~text.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1)]
+    if table.text.empty:
+        table.fail(1, None, "the table has a header but no data rows.", "add at least one row.")
+    return table, skipped
 
-    def numeric(col: str, *, default: float | None, integer: bool = False) -> pd.Series:
-        if col not in text.columns:
-            return pd.Series(
-                default if default is not None else np.nan, index=text.index, dtype=float
-            )
-        raw = text[col].astype(str).str.strip()
-        num = _number(text[col])
-        empty = raw.str.lower().isin(MISSING_MARKERS)
-        bad = (~empty & num.isna()) | (~empty & ~np.isfinite(num.fillna(0)))
-        if integer:
-            bad |= ~empty & num.notna() & (num != np.round(num))
-        if bad.any():
-            r = int(bad[bad].index[0])
-            kind = "an integer" if integer else "a number"
-            fail(r, col, f"{col} '{raw.loc[r]}' is not {kind}.", f"write {kind} in {col}.")
-        if default is not None:
-            num = num.fillna(default)
-        return num.astype(float)
 
+@dataclass
+class _Records:
+    """The NONMEM columns that say what each record is, one value per record."""
+
+    patient: pd.Series  # ID as text; "1" and "1.0" are the same individual
+    time: pd.Series  # TIME, in the file's time unit
+    day: pd.Series  # days after time_zero (day 0 = the first CAR-T infusion)
+    hours_per_unit: float  # 24 when TIME is in hours, else 1: TIME / this = days
+    cmt: pd.Series
+    mdv: pd.Series
+    amt: pd.Series
+    evid: pd.Series
+    addl: pd.Series
+    ii: pd.Series  # dosing interval, in the file's time unit
+
+
+def _parse_records(table: _Table, time_unit: str, time_zero: float | None) -> _Records:
+    """ID, TIME, CMT, MDV, AMT, EVID, ADDL, II parsed and checked: dosing records
+    carthema can represent, and NONMEM's own record order."""
+    text = table.text
     rid = text["ID"].astype(str).str.strip()
-    row = rid[rid.str.lower().isin(MISSING_MARKERS)]
-    if not row.empty:
-        fail(int(row.index[0]), "ID", "ID is empty.", "give every record an ID.")
+    table.fail_first(
+        rid.str.lower().isin(MISSING_MARKERS), "ID", lambda r: "ID is empty.",
+        "give every record an ID.",
+    )  # fmt: skip
     idnum = _number(text["ID"])
     # "1" and "1.0" are the same NONMEM individual
     patient = rid.where(
         ~(idnum.notna() & (idnum == np.round(idnum))), idnum.map(lambda v: f"{v:.0f}")
     )
-    time = numeric("TIME", default=None)
-    if time.isna().any():
-        r = int(time[time.isna()].index[0])
-        fail(r, "TIME", "TIME is empty.", "give the time of every record.")
-    cmt = numeric("CMT", default=None, integer=True)
-    mdv = numeric("MDV", default=0.0, integer=True)
-    amt = numeric("AMT", default=None)
+    time = table.numeric("TIME", default=None)
+    table.fail_first(
+        time.isna(), "TIME", lambda r: "TIME is empty.", "give the time of every record."
+    )
+    cmt = table.numeric("CMT", default=None, integer=True)
+    mdv = table.numeric("MDV", default=0.0, integer=True)
+    amt = table.numeric("AMT", default=None)
     if "EVID" in text.columns:
-        evid = numeric("EVID", default=0.0, integer=True)
+        evid = table.numeric("EVID", default=0.0, integer=True)
     else:
         evid = pd.Series(np.where((mdv == 1) & (amt > 0), 1.0, 0.0), index=text.index)
-    addl = numeric("ADDL", default=0.0, integer=True)
-    ii = numeric("II", default=0.0)
-    for col, v in (("ADDL", addl), ("II", ii)):
-        bad = v < 0
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                col,
-                f"{col} {v.loc[r]:g} is negative.",
-                "give ADDL (additional doses) >= 0 and II (the interval between them) >= 0.",
-            )
-    bad = addl + 1 > MAX_DOSES_PER_RECORD
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "ADDL",
-            f"ADDL {addl.loc[r]:g} would expand one record into {addl.loc[r] + 1:g} doses "
-            f"(more than {MAX_DOSES_PER_RECORD}).",
-            "check ADDL; write a long course of a G-CSF or TPO agonist as one period "
-            "(duration in cmt_map) rather than thousands of doses.",
-        )
-    for col in ("RATE", "SS"):
-        v = numeric(col, default=0.0)
-        if (v != 0).any():
-            r = int(v[v != 0].index[0])
-            fail(
-                r,
-                col,
-                f"{col} is {v.loc[r]:g}; carthema has no zero-order or steady-state doses.",
-                "write each dose as a bolus record (RATE=0, SS=0), or a G-CSF/TPO period "
-                "in an events file.",
-            )
-    bad = ~evid.isin([0, 1, 2])
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "EVID",
-            f"EVID {evid.loc[r]:g} is not supported (0 observation, 1 dose, 2 other).",
-            "remove reset records (EVID 3/4); carthema histories start at the first event.",
-        )
+    addl = table.numeric("ADDL", default=0.0, integer=True)
+    ii = table.numeric("II", default=0.0)
+    hours_per_unit = 24.0 if time_unit == "hour" else 1.0
+    records = _Records(
+        patient=patient,
+        time=time,
+        day=(time - (time_zero or 0.0)) / hours_per_unit,
+        hours_per_unit=hours_per_unit,
+        cmt=cmt,
+        mdv=mdv,
+        amt=amt,
+        evid=evid,
+        addl=addl,
+        ii=ii,
+    )
+    _check_dosing(table, records)
+    _check_record_order(table, records)
+    return records
 
-    # NONMEM's own rules: one block of records per individual, time not decreasing
+
+def _check_dosing(table: _Table, rec: _Records) -> None:
+    """Refuse negative ADDL or II, ADDL beyond :data:`MAX_DOSES_PER_RECORD`, zero-order
+    and steady-state doses (RATE, SS) and reset records (EVID 3/4)."""
+    for col, v in (("ADDL", rec.addl), ("II", rec.ii)):
+        table.fail_first(
+            v < 0,
+            col,
+            lambda r, col=col, v=v: f"{col} {v.loc[r]:g} is negative.",
+            "give ADDL (additional doses) >= 0 and II (the interval between them) >= 0.",
+        )
+    addl = rec.addl
+    table.fail_first(
+        addl + 1 > MAX_DOSES_PER_RECORD,
+        "ADDL",
+        lambda r: (
+            f"ADDL {addl.loc[r]:g} would expand one record into {addl.loc[r] + 1:g} "
+            f"doses (more than {MAX_DOSES_PER_RECORD})."
+        ),
+        "check ADDL; write a long course of a G-CSF or TPO agonist as one period "
+        "(duration in cmt_map) rather than thousands of doses.",
+    )
+    for col in ("RATE", "SS"):
+        v = table.numeric(col, default=0.0)
+        table.fail_first(
+            v != 0,
+            col,
+            lambda r, col=col, v=v: (
+                f"{col} is {v.loc[r]:g}; carthema has no zero-order or steady-state doses."
+            ),
+            "write each dose as a bolus record (RATE=0, SS=0), or a G-CSF/TPO period "
+            "in an events file.",
+        )
+    evid = rec.evid
+    table.fail_first(
+        ~evid.isin([0, 1, 2]),
+        "EVID",
+        lambda r: f"EVID {evid.loc[r]:g} is not supported (0 observation, 1 dose, 2 other).",
+        "remove reset records (EVID 3/4); carthema histories start at the first event.",
+    )
+
+
+def _check_record_order(table: _Table, rec: _Records) -> None:
+    """NONMEM's own rules: one block of records per individual, TIME not decreasing
+    within it."""
+    patient = rec.patient
     block = patient.ne(patient.shift())
     seen: set[str] = set()
-    for r, p, new in zip(text.index, patient, block, strict=True):
+    for r, p, new in zip(table.text.index, patient, block, strict=True):
         if new and p in seen:
-            fail(
+            table.fail(
                 int(r),
                 "ID",
                 f"ID {p} appears again after other IDs (NONMEM would read a new individual).",
                 "sort the data set by ID, then TIME.",
             )
         seen.add(p)
-    back = (time.diff() < 0) & ~block
-    if back.any():
-        r = int(back[back].index[0])
-        fail(
-            r,
-            "TIME",
-            f"TIME goes backwards within ID {patient.loc[r]}.",
-            "sort each ID's records by TIME.",
-        )
+    table.fail_first(
+        (rec.time.diff() < 0) & ~block,
+        "TIME",
+        lambda r: f"TIME goes backwards within ID {patient.loc[r]}.",
+        "sort each ID's records by TIME.",
+    )
 
-    day = (time - (time_zero or 0.0)) / (24.0 if time_unit == "hour" else 1.0)
+
+@dataclass
+class _Censoring:
+    """DV and how each record's value is censored below a limit."""
+
+    dv: pd.Series
+    flag_column: str | None  # BLQ, CENS, BQL or BLOQ; None when the file has none
+    flag: pd.Series  # 1 = below the limit (0 without a flag column)
+    lloq: pd.Series  # the record's LLOQ, NaN where it gives none (or LLOQ=0)
+    has_lloq: bool  # the file has an LLOQ column
+
+    @property
+    def name(self) -> str:
+        """The column that marks a below-limit record, for messages."""
+        return self.flag_column or "LLOQ"
+
+    def below(self, r: int) -> bool:
+        """Whether record ``r`` is below its limit: its flag, or without a flag column
+        DV < LLOQ."""
+        if self.flag_column is not None:
+            return bool(self.flag.loc[r] == 1)
+        lloq = self.lloq.loc[r]
+        return bool(self.has_lloq and not np.isnan(lloq) and self.dv.loc[r] < lloq)
+
+
+def _parse_censoring(table: _Table) -> _Censoring:
+    """The censoring flag column (at most one), LLOQ and Monolix's LIMIT, checked, and
+    DV."""
+    text = table.text
     flags = [c for c in FLAG_COLUMNS if c in text.columns]
     if len(flags) > 1:
-        fail(
+        table.fail(
             0,
             flags[1],
             f"two censoring flag columns, {flags[0]} and {flags[1]}.",
             "keep one (1 = below the limit of quantification, 0 = quantified).",
         )
     flag_col = flags[0] if flags else None
-    has_blq = flag_col is not None
-    has_lloq = "LLOQ" in text.columns
-    blq_flag = numeric(flag_col or "BLQ", default=0.0, integer=True)
-    if has_blq:
-        if flag_col == "CENS" and (blq_flag == -1).any():
-            r = int(blq_flag[blq_flag == -1].index[0])
-            fail(
-                r,
+    flag = table.numeric(flag_col or "BLQ", default=0.0, integer=True)
+    if flag_col is not None:
+        if flag_col == "CENS":
+            table.fail_first(
+                flag == -1,
                 "CENS",
-                "CENS -1 marks a value above an upper limit; carthema has no upper-limit "
-                "censoring.",
+                lambda r: (
+                    "CENS -1 marks a value above an upper limit; carthema has no "
+                    "upper-limit censoring."
+                ),
                 "write the row as quantified at the limit (CENS=0), or leave it out.",
             )
-        bad = ~blq_flag.isin([0, 1])
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                flag_col,
-                f"{flag_col} {blq_flag.loc[r]:g} is not 0 or 1.",
-                "write 1 (below the limit) or 0.",
-            )
-    lloq_col = numeric("LLOQ", default=None)
-    bad = lloq_col < 0
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "LLOQ",
-            f"LLOQ {lloq_col.loc[r]:g} is negative.",
-            "give the limit of quantification (> 0), or 0 / empty for no limit.",
+        table.fail_first(
+            ~flag.isin([0, 1]),
+            flag_col,
+            lambda r: f"{flag_col} {flag.loc[r]:g} is not 0 or 1.",
+            "write 1 (below the limit) or 0.",
         )
-    lloq_col = lloq_col.where(lloq_col > 0)  # LLOQ=0 means no limit on that row
-    limit = numeric("LIMIT", default=None)
+    lloq = table.numeric("LLOQ", default=None)
+    table.fail_first(
+        lloq < 0,
+        "LLOQ",
+        lambda r: f"LLOQ {lloq.loc[r]:g} is negative.",
+        "give the limit of quantification (> 0), or 0 / empty for no limit.",
+    )
+    limit = table.numeric("LIMIT", default=None)
     if "LIMIT" in text.columns:
         if flag_col != "CENS":
-            fail(
+            table.fail(
                 0,
                 "LIMIT",
                 "LIMIT without a CENS column: in Monolix coding LIMIT is the other end of "
@@ -517,172 +641,230 @@ def read_nonmem(
                 "rename the column LLOQ if it holds the limit of quantification, or add "
                 "the CENS column it belongs to.",
             )
-        bad = (blq_flag == 1) & (limit > 0)
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                "LIMIT",
-                f"LIMIT {limit.loc[r]:g} > 0: the value lies between LIMIT and DV (interval "
-                "censoring), which carthema cannot represent.",
-                "set LIMIT to 0 or empty (below the limit DV), or write the row as quantified.",
-            )
-    dv = numeric("DV", default=None)
-    flag_name = flag_col or "LLOQ"
-    notes: list[tuple[int, str]] = []
+        table.fail_first(
+            (flag == 1) & (limit > 0),
+            "LIMIT",
+            lambda r: (
+                f"LIMIT {limit.loc[r]:g} > 0: the value lies between LIMIT and DV "
+                "(interval censoring), which carthema cannot represent."
+            ),
+            "set LIMIT to 0 or empty (below the limit DV), or write the row as quantified.",
+        )
+    return _Censoring(
+        dv=table.numeric("DV", default=None),
+        flag_column=flag_col,
+        flag=flag,
+        lloq=lloq.where(lloq > 0),  # LLOQ=0 means no limit on that row
+        has_lloq="LLOQ" in text.columns,
+    )
 
-    obs_rows: list[dict[str, object]] = []
-    obs_index: list[int] = []
-    ev_rows: list[dict[str, object]] = []
-    ev_index: list[int] = []
-    for r in text.index:
-        e = int(evid.loc[r])
-        c = int(cmt.loc[r]) if not np.isnan(cmt.loc[r]) else None
+
+@dataclass
+class _Split:
+    """The records sorted into observation rows and event rows (in carthema's columns,
+    with the record each came from), skipped records and notes."""
+
+    skipped: list[tuple[int, str]]
+    obs_rows: list[dict[str, object]] = field(default_factory=list)
+    obs_index: list[int] = field(default_factory=list)
+    ev_rows: list[dict[str, object]] = field(default_factory=list)
+    ev_index: list[int] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _split_records(
+    table: _Table,
+    rec: _Records,
+    cens: _Censoring,
+    cmt_map: Mapping[int, Spec],
+    dose_map: Mapping[int, Spec] | None,
+    skipped: list[tuple[int, str]],
+) -> _Split:
+    """Each record -> events (a dose, expanded by ADDL), an observation row, or a
+    skipped record (EVID=2, MDV=1 without a below-limit flag)."""
+    split = _Split(skipped=skipped)
+    for r in table.text.index:
+        e = int(rec.evid.loc[r])
+        c = int(rec.cmt.loc[r]) if not np.isnan(rec.cmt.loc[r]) else None
         if e == 2:
-            skipped.append((int(r), "EVID=2 (other-type event)"))
+            split.skipped.append((int(r), "EVID=2 (other-type event)"))
             continue
         if c is None:
-            fail(int(r), "CMT", "CMT is empty.", "give the compartment number of every record.")
+            table.fail(
+                int(r), "CMT", "CMT is empty.", "give the compartment number of every record."
+            )
         if e == 1:
-            spec_src = dose_map if dose_map is not None and c in dose_map else cmt_map
-            if c not in spec_src:
-                fail(
-                    int(r),
-                    "CMT",
-                    f"dose record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                    f'map CMT {c} to an event kind in --cmt-map (e.g. {{"{c}": "cart_infusion"}}).',
-                )
-            spec = _spec(spec_src[c])
-            name = str(spec.get("kind", spec.get("name", "")))
-            kind = get_event_kind(name)
-            if kind is None:
-                fail(
-                    int(r),
-                    "CMT",
-                    f"dose record in CMT {c}, which --cmt-map maps to '{name}', not an event kind.",
-                    "map dose compartments to an event kind (or use dose_map for a CMT "
-                    "that is also observed).",
-                )
-            n_doses = 1 + int(addl.loc[r])
-            if n_doses > 1 and ii.loc[r] <= 0:
-                fail(int(r), "II", "ADDL is set but II is not > 0.", "give the dosing interval II.")
-            step = ii.loc[r] / (24.0 if time_unit == "hour" else 1.0)
-            for k in range(n_doses):
-                rec = {
-                    "patient": patient.loc[r],
-                    "day": float(day.loc[r] + k * step),
-                    "kind": kind.name,
-                    "amount": amt.loc[r],
-                    "unit": spec.get("unit", kind.units[0]),
-                }
-                for extra in (
-                    "drug",
-                    "source",
-                    "cd34_selected",
-                    "cd3_per_kg",
-                    "mnc_per_kg",
-                    "duration",
-                ):
-                    if extra in spec:
-                        rec[extra] = spec[extra]
-                ev_rows.append(rec)
-                ev_index.append(int(r))
+            events = _dose_events(table, rec, int(r), c, cmt_map, dose_map)
+            split.ev_rows.extend(events)
+            split.ev_index.extend([int(r)] * len(events))
             continue
-        # observation record
-        below = (
-            (blq_flag.loc[r] == 1)
-            if has_blq
-            else bool(has_lloq and not np.isnan(lloq_col.loc[r]) and dv.loc[r] < lloq_col.loc[r])
-        )
-        if mdv.loc[r] == 1 and not below:
-            skipped.append((int(r), "MDV=1 observation record"))
+        below = cens.below(r)
+        if rec.mdv.loc[r] == 1 and not below:
+            split.skipped.append((int(r), "MDV=1 observation record"))
             continue
-        if c not in cmt_map:
-            fail(
-                int(r),
-                "CMT",
-                f"observation record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                f'map CMT {c} to an analyte in --cmt-map (e.g. {{"{c}": "anc"}}).',
-            )
-        spec = _spec(cmt_map[c])
-        name = str(spec.get("analyte", spec.get("name", "")))
-        analyte = get_analyte(name)
-        if analyte is None:
-            fail(
-                int(r),
-                "CMT",
-                f"observation record in CMT {c}, which --cmt-map maps to '{name}', not an analyte.",
-                "map observed compartments to an analyte; doses need EVID=1.",
-            )
-        lloq = (
-            lloq_col.loc[r]
-            if has_lloq and not np.isnan(lloq_col.loc[r])
-            else spec.get("lloq", np.nan)
+        split.obs_rows.append(
+            _observation(table, rec, cens, int(r), c, below, cmt_map, split.notes)
         )
-        if below and has_blq and not np.isnan(float(lloq)) and dv.loc[r] > float(lloq):
-            fail(
-                int(r),
-                "DV",
-                f"{flag_name}=1 marks the record as below the limit, but DV {dv.loc[r]:g} is "
-                f"above its limit {float(lloq):g} (a quantified value would be discarded).",
-                f"set {flag_name}=0 if DV {dv.loc[r]:g} was measured, or write the limit "
-                f"(or 0) in DV if it was below {float(lloq):g}.",
-            )
-        if below and np.isnan(float(lloq)):
-            if not np.isnan(dv.loc[r]) and dv.loc[r] > 0:
-                # Monolix/M3 coding: a censored row carries the limit in DV
-                lloq = dv.loc[r]
-                notes.append((int(r), "below-limit row: LLOQ taken from DV (DV = LLOQ coding)"))
-            else:
-                fail(
-                    int(r),
-                    flag_name,
-                    f"{flag_name}=1 but the row gives no limit: no LLOQ (or LLOQ=0), no lloq "
-                    "in cmt_map, and DV is not a limit (> 0).",
-                    f"add an LLOQ column, or give {{'analyte': '{analyte.name}', 'lloq': ...}} "
-                    "in cmt_map, or write the limit in DV (the Monolix/M3 coding).",
-                )
-        obs_rows.append(
-            {
-                "patient": patient.loc[r],
-                "day": float(day.loc[r]),
-                "analyte": analyte.name,
-                # a below-limit DV is a placeholder, not a measurement
-                "value": np.nan if below else dv.loc[r],
-                "unit": spec.get("unit", analyte.canonical_unit),
-                "compartment": spec.get("compartment", analyte.default_compartment or ""),
-                "lloq": lloq,
-                "blq": bool(below),
-            }
-        )
-        obs_index.append(int(r))
+        split.obs_index.append(int(r))
+    return split
 
-    # doses first: a dose error is reported even in a data set without observations
-    if ev_rows:
-        # ADDL expands one record into several events: validate them under unique row
-        # numbers and name the record (and which dose of it) in an error
-        ev_text = _text_frame(ev_rows, range(1, len(ev_rows) + 1))
-        ev = _remap(lambda: validate_events_text(ev_text, where), _EVENT_COLUMN, ev_index)
-    else:
-        ev = _empty_events()
-    # Day 0 is the first CAR-T infusion: a data set whose TIME counts from elsewhere would
-    # silently shift every day.
+
+def _cmt_entry(
+    table: _Table,
+    r: int,
+    c: int,
+    mapping: Mapping[int, Spec],
+    *,
+    record: str,
+    target: tuple[str, str, Callable[[str], object], str],
+    fix: str,
+) -> tuple[dict[str, object], Any]:
+    """The map entry of record ``r``'s CMT ``c`` and what it names. ``target``: what the
+    entry must name (e.g. "an event kind"), its key in the dict form, the lookup that
+    returns it (None when the name is not one) and an example name for the message."""
+    what, key, lookup, example = target
+    if c not in mapping:
+        table.fail(
+            r,
+            "CMT",
+            f"{record} record in CMT {c}, which is not in the CMT map (--cmt-map).",
+            f'map CMT {c} to {what} in --cmt-map (e.g. {{"{c}": "{example}"}}).',
+        )
+    spec = _spec(mapping[c])
+    name = str(spec.get(key, spec.get("name", "")))
+    found = lookup(name)
+    if found is None:
+        table.fail(
+            r,
+            "CMT",
+            f"{record} record in CMT {c}, which --cmt-map maps to '{name}', not {what}.",
+            fix,
+        )
+    return spec, found
+
+
+def _dose_events(
+    table: _Table,
+    rec: _Records,
+    r: int,
+    c: int,
+    cmt_map: Mapping[int, Spec],
+    dose_map: Mapping[int, Spec] | None,
+) -> list[dict[str, object]]:
+    """The events of dose record ``r`` in CMT ``c``: ``1 + ADDL`` doses, II apart (days
+    after day 0), of the event kind its CMT maps to."""
+    spec, kind = _cmt_entry(
+        table,
+        r,
+        c,
+        dose_map if dose_map is not None and c in dose_map else cmt_map,
+        record="dose",
+        target=("an event kind", "kind", get_event_kind, "cart_infusion"),
+        fix="map dose compartments to an event kind (or use dose_map for a CMT that is also "
+        "observed).",
+    )
+    n_doses = 1 + int(rec.addl.loc[r])
+    if n_doses > 1 and rec.ii.loc[r] <= 0:
+        table.fail(r, "II", "ADDL is set but II is not > 0.", "give the dosing interval II.")
+    step = rec.ii.loc[r] / rec.hours_per_unit
+    extras = {k: spec[k] for k in _DOSE_EXTRAS if k in spec}
+    return [
+        {
+            "patient": rec.patient.loc[r],
+            "day": float(rec.day.loc[r] + k * step),
+            "kind": kind.name,
+            "amount": rec.amt.loc[r],
+            "unit": spec.get("unit", kind.units[0]),
+            **extras,
+        }
+        for k in range(n_doses)
+    ]
+
+
+def _observation(
+    table: _Table,
+    rec: _Records,
+    cens: _Censoring,
+    r: int,
+    c: int,
+    below: bool,
+    cmt_map: Mapping[int, Spec],
+    notes: list[tuple[int, str]],
+) -> dict[str, object]:
+    """The observation row of record ``r`` in CMT ``c``, its limit found in the order the
+    module docstring gives (a limit taken from DV is noted in ``notes``)."""
+    spec, analyte = _cmt_entry(
+        table,
+        r,
+        c,
+        cmt_map,
+        record="observation",
+        target=("an analyte", "analyte", get_analyte, "anc"),
+        fix="map observed compartments to an analyte; doses need EVID=1.",
+    )
+    dv, flag_name = cens.dv.loc[r], cens.name
+    row_lloq = cens.lloq.loc[r]
+    lloq = row_lloq if cens.has_lloq and not np.isnan(row_lloq) else spec.get("lloq", np.nan)
+    if below and cens.flag_column is not None and not np.isnan(float(lloq)) and dv > float(lloq):
+        table.fail(
+            r,
+            "DV",
+            f"{flag_name}=1 marks the record as below the limit, but DV {dv:g} is "
+            f"above its limit {float(lloq):g} (a quantified value would be discarded).",
+            f"set {flag_name}=0 if DV {dv:g} was measured, or write the limit "
+            f"(or 0) in DV if it was below {float(lloq):g}.",
+        )
+    if below and np.isnan(float(lloq)):
+        if not np.isnan(dv) and dv > 0:
+            # Monolix/M3 coding: a censored row carries the limit in DV
+            lloq = dv
+            notes.append((r, "below-limit row: LLOQ taken from DV (DV = LLOQ coding)"))
+        else:
+            table.fail(
+                r,
+                flag_name,
+                f"{flag_name}=1 but the row gives no limit: no LLOQ (or LLOQ=0), no lloq "
+                "in cmt_map, and DV is not a limit (> 0).",
+                f"add an LLOQ column, or give {{'analyte': '{analyte.name}', 'lloq': ...}} "
+                "in cmt_map, or write the limit in DV (the Monolix/M3 coding).",
+            )
+    return {
+        "patient": rec.patient.loc[r],
+        "day": float(rec.day.loc[r]),
+        "analyte": analyte.name,
+        # a below-limit DV is a placeholder, not a measurement
+        "value": np.nan if below else dv,
+        "unit": spec.get("unit", analyte.canonical_unit),
+        "compartment": spec.get("compartment", analyte.default_compartment or ""),
+        "lloq": lloq,
+        "blq": bool(below),
+    }
+
+
+def _day_zero_notes(
+    table: _Table, rec: _Records, split: _Split, time_zero: float | None
+) -> list[tuple[int, str]]:
+    """Day 0 is the first CAR-T infusion: a data set whose TIME counts from elsewhere
+    would silently shift every day. Without ``time_zero`` an ID whose first CAR-T
+    infusion is not at TIME 0 is refused; with it, such an ID is noted."""
     first_cart: dict[str, int] = {}
-    for rec, r in zip(ev_rows, ev_index, strict=True):
-        if rec["kind"] == "cart_infusion":
-            first_cart.setdefault(str(rec["patient"]), r)
+    for event, r in zip(split.ev_rows, split.ev_index, strict=True):
+        if event["kind"] == "cart_infusion":
+            first_cart.setdefault(str(event["patient"]), r)
+    notes: list[tuple[int, str]] = []
+    unit = "hours" if rec.hours_per_unit == 24.0 else "days"
     for p_id, r in first_cart.items():
-        d0 = float(day.loc[r])
+        d0 = float(rec.day.loc[r])
         if d0 == 0.0:
             continue
-        unit = "hours" if time_unit == "hour" else "days"
         if time_zero is None:
-            fail(
+            t = rec.time.loc[r]
+            table.fail(
                 r,
                 "TIME",
-                f"the first CAR-T infusion of ID {p_id} is at TIME {time.loc[r]:g}, not 0; "
+                f"the first CAR-T infusion of ID {p_id} is at TIME {t:g}, not 0; "
                 "carthema counts days from the CAR-T infusion (day 0).",
-                f"pass --time-zero {time.loc[r]:g} (time_zero=) if TIME counts from another "
+                f"pass --time-zero {t:g} (time_zero=) if TIME counts from another "
                 "origin, or shift each ID's TIME so that its CAR-T infusion is at 0.",
             )
         notes.append(
@@ -692,20 +874,7 @@ def read_nonmem(
                 f"{d0:g} days; TIME in {unit})",
             )  # fmt: skip
         )
-    if not obs_rows:
-        fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
-    obs_text = _text_frame(obs_rows, obs_index)
-    obs = _remap(
-        lambda: validate_observations_text(obs_text, where), {**_OBS_COLUMN, "blq": flag_name}
-    )
-    covariates, changing = _covariates(text, patient, ignored)
-    notes.extend(changing)
-    obs.attrs["nonmem_covariates"] = covariates
-    obs.attrs["nonmem_ignored_columns"] = ignored
-    obs.attrs["nonmem_skipped_rows"] = skipped
-    obs.attrs["nonmem_notes"] = notes
-    obs.attrs["nonmem_dose_records"] = len(set(ev_index))
-    return obs, ev
+    return notes
 
 
 def _covariates(

@@ -579,35 +579,14 @@ def fit_cohort(
         Passed on to :func:`fit` (``target_accept``, ``low_rank``, ``history_days``,
         ``prior_sd``, ``sigma``, ``params``, solver options).
     """
-    from carthema.fitting.sampling.samplers import SAMPLERS
-    from carthema.fitting.sampling.settings import RunSettings
+    from carthema.data.patients import select_patients
 
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    # Validated once for every patient (a bad setting stops the run before any fit).
-    RunSettings.validated(
-        SAMPLERS,
-        components,
-        sampler=sampler,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=0 if seed is None else seed,
-        cores=max(1, int(cores)),
-        init=init,
-    )
-    if workers is not None and int(workers) < 1:
-        raise InputError(f"workers must be at least 1, got {workers}")
-    if workers is not None and isinstance(scheduler, str) and scheduler:
-        raise InputError(
-            "--workers applies to the local cluster only",
-            fix="leave out --workers with --scheduler (start workers with `dask worker`)",
-        )
-    from carthema.data.patients import select_patients
-
+    _check_cohort_options(components, sampler, draws, tune, chains, seed, cores, init)
+    _check_cluster_options(scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
-
     seed_given = seed is not None
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
@@ -629,74 +608,22 @@ def fit_cohort(
     # One run per folder: a second run is refused with the holder's pid (a lock left
     # by a killed run is taken over).
     with FolderLock(out, "fit-cohort"):
-        settings = _check_manifest(out, settings, seed_given)
-        manifest = {
-            "settings": {k: settings[k] for k in RESULT_SETTINGS},
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
-            "done.json (written last)",
-        }
-        old = _read_json(out / MANIFEST)
-        if old is not None and isinstance(old.get("created"), str):
-            manifest["created"] = old["created"]
-        _write_atomic(out / MANIFEST, _dumps(manifest))
+        settings = _write_manifest(out, settings, seed_given)
         drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
         say(f"cohort seed {settings['seed']}{drawn}")
-
-        rows: dict[str, dict] = {}
-        todo: list[str] = []
-        skipped: list[str] = []
-        for pid in ids:
-            state, row = patient_state(out / "patients" / patient_folder(pid))
-            if state == "done":
-                rows[pid] = row
-                skipped.append(pid)
-            else:
-                todo.append(pid)
-                rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
-                if state == "failed":
-                    rows[pid] = {**row, "status": "pending"}
-        # Other patients done in this folder by earlier runs stay in the table.
-        pdirs = out / "patients"
-        for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
-            state, row = patient_state(pdir)
-            if row is not None and str(row.get("patient")) not in rows:
-                rows[str(row["patient"])] = row
+        rows, todo, skipped = _patient_rows(out, ids)
         say(
             f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
             + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
         )
-
-        def order() -> list[dict]:
-            return [rows[k] for k in rows]
-
-        paths = _write_table(out, _table(order()))
+        paths = _write_table(out, _table(list(rows.values())))
         paths["manifest"] = out / MANIFEST
         fitted: list[str] = []
         failed: list[str] = []
         timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
         if todo:
-            truth_by_patient: dict[str, dict[str, float]] = {}
-            if truth is not None and len(truth):
-                for pid, g in truth.groupby(truth["patient"].astype(str)):
-                    truth_by_patient[str(pid)] = dict(
-                        zip(g["name"].astype(str), g["value"].astype(float), strict=True)
-                    )
-            obs_by = {
-                str(k): g for k, g in observations.groupby(observations["patient"].astype(str))
-            }
-            ev_by: dict[str, pd.DataFrame] = {}
-            if events is not None and len(events) and "patient" in events.columns:
-                ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
-            empty_ev = None if events is None else events.iloc[0:0]
-            where = (
-                f"the dask scheduler at {scheduler}"
-                if isinstance(scheduler, str) and scheduler
-                else "the given dask client"
-                if scheduler is not None
-                else "a local dask cluster"
-            )
-            say(f"starting {where}")
+            tasks = _patient_tasks(observations, events, truth)
+            say(f"starting {_cluster_name(scheduler)}")
             t0 = time.perf_counter()
             with _client(scheduler, workers, settings["cores"]) as client:
                 timings["startup_s"] = time.perf_counter() - t0
@@ -708,48 +635,11 @@ def fit_cohort(
                     else "no workers connected yet: waiting for `dask worker` processes"
                 )
                 t_fit = time.perf_counter()
-                futures = {}
-                for pid in todo:
-                    _prepare_folder(out / "patients" / patient_folder(pid))
-                    fut = client.submit(
-                        fit_patient_task,
-                        obs_by[pid],
-                        ev_by.get(pid, empty_ev),
-                        pid,
-                        settings,
-                        patient_seed(settings["seed"], pid),
-                        truth_by_patient.get(pid),
-                        key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
-                        pure=False,
-                        retries=0,
-                    )
-                    futures[fut] = pid
-                with _progress(progress, len(todo)) as (advance, print_line):
-                    emit = print_line if progress else say
-                    from distributed import as_completed
-
-                    for k, fut in enumerate(as_completed(futures), start=1):
-                        pid = futures[fut]
-                        try:
-                            payload = fut.result()
-                        except Exception as exc:  # noqa: BLE001 - e.g. the worker died
-                            base = {
-                                "patient": pid,
-                                "sampler": sampler,
-                                "components": components,
-                                "seed": patient_seed(settings["seed"], pid),
-                            }
-                            payload = _failed(base, exc, float("nan"))
-                        fut.release()
-                        _commit(out / "patients" / patient_folder(pid), payload)
-                        row = payload["row"]
-                        rows[pid] = row
-                        (fitted if row["status"] == "ok" else failed).append(pid)
-                        _write_table(out, _table(order()))
-                        emit(f"[{k}/{len(todo)}] {_describe(row)}")
-                        advance()
+                futures = _submit(client, out, todo, tasks, settings)
+                for pid, row in _collect(out, futures, rows, settings, progress, say):
+                    (fitted if row["status"] == "ok" else failed).append(pid)
                 timings["fit_s"] = time.perf_counter() - t_fit
-        table = _table(order())
+        table = _table(list(rows.values()))
         paths.update(_write_table(out, table))
         paths.update(_write_vpc(out, table, settings, say))
         timings["total_s"] = time.perf_counter() - t_start
@@ -763,6 +653,183 @@ def fit_cohort(
             settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
             timings=timings,
         )
+
+
+def _check_cohort_options(
+    components: str,
+    sampler: str,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int | None,
+    cores: int,
+    init: str,
+) -> None:
+    """Validate the run settings once for every patient: a bad setting stops the run
+    before any fit."""
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings
+
+    RunSettings.validated(
+        SAMPLERS,
+        components,
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=0 if seed is None else seed,
+        cores=max(1, int(cores)),
+        init=init,
+    )
+
+
+def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
+    """``workers`` is at least 1 and applies to the local cluster only."""
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    if workers is not None and isinstance(scheduler, str) and scheduler:
+        raise InputError(
+            "--workers applies to the local cluster only",
+            fix="leave out --workers with --scheduler (start workers with `dask worker`)",
+        )
+
+
+def _write_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
+    """Check ``settings`` against an earlier run's manifest (its seed is reused when none
+    is given), write ``cohort.json`` (keeping its creation time) and return the
+    settings in force."""
+    settings = _check_manifest(out, settings, seed_given)
+    manifest = {
+        "settings": {k: settings[k] for k in RESULT_SETTINGS},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
+        "done.json (written last)",
+    }
+    old = _read_json(out / MANIFEST)
+    if old is not None and isinstance(old.get("created"), str):
+        manifest["created"] = old["created"]
+    _write_atomic(out / MANIFEST, _dumps(manifest))
+    return settings
+
+
+def _patient_rows(out: Path, ids: list[str]) -> tuple[dict[str, dict], list[str], list[str]]:
+    """The table rows by patient as the folder holds them (patients done by earlier runs
+    in this folder, also those not asked for now, stay in the table), the patients to
+    fit (not done, or failed: failures are retried) and those already done."""
+    rows: dict[str, dict] = {}
+    todo: list[str] = []
+    skipped: list[str] = []
+    for pid in ids:
+        state, row = patient_state(out / "patients" / patient_folder(pid))
+        if state == "done":
+            rows[pid] = row
+            skipped.append(pid)
+        else:
+            todo.append(pid)
+            rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
+            if state == "failed":
+                rows[pid] = {**row, "status": "pending"}
+    pdirs = out / "patients"
+    for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
+        state, row = patient_state(pdir)
+        if row is not None and str(row.get("patient")) not in rows:
+            rows[str(row["patient"])] = row
+    return rows, todo, skipped
+
+
+@dataclass
+class _PatientTasks:
+    """Each patient's own tables, as the tasks send them to the workers."""
+
+    observations: dict[str, pd.DataFrame]
+    events: dict[str, pd.DataFrame]
+    no_events: pd.DataFrame | None  # for a patient without events (None: no table)
+    truth: dict[str, dict[str, float]]  # true parameters of synthetic patients
+
+
+def _patient_tasks(
+    observations: pd.DataFrame, events: pd.DataFrame | None, truth: pd.DataFrame | None
+) -> _PatientTasks:
+    """Split the cohort's tables by patient."""
+    truth_by: dict[str, dict[str, float]] = {}
+    if truth is not None and len(truth):
+        for pid, g in truth.groupby(truth["patient"].astype(str)):
+            truth_by[str(pid)] = dict(
+                zip(g["name"].astype(str), g["value"].astype(float), strict=True)
+            )
+    obs_by = {str(k): g for k, g in observations.groupby(observations["patient"].astype(str))}
+    ev_by: dict[str, pd.DataFrame] = {}
+    if events is not None and len(events) and "patient" in events.columns:
+        ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
+    return _PatientTasks(obs_by, ev_by, None if events is None else events.iloc[0:0], truth_by)
+
+
+def _cluster_name(scheduler: Any) -> str:
+    """Where the fits run, for the log."""
+    if isinstance(scheduler, str) and scheduler:
+        return f"the dask scheduler at {scheduler}"
+    return "the given dask client" if scheduler is not None else "a local dask cluster"
+
+
+def _submit(
+    client: Any, out: Path, todo: list[str], tasks: _PatientTasks, settings: Mapping[str, Any]
+) -> dict[Any, str]:
+    """One :func:`fit_patient_task` per patient to fit, its folder prepared first;
+    returns future -> patient."""
+    futures = {}
+    for pid in todo:
+        _prepare_folder(out / "patients" / patient_folder(pid))
+        fut = client.submit(
+            fit_patient_task,
+            tasks.observations[pid],
+            tasks.events.get(pid, tasks.no_events),
+            pid,
+            settings,
+            patient_seed(settings["seed"], pid),
+            tasks.truth.get(pid),
+            key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
+            pure=False,
+            retries=0,
+        )
+        futures[fut] = pid
+    return futures
+
+
+def _collect(
+    out: Path,
+    futures: Mapping[Any, str],
+    rows: dict[str, dict],
+    settings: Mapping[str, Any],
+    progress: bool,
+    say: Callable[[str], None],
+) -> Iterator[tuple[str, dict]]:
+    """As each fit finishes: commit its patient folder, update ``rows`` and rewrite the
+    cohort table (so a killed run leaves a current table), say one line; yields
+    (patient, row). A task that raised (e.g. its worker died) is a failed patient."""
+    from distributed import as_completed
+
+    with _progress(progress, len(futures)) as (advance, print_line):
+        emit = print_line if progress else say
+        for k, fut in enumerate(as_completed(futures), start=1):
+            pid = futures[fut]
+            try:
+                payload = fut.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker died
+                base = {
+                    "patient": pid,
+                    "sampler": settings["sampler"],
+                    "components": settings["components"],
+                    "seed": patient_seed(settings["seed"], pid),
+                }
+                payload = _failed(base, exc, float("nan"))
+            fut.release()
+            _commit(out / "patients" / patient_folder(pid), payload)
+            row = payload["row"]
+            rows[pid] = row
+            _write_table(out, _table(list(rows.values())))
+            emit(f"[{k}/{len(futures)}] {_describe(row)}")
+            advance()
+            yield pid, row
 
 
 #: Fitted patients a pooled VPC needs (as a population fit).

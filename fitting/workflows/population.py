@@ -267,17 +267,7 @@ def fit_population(
         low_rank=low_rank,
         what=" for a population fit",
     )
-    seed = run.seed
-    if observations is None or len(observations) == 0:
-        raise InputError("the observations table is empty", fix="give the cohort's observations")
-    ids = select_patients(observations, patients)
-    if len(ids) < MIN_PATIENTS:
-        raise InputError(
-            f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
-            f"between-patient spreads; got {len(ids)}",
-            column="patient",
-            fix="fit single patients with `carthema fit`, or add patients",
-        )
+    ids = _population_ids(observations, patients)
     say = log or (lambda _msg: None)
 
     t_start = time.perf_counter()
@@ -298,31 +288,12 @@ def fit_population(
         **solver_options,
     )
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = run.record(pop.op)
     notes = _cohort_notes(data)
-    # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
-    # (the per-chain start values built in _run_nuts name single-patient variables).
-    idata, grad_evals, map_res, run_notes = run_sampler(
-        pop,
-        sampler,
-        lambda X, slices: _deterministic_draws(pop, X, slices, 1),
-        draws=run.draws,
-        tune=run.tune,
-        chains=run.chains,
-        cores=run.cores,
-        seed=seed,
-        init_map=sampler == "nutpie" and run.init == "map",
-        progress=progress,
-        target_accept=run.target_accept,
-        low_rank=run.low_rank,
-        timings=timings,
-        say=say,
-    )
+    idata, grad_evals, map_res, run_notes = _sample(pop, run, progress, timings, say)
     notes += run_notes
-    if sampler == "map":
+    if run.sampler == "map":
         notes.append(_MAP_NOTE)
-    n_obs = sum(d.n for d in data)
-    say(f"pointwise log-likelihood: {n_obs} observations x all draws (az.loo)")
+    say(f"pointwise log-likelihood: {sum(d.n for d in data)} observations x all draws (az.loo)")
     t0 = time.perf_counter()
     idata.add_groups({"log_likelihood": population_log_likelihood(pop, idata)})
     timings["loglik_s"] = time.perf_counter() - t0
@@ -333,29 +304,79 @@ def fit_population(
             "carthema_patients": ",".join(ids),
             "carthema_components": model.name,
             "carthema_free": ",".join(pop.free),
-            "carthema_sampler": sampler,
-            "carthema_seed": seed,
+            "carthema_sampler": run.sampler,
+            "carthema_seed": run.seed,
             "carthema_notes": " | ".join(notes),
         }
     )
-    diag = diagnose(_diagnostic_view(idata), sampler)
     truth_d = None
     if truth is not None:
         truth_d = {q: {k: float(v) for k, v in vals.items()} for q, vals in truth.items()}
     result = PopulationResult(
         idata=idata,
-        diagnostics=diag,
+        diagnostics=diagnose(_diagnostic_view(idata), run.sampler),
         population_model=pop,
-        sampler=sampler,
-        settings=settings,
+        sampler=run.sampler,
+        settings=run.record(pop.op),
         timings=timings,
         truth=truth_d,
         map=map_res,
         notes=notes,
     )
+    _add_misfit_warnings(result)
+    return result
+
+
+def _population_ids(
+    observations: pd.DataFrame | None, patients: Sequence[str] | str | None
+) -> list[str]:
+    """The patients of a population fit: at least :data:`MIN_PATIENTS`."""
+    if observations is None or len(observations) == 0:
+        raise InputError("the observations table is empty", fix="give the cohort's observations")
+    ids = select_patients(observations, patients)
+    if len(ids) < MIN_PATIENTS:
+        raise InputError(
+            f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
+            f"between-patient spreads; got {len(ids)}",
+            column="patient",
+            fix="fit single patients with `carthema fit`, or add patients",
+        )
+    return ids
+
+
+def _sample(
+    pop: PopulationModel,
+    run: RunSettings,
+    progress: bool,
+    timings: dict[str, float],
+    say: Callable[[str], None],
+):
+    """Run the sampler on the population model: (InferenceData, gradient evaluations,
+    MAP result or None, notes); adds its timings (seconds) to ``timings``."""
+    # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
+    # (the per-chain start values built in _run_nuts name single-patient variables).
+    return run_sampler(
+        pop,
+        run.sampler,
+        lambda X, slices: _deterministic_draws(pop, X, slices, 1),
+        draws=run.draws,
+        tune=run.tune,
+        chains=run.chains,
+        cores=run.cores,
+        seed=run.seed,
+        init_map=run.sampler == "nutpie" and run.init == "map",
+        progress=progress,
+        target_accept=run.target_accept,
+        low_rank=run.low_rank,
+        timings=timings,
+        say=say,
+    )
+
+
+def _add_misfit_warnings(result: PopulationResult) -> None:
+    """Warn in the diagnostics where a residual SD says the model misses the data."""
     table = result.summary()
     sig = table[table["quantity"] == "sigma"].assign(
         kind="residual SD", name=lambda d: "sigma_" + d["name"].astype(str)
     )
-    diag.warnings += misfit_warnings(sig)
-    return result
+    result.diagnostics.warnings += misfit_warnings(sig)
