@@ -23,6 +23,8 @@ _LAZY = {
     "FitResult": "carthema.fitting.sampling.samplers",
     "load_fit": "carthema.fitting.results.fitdir",
     "Posterior": "carthema.models.posterior",
+    "FitRecord": "carthema.models.posterior",
+    "VirtualPopulation": "carthema.clinical.population.posterior",
     "window_from_fit": "carthema.clinical.window",
     "predict_boost": "carthema.clinical.boost.predict",
     "Plan": "carthema.clinical.plans",

@@ -222,6 +222,17 @@ def check_consistent(path: str | Path) -> dict:
     return meta
 
 
+def read_residuals(path: str | Path) -> pd.DataFrame | None:
+    """A fit folder's ``residuals.csv`` (one row per observation: PRED, IPRED, 90 %
+    predictive interval, PIT); None where it is missing or cannot be read (an older
+    fit): the misfit check then goes without it."""
+    file = Path(path) / "residuals.csv"
+    try:
+        return pd.read_csv(file) if file.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
 def load_fit(path: str | Path) -> FitFolder:
     """Read a fit folder; refuses a folder that is missing, incomplete, of another
     format or whose parts disagree (:func:`check_consistent`) with an

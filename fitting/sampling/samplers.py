@@ -66,7 +66,7 @@ from carthema.fitting.results.fitdir import write_csv, write_result_folder
 from carthema.fitting.sampling.laplace import MapResult, find_map, laplace_draws
 from carthema.fitting.sampling.settings import RunSettings
 from carthema.models.model import get_model
-from carthema.models.posterior import Posterior
+from carthema.models.posterior import FitRecord, Posterior
 from carthema.models.simulate import resolve_params
 
 SAMPLERS = ("nutpie", "nutpie-jax", "numpyro", "pymc", "map")
@@ -103,6 +103,8 @@ class FitResult:
     map: MapResult | None = None
     notes: list[str] = field(default_factory=list)
     _checks: pd.DataFrame | None = field(default=None, repr=False)
+    #: The folder :meth:`save` last wrote (None until then).
+    folder: Path | None = field(default=None, repr=False)
 
     @property
     def patient(self) -> str:
@@ -167,7 +169,9 @@ class FitResult:
 
     def posterior(self) -> Posterior:
         """The fit's draws as a :class:`~carthema.models.posterior.Posterior`, in memory:
-        the same draws a saved fit folder gives (:meth:`Posterior.from_fit_folder`)."""
+        the same draws a saved fit folder gives (:meth:`Posterior.from_fit_folder`), with
+        the fit's :class:`~carthema.models.posterior.FitRecord` (:meth:`meta`,
+        :meth:`summary`, :meth:`checks`; the folder when :meth:`save` wrote one)."""
         fm = self.fit_model
         lp = self.idata.posterior["log_params"]
         return Posterior.from_log_draws(
@@ -179,6 +183,7 @@ class FitResult:
             observations=self.observations_table,
             patient=fm.data.patient,
             provenance={"in_memory": True, "sampler": self.sampler, "settings": self.settings},
+            fit=FitRecord(self.meta(), self.summary(), self.checks(), self.folder),
         )
 
     def meta(self) -> dict:
@@ -265,7 +270,9 @@ class FitResult:
         from carthema.data.runrecord import run_record
 
         record = run_record(list(inputs), seed=self.settings.get("seed"), settings=self.settings)
-        return write_result_folder(out, files, "fit", record=record)
+        paths = write_result_folder(out, files, "fit", record=record)
+        self.folder = Path(out)
+        return paths
 
 
 def _matrix(df: pd.DataFrame) -> dict:
