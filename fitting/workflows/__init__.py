@@ -1,2 +1,3 @@
 """Fits of many patients: a cohort fitted patient by patient on a dask cluster
-(:mod:`.cohort`) and the hierarchical population fit (:mod:`.population`)."""
+(:mod:`.cohort`; its patient folders: :mod:`.cohort_folder`) and the hierarchical
+population fit (:mod:`.population`)."""

@@ -42,6 +42,11 @@ between processes (PyTensor locks its directory, numba modules are written atomi
 Each worker process compiles the log-density once per model structure and reuses it for
 every later patient of that structure (:mod:`carthema.fitting.op.compiled`); run settings are
 validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
+
+The patient-folder protocol (markers, atomic writes) is in :mod:`.cohort_folder`. This
+module stays whole (about 800 lines) because its parts are the one run: the worker task,
+the cluster it runs on, the submit/collect loop and the pooled VPC share the settings
+and the folder, and the tests drive them through :func:`fit_cohort`.
 """
 
 from __future__ import annotations
@@ -52,7 +57,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -68,19 +72,22 @@ import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from carthema.data.atomic import (
-    TMP_MARK,
     FolderLock,
     atomic_path,
     probe_output_folder,
-    write_atomic,
 )
 from carthema.data.errors import InputError
+from carthema.fitting.workflows.cohort_folder import (
+    commit_patient,
+    dumps_json,
+    json_default,
+    patient_folder,
+    patient_state,
+    prepare_folder,
+    read_json,
+    write_file,
+)
 
-#: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
-#: when they apply), besides ``done.json``.
-DONE = "done.json"
-FAILED = "failed.json"
-ERROR = "error.txt"
 MANIFEST = "cohort.json"
 #: Table columns before the per-parameter ones.
 BASE_COLUMNS = (
@@ -116,7 +123,6 @@ RESULT_SETTINGS = (
     "init",
     "fit_options",
 )
-_TMP_RE = re.compile(re.escape(TMP_MARK))
 #: How long to keep trying to reach a scheduler given by address.
 CONNECT_TIMEOUT = "15s"
 
@@ -156,118 +162,12 @@ class CohortResult:
 
 
 # ---------------------------------------------------------------------------------
-# Small pieces: seeds, folder names, atomic writes, markers
+# Seeds (folder names, atomic writes and markers: cohort_folder.py)
 # ---------------------------------------------------------------------------------
 def patient_seed(cohort_seed: int, patient: str) -> int:
     """Seed of one patient: a hash of the cohort seed and the patient id (0 <= s < 2**31)."""
     digest = hashlib.sha256(f"carthema-cohort:{int(cohort_seed)}:{patient}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**31)
-
-
-def patient_folder(patient: str) -> str:
-    """Folder name of a patient: the id when it is a safe file name, else a cleaned id
-    plus a short hash (so two ids never share a folder)."""
-    pid = str(patient)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", pid).strip(".") or "patient"
-    if safe == pid and len(pid) <= 100:
-        return pid
-    return f"{safe[:80]}-{hashlib.sha256(pid.encode()).hexdigest()[:8]}"
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
-    write_atomic(path, data, fsync=True)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean_floats(d: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN/inf -> None so that the markers are plain JSON."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float | np.floating) and not np.isfinite(v):
-            v = None
-        out[k] = v
-    return out
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def patient_state(pdir: Path) -> tuple[str, dict | None]:
-    """``("done", row)``, ``("failed", row)`` or ``("missing", None)`` of a patient folder.
-
-    Done only when ``done.json`` parses and lists files that all exist with the recorded
-    sizes; anything else (no marker, a truncated marker, a missing or resized file, only
-    temporary files) is not done.
-    """
-    marker = _read_json(pdir / DONE)
-    if marker is not None and marker.get("status") == "ok":
-        files = marker.get("files")
-        if isinstance(files, dict) and files:
-            try:
-                intact = all((pdir / n).stat().st_size == int(s) for n, s in files.items())
-            except (OSError, TypeError, ValueError):
-                intact = False
-            if intact and isinstance(marker.get("row"), dict):
-                return "done", marker["row"]
-    failed = _read_json(pdir / FAILED)
-    if failed is not None and isinstance(failed.get("row"), dict):
-        return "failed", failed["row"]
-    return "missing", None
-
-
-def _prepare_folder(pdir: Path) -> None:
-    """Before (re)fitting a patient: drop temporary files and a stale done marker."""
-    pdir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (pdir / DONE).unlink()
-    for p in pdir.iterdir():
-        if _TMP_RE.search(p.name) and p.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def _commit(pdir: Path, payload: dict) -> None:
-    """Write one patient's result (client side); the marker goes last."""
-    _prepare_folder(pdir)
-    row = _clean_floats(payload["row"])
-    finished = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    row["finished"] = finished
-    if payload["status"] == "ok":
-        sizes = {}
-        for name, data in payload["files"].items():
-            _write_atomic(pdir / name, data)
-            sizes[name] = len(data)
-        for stale in (FAILED, ERROR):
-            with contextlib.suppress(FileNotFoundError):
-                (pdir / stale).unlink()
-        marker = {"patient": row["patient"], "status": "ok", "files": sizes, "row": row}
-        _write_atomic(pdir / DONE, _dumps(marker))
-    else:
-        _write_atomic(pdir / ERROR, payload.get("traceback") or row.get("error") or "")
-        marker = {"patient": row["patient"], "status": "failed", "row": row}
-        _write_atomic(pdir / FAILED, _dumps(marker))
-    payload["row"] = row
 
 
 # ---------------------------------------------------------------------------------
@@ -475,7 +375,7 @@ def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
     path = out / MANIFEST
     if not path.exists():
         return settings
-    old = _read_json(path)
+    old = read_json(path)
     if old is None or not isinstance(old.get("settings"), dict):
         return settings  # unreadable manifest: it is rewritten below
     prev = old["settings"]
@@ -494,7 +394,7 @@ def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
 
 
 def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v, default=_json_default))
+    return json.loads(json.dumps(v, default=json_default))
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -513,7 +413,7 @@ def _write_table(out: Path, df: pd.DataFrame) -> dict[str, Path]:
     paths = {"table_parquet": out / "cohort.parquet", "table_csv": out / "cohort.csv"}
     with atomic_path(paths["table_parquet"]) as tmp:
         df.to_parquet(tmp, index=False)
-    _write_atomic(paths["table_csv"], df.to_csv(index=False))
+    write_file(paths["table_csv"], df.to_csv(index=False))
     return paths
 
 
@@ -705,10 +605,10 @@ def _write_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
         "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
         "done.json (written last)",
     }
-    old = _read_json(out / MANIFEST)
+    old = read_json(out / MANIFEST)
     if old is not None and isinstance(old.get("created"), str):
         manifest["created"] = old["created"]
-    _write_atomic(out / MANIFEST, _dumps(manifest))
+    write_file(out / MANIFEST, dumps_json(manifest))
     return settings
 
 
@@ -778,7 +678,7 @@ def _submit(
     returns future -> patient."""
     futures = {}
     for pid in todo:
-        _prepare_folder(out / "patients" / patient_folder(pid))
+        prepare_folder(out / "patients" / patient_folder(pid))
         fut = client.submit(
             fit_patient_task,
             tasks.observations[pid],
@@ -823,7 +723,7 @@ def _collect(
                 }
                 payload = _failed(base, exc, float("nan"))
             fut.release()
-            _commit(out / "patients" / patient_folder(pid), payload)
+            commit_patient(out / "patients" / patient_folder(pid), payload)
             row = payload["row"]
             rows[pid] = row
             _write_table(out, _table(list(rows.values())))
