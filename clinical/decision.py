@@ -25,7 +25,7 @@ import pandas as pd
 
 #: Below this KS p-value the PIT values are not uniform: the posterior predictive
 #: distribution misses the data (the same cut as
-#: :func:`carthema.fitting.evaluation.diagnostics.pit_line`).
+#: :func:`carthema.fitting.evaluation.goodness.pit_line`).
 PIT_KS_MIN = 0.01
 #: Above this share of observations outside their 90 % predictive interval (want about
 #: 10 %) the predictive bands are too narrow for the data.

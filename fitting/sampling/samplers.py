@@ -49,14 +49,16 @@ from carthema.fitting.evaluation.diagnostics import (
     diagnose,
     fit_warnings,
     information_lines,
+    summary_table,
+    timing_line,
+    trust_lines,
+)
+from carthema.fitting.evaluation.goodness import (
     log_likelihood_group,
     map_criteria,
     pit_line,
     pit_summary,
     predictive_checks,
-    summary_table,
-    timing_line,
-    trust_lines,
 )
 from carthema.fitting.model.build import FitModel, build_model
 from carthema.fitting.model.data import prepare_patient
@@ -112,7 +114,7 @@ class FitResult:
 
     def checks(self) -> pd.DataFrame:
         """Goodness of fit per observation: PRED, IPRED, 90 % predictive interval,
-        residuals and PIT (:func:`carthema.fitting.evaluation.diagnostics.predictive_checks`)."""
+        residuals and PIT (:func:`carthema.fitting.evaluation.goodness.predictive_checks`)."""
         if self._checks is None:
             self._checks = predictive_checks(self, seed=int(self.settings.get("seed") or 0))
         return self._checks
@@ -212,7 +214,7 @@ class FitResult:
 
     def criteria(self) -> dict | None:
         """-2LL, AIC and BIC at the MAP for MAP fits
-        (:func:`carthema.fitting.evaluation.diagnostics.map_criteria`); None for NUTS fits, whose
+        (:func:`carthema.fitting.evaluation.goodness.map_criteria`); None for NUTS fits, whose
         ``log_likelihood`` group serves ``az.loo`` instead."""
         if self.sampler != "map" or self.map is None:
             return None

@@ -28,7 +28,8 @@ import xarray as xr
 
 from carthema.data.errors import InputError
 from carthema.data.patients import select_patients
-from carthema.fitting.evaluation.diagnostics import diagnose, misfit_warnings, pointwise_loglik
+from carthema.fitting.evaluation.diagnostics import diagnose, misfit_warnings
+from carthema.fitting.evaluation.goodness import pointwise_loglik
 from carthema.fitting.evaluation.vpc import PatientDesign
 from carthema.fitting.model.covariates import Covariates, design_matrix, parse_effects
 from carthema.fitting.model.data import HISTORY_DAYS, PatientData, prepare_patient
