@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 #: Public names imported on first use: name -> module.
 _LAZY = {
     "fit": "carthema.fitting.sampling.samplers",
-    "FitResult": "carthema.fitting.sampling.samplers",
+    "FitResult": "carthema.fitting.results.fit_result",
     "load_fit": "carthema.fitting.results.fitdir",
     "Posterior": "carthema.models.posterior",
     "FitRecord": "carthema.models.posterior",

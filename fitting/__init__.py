@@ -46,7 +46,7 @@ _LAZY = {
     "Prior": "carthema.fitting.model.priors",
     "prior_table": "carthema.fitting.model.priors",
     "SAMPLERS": "carthema.fitting.sampling.samplers",
-    "FitResult": "carthema.fitting.sampling.samplers",
+    "FitResult": "carthema.fitting.results.fit_result",
     "fit": "carthema.fitting.sampling.samplers",
 }
 

@@ -3,7 +3,7 @@
 A :class:`Posterior` is what a clinical question needs from a fit: the model, the
 parameter vector of the fixed values, the draws (natural scale, one row per draw, every
 model parameter), the patient's events and observations, and where it came from. A fit
-in memory (:meth:`carthema.fitting.sampling.samplers.FitResult.posterior`) and a saved
+in memory (:meth:`carthema.fitting.results.fit_result.FitResult.posterior`) and a saved
 fit folder (:meth:`Posterior.from_fit_folder`) give the same draws, and the same
 :class:`FitRecord` (what the fit says about itself: the misfit check and the report read
 it). The calibrated virtual population gives draws without a fit
@@ -31,7 +31,7 @@ class FitRecord:
     Attributes
     ----------
     meta:
-        :meth:`~carthema.fitting.sampling.samplers.FitResult.meta` (``fit.json``):
+        :meth:`~carthema.fitting.results.fit_result.FitResult.meta` (``fit.json``):
         settings, diagnostics, the trust lines, the PIT summary, notes.
     summary:
         One row per parameter: prior and posterior quantiles, data information, R-hat.
