@@ -93,11 +93,8 @@ from carthema.data.nonmem_records import (
     split_records,
 )
 from carthema.data.schema import EVENT_SCHEMA
-from carthema.data.validate import (
-    to_text_frame,
-    validate_events_text,
-    validate_observations_text,
-)
+from carthema.data.textframe import to_text_frame
+from carthema.data.validate import validate_events_text, validate_observations_text
 
 # carthema column -> NONMEM column, to name the user's column in error messages
 _OBS_COLUMN = {
@@ -273,7 +270,7 @@ def read_nonmem(
         # numbers and name the record (and which dose of it) in an error
         ev_text = _text_frame(split.ev_rows, range(1, len(split.ev_rows) + 1))
         ev = _remap(
-            lambda: validate_events_text(ev_text, table.where), _EVENT_COLUMN, split.ev_index
+            lambda: validate_events_text(ev_text, table.source), _EVENT_COLUMN, split.ev_index
         )
     else:
         ev = _empty_events()
@@ -282,10 +279,10 @@ def read_nonmem(
         table.fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
     obs_text = _text_frame(split.obs_rows, split.obs_index)
     obs = _remap(
-        lambda: validate_observations_text(obs_text, table.where),
+        lambda: validate_observations_text(obs_text, table.source),
         {**_OBS_COLUMN, "blq": censoring.name},
     )
-    covariates, changing = covariate_table(table.text, records.patient, table.covariate_columns)
+    covariates, changing = covariate_table(table.df, records.patient, table.covariate_columns)
     obs.attrs["nonmem_covariates"] = covariates
     obs.attrs["nonmem_ignored_columns"] = table.covariate_columns
     obs.attrs["nonmem_skipped_rows"] = split.skipped

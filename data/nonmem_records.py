@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from carthema.data.analytes import get_analyte
 from carthema.data.errors import InputError
 from carthema.data.events import get_event_kind
 from carthema.data.loaders import read_table_text
-from carthema.data.validate import MISSING_MARKERS
+from carthema.data.textframe import MISSING_MARKERS, TextTable
 
 NONMEM_COLUMNS = (
     "ID",
@@ -104,31 +104,20 @@ def _number(s: pd.Series) -> pd.Series:
     return pd.to_numeric(txt.where(~txt.str.lower().isin(MISSING_MARKERS)), errors="coerce")
 
 
-@dataclass
-class NonmemTable:
-    """The data records as text (index: record number) and the file they came from;
-    every refusal names the file, the record and the NONMEM column."""
+class NonmemTable(TextTable):
+    """The data records as text (index: record number) and the file they came from
+    (``source``); every refusal names the file, the record and the NONMEM column
+    (:meth:`~carthema.data.textframe.TextTable.refuse_first`)."""
 
-    text: pd.DataFrame
-    where: str
-    #: Columns that are not NONMEM's: covariates, carried per patient.
-    covariate_columns: list[str]
-
-    def fail(self, row: int | None, column: str | None, problem: str, fix: str) -> NoReturn:
-        raise InputError(problem, file=self.where, row=row, column=column, fix=fix)
-
-    def fail_first(
-        self, bad: pd.Series, column: str, problem: Callable[[int], str], fix: str
-    ) -> None:
-        """Refuse the first record where ``bad`` holds; ``problem(record)`` says why."""
-        if bad.any():
-            r = int(bad[bad].index[0])
-            self.fail(r, column, problem(r), fix)
+    def __init__(self, text: pd.DataFrame, source: str, covariate_columns: list[str]) -> None:
+        super().__init__(text, source)
+        #: Columns that are not NONMEM's: covariates, carried per patient.
+        self.covariate_columns = covariate_columns
 
     def numeric(self, col: str, *, default: float | None, integer: bool = False) -> pd.Series:
         """Column ``col`` as floats: empty cells (and an absent column) are ``default``
         (NaN when None); text, infinities and, with ``integer``, fractions are refused."""
-        text = self.text
+        text = self.df
         if col not in text.columns:
             return pd.Series(
                 default if default is not None else np.nan, index=text.index, dtype=float
@@ -140,7 +129,7 @@ class NonmemTable:
         if integer:
             bad |= ~empty & num.notna() & (num != np.round(num))
         kind = "an integer" if integer else "a number"
-        self.fail_first(
+        self.refuse_first(
             bad, col, lambda r: f"{col} '{raw.loc[r]}' is not {kind}.", f"write {kind} in {col}."
         )
         if default is not None:
@@ -180,8 +169,8 @@ def read_records(
         raise InputError(
             f"time_unit '{time_unit}' is not 'day' or 'hour'.", fix="pass 'day' or 'hour'."
         )
-    table.text = text[~text.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1)]
-    if table.text.empty:
+    table.df = text[~text.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1)]
+    if table.df.empty:
         table.fail(1, None, "the table has a header but no data rows.", "add at least one row.")
     return table, skipped
 
@@ -205,9 +194,9 @@ class RecordColumns:
 def parse_records(table: NonmemTable, time_unit: str, time_zero: float | None) -> RecordColumns:
     """ID, TIME, CMT, MDV, AMT, EVID, ADDL, II parsed and checked: dosing records
     carthema can represent, and NONMEM's own record order."""
-    text = table.text
+    text = table.df
     rid = text["ID"].astype(str).str.strip()
-    table.fail_first(
+    table.refuse_first(
         rid.str.lower().isin(MISSING_MARKERS), "ID", lambda r: "ID is empty.",
         "give every record an ID.",
     )  # fmt: skip
@@ -217,7 +206,7 @@ def parse_records(table: NonmemTable, time_unit: str, time_zero: float | None) -
         ~(idnum.notna() & (idnum == np.round(idnum))), idnum.map(lambda v: f"{v:.0f}")
     )
     time = table.numeric("TIME", default=None)
-    table.fail_first(
+    table.refuse_first(
         time.isna(), "TIME", lambda r: "TIME is empty.", "give the time of every record."
     )
     cmt = table.numeric("CMT", default=None, integer=True)
@@ -251,14 +240,14 @@ def _check_dosing(table: NonmemTable, rec: RecordColumns) -> None:
     """Refuse negative ADDL or II, ADDL beyond :data:`MAX_DOSES_PER_RECORD`, zero-order
     and steady-state doses (RATE, SS) and reset records (EVID 3/4)."""
     for col, v in (("ADDL", rec.addl), ("II", rec.ii)):
-        table.fail_first(
+        table.refuse_first(
             v < 0,
             col,
             lambda r, col=col, v=v: f"{col} {v.loc[r]:g} is negative.",
             "give ADDL (additional doses) >= 0 and II (the interval between them) >= 0.",
         )
     addl = rec.addl
-    table.fail_first(
+    table.refuse_first(
         addl + 1 > MAX_DOSES_PER_RECORD,
         "ADDL",
         lambda r: (
@@ -270,7 +259,7 @@ def _check_dosing(table: NonmemTable, rec: RecordColumns) -> None:
     )
     for col in ("RATE", "SS"):
         v = table.numeric(col, default=0.0)
-        table.fail_first(
+        table.refuse_first(
             v != 0,
             col,
             lambda r, col=col, v=v: (
@@ -280,7 +269,7 @@ def _check_dosing(table: NonmemTable, rec: RecordColumns) -> None:
             "in an events file.",
         )
     evid = rec.evid
-    table.fail_first(
+    table.refuse_first(
         ~evid.isin([0, 1, 2]),
         "EVID",
         lambda r: f"EVID {evid.loc[r]:g} is not supported (0 observation, 1 dose, 2 other).",
@@ -294,7 +283,7 @@ def _check_record_order(table: NonmemTable, rec: RecordColumns) -> None:
     patient = rec.patient
     block = patient.ne(patient.shift())
     seen: set[str] = set()
-    for r, p, new in zip(table.text.index, patient, block, strict=True):
+    for r, p, new in zip(table.df.index, patient, block, strict=True):
         if new and p in seen:
             table.fail(
                 int(r),
@@ -303,7 +292,7 @@ def _check_record_order(table: NonmemTable, rec: RecordColumns) -> None:
                 "sort the data set by ID, then TIME.",
             )
         seen.add(p)
-    table.fail_first(
+    table.refuse_first(
         (rec.time.diff() < 0) & ~block,
         "TIME",
         lambda r: f"TIME goes backwards within ID {patient.loc[r]}.",
@@ -338,7 +327,7 @@ class Censoring:
 def parse_censoring(table: NonmemTable) -> Censoring:
     """The censoring flag column (at most one), LLOQ and Monolix's LIMIT, checked, and
     DV."""
-    text = table.text
+    text = table.df
     flags = [c for c in FLAG_COLUMNS if c in text.columns]
     if len(flags) > 1:
         table.fail(
@@ -351,7 +340,7 @@ def parse_censoring(table: NonmemTable) -> Censoring:
     flag = table.numeric(flag_col or "BLQ", default=0.0, integer=True)
     if flag_col is not None:
         if flag_col == "CENS":
-            table.fail_first(
+            table.refuse_first(
                 flag == -1,
                 "CENS",
                 lambda r: (
@@ -360,14 +349,14 @@ def parse_censoring(table: NonmemTable) -> Censoring:
                 ),
                 "write the row as quantified at the limit (CENS=0), or leave it out.",
             )
-        table.fail_first(
+        table.refuse_first(
             ~flag.isin([0, 1]),
             flag_col,
             lambda r: f"{flag_col} {flag.loc[r]:g} is not 0 or 1.",
             "write 1 (below the limit) or 0.",
         )
     lloq = table.numeric("LLOQ", default=None)
-    table.fail_first(
+    table.refuse_first(
         lloq < 0,
         "LLOQ",
         lambda r: f"LLOQ {lloq.loc[r]:g} is negative.",
@@ -384,7 +373,7 @@ def parse_censoring(table: NonmemTable) -> Censoring:
                 "rename the column LLOQ if it holds the limit of quantification, or add "
                 "the CENS column it belongs to.",
             )
-        table.fail_first(
+        table.refuse_first(
             (flag == 1) & (limit > 0),
             "LIMIT",
             lambda r: (
@@ -426,7 +415,7 @@ def split_records(
     """Each record -> events (a dose, expanded by ADDL), an observation row, or a
     skipped record (EVID=2, MDV=1 without a below-limit flag)."""
     split = SplitRecords(skipped=skipped)
-    for r in table.text.index:
+    for r in table.df.index:
         e = int(rec.evid.loc[r])
         c = int(rec.cmt.loc[r]) if not np.isnan(rec.cmt.loc[r]) else None
         if e == 2:
