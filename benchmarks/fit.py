@@ -43,6 +43,9 @@ Writes ``benchmarks/results/fit.json`` (``--out`` to change) and prints tables. 
 (issue 4, 2-core machine): (a) under 60 s wall, R-hat <= 1.01, bulk ESS >= 400, no
 divergences; >= 20x the ESS/s of (b), >= 1000x that of (c). Misses are printed and
 recorded; the exit status is 0 unless a path fails outright.
+
+One script (about 690 lines) on purpose: every timed path and its ``--smoke`` run share
+one set-up, so what is timed is what the smoke run checks.
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ Gradient
 ``L_op`` returns, per patient, ``g_pred @ jac`` over its rows, using the Op's own ``jac``
 output, so PyTensor evaluates one solve (states + sensitivities) per
 log-density-and-gradient call. ``jac`` and ``ok`` are not differentiable.
+
+It stays one module (about 550 lines): the batch layout (:class:`Schedule`), the Op and
+its numba and JAX implementations must agree on one argument order, which is written
+here once.
 """
 
 from __future__ import annotations
