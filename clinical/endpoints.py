@@ -253,14 +253,15 @@ def neutrophil_engraftment(
     """First of 3 consecutive days with ANC > ``threshold`` G/L, none on G-CSF (``gcsf``:
     periods [start, end) in days), with the rules of the module docstring."""
     days = _daily(days)
+    on_gcsf = gcsf_mask(days, gcsf)
     return engraftment(
         days,
         anc,
         reference=reference,
         threshold=threshold,
-        excluded=gcsf_mask(days, gcsf),
+        excluded=on_gcsf,
         stable=stable,
-        own_from_end_of=gcsf_mask(days, gcsf),
+        own_from_end_of=on_gcsf,
     )
 
 
