@@ -170,7 +170,9 @@ def window_from_fit(
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
-    files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
+    files, ``fit`` (the fit folder; None for a fit only in memory or population draws)
+    and ``draws_from`` (where the draws came from, in words). The folder also holds
+    ``run.json`` (:mod:`carthema.data.runrecord`).
     """
     if log is None and interactive():  # a person is watching: show progress
         log = progress_to_stderr
@@ -415,7 +417,9 @@ def _figure_lines(window: dict) -> list[str]:
     return lines
 
 
-def write_patient_report(ff, window: dict, path: str | Path, **kw) -> Path:
+def write_patient_report(
+    ff: _ReportedFit | FitFolder, window: dict, path: str | Path, **kw
+) -> Path:
     """The patient's HTML report (:func:`carthema.clinical.report.write_patient_report`)."""
     from carthema.clinical.report import write_patient_report as write
 
