@@ -19,7 +19,9 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
    pooled and per product, Table 3 HT-high and HT-low, with the HT-high share 83 / 180
    from the same rows' ``n``; ``natural_history_more.csv``: for LBCL the early ICAHT
    grade >= 3 row of Rejeski et al. 2024 and the day-90 and day-180 ANC rows of Logue
-   et al. 2021), plus a
+   et al. 2021), plus a one-sided term that keeps each product's share of patients
+   above their own pre-lymphodepletion ANC on days 5-20 within the physiological bound
+   of 5 % (issue 17 item 4: no overshoot after flu/cy and CAR-T), plus a
    Kullback-Leibler penalty that keeps the weights close to uniform (so the effective
    sample size stays large). Products differ only by mechanism (their course and
    kinetics on the same patients), never by weights. Pooled statistics mix the
@@ -82,6 +84,21 @@ KL_PENALTY = 2.0
 ESS_FLOOR = 600.0
 #: Days -7..180: the Logue et al. 2021 rows count ANC on days 90 and 180.
 DAYS = np.arange(-7.0, 181.0)
+#: Physiological bound (issue 17 item 4): without G-CSF, no more than 5 % of patients of
+#: any product rise above their own pre-lymphodepletion ANC during days 5-20 (after flu/cy
+#: and CAR-T no clinical course overshoots; the model's own overshoot is a few per cent of
+#: the set point, from the CD34+ pool's regrowth). A one-sided term keeps the weighted
+#: share of each product at or below REBOUND_MAX - REBOUND_MARGIN.
+REBOUND_WINDOW = (5.0, 20.0)
+REBOUND_MAX = 0.05
+REBOUND_MARGIN = 0.01
+
+
+def rebound(days: np.ndarray, anc: np.ndarray, anc0: np.ndarray) -> np.ndarray:
+    """Per patient: ANC above the patient's own pre-lymphodepletion ANC (``anc0``, G/L)
+    on any day of :data:`REBOUND_WINDOW`."""
+    w = (days >= REBOUND_WINDOW[0]) & (days <= REBOUND_WINDOW[1])
+    return (anc[:, w] > np.asarray(anc0)[:, None]).any(axis=1)
 
 
 def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generator):
@@ -102,7 +119,10 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
         status, anc, plt_ = simulate_product(model, P, g, DAYS)
         ok &= status == 0
         counts[g] = (anc, plt_)
+    anc0 = P[ok, model.index("param", "anc0")]
     values = {g: per_patient(DAYS, anc[ok], plt_[ok]) for g, (anc, plt_) in counts.items()}
+    for g, (anc, _) in counts.items():
+        values[g]["rebound"] = rebound(DAYS, anc[ok], anc0)
     return model, P[ok], info[ok].reset_index(drop=True), values
 
 
@@ -183,6 +203,7 @@ def calibrate(
     is_high, is_low = jnp.asarray(strat == "high"), jnp.asarray(strat == "low")
     goal = jnp.asarray([0.5 if r["key"] in MEDIANS else r["target"] for r in rows])
     fitted = jnp.asarray([r["table"] != holdout for r in rows], dtype=float)
+    R = jnp.asarray(np.column_stack([values[g]["rebound"] for g in products]).astype(float))
 
     def model_values(w):
         every = w @ A
@@ -195,7 +216,14 @@ def calibrate(
         err = fitted * (model_values(w) - goal) / TOL
         kl = jnp.sum(w * jnp.log(w * w.size + 1e-300))
         excess = jnp.maximum(jnp.sum(w**2) * ESS_FLOOR - 1.0, 0.0)  # > 0 when ESS < floor
-        return jnp.sum(err**2) + ((w @ h - ht_share) / TOL) ** 2 + KL_PENALTY * kl + 1e3 * excess**2
+        over = jnp.maximum(w @ R - (REBOUND_MAX - REBOUND_MARGIN), 0.0) / TOL
+        return (
+            jnp.sum(err**2)
+            + ((w @ h - ht_share) / TOL) ** 2
+            + KL_PENALTY * kl
+            + 1e3 * excess**2
+            + jnp.sum(over**2) * 1e2
+        )
 
     vg = jax.jit(jax.value_and_grad(loss))
     res = minimize(
@@ -207,6 +235,7 @@ def calibrate(
     )
     weights = np.asarray(jax.nn.softmax(jnp.asarray(res.x)))
     ess = float(1.0 / np.sum(weights**2))
+    rebound_share = {g: float(weights @ values[g]["rebound"]) for g in products}
 
     # Resample n_out patients with the weights; every row reported on the resampled set.
     idx = _systematic(weights, n_out, rng)
@@ -236,6 +265,12 @@ def calibrate(
             "iterations": int(res.nit),
         },
         "ht_high_share_target": ht_share,
+        "rebound_bound": {
+            "definition": f"ANC above the patient's own pre-lymphodepletion ANC on any day "
+            f"{REBOUND_WINDOW[0]:g}-{REBOUND_WINDOW[1]:g} without G-CSF (issue 17 item 4)",
+            "max": REBOUND_MAX,
+            "weighted_share": rebound_share,
+        },
         "targets_files": "../shared/calibration/natural_history.csv and "
         "natural_history_more.csv (bundled copies: carthema/data/calibration/); every row of "
         "the disease, each reported with its file and row",
@@ -246,6 +281,7 @@ def calibrate(
     }
     if verbose:
         _print(report, ess)
+        print(f"rebound above the pre-LD ANC on days 5-20 (bound {REBOUND_MAX:g}): {rebound_share}")
     return pop, info_out
 
 

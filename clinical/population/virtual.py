@@ -84,15 +84,16 @@ TRAITS: dict[str, Trait] = {
     "hsc_mass": Trait(None, 0.6, 0.7, 0.0),
     "hsc_regen": Trait(None, 0.9, 0.8, 0.0),
     "hsc_sigma": Trait(
-        0.006,
+        None,
         0.5,
         0.3,
         0.0,
         "assumption: the stem-cell share of the CD34+ pool's influx sets how deep the "
         "nadir after flu/cy goes (surviving stem cells refill the killed pool); centred "
-        "below the default 0.015 so that plausible patients reach the published depth "
-        "(natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) without extreme "
-        "weights",
+        "on the default 0.003 (0.006 before the marrow neutrophil reserve, which feeds "
+        "the blood for about 6 days after flu/cy) so that plausible patients reach the "
+        "published depth (natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) "
+        "without extreme weights",
     ),
     "ld_kill_prol": Trait(None, 0.6, -0.2, 0.0),
     "ld_kill_mpp": Trait(None, 0.7, -0.6, 0.0),
@@ -119,13 +120,14 @@ TRAITS: dict[str, Trait] = {
     ),
     "plt_gamma": Trait(None, 0.25),
     "mpp_rate": Trait(
-        1.2,
+        None,
         0.3,
         0.0,
         0.0,
-        "assumption: around 1.2/d (default 1.0/d: stressed CD34+ progenitors divide about "
-        "daily); CD34+ turnover after flu/cy sets how fast the first neutropenia ends and "
-        "whether a second dip follows",
+        "assumption: around the default 0.7/d (1.2/d before the marrow neutrophil reserve, "
+        "which hides the first week of the production gap after flu/cy); CD34+ turnover "
+        "after flu/cy sets how fast the first neutropenia ends (natural_history.csv rows 8, "
+        "16, 24: median 9 days of ANC < 0.5 G/L) and whether a second dip follows",
     ),
     "graft_prog": Trait(
         None,
@@ -141,7 +143,17 @@ TRAITS: dict[str, Trait] = {
     "rej_rate": Trait(None, 0.5),
     "cart_rho": Trait(1.0, 0.15),
     "cart_f_dose": Trait(1.0, 0.7, 0.0, 0.0, "relative: multiplies the product's value"),
-    "leuk_L0": Trait(1.0, 1.0, 0.0, 0.0, "relative: multiplies the disease's value"),
+    "leuk_L0": Trait(
+        1.0,
+        0.6,
+        0.0,
+        0.0,
+        "relative: multiplies the disease's value; log-SD 0.6 (was 1.0): with the marrow "
+        "neutrophil reserve the weights bought the late rows (natural_history.csv rows 7, "
+        "15, 23: ANC <= 1.0 G/L after day 21) with tumour load, moving the population's "
+        "geometric-median load to 1.5 x the LBCL preset (459 against 300); at 0.6, 363 "
+        "(n 4000, seed 1), the LBCL load stays the disease's",
+    ),
 }
 #: Traits that multiply a preset's value instead of replacing it.
 RELATIVE = ("cart_rho", "cart_f_dose", "leuk_L0")
