@@ -154,8 +154,10 @@ def sample_patients(
 def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl"):
     """(anc, platelets) of every patient row, each under its product's course in
     ``disease`` and its kinetics (:func:`carthema.clinical.population.virtual.product_events`);
-    the rows carry the disease's own tumour load and marrow (population columns)."""
-    check_disease(disease, own_population=True)
+    the rows carry the disease's own tumour load and marrow (population columns). Any
+    known disease: the calibration of an uncalibrated one simulates it too."""
+    if disease not in DISEASES:
+        check_disease(disease)  # the unknown-disease refusal
     model = get_model("full")
     anc = np.full((len(patients), days.size), np.nan)
     plt_ = np.full_like(anc, np.nan)
