@@ -142,3 +142,24 @@ def test_the_mcl_population_matches_its_published_row():
     rows = nh.table().dropna(subset=["published"])
     assert list(rows["statistic"]) == ["p_early_icaht_ge3"]
     assert abs(rows["model"].iloc[0] - 0.28) <= 0.10 and rows["within_tolerance"].all()
+
+
+def test_calibration_takes_the_disease_and_writes_its_preset(tmp_path):
+    """``calibrate --disease mcl``: the MCL rows only (natural_history_more.csv row 6),
+    brexu-cel under its ZUMA-2 course, no CAR-HEMATOTOX share term (MCL has no strata),
+    and the MCL preset's load and marrow in the file; a population file per disease."""
+    from carthema.clinical.population.calibrate import calibrate, write_population
+
+    pop, info = calibrate(n=800, seed=3, n_out=200, disease="mcl", verbose=False)
+    assert info["disease"] == "mcl" and info["products_simulated"] == ["brexu-cel"]
+    assert info["ht_high_share_target"] is None
+    assert [(r["file"], r["row"], r["key"]) for r in info["rows"]] == [
+        ("natural_history_more.csv", 6, "p_early_icaht_ge3")
+    ]
+    assert "ZUMA-2" in info["product_courses"]["brexu-cel"]
+    assert (pop["leuk_crowding"] == 1.0).all() and (pop["leuk_marrow_ref"] == 4000.0).all()
+    write_population(pop, info, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mcl_population.csv",
+        "mcl_population.json",
+    ]
