@@ -49,9 +49,10 @@ CALIBRATED_DISEASES = ("lbcl", "mcl")
 #: ``python -m carthema.clinical.population.calibrate --disease b-all``).
 NOT_CALIBRATED_WHY = {
     "b-all": (
-        "brexu-cel (ZUMA-3 course) leaves more ANC < 1 G/L on day 30 than tisa-cel (ELIANA "
-        "course) on day 28 in nearly every simulated B-ALL patient, while the labels report "
-        "12 % vs 40 % (natural_history_more.csv rows 4 and 2)"
+        "on the same plausible B-ALL patients brexu-cel (ZUMA-3 course) leaves ANC < 1 G/L "
+        "on day 30 in 61 %, including every patient in whom tisa-cel (ELIANA course) leaves "
+        "it on day 28 (38 %), while the labels report 12 % and 40 % "
+        "(natural_history_more.csv rows 4 and 2)"
     ),
 }
 #: Diseases whose callers load the LBCL population whatever the disease (predict-boost
