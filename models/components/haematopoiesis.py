@@ -73,6 +73,17 @@ resident haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT co
 Rejeski et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness
 of their own (assumption, stated).
 
+**Leukaemic crowding.** With the targets component, the counts the Friberg feedback
+holds (``anc0``, ``plt0``: the patient's pre-lymphodepletion counts) scale with
+``marrow_space`` (:func:`carthema.models.components.targets.derived`), the marrow's
+normal (non-blast) share relative to the untreated patient: blasts crowding the marrow
+keep the pre-treatment counts low (leukaemic niche take-over, Colmone et al. 2008,
+Science 322:1861), and as CAR-T clears them the feedback drives the progenitors to the
+counts of the freed marrow (the progenitor pool the niche holds, ``mpp_cap``, grows with
+the same share), so recovery in B-ALL includes the clearance. (Scaling the progenitors'
+output instead does not hold a cytopenia: their self-renewal under the feedback restores
+the counts.)
+
 **Immunity and GvH.** Host immunity ``imm_R`` (1 = normal) is depleted by
 lymphodepletion and inflammation and recovers over months; it rejects new-donor stem
 cells and progenitors and donor T cells at ``rej_rate * R``. Donor T cells ``gvh_T`` (1e8
@@ -748,8 +759,11 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # Feedback from blood counts (Friberg), floored so that an empty marrow stays finite.
     anc = sum(s[f"neu_circ_{g}"] for g in GENOTYPES)
     e_n, e_p = p["neu_fb_floor"], p["plt_fb_floor"]
-    fb_n = ((p["anc0"] + e_n) / (anc + e_n)) ** p["neu_gamma"]
-    fb_p = ((p["plt0"] + e_p) / (s["plt_circ"] + e_p)) ** p["plt_gamma"]
+    # Leukaemic crowding (targets.derived, Colmone et al. 2008): the counts the marrow
+    # sustains scale with its normal (non-blast) share, 1 at the pre-treatment load.
+    space = s.get("marrow_space", 1.0)
+    fb_n = ((p["anc0"] * space + e_n) / (anc + e_n)) ** p["neu_gamma"]
+    fb_p = ((p["plt0"] * space + e_p) / (s["plt_circ"] + e_p)) ** p["plt_gamma"]
 
     # CD34+ progenitors of each origin (1 = the resident pool at baseline): stem-cell
     # influx plus limited self-renewal under the demand of both lineages. The delayed
@@ -762,7 +776,8 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # for as long as the ANC stays below its set point.
     m_all = sum(s[f"mpp_{k}"] for k in STREAMS)
     cap = p["mpp_cap"]
-    crowd = (1.0 + cap**-8) / (1.0 + (m_all / cap) ** 8)
+    # The pool the marrow holds grows with the space blasts leave it (marrow_space).
+    crowd = (1.0 + cap**-8) / (1.0 + (m_all / (cap * space)) ** 8)
     # Delayed (resolving, Z) and non-resolving (D) injury of the resident progenitors.
     late = 1.0 + p["late_supp"] * Z + p["niche_supp"] * s["infl_D"]
     # Stem-cell influx relative to a normal marrow: the resident stem cells' relative to
