@@ -246,9 +246,7 @@ def calibrate(
         excess = jnp.maximum(jnp.sum(w**2) * ESS_FLOOR - 1.0, 0.0)  # > 0 when ESS < floor
         over = jnp.maximum(w @ R - (REBOUND_MAX - REBOUND_MARGIN), 0.0) / TOL
         ht = ht_weight * ((w @ h - ht_share) / TOL) ** 2
-        return (
-            jnp.sum(err**2) + ht + KL_PENALTY * kl + 1e3 * excess**2 + jnp.sum(over**2) * 1e2
-        )
+        return jnp.sum(err**2) + ht + KL_PENALTY * kl + 1e3 * excess**2 + jnp.sum(over**2) * 1e2
 
     vg = jax.jit(jax.value_and_grad(loss))
     res = minimize(
