@@ -10,6 +10,7 @@ from scipy.stats import binom
 
 from carthema.cli import main
 from carthema.clinical.boost import predict as pb
+from carthema.clinical.boost import smc as boost_smc
 from carthema.clinical.boost.predict import MIN_ESS, population_prior, predict_boost
 from carthema.clinical.population import virtual as vpop
 from carthema.data.boost import BoostPlan
@@ -102,8 +103,8 @@ def test_refuses_degenerate_conditioning(monkeypatch, capsys):
         return {"X": X, "effective_sample_size": 12.0, "final_stage_ess": 12.0,
                 "distinct_particles": 12, "stages": [], "log_evidence": 0.0}  # fmt: skip
 
-    monkeypatch.setattr(pb, "smc", degenerate)
-    monkeypatch.setattr(pb, "_check_fit", lambda *a: None)
+    monkeypatch.setattr(boost_smc, "smc", degenerate)
+    monkeypatch.setattr(boost_smc, "check_fit", lambda *a: None)
     code, out = _cli(
         ["--day", "30", "--dose", "3e6", "--source", "autologous", "--anc", "0.2",
          "--particles", "2000"],
@@ -127,7 +128,7 @@ def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkey
     def never(*a, **k):
         raise AssertionError("a tempering stage ran")
 
-    monkeypatch.setattr(pb, "_systematic_resample", never)
+    monkeypatch.setattr(boost_smc, "_systematic_resample", never)
     with pytest.raises(InputError, match="together with the other values") as exc:
         predict_boost(BoostPlan(30, 3e6, "autologous"), anc=0.0, neutropenia_days=0,
                       product="axi-cel", n_draws=N)  # fmt: skip
@@ -341,7 +342,7 @@ def test_smc_recovers_an_analytic_gaussian_posterior():
         def loglik(self, X):
             return -0.5 * ((X[:, 0] - y) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
 
-    res = pb.smc(Gaussian(), prior, 4000, np.random.default_rng(5))
+    res = boost_smc.smc(Gaussian(), prior, 4000, np.random.default_rng(5))
     X = res["X"]
     v = K[0, 0] + s**2
     mean = K[:, 0] * y / v
