@@ -50,14 +50,27 @@ class PopulationPrior:
 
     def logpdf(self, X: np.ndarray) -> np.ndarray:
         """Log density up to a constant (the kernels' normalisation is common)."""
-        if not hasattr(self, "_V"):  # whitened centres, computed once
+        if not hasattr(self, "_V"):  # whitened centres and the inverse factor, once
             self._V = self._whiten(self.rows)
             self._V2 = (self._V**2).sum(1)
-        U, V = self._whiten(X), self._V
-        d2 = (U**2).sum(1)[:, None] + self._V2[None, :] - 2.0 * U @ V.T
-        lp = logsumexp(-0.5 * np.maximum(d2, 0.0) + self.logw[None, :], axis=1)
+            self._Linv_t = np.ascontiguousarray(self._whiten(np.eye(self.d)))  # L^-T
+        out = np.full(X.shape[0], -np.inf)
         inside = np.all((X >= self.low) & (X <= self.high), axis=1)
-        return np.where(inside, lp, -np.inf)
+        if not inside.any():
+            return out
+        U = X[inside] @ self._Linv_t
+        # -0.5 x squared Mahalanobis distance to every centre, in place (this is the
+        # sampler's largest array: particles x distinct rows), then the log-sum-exp.
+        E = U @ self._V.T
+        E -= 0.5 * (U**2).sum(1)[:, None]
+        E -= 0.5 * self._V2[None, :]
+        np.minimum(E, 0.0, out=E)
+        E += self.logw[None, :]
+        top = E.max(axis=1)
+        E -= top[:, None]
+        np.exp(E, out=E)
+        out[inside] = top + np.log(E.sum(axis=1))
+        return out
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         out = np.empty((n, self.d))
