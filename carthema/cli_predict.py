@@ -305,12 +305,14 @@ def _print_prediction(res: dict) -> None:
         )
     console.print(table)
     _print_counterfactual(res)
-    if "chimerism_day30" in res:
-        c = res["chimerism_day30"]
-        console.print(
-            f"donor myeloid chimerism 30 days after the boost: median {c['median']:.0f}% "
-            f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
-        )
+    for key, what in (("chimerism_day30", "myeloid (CD15+)"),
+                      ("chimerism_whole_blood_day30", "whole-blood (leukocyte)")):  # fmt: skip
+        if key in res:
+            c = res[key]
+            console.print(
+                f"donor {what} chimerism 30 days after the boost: median {c['median']:.0f}% "
+                f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
+            )
     if res.get("p_graft_lost_day60") is not None:
         console.print(
             f"graft lost 60 days after the boost (donor myeloid chimerism < 5 %: rejected by "

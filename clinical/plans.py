@@ -258,6 +258,8 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
         at = days == ref + 30.0
         if at.any():
             out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
+            if "chimerism_wb" in o:  # donor share of all leukocytes (whole blood)
+                out["chimerism_whole_blood_day30"] = _quantiles(o["chimerism_wb"][:, at][:, 0])
         # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
         at = days == ref + 60.0
         if at.any() and o["chimerism_cd15"].shape[0]:
@@ -386,7 +388,8 @@ def scan_window(
         for key in ("neutrophil", "platelet", "anc_gt_1"):
             if key in res:
                 row.update({f"{key}_{k}": v for k, v in res[key].items()})
-        for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
+        for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30",
+                    "chimerism_whole_blood_day30", "cart_at_reference"):  # fmt: skip
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
         if "p_graft_lost_day60" in res:
