@@ -241,4 +241,16 @@ def counterfactual_lines(result: Mapping) -> list[str]:
             if _finite(p)
             else f"without a boost, the share of draws in which {what} never recover: not computed"
         )
+        # Sustained: above the threshold from then to the horizon (a later dip of a
+        # biphasic course undoes a first recovery): the predict-boost key, or the window's
+        # baseline entry.
+        sus = (rec.get("no_boost_sustained") or result.get("no_boost_sustained")
+               or nb.get("sustained") or {})  # fmt: skip
+        s = sus.get(key) if isinstance(sus, Mapping) else None
+        if isinstance(s, Mapping) and _finite(s.get("p_never")):
+            text = f"without a boost, {what} recover for good (sustained{by})"
+            if _finite(s.get("median_days")):
+                text += f" after a median of {float(s['median_days']):.0f} days"
+            text += f"; never sustained{by} in {_pct(s['p_never'])} of draws"
+            out.append(text)
     return [s[0].upper() + s[1:] + "." for s in out]

@@ -25,6 +25,7 @@ from carthema.clinical.endpoints import (
     days_below,
     engraftment_summary,
     lineage_engraftment,
+    lineage_sustained,
     support_from_events,
 )
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
@@ -141,7 +142,10 @@ def counterfactual(
         "no_boost": plan_engraftment(
             model, boost.days, no_boost.status, obs0, no_boost.events, reference=reference,
             stable=stable,
-        )
+        ),
+        "no_boost_sustained": sustained_summary(
+            model, boost.days, no_boost.status, obs0, no_boost.events, reference=reference
+        ),
     }  # fmt: skip
     both = (boost.status == 0) & (no_boost.status == 0)
     for _, name, thr, key in DAYS_SAVED:
@@ -204,6 +208,30 @@ def plan_engraftment(
     )
     w = None if weights is None else np.asarray(weights, dtype=float)[ok]
     return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
+
+
+def sustained_summary(
+    model: Model,
+    days: np.ndarray,
+    status: np.ndarray,
+    obs: np.ndarray,
+    events: pd.DataFrame,
+    *,
+    reference: float,
+) -> dict[str, dict]:
+    """Sustained recovery ("neutrophil", "platelet": the first day from which the count
+    stays above the threshold, off support, to the end of ``days``;
+    :func:`carthema.clinical.endpoints.sustained_recovery`) of simulated draws, summarised
+    like :func:`plan_engraftment` (``p_never``: not sustained by the end; ``p_already``:
+    never below from ``reference`` on). Draws whose solve failed are left out."""
+    ok = status == 0
+    c = _counts(model, obs, ok)
+    gcsf, transfusions = support_from_events(events)
+    res = lineage_sustained(
+        days, reference=reference, anc=c.get("anc"), platelets=c.get("platelets"),
+        gcsf=gcsf, transfusions=transfusions,
+    )  # fmt: skip
+    return {key: engraftment_summary(e) for key, e in res.items()}
 
 
 def predict_plan(
@@ -598,6 +626,7 @@ def recovery_without_boost(
     days, status, obs, ev_df = astuple_course(no_boost.until(horizon))
     out: dict = {"horizon_day": horizon, "reference_day": 0.0}
     out.update(plan_engraftment(model, days, status, obs, ev_df, reference=0.0, stable=FROM_CART))
+    out["sustained"] = sustained_summary(model, days, status, obs, ev_df, reference=0.0)
     return out
 
 
@@ -622,13 +651,41 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
             continue
         q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
         lines.append(
-            f"Without a boost: {what} are predicted to recover on day "
+            f"Without a boost: {what} are predicted to recover first on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
-            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
-            "second phase of a biphasic course) is not counted here; the window's days "
-            "saved compare each boost with no boost over the whole follow-up."
+            f"not by day {horizon:g} in {r['p_never']:.0%} of draws)."
+            + sustained_sentence(
+                (baseline.get("sustained") or {}).get(key), by=f"by day {horizon:g}", unit="day"
+            )
+            + " The window's days saved compare each boost with no boost over the whole "
+            "follow-up."
         )
     return lines
+
+
+def sustained_sentence(r: dict | None, *, by: str, unit: str) -> str:
+    """The sustained recovery in words (above the threshold from then on to the horizon;
+    a later dip of a biphasic course undoes an earlier recovery) from a
+    :func:`sustained_summary` entry: ``by`` names the horizon ("by day 165", "within 120
+    days"), ``unit`` is "day" (days since CAR-T) or "days" (days from the boost). Empty
+    without an entry."""
+    if not r:
+        return ""
+    never = r.get("p_never")
+    already = r.get("p_already")
+    text = " Sustained recovery (above the threshold from then on to the horizon, off support)"
+    if r.get("median_days") is None:
+        where = "" if never is None else f": none {by} in {never:.0%} of draws"
+        if already:
+            where += f" ({already:.0%} never fall below it)"
+        return text + where + "." if where else ""
+    q95 = f"{r['q95']:.0f}" if r.get("q95") is not None else "beyond the horizon"
+    when = (f"on day {r['median_days']:.0f}" if unit == "day"
+            else f"{r['median_days']:.0f} days from the boost")  # fmt: skip
+    return (
+        f"{text}: {when} (90% interval {r['q05']:.0f} to {q95}); never {by} in {_pct(never)} "
+        "of draws."
+    )
 
 
 def _shade(ax, days: pd.Series, mask: pd.Series, label: str, **style) -> None:
@@ -955,11 +1012,13 @@ def counterfactual_lines(res: dict | None, follow_up: float) -> list[str]:
         if nb is None or b is None:
             continue
         by = ", ".join(f"{_pct(nb.get(f'p_within_{w}d'))} by day {w}" for w in WITHIN)
+        sus = (res.get("no_boost_sustained") or {}).get(key)
         lines.append(
-            f"Without the boost ({what}, the same draws, from the boost day): recovery of the "
-            f"patient's own counts ({crit} for 3 days) {by}; never within {follow_up:g} days "
-            f"in {_pct(nb['p_never'])} (with the boost: engraftment never in "
-            f"{_pct(b['p_never'])})."
+            f"Without the boost ({what}, the same draws, from the boost day): first recovery "
+            f"of the patient's own counts ({crit} for 3 days) {by}; never within "
+            f"{follow_up:g} days in {_pct(nb['p_never'])} (with the boost: engraftment never "
+            f"in {_pct(b['p_never'])})."
+            + sustained_sentence(sus, by=f"within {follow_up:g} days", unit="days")
         )
     for _, _, _, key in DAYS_SAVED:
         if key in res:

@@ -297,3 +297,37 @@ def test_counterfactual_lines_render_h_boost_keys_or_not_computed():
         "Without a boost, neutrophils never recover in 25% of draws.",
         "Without a boost, platelets never recover in 50% of draws.",
     ]
+
+
+def test_counterfactual_lines_say_the_sustained_recovery_too():
+    """The no-boost text names the sustained recovery (above the threshold to the
+    horizon) beside the first one, from predict-boost's key or the window's baseline."""
+    from carthema.clinical.decision import counterfactual_lines
+    from carthema.clinical.plans import no_boost_lines
+
+    sus = {"neutrophil": {"median_days": 40.0, "p_never": 0.3},
+           "platelet": {"median_days": None, "p_never": 0.6}}  # fmt: skip
+    lines = counterfactual_lines(
+        {
+            "no_boost": {"neutrophil": {"p_never": 0.25}, "platelet": {"p_never": 0.5}},
+            "no_boost_sustained": sus,
+        }  # fmt: skip
+    )
+    assert (
+        "Without a boost, neutrophils recover for good (sustained) after a median of 40 "
+        "days; never sustained in 30% of draws." in lines
+    )
+    assert (
+        "Without a boost, platelets recover for good (sustained); never sustained in 60% of draws."
+        in lines
+    )
+    baseline = {
+        "neutrophil": {"p_already": 0.0, "median_days": 20.0, "q05": 14.0, "q95": None,
+                       "p_never": 0.1},
+        "sustained": {"neutrophil": {"p_already": 0.0, "median_days": 55.0, "q05": 20.0,
+                                     "q95": 90.0, "p_never": 0.35}},
+    }  # fmt: skip
+    (line,) = no_boost_lines(baseline, 150.0)
+    assert "recover first on day 20" in line
+    assert "Sustained recovery" in line and "on day 55 (90% interval 20 to 90)" in line
+    assert "never by day 150 in 35% of draws" in line

@@ -63,6 +63,7 @@ class BoostPrediction(TypedDict, total=False):
     anc_gt_1: LineageSummary
     p_never: dict[str, float]
     no_boost: dict[str, LineageSummary]
+    no_boost_sustained: dict[str, LineageSummary]
     neutropenia_days_saved: dict[str, Any]
     thrombocytopenia_days_saved: dict[str, Any]
     chimerism_day30: dict[str, float]
@@ -165,6 +166,9 @@ def summarise(
     # Same shape as "neutrophil"/"platelet": recovery of the patient's own counts from the
     # boost day without the boost (the same draws); and the days the boost saves.
     out["no_boost"] = {key: {k: cf["no_boost"][key][k] for k in SUMMARY_KEYS} for key in LINEAGES}
+    # Sustained recovery without the boost: above the threshold from then to the horizon
+    # (a later dip undoes a first recovery); p_never: not sustained by the horizon.
+    out["no_boost_sustained"] = cf["no_boost_sustained"]
     for key in ("neutropenia_days_saved", "thrombocytopenia_days_saved"):
         out[key] = cf[key]
     for key in CHIMERISM_KEYS:
