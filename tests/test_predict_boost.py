@@ -358,7 +358,7 @@ def test_hematotox_group_selects_the_groups_rows():
     """``hematotox="high"`` (``--hematotox high``, the form natural-history takes too)
     builds the prior from the rows with score >= 2: its mean is theirs, not the mean of
     the low group's rows."""
-    from carthema.clinical.boost.predict import _resolve_hematotox
+    from carthema.clinical.boost.inputs import _resolve_hematotox
 
     assert _resolve_hematotox("high", None)[0] == "high"
     assert _resolve_hematotox("3", None)[0] == 3 and _resolve_hematotox(1, None)[0] == 1
