@@ -269,6 +269,7 @@ def _print_prediction(res: dict) -> None:
     from rich.table import Table
 
     from carthema.clinical.decision import predict_boost_line
+    from carthema.clinical.plans import chimerism_lines
 
     console.print(predict_boost_line(res), markup=False, style="bold")
 
@@ -305,19 +306,8 @@ def _print_prediction(res: dict) -> None:
         )
     console.print(table)
     _print_counterfactual(res)
-    for key, what in (("chimerism_day30", "myeloid (CD15+)"),
-                      ("chimerism_whole_blood_day30", "whole-blood (leukocyte)")):  # fmt: skip
-        if key in res:
-            c = res[key]
-            console.print(
-                f"donor {what} chimerism 30 days after the boost: median {c['median']:.0f}% "
-                f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
-            )
-    if res.get("p_graft_lost_day60") is not None:
-        console.print(
-            f"graft lost 60 days after the boost (donor myeloid chimerism < 5 %: rejected by "
-            f"the recovering host T cells, or failed): {res['p_graft_lost_day60']:.0%} of draws"
-        )
+    for line in chimerism_lines(res):  # a new donor's graft: myeloid and whole blood
+        console.print(line)
     if res["boost"].get("p_graft_failure") is not None:
         console.print(
             f"primary graft failure at this dose: {res['boost']['p_graft_failure']:.1%} "

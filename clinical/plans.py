@@ -282,20 +282,37 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
             out[f"days_plt_lt_{thr:g}"] = _quantiles(
                 days_below(days, o["platelets"], thr, start=ref).astype(float)
             )
-    if "chimerism_cd15" in o and plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
-        at = days == ref + 30.0
-        if at.any():
-            out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
-            if "chimerism_wb" in o:  # donor share of all leukocytes (whole blood)
-                out["chimerism_whole_blood_day30"] = _quantiles(o["chimerism_wb"][:, at][:, 0])
-        # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
-        at = days == ref + 60.0
-        if at.any() and o["chimerism_cd15"].shape[0]:
-            lost = o["chimerism_cd15"][:, at][:, 0] < GRAFT_LOST
-            out["p_graft_lost_day60"] = float(np.mean(lost))
+    if plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
+        out.update(chimerism_summary(model, days, status, obs, reference=ref))
     if "cart_copies" in o:
         at = days == ref
         out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
+    return out
+
+
+def chimerism_summary(
+    model: Model, days: np.ndarray, status: np.ndarray, obs: np.ndarray, *, reference: float
+) -> dict:
+    """Donor chimerism after a new donor's boost on ``reference``: myeloid (CD15+,
+    ``chimerism_day30``) and whole blood (all leukocytes, ``chimerism_whole_blood_day30``)
+    30 days after it (median, 90 % interval), and the share of draws whose graft is lost
+    60 days after it (``p_graft_lost_day60``: donor myeloid chimerism below
+    :data:`GRAFT_LOST` %, rejected by the recovering host T cells or failed). Keys the
+    model or the follow-up cannot give are left out; failed solves too."""
+    ok = status == 0
+    out: dict = {}
+    if "chimerism_cd15" not in model.obs_names:
+        return out
+    cd15 = obs[ok, :, model.index("obs", "chimerism_cd15")]
+    at = days == reference + 30.0
+    if at.any():
+        out["chimerism_day30"] = _quantiles(cd15[:, at][:, 0])
+        if "chimerism_wb" in model.obs_names:  # donor share of all leukocytes (whole blood)
+            wb = obs[ok, :, model.index("obs", "chimerism_wb")]
+            out["chimerism_whole_blood_day30"] = _quantiles(wb[:, at][:, 0])
+    at = days == reference + 60.0
+    if at.any() and cd15.shape[0]:
+        out["p_graft_lost_day60"] = float(np.mean(cd15[:, at][:, 0] < GRAFT_LOST))
     return out
 
 
@@ -934,7 +951,8 @@ def window_job(
     recommended = None
     if day is not None:
         course = simulate_course(model, draws, events, boost(day), horizon=day + FOLLOW_UP)
-        recommended = _recommended(model, course, no_boost, day)
+        new_donor = graft.source is GraftSource.ALLOGENEIC
+        recommended = _recommended(model, course, no_boost, day, new_donor=new_donor)
         if end > day + FOLLOW_UP:
             course = simulate_course(model, draws, events, boost(day), horizon=end)
         bands = plan_bands(model, draws, events, boost(day), horizon=end, course=course)
@@ -966,6 +984,7 @@ def window_job(
             *no_boost_lines(baseline, last + FOLLOW_UP),
             *plain_summary(summary, signals),
             *counterfactual_lines(recommended, FOLLOW_UP),
+            *chimerism_lines(recommended),
         ],
         "n_draws": int(draws.shape[0]),
         "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
@@ -973,17 +992,44 @@ def window_job(
     return result
 
 
-def _recommended(model: Model, course: Course, no_boost: Course, day: float) -> dict:
+def _recommended(
+    model: Model, course: Course, no_boost: Course, day: float, *, new_donor: bool = False
+) -> dict:
     """The boost on the recommended day against the same draws without it (the keys
     predict-boost writes): ``neutrophil``, ``platelet``, ``anc_gt_1`` (engraftment from
     the boost day), ``p_never`` per lineage, ``no_boost`` (the same shape: recovery of
-    the patient's own counts from the boost day), ``neutropenia_days_saved`` and
-    ``thrombocytopenia_days_saved``."""
+    the patient's own counts from the boost day), ``no_boost_sustained``,
+    ``neutropenia_days_saved`` and ``thrombocytopenia_days_saved``; for a new donor's
+    graft (``new_donor``) the :func:`chimerism_summary` keys."""
     res = plan_engraftment(model, *astuple_course(course), reference=day)
     out: dict = {"boost_day": day, **res}
     out["p_never"] = {k: v["p_never"] for k, v in res.items()}
     out.update(counterfactual(model, course, no_boost, reference=day))
+    if new_donor:
+        out.update(chimerism_summary(model, course.days, course.status, course.obs, reference=day))
     return out
+
+
+def chimerism_lines(res: dict | None) -> list[str]:
+    """Donor chimerism 30 days after the boost, myeloid and whole blood, in words (a
+    predict-boost result or the window's ``recommended`` block; nothing without them)."""
+    if not res:
+        return []
+    lines = []
+    for key, what in (("chimerism_day30", "myeloid (CD15+)"),
+                      ("chimerism_whole_blood_day30", "whole-blood (all leukocytes)")):  # fmt: skip
+        q = res.get(key)
+        if q and q.get("median") is not None:
+            lines.append(
+                f"Donor {what} chimerism 30 days after the boost: median {q['median']:.0f}% "
+                f"(90% interval {q['q05']:.0f} to {q['q95']:.0f}%)."
+            )
+    if res.get("p_graft_lost_day60") is not None:
+        lines.append(
+            f"Graft lost 60 days after the boost (donor myeloid chimerism < {GRAFT_LOST:g}%: "
+            f"rejected or failed) in {res['p_graft_lost_day60']:.0%} of draws."
+        )
+    return lines
 
 
 def _pct(x) -> str:

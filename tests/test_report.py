@@ -331,3 +331,24 @@ def test_counterfactual_lines_say_the_sustained_recovery_too():
     assert "recover first on day 20" in line
     assert "Sustained recovery" in line and "on day 55 (90% interval 20 to 90)" in line
     assert "never by day 150 in 35% of draws" in line
+
+
+def test_chimerism_lines_name_myeloid_and_whole_blood_apart():
+    from carthema.clinical.plans import chimerism_lines
+
+    assert chimerism_lines(None) == [] and chimerism_lines({"neutrophil": {}}) == []
+    lines = chimerism_lines(
+        {
+            "chimerism_day30": {"median": 97.0, "q05": 1.0, "q95": 99.6},
+            "chimerism_whole_blood_day30": {"median": 80.0, "q05": 0.5, "q95": 99.0},
+            "p_graft_lost_day60": 0.12,
+        }  # fmt: skip
+    )
+    assert lines == [
+        "Donor myeloid (CD15+) chimerism 30 days after the boost: median 97% (90% interval "
+        "1 to 100%).",
+        "Donor whole-blood (all leukocytes) chimerism 30 days after the boost: median 80% "
+        "(90% interval 0 to 99%).",
+        "Graft lost 60 days after the boost (donor myeloid chimerism < 5%: rejected or "
+        "failed) in 12% of draws.",
+    ]
