@@ -178,16 +178,17 @@ BEFORE = {
 def _speed(cases, pop, draws) -> dict:
     """Wall time of the same predictions with the earlier settings and the current ones,
     interleaved so that both see the same machine load."""
-    from carthema.clinical.boost import predict as pb
+    from carthema.clinical.boost import likelihood, smc
     from carthema.clinical.boost.calibration import predict_case
 
-    now = {k: getattr(pb, k) for k in BEFORE}
+    home = {k: likelihood if k == "OPTIONS" else smc for k in BEFORE}
+    now = {k: getattr(home[k], k) for k in BEFORE}
     rows = []
     for j, case in enumerate(cases):
         row = {"vp": case.vp}
         for label, settings in (("before", BEFORE), ("after", now)):
             for k, v in settings.items():
-                setattr(pb, k, v)
+                setattr(home[k], k, v)
             t = time.perf_counter()
             res = predict_case(case, seed=1000 + j, n_draws=draws, population=pop)
             row[label] = {
@@ -198,7 +199,7 @@ def _speed(cases, pop, draws) -> dict:
                 "platelet": [res["platelet"][q] for q in ("q05", "median_days", "q95")],
             }
         for k, v in now.items():
-            setattr(pb, k, v)
+            setattr(home[k], k, v)
         print(
             f"speed {case.vp}: before {row['before']['wall_s']:.1f} s "
             f"({row['before']['simulations']} solves), after {row['after']['wall_s']:.1f} s "

@@ -269,6 +269,7 @@ def _print_prediction(res: dict) -> None:
     from rich.table import Table
 
     from carthema.clinical.decision import predict_boost_line
+    from carthema.clinical.plan_text import chimerism_lines
 
     console.print(predict_boost_line(res), markup=False, style="bold")
 
@@ -305,17 +306,8 @@ def _print_prediction(res: dict) -> None:
         )
     console.print(table)
     _print_counterfactual(res)
-    if "chimerism_day30" in res:
-        c = res["chimerism_day30"]
-        console.print(
-            f"donor myeloid chimerism 30 days after the boost: median {c['median']:.0f}% "
-            f"(5-95%: {c['q05']:.0f}-{c['q95']:.0f}%)"
-        )
-    if res.get("p_graft_lost_day60") is not None:
-        console.print(
-            f"graft lost 60 days after the boost (donor myeloid chimerism < 5 %: rejected by "
-            f"the recovering host T cells, or failed): {res['p_graft_lost_day60']:.0%} of draws"
-        )
+    for line in chimerism_lines(res):  # a new donor's graft: myeloid and whole blood
+        console.print(line)
     if res["boost"].get("p_graft_failure") is not None:
         console.print(
             f"primary graft failure at this dose: {res['boost']['p_graft_failure']:.1%} "
@@ -371,18 +363,26 @@ def _print_counterfactual(res: dict) -> None:
     for col in ("criterion", "median", "P(<=14 d)", "P(<=30 d)", "P(<=60 d)",
                 "P(never), no boost", "P(never), boost"):  # fmt: skip
         table.add_column(col, justify="right")
-    for key, label in (("neutrophil", "ANC > 0.5 G/L x3 d"), ("platelet", "PLT > 20 G/L x3 d")):
-        r = res["no_boost"][key]
-        table.add_row(
-            label,
-            days(r["median_days"]),
-            pct(r.get("p_within_14d")),
-            pct(r.get("p_within_30d")),
-            pct(r.get("p_within_60d")),
-            pct(r["p_never"]),
-            pct(res["p_never"][key]),
-        )
+    sustained = res.get("no_boost_sustained") or {}
+    for key, label in (("neutrophil", "ANC > 0.5 G/L"), ("platelet", "PLT > 20 G/L")):
+        rows = [(f"{label} x3 d, first", res["no_boost"][key], pct(res["p_never"][key]))]
+        if key in sustained:  # above the threshold from then to the horizon
+            rows.append((f"{label}, sustained", sustained[key], "-"))
+        for name, r, boosted in rows:
+            table.add_row(
+                name,
+                days(r["median_days"]),
+                pct(r.get("p_within_14d")),
+                pct(r.get("p_within_30d")),
+                pct(r.get("p_within_60d")),
+                pct(r["p_never"]),
+                boosted,
+            )
     console.print(table)
+    console.print(
+        "first: the first 3 days above the threshold off support; sustained: above it from "
+        "then to the horizon (a later dip of a biphasic course undoes a first recovery)"
+    )
     horizon = res.get("horizon_days_after_boost", 120.0)
     for key, what in (("neutropenia_days_saved", "ANC < 0.5 G/L"),
                       ("thrombocytopenia_days_saved", "platelets < 20 G/L")):  # fmt: skip

@@ -216,7 +216,7 @@ def predict_boost_line(res: Mapping) -> str:
     return f"{text}; {_saved(res).replace('saves a median', 'saves a median of')}."
 
 
-def counterfactual_lines(result: Mapping) -> list[str]:
+def counterfactual_summary_lines(result: Mapping) -> list[str]:
     """The boost against no boost, in words, from the no-boost keys of a window or
     predict-boost result: days of ANC < 0.5 G/L and of platelets < 20 G/L saved (median,
     90 % interval) and, per lineage, the share of draws that never recover without a
@@ -254,4 +254,16 @@ def counterfactual_lines(result: Mapping) -> list[str]:
             if _finite(p)
             else f"without a boost, the share of draws in which {what} never recover: not computed"
         )
+        # Sustained: above the threshold from then to the horizon (a later dip of a
+        # biphasic course undoes a first recovery): the predict-boost key, or the window's
+        # baseline entry.
+        sus = (rec.get("no_boost_sustained") or result.get("no_boost_sustained")
+               or nb.get("sustained") or {})  # fmt: skip
+        s = sus.get(key) if isinstance(sus, Mapping) else None
+        if isinstance(s, Mapping) and _finite(s.get("p_never")):
+            text = f"without a boost, {what} recover for good (sustained{by})"
+            if _finite(s.get("median_days")):
+                text += f" after a median of {float(s['median_days']):.0f} days"
+            text += f"; never sustained{by} in {_pct(s['p_never'])} of draws"
+            out.append(text)
     return [s[0].upper() + s[1:] + "." for s in out]

@@ -336,6 +336,72 @@ def lineage_engraftment(
     return out
 
 
+def sustained_recovery(
+    days: np.ndarray,
+    values: np.ndarray,
+    *,
+    reference: float,
+    threshold: float,
+    excluded: np.ndarray | None = None,
+    n: int = CONSECUTIVE,
+) -> Engraftment:
+    """Sustained recovery of ``values`` (last axis: days) above ``threshold`` from
+    ``reference``: the first day from which every day to the end of follow-up is above
+    it (and not ``excluded``: supported counts), at least ``n`` days before the end.
+    Unlike :func:`engraftment` (the first qualifying run), a later fall undoes it: a
+    biphasic course that recovers, dips and recovers again is sustained from the second
+    recovery. Never below (and never supported) from the reference on: ``already``; no
+    such run by the end: censored (not sustained by the horizon)."""
+    days = _daily(days)
+    x = np.asarray(values, dtype=float)
+    if x.shape[-1] != days.size:
+        raise ValueError("values must have one entry per day on their last axis")
+    i0 = _reference_index(days, reference, n)
+    ok = x > threshold
+    if excluded is not None:
+        ok = ok & ~np.asarray(excluded, dtype=bool)
+    bad = ~ok[..., i0:]
+    m = bad.shape[-1]
+    any_bad = bad.any(axis=-1)
+    start = np.where(any_bad, m - np.argmax(bad[..., ::-1], axis=-1), 0)  # after the last bad
+    hit = any_bad & (m - start >= n)
+    idx = np.minimum(i0 + start, days.size - 1)
+    day = np.where(hit, days[idx], np.nan)
+    return Engraftment(
+        day=day,
+        time=day - reference,
+        censored=~hit & any_bad,
+        already=~any_bad,
+        follow_up=float(days[-1] - (n - 1) - reference),
+    )
+
+
+def lineage_sustained(
+    days: np.ndarray,
+    *,
+    reference: float,
+    anc: np.ndarray | None = None,
+    platelets: np.ndarray | None = None,
+    gcsf: Sequence[tuple[float, float]] = (),
+    transfusions: Sequence[float] = (),
+) -> dict[str, Engraftment]:
+    """:func:`sustained_recovery` of "neutrophil" (ANC > 0.5 G/L off G-CSF) and
+    "platelet" (> 20 G/L, no transfusion in the 7 days before), the thresholds and
+    support rules of :func:`lineage_engraftment`."""
+    days = _daily(days)
+    out: dict[str, Engraftment] = {}
+    if anc is not None:
+        out["neutrophil"] = sustained_recovery(
+            days, anc, reference=reference, threshold=ANC_ENGRAFT, excluded=gcsf_mask(days, gcsf)
+        )
+    if platelets is not None:
+        out["platelet"] = sustained_recovery(
+            days, platelets, reference=reference, threshold=PLT_ENGRAFT,
+            excluded=transfusion_mask(days, transfusions),
+        )  # fmt: skip
+    return out
+
+
 def days_below(
     days: np.ndarray,
     values: np.ndarray,

@@ -1,6 +1,7 @@
 """The window scan and a boost plan in words: sentences a physician can read
-(:func:`plain_summary`), recovery without a boost (:func:`no_boost_lines`) and the boost
-against no boost from the same draws (:func:`counterfactual_lines`)."""
+(:func:`plain_summary`), recovery without a boost (:func:`no_boost_lines`, first and
+sustained), the boost against no boost from the same draws (:func:`counterfactual_lines`)
+and donor chimerism after a new donor's boost (:func:`chimerism_lines`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from carthema.clinical.endpoints import (
     CART_LOSS,
     DAYS_SAVED,
     FOLLOW_UP,
+    GRAFT_LOST,
     WITHIN,
 )
 
@@ -118,7 +120,8 @@ def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
 
 
 def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
-    """What the counts do without any boost (days since CAR-T)."""
+    """What the counts do without any boost (days since CAR-T): the first recovery and,
+    from ``baseline["sustained"]``, the sustained one."""
     lines = []
     for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
         r = baseline.get(key)
@@ -138,11 +141,61 @@ def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
             continue
         q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
         lines.append(
-            f"Without a boost: {what} are predicted to recover on day "
+            f"Without a boost: {what} are predicted to recover first on day "
             f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
-            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
-            "second phase of a biphasic course) is not counted here; the window's days "
-            "saved compare each boost with no boost over the whole follow-up."
+            f"not by day {horizon:g} in {r['p_never']:.0%} of draws)."
+            + sustained_sentence(
+                (baseline.get("sustained") or {}).get(key), by=f"by day {horizon:g}", unit="day"
+            )
+            + " The window's days saved compare each boost with no boost over the whole "
+            "follow-up."
+        )
+    return lines
+
+
+def sustained_sentence(r: dict | None, *, by: str, unit: str) -> str:
+    """The sustained recovery in words (above the threshold from then on to the horizon;
+    a later dip of a biphasic course undoes an earlier recovery) from a
+    :func:`carthema.clinical.plans.sustained_summary` entry: ``by`` names the horizon
+    ("by day 165", "within 120 days"), ``unit`` is "day" (days since CAR-T) or "days"
+    (days from the boost). Empty without an entry."""
+    if not r:
+        return ""
+    never = r.get("p_never")
+    already = r.get("p_already")
+    text = " Sustained recovery (above the threshold from then on to the horizon, off support)"
+    if r.get("median_days") is None:
+        where = "" if never is None else f": none {by} in {never:.0%} of draws"
+        if already:
+            where += f" ({already:.0%} never fall below it)"
+        return text + where + "." if where else ""
+    q95 = f"{r['q95']:.0f}" if r.get("q95") is not None else "beyond the horizon"
+    when = (f"on day {r['median_days']:.0f}" if unit == "day"
+            else f"{r['median_days']:.0f} days from the boost")  # fmt: skip
+    return (
+        f"{text}: {when} (90% interval {r['q05']:.0f} to {q95}); never {by} in {_pct(never)} "
+        "of draws."
+    )
+
+
+def chimerism_lines(res: dict | None) -> list[str]:
+    """Donor chimerism 30 days after the boost, myeloid and whole blood, in words (a
+    predict-boost result or the window's ``recommended`` block; nothing without them)."""
+    if not res:
+        return []
+    lines = []
+    for key, what in (("chimerism_day30", "myeloid (CD15+)"),
+                      ("chimerism_whole_blood_day30", "whole-blood (all leukocytes)")):  # fmt: skip
+        q = res.get(key)
+        if q and q.get("median") is not None:
+            lines.append(
+                f"Donor {what} chimerism 30 days after the boost: median {q['median']:.0f}% "
+                f"(90% interval {q['q05']:.0f} to {q['q95']:.0f}%)."
+            )
+    if res.get("p_graft_lost_day60") is not None:
+        lines.append(
+            f"Graft lost 60 days after the boost (donor myeloid chimerism < {GRAFT_LOST:g}%: "
+            f"rejected or failed) in {res['p_graft_lost_day60']:.0%} of draws."
         )
     return lines
 
@@ -173,11 +226,13 @@ def counterfactual_lines(res: dict | None, follow_up: float) -> list[str]:
         if nb is None or b is None:
             continue
         by = ", ".join(f"{_pct(nb.get(f'p_within_{w}d'))} by day {w}" for w in WITHIN)
+        sus = (res.get("no_boost_sustained") or {}).get(key)
         lines.append(
-            f"Without the boost ({what}, the same draws, from the boost day): recovery of the "
-            f"patient's own counts ({crit} for 3 days) {by}; never within {follow_up:g} days "
-            f"in {_pct(nb['p_never'])} (with the boost: engraftment never in "
-            f"{_pct(b['p_never'])})."
+            f"Without the boost ({what}, the same draws, from the boost day): first recovery "
+            f"of the patient's own counts ({crit} for 3 days) {by}; never within "
+            f"{follow_up:g} days in {_pct(nb['p_never'])} (with the boost: engraftment never "
+            f"in {_pct(b['p_never'])})."
+            + sustained_sentence(sus, by=f"within {follow_up:g} days", unit="days")
         )
     for _, _, _, key in DAYS_SAVED:
         if key in res:

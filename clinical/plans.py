@@ -39,9 +39,15 @@ from carthema.clinical.endpoints import (
     days_below,
     engraftment_summary,
     lineage_engraftment,
+    lineage_sustained,
     support_from_events,
 )
-from carthema.clinical.plan_text import counterfactual_lines, no_boost_lines, plain_summary
+from carthema.clinical.plan_text import (
+    chimerism_lines,
+    counterfactual_lines,
+    no_boost_lines,
+    plain_summary,
+)
 from carthema.clinical.window_plot import plot_observed as _plot_observed  # noqa: F401
 from carthema.clinical.window_plot import plot_window
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
@@ -135,7 +141,10 @@ def counterfactual(
         "no_boost": plan_engraftment(
             model, boost.days, no_boost.status, obs0, no_boost.events, reference=reference,
             stable=stable,
-        )
+        ),
+        "no_boost_sustained": sustained_summary(
+            model, boost.days, no_boost.status, obs0, no_boost.events, reference=reference
+        ),
     }  # fmt: skip
     both = (boost.status == 0) & (no_boost.status == 0)
     for _, name, thr, key in DAYS_SAVED:
@@ -200,6 +209,30 @@ def plan_engraftment(
     return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
 
 
+def sustained_summary(
+    model: Model,
+    days: np.ndarray,
+    status: np.ndarray,
+    obs: np.ndarray,
+    events: pd.DataFrame,
+    *,
+    reference: float,
+) -> dict[str, dict]:
+    """Sustained recovery ("neutrophil", "platelet": the first day from which the count
+    stays above the threshold, off support, to the end of ``days``;
+    :func:`carthema.clinical.endpoints.sustained_recovery`) of simulated draws, summarised
+    like :func:`plan_engraftment` (``p_never``: not sustained by the end; ``p_already``:
+    never below from ``reference`` on). Draws whose solve failed are left out."""
+    ok = status == 0
+    c = _counts(model, obs, ok)
+    gcsf, transfusions = support_from_events(events)
+    res = lineage_sustained(
+        days, reference=reference, anc=c.get("anc"), platelets=c.get("platelets"),
+        gcsf=gcsf, transfusions=transfusions,
+    )  # fmt: skip
+    return {key: engraftment_summary(e) for key, e in res.items()}
+
+
 def predict_plan(
     model: Model,
     draws: np.ndarray,
@@ -248,18 +281,37 @@ def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) 
             out[f"days_plt_lt_{thr:g}"] = _quantiles(
                 days_below(days, o["platelets"], thr, start=ref).astype(float)
             )
-    if "chimerism_cd15" in o and plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
-        at = days == ref + 30.0
-        if at.any():
-            out["chimerism_day30"] = _quantiles(o["chimerism_cd15"][:, at][:, 0])
-        # The graft lost by +60 d: rejected by the recovering host T cells, or failed.
-        at = days == ref + 60.0
-        if at.any() and o["chimerism_cd15"].shape[0]:
-            lost = o["chimerism_cd15"][:, at][:, 0] < GRAFT_LOST
-            out["p_graft_lost_day60"] = float(np.mean(lost))
+    if plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
+        out.update(chimerism_summary(model, days, status, obs, reference=ref))
     if "cart_copies" in o:
         at = days == ref
         out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
+    return out
+
+
+def chimerism_summary(
+    model: Model, days: np.ndarray, status: np.ndarray, obs: np.ndarray, *, reference: float
+) -> dict:
+    """Donor chimerism after a new donor's boost on ``reference``: myeloid (CD15+,
+    ``chimerism_day30``) and whole blood (all leukocytes, ``chimerism_whole_blood_day30``)
+    30 days after it (median, 90 % interval), and the share of draws whose graft is lost
+    60 days after it (``p_graft_lost_day60``: donor myeloid chimerism below
+    :data:`GRAFT_LOST` %, rejected by the recovering host T cells or failed). Keys the
+    model or the follow-up cannot give are left out; failed solves too."""
+    ok = status == 0
+    out: dict = {}
+    if "chimerism_cd15" not in model.obs_names:
+        return out
+    cd15 = obs[ok, :, model.index("obs", "chimerism_cd15")]
+    at = days == reference + 30.0
+    if at.any():
+        out["chimerism_day30"] = _quantiles(cd15[:, at][:, 0])
+        if "chimerism_wb" in model.obs_names:  # donor share of all leukocytes (whole blood)
+            wb = obs[ok, :, model.index("obs", "chimerism_wb")]
+            out["chimerism_whole_blood_day30"] = _quantiles(wb[:, at][:, 0])
+    at = days == reference + 60.0
+    if at.any() and cd15.shape[0]:
+        out["p_graft_lost_day60"] = float(np.mean(cd15[:, at][:, 0] < GRAFT_LOST))
     return out
 
 
@@ -372,7 +424,8 @@ def scan_window(
         for key in ("neutrophil", "platelet", "anc_gt_1"):
             if key in res:
                 row.update({f"{key}_{k}": v for k, v in res[key].items()})
-        for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30", "cart_at_reference"):
+        for key in ("days_anc_lt_0.5", "days_plt_lt_20", "chimerism_day30",
+                    "chimerism_whole_blood_day30", "cart_at_reference"):  # fmt: skip
             if key in res:
                 row[f"{key}_median"] = res[key]["median"]
         if "p_graft_lost_day60" in res:
@@ -481,6 +534,7 @@ def recovery_without_boost(
     days, status, obs, ev_df = astuple_course(no_boost.until(horizon))
     out: dict = {"horizon_day": horizon, "reference_day": 0.0}
     out.update(plan_engraftment(model, days, status, obs, ev_df, reference=0.0, stable=FROM_CART))
+    out["sustained"] = sustained_summary(model, days, status, obs, ev_df, reference=0.0)
     return out
 
 
@@ -573,7 +627,8 @@ def window_job(
     recommended = None
     if day is not None:
         course = simulate_course(model, draws, events, boost(day), horizon=day + FOLLOW_UP)
-        recommended = _recommended(model, course, no_boost, day)
+        new_donor = graft.source is GraftSource.ALLOGENEIC
+        recommended = _recommended(model, course, no_boost, day, new_donor=new_donor)
         if end > day + FOLLOW_UP:
             course = simulate_course(model, draws, events, boost(day), horizon=end)
         bands = plan_bands(model, draws, events, boost(day), horizon=end, course=course)
@@ -605,6 +660,7 @@ def window_job(
             *no_boost_lines(baseline, last + FOLLOW_UP),
             *plain_summary(summary, signals),
             *counterfactual_lines(recommended, FOLLOW_UP),
+            *chimerism_lines(recommended),
         ],
         "n_draws": int(draws.shape[0]),
         "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
@@ -612,14 +668,19 @@ def window_job(
     return result
 
 
-def _recommended(model: Model, course: Course, no_boost: Course, day: float) -> dict:
+def _recommended(
+    model: Model, course: Course, no_boost: Course, day: float, *, new_donor: bool = False
+) -> dict:
     """The boost on the recommended day against the same draws without it (the keys
     predict-boost writes): ``neutrophil``, ``platelet``, ``anc_gt_1`` (engraftment from
     the boost day), ``p_never`` per lineage, ``no_boost`` (the same shape: recovery of
-    the patient's own counts from the boost day), ``neutropenia_days_saved`` and
-    ``thrombocytopenia_days_saved``."""
+    the patient's own counts from the boost day), ``no_boost_sustained``,
+    ``neutropenia_days_saved`` and ``thrombocytopenia_days_saved``; for a new donor's
+    graft (``new_donor``) the :func:`chimerism_summary` keys."""
     res = plan_engraftment(model, *astuple_course(course), reference=day)
     out: dict = {"boost_day": day, **res}
     out["p_never"] = {k: v["p_never"] for k, v in res.items()}
     out.update(counterfactual(model, course, no_boost, reference=day))
+    if new_donor:
+        out.update(chimerism_summary(model, course.days, course.status, course.obs, reference=day))
     return out

@@ -77,7 +77,8 @@ HEADERS = {
     "platelet_median_days": "PLT > 20: median days",
     "platelet_p_within_30d": "P(PLT > 20 within 30 d)",
     "days_anc_lt_0.5_median": "days ANC < 0.5 (median)",
-    "chimerism_day30_median": "donor chimerism +30 d (%)",
+    "chimerism_day30_median": "donor myeloid chimerism +30 d (%)",
+    "chimerism_whole_blood_day30_median": "donor whole-blood chimerism +30 d (%)",
     "cart_at_reference_median": "CAR-T on boost day (copies/ug)",
     "already_recovered": "already recovered",
     "in_window": "in window",
@@ -467,7 +468,7 @@ def write_patient_report(
     table, then details and the run record."""
     import json
 
-    from carthema.clinical.decision import counterfactual_lines
+    from carthema.clinical.decision import counterfactual_summary_lines
     from carthema.clinical.plans import Plan, plan_bands
 
     files = window["files"]
@@ -555,6 +556,8 @@ def write_patient_report(
         decision=window.get("decision"),
         figure=figure,
         table_html=window_table_html(table, window)
-        + "".join(f'<p class="legend">{html.escape(x)}</p>' for x in counterfactual_lines(window)),
+        + "".join(
+            f'<p class="legend">{html.escape(x)}</p>' for x in counterfactual_summary_lines(window)
+        ),
         record=record,
     )

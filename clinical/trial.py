@@ -9,7 +9,10 @@ population CSV of the same form, the fitting priors (``"prior"``: a log-normal
 distribution of the default free parameters around the defaults, simulated after a
 typical course) or a population fit's means and between-patient spreads (a JSON). A policy
 decides, from the patient's simulated counts on a trigger day, whether and when to give
-a stem-cell boost; every patient is then simulated under what the policy gave them, and
+a stem-cell boost; every patient is then simulated under what the policy gave them (a
+boosted patient's graft fails outright with the dose's primary-failure probability,
+:func:`carthema.clinical.population.graft.p_graft_failure`: about 10 % at 1e6 CD34+/kg,
+1 % at 2e6/kg, its source there; ``graft_failed`` says whom it hit), and
 the time from CAR-T to neutrophil and platelet engraftment (the one definition of
 :mod:`carthema.clinical.endpoints`, counted from CAR-T day 0) is summarised as
 cumulative incidence (1 - Kaplan-Meier over the patients not already engrafted; patients
@@ -31,7 +34,7 @@ from carthema.clinical.endpoints import (
     lineage_engraftment,
     support_from_events,
 )
-from carthema.clinical.population.graft import draw_graft
+from carthema.clinical.population.graft import draw_graft, fail_grafts
 from carthema.data.boost import BoostPlan, GraftSource
 from carthema.data.errors import InputError
 from carthema.data.events import parse_yes_no
@@ -281,11 +284,14 @@ def run_trial(
     if first < days[0]:
         days = np.arange(np.floor(first), horizon + 0.5, 1.0)
     frames = []
-    for pol in policies:
+    # One stream of graft failures per policy (the cohort's own draws stay unchanged).
+    streams = np.random.SeedSequence([seed, 18]).spawn(len(policies))
+    for pol, stream in zip(policies, streams, strict=True):
         parts = []
+        rng = np.random.default_rng(stream)
         for key, base in cohort.courses.items():
             idx = np.flatnonzero(cohort.group == key)
-            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days))
+            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days, rng))
         df = pd.concat(parts).sort_values("patient", kind="stable").reset_index(drop=True)
         df.insert(0, "policy", pol.name)
         frames.append(df)
@@ -294,8 +300,9 @@ def run_trial(
     return out
 
 
-def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
-    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``)."""
+def _run_group(model, pol, P, idx, key, base, days, rng) -> pd.DataFrame:
+    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``);
+    ``rng`` draws which boosted patients' grafts fail."""
     anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
     st0, O0 = _solve(model, P, base, days)
     n = P.shape[0]
@@ -303,6 +310,7 @@ def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
     gcsf, transfusions = support_from_events(base)
     anc, plt_, status = O0[:, :, anc_j].copy(), O0[:, :, plt_j].copy(), st0.copy()
     boosted = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
     if pol.graft is not None:
         at = days == pol.trigger_day
         trig = np.zeros(n, dtype=bool)
@@ -313,7 +321,9 @@ def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
         boosted = trig & (st0 == 0)
         if boosted.any():
             ev = with_plan(base, pol.graft)
-            st1, O1 = _solve(model, P[boosted], ev, days)
+            Pb = P[boosted].copy()
+            failed[boosted] = fail_grafts(model, Pb, pol.graft.cd34_per_kg, rng)
+            st1, O1 = _solve(model, Pb, ev, days)
             anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
             status[boosted] = st1
     # Engraftment from CAR-T day 0 with the one definition (engraftment.py): the first
@@ -334,6 +344,7 @@ def _run_group(model, pol, P, idx, key, base, days) -> pd.DataFrame:
             "patient": idx,
             "course": key,
             "boosted": boosted,
+            "graft_failed": failed,
             "status": status,
             "neutrophil_day": ne.day,
             "neutrophil_censored": ne.censored,
@@ -437,7 +448,7 @@ def read_population(pop: str) -> tuple[dict[str, float] | None, dict[str, float]
 
 
 def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: fraction boosted, fraction of patients already engrafted
+    """Per policy: fraction boosted, fraction whose graft failed, fraction already engrafted
     (``<outcome>_p_already``: never below the threshold after CAR-T) and
     engraftment by day 30/60/90 among the others (Kaplan-Meier)."""
     rows = []
@@ -448,6 +459,7 @@ def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
             "policy": name,
             "n": len(g),
             "boosted": float(g["boosted"].mean()),
+            "graft_failed": float(g["graft_failed"].mean()) if "graft_failed" in g else 0.0,
             "failed_solves": int((g["status"] != 0).sum()),
         }
         ok = g[g["status"] == 0]

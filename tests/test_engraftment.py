@@ -349,3 +349,28 @@ def test_kaplan_meier_matches_lifelines(seed, weighted):
             assert got is None
         else:
             assert got == pytest.approx(ref)
+
+
+def test_sustained_recovery_is_undone_by_a_later_dip():
+    """By hand: a biphasic series (up on day 1, down on day 4, up from day 5 to the end)
+    recovers for good on day 5, not day 1; a series never below is already recovered; one
+    that falls again at the end is not sustained (censored); one that rises on day 9 of 11
+    has its 3 days left. G-CSF days do not count as recovered."""
+    from carthema.clinical.endpoints import lineage_sustained, sustained_recovery
+
+    days = np.arange(0.0, 12.0)
+    x = np.array(
+        [
+            [0.1, 0.6, 0.7, 0.8, 0.2, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9],
+            [1.0] * 12,
+            [0.1, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6, 0.2],
+            [0.1] * 9 + [0.6, 0.7, 0.8],
+        ]
+    )
+    r = sustained_recovery(days, x, reference=0.0, threshold=0.5)
+    np.testing.assert_array_equal(r.day, [5.0, np.nan, np.nan, 9.0])
+    np.testing.assert_array_equal(r.already, [False, True, False, False])
+    np.testing.assert_array_equal(r.censored, [False, False, True, False])
+    # G-CSF on days 0-6: the first series' recovery counts from day 7, the second's too.
+    g = lineage_sustained(days, reference=0.0, anc=x, gcsf=[(0.0, 7.0)])["neutrophil"]
+    np.testing.assert_array_equal(g.day, [7.0, 7.0, np.nan, 9.0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from carthema.clinical.boost import inputs as boost_inputs
 from carthema.clinical.boost import predict as pb
 from carthema.clinical.window import default_days, split_past
 from carthema.data.boost import BoostPlan
@@ -24,7 +25,7 @@ def _support_rows(monkeypatch, **kw) -> list[dict]:
         seen.append(rows)
         raise _Stop
 
-    monkeypatch.setattr(pb, "_add", capture)
+    monkeypatch.setattr(boost_inputs, "_add", capture)
     with pytest.raises(_Stop):
         pb.predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.3, product="axi-cel", **kw)
     return seen[0]

@@ -297,16 +297,16 @@ def test_predict_boost_line_renders_the_no_boost_keys_or_says_not_computed():
 
 
 def test_counterfactual_lines_render_h_boost_keys_or_not_computed():
-    from carthema.clinical.decision import counterfactual_lines
+    from carthema.clinical.decision import counterfactual_summary_lines
 
-    bare = counterfactual_lines({"window": {}})
+    bare = counterfactual_summary_lines({"window": {}})
     assert bare == [
         "Days of ANC < 0.5 G/L saved vs no boost: not computed.",
         "Days of platelets < 20 G/L saved vs no boost: not computed.",
         "Without a boost, the share of draws in which neutrophils never recover: not computed.",
         "Without a boost, the share of draws in which platelets never recover: not computed.",
     ]
-    full = counterfactual_lines(
+    full = counterfactual_summary_lines(
         {
             "neutropenia_days_saved": {"median": 12.0, "q05": 4.0, "q95": 19.0},
             "thrombocytopenia_days_saved": {"median": 3.0},
@@ -318,4 +318,59 @@ def test_counterfactual_lines_render_h_boost_keys_or_not_computed():
         "Days of platelets < 20 G/L saved vs no boost: median 3.",
         "Without a boost, neutrophils never recover in 25% of draws.",
         "Without a boost, platelets never recover in 50% of draws.",
+    ]
+
+
+def test_counterfactual_lines_say_the_sustained_recovery_too():
+    """The no-boost text names the sustained recovery (above the threshold to the
+    horizon) beside the first one, from predict-boost's key or the window's baseline."""
+    from carthema.clinical.decision import counterfactual_summary_lines
+    from carthema.clinical.plan_text import no_boost_lines
+
+    sus = {"neutrophil": {"median_days": 40.0, "p_never": 0.3},
+           "platelet": {"median_days": None, "p_never": 0.6}}  # fmt: skip
+    lines = counterfactual_summary_lines(
+        {
+            "no_boost": {"neutrophil": {"p_never": 0.25}, "platelet": {"p_never": 0.5}},
+            "no_boost_sustained": sus,
+        }  # fmt: skip
+    )
+    assert (
+        "Without a boost, neutrophils recover for good (sustained) after a median of 40 "
+        "days; never sustained in 30% of draws." in lines
+    )
+    assert (
+        "Without a boost, platelets recover for good (sustained); never sustained in 60% of draws."
+        in lines
+    )
+    baseline = {
+        "neutrophil": {"p_already": 0.0, "median_days": 20.0, "q05": 14.0, "q95": None,
+                       "p_never": 0.1},
+        "sustained": {"neutrophil": {"p_already": 0.0, "median_days": 55.0, "q05": 20.0,
+                                     "q95": 90.0, "p_never": 0.35}},
+    }  # fmt: skip
+    (line,) = no_boost_lines(baseline, 150.0)
+    assert "recover first on day 20" in line
+    assert "Sustained recovery" in line and "on day 55 (90% interval 20 to 90)" in line
+    assert "never by day 150 in 35% of draws" in line
+
+
+def test_chimerism_lines_name_myeloid_and_whole_blood_apart():
+    from carthema.clinical.plan_text import chimerism_lines
+
+    assert chimerism_lines(None) == [] and chimerism_lines({"neutrophil": {}}) == []
+    lines = chimerism_lines(
+        {
+            "chimerism_day30": {"median": 97.0, "q05": 1.0, "q95": 99.6},
+            "chimerism_whole_blood_day30": {"median": 80.0, "q05": 0.5, "q95": 99.0},
+            "p_graft_lost_day60": 0.12,
+        }  # fmt: skip
+    )
+    assert lines == [
+        "Donor myeloid (CD15+) chimerism 30 days after the boost: median 97% (90% interval "
+        "1 to 100%).",
+        "Donor whole-blood (all leukocytes) chimerism 30 days after the boost: median 80% "
+        "(90% interval 0 to 99%).",
+        "Graft lost 60 days after the boost (donor myeloid chimerism < 5%: rejected or "
+        "failed) in 12% of draws.",
     ]

@@ -83,3 +83,28 @@ def test_virtual_trial_command_writes_curves(tmp_path, capsys):
         assert (tmp_path / "o" / name).exists()
     summary = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert list(summary["policy"]) == ["none", "boost"]
+
+
+def test_boosted_patients_grafts_fail_at_the_doses_published_rate():
+    """A low-dose policy (1e6 CD34+/kg) draws primary graft failures at the sourced rate
+    (p_graft_failure: exp(-dose / 4.3e5), 1 % at 2e6/kg per graft_kinetics.csv row 12,
+    so 9.9 % at 1e6/kg): the share among the boosted patients lies in its binomial
+    99.9 % range, and a patient whose autologous graft failed has the course of no boost."""
+    from scipy.stats import binom
+
+    from carthema.clinical.population.graft import p_graft_failure
+
+    graft = BoostPlan(30.0, 1e6, "autologous")
+    pols = [Policy("none"), Policy("low dose", trigger_day=28, anc_below=0.5, graft=graft)]
+    trial = run_trial(pols, 400, seed=4, horizon=120.0)
+    none, boost = (trial[trial["policy"] == k].reset_index(drop=True) for k in ("none", "low dose"))
+    b = boost[boost["boosted"]]
+    p = p_graft_failure(1e6)
+    assert 0.09 < p < 0.11
+    lo, hi = binom.ppf([0.0005, 0.9995], len(b), p)
+    assert len(b) >= 50 and lo <= b["graft_failed"].sum() <= hi
+    assert not boost.loc[~boost["boosted"], "graft_failed"].any()
+    failed = boost["graft_failed"].to_numpy()
+    pd.testing.assert_series_equal(
+        none.loc[failed, "neutrophil_day"], boost.loc[failed, "neutrophil_day"]
+    )

@@ -154,8 +154,24 @@ def draw_graft(
             x = np.log(model.default_params()[j]) + ASSUMED_LOG_SD * rng.standard_normal(n)
         P[:, j] = np.clip(np.exp(x), q.low, q.high)
     if dose is not None:
-        failed = rng.random(n) < p_graft_failure(dose)
-        for name in FAILED_GRAFT:
-            if name in model.param_names and name not in keep:
-                P[failed, model.index("param", name)] = 0.0
+        fail_grafts(model, P, dose, rng, keep=keep)
     return P
+
+
+def fail_grafts(
+    model: Model,
+    P: np.ndarray,
+    dose: float,
+    rng: np.random.Generator,
+    *,
+    keep: tuple[str, ...] = (),
+) -> np.ndarray:
+    """Primary graft failure at ``dose`` CD34+ cells/kg, in place: a share
+    :func:`p_graft_failure` of the rows of ``P``, drawn at random, get a failed graft
+    (``graft_hsc`` and ``graft_prog`` 0; not those in ``keep``). Returns the rows'
+    failure flags."""
+    failed = rng.random(P.shape[0]) < p_graft_failure(dose)
+    for name in FAILED_GRAFT:
+        if name in model.param_names and name not in keep:
+            P[failed, model.index("param", name)] = 0.0
+    return failed

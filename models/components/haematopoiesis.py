@@ -700,7 +700,23 @@ OBSERVABLES = (
         "% donor",
         "donor fraction of blood neutrophils (myeloid, CD15+ chimerism)",
     ),
+    Observable(
+        "chimerism_wb",
+        "% donor",
+        "donor fraction of blood leukocytes, neutrophils and lymphocytes (whole-blood "
+        "chimerism; see observables())",
+    ),
 )
+
+#: Normal blood CD3+ T-cell count (G/L): median about 1.5 G/L in 232 healthy adults (Clin
+#: Diagn Lab Immunol 2004, 11:168, PMC321350, table 3). The host's T cells in blood are
+#: this times host immunity ``imm_R`` (1 = normal; the T cells that survive
+#: lymphodepletion and regrow by homeostatic expansion).
+T_CELLS0 = 1.5
+#: Donor T cells in blood per 1e8 CD3+ cells/kg in the body (``gvh_T`` = 1), G/L: about 2 %
+#: of the body's lymphocytes circulate (Westermann & Pabst 1992, Clin Investig 70:539) in
+#: about 70 mL of blood per kg: 1e8 x 0.02 / 0.07 L = 2.9e7/L.
+DONOR_T_BLOOD = 1e8 * 0.02 / 0.07 / 1e9
 
 
 def _pool(circ0, kcirc, mtt):
@@ -879,11 +895,37 @@ def initial(p: dict, m) -> dict:
 
 
 def observables(s: dict, p: dict, m) -> dict:
+    """Counts and chimerism.
+
+    ``chimerism_wb``, the donor share of blood leukocytes (whole-blood chimerism), counts
+    neutrophils by genotype and lymphocytes: T cells and, where the model has them, B
+    cells. ASSUMPTIONS (monocytes and NK cells are left out): the host's T cells
+    (:data:`T_CELLS0` x ``imm_R``) carry the resident marrow's donor share
+    ``donor_chim0`` (after an earlier allogeneic transplant the T cells are taken to be
+    as chimeric as the myeloid cells); the T cells of a graft's CD3+ dose add
+    :data:`DONOR_T_BLOOD` G/L per ``gvh_T``; B cells (``tgt_B``, cells/uL) take the donor
+    share of the stem cells' current output. A CD34-selected new-donor graft therefore
+    gives a split chimerism: donor myeloid cells, host T cells (as seen after T-depleted
+    grafts), and a whole-blood value below the CD15+ one while host T cells are there.
+    """
     host, donor = s["neu_circ_h"], s["neu_circ_d"]
+    c = p["donor_chim0"]
+    t_host = T_CELLS0 * s["imm_R"]
+    t_graft = DONOR_T_BLOOD * s["gvh_T"]
+    leuk = host + donor + t_host + t_graft
+    donor_leuk = donor + c * t_host + t_graft
+    if "tgt_B" in s:  # B cells, where the model has them, by stem-cell genotype
+        H, A, P, N = _stems(s)
+        out_h = H / p["hsc_mass"]
+        share = (c * out_h + P + N) / (out_h + A + P + N + 1e-12)
+        b = s["tgt_B"] / 1000.0  # cells/uL -> G/L
+        leuk = leuk + b
+        donor_leuk = donor_leuk + share * b
     return {
         "anc": host + donor,
         "platelets": s["plt_circ"],
         "chimerism_cd15": 100.0 * donor / (host + donor),
+        "chimerism_wb": 100.0 * donor_leuk / leuk,
     }
 
 
