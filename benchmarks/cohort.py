@@ -1,6 +1,6 @@
 """Cohort benchmark: fits per second with 1 vs 2 dask workers; virtual-trial throughput.
 
-1. Cohort fitting (:func:`carthema.fitting.cohort.fit_cohort`) on a LocalCluster of
+1. Cohort fitting (:func:`carthema.fitting.workflows.cohort.fit_cohort`) on a LocalCluster of
    worker processes with one thread each. Patients: the bundled synthetic patients
    (``example:synthetic``), replicated under new ids to ``n_patients`` so that both
    workers stay busy to the end. Each patient is fitted independently (component set
@@ -153,7 +153,7 @@ def _warm_worker() -> str:
 
 
 def bench_cohort(b: Budget, res: dict) -> dict:
-    from carthema.fitting.cohort import fit_cohort, local_client
+    from carthema.fitting.workflows.cohort import fit_cohort, local_client
 
     obs, ev = replicated_patients(b.n_patients)
     out: dict[str, Any] = {

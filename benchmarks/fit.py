@@ -3,7 +3,7 @@
 Problem: the bundled synthetic patient VP002 (CAR-T qPCR, B cells, marrow blasts, ANC and
 platelet series over 180 days; events: flu/cy days -5..-3, CAR-T day 0), the full model,
 the 11 default free parameters plus residual SDs (14 unconstrained dimensions), the
-same priors and likelihood (:func:`carthema.fitting.build.build_model`) for every path:
+same priors and likelihood (:func:`carthema.fitting.model.build.build_model`) for every path:
 
 (a) ``carthema``: nutpie NUTS on PyTensor's numba-compiled log-density with the numba
     ODE solver and forward sensitivities inside (:class:`carthema.fitting.SolveOp`),
@@ -43,6 +43,9 @@ Writes ``benchmarks/results/fit.json`` (``--out`` to change) and prints tables. 
 (issue 4, 2-core machine): (a) under 60 s wall, R-hat <= 1.01, bulk ESS >= 400, no
 divergences; >= 20x the ESS/s of (b), >= 1000x that of (c). Misses are printed and
 recorded; the exit status is 0 unless a path fails outright.
+
+One script (about 690 lines) on purpose: every timed path and its ``--smoke`` run share
+one set-up, so what is timed is what the smoke run checks.
 """
 
 from __future__ import annotations
@@ -148,8 +151,8 @@ def _ready_log_density(obs, ev, patient: str) -> dict:
     log-density-and-gradient value (model build, PyTensor -> numba, nutpie's C callback),
     the compile part of a nutpie fit."""
     from carthema.fitting import compiled
-    from carthema.fitting.build import build_patient_model
-    from carthema.fitting.laplace import value_grad_function
+    from carthema.fitting.model.build import build_patient_model
+    from carthema.fitting.sampling.laplace import value_grad_function
 
     before = dict(compiled.COMPILES)
     t0 = time.perf_counter()
@@ -190,7 +193,7 @@ def compile_probe(patients: list[str]) -> list[dict]:
 
 def same_structure_partner(obs, ev, patient: str) -> str:
     """The first other patient whose model has ``patient``'s structure."""
-    from carthema.fitting.build import build_patient_model
+    from carthema.fitting.model.build import build_patient_model
 
     key = build_patient_model(obs, ev, patient, COMPONENTS).structure
     for pid in sorted(obs["patient"].astype(str).unique()):
@@ -304,9 +307,9 @@ def pm_ode_predictor(data, free):
 def run_pm_ode(obs, ev, budget: int, carthema_rec: dict, cores: int):
     """Fixed budget of pm.ode gradient evaluations, extrapolated to run (a)'s count."""
     from carthema import get_model
-    from carthema.fitting.build import build_model
-    from carthema.fitting.data import prepare_patient
-    from carthema.fitting.priors import resolve_free
+    from carthema.fitting.model.build import build_model
+    from carthema.fitting.model.data import prepare_patient
+    from carthema.fitting.model.priors import resolve_free
 
     model = get_model(COMPONENTS)
     data = prepare_patient(model, obs, ev, PATIENT)

@@ -69,7 +69,7 @@ def log(msg: str) -> None:
 def fitted_patient(folder: Path):
     import carthema
     from carthema.data import load_example
-    from carthema.fitting.fitdir import load_fit
+    from carthema.fitting.results.fitdir import load_fit
 
     ex = load_example("synthetic")
     r = carthema.fit(ex.observations, ex.events, PATIENT, sampler="map", draws=500, seed=3)

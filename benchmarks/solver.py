@@ -33,6 +33,10 @@ Usage::
 Writes ``benchmarks/results/solver.json`` (``--out`` to change) and prints tables.
 The exit status is 0 even when a target is missed (misses are printed and recorded);
 it is 1 only when a solver fails or the backends disagree.
+
+One script (about 990 lines) on purpose: every timed solver and its ``--smoke`` run share
+one set of reference problems and tolerances, so what is timed is what the smoke run
+checks.
 """
 
 from __future__ import annotations

@@ -190,8 +190,8 @@ def _child_gradient(components: str, backend: str) -> dict[str, Any]:
     w = time.perf_counter
     t_w = w()
     from carthema.data import load_example
-    from carthema.fitting.build import build_patient_model
     from carthema.fitting.fastlogp import first_gradient
+    from carthema.fitting.model.build import build_patient_model
 
     out: dict[str, Any] = {"import_s": w() - t_w}
     ex = load_example("synthetic")

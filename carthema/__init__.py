@@ -19,10 +19,12 @@ __version__ = "0.1.0"
 
 #: Public names imported on first use: name -> module.
 _LAZY = {
-    "fit": "carthema.fitting.samplers",
-    "FitResult": "carthema.fitting.samplers",
-    "load_fit": "carthema.fitting.fitdir",
+    "fit": "carthema.fitting.sampling.samplers",
+    "FitResult": "carthema.fitting.results.fit_result",
+    "load_fit": "carthema.fitting.results.fitdir",
     "Posterior": "carthema.models.posterior",
+    "FitRecord": "carthema.models.posterior",
+    "VirtualPopulation": "carthema.clinical.population.posterior",
     "window_from_fit": "carthema.clinical.window",
     "predict_boost": "carthema.clinical.boost.predict",
     "Plan": "carthema.clinical.plans",

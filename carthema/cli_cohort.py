@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Fit many patients independently (dask.distributed), resumably."""
         from carthema.cli_fit import _load
-        from carthema.fitting.cohort import fit_cohort
+        from carthema.fitting.workflows.cohort import fit_cohort
 
         observations, ev, truth_df = _load(obs, events, truth)
         result = fit_cohort(

@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         from carthema.data.course import check_course
         from carthema.data.patients import select_patient
         from carthema.fitting import fit as run_fit
-        from carthema.fitting.fitdir import check_fit_out
+        from carthema.fitting.results.fitdir import check_fit_out
 
         inputs = (obs, events, truth)
         check_fit_out(out, overwrite=overwrite, inputs=inputs)  # before any work

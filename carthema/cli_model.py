@@ -196,8 +196,10 @@ def register(app: typer.Typer) -> None:
             "3e6 CD34+ cells/kg on each of days 21-120 (every 3 days), looking back: as if "
             "today were day 21 (the fit used the data to the last day)"
         )
+        # The window takes the fit's posterior in memory (with its diagnostics and
+        # residuals for the misfit check), not the folder just written.
         res = window_from_fit(
-            out / "fit",
+            result.posterior(),
             parse_days("21:120", 3.0),
             out / "window",
             graft=BoostPlan(None, 3e6, "allogeneic", cd34_selected=True),

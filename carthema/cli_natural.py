@@ -32,12 +32,12 @@ def register(app: typer.Typer) -> None:
         product: Annotated[
             str | None,
             typer.Option(
-                help="tisa-cel, axi-cel, liso-cel or brexu-cel (default: the LBCL "
-                "cohort's axi-cel : tisa-cel mix 159 : 76)."
+                help="tisa-cel, axi-cel, liso-cel or brexu-cel (default: the disease's "
+                "cohorts: LBCL axi-cel : tisa-cel 159 : 76, MCL brexu-cel)."
             ),
         ] = None,
         disease: Annotated[
-            str, typer.Option(help="lbcl; b-all and mcl are refused until calibrated.")
+            str, typer.Option(help="lbcl or mcl; b-all is refused until calibrated.")
         ] = "lbcl",
         hematotox: opt.Hematotox = None,
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 1000,

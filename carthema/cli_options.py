@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from carthema.data import boost
+from carthema.data import plausibility as P
 from carthema.data.boost import BoostPlan
 
 #: Component sets and samplers (kept here so that ``--help`` needs no heavy import).
@@ -141,7 +142,16 @@ def graft(
     day: float | None = None,
 ) -> BoostPlan:
     """The :class:`~carthema.data.boost.BoostPlan` of the graft options (--dose, --source,
-    --selected, --cd3, --mnc), on ``day``: what every command with a graft simulates."""
+    --selected, --cd3, --mnc), on ``day``: what every command with a graft simulates.
+
+    The cell doses are refused outside the plausible ranges an events file's
+    ``stem_cell_boost`` row is held to (a dose written in millions, ``--dose 3`` for
+    3e6/kg, is the usual slip)."""
+    cd34 = P.EVENT_RANGES[("stem_cell_boost", "cells/kg")]
+    P.check_option_value("--dose", dose, cd34, candidates=("10^6 cells/kg",), what="CD34+/kg")
+    cells = P.Range(0.0, P.GRAFT_CELLS_LIMIT, "cells/kg", 1e7, P.GRAFT_CELLS_REASON)
+    P.check_option_value("--cd3", cd3, cells, what="CD3+ cells/kg")
+    P.check_option_value("--mnc", mnc, cells, what="MNC/kg")
     return BoostPlan(day, dose, source, selected, cd3, mnc)
 
 

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         virtual-trial) and a prediction-corrected VPC (vpc.png, vpc.csv)."""
         from carthema.cli_fit import _load
         from carthema.data.loaders import read_table_text
-        from carthema.fitting.population import fit_population
+        from carthema.fitting.workflows.population import fit_population
 
         _check_out(out, overwrite, (obs, events, covariates))  # before any work
         observations, ev, _truth = _load(obs, events, None)

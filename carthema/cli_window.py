@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         graft = opt.graft(dose, source, selected, cd3, mnc).check()  # refused before work
         from carthema.clinical.window import parse_days, window_from_fit
         from carthema.data.atomic import check_out_folder
-        from carthema.fitting.fitdir import load_fit
+        from carthema.fitting.results.fitdir import load_fit
 
         out = out if out is not None else fitdir / "window"
         # Before any work; FITDIR itself (or a folder holding it) is never replaced.
@@ -101,7 +101,7 @@ progress_line = progress_to_stderr
 def print_trust(meta: dict) -> None:
     """Whether to trust the fit, before any recommendation: the trust lines recorded in
     fit.json (or, for an older fit, derived from its diagnostics)."""
-    from carthema.fitting.diagnostics import trust_lines
+    from carthema.fitting.evaluation.diagnostics import trust_lines
 
     lines = meta.get("trust") or trust_lines(meta.get("diagnostics", {}))
     for line in lines:

@@ -24,13 +24,19 @@ from collections.abc import Mapping
 import pandas as pd
 
 #: Below this KS p-value the PIT values are not uniform: the posterior predictive
-#: distribution misses the data (the same cut as :func:`carthema.fitting.diagnostics.pit_line`).
+#: distribution misses the data (the same cut as
+#: :func:`carthema.fitting.evaluation.goodness.pit_line`).
 PIT_KS_MIN = 0.01
 #: Above this share of observations outside their 90 % predictive interval (want about
 #: 10 %) the predictive bands are too narrow for the data.
 PIT_OUTSIDE_MAX = 0.3
 #: Counts checked against the predictive band at the last observation.
 COUNTS = {"anc": "ANC", "platelets": "platelets"}
+#: A last count in either tail of this size of its posterior predictive distribution
+#: (PIT below it or above 1 - it) is a misfit. Two counts are checked, so a well-fitted
+#: patient (uniform PIT) is flagged with probability 1 - (1 - 2 x 0.0125)^2 = 4.9 %; the
+#: 90 % band used before flagged 1 - 0.9^2 = 19 % of well-fitted patients.
+LAST_TAIL = 0.0125
 
 
 def _n(v: float) -> str:
@@ -58,9 +64,11 @@ def misfit_reasons(
     - PIT values not uniform (KS p < :data:`PIT_KS_MIN`) or more than
       :data:`PIT_OUTSIDE_MAX` of the observations outside their 90 % predictive interval
       (``meta["pit"]``: fit.json);
-    - the last observed ANC or platelet count outside its 90 % posterior predictive
-      interval (``residuals``: the fit's residuals.csv; a value below the assay limit is
-      outside when the interval's lower end is above the limit).
+    - the last observed ANC or platelet count in a :data:`LAST_TAIL` tail of its
+      posterior predictive distribution (``residuals``: the fit's residuals.csv, its
+      ``pit`` column; a value below the assay limit is outside when the 90 % interval's
+      lower end is above the limit, i.e. the fit gave it less than 5 %; a residuals
+      table without ``pit`` is checked against the 90 % interval).
     """
     reasons: list[str] = []
     if summary is not None and len(summary) and "kind" in summary:
@@ -96,12 +104,17 @@ def misfit_reasons(
                 continue
             cen = bool(r.get("censored", False))
             val = float(r["limit"] if cen else r["observed"])
-            if (cen and val < float(lo)) or (not cen and not float(lo) <= val <= float(hi)):
-                reasons.append(
-                    f"the last {label} (day {float(r['day']):g}: "
-                    f"{'< ' if cen else ''}{val:.3g} G/L) is outside the fit's 90 % "
-                    f"predictive band ({_n(float(lo))}-{_n(float(hi))} G/L)"
-                )
+            pit = r.get("pit")
+            band = f"{_n(float(lo))}-{_n(float(hi))} G/L"
+            last = f"the last {label} (day {float(r['day']):g}: {'< ' if cen else ''}{val:.3g} G/L)"
+            if not cen and _finite(pit):
+                if not LAST_TAIL <= float(pit) <= 1.0 - LAST_TAIL:
+                    reasons.append(
+                        f"{last} is in the outer {LAST_TAIL:.2%} of the fit's predictive "
+                        f"distribution (PIT {float(pit):.3f}; 90 % band {band})"
+                    )
+            elif (cen and val < float(lo)) or (not cen and not float(lo) <= val <= float(hi)):
+                reasons.append(f"{last} is outside the fit's 90 % predictive band ({band})")
     return reasons
 
 

@@ -253,14 +253,15 @@ def neutrophil_engraftment(
     """First of 3 consecutive days with ANC > ``threshold`` G/L, none on G-CSF (``gcsf``:
     periods [start, end) in days), with the rules of the module docstring."""
     days = _daily(days)
+    on_gcsf = gcsf_mask(days, gcsf)
     return engraftment(
         days,
         anc,
         reference=reference,
         threshold=threshold,
-        excluded=gcsf_mask(days, gcsf),
+        excluded=on_gcsf,
         stable=stable,
-        own_from_end_of=gcsf_mask(days, gcsf),
+        own_from_end_of=on_gcsf,
     )
 
 
@@ -455,3 +456,32 @@ def _prob(p: float) -> float:
     """A probability without the rounding of the Kaplan-Meier product (15 of 30 is 0.5,
     not 0.49999999999999994, when compared with a threshold)."""
     return round(float(p), 12)
+
+
+# ---- thresholds and horizons of the window scan and the plan signals ----------------
+# (used by :mod:`carthema.clinical.plans`, its text and its plot)
+#: Donor myeloid chimerism (%) below which a new donor's graft counts as lost (rejected
+#: or failed) 60 days after the boost (assumption: below the usual 5 % of mixed
+#: chimerism that STR assays report reliably).
+GRAFT_LOST = 5.0
+#: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
+#: the consolidative-transplant signal of Jiang et al. 2020.
+CART_LOSS = 30.0
+#: B-cell count taken as B-cell recovery (cells/uL; about 10% of normal).
+B_RECOVERY = 25.0
+#: Reviews recommend a consolidative transplant within about 90 days of CAR-T.
+TRANSPLANT_DAY_LIMIT = 90.0
+#: Follow-up of the transplant signals (days since CAR-T).
+SIGNALS_HORIZON = 180.0
+#: Share of draws already recovered (own neutrophils) on the boost day at or above which the
+#: day is reported as "already recovered" and left out of the window: the window needs
+#: most draws (more than half) not already recovered.
+ALREADY_RECOVERED = 0.5
+#: Days after each candidate boost day over which engraftment and days saved are counted.
+FOLLOW_UP = 120.0
+#: Lineages of the counterfactual: engraftment key, observable, severe-cytopenia
+#: threshold (G/L) and the JSON key of the days a boost saves below it.
+DAYS_SAVED = (
+    ("neutrophil", "anc", ANC_ENGRAFT, "neutropenia_days_saved"),
+    ("platelet", "platelets", PLT_ENGRAFT, "thrombocytopenia_days_saved"),
+)

@@ -4,7 +4,13 @@ A plan is a :class:`carthema.data.boost.BoostPlan`: "no boost" (no day) or a ste
 boost on a day. For each plan every parameter draw (posterior draws
 of a fitted patient, or population-prior draws for a patient with little data) is
 simulated with the numba population solver, and the engraftment metrics of
-:mod:`carthema.clinical.endpoints` summarise the predictive distribution.
+:mod:`carthema.clinical.endpoints` summarise the predictive distribution (its thresholds
+and horizons live there too). The window's sentences are written by
+:mod:`carthema.clinical.plan_text` and its figure drawn by
+:mod:`carthema.clinical.window_plot`; their names still import from here. The rest stays
+one module (about 620 lines): simulating a plan over draws, its engraftment summary and
+counterfactual, the transplant signals and the window scan and job share the
+:class:`Course` and the one no-boost solve.
 """
 
 from __future__ import annotations
@@ -16,38 +22,34 @@ import numpy as np
 import pandas as pd
 
 from carthema.clinical.endpoints import (
+    ALREADY_RECOVERED,
     ANC_ENGRAFT,
+    B_RECOVERY,
+    CART_LOSS,
+    DAYS_SAVED,
+    FOLLOW_UP,
     FROM_CART,
+    GRAFT_LOST,
     PLT_ENGRAFT,
     PLT_SEVERE,
+    SIGNALS_HORIZON,
     STABLE,
+    TRANSPLANT_DAY_LIMIT,
     WITHIN,
     days_below,
     engraftment_summary,
     lineage_engraftment,
     support_from_events,
 )
+from carthema.clinical.plan_text import counterfactual_lines, no_boost_lines, plain_summary
+from carthema.clinical.window_plot import plot_observed as _plot_observed  # noqa: F401
+from carthema.clinical.window_plot import plot_window
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
 from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_plan
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
-
-#: Donor myeloid chimerism (%) below which a new donor's graft counts as lost (rejected
-#: or failed) 60 days after the boost (assumption: below the usual 5 % of mixed
-#: chimerism that STR assays report reliably).
-GRAFT_LOST = 5.0
-#: Predicted CAR-T level below which persistence is considered lost (copies/ug DNA),
-#: the consolidative-transplant signal of Jiang et al. 2020.
-CART_LOSS = 30.0
-#: B-cell count taken as B-cell recovery (cells/uL; about 10% of normal).
-B_RECOVERY = 25.0
-#: Reviews recommend a consolidative transplant within about 90 days of CAR-T.
-TRANSPLANT_DAY_LIMIT = 90.0
-#: Follow-up of the transplant signals (days since CAR-T).
-SIGNALS_HORIZON = 180.0
-
 
 #: A candidate plan is a :class:`carthema.data.boost.BoostPlan` (``day`` None: no boost).
 Plan = BoostPlan
@@ -104,14 +106,6 @@ def simulate_course(
 ) -> Course:
     """:func:`simulate_plan` as a :class:`Course`."""
     return Course(*simulate_plan(model, draws, events, plan, horizon=horizon))
-
-
-#: Lineages of the counterfactual: engraftment key, observable, severe-cytopenia
-#: threshold (G/L) and the JSON key of the days a boost saves below it.
-DAYS_SAVED = (
-    ("neutrophil", "anc", ANC_ENGRAFT, "neutropenia_days_saved"),
-    ("platelet", "platelets", PLT_ENGRAFT, "thrombocytopenia_days_saved"),
-)
 
 
 def counterfactual(
@@ -311,14 +305,6 @@ def _p_before(day: np.ndarray) -> dict[str, float]:
     }
 
 
-#: Share of draws already recovered (own neutrophils) on the boost day at or above which the
-#: day is reported as "already recovered" and left out of the window: the window needs
-#: most draws (more than half) not already recovered.
-ALREADY_RECOVERED = 0.5
-#: Days after each candidate boost day over which engraftment and days saved are counted.
-FOLLOW_UP = 120.0
-
-
 def scan_window(
     model: Model,
     draws: np.ndarray,
@@ -472,106 +458,6 @@ def window_decision(
     return table, summary
 
 
-def _fmt_days(x: float) -> str:
-    n = f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
-    return f"{n} day" if n == "1" else f"{n} days"
-
-
-def _on_days(days: Sequence[float]) -> str:
-    """ "on day 7" / "on days 7, 14 and 20"."""
-    days = sorted(float(d) for d in days)
-    runs: list[list[float]] = []
-    for d in days:  # consecutive days (one apart) as one range "54-130"
-        if runs and d - runs[-1][-1] == 1.0:
-            runs[-1].append(d)
-        else:
-            runs.append([d])
-    txt = [f"{r[0]:g}" if len(r) == 1 else f"{r[0]:g}-{r[-1]:g}" for r in runs]
-    if len(txt) == 1 and len(runs[0]) > 1:
-        return f"on days {txt[0]}"
-    if len(txt) == 1:
-        return f"on day {txt[0]}"
-    return f"on days {', '.join(txt[:-1])} and {txt[-1]}"
-
-
-def plain_summary(summary: dict, signals: dict | None = None) -> list[str]:
-    """Sentences a physician can read, with the no-boost comparison in words."""
-    lines = []
-    follow = summary.get("follow_up_days", FOLLOW_UP)
-    if summary.get("first_day_already_recovered") is not None:
-        lines.append(
-            f"From about day {summary['first_day_already_recovered']:g} neutrophils have "
-            "already recovered without a boost in most posterior draws: those days are not "
-            "part of the window."
-        )
-    if summary.get("days_no_benefit"):
-        lines.append(
-            f"A boost {_on_days(summary['days_no_benefit'])} saves no days of severe "
-            "neutropenia or thrombocytopenia "
-            "compared with no boost (median over the same posterior draws): those days are "
-            "not part of the window."
-        )
-    if summary.get("days_over_cart_limit"):
-        on = _on_days(summary["days_over_cart_limit"])
-        lines.append(
-            f"{on[0].upper()}{on[1:]} the predicted CAR-T level is above {summary['cart_limit']:g} "
-            "copies/ug (risk of CRS from CD19+ cells in the graft): excluded."
-        )
-    if summary["window_first_day"] is None:
-        lines.append(
-            f"No boost day in the scanned range both helps compared with no boost and reaches "
-            f"a {summary['threshold']:.0%} chance of neutrophil engraftment within "
-            f"{summary['within_days']} days with CAR-T below {summary['cart_limit']:g} "
-            "copies/ug and most draws not already recovered."
-        )
-    else:
-        first, last = summary["window_first_day"], summary["window_last_day"]
-        when = f"on day {first:g}" if first == last else f"between day {first:g} and day {last:g}"
-        line = (
-            f"A boost {when} after CAR-T helps compared with no boost and "
-            f"gives at least a {summary['threshold']:.0%} predicted chance of neutrophil "
-            f"engraftment within {summary['within_days']} days, with CAR-T below "
-            f"{summary['cart_limit']:g} copies/ug on the boost day. The earliest such day, "
-            f"{summary['recommended_day']:g}, gives {summary['recommended_p_engraftment']:.0%}"
-        )
-        nb = summary.get("recommended_no_boost_p_engraftment")
-        if nb is not None:
-            line += f" (without a boost, the same draws: {nb:.0%})"
-        saved_n = summary.get("recommended_neutropenia_days_saved_median")
-        saved_p = summary.get("recommended_thrombocytopenia_days_saved_median")
-        if saved_n is not None and np.isfinite(saved_n):
-            line += (
-                f"; compared with no boost it saves a median of {_fmt_days(saved_n)} "
-                "with ANC < 0.5 G/L"
-            )
-            if saved_p is not None and np.isfinite(saved_p):
-                line += f" and {_fmt_days(saved_p)} with platelets < 20 G/L"
-            line += f" in the {follow:g} days after the boost"
-        lines.append(line + ".")
-    if signals:
-        what = {
-            "cart_loss": f"CAR-T falls below {CART_LOSS:g} copies/ug",
-            "b_cell_recovery": f"B cells recover above {B_RECOVERY:g} cells/uL",
-        }
-        for key, text in what.items():
-            if key not in signals:
-                continue
-            s = signals[key]
-            line = f"Probability that {text} before day 90: {s['p_before_day90']:.0%}"
-            if np.isfinite(s["median"]):
-                line += (
-                    f" (when it happens: around day {s['median']:.0f}, 90% interval "
-                    f"{s['q05']:.0f}-{s['q95']:.0f}; never within follow-up in "
-                    f"{s['p_never']:.0%} of draws)"
-                )
-            lines.append(line + ".")
-        lines.append(
-            "Early CAR-T loss or B-cell recovery signals relapse risk; reviews recommend a "
-            "consolidative transplant within about 90 days of CAR-T (Jiang et al. 2020)."
-        )
-    return lines
-
-
 def recovery_without_boost(
     model: Model,
     draws: np.ndarray,
@@ -596,193 +482,6 @@ def recovery_without_boost(
     out: dict = {"horizon_day": horizon, "reference_day": 0.0}
     out.update(plan_engraftment(model, days, status, obs, ev_df, reference=0.0, stable=FROM_CART))
     return out
-
-
-def no_boost_lines(baseline: dict, horizon: float) -> list[str]:
-    """What the counts do without any boost (days since CAR-T)."""
-    lines = []
-    for key, what in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
-        r = baseline.get(key)
-        if r is None:
-            continue
-        if r["p_already"] is not None and r["p_already"] >= 0.5:
-            lines.append(
-                f"Without a boost: {what} are predicted never to fall below the recovery "
-                f"threshold by day {horizon:g} in {r['p_already']:.0%} of draws."
-            )
-            continue
-        if r["median_days"] is None:
-            lines.append(
-                f"Without a boost: {what} are predicted not to recover by day {horizon:g} "
-                f"in {r['p_never']:.0%} of posterior draws."
-            )
-            continue
-        q95 = f"{r['q95']:.0f}" if r["q95"] is not None else f"beyond day {horizon:g}"
-        lines.append(
-            f"Without a boost: {what} are predicted to recover on day "
-            f"{r['median_days']:.0f} after CAR-T (90% interval {r['q05']:.0f} to {q95}; "
-            f"not by day {horizon:g} in {r['p_never']:.0%} of draws). A later dip (the "
-            "second phase of a biphasic course) is not counted here; the window's days "
-            "saved compare each boost with no boost over the whole follow-up."
-        )
-    return lines
-
-
-def _shade(ax, days: pd.Series, mask: pd.Series, label: str, **style) -> None:
-    """Shade each boost day where ``mask`` holds (half a step either side), one legend
-    entry for all."""
-    d = np.sort(np.asarray(days, dtype=float))
-    half = 0.5 * (float(np.min(np.diff(d))) if d.size > 1 else 1.0)
-    for k, day in enumerate(np.asarray(days, dtype=float)[np.asarray(mask, dtype=bool)]):
-        ax.axvspan(day - half, day + half, label=label if k == 0 else None, lw=0, **style)
-
-
-def _plot_observed(ax, observed: pd.DataFrame | None, name: str) -> None:
-    """The patient's measured ``name`` in blood (data-layer columns, canonical units):
-    dots, and open circles at the limit for values below it; one legend entry each."""
-    if observed is None or not len(observed):
-        return
-    rows = observed[observed["analyte"] == name]
-    if "compartment" in rows:
-        rows = rows[rows["compartment"].fillna("blood") == "blood"]
-    blq = (
-        rows["blq"].fillna(False).astype(bool)
-        if "blq" in rows
-        else pd.Series(False, index=rows.index)
-    )
-    seen = rows[~blq]
-    if len(seen):
-        ax.plot(seen["day"], seen["value"], "o", color="black", ms=4, zorder=5,
-                label=f"observed ({len(seen)})")  # fmt: skip
-    low = rows[blq]
-    if len(low):
-        ax.plot(low["day"], low["lloq"], "o", mfc="none", mec="black", ms=5, zorder=5,
-                label=f"observed below the limit, at the limit ({len(low)})")  # fmt: skip
-
-
-def plot_window(
-    table: pd.DataFrame,
-    summary: dict,
-    path,
-    *,
-    bands: dict | None = None,
-    within: int = 30,
-    observed: pd.DataFrame | None = None,
-    today: float | None = None,
-):
-    """Probability of engraftment within ``within`` days against boost day, with and
-    without a boost (the same draws), the window and the excluded days (most draws
-    already recovered, CAR-T above the limit, no benefit) shaded; below it the median
-    days of severe cytopenia a boost saves; with ``bands`` a last row of ANC and
-    platelets over time: the no-boost course of the same draws (median and 90 % band),
-    the boost on the recommended day when there is one, and the patient's ``observed``
-    counts (data-layer table, canonical units). ``bands``: {"days", "anc": (q05, q50,
-    q95), "platelets": ... (boost; absent without a recommended day), "no_boost":
-    {"anc": ..., "platelets": ...}}. ``today`` (days since CAR-T) is marked on every
-    panel. Every mark has a legend entry. Writes a PNG to
-    ``path`` and returns it; with ``path`` None returns the open figure instead.
-    """
-    import matplotlib.pyplot as plt
-
-    from carthema.models.plotting import log_axis
-
-    n_rows = 3 if bands else 2
-    fig = plt.figure(figsize=(11, 3.6 * n_rows + 0.6))
-    grid = fig.add_gridspec(n_rows, 2, height_ratios=[1.4, 1.0, 1.4][:n_rows])
-    ax = fig.add_subplot(grid[0, :])
-    d = table["boost_day"]
-    ax.plot(d, table[f"neutrophil_p_within_{within}d"], "o-", color="C0",
-            label=f"neutrophils > 0.5 G/L within {within} d, boost")  # fmt: skip
-    if f"no_boost_neutrophil_p_within_{within}d" in table:
-        ax.plot(d, table[f"no_boost_neutrophil_p_within_{within}d"], "o:", color="C0",
-                mfc="none", label=f"neutrophils > 0.5 G/L within {within} d, no boost")  # fmt: skip
-    if f"platelet_p_within_{within}d" in table:
-        ax.plot(d, table[f"platelet_p_within_{within}d"], "s--", color="C1",
-                label=f"platelets > 20 G/L within {within} d, boost")  # fmt: skip
-    if f"no_boost_platelet_p_within_{within}d" in table:
-        ax.plot(d, table[f"no_boost_platelet_p_within_{within}d"], "s:", color="C1",
-                mfc="none", label=f"platelets > 20 G/L within {within} d, no boost")  # fmt: skip
-    if "neutrophil_p_already" in table:
-        ax.plot(d, table["neutrophil_p_already"], "^-", color="0.45", ms=4, lw=0.8,
-                label="neutrophils already recovered on the boost day")  # fmt: skip
-    ax.axhline(summary["threshold"], color="0.4", ls=":", lw=1,
-               label=f"threshold {summary['threshold']:.0%}")  # fmt: skip
-    if "already_recovered" in table and table["already_recovered"].any():
-        _shade(ax, d, table["already_recovered"], "excluded: most draws already recovered",
-               color="0.5", alpha=0.15)  # fmt: skip
-    if "meets_cart_limit" in table and (~table["meets_cart_limit"]).any():
-        _shade(ax, d, ~table["meets_cart_limit"],
-               f"excluded: CAR-T above {summary['cart_limit']:g} copies/ug",
-               color="C3", alpha=0.12, hatch="//")  # fmt: skip
-    if "boost_helps" in table and (~table["boost_helps"]).any():
-        _shade(ax, d, ~table["boost_helps"] & ~table.get("already_recovered", False),
-               "excluded: boost saves no cytopenic days", color="C4", alpha=0.10)  # fmt: skip
-    if summary["window_first_day"] is not None:
-        _shade(ax, d, table["in_window"], "window", color="C2", alpha=0.18)
-        ax.axvline(summary["recommended_day"], color="C2", lw=1.5,
-                   label=f"recommended day {summary['recommended_day']:g}")  # fmt: skip
-    ax.set_xlabel("boost day (days since CAR-T)")
-    ax.set_ylabel("predicted probability")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax2 = fig.add_subplot(grid[1, :], sharex=ax)
-    for key, what, style, colour in (
-        ("neutropenia", "ANC < 0.5 G/L", "o-", "C0"),
-        ("thrombocytopenia", "platelets < 20 G/L", "s--", "C1"),
-    ):
-        if f"{key}_days_saved_median" not in table:
-            continue
-        ax2.plot(d, table[f"{key}_days_saved_median"], style, color=colour,
-                 label=f"days with {what} saved (median)")  # fmt: skip
-        if f"{key}_days_saved_q05" in table:
-            ax2.fill_between(d, table[f"{key}_days_saved_q05"], table[f"{key}_days_saved_q95"],
-                             color=colour, alpha=0.12, lw=0,
-                             label=f"days with {what} saved (90% interval)")  # fmt: skip
-    ax2.axhline(0.0, color="0.4", lw=0.8, label="no benefit")
-    if summary["window_first_day"] is not None:
-        _shade(ax2, d, table["in_window"], "window", color="C2", alpha=0.18)
-    ax2.set_xlabel("boost day (days since CAR-T)")
-    follow = summary.get("follow_up_days", FOLLOW_UP)
-    ax2.set_ylabel(f"days saved vs no boost\n(boost day to +{follow:g} d)")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    day = summary["recommended_day"]
-    for k, name in enumerate(("anc", "platelets") if bands else ()):
-        a = fig.add_subplot(grid[2, k])
-        if name in bands:  # the boost on the recommended day
-            lo, mid, hi = bands[name]
-            a.fill_between(bands["days"], lo, hi, color="C0", alpha=0.25, label="boost: 90% band")
-            a.plot(bands["days"], mid, color="C0", label="boost: median")
-        nb = (bands.get("no_boost") or {}).get(name)
-        if nb is not None:
-            a.fill_between(bands["days"], nb[0], nb[2], color="0.5", alpha=0.15,
-                           label="no boost: 90% band")  # fmt: skip
-            a.plot(bands["days"], nb[1], color="0.3", ls="--", label="no boost: median")
-        a.axhline(0.5 if name == "anc" else 20.0, color="0.4", ls=":", lw=0.8,
-                  label="engraftment threshold")  # fmt: skip
-        _plot_observed(a, observed, name)
-        if day is not None:
-            a.axvline(day, color="C2", lw=1, label="boost day")
-        log_axis(a)
-        a.set_title(f"{name} (G/L), boost on day {day:g}" if day is not None
-                    else f"{name} (G/L) without a boost (no day in the window)",
-                    fontsize=9)  # fmt: skip
-        a.set_xlabel("days since CAR-T")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    if today is not None:
-        for a in fig.axes:
-            a.axvline(today, color="k", ls="-.", lw=1.2, label=f"today (day {today:g})")
-            if a.get_legend() is not None:
-                a.legend(fontsize=7, **({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
-                                        if a in (ax, ax2) else {}))  # fmt: skip
-    fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plan_bands(
@@ -924,45 +623,3 @@ def _recommended(model: Model, course: Course, no_boost: Course, day: float) -> 
     out["p_never"] = {k: v["p_never"] for k, v in res.items()}
     out.update(counterfactual(model, course, no_boost, reference=day))
     return out
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.0%}"
-
-
-def _interval(q: dict) -> str:
-    """ "4 days (90 % interval 1 to 9)" from a quantile dict."""
-    if q.get("median") is None or not np.isfinite(q["median"]):
-        return "undefined (no draw solved with and without the boost)"
-    return f"{q['median']:.0f} days (90 % interval {q['q05']:.0f} to {q['q95']:.0f})"
-
-
-def counterfactual_lines(res: dict | None, follow_up: float) -> list[str]:
-    """The boost against no boost from the same draws, in words: recovery of the
-    patient's own counts without the boost by 14/30/60 days, P(never) with and without
-    it, and the days of severe cytopenia it saves. ``res``: a predict-boost result or
-    the window's ``recommended`` block (None: nothing to say)."""
-    if not res or "no_boost" not in res:
-        return []
-    lines = []
-    words = {"neutrophil": ("neutrophils", "ANC > 0.5 G/L"),
-             "platelet": ("platelets", "platelets > 20 G/L")}  # fmt: skip
-    for key, (what, crit) in words.items():
-        nb, b = res["no_boost"].get(key), res.get(key)
-        if nb is None or b is None:
-            continue
-        by = ", ".join(f"{_pct(nb.get(f'p_within_{w}d'))} by day {w}" for w in WITHIN)
-        lines.append(
-            f"Without the boost ({what}, the same draws, from the boost day): recovery of the "
-            f"patient's own counts ({crit} for 3 days) {by}; never within {follow_up:g} days "
-            f"in {_pct(nb['p_never'])} (with the boost: engraftment never in "
-            f"{_pct(b['p_never'])})."
-        )
-    for _, _, _, key in DAYS_SAVED:
-        if key in res:
-            what = "ANC < 0.5 G/L" if key.startswith("neutro") else "platelets < 20 G/L"
-            lines.append(
-                f"Days with {what} the boost saves against no boost (boost day to +"
-                f"{follow_up:g} d): {_interval(res[key])}."
-            )
-    return lines

@@ -47,6 +47,9 @@ The analysis core (:func:`sobol_from_function`, :func:`morris_from_function`) ta
 vectorised function of the sample matrix, so the same code path is tested on the
 Ishigami function with known indices. SALib is imported lazily (``pip install
 carthema[test]`` or ``pip install SALib``).
+
+It stays one module (about 550 lines): the SALib wrappers and the model set-up (ranges,
+outputs) are one analysis, tested together on the Ishigami function and on the model.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The engraftment window of a fitted patient, and the per-patient HTML report.
 
-:func:`window_from_fit` reads a fit folder, takes posterior draws of the patient's
-parameters, scans candidate boost days with :func:`carthema.clinical.plans.window_job`
-and (optionally) writes a self-contained HTML report with the fit plot, the window plot,
-the table and the diagnostics.
+:func:`window_from_fit` takes a :class:`~carthema.models.posterior.Posterior` (a fit in
+memory, a saved fit folder, or draws of the calibrated virtual population), takes draws
+of the patient's parameters, scans candidate boost days with
+:func:`carthema.clinical.plans.window_job` and (optionally) writes a self-contained HTML
+report with the fit plot, the window plot, the table and the diagnostics. The misfit
+check reads the fit's :class:`~carthema.models.posterior.FitRecord`, carried by the
+posterior; nothing is read back from files.
 
 Existing stem-cell boosts in the patient's events are the decision being scanned: they
 are removed before the scan (and listed in the output), so that every candidate plan is
@@ -12,7 +15,8 @@ are removed before the scan (and listed in the output), so that every candidate 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,9 @@ from carthema.data.boost import DEFAULT_GRAFT, BoostPlan
 from carthema.data.errors import InputError
 from carthema.data.jsonsafe import dumps
 from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
-from carthema.fitting.fitdir import FitFolder, load_fit, write_csv
+from carthema.fitting.results.fitdir import FitFolder, write_csv
+from carthema.models.model import Model
+from carthema.models.posterior import Posterior
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -77,8 +83,14 @@ def without_boosts(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return events.loc[~boost].reset_index(drop=True), removed
 
 
+def as_posterior(fit: str | Path | FitFolder | Posterior) -> Posterior:
+    """``fit`` as a :class:`Posterior`: as it is, or read from a fit folder (a path or a
+    loaded :class:`FitFolder`)."""
+    return fit if isinstance(fit, Posterior) else Posterior.from_fit_folder(fit)
+
+
 def window_draws(
-    ff: FitFolder, n_draws: int, *, seed: int = 0, dose: float | None = None
+    fit: Posterior | FitFolder, n_draws: int, *, seed: int = 0, dose: float | None = None
 ) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
@@ -94,18 +106,19 @@ def window_draws(
         population = load_population()[0]
     except InputError:  # no population file in this installation: TRAITS / assumption
         population = None
-    draws = ff.draws(n_draws, seed=seed)
+    post = as_posterior(fit)
+    draws = post.sample(n_draws, seed=seed)
     rng = np.random.default_rng([seed, 10])
-    draws = draw_graft(ff.model, draws, rng, population=population, keep=tuple(ff.free), dose=dose)
-    sources = graft_sources(ff.model, population)
-    for name in ff.free:
+    draws = draw_graft(post.model, draws, rng, population=population, keep=post.free, dose=dose)
+    sources = graft_sources(post.model, population)
+    for name in post.free:
         if name in sources:
             sources[name] = "estimated by the fit (posterior draws)"
     return draws, sources
 
 
 def window_from_fit(
-    fit: str | Path | FitFolder,
+    fit: str | Path | FitFolder | Posterior,
     boost_days: Sequence[float] | None,
     out: str | Path,
     *,
@@ -123,7 +136,11 @@ def window_from_fit(
     Parameters
     ----------
     fit:
-        A fit folder (``carthema fit ... --out DIR``) or a loaded :class:`FitFolder`.
+        The patient's :class:`~carthema.models.posterior.Posterior`: of a fit in memory
+        (:meth:`FitResult.posterior`), of a fit folder (a path, ``carthema fit ... --out
+        DIR``, or a loaded :class:`FitFolder`), or of the calibrated virtual population
+        (:meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`: no
+        fit, so no misfit check).
     boost_days:
         Candidate boost days (days since CAR-T day 0); None: every day from ``today``
         to ``today`` + 90 (:func:`default_days`). Days before ``today`` are dropped (a
@@ -153,20 +170,16 @@ def window_from_fit(
     Returns the JSON summary: ``decision`` (the one line the report and console open
     with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
-    files. The folder also holds ``run.json`` (:mod:`carthema.data.runrecord`).
+    files, ``fit`` (the fit folder; None for a fit only in memory or population draws)
+    and ``draws_from`` (where the draws came from, in words). The folder also holds
+    ``run.json`` (:mod:`carthema.data.runrecord`).
     """
     if log is None and interactive():  # a person is watching: show progress
         log = progress_to_stderr
     say = log or (lambda _m: None)
-    ff = fit if isinstance(fit, FitFolder) else load_fit(fit)
-    missing = [o for o in NEEDED if o not in ff.model.obs_names]
-    if missing:
-        raise InputError(
-            f"the fit used the '{ff.model.name}' model, which has no {', '.join(missing)}: "
-            "engraftment cannot be predicted",
-            file=str(ff.path / "fit.json"),
-            fix="fit with --components full (or haematopoiesis)",
-        )
+    post = as_posterior(fit)
+    folder = post.fit.folder if post.fit is not None else None
+    _check_model(post.model, folder)
     graft.check()  # the CD3+ rule, before any solve
     if not graft.cd34_per_kg > 0:
         raise InputError(
@@ -176,18 +189,16 @@ def window_from_fit(
         )
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
-    events, removed = without_boosts(ff.events)
-    observed = ff.observations
-    if observed is not None:
-        observed = observed[observed["patient"].astype(str) == ff.patient]
+    events, removed = without_boosts(post.events)
+    observed = _patient_rows(post.observations, post.patient)
     today = _check_today(today, observed)
     boost_days, past = split_past(default_days(today) if boost_days is None else boost_days, today)
-    draws, graft_params = window_draws(ff, n_draws, seed=seed, dose=graft.cd34_per_kg)
+    draws, graft_params = window_draws(post, n_draws, seed=seed, dose=graft.cd34_per_kg)
     out = Path(out)
     step = Step(
         log,
         f"window scan: {len(boost_days)} boost days x {draws.shape[0]} posterior draws of "
-        f"patient {ff.patient}",
+        f"patient {post.patient}",
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
@@ -195,7 +206,7 @@ def window_from_fit(
     # contract recognises this folder as the command's own next time.
     with swap_folder(out) as tmp, step:
         result = window_job(
-            ff.model,
+            post.model,
             draws,
             events,
             boost_days,
@@ -211,13 +222,14 @@ def window_from_fit(
         # Rounded numbers and true/false for people and other programs alike.
         write_csv(pd.read_csv(written["table"]), written["table"])
         result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
-        result["patient"] = ff.patient
+        result["patient"] = post.patient
         result["graft_parameters"] = graft_params
-        result["fit"] = str(ff.path)
+        result["fit"] = str(folder) if folder is not None else None
+        result["draws_from"] = _draws_from(post)
         result["replaced_events"] = removed
         result["today"] = today
         result["days_before_today_dropped"] = past
-        reasons = misfit_reasons(ff.meta, ff.summary, _residuals(ff))
+        reasons = [] if post.fit is None else misfit_reasons(*_misfit_inputs(post))
         result["misfit_reasons"] = reasons
         result["decision"] = decision_line(result, reasons)
         if past:
@@ -231,9 +243,15 @@ def window_from_fit(
                 + "; ".join(removed)
                 + "): each candidate day is predicted as if that boost had been given then."
             )
+        if post.fit is None:
+            result["summary_lines"].append(
+                f"The draws are {result['draws_from']}, not a fit of this patient's data: "
+                "no check of the model against the patient applies."
+            )
         result["summary_lines"] = conditional(result["summary_lines"], reasons)
+        inputs = [] if folder is None else [folder / "fit.json", folder / "posterior.nc"]
         record = run_record(
-            [ff.path / "fit.json", ff.path / "posterior.nc"],
+            inputs,
             seed=seed,
             settings={"n_draws": n_draws, "threshold": threshold, "today": today},
             subcommand="window",
@@ -244,7 +262,11 @@ def window_from_fit(
             say("writing the HTML report")
             written = {**written, "run": str(tmp / RUN_JSON)}
             write_patient_report(
-                ff, {**result, "files": written}, tmp / "report.html", draws=draws, events=events
+                _ReportedFit.of(post, tmp),
+                {**result, "files": written},
+                tmp / "report.html",
+                draws=draws,
+                events=events,
             )
             result["files"]["report"] = str(out / "report.html")
         (tmp / "window.json").write_text(dumps(result), encoding="utf-8")
@@ -292,12 +314,69 @@ def split_past(days: Sequence[float], today: float) -> tuple[list[float], list[f
     return future, past
 
 
-def _residuals(ff: FitFolder) -> pd.DataFrame | None:
-    path = ff.path / "residuals.csv"
-    try:
-        return pd.read_csv(path) if path.exists() else None
-    except (OSError, ValueError, pd.errors.ParserError):
+def _check_model(model: Model, folder: Path | None) -> None:
+    """Refuse a model without the observables engraftment is defined on."""
+    missing = [o for o in NEEDED if o not in model.obs_names]
+    if missing:
+        raise InputError(
+            f"the fit used the '{model.name}' model, which has no {', '.join(missing)}: "
+            "engraftment cannot be predicted",
+            file=None if folder is None else str(folder / "fit.json"),
+            fix="fit with --components full (or haematopoiesis)",
+        )
+
+
+def _patient_rows(observed: pd.DataFrame | None, patient: str | None) -> pd.DataFrame | None:
+    """The rows of ``patient`` in ``observed`` (None stays None)."""
+    if observed is None:
         return None
+    return observed[observed["patient"].astype(str) == patient]
+
+
+def _draws_from(post: Posterior) -> str:
+    """Where a posterior's draws came from, in words (window.json ``draws_from``)."""
+    prov = post.provenance
+    if "fit_folder" in prov:
+        return f"posterior draws of the fit in {prov['fit_folder']}"
+    if "population" in prov:
+        return f"draws of the calibrated virtual population ({prov['population']})"
+    return "posterior draws of a fit in memory"
+
+
+def _misfit_inputs(post: Posterior) -> tuple:
+    """What :func:`misfit_reasons` reads of the fit: meta, summary, residuals."""
+    return post.fit.meta, post.fit.summary, post.fit.residuals
+
+
+@dataclass(frozen=True)
+class _ReportedFit:
+    """What the HTML report (:func:`carthema.clinical.report.write_patient_report`)
+    reads of a fit, from a :class:`Posterior`: the fit's own plots are looked up in
+    ``path`` (the saved fit folder; without one, the window's own folder, which holds
+    none)."""
+
+    path: Path
+    patient: str | None
+    model: Model
+    events: pd.DataFrame
+    observations: pd.DataFrame | None
+    summary: pd.DataFrame | None
+    meta: Mapping
+    notes: list[str]
+
+    @classmethod
+    def of(cls, post: Posterior, out: Path) -> _ReportedFit:
+        fit = post.fit
+        return cls(
+            path=fit.folder if fit is not None and fit.folder is not None else Path(out),
+            patient=post.patient,
+            model=post.model,
+            events=post.events,
+            observations=post.observations,
+            summary=None if fit is None else fit.summary,
+            meta={} if fit is None else fit.meta,
+            notes=[] if fit is None else fit.notes,
+        )
 
 
 def _diagnostics_line(diag: dict) -> str:
@@ -338,7 +417,9 @@ def _figure_lines(window: dict) -> list[str]:
     return lines
 
 
-def write_patient_report(ff: FitFolder, window: dict, path: str | Path, **kw) -> Path:
+def write_patient_report(
+    ff: _ReportedFit | FitFolder, window: dict, path: str | Path, **kw
+) -> Path:
     """The patient's HTML report (:func:`carthema.clinical.report.write_patient_report`)."""
     from carthema.clinical.report import write_patient_report as write
 

@@ -77,41 +77,24 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from carthema.data.analytes import get_analyte
 from carthema.data.errors import InputError
-from carthema.data.events import get_event_kind
 from carthema.data.loaders import (
     check_output_folder,
-    read_table_text,
     write_folder_atomically,
 )
+from carthema.data.nonmem_records import (
+    Spec,
+    covariate_table,
+    day_zero_notes,
+    ignore_marks,
+    parse_censoring,
+    parse_records,
+    read_records,
+    split_records,
+)
 from carthema.data.schema import EVENT_SCHEMA
-from carthema.data.validate import (
-    MISSING_MARKERS,
-    to_text_frame,
-    validate_events_text,
-    validate_observations_text,
-)
-
-NONMEM_COLUMNS = (
-    "ID",
-    "TIME",
-    "DV",
-    "MDV",
-    "EVID",
-    "AMT",
-    "CMT",
-    "BLQ",
-    "CENS",
-    "BQL",
-    "BLOQ",
-    "LLOQ",
-    "LIMIT",
-    "ADDL",
-    "II",
-    "RATE",
-    "SS",
-)
+from carthema.data.textframe import to_text_frame
+from carthema.data.validate import validate_events_text, validate_observations_text
 
 # carthema column -> NONMEM column, to name the user's column in error messages
 _OBS_COLUMN = {
@@ -150,13 +133,6 @@ _FROM_MAP = (
     "cd3_per_kg",
     "mnc_per_kg",
 )
-
-Spec = str | Mapping[str, object]
-
-# Censoring flag columns, in the order they are looked for (1 = below the limit).
-FLAG_COLUMNS = ("BLQ", "CENS", "BQL", "BLOQ")
-# More than this many doses from one record (1 + ADDL) is refused.
-MAX_DOSES_PER_RECORD = 1000
 
 _OBS_KEYS = ("analyte", "name", "unit", "compartment", "lloq")
 _DOSE_KEYS = (
@@ -235,50 +211,6 @@ def check_time_zero(time_zero: float | None) -> None:
         )
 
 
-def _ignore_marks(path: str | Path, extra: str | Iterable[str]) -> tuple[str, ...]:
-    """The IGNORE characters: NONMEM's default ``#``, ``C`` when the first column of
-    the file is named C (the data set's own comment flag), and ``extra``."""
-    marks = ["#"]
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            head = fh.readline()
-    except (OSError, UnicodeDecodeError):
-        head = ""  # Parquet, or unreadable: read_table_text says so
-    first = head.split(",")[0].split("\t")[0].strip().strip('"').upper()
-    if first == "C":
-        marks.append("C")
-    for m in [extra] if isinstance(extra, str) else extra:
-        if len(m) != 1 or m.isspace() or m in ",;":
-            raise InputError(
-                f"--ignore '{m}' is not one character.",
-                fix="give the character that starts a record to ignore, e.g. --ignore C "
-                "(NONMEM's IGNORE=C) or --ignore @ (records starting with a letter or @).",
-            )
-        if m not in marks:
-            marks.append(m)
-    return tuple(marks)
-
-
-def _ignored(line: str, marks: tuple[str, ...]) -> bool:
-    """Whether a record is ignored under NONMEM's IGNORE=c for ``c`` in ``marks``: its
-    first character is c (``@``: its first non-blank character is a letter or @)."""
-    head = line.lstrip()
-    if not head:
-        return False
-    if "@" in marks and (head[0].isalpha() or head[0] == "@"):
-        return True
-    return line[:1] in marks or head[0] in marks
-
-
-def _spec(value: Spec) -> dict[str, object]:
-    return {"name": value} if isinstance(value, str) else dict(value)
-
-
-def _number(s: pd.Series) -> pd.Series:
-    txt = s.astype(str).str.strip()
-    return pd.to_numeric(txt.where(~txt.str.lower().isin(MISSING_MARKERS)), errors="coerce")
-
-
 def read_nonmem(
     path: str | Path,
     cmt_map: Mapping[int, Spec],
@@ -322,420 +254,41 @@ def read_nonmem(
     other columns (covariates such as WT) are in ``observations.attrs
     ["nonmem_covariates"]``: one row per patient (see :func:`covariate_table`).
     """
-    where = str(path)
+    # The steps run in this order so that a file with several problems is refused for
+    # the same (first) one every time.
     cmt_map = check_cmt_map(cmt_map, "cmt_map")
     if dose_map is not None:
         dose_map = check_cmt_map(dose_map, "dose_map")
     check_time_zero(time_zero)
-    marks = _ignore_marks(path, ignore)
-    text = read_table_text(path, ignore_line=lambda line: _ignored(line, marks))
-    dropped = list(text.attrs.get("ignored_rows", []))
-    text.columns = [str(c).strip().upper() for c in text.columns]
-    if len(text.columns):  # Parquet, or a CSV whose first field is quoted
-        first = text.iloc[:, 0].astype(str).map(lambda v: _ignored(v.strip('"'), marks))
-        for r in text.index[first.to_numpy(dtype=bool)]:
-            text.loc[r, :] = ""
-            dropped.append(int(r))
-    skipped: list[tuple[int, str]] = [
-        (r, f"IGNORE={'/'.join(marks)}: a comment record, not data") for r in sorted(dropped)
-    ]
-    not_data = {"C"} if text.columns[0] == "C" else set()
-    ignored = [c for c in text.columns if c not in NONMEM_COLUMNS and c not in not_data]
-
-    def fail(row: int | None, column: str | None, problem: str, fix: str) -> None:
-        raise InputError(problem, file=where, row=row, column=column, fix=fix)
-
-    for col in ("ID", "TIME", "DV", "CMT"):
-        if col not in text.columns:
-            fail(0, col, f"required NONMEM column '{col}' is missing.", f"add a '{col}' column.")
-    if "EVID" not in text.columns and "MDV" not in text.columns:
-        fail(0, "EVID", "neither EVID nor MDV is present.", "add an EVID (or MDV) column.")
-    if time_unit not in ("day", "hour"):
-        raise InputError(
-            f"time_unit '{time_unit}' is not 'day' or 'hour'.", fix="pass 'day' or 'hour'."
-        )
-    text = text[~text.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1)]
-    if text.empty:
-        fail(1, None, "the table has a header but no data rows.", "add at least one row.")
-
-    def numeric(col: str, *, default: float | None, integer: bool = False) -> pd.Series:
-        if col not in text.columns:
-            return pd.Series(
-                default if default is not None else np.nan, index=text.index, dtype=float
-            )
-        raw = text[col].astype(str).str.strip()
-        num = _number(text[col])
-        empty = raw.str.lower().isin(MISSING_MARKERS)
-        bad = (~empty & num.isna()) | (~empty & ~np.isfinite(num.fillna(0)))
-        if integer:
-            bad |= ~empty & num.notna() & (num != np.round(num))
-        if bad.any():
-            r = int(bad[bad].index[0])
-            kind = "an integer" if integer else "a number"
-            fail(r, col, f"{col} '{raw.loc[r]}' is not {kind}.", f"write {kind} in {col}.")
-        if default is not None:
-            num = num.fillna(default)
-        return num.astype(float)
-
-    rid = text["ID"].astype(str).str.strip()
-    row = rid[rid.str.lower().isin(MISSING_MARKERS)]
-    if not row.empty:
-        fail(int(row.index[0]), "ID", "ID is empty.", "give every record an ID.")
-    idnum = _number(text["ID"])
-    # "1" and "1.0" are the same NONMEM individual
-    patient = rid.where(
-        ~(idnum.notna() & (idnum == np.round(idnum))), idnum.map(lambda v: f"{v:.0f}")
-    )
-    time = numeric("TIME", default=None)
-    if time.isna().any():
-        r = int(time[time.isna()].index[0])
-        fail(r, "TIME", "TIME is empty.", "give the time of every record.")
-    cmt = numeric("CMT", default=None, integer=True)
-    mdv = numeric("MDV", default=0.0, integer=True)
-    amt = numeric("AMT", default=None)
-    if "EVID" in text.columns:
-        evid = numeric("EVID", default=0.0, integer=True)
-    else:
-        evid = pd.Series(np.where((mdv == 1) & (amt > 0), 1.0, 0.0), index=text.index)
-    addl = numeric("ADDL", default=0.0, integer=True)
-    ii = numeric("II", default=0.0)
-    for col, v in (("ADDL", addl), ("II", ii)):
-        bad = v < 0
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                col,
-                f"{col} {v.loc[r]:g} is negative.",
-                "give ADDL (additional doses) >= 0 and II (the interval between them) >= 0.",
-            )
-    bad = addl + 1 > MAX_DOSES_PER_RECORD
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "ADDL",
-            f"ADDL {addl.loc[r]:g} would expand one record into {addl.loc[r] + 1:g} doses "
-            f"(more than {MAX_DOSES_PER_RECORD}).",
-            "check ADDL; write a long course of a G-CSF or TPO agonist as one period "
-            "(duration in cmt_map) rather than thousands of doses.",
-        )
-    for col in ("RATE", "SS"):
-        v = numeric(col, default=0.0)
-        if (v != 0).any():
-            r = int(v[v != 0].index[0])
-            fail(
-                r,
-                col,
-                f"{col} is {v.loc[r]:g}; carthema has no zero-order or steady-state doses.",
-                "write each dose as a bolus record (RATE=0, SS=0), or a G-CSF/TPO period "
-                "in an events file.",
-            )
-    bad = ~evid.isin([0, 1, 2])
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "EVID",
-            f"EVID {evid.loc[r]:g} is not supported (0 observation, 1 dose, 2 other).",
-            "remove reset records (EVID 3/4); carthema histories start at the first event.",
-        )
-
-    # NONMEM's own rules: one block of records per individual, time not decreasing
-    block = patient.ne(patient.shift())
-    seen: set[str] = set()
-    for r, p, new in zip(text.index, patient, block, strict=True):
-        if new and p in seen:
-            fail(
-                int(r),
-                "ID",
-                f"ID {p} appears again after other IDs (NONMEM would read a new individual).",
-                "sort the data set by ID, then TIME.",
-            )
-        seen.add(p)
-    back = (time.diff() < 0) & ~block
-    if back.any():
-        r = int(back[back].index[0])
-        fail(
-            r,
-            "TIME",
-            f"TIME goes backwards within ID {patient.loc[r]}.",
-            "sort each ID's records by TIME.",
-        )
-
-    day = (time - (time_zero or 0.0)) / (24.0 if time_unit == "hour" else 1.0)
-    flags = [c for c in FLAG_COLUMNS if c in text.columns]
-    if len(flags) > 1:
-        fail(
-            0,
-            flags[1],
-            f"two censoring flag columns, {flags[0]} and {flags[1]}.",
-            "keep one (1 = below the limit of quantification, 0 = quantified).",
-        )
-    flag_col = flags[0] if flags else None
-    has_blq = flag_col is not None
-    has_lloq = "LLOQ" in text.columns
-    blq_flag = numeric(flag_col or "BLQ", default=0.0, integer=True)
-    if has_blq:
-        if flag_col == "CENS" and (blq_flag == -1).any():
-            r = int(blq_flag[blq_flag == -1].index[0])
-            fail(
-                r,
-                "CENS",
-                "CENS -1 marks a value above an upper limit; carthema has no upper-limit "
-                "censoring.",
-                "write the row as quantified at the limit (CENS=0), or leave it out.",
-            )
-        bad = ~blq_flag.isin([0, 1])
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                flag_col,
-                f"{flag_col} {blq_flag.loc[r]:g} is not 0 or 1.",
-                "write 1 (below the limit) or 0.",
-            )
-    lloq_col = numeric("LLOQ", default=None)
-    bad = lloq_col < 0
-    if bad.any():
-        r = int(bad[bad].index[0])
-        fail(
-            r,
-            "LLOQ",
-            f"LLOQ {lloq_col.loc[r]:g} is negative.",
-            "give the limit of quantification (> 0), or 0 / empty for no limit.",
-        )
-    lloq_col = lloq_col.where(lloq_col > 0)  # LLOQ=0 means no limit on that row
-    limit = numeric("LIMIT", default=None)
-    if "LIMIT" in text.columns:
-        if flag_col != "CENS":
-            fail(
-                0,
-                "LIMIT",
-                "LIMIT without a CENS column: in Monolix coding LIMIT is the other end of "
-                "a censored interval, not the limit of quantification.",
-                "rename the column LLOQ if it holds the limit of quantification, or add "
-                "the CENS column it belongs to.",
-            )
-        bad = (blq_flag == 1) & (limit > 0)
-        if bad.any():
-            r = int(bad[bad].index[0])
-            fail(
-                r,
-                "LIMIT",
-                f"LIMIT {limit.loc[r]:g} > 0: the value lies between LIMIT and DV (interval "
-                "censoring), which carthema cannot represent.",
-                "set LIMIT to 0 or empty (below the limit DV), or write the row as quantified.",
-            )
-    dv = numeric("DV", default=None)
-    flag_name = flag_col or "LLOQ"
-    notes: list[tuple[int, str]] = []
-
-    obs_rows: list[dict[str, object]] = []
-    obs_index: list[int] = []
-    ev_rows: list[dict[str, object]] = []
-    ev_index: list[int] = []
-    for r in text.index:
-        e = int(evid.loc[r])
-        c = int(cmt.loc[r]) if not np.isnan(cmt.loc[r]) else None
-        if e == 2:
-            skipped.append((int(r), "EVID=2 (other-type event)"))
-            continue
-        if c is None:
-            fail(int(r), "CMT", "CMT is empty.", "give the compartment number of every record.")
-        if e == 1:
-            spec_src = dose_map if dose_map is not None and c in dose_map else cmt_map
-            if c not in spec_src:
-                fail(
-                    int(r),
-                    "CMT",
-                    f"dose record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                    f'map CMT {c} to an event kind in --cmt-map (e.g. {{"{c}": "cart_infusion"}}).',
-                )
-            spec = _spec(spec_src[c])
-            name = str(spec.get("kind", spec.get("name", "")))
-            kind = get_event_kind(name)
-            if kind is None:
-                fail(
-                    int(r),
-                    "CMT",
-                    f"dose record in CMT {c}, which --cmt-map maps to '{name}', not an event kind.",
-                    "map dose compartments to an event kind (or use dose_map for a CMT "
-                    "that is also observed).",
-                )
-            n_doses = 1 + int(addl.loc[r])
-            if n_doses > 1 and ii.loc[r] <= 0:
-                fail(int(r), "II", "ADDL is set but II is not > 0.", "give the dosing interval II.")
-            step = ii.loc[r] / (24.0 if time_unit == "hour" else 1.0)
-            for k in range(n_doses):
-                rec = {
-                    "patient": patient.loc[r],
-                    "day": float(day.loc[r] + k * step),
-                    "kind": kind.name,
-                    "amount": amt.loc[r],
-                    "unit": spec.get("unit", kind.units[0]),
-                }
-                for extra in (
-                    "drug",
-                    "source",
-                    "cd34_selected",
-                    "cd3_per_kg",
-                    "mnc_per_kg",
-                    "duration",
-                ):
-                    if extra in spec:
-                        rec[extra] = spec[extra]
-                ev_rows.append(rec)
-                ev_index.append(int(r))
-            continue
-        # observation record
-        below = (
-            (blq_flag.loc[r] == 1)
-            if has_blq
-            else bool(has_lloq and not np.isnan(lloq_col.loc[r]) and dv.loc[r] < lloq_col.loc[r])
-        )
-        if mdv.loc[r] == 1 and not below:
-            skipped.append((int(r), "MDV=1 observation record"))
-            continue
-        if c not in cmt_map:
-            fail(
-                int(r),
-                "CMT",
-                f"observation record in CMT {c}, which is not in the CMT map (--cmt-map).",
-                f'map CMT {c} to an analyte in --cmt-map (e.g. {{"{c}": "anc"}}).',
-            )
-        spec = _spec(cmt_map[c])
-        name = str(spec.get("analyte", spec.get("name", "")))
-        analyte = get_analyte(name)
-        if analyte is None:
-            fail(
-                int(r),
-                "CMT",
-                f"observation record in CMT {c}, which --cmt-map maps to '{name}', not an analyte.",
-                "map observed compartments to an analyte; doses need EVID=1.",
-            )
-        lloq = (
-            lloq_col.loc[r]
-            if has_lloq and not np.isnan(lloq_col.loc[r])
-            else spec.get("lloq", np.nan)
-        )
-        if below and has_blq and not np.isnan(float(lloq)) and dv.loc[r] > float(lloq):
-            fail(
-                int(r),
-                "DV",
-                f"{flag_name}=1 marks the record as below the limit, but DV {dv.loc[r]:g} is "
-                f"above its limit {float(lloq):g} (a quantified value would be discarded).",
-                f"set {flag_name}=0 if DV {dv.loc[r]:g} was measured, or write the limit "
-                f"(or 0) in DV if it was below {float(lloq):g}.",
-            )
-        if below and np.isnan(float(lloq)):
-            if not np.isnan(dv.loc[r]) and dv.loc[r] > 0:
-                # Monolix/M3 coding: a censored row carries the limit in DV
-                lloq = dv.loc[r]
-                notes.append((int(r), "below-limit row: LLOQ taken from DV (DV = LLOQ coding)"))
-            else:
-                fail(
-                    int(r),
-                    flag_name,
-                    f"{flag_name}=1 but the row gives no limit: no LLOQ (or LLOQ=0), no lloq "
-                    "in cmt_map, and DV is not a limit (> 0).",
-                    f"add an LLOQ column, or give {{'analyte': '{analyte.name}', 'lloq': ...}} "
-                    "in cmt_map, or write the limit in DV (the Monolix/M3 coding).",
-                )
-        obs_rows.append(
-            {
-                "patient": patient.loc[r],
-                "day": float(day.loc[r]),
-                "analyte": analyte.name,
-                # a below-limit DV is a placeholder, not a measurement
-                "value": np.nan if below else dv.loc[r],
-                "unit": spec.get("unit", analyte.canonical_unit),
-                "compartment": spec.get("compartment", analyte.default_compartment or ""),
-                "lloq": lloq,
-                "blq": bool(below),
-            }
-        )
-        obs_index.append(int(r))
-
+    table, skipped = read_records(path, ignore_marks(path, ignore), time_unit)
+    records = parse_records(table, time_unit, time_zero)
+    censoring = parse_censoring(table)
+    split = split_records(table, records, censoring, cmt_map, dose_map, skipped)
     # doses first: a dose error is reported even in a data set without observations
-    if ev_rows:
+    if split.ev_rows:
         # ADDL expands one record into several events: validate them under unique row
         # numbers and name the record (and which dose of it) in an error
-        ev_text = _text_frame(ev_rows, range(1, len(ev_rows) + 1))
-        ev = _remap(lambda: validate_events_text(ev_text, where), _EVENT_COLUMN, ev_index)
+        ev_text = _text_frame(split.ev_rows, range(1, len(split.ev_rows) + 1))
+        ev = _remap(
+            lambda: validate_events_text(ev_text, table.source), _EVENT_COLUMN, split.ev_index
+        )
     else:
         ev = _empty_events()
-    # Day 0 is the first CAR-T infusion: a data set whose TIME counts from elsewhere would
-    # silently shift every day.
-    first_cart: dict[str, int] = {}
-    for rec, r in zip(ev_rows, ev_index, strict=True):
-        if rec["kind"] == "cart_infusion":
-            first_cart.setdefault(str(rec["patient"]), r)
-    for p_id, r in first_cart.items():
-        d0 = float(day.loc[r])
-        if d0 == 0.0:
-            continue
-        unit = "hours" if time_unit == "hour" else "days"
-        if time_zero is None:
-            fail(
-                r,
-                "TIME",
-                f"the first CAR-T infusion of ID {p_id} is at TIME {time.loc[r]:g}, not 0; "
-                "carthema counts days from the CAR-T infusion (day 0).",
-                f"pass --time-zero {time.loc[r]:g} (time_zero=) if TIME counts from another "
-                "origin, or shift each ID's TIME so that its CAR-T infusion is at 0.",
-            )
-        notes.append(
-            (
-                r,
-                f"first CAR-T infusion not at day 0 after --time-zero (ID {p_id}: "
-                f"{d0:g} days; TIME in {unit})",
-            )  # fmt: skip
-        )
-    if not obs_rows:
-        fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
-    obs_text = _text_frame(obs_rows, obs_index)
+    split.notes.extend(day_zero_notes(table, records, split, time_zero))
+    if not split.obs_rows:
+        table.fail(None, "EVID", "the data set has no observation records.", "check EVID/MDV.")
+    obs_text = _text_frame(split.obs_rows, split.obs_index)
     obs = _remap(
-        lambda: validate_observations_text(obs_text, where), {**_OBS_COLUMN, "blq": flag_name}
+        lambda: validate_observations_text(obs_text, table.source),
+        {**_OBS_COLUMN, "blq": censoring.name},
     )
-    covariates, changing = _covariates(text, patient, ignored)
-    notes.extend(changing)
+    covariates, changing = covariate_table(table.df, records.patient, table.covariate_columns)
     obs.attrs["nonmem_covariates"] = covariates
-    obs.attrs["nonmem_ignored_columns"] = ignored
-    obs.attrs["nonmem_skipped_rows"] = skipped
-    obs.attrs["nonmem_notes"] = notes
-    obs.attrs["nonmem_dose_records"] = len(set(ev_index))
+    obs.attrs["nonmem_ignored_columns"] = table.covariate_columns
+    obs.attrs["nonmem_skipped_rows"] = split.skipped
+    obs.attrs["nonmem_notes"] = split.notes + changing
+    obs.attrs["nonmem_dose_records"] = len(set(split.ev_index))
     return obs, ev
-
-
-def _covariates(
-    text: pd.DataFrame, patient: pd.Series, columns: list[str]
-) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """One row per patient (``patient`` and one text column per covariate column: the
-    format ``fit-population --covariates`` reads), each patient's first non-missing
-    value; and a note for each covariate that changes within a patient (the table holds
-    the first, baseline value)."""
-    if not columns:
-        return pd.DataFrame({"patient": pd.Series([], dtype=str)}), []
-    vals = text[columns].astype(str).apply(lambda c: c.str.strip())
-    vals = vals.where(~vals.apply(lambda c: c.str.lower().isin(MISSING_MARKERS)))
-    vals.insert(0, "patient", patient.to_numpy())
-    grouped = vals.groupby("patient", sort=False)
-    table = grouped.first().reset_index().fillna("")
-    notes: list[tuple[int, str]] = []
-    counts = grouped.nunique()
-    for c in columns:
-        for p_id in counts.index[counts[c] > 1]:
-            mine = vals.loc[vals["patient"] == p_id, c].dropna()
-            r = int(mine.index[(mine != mine.iloc[0]).to_numpy()][0])
-            notes.append(
-                (
-                    r,
-                    f"covariate {c} changes within ID {p_id}; covariates.csv holds the "
-                    "first (baseline) value",
-                )  # fmt: skip
-            )
-    return table, notes
 
 
 def _text_frame(rows: list[dict[str, object]], index: list[int]) -> pd.DataFrame:

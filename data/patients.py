@@ -1,6 +1,6 @@
 """Which patients of a table a command works on: one selection, one set of messages.
 
-Used by the single-patient fit (:func:`carthema.fitting.data.prepare_patient`), the
+Used by the single-patient fit (:func:`carthema.fitting.model.data.prepare_patient`), the
 population fit, the cohort fit and the commands that read one patient's tables.
 """
 

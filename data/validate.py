@@ -9,16 +9,19 @@ a value that cannot be read exactly is refused. The only rows skipped are blank 
 The validators work on a *text frame*: every cell a string, ``""`` when empty, and the
 index holding each row's 1-based number in the file. The readers in
 :mod:`carthema.data.loaders` build it from CSV and Parquet; :func:`to_text_frame` builds
-it from an in-memory DataFrame, so tables made in code get the same checks.
+it from an in-memory DataFrame, so tables made in code get the same checks. The text
+frame and the checks every column shares (:class:`~carthema.data.textframe.TextTable`,
+numbers, yes/no, column names) are in :mod:`carthema.data.textframe`; this module holds
+one validator per table. It stays one module (over 500 lines): the observation and event
+validators each run one fixed order of checks and share the day, patient and unit rules
+written here.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
-import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -26,12 +29,10 @@ import pandas as pd
 from carthema.data import plausibility as P
 from carthema.data import units as U
 from carthema.data.analytes import ANALYTES, COMPARTMENTS, suggest_analytes
-from carthema.data.errors import InputError
 from carthema.data.events import (
     EVENT_KINDS,
     KIND_SPECIFIC_COLUMNS,
     SOURCES,
-    YES_NO,
     get_event_kind,
     suggest_event_kinds,
 )
@@ -45,273 +46,25 @@ from carthema.data.schema import (
     check_events,
     check_observations,
 )
-
-# Cell contents that mean "no value" (compared case-insensitively). "." is NONMEM's.
-MISSING_MARKERS: frozenset[str] = frozenset({"", "na", "nan", "n/a", "null", "none", "."})
-
-
-# ----------------------------------------------------------------------------- text frames
-def _cell_text(x: object) -> str:
-    """One cell as text, exactly: floats in shortest round-trip form, missing as ''."""
-    if x is None or x is pd.NA or x is pd.NaT:
-        return ""
-    if isinstance(x, bool | np.bool_):
-        return "true" if x else "false"
-    if isinstance(x, float | np.floating):
-        if math.isnan(x):
-            return ""
-        return str(float(x))
-    if isinstance(x, int | np.integer):
-        return str(int(x))
-    return str(x).strip()
+from carthema.data.textframe import (
+    MISSING_MARKERS,
+    TextTable,
+    drop_blank_rows,
+    earlier_row,
+    lookup,
+    normalise_columns,
+    numbers,
+    require_rows,
+    suggest,
+    text_column,
+    to_text_frame,
+    yes_no,
+)
 
 
-def to_text_frame(df: pd.DataFrame, rows: Iterable[int] | None = None) -> pd.DataFrame:
-    """Copy of ``df`` with every cell as text and the index set to 1-based row numbers.
-
-    ``rows`` gives each row's number in its file; by default rows are numbered 1..n in
-    order (header = row 0), which is also how Parquet rows are reported.
-    """
-    out = pd.DataFrame(
-        {str(c): [_cell_text(x) for x in df[c].tolist()] for c in df.columns},
-        dtype=object,
-    )
-    out.index = pd.Index(list(rows) if rows is not None else range(1, len(df) + 1))
-    return out
-
-
-# A message, or a function of the bad row's number that writes it (see refuse_first).
-Message = str | Callable[[int], str] | Callable[[int], tuple[str, str]]
-
-
-class _Table:
-    """A text frame being validated, with the name of the file it came from."""
-
-    def __init__(self, text: pd.DataFrame, source: str) -> None:
-        self.source = source
-        self.df = text
-
-    @property
-    def df(self) -> pd.DataFrame:
-        return self._df
-
-    @df.setter
-    def df(self, value: pd.DataFrame) -> None:
-        # stripped columns are computed once per column (a million-row table is read by
-        # several checks); a new frame (rows dropped, columns renamed) starts afresh
-        self._df = value
-        self._cols: dict[str, pd.Series] = {}
-        self._missing: dict[str, pd.Series] = {}
-
-    def fail(self, row: int | None, column: str | None, problem: str, fix: str) -> None:
-        raise InputError(problem, file=self.source, row=row, column=column, fix=fix)
-
-    def first(self, mask: pd.Series) -> int | None:
-        """Row number of the first True in ``mask`` (None if none)."""
-        hits = mask[mask.to_numpy(dtype=bool)]
-        return None if hits.empty else int(hits.index[0])
-
-    def refuse_first(
-        self,
-        mask: pd.Series,
-        column: str | None,
-        problem: Message,
-        fix: Message | None = None,
-    ) -> None:
-        """Refuse the first row where ``mask`` is True; do nothing if there is none.
-
-        The one place where "find the first bad row, then fail" is written. ``problem``
-        and ``fix`` are text, or functions of the bad row's number that return the text
-        (so a message can quote that row's cells). For messages that need some working
-        out, ``problem`` may instead return ``(problem, fix)`` with ``fix`` left None.
-        """
-        row = self.first(mask)
-        if row is None:
-            return
-        said = problem(row) if callable(problem) else problem
-        if isinstance(said, tuple):
-            said, fix = said
-        how = fix(row) if callable(fix) else fix
-        self.fail(row, column, said, how or "")
-
-    def col(self, name: str) -> pd.Series:
-        """The column as stripped text (the same Series on every call: do not modify)."""
-        if name not in self._cols:
-            self._cols[name] = _per_unique(self.df[name], lambda u: u.astype(str).str.strip())
-        return self._cols[name]
-
-    def missing(self, name: str) -> pd.Series:
-        if name not in self._missing:
-            marks = _per_unique(self.col(name), lambda u: u.str.lower().isin(MISSING_MARKERS))
-            self._missing[name] = marks.astype(bool)
-        return self._missing[name]
-
-
-def _lookup(s: pd.Series, table: dict) -> pd.Series:
-    """``s.map(table)``, computed once per distinct value of ``s``."""
-    return _per_unique(s, lambda u: u.map(table))
-
-
-def _per_unique(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """``fn`` (a vectorised text operation) of each distinct cell of ``s``, spread back
-    over the rows: a column of a million rows holds few distinct units, analytes or
-    patients, and hashing each cell is much cheaper than a string operation on it."""
-    codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=False)
-    done = fn(pd.Series(uniques, dtype=object)).to_numpy()
-    return pd.Series(done[codes], index=s.index, dtype=done.dtype)
-
-
-def _earlier_row(keyframe: pd.DataFrame, row: int) -> int:
-    """Row number of the first record with the same key as ``row``."""
-    same = (keyframe == keyframe.loc[row]).all(axis=1)
-    return int(same[same].index[0])
-
-
-def _suggest(word: str, pool: Iterable[str]) -> list[str]:
-    return difflib.get_close_matches(word, list(pool), n=3, cutoff=0.6)
-
-
-def _normalise_columns(t: _Table, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
-    """Lower-case and strip column names; refuse duplicated, unknown or missing columns."""
-    names = [str(c).strip().lower() for c in t.df.columns]
-    seen: set[str] = set()
-    for raw, name in zip(t.df.columns, names, strict=True):
-        # read_csv renames a repeated header "day" to "day.1"; catch both spellings.
-        base = re.sub(r"\.\d+$", "", name) if name not in allowed else name
-        if name in seen or (base != name and base in allowed):
-            t.fail(
-                0,
-                base,
-                f"column '{base}' appears more than once in the header.",
-                "keep one column of each name.",
-            )
-        seen.add(name)
-        if name not in allowed:
-            close = _suggest(name, allowed)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            t.fail(
-                0,
-                str(raw),
-                f"unknown column '{raw}'.",
-                f"{hint}Allowed columns: {', '.join(allowed)}; put free text in 'note'.",
-            )
-    t.df.columns = names
-    for name in required:
-        if name not in names:
-            t.fail(
-                0,
-                name,
-                f"required column '{name}' is missing (header has: {', '.join(names)}).",
-                f"add a '{name}' column; required columns are {', '.join(required)}.",
-            )
-
-
-def _drop_blank_rows(t: _Table) -> None:
-    """Blank lines are not records: drop rows whose every cell is empty."""
-    if t.df.empty:
-        return
-    blank = np.logical_and.reduce([t.col(c).eq("").to_numpy(bool) for c in t.df.columns])
-    if blank.any():
-        t.df = t.df[~blank]
-
-
-def _require_rows(t: _Table) -> None:
-    if t.df.empty:
-        t.fail(1, None, "the table has a header but no data rows.", "add at least one row.")
-
-
-def _text(t: _Table, name: str, *, required: bool, fix: str) -> pd.Series:
-    """A text column, stripped; '' where empty. Refuses empty cells if ``required``."""
-    if name not in t.df.columns:
-        return pd.Series("", index=t.df.index, dtype=object)
-    s = t.col(name)
-    if required:
-        t.refuse_first(
-            t.missing(name),
-            name,
-            f"'{name}' is empty.",
-            fix,
-        )
-    return s.where(~t.missing(name), "")
-
-
-def _numbers(
-    t: _Table,
-    name: str,
-    *,
-    required: bool,
-    what: str,
-    fix_missing: str,
-    hint: str = "",
-) -> pd.Series:
-    """A numeric column as float (NaN where empty). Refuses text and non-finite numbers."""
-    if name not in t.df.columns:
-        return pd.Series(np.nan, index=t.df.index, dtype=float)
-    s = t.col(name)
-    missing = t.missing(name)
-    if required:
-        t.refuse_first(
-            missing,
-            name,
-            f"{what} is empty.",
-            fix_missing,
-        )
-    # Decimal commas and thousands separators are refused, not reinterpreted.
-    num = pd.to_numeric(s.where(~missing), errors="coerce").astype(float)
-    bad = ~missing & num.isna()
-
-    def not_a_number(row: int) -> tuple[str, str]:
-        raw = s.loc[row]
-        extra = hint
-        if re.fullmatch(r"[<>]=?\s*[-+0-9.eE]+", raw):
-            extra = (
-                "write a below-limit result as an empty value with blq=true and the "
-                "limit in lloq (e.g. value='', blq=true, lloq=50). "
-            )
-        elif re.fullmatch(r"[-+]?[0-9]{1,3},[0-9]{3}", raw):
-            # 1,200: a thousands separator (1200) or a decimal comma (1.2) - not guessed
-            whole, frac = raw.lstrip("+").split(",")
-            extra = (
-                f"'{raw}' reads as {whole}{frac} (a thousands separator) or as "
-                f"{whole}.{frac.rstrip('0') or '0'} (a decimal comma): which is it? "
-            )
-        elif re.fullmatch(r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}", raw):
-            extra = f"write {raw.replace(',', '')} without thousands separators. "
-        elif re.fullmatch(r"[-+]?[0-9]+,[0-9]+", raw):
-            extra = "use a dot as the decimal separator. "
-        return f"{what} '{raw}' is not a number.", f"{extra}Write a plain number."
-
-    t.refuse_first(bad, name, not_a_number)
-    nonfinite = ~missing & ~np.isfinite(num.fillna(0.0))
-    t.refuse_first(
-        nonfinite,
-        name,
-        lambda r: f"{what} '{s.loc[r]}' is not a finite number.",
-        "write a finite number (an empty cell where there is no value).",
-    )
-    return num
-
-
-def _yes_no(t: _Table, name: str, *, default: bool | None) -> pd.Series:
-    """A yes/no column as bool (``default`` where empty; None keeps pd.NA)."""
-    if name not in t.df.columns:
-        return pd.Series(default if default is not None else pd.NA, index=t.df.index)
-    s = t.col(name).str.lower()
-    missing = t.missing(name)
-    bad = ~missing & ~s.isin(list(YES_NO))
-    t.refuse_first(
-        bad,
-        name,
-        lambda r: f"'{t.col(name).loc[r]}' is not a yes/no value.",
-        "write yes, no, true, false, 1 or 0.",
-    )
-    out = s.map(YES_NO)
-    fill = default if default is not None else pd.NA
-    return out.where(~missing, fill)
-
-
-def _check_day(t: _Table) -> pd.Series:
-    day = _numbers(
+# ------------------------------------------------------------------ shared column checks
+def _check_day(t: TextTable) -> pd.Series:
+    day = numbers(
         t,
         "day",
         required=True,
@@ -328,8 +81,8 @@ def _check_day(t: _Table) -> pd.Series:
     return day
 
 
-def _check_patient(t: _Table) -> pd.Series:
-    return _text(t, "patient", required=True, fix="give every row a patient identifier.")
+def _check_patient(t: TextTable) -> pd.Series:
+    return text_column(t, "patient", required=True, fix="give every row a patient identifier.")
 
 
 def _analyte_units(symbols: Iterable[str]) -> str:
@@ -351,16 +104,16 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     each analyte's canonical unit. Rows where ``blq`` is true may have an empty value
     (stored as NaN; ``lloq`` keeps the limit).
     """
-    t = _Table(text.copy(), source)
-    _normalise_columns(t, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
-    _drop_blank_rows(t)
-    _require_rows(t)
+    t = TextTable(text.copy(), source)
+    normalise_columns(t, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
+    drop_blank_rows(t)
+    require_rows(t)
 
     patient = _check_patient(t)
     day = _check_day(t)
 
     # analyte
-    analyte_raw = _text(t, "analyte", required=True, fix="name the analyte of every row.")
+    analyte_raw = text_column(t, "analyte", required=True, fix="name the analyte of every row.")
     analyte = analyte_raw.str.lower()
     unknown = ~analyte.isin(list(ANALYTES))
 
@@ -375,7 +128,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     t.refuse_first(unknown, "analyte", unknown_analyte)
 
     # compartment: empty -> the analyte's default, where it has exactly one meaning
-    comp_raw = _text(t, "compartment", required=False, fix="")
+    comp_raw = text_column(t, "compartment", required=False, fix="")
     comp = comp_raw.str.lower()
     bad = (comp != "") & ~comp.isin(list(COMPARTMENTS))
     t.refuse_first(
@@ -384,7 +137,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"unknown compartment '{comp_raw.loc[r]}'.",
         f"write one of: {', '.join(COMPARTMENTS)}.",
     )
-    default = _lookup(analyte, {a: ANALYTES[a].default_compartment or "" for a in ANALYTES})
+    default = lookup(analyte, {a: ANALYTES[a].default_compartment or "" for a in ANALYTES})
     comp = comp.where(comp != "", default)
     t.refuse_first(
         comp == "",
@@ -409,7 +162,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     )
 
     # unit
-    unit_raw = _text(
+    unit_raw = text_column(
         t,
         "unit",
         required=True,
@@ -449,15 +202,15 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     # caught by the plausibility ranges below, with the likely unit named.
 
     # blq flag, value, lloq
-    blq = _yes_no(t, "blq", default=False).astype(bool)
-    value = _numbers(
+    blq = yes_no(t, "blq", default=False).astype(bool)
+    value = numbers(
         t,
         "value",
         required=False,
         what="value",
         fix_missing="",
     )
-    lloq = _numbers(
+    lloq = numbers(
         t,
         "lloq",
         required=False,
@@ -495,7 +248,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"value {value.loc[r]:g} is below lloq {lloq.loc[r]:g} but not flagged blq.",
         "set blq=true (the value is kept), or correct value or lloq.",
     )
-    is_count = _lookup(analyte, {a: ANALYTES[a].count for a in ANALYTES})
+    is_count = lookup(analyte, {a: ANALYTES[a].count for a in ANALYTES})
     t.refuse_first(
         value < 0,
         "value",
@@ -506,10 +259,10 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         "correct the value; write a below-limit result as blq=true with lloq.",
     )
-    upper = _lookup(analyte, {a: ANALYTES[a].upper or np.inf for a in ANALYTES}).astype(float)
+    upper = lookup(analyte, {a: ANALYTES[a].upper or np.inf for a in ANALYTES}).astype(float)
     base = {a: U.parse_unit(ANALYTES[a].canonical_unit).factor for a in ANALYTES}
     factor = pd.Series(
-        np.array([u.factor for u in parsed], dtype=float) / _lookup(analyte, base).to_numpy(float),
+        np.array([u.factor for u in parsed], dtype=float) / lookup(analyte, base).to_numpy(float),
         index=t.df.index,
         dtype=float,
     )
@@ -526,8 +279,8 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     # plausibility: a value (or limit) no patient or assay can give is a slip
     for col, series in (("value", value), ("lloq", lloq)):
         canonical = series * factor
-        low = _lookup(analyte, {a: r.low for a, r in P.ANALYTE_RANGES.items()}).astype(float)
-        high = _lookup(analyte, {a: r.high for a, r in P.ANALYTE_RANGES.items()}).astype(float)
+        low = lookup(analyte, {a: r.low for a, r in P.ANALYTE_RANGES.items()}).astype(float)
+        high = lookup(analyte, {a: r.high for a, r in P.ANALYTE_RANGES.items()}).astype(float)
         outside = canonical.notna() & ((canonical < low) | (canonical > high))
         t.refuse_first(
             outside,
@@ -550,7 +303,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
 
     def duplicated(row: int) -> str:
         k = keyframe.loc[row]
-        earlier = _earlier_row(keyframe, row)
+        earlier = earlier_row(keyframe, row)
         return (
             f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['analyte']} "
             f"in {k['compartment']} already appears on row {earlier}."
@@ -564,14 +317,14 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         "(use fractional days for repeated measurements on one day).",
     )
 
-    note = _text(t, "note", required=False, fix="")
+    note = text_column(t, "note", required=False, fix="")
     out = pd.DataFrame(
         {
             "patient": patient.astype(str),
             "day": day.astype(float),
             "analyte": analyte.astype(str),
             "value": (value * factor).astype(float),
-            "unit": _lookup(analyte, {a: ANALYTES[a].canonical_unit for a in ANALYTES}).astype(str),
+            "unit": lookup(analyte, {a: ANALYTES[a].canonical_unit for a in ANALYTES}).astype(str),
             "compartment": comp.astype(str),
             "lloq": (lloq * factor).astype(float),
             "blq": blq.astype(bool),
@@ -591,15 +344,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     See :mod:`carthema.data.events` for the kinds and :mod:`carthema.data.schema` for
     the columns. Amounts are converted to the kind's canonical unit (cells/kg, mg/m2, ...).
     """
-    t = _Table(text.copy(), source)
-    _normalise_columns(t, EVENT_COLUMNS, EVENT_REQUIRED)
-    _drop_blank_rows(t)
-    _require_rows(t)
+    t = TextTable(text.copy(), source)
+    normalise_columns(t, EVENT_COLUMNS, EVENT_REQUIRED)
+    drop_blank_rows(t)
+    require_rows(t)
 
     patient = _check_patient(t)
     day = _check_day(t)
 
-    kind_raw = _text(t, "kind", required=True, fix="give every event a kind.")
+    kind_raw = text_column(t, "kind", required=True, fix="give every event a kind.")
     kind = kind_raw.str.lower()
 
     def unknown_kind(row: int) -> tuple[str, str]:
@@ -614,7 +367,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     spec = kind.map(get_event_kind)
 
     # amount and unit
-    amount = _numbers(t, "amount", required=False, what="amount", fix_missing="")
+    amount = numbers(t, "amount", required=False, what="amount", fix_missing="")
     needs = spec.map(lambda k: k.amount_required)
     t.refuse_first(
         needs & amount.isna(),
@@ -630,7 +383,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"amount {amount.loc[r]:g} is not positive.",
         "give a dose > 0; leave out events that did not happen.",
     )
-    unit_raw = _text(t, "unit", required=False, fix="")
+    unit_raw = text_column(t, "unit", required=False, fix="")
     t.refuse_first(
         amount.notna() & (unit_raw == ""),
         "unit",
@@ -705,7 +458,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     )
 
     # duration
-    duration = _numbers(t, "duration", required=False, what="duration", fix_missing="")
+    duration = numbers(t, "duration", required=False, what="duration", fix_missing="")
     t.refuse_first(
         duration > P.DAY_LIMIT,
         "duration",
@@ -734,7 +487,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     )
 
     # kind-specific columns: a value where it does not apply is refused, not ignored
-    present = {c: _text(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
+    present = {c: text_column(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
     for col in KIND_SPECIFIC_COLUMNS:
         applies = spec.map(lambda k, c=col: (c == "drug" and bool(k.drugs)) or c in k.columns)
         users = [
@@ -760,7 +513,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
 
     def unknown_drug(row: int) -> tuple[str, str]:
         k = spec.loc[row]
-        close = _suggest(drug.loc[row], k.drugs)
+        close = suggest(drug.loc[row], k.drugs)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return (
             f"unknown {k.name} drug '{present['drug'].loc[row]}'.",
@@ -783,15 +536,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"unknown source '{present['source'].loc[r]}'.",
         f"write one of: {', '.join(SOURCES)}.",
     )
-    cd34 = _yes_no(t, "cd34_selected", default=None)
+    cd34 = yes_no(t, "cd34_selected", default=None)
     t.refuse_first(
         is_boost & cd34.isna(),
         "cd34_selected",
         "stem_cell_boost needs to say whether the graft was CD34-selected.",
         "write yes or no.",
     )
-    cd3 = _numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
-    mnc = _numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
+    cd3 = numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
+    mnc = numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
     for name, s in (("cd3_per_kg", cd3), ("mnc_per_kg", mnc)):
         t.refuse_first(
             s < 0,
@@ -817,7 +570,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         return (
             f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['kind']}"
             f"{' ' + k['drug'] if k['drug'] else ''} already appears on row "
-            f"{_earlier_row(keyframe, row)}."
+            f"{earlier_row(keyframe, row)}."
         )
 
     t.refuse_first(
@@ -827,7 +580,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         "write one row per event; if two were given on one day, sum their amounts.",
     )
 
-    note = _text(t, "note", required=False, fix="")
+    note = text_column(t, "note", required=False, fix="")
 
     def _opt_text(s: pd.Series) -> pd.Series:
         return s.astype(object).where(s != "", None)
@@ -863,14 +616,14 @@ def validate_outcomes_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     "MRD negative", "full donor chimerism". ``day`` may be empty when the source gives
     none; ``source_quote`` is the sentence the outcome is read from.
     """
-    t = _Table(text.copy(), source)
-    _normalise_columns(t, OUTCOME_COLUMNS + ("note",), OUTCOME_COLUMNS)
-    _drop_blank_rows(t)
-    _require_rows(t)
+    t = TextTable(text.copy(), source)
+    normalise_columns(t, OUTCOME_COLUMNS + ("note",), OUTCOME_COLUMNS)
+    drop_blank_rows(t)
+    require_rows(t)
     patient = _check_patient(t)
-    outcome = _text(t, "outcome", required=True, fix="name the outcome.")
-    day = _numbers(t, "day", required=False, what="day", fix_missing="")
-    quote = _text(t, "source_quote", required=True, fix="quote the sentence it comes from.")
+    outcome = text_column(t, "outcome", required=True, fix="name the outcome.")
+    day = numbers(t, "day", required=False, what="day", fix_missing="")
+    quote = text_column(t, "source_quote", required=True, fix="quote the sentence it comes from.")
     out = pd.DataFrame(
         {"patient": patient, "outcome": outcome, "day": day, "source_quote": quote},
     )
@@ -906,7 +659,7 @@ def _natural_key(s: str) -> tuple:
 def _sort(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """``df`` sorted by ``by`` (patients in natural order), stable; one copy of ``df``."""
     order = {p: i for i, p in enumerate(sorted(df["patient"].unique(), key=_natural_key))}
-    keys = pd.DataFrame({"_p": _lookup(df["patient"], order).to_numpy()})
+    keys = pd.DataFrame({"_p": lookup(df["patient"], order).to_numpy()})
     for c in by[1:]:
         keys[c] = df[c].to_numpy()
     perm = keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()

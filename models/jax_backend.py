@@ -48,6 +48,10 @@ instead, as the numba backend does.
 
 Precision: carthema needs float64 (cell counts span ~1e-6 to 1e12 and the reference
 tests run at rtol 1e-10), so importing this module enables ``jax_enable_x64`` globally.
+
+It stays one module (about 500 lines): the solver object, the static event layout, the
+compiled single-patient and population functions share one cache key per model and
+event layout.
 """
 
 from __future__ import annotations

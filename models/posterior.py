@@ -3,13 +3,17 @@
 A :class:`Posterior` is what a clinical question needs from a fit: the model, the
 parameter vector of the fixed values, the draws (natural scale, one row per draw, every
 model parameter), the patient's events and observations, and where it came from. A fit
-in memory (:meth:`carthema.fitting.samplers.FitResult.posterior`) and a saved fit folder
-(:meth:`Posterior.from_fit_folder`) give the same draws.
+in memory (:meth:`carthema.fitting.results.fit_result.FitResult.posterior`) and a saved
+fit folder (:meth:`Posterior.from_fit_folder`) give the same draws, and the same
+:class:`FitRecord` (what the fit says about itself: the misfit check and the report read
+it). The calibrated virtual population gives draws without a fit
+(:meth:`carthema.clinical.population.posterior.VirtualPopulation.sample`; ``fit``
+is None).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,36 @@ import numpy as np
 import pandas as pd
 
 from .model import Model
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """What a fit says about itself besides its draws: ``fit.json``, ``summary.csv`` and
+    ``residuals.csv`` of a saved fit, or the same tables of a fit in memory.
+
+    Attributes
+    ----------
+    meta:
+        :meth:`~carthema.fitting.results.fit_result.FitResult.meta` (``fit.json``):
+        settings, diagnostics, the trust lines, the PIT summary, notes.
+    summary:
+        One row per parameter: prior and posterior quantiles, data information, R-hat.
+    residuals:
+        One row per observation: PRED, IPRED, 90 % predictive interval, PIT.
+    folder:
+        The saved fit folder, where there is one (its plots and files are named from
+        there); None for a fit only in memory.
+    """
+
+    meta: Mapping
+    summary: pd.DataFrame | None = None
+    residuals: pd.DataFrame | None = None
+    folder: Path | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """The fit's notes (data and sampler)."""
+        return [str(n) for n in self.meta.get("notes", [])]
 
 
 @dataclass(frozen=True)
@@ -40,8 +74,11 @@ class Posterior:
     patient:
         Who was fitted.
     provenance:
-        Where the draws came from (``fit_folder`` or ``in_memory``, the sampler and its
-        settings).
+        Where the draws came from (``fit_folder``, ``in_memory`` or ``population``, the
+        sampler and its settings).
+    fit:
+        What the fit says about itself (:class:`FitRecord`); None for draws that no fit
+        produced (the virtual population).
     """
 
     model: Model
@@ -52,6 +89,7 @@ class Posterior:
     observations: pd.DataFrame | None = None
     patient: str | None = None
     provenance: dict = field(default_factory=dict)
+    fit: FitRecord | None = None
 
     @classmethod
     def from_log_draws(
@@ -72,9 +110,9 @@ class Posterior:
 
     @classmethod
     def from_fit_folder(cls, path: str | Path) -> Posterior:
-        """The posterior of a saved fit folder (:func:`carthema.fitting.fitdir.load_fit`;
+        """The posterior of a saved fit folder (:func:`carthema.fitting.results.fitdir.load_fit`;
         loads ArviZ, not PyMC)."""
-        from carthema.fitting.fitdir import FitFolder, load_fit
+        from carthema.fitting.results.fitdir import FitFolder, load_fit, read_residuals
 
         ff = path if isinstance(path, FitFolder) else load_fit(path)
         lp = ff.idata.posterior["log_params"]
@@ -87,6 +125,7 @@ class Posterior:
             observations=ff.observations,
             patient=ff.patient,
             provenance={"fit_folder": str(ff.path), "settings": ff.meta.get("settings", {})},
+            fit=FitRecord(ff.meta, ff.summary, read_residuals(ff.path), ff.path),
         )
 
     @property
@@ -95,7 +134,7 @@ class Posterior:
 
     def sample(self, n: int | None = None, seed: int = 0) -> np.ndarray:
         """``n`` draws picked at random without replacement, in their stored order (all
-        when ``n`` is None or larger; :meth:`carthema.fitting.fitdir.FitFolder.draws`)."""
+        when ``n`` is None or larger; :meth:`carthema.fitting.results.fitdir.FitFolder.draws`)."""
         if n is None or n >= self.n_draws:
             return self.draws.copy()
         pick = np.random.default_rng(seed).choice(self.n_draws, n, replace=False)

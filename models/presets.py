@@ -87,12 +87,29 @@ class ProductPreset:
 
 
 @dataclass(frozen=True)
+class Course:
+    """A product's lymphodepletion and dose as given in one disease's pivotal trial:
+    fludarabine and cyclophosphamide in mg/m2 per day on the listed days (days relative
+    to the CAR-T infusion on day 0) and the CAR+ cells/kg infused."""
+
+    flu_mg_m2: float
+    flu_days: tuple[float, ...]
+    cy_mg_m2: float
+    cy_days: tuple[float, ...]
+    dose_per_kg: float
+    source: str
+
+
+@dataclass(frozen=True)
 class DiseasePreset:
     name: str
     disease: str
     overrides: dict[str, float]
     override_source: str
     notes: str = ""
+    #: Products' courses in this disease where they differ from the product's LBCL
+    #: course (carthema.clinical.population.virtual.PRODUCT_LD / PRODUCT_DOSE).
+    courses: dict[str, Course] = field(default_factory=dict)
 
 
 PRODUCTS: dict[str, ProductPreset] = {
@@ -239,18 +256,83 @@ def burden_to_load(cells: float) -> float:
     return cells * BLOOD_SHARE / BLOOD_UL
 
 
+def marrow_ref(load: float, blast_share: float) -> float:
+    """``leuk_marrow_ref`` (cells/uL-equivalents) at which a pre-treatment ``load`` is a
+    marrow blast share ``blast_share`` (targets.py: share = L / (L + ref))."""
+    return load * (1.0 - blast_share) / blast_share
+
+
+#: B-ALL: CD19+ load and marrow blast share before CAR-T.
+B_ALL_LOAD, B_ALL_MARROW = 2000.0, 0.70
+#: MCL: CD19+ load and marrow share (assumptions, see the preset).
+MCL_LOAD, MCL_MARROW = 1000.0, 0.20
+#: Lymphodepletion and dose of the B-ALL and MCL pivotal trials.
+ELIANA_COURSE = Course(
+    30.0,
+    (-6.0, -5.0, -4.0, -3.0),
+    500.0,
+    (-6.0, -5.0),
+    3.1e6,
+    "ELIANA / Kymriah US prescribing information (B-ALL): fludarabine 30 mg/m2 daily for 4 "
+    "days and cyclophosphamide 500 mg/m2 daily for 2 days starting with the first "
+    "fludarabine dose (as recalled from the label, not read in the stored copies), ending "
+    "here on day -3; dose: median 3.1e6 CAR+ cells/kg in patients <= 50 kg ("
+    + STEIN_T2
+    + "; the ELIANA update abstract gives a median 3.0e6/kg, range 0.2-5.4e6)",
+)
+ZUMA3_COURSE = Course(
+    25.0,
+    (-4.0, -3.0, -2.0),
+    900.0,
+    (-2.0,),
+    1.0e6,
+    "ZUMA-3 (adult B-ALL; tecartushcp.com ZUMA-3 study design): fludarabine 25 mg/m2 on "
+    "days -4, -3 and -2 and cyclophosphamide 900 mg/m2 on day -2; a single infusion of "
+    "1 x 10^6 CAR T cells/kg (Shah et al. 2021, Lancet 398:491, abstract)",
+)
+ZUMA2_COURSE = Course(
+    30.0,
+    (-5.0, -4.0, -3.0),
+    500.0,
+    (-5.0, -4.0, -3.0),
+    2.0e6,
+    "ZUMA-2 (MCL; Wang et al. 2020, NEJM 382:1331, abstract: a single infusion of 2 x 10^6 "
+    "CAR T cells/kg after conditioning chemotherapy); fludarabine 30 mg/m2 and "
+    "cyclophosphamide 500 mg/m2 on days -5..-3 (Tecartus US prescribing information, as "
+    "for axi-cel in LBCL)",
+)
+
+
 DISEASES: dict[str, DiseasePreset] = {
     "b-all": DiseasePreset(
         name="b-all",
         disease="relapsed/refractory B-cell acute lymphoblastic leukaemia",
-        overrides={"leuk_L0": 2000.0},
+        overrides={
+            "leuk_L0": B_ALL_LOAD,
+            "leuk_marrow_ref": marrow_ref(B_ALL_LOAD, B_ALL_MARROW),
+            "leuk_crowding": 1.0,
+        },
         override_source=(
-            "calibrated: the CD19+ blast load at which the cart_targets model with "
-            "tisagenlecleucel defaults gives Stein et al. 2019's Cmax (about 23,800 vs "
-            "24,000 copies/ug, Tmax 10.2 vs 9.3 d). The burden rule of burden_to_load gives "
-            "the same order: a marrow of about 1e12 nucleated cells (1.4e8 CD34+ cells/kg at "
-            "about 1 %, 70 kg) with 70 % blasts, 7e11 cells, is 2800 cells/uL-equivalents. "
-            "CAR-T Cmax rises with tumour burden (Mueller et al. 2017; Stein et al. 2019)"
+            "leuk_L0 2000 cells/uL-equivalents, set directly (not a ratio): the CD19+ blast "
+            "load at which the cart_targets model with tisagenlecleucel defaults gives Stein "
+            "et al. 2019's Cmax (about 23,800 vs 24,000 copies/ug, Tmax 10.2 vs 9.3 d); the "
+            "burden rule of burden_to_load gives the same order: a marrow of about 1e12 "
+            "nucleated cells with 70 % blasts, 7e11 cells, is 2800 cells/uL-equivalents. "
+            "CAR-T Cmax rises with tumour burden (Mueller et al. 2017; Stein et al. 2019). "
+            "Marrow infiltration: 70 % blasts at that load (leuk_marrow_ref = 2000 x 0.3 / "
+            "0.7 = 857), assumption: R/R B-ALL trials enrol marrow disease of >= 5 % blasts "
+            "(ELIANA) with most patients heavily infiltrated (ZUMA-3 reports responses by "
+            "> 75 % marrow blasts: Shah et al. 2022, J Hematol Oncol 15:170; ELIANA's median "
+            "74 % as recalled from Maude et al. 2018, NEJM 378:439, not read in the stored "
+            "copies). leuk_crowding 1: the blasts' marrow share is lost to normal "
+            "haematopoiesis (leukaemic niche take-over: Colmone et al. 2008, Science "
+            "322:1861)"
+        ),
+        courses={"tisa-cel": ELIANA_COURSE, "brexu-cel": ZUMA3_COURSE},
+        notes=(
+            "Paediatric (tisa-cel, ELIANA) and adult (brexu-cel, ZUMA-3) patients share one "
+            "trait distribution; they differ by their trial's lymphodepletion and dose per "
+            "kg and by the product's own kinetics."
         ),
     ),
     "lbcl": DiseasePreset(
@@ -270,13 +352,21 @@ DISEASES: dict[str, DiseasePreset] = {
     "mcl": DiseasePreset(
         name="mcl",
         disease="relapsed/refractory mantle cell lymphoma",
-        overrides={"leuk_L0": 1000.0},
+        overrides={
+            "leuk_L0": MCL_LOAD,
+            "leuk_marrow_ref": marrow_ref(MCL_LOAD, MCL_MARROW),
+            "leuk_crowding": 1.0,
+        },
         override_source=(
-            "assumption (burden_to_load): nodal disease as in LBCL (300) plus marrow "
-            "involvement, common in MCL, of about 20 % of 1e12 marrow cells (800): about "
-            "1000 cells/uL-equivalents; no published load was verified, and no natural "
-            "history of MCL is calibrated"
+            "assumption (burden_to_load), set directly (not a ratio): nodal disease as in "
+            "LBCL (300) plus marrow involvement, common in MCL, of about 20 % of 1e12 marrow "
+            "cells (800): about 1000 cells/uL-equivalents; the marrow share of that load is "
+            "20 % (leuk_marrow_ref = 1000 x 0.8 / 0.2 = 4000), crowding normal "
+            "haematopoiesis as in B-ALL (leuk_crowding 1: Colmone et al. 2008, Science "
+            "322:1861). No published MCL load or marrow share was verified in the stored "
+            "sources; the natural history is calibrated to natural_history_more.csv row 6"
         ),
+        courses={"brexu-cel": ZUMA2_COURSE},
     ),
 }
 
@@ -301,7 +391,9 @@ def apply_presets(
     with ``full=True`` also the product's haematopoiesis.py overrides, for the full
     model) plus ``"cart_dose"`` (CAR+ cells/kg) when a product is given; pass the dose to
     :func:`carthema.typical_course` (``cart_dose=``) and the rest as ``params=``.
-    Disease overrides are applied after product overrides.
+    Disease overrides are applied after product overrides; the dose is the product's
+    dose in that disease's pivotal trial where the disease preset gives one
+    (:attr:`DiseasePreset.courses`).
     """
     out: dict[str, float] = {}
     if product is not None:
@@ -313,11 +405,16 @@ def apply_presets(
     if disease is not None:
         dp = _lookup(DISEASES, disease, "disease")
         out.update(dp.overrides)
+        if product is not None and pp.name in dp.courses:
+            # The dose of the product's pivotal trial in this disease (ZUMA-3: 1e6/kg).
+            out["cart_dose"] = dp.courses[pp.name].dose_per_kg
     return out
 
 
 __all__ = [
     "Anchor",
+    "Course",
+    "marrow_ref",
     "burden_to_load",
     "DISEASES",
     "DiseasePreset",

@@ -130,6 +130,8 @@ def _cases(files: Path) -> dict[str, list[list[str]]]:
         "window": [
             [fitdir],
             [fitdir, "--draws", "0"],
+            [fitdir, "--dose", "3"],  # 3e6 CD34+/kg written in millions
+            [fitdir, "--source", "allogeneic", "--cd3", "5e12"],
             [str(files / "no_such_fit")],
             [fitdir, "--out", fitdir, "--overwrite"],
             [fitdir, "--out", notes],
@@ -203,6 +205,8 @@ def test_messages_name_the_option_and_the_fix(files, tmp_path):
     assert "posterior.nc" in res.stderr and "refit" in res.stderr
     res = _run(["window", str(_bad_fit_folder(files)), "--draws", "0"], tmp_path)
     assert "--draws" in res.stderr
+    res = _run(["window", str(_bad_fit_folder(files)), "--dose", "3"], tmp_path)
+    assert "--dose" in res.stderr and "--dose 3e+06" in res.stderr, res.stderr
 
 
 #: Per command, arguments that point --out at a user's folder, at the command's input

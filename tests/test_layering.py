@@ -43,6 +43,7 @@ def test_clinical_package_imports_no_sampler_stack():
             "population.natural_history",
             "population.statistics",
             "population.icaht",
+            "population.posterior",
         )
     )
     assert _loaded(body) == []

@@ -235,14 +235,19 @@ def test_poor_reserve_gives_months_of_cytopenia():
     """A low marrow reserve with a strong delayed injury leaves ANC below 0.5 G/L for
     months (Rejeski et al. 2021: prolonged cytopenia in high CAR-HEMATOTOX patients;
     the aplastic phenotype of the ICAHT consensus, Rejeski et al. 2023). The surviving
-    CD34+ progenitors give a first recovery in the second week; the delayed injury, which
+    CD34+ progenitors give a partial first recovery in the second week (the ANC rises at
+    least threefold from its first nadir; behind the marrow neutrophil reserve it peaks
+    near 0.47 G/L, where it crossed 0.5 before the reserve); the delayed injury, which
     peaks about two weeks after the CRS, then takes it away (a second dip that does not
     end)."""
     traj = simulate(typical_course(), params=POOR_RESERVE, days=180)
     anc = traj["anc"]
     t = traj.t
     assert np.all(anc[(t >= 21) & (t <= 90)] < 0.5)
-    assert anc[(t >= 5) & (t <= 14)].max() > 0.5
+    first_nadir = anc[(t >= 0) & (t <= 10)].min()
+    first_peak = anc[(t >= 5) & (t <= 16)].max()
+    assert first_peak > 3.0 * first_nadir
+    assert anc[t == 30.0][0] < 0.5 * first_peak
 
 
 def test_reserve_lengthens_neutropenia_without_changing_cart_expansion():
@@ -257,5 +262,7 @@ def test_reserve_lengthens_neutropenia_without_changing_cart_expansion():
     # Only through B-cell production (lymphoid output) does reserve touch CAR-T: the
     # peaks differ by less than 5 %.
     assert abs(poor["cart_copies"].max() / good["cart_copies"].max() - 1.0) < 0.05
-    below = [np.sum(tr["anc"][tr.t >= 0] < 0.5) for tr in (good, poor)]
-    assert below[1] > below[0]
+    # Grade >= 3 neutropenia (ANC < 1.0 G/L): behind the marrow neutrophil reserve both
+    # spend 8 days below 0.5 G/L; the weak marrow then stays at 0.5-1 G/L for weeks.
+    below = [np.sum(tr["anc"][tr.t >= 0] < 1.0) for tr in (good, poor)]
+    assert below[1] > below[0] + 7

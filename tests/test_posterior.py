@@ -1,18 +1,35 @@
-"""Posterior: a fit in memory and its saved folder give the same draws."""
+"""Posterior: a fit in memory and its saved folder give the same draws and the same fit
+record, so the engraftment window runs from either without re-reading files; the
+calibrated virtual population gives a posterior the window runs from too."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
+import pandas as pd
+import pytest
 
 import carthema
+from carthema.clinical.population.posterior import VirtualPopulation
+from carthema.clinical.population.virtual import population_params
+from carthema.clinical.window import window_draws, window_from_fit
 from carthema.data import load_example
+from carthema.data.errors import InputError
 from carthema.fitting.fitdir import load_fit
 from carthema.models.posterior import Posterior
 
 
-def test_a_fit_folders_posterior_equals_the_in_memory_one(tmp_path):
+@pytest.fixture(scope="module")
+def map_fit():
+    """A MAP fit of VP004 (full model), not saved."""
     ex = load_example("synthetic")
-    r = carthema.fit(ex.observations, ex.events, "VP004", sampler="map", draws=300, seed=3)
+    return carthema.fit(ex.observations, ex.events, "VP004", sampler="map", draws=300, seed=3)
+
+
+def test_a_fit_folders_posterior_equals_the_in_memory_one(tmp_path, map_fit):
+    r = map_fit
     r.save(tmp_path / "fit", plot=False)
     mem = r.posterior()
     disk = Posterior.from_fit_folder(tmp_path / "fit")
@@ -39,3 +56,79 @@ def test_a_fit_folders_posterior_equals_the_in_memory_one(tmp_path):
     assert disk.provenance["fit_folder"] == str(tmp_path / "fit")
     assert mem.provenance["in_memory"] is True and mem.provenance["sampler"] == "map"
     assert len(mem.events) == len(disk.events)
+
+
+def test_in_memory_fit_and_its_folder_give_the_same_window(tmp_path, map_fit):
+    """The fit record travels with the in-memory posterior (nothing is read back): the
+    window of the unsaved fit equals the window of its saved folder, table and misfit
+    check alike; only the saved one names a fit folder."""
+    # As the fit was before any save (another test may have saved the shared fit).
+    mem = dataclasses.replace(map_fit, folder=None).posterior()
+    assert mem.fit is not None and mem.fit.folder is None
+    map_fit.save(tmp_path / "fit", plot=False)
+    disk = Posterior.from_fit_folder(tmp_path / "fit")
+    assert disk.fit.folder == tmp_path / "fit"
+    assert map_fit.posterior().fit.folder == tmp_path / "fit"
+    saved = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert mem.fit.meta["pit"] == pytest.approx(saved["pit"])
+    assert mem.fit.meta["trust"] == saved["trust"] and mem.fit.notes == disk.fit.notes
+    # summary.csv and residuals.csv hold the same numbers to their 6 significant digits.
+    columns = {"summary": ("median", "q05", "q95"), "residuals": ("ipred", "pi05", "pi95", "pit")}
+    for name, table in (("summary", mem.fit.summary), ("residuals", mem.fit.residuals)):
+        read = pd.read_csv(tmp_path / "fit" / f"{name}.csv")
+        assert len(read) == len(table) > 0
+        for col in columns[name]:
+            np.testing.assert_allclose(read[col], table[col], rtol=1e-5, err_msg=col)
+    runs = {}
+    for label, post in (("memory", mem), ("folder", disk)):
+        out = tmp_path / label
+        runs[label] = window_from_fit(post, [30.0, 60.0], out, n_draws=6, seed=2, today=30.0)
+        runs[label]["table"] = pd.read_csv(out / "window.csv")
+    pd.testing.assert_frame_equal(runs["memory"]["table"], runs["folder"]["table"])
+    assert runs["memory"]["misfit_reasons"] == runs["folder"]["misfit_reasons"]
+    assert runs["memory"]["fit"] is None
+    assert runs["folder"]["fit"] == str(tmp_path / "fit")
+    assert runs["memory"]["draws_from"] == "posterior draws of a fit in memory"
+
+
+def test_window_runs_from_a_population_posterior(tmp_path):
+    """Draws of the calibrated population (axi-cel, CAR-HEMATOTOX high) are rows of the
+    population under axi-cel's kinetics with axi-cel's course as events; the window scans
+    them, and its CAR-T level on each boost day equals the median of one public
+    `carthema.simulate` run per draw of the product's course."""
+    pop = VirtualPopulation.load()
+    n = 10
+    post = pop.sample(n, seed=4, product="axi-cel", hematotox="high")
+    model = post.model
+    assert post.fit is None and post.draws.shape == (n, len(model.param_names))
+    high = pop.frame[pop.frame["hematotox"] >= 2].assign(product="axi-cel")
+    rows = population_params(model, high)
+    for p in post.draws:
+        assert np.isclose(rows, p, rtol=1e-12, atol=0).all(axis=1).any()
+    ev = post.events
+    assert ev.loc[ev["kind"] == "cart_infusion", "amount"].tolist() == [2e6]
+    assert (ev.loc[ev["kind"] == "lymphodepletion", "day"] < 0).all()
+
+    days = [14.0, 28.0]
+    res = window_from_fit(post, days, tmp_path, n_draws=n, seed=4)
+    on = json.loads((tmp_path / "window.json").read_text())
+    assert on["fit"] is None and on["misfit_reasons"] == []
+    assert on["draws_from"].startswith("draws of the calibrated virtual population")
+    assert on["n_draws"] == n and res["today"] == 0.0
+    table = pd.read_csv(tmp_path / "window.csv")
+    P, _ = window_draws(post, n, seed=4, dose=3e6)
+    for day in days:
+        cart = []
+        for p in P:
+            traj = carthema.simulate(ev, params=p, days=day + 1, rtol=1e-8, atol=1e-10)
+            cart.append(traj["cart_copies"][int(np.flatnonzero(traj.t == day)[0])])
+        row = table[table["boost_day"] == day].iloc[0]
+        assert row["cart_at_reference_median"] == pytest.approx(np.median(cart), rel=1e-3)
+
+
+def test_population_sample_refuses_bad_requests():
+    pop = VirtualPopulation.load()
+    with pytest.raises(InputError, match="product"):
+        pop.sample(5, product="no-such-cel")
+    with pytest.raises(InputError, match="CAR-HEMATOTOX"):
+        pop.sample(5, product="axi-cel", hematotox="9")

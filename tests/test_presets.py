@@ -46,7 +46,12 @@ def test_every_preset_has_sources_units_and_known_parameters():
 
 
 def test_apply_presets_returns_overrides_and_dose():
-    assert apply_presets("tisa-cel", "b-all") == {"cart_dose": 3.1e6, "leuk_L0": 2000.0}
+    assert apply_presets("tisa-cel", "b-all") == {
+        "cart_dose": 3.1e6,
+        "leuk_L0": 2000.0,
+        "leuk_marrow_ref": pytest.approx(2000.0 * 0.3 / 0.7),
+        "leuk_crowding": 1.0,
+    }
     # LBCL: the burden of the median baseline tumour volume (Dean et al. 2020), not 10.
     assert apply_presets(None, "lbcl") == {"leuk_L0": 300.0}
     # The marrow (CRS) overrides of a product act in the full model only.

@@ -110,6 +110,28 @@ def test_misfit_reasons_name_each_failed_check():
     assert not any("ANC" in r for r in misfit_reasons(good, None, cen))
 
 
+def test_misfit_last_count_flags_about_5_percent_of_well_fitted_patients():
+    """With the PIT of each last count (residuals.csv), a well-fitted patient (PIT uniform
+    on (0, 1) for both counts, independent) is flagged with probability
+    1 - (1 - 2 x 0.0125)^2 = 0.0494; the 90 % band alone flagged 1 - 0.9^2 = 0.19."""
+    from carthema.clinical.decision import misfit_reasons
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    flagged = 0
+    base = _residuals(50.0)
+    for u_plt, u_anc in rng.uniform(size=(n, 2)):
+        res = base.assign(pit=[0.5, u_plt, u_anc])
+        flagged += bool(misfit_reasons(None, None, res))
+    # Binomial SD at p = 0.0494, n = 4000: 0.0034; 4 SD either side.
+    assert abs(flagged / n - 0.0494) < 0.014
+    far = misfit_reasons(None, None, base.assign(pit=[0.5, 0.004, 0.5]))
+    assert far == [
+        "the last platelets (day 40: 50 G/L) is in the outer 1.25% of the fit's predictive "
+        "distribution (PIT 0.004; 90 % band 40-200 G/L)"
+    ]
+
+
 def test_decision_line_forms():
     from carthema.clinical.decision import decision_line
 

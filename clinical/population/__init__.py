@@ -7,4 +7,7 @@
 - :mod:`~carthema.clinical.population.natural_history`: the course without a boost.
 - :mod:`~carthema.clinical.population.statistics`: natural-history statistics and
   their published targets.
+- :mod:`~carthema.clinical.population.posterior`: the calibrated population as a
+  :class:`~carthema.models.posterior.Posterior` (:class:`VirtualPopulation`), so that the
+  window runs from it as from a fit.
 """

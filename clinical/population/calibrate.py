@@ -19,7 +19,9 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
    pooled and per product, Table 3 HT-high and HT-low, with the HT-high share 83 / 180
    from the same rows' ``n``; ``natural_history_more.csv``: for LBCL the early ICAHT
    grade >= 3 row of Rejeski et al. 2024 and the day-90 and day-180 ANC rows of Logue
-   et al. 2021), plus a
+   et al. 2021), plus a one-sided term that keeps each product's share of patients
+   above their own pre-lymphodepletion ANC on days 5-20 within the physiological bound
+   of 5 % (issue 17 item 4: no overshoot after flu/cy and CAR-T), plus a
    Kullback-Leibler penalty that keeps the weights close to uniform (so the effective
    sample size stays large). Products differ only by mechanism (their course and
    kinetics on the same patients), never by weights. Pooled statistics mix the
@@ -28,9 +30,15 @@ the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
 4. Resample ``n_out`` patients with those weights (systematic resampling) and write
    them, with this provenance, as the disease's population file.
 
+Other diseases (``--disease mcl``, ``--disease b-all``) run the same procedure on their
+rows of ``natural_history_more.csv``: the disease preset's load and marrow infiltration,
+the pre-lymphodepletion counts of the leukaemic marrow (``crowded_baseline``), each
+product under its course in that disease (B-ALL: tisa-cel ELIANA, brexu-cel ZUMA-3; MCL:
+brexu-cel ZUMA-2) and no CAR-HEMATOTOX share term (those rows have no strata).
+
 No stem-cell-boost cohort enters. Run ``python -m carthema.clinical.population.calibrate
-[--n 24000] [--seed 1] [--out DIR]``; it prints every target beside the calibrated value
-and the effective sample size.
+[--disease lbcl] [--n 24000] [--seed 1] [--out DIR]`` (MCL ships at ``--n 4000``); it
+prints every target beside the calibrated value and the effective sample size.
 """
 
 from __future__ import annotations
@@ -56,9 +64,11 @@ from carthema.clinical.population.statistics import (
 from carthema.clinical.population.virtual import (
     LBCL_MIX,
     TRAITS,
+    crowded_baseline,
     disease_base,
     draw_plausible,
     population_files,
+    product_course,
     simulate_product,
 )
 from carthema.data.atomic import write_atomic
@@ -82,12 +92,33 @@ KL_PENALTY = 2.0
 ESS_FLOOR = 600.0
 #: Days -7..180: the Logue et al. 2021 rows count ANC on days 90 and 180.
 DAYS = np.arange(-7.0, 181.0)
+#: Physiological bound (issue 17 item 4): without G-CSF, no more than 5 % of patients of
+#: any product rise above their own pre-lymphodepletion ANC during days 5-20 (after flu/cy
+#: and CAR-T no clinical course overshoots; the model's own overshoot is a few per cent of
+#: the set point, from the CD34+ pool's regrowth). A one-sided term keeps the weighted
+#: share of each product at or below REBOUND_MAX - REBOUND_MARGIN.
+REBOUND_WINDOW = (5.0, 20.0)
+REBOUND_MAX = 0.05
+REBOUND_MARGIN = 0.01
+
+
+def rebound(days: np.ndarray, anc: np.ndarray, anc0: np.ndarray) -> np.ndarray:
+    """Per patient: ANC above the patient's own pre-lymphodepletion ANC (``anc0``, G/L)
+    on any day of :data:`REBOUND_WINDOW`."""
+    w = (days >= REBOUND_WINDOW[0]) & (days <= REBOUND_WINDOW[1])
+    return (anc[:, w] > np.asarray(anc0)[:, None]).any(axis=1)
 
 
 def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generator):
-    """``n`` plausible patients of ``disease``, each simulated under every product."""
+    """``n`` plausible patients of ``disease``, each simulated under every product (its
+    course in that disease: lymphodepletion and dose of the disease's trial)."""
     model = get_model("full")
-    P, info = draw_plausible(n, rng, model, base=disease_base(disease))
+    base = disease_base(disease)
+    P, info = draw_plausible(n, rng, model, base=base)
+    if "leuk_crowding" in base:
+        # A leukaemic marrow: the pre-lymphodepletion counts are those of the crowded
+        # marrow (virtual.crowded_baseline), the plausible traits those of its healthy part.
+        P = crowded_baseline(model, P)
     info["hematotox"] = hematotox_points(
         P[:, model.index("param", "plt0")],
         P[:, model.index("param", "anc0")],
@@ -99,11 +130,24 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
     ok = np.ones(n, dtype=bool)
     counts = {}
     for g in products:
-        status, anc, plt_ = simulate_product(model, P, g, DAYS)
+        status, anc, plt_ = simulate_product(model, P, g, DAYS, disease)
         ok &= status == 0
         counts[g] = (anc, plt_)
+    anc0 = P[ok, model.index("param", "anc0")]
     values = {g: per_patient(DAYS, anc[ok], plt_[ok]) for g, (anc, plt_) in counts.items()}
+    for g, (anc, _) in counts.items():
+        values[g]["rebound"] = rebound(DAYS, anc[ok], anc0)
     return model, P[ok], info[ok].reset_index(drop=True), values
+
+
+def disease_products(rows: list[dict]) -> list[str]:
+    """Products simulated for a disease's rows: the pooled cohort's (axi-cel, tisa-cel)
+    where a row pools products, and every product a row names."""
+    out = list(POOLED_MIX) if any(r["product"] == "pooled" for r in rows) else []
+    for r in rows:
+        if r["product"] != "pooled" and r["product"] not in out:
+            out.append(r["product"])
+    return out
 
 
 def _indicator(values: dict, key: str, target: float) -> np.ndarray:
@@ -165,17 +209,21 @@ def calibrate(
     rng = np.random.default_rng(seed)
     targets = load_calibration_rows()
     rows = _rows(targets, disease)
-    products = list(POOLED_MIX)
+    products = disease_products(rows)
     model, P, info, values = _simulate(disease, products, n, rng)
+    # The CAR-HEMATOTOX share constraint comes from the LBCL strata of natural_history.csv;
+    # the other diseases' rows have no strata (their score is a model output).
     strata_n = {s: float(targets.loc[targets["stratum"] == s, "n"].iloc[0]) for s in STRATA}
     ht_share = strata_n["HT-high"] / (strata_n["HT-high"] + strata_n["HT-low"])
+    ht_weight = 1.0 if any(r["stratum"] != "all" for r in rows) else 0.0
     # Indicator matrices (patients x rows) per product, and the pooled mix of them.
     X = {
         g: np.column_stack([_indicator(values[g], r["key"], r["target"]) for r in rows])
         for g in products
     }
-    mix = {g: POOLED_MIX[g] / sum(POOLED_MIX.values()) for g in products}
-    X["pooled"] = sum(mix[g] * X[g] for g in products)
+    if any(r["product"] == "pooled" for r in rows):
+        mix = {g: POOLED_MIX[g] / sum(POOLED_MIX.values()) for g in POOLED_MIX}
+        X["pooled"] = sum(mix[g] * X[g] for g in POOLED_MIX)
     # Column k of the row's own group (product rows: that product; others: the mix).
     A = jnp.asarray(np.column_stack([X[r["product"]][:, k] for k, r in enumerate(rows)]))
     strat = np.array([r["stratum"] for r in rows])
@@ -183,6 +231,7 @@ def calibrate(
     is_high, is_low = jnp.asarray(strat == "high"), jnp.asarray(strat == "low")
     goal = jnp.asarray([0.5 if r["key"] in MEDIANS else r["target"] for r in rows])
     fitted = jnp.asarray([r["table"] != holdout for r in rows], dtype=float)
+    R = jnp.asarray(np.column_stack([values[g]["rebound"] for g in products]).astype(float))
 
     def model_values(w):
         every = w @ A
@@ -195,7 +244,9 @@ def calibrate(
         err = fitted * (model_values(w) - goal) / TOL
         kl = jnp.sum(w * jnp.log(w * w.size + 1e-300))
         excess = jnp.maximum(jnp.sum(w**2) * ESS_FLOOR - 1.0, 0.0)  # > 0 when ESS < floor
-        return jnp.sum(err**2) + ((w @ h - ht_share) / TOL) ** 2 + KL_PENALTY * kl + 1e3 * excess**2
+        over = jnp.maximum(w @ R - (REBOUND_MAX - REBOUND_MARGIN), 0.0) / TOL
+        ht = ht_weight * ((w @ h - ht_share) / TOL) ** 2
+        return jnp.sum(err**2) + ht + KL_PENALTY * kl + 1e3 * excess**2 + jnp.sum(over**2) * 1e2
 
     vg = jax.jit(jax.value_and_grad(loss))
     res = minimize(
@@ -207,18 +258,21 @@ def calibrate(
     )
     weights = np.asarray(jax.nn.softmax(jnp.asarray(res.x)))
     ess = float(1.0 / np.sum(weights**2))
+    rebound_share = {g: float(weights @ values[g]["rebound"]) for g in products}
 
     # Resample n_out patients with the weights; every row reported on the resampled set.
     idx = _systematic(weights, n_out, rng)
-    cols = {
-        name: P[idx, model.index("param", name)] for name in TRAITS if name in model.param_names
-    }
+    # Every varying trait, and the disease preset's values (constant columns: the
+    # simulation of the population reads its disease's load and marrow from the file).
+    names = [name for name in TRAITS if name in model.param_names]
+    names += [name for name in disease_base(disease) if name not in names]
+    cols = {name: P[idx, model.index("param", name)] for name in names}
     pop = pd.DataFrame(cols)
     for lab in ("hemoglobin", "crp", "ferritin"):
         pop[lab] = info[lab].to_numpy()[idx]
     pop.insert(0, "hematotox", info["hematotox"].to_numpy()[idx])
     pop.insert(0, "vp", [f"VP{i + 1:05d}" for i in range(len(pop))])
-    report = [{**r, "held_out": r["table"] == holdout} for r in target_report(pop)]
+    report = [{**r, "held_out": r["table"] == holdout} for r in target_report(pop, disease)]
     info_out = {
         "procedure": __doc__.strip().split("\n\n")[1],
         "module": "carthema.clinical.population.calibrate",
@@ -235,7 +289,14 @@ def calibrate(
             "loss": float(res.fun),
             "iterations": int(res.nit),
         },
-        "ht_high_share_target": ht_share,
+        "ht_high_share_target": ht_share if ht_weight else None,
+        "product_courses": {g: product_course(g, disease).source for g in products},
+        "rebound_bound": {
+            "definition": f"ANC above the patient's own pre-lymphodepletion ANC on any day "
+            f"{REBOUND_WINDOW[0]:g}-{REBOUND_WINDOW[1]:g} without G-CSF (issue 17 item 4)",
+            "max": REBOUND_MAX,
+            "weighted_share": rebound_share,
+        },
         "targets_files": "../shared/calibration/natural_history.csv and "
         "natural_history_more.csv (bundled copies: carthema/data/calibration/); every row of "
         "the disease, each reported with its file and row",
@@ -246,6 +307,7 @@ def calibrate(
     }
     if verbose:
         _print(report, ess)
+        print(f"rebound above the pre-LD ANC on days 5-20 (bound {REBOUND_MAX:g}): {rebound_share}")
     return pop, info_out
 
 
@@ -279,7 +341,9 @@ def target_report(pop: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
         if group not in cache:
             product = None if r["product"] == "pooled" else r["product"]
             hematotox = None if r["stratum"] == "all" else r["stratum"]
-            cache[group] = population_statistics(pop, product=product, hematotox=hematotox)
+            cache[group] = population_statistics(
+                pop, product=product, hematotox=hematotox, disease=disease
+            )
         model_value = cache[group][r["key"]]
         out.append(
             {
@@ -326,12 +390,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-out", type=int, default=2000, help="resampled patients")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
+        "--disease",
+        default="lbcl",
+        choices=("lbcl", "b-all", "mcl"),
+        help="whose rows to calibrate to (b-all and mcl: natural_history_more.csv)",
+    )
+    ap.add_argument(
         "--out",
         default=str(resources.files("carthema.data") / "populations"),
         help="folder for the population file (default: the package's own)",
     )
     a = ap.parse_args(argv)
-    pop, info = calibrate(a.n, a.seed, a.n_out)
+    pop, info = calibrate(a.n, a.seed, a.n_out, disease=a.disease)
     write_population(pop, info, a.out)
     print(f"wrote {Path(a.out) / population_files(info['disease'])[0]}")
 

@@ -41,14 +41,38 @@ from carthema.models.hematotox import parse_hematotox
 from carthema.models.model import get_model
 
 DISEASES = ("lbcl", "b-all", "mcl")
-#: Diseases with a population calibrated to their own published natural history. The
-#: others are refused (:func:`check_disease`, the one place that decides it).
-CALIBRATED_DISEASES = ("lbcl",)
+#: Diseases with a population calibrated to their own published natural history
+#: (data/populations/<disease>_population.csv). The others are refused
+#: (:func:`check_disease`, the one place that decides it).
+CALIBRATED_DISEASES = ("lbcl", "mcl")
+#: Why an uncalibrated disease is refused (measured; the calibration procedure runs:
+#: ``python -m carthema.clinical.population.calibrate --disease b-all``).
+NOT_CALIBRATED_WHY = {
+    "b-all": (
+        "on the same plausible B-ALL patients brexu-cel (ZUMA-3 course) leaves ANC < 1 G/L "
+        "on day 30 in 61 %, including every patient in whom tisa-cel (ELIANA course) leaves "
+        "it on day 28 (38 %), while the labels report 12 % and 40 % "
+        "(natural_history_more.csv rows 4 and 2)"
+    ),
+}
+#: Diseases whose callers load the LBCL population whatever the disease (predict-boost
+#: until it passes the disease to ``load_population``): only LBCL is right for them.
+LBCL_POPULATION_ONLY = ("lbcl",)
+#: Product mix of a pooled simulation (``product=None``) per disease: the LBCL cohort's
+#: axi-cel : tisa-cel 159 : 76 (Rejeski et al. 2021); B-ALL the two label cohorts'
+#: sizes (natural_history_more.csv rows 2-5: tisa-cel 52, brexu-cel 78); MCL brexu-cel.
+DISEASE_MIX: dict[str, dict[str, float]] = {
+    "lbcl": LBCL_MIX,
+    "b-all": {"tisa-cel": 52.0, "brexu-cel": 78.0},
+    "mcl": {"brexu-cel": 1.0},
+}
 
 
-def check_disease(disease: str) -> str:
+def check_disease(disease: str, *, own_population: bool = False) -> str:
     """The canonical name of a disease whose natural history is calibrated; a clear
-    error for an unknown or an uncalibrated one."""
+    error for an unknown or an uncalibrated one. ``own_population``: the caller
+    simulates the disease's own calibrated population (natural history); callers that
+    do not (they load the LBCL population) accept LBCL only."""
     d = str(disease).strip().lower()
     if d not in DISEASES:
         raise InputError(
@@ -57,12 +81,23 @@ def check_disease(disease: str) -> str:
             fix=f"use one of {', '.join(DISEASES)}",
         )
     if d not in CALIBRATED_DISEASES:
+        why = NOT_CALIBRATED_WHY.get(
+            d,
+            "its virtual population has not been fitted to its "
+            "own published natural history (natural_history_more.csv)",
+        )
         raise InputError(
-            f"disease '{d}' is not calibrated yet: its virtual population has not been fitted "
-            "to its own published natural history (natural_history_more.csv), so its blood "
-            "counts would be guesses",
+            f"disease '{d}' is not calibrated yet: {why}; its blood counts would be guesses",
             column="disease",
             fix=f"use --disease {' or '.join(CALIBRATED_DISEASES)}",
+        )
+    if not own_population and d not in LBCL_POPULATION_ONLY:
+        raise InputError(
+            f"disease '{d}' is not calibrated for this command yet: it conditions the LBCL "
+            f"population, not the {d} population (data/populations/{d}_population.csv)",
+            column="disease",
+            fix="use --disease lbcl here; `carthema natural-history --disease "
+            f"{d}` simulates the {d} population",
         )
     return d
 
@@ -88,18 +123,19 @@ def sample_patients(
     rng: np.random.Generator,
     product: str | None = None,
     hematotox=None,
+    disease: str = "lbcl",
 ) -> pd.DataFrame:
     """Virtual patients of the population (shared by every product) in a CAR-HEMATOTOX
-    group, each assigned a product (``None``: the LBCL cohort's axi-cel : tisa-cel mix
-    159 : 76); ``n`` of them (with replacement when more are asked for than the
-    population holds; ``None``: all, once per product of the mix)."""
+    group, each assigned a product (``None``: the disease's mix, :data:`DISEASE_MIX`;
+    LBCL axi-cel : tisa-cel 159 : 76); ``n`` of them (with replacement when more are
+    asked for than the population holds; ``None``: all, once per product of the mix)."""
     if product is not None and product not in PRODUCT_LD:
         raise InputError(
             f"unknown product '{product}'",
             column="product",
             fix=f"use one of {', '.join(PRODUCT_LD)}",
         )
-    mix = {product: 1.0} if product is not None else LBCL_MIX
+    mix = {product: 1.0} if product is not None else DISEASE_MIX[disease]
     total = sum(mix.values())
     sel = _select(pop, None, hematotox)
     if len(sel) == 0:
@@ -117,10 +153,12 @@ def sample_patients(
 
 
 def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl"):
-    """(anc, platelets) of every patient row, each under its product's course and
-    kinetics (:func:`carthema.clinical.population.virtual.simulate_product`); the
-    rows carry the disease's own tumour load."""
-    check_disease(disease)
+    """(anc, platelets) of every patient row, each under its product's course in
+    ``disease`` and its kinetics (:func:`carthema.clinical.population.virtual.product_events`);
+    the rows carry the disease's own tumour load and marrow (population columns). Any
+    known disease: the calibration of an uncalibrated one simulates it too."""
+    if disease not in DISEASES:
+        check_disease(disease)  # the unknown-disease refusal
     model = get_model("full")
     anc = np.full((len(patients), days.size), np.nan)
     plt_ = np.full_like(anc, np.nan)
@@ -128,7 +166,7 @@ def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "
         rows = np.flatnonzero(patients["product"].to_numpy() == g)
         # population_params applies each row's product kinetics (its product column).
         P = population_params(model, patients.iloc[rows])
-        status, a, p = simulate_counts(model, P, product_events(g), days)
+        status, a, p = simulate_counts(model, P, product_events(g, disease=disease), days)
         a[status != 0] = np.nan
         p[status != 0] = np.nan
         anc[rows], plt_[rows] = a, p
@@ -136,15 +174,20 @@ def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "
 
 
 def population_statistics(
-    pop: pd.DataFrame, product: str | None = None, hematotox=None, seed: int = 0
+    pop: pd.DataFrame,
+    product: str | None = None,
+    hematotox=None,
+    seed: int = 0,
+    disease: str = "lbcl",
 ) -> dict[str, float]:
     """Statistics of the population's patients of a product and CAR-HEMATOTOX group
-    (every such patient, products mixed as the LBCL cohort when ``product`` is None)."""
+    (every such patient, products mixed as the disease's cohorts when ``product`` is
+    None), each under the product's course in ``disease``."""
     rng = np.random.default_rng(seed)
     n = None if product is not None else 2000
-    patients = sample_patients(pop, n, rng, product, hematotox)
+    patients = sample_patients(pop, n, rng, product, hematotox, disease)
     days = np.arange(-7.0, 181.0)  # the late rows count days 90 and 180
-    anc, plt_ = simulate_patients(patients, days)
+    anc, plt_ = simulate_patients(patients, days, disease)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
     return summarise(per_patient(days, anc[ok], plt_[ok]))
 
@@ -240,11 +283,14 @@ def natural_history(
     Parameters
     ----------
     product:
-        ``tisa-cel``, ``axi-cel``, ``liso-cel`` or ``brexu-cel``; ``None`` mixes axi-cel
-        and tisa-cel 159 : 76 as the LBCL calibration cohort (Rejeski et al. 2021).
+        ``tisa-cel``, ``axi-cel``, ``liso-cel`` or ``brexu-cel``; ``None`` mixes the
+        disease's cohorts (:data:`DISEASE_MIX`; LBCL: axi-cel and tisa-cel 159 : 76 as
+        the calibration cohort of Rejeski et al. 2021; MCL: brexu-cel).
     disease:
-        ``lbcl``; ``b-all`` and ``mcl`` are refused until their populations are
-        calibrated (:func:`check_disease`).
+        ``lbcl``, ``b-all`` or ``mcl``: that disease's calibrated population
+        (data/populations), each product under its course in that disease (B-ALL:
+        ELIANA for tisa-cel, ZUMA-3 for brexu-cel; MCL: ZUMA-2); an uncalibrated
+        disease is refused (:func:`check_disease`).
     hematotox:
         ``low`` (score 0-1), ``high`` (>= 2), a score 0-7, or ``None`` for everyone.
     n, seed:
@@ -258,11 +304,14 @@ def natural_history(
         raise InputError(f"--n must be an integer >= 10, got {n}", column="n", fix="e.g. --n 1000")
     if horizon < 60:
         raise InputError("the horizon must reach day 60", column="horizon", fix="e.g. 90")
-    disease = check_disease(disease)
+    disease = check_disease(disease, own_population=True)
+    if product is None and len(DISEASE_MIX[disease]) == 1:
+        # One product in the disease's cohorts (MCL: brexu-cel): its rows apply.
+        product = next(iter(DISEASE_MIX[disease]))
     hematotox = parse_hematotox(hematotox)
     pop, meta = load_population(disease=disease)
     rng = np.random.default_rng(seed)
-    patients = sample_patients(pop, n, rng, product, hematotox)
+    patients = sample_patients(pop, n, rng, product, hematotox, disease)
     days = np.arange(-7.0, float(horizon) + 1.0)
     anc, plt_ = simulate_patients(patients, days, disease)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
@@ -271,10 +320,12 @@ def natural_history(
         notes.append(
             f"{int((~ok).sum())} of {ok.size} virtual patients failed to solve and are left out"
         )
-    if product in ("liso-cel", "brexu-cel"):
+    mix = DISEASE_MIX[disease]
+    if product is not None and product not in mix:
         notes.append(
-            f"{product}: the population's patients under the product's own lymphodepletion, "
-            "dose and CAR-T/CRS kinetics; natural_history.csv has no row of this product"
+            f"{product}: the {disease} population's patients under the product's own "
+            "lymphodepletion, dose and CAR-T/CRS kinetics; the calibration files have no "
+            f"{disease} row of this product"
         )
     stats = summarise(per_patient(days, anc[ok], plt_[ok]))
     qs = (5, 50, 95)
@@ -283,7 +334,7 @@ def natural_history(
         "platelets": np.nanpercentile(plt_[ok], qs, axis=0),
     }
     settings = {
-        "product": product or "axi-cel+tisa-cel (159:76)",
+        "product": product or "+".join(mix) + " (" + ":".join(f"{v:g}" for v in mix.values()) + ")",
         "disease": disease,
         "hematotox": hematotox,
         "n": int(ok.sum()),

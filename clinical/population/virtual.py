@@ -84,15 +84,16 @@ TRAITS: dict[str, Trait] = {
     "hsc_mass": Trait(None, 0.6, 0.7, 0.0),
     "hsc_regen": Trait(None, 0.9, 0.8, 0.0),
     "hsc_sigma": Trait(
-        0.006,
+        None,
         0.5,
         0.3,
         0.0,
         "assumption: the stem-cell share of the CD34+ pool's influx sets how deep the "
         "nadir after flu/cy goes (surviving stem cells refill the killed pool); centred "
-        "below the default 0.015 so that plausible patients reach the published depth "
-        "(natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) without extreme "
-        "weights",
+        "on the default 0.003 (0.006 before the marrow neutrophil reserve, which feeds "
+        "the blood for about 6 days after flu/cy) so that plausible patients reach the "
+        "published depth (natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) "
+        "without extreme weights",
     ),
     "ld_kill_prol": Trait(None, 0.6, -0.2, 0.0),
     "ld_kill_mpp": Trait(None, 0.7, -0.6, 0.0),
@@ -119,13 +120,14 @@ TRAITS: dict[str, Trait] = {
     ),
     "plt_gamma": Trait(None, 0.25),
     "mpp_rate": Trait(
-        1.2,
+        None,
         0.3,
         0.0,
         0.0,
-        "assumption: around 1.2/d (default 1.0/d: stressed CD34+ progenitors divide about "
-        "daily); CD34+ turnover after flu/cy sets how fast the first neutropenia ends and "
-        "whether a second dip follows",
+        "assumption: around the default 0.7/d (1.2/d before the marrow neutrophil reserve, "
+        "which hides the first week of the production gap after flu/cy); CD34+ turnover "
+        "after flu/cy sets how fast the first neutropenia ends (natural_history.csv rows 8, "
+        "16, 24: median 9 days of ANC < 0.5 G/L) and whether a second dip follows",
     ),
     "graft_prog": Trait(
         None,
@@ -141,7 +143,17 @@ TRAITS: dict[str, Trait] = {
     "rej_rate": Trait(None, 0.5),
     "cart_rho": Trait(1.0, 0.15),
     "cart_f_dose": Trait(1.0, 0.7, 0.0, 0.0, "relative: multiplies the product's value"),
-    "leuk_L0": Trait(1.0, 1.0, 0.0, 0.0, "relative: multiplies the disease's value"),
+    "leuk_L0": Trait(
+        1.0,
+        0.6,
+        0.0,
+        0.0,
+        "relative: multiplies the disease's value; log-SD 0.6 (was 1.0): with the marrow "
+        "neutrophil reserve the weights bought the late rows (natural_history.csv rows 7, "
+        "15, 23: ANC <= 1.0 G/L after day 21) with tumour load, moving the population's "
+        "geometric-median load to 1.5 x the LBCL preset (459 against 300); at 0.6, 363 "
+        "(n 4000, seed 1), the LBCL load stays the disease's",
+    ),
 }
 #: Traits that multiply a preset's value instead of replacing it.
 RELATIVE = ("cart_rho", "cart_f_dose", "leuk_L0")
@@ -171,35 +183,53 @@ PRODUCT_DOSE: dict[str, float] = {
 LBCL_MIX = {"axi-cel": 159.0, "tisa-cel": 76.0}
 
 
-def product_events(product: str, *, patient: str = "vp") -> pd.DataFrame:
-    """Events of the product's standard course: its lymphodepletion on days -5..-3 and its
-    dose on day 0."""
+def product_course(product: str, disease: str = "lbcl"):
+    """The product's course in ``disease``: the disease preset's trial course where it
+    gives one (B-ALL: ELIANA, ZUMA-3; MCL: ZUMA-2), else the LBCL course of
+    :data:`PRODUCT_LD` and :data:`PRODUCT_DOSE` (days -5..-3, dose on day 0)."""
+    from carthema.models.presets import DISEASES, Course
+
     if product not in PRODUCT_LD:
         raise InputError(
             f"unknown product '{product}'",
             column="product",
             fix=f"choose one of {', '.join(PRODUCT_LD)}",
         )
+    preset = DISEASES.get(disease)
+    if preset is not None and product in preset.courses:
+        return preset.courses[product]
     flu, cy = PRODUCT_LD[product]
+    days = (-5.0, -4.0, -3.0)
+    return Course(flu, days, cy, days, PRODUCT_DOSE[product], "product label (LBCL)")
+
+
+def product_events(product: str, *, patient: str = "vp", disease: str = "lbcl") -> pd.DataFrame:
+    """Events of the product's standard course in ``disease`` (:func:`product_course`):
+    its lymphodepletion and its dose on day 0."""
+    course = product_course(product, disease)
     rows = []
-    for d in (-5.0, -4.0, -3.0):
-        for drug, amount in (("fludarabine", flu), ("cyclophosphamide", cy)):
+    for drug, amount, days in (
+        ("fludarabine", course.flu_mg_m2, course.flu_days),
+        ("cyclophosphamide", course.cy_mg_m2, course.cy_days),
+    ):
+        for d in days:
             rows.append(
                 {
                     "patient": patient,
-                    "day": d,
+                    "day": float(d),
                     "kind": "lymphodepletion",
                     "amount": amount,
                     "unit": "mg/m2",
                     "drug": drug,
                 }
             )
+    rows.sort(key=lambda r: r["day"])
     rows.append(
         {
             "patient": patient,
             "day": 0.0,
             "kind": "cart_infusion",
-            "amount": PRODUCT_DOSE[product],
+            "amount": course.dose_per_kg,
             "unit": "cells/kg",
         }
     )
@@ -245,6 +275,26 @@ def disease_base(disease: str) -> dict[str, float]:
     return apply_presets(disease=disease)
 
 
+def crowded_baseline(model: Model, P: np.ndarray) -> np.ndarray:
+    """``P`` with each patient's pre-lymphodepletion ANC and platelets (``anc0``,
+    ``plt0``: the healthy marrow's counts of the plausible traits) lowered by the
+    patient's own leukaemic marrow crowding: counts in proportion to the marrow's normal
+    share ``1 - leuk_crowding * share0`` (the rule of haematopoiesis.py's feedback with
+    targets.py ``marrow_space``), so that after CAR-T clears the blasts the same patient's
+    counts return to the healthy level. A copy."""
+    from carthema.models.components.targets import crowding
+
+    out = np.array(P, dtype=float, copy=True)
+    col = {name: model.index("param", name) for name in model.param_names}
+    L0, ref = out[:, col["leuk_L0"]], out[:, col["leuk_marrow_ref"]]
+    free0 = 1.0 - crowding(out[:, col["leuk_crowding"]]) * L0 / (L0 + ref)
+    for count in ("anc0", "plt0"):
+        j = col[count]
+        q = model.params[j]
+        out[:, j] = np.clip(out[:, j] * free0, q.low, q.high)
+    return out
+
+
 def draw_plausible(
     n: int, rng: np.random.Generator, model: Model | None = None, base: dict | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -274,11 +324,12 @@ def draw_plausible(
 
 
 def simulate_product(
-    model: Model, P: np.ndarray, product: str, days: np.ndarray
+    model: Model, P: np.ndarray, product: str, days: np.ndarray, disease: str = "lbcl"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(status, anc, platelets) of the patients ``P`` (reference kinetics) under
-    ``product``'s course and kinetics."""
-    return simulate_counts(model, product_params(model, P, product), product_events(product), days)
+    ``product``'s course in ``disease`` and its kinetics."""
+    events = product_events(product, disease=disease)
+    return simulate_counts(model, product_params(model, P, product), events, days)
 
 
 def simulate_counts(

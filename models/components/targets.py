@@ -7,6 +7,18 @@ killed by CAR-T cells with saturating kinetics. Leukemic blasts (CD19+ blast loa
 cells/uL-equivalents) grow logistically up to their pre-treatment burden: the model
 holds untreated disease at its diagnostic level so that the untreated patient is at
 steady state, and lets surviving blasts regrow to it after CAR-T (relapse).
+
+**Marrow crowding.** Blasts in the marrow occupy the space and niches of normal
+haematopoiesis: leukaemic cells take over the progenitor niche and suppress normal
+progenitors' output (Colmone et al. 2008, Science 322:1861), so a leukaemic marrow makes
+fewer normal cells and its clearance lets the resident marrow recover. The marrow blast
+share is ``L / (L + leuk_marrow_ref)``; :func:`derived` gives the haematopoiesis
+component ``marrow_space``, the resident marrow's normal output relative to the
+untreated patient (1 at the pre-treatment load, ``1 / (1 - leuk_crowding * share0)``
+when every blast is gone). ``leuk_crowding`` is the share of the blasts' marrow space
+taken from normal haematopoiesis: 1 (all of it) for a marrow leukaemia; its default is
+off, because the LBCL population was calibrated without it (lymphoma marrow involvement
+is in a minority; a disease preset sets it, :mod:`carthema.models.presets`).
 """
 
 from __future__ import annotations
@@ -109,8 +121,23 @@ PARAMS = (
         "cells/uL",
         100.0,
         1e5,
-        "assumption: blast load equivalent to 50% marrow blasts",
+        "assumption: blast load equivalent to 50% marrow blasts; a disease preset sets it "
+        "from the disease's marrow infiltration (carthema.models.presets)",
         "blast load at which marrow blasts are 50%",
+    ),
+    Param(
+        "leuk_crowding",
+        1e-3,
+        "1",
+        1e-3,
+        1.0,
+        "mechanism: leukaemic cells take over the marrow niche and suppress normal "
+        "progenitors (Colmone et al. 2008, Science 322:1861); 1 = the blasts' marrow share "
+        "is lost to normal haematopoiesis (B-ALL, MCL presets); default 1e-3 (the lower bound) "
+        "= off exactly: the LBCL population's calibration (lbcl_population.json) has no "
+        "marrow crowding",
+        "share of the marrow blasts' space taken from normal haematopoiesis (none at the "
+        "lower bound 1e-3, the default)",
     ),
 )
 
@@ -120,6 +147,32 @@ OBSERVABLES = (
     Observable("b_cells", "cells/uL", "CD19+ B cells in blood"),
     Observable("marrow_blasts", "%", "leukemic blasts in marrow"),
 )
+
+
+#: Lower bound of ``leuk_crowding``, its default: no crowding at all (exactly, so that a
+#: model without marrow disease computes what it computed before the mechanism).
+CROWDING_OFF = 1e-3
+
+
+def crowding(value):
+    """The crowding strength in [0, 1] of a ``leuk_crowding`` value (0 at its lower
+    bound :data:`CROWDING_OFF`, 1 at 1)."""
+    return (value - CROWDING_OFF) / (1.0 - CROWDING_OFF)
+
+
+def marrow_share(L, p: dict):
+    """Leukaemic blast share of the marrow (fraction) at blast load ``L`` (cells/uL)."""
+    return L / (L + p["leuk_marrow_ref"])
+
+
+def derived(s: dict, p: dict, u: dict, m) -> dict:
+    """Quantities other components read: ``marrow_space``, the resident marrow's normal
+    output relative to the untreated patient's (1 at the pre-treatment blast load; more
+    as CAR-T clears the blasts, less if they regrow)."""
+    c = crowding(p["leuk_crowding"])
+    free = 1.0 - c * marrow_share(s["tgt_L"], p)
+    free0 = 1.0 - c * marrow_share(p["leuk_L0"], p)
+    return {"marrow_space": free / free0}
 
 
 def derivatives(s: dict, p: dict, u: dict, m) -> dict:
@@ -143,7 +196,7 @@ def initial(p: dict, m) -> dict:
 
 def observables(s: dict, p: dict, m) -> dict:
     L = s["tgt_L"]
-    return {"b_cells": s["tgt_B"], "marrow_blasts": 100.0 * L / (L + p["leuk_marrow_ref"])}
+    return {"b_cells": s["tgt_B"], "marrow_blasts": 100.0 * marrow_share(L, p)}
 
 
 EVENTS: dict[str, Handler] = {"lymphodepletion": lymphodepletion}

@@ -37,6 +37,10 @@ Gradient
 ``L_op`` returns, per patient, ``g_pred @ jac`` over its rows, using the Op's own ``jac``
 output, so PyTensor evaluates one solve (states + sensitivities) per
 log-density-and-gradient call. ``jac`` and ``ok`` are not differentiable.
+
+It stays one module (about 550 lines): the batch layout (:class:`Schedule`), the Op and
+its numba and JAX implementations must agree on one argument order, which is written
+here once.
 """
 
 from __future__ import annotations
@@ -57,10 +61,10 @@ from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
 from pytensor.scalar.basic import Cast
 from pytensor.tensor.elemwise import Elemwise
 
-from ..models.model import get_model
-from ..models.simulate import METHODS
-from ._native import sens_module
-from .data import PatientData
+from carthema.fitting._native import sens_module
+from carthema.fitting.model.data import PatientData
+from carthema.models.model import get_model
+from carthema.models.simulate import METHODS
 
 #: Default solver settings of a fit: tolerances relative to each state's typical size.
 #: The explicit Tsit5 method is used: the fitted models are not stiff at their default
@@ -446,7 +450,7 @@ def jax_solve_function(op: SolveOp, schedule: Schedule):
     import jax
     import jax.numpy as jnp
 
-    from ..models.jax_backend import make_solver
+    from carthema.models.jax_backend import make_solver
 
     model = get_model(op.model_name)
     s = schedule

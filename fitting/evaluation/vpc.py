@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import PatientData
-from .predict import add_noise, trajectories
+from carthema.fitting.evaluation.predict import add_noise, trajectories
+from carthema.fitting.model.data import PatientData
 
 #: Percentiles compared (per cent).
 PERCENTILES = (5, 50, 95)
@@ -61,8 +61,8 @@ BLQ_NOTE = (
 @dataclass
 class PatientDesign:
     """What simulating one patient's observed design needs: its data rows, solver
-    schedule (:class:`~carthema.fitting.ode_op.Schedule`), ODE Op settings and model
-    (the attributes :func:`carthema.fitting.predict.trajectories` reads)."""
+    schedule (:class:`~carthema.fitting.op.ode_op.Schedule`), ODE Op settings and model
+    (the attributes :func:`carthema.fitting.evaluation.predict.trajectories` reads)."""
 
     data: PatientData
     schedule: object
@@ -277,7 +277,7 @@ def population_vpc(
     pop, idata, *, n_sim: int = N_SIM, n_bins: int = N_BINS, seed: int = 0
 ) -> pd.DataFrame:
     """pcVPC table (:func:`vpc_table`) of a population fit's posterior ``idata`` over
-    its model ``pop`` (:class:`~carthema.fitting.hierarchical.PopulationModel`)."""
+    its model ``pop`` (:class:`~carthema.fitting.model.hierarchical.PopulationModel`)."""
     rng = np.random.default_rng(seed)
     designs = [PatientDesign(d, s, pop.op) for d, s in zip(pop.data, pop.schedules, strict=True)]
     lp, sig, typical = population_draws(pop, idata, n_sim, rng)
@@ -330,10 +330,10 @@ def cohort_vpc_from_folders(
     events and fixed parameters (``history_days`` and ``solver_options`` as in the
     fits), its posterior draws and residual SDs (fixed ones from ``fit.json``) read
     from ``posterior.nc``. The folders' free parameters must agree."""
-    from ..data.errors import InputError
-    from .data import prepare_patient
-    from .fitdir import load_fit
-    from .ode_op import Schedule, SolveOp
+    from carthema.data.errors import InputError
+    from carthema.fitting.model.data import prepare_patient
+    from carthema.fitting.op.ode_op import Schedule, SolveOp
+    from carthema.fitting.results.fitdir import load_fit
 
     designs, draws, sigmas = [], [], []
     free = None
@@ -374,7 +374,7 @@ def plot_vpc(table: pd.DataFrame, path, *, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..models.plotting import LOG_SCALE, TITLES, log_axis
+    from carthema.models.plotting import LOG_SCALE, TITLES, log_axis
 
     analytes = list(dict.fromkeys(table["analyte"]))
     fig, axes = plt.subplots(1, len(analytes), figsize=(5.2 * len(analytes), 4.0), squeeze=False)

@@ -17,7 +17,7 @@ Below-limit values
 ------------------
 Rows flagged ``blq`` enter the likelihood as left-censored at their ``lloq`` (M3). A value
 of exactly 0 on an analyte fitted on the log or logit scale (e.g. "0 % blasts") is read
-as "below the detection limit" of :attr:`~carthema.fitting.priors.Residual.zero_limit`
+as "below the detection limit" of :attr:`~carthema.fitting.model.priors.Residual.zero_limit`
 and censored there, with a note.
 
 Times
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
-from ..models.events import SolverEvents, build_events
-from ..models.model import Model
-from .priors import RESIDUALS
+from carthema.data.errors import InputError
+from carthema.fitting.model.priors import RESIDUALS
+from carthema.models.events import SolverEvents, build_events
+from carthema.models.model import Model
 
 #: Data-layer analytes read as a model observable, with the approximation stated.
 ANALYTE_MAP: dict[str, tuple[str, str]] = {
@@ -136,7 +136,7 @@ class PatientData:
 
 
 def transform_np(x: np.ndarray, scale: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """Values on their likelihood scale (numpy); see :func:`carthema.fitting.likelihood`."""
+    """Values on their likelihood scale (numpy); see :func:`carthema.fitting.model.likelihood`."""
     x = np.asarray(x, dtype=float)
     out = np.array(x, dtype=float)
     lg = scale == "log"
@@ -177,7 +177,7 @@ def prepare_patient(
     """
     if observations is None or len(observations) == 0:
         raise InputError("the observations table is empty", fix="give at least one observation")
-    from ..data.patients import select_patient
+    from carthema.data.patients import select_patient
 
     patient = select_patient(observations, patient)
     obs = observations[observations["patient"].astype(str) == patient].copy()

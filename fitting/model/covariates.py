@@ -1,5 +1,5 @@
 """Per-patient covariates of a population fit: the centred design matrix and which
-log-parameters each covariate acts on (see :mod:`carthema.fitting.hierarchical`)."""
+log-parameters each covariate acts on (see :mod:`carthema.fitting.model.hierarchical`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
+from carthema.data.errors import InputError
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Variables of the PyMC model
     Deterministic: free parameters on the log and the natural scale.
 ``sigma`` (dims ``analyte``)
     Residual SDs of the analytes with enough quantified observations (half-normal
-    priors, :data:`carthema.fitting.priors.RESIDUALS`); the others are held at their
+    priors, :data:`carthema.fitting.model.priors.RESIDUALS`); the others are held at their
     typical SD (listed in :attr:`FitModel.sigma_fixed`).
 ``obs``
     Observed: quantified observations on their likelihood scale.
@@ -20,9 +20,9 @@ Variables of the PyMC model
 
 Data of the model (``pm.Data``, :attr:`FitModel.inputs`): the priors (``prior_mu``,
 ``prior_sd``), the patient's schedule (``sched_*``, the batch-of-one inputs of
-:class:`~carthema.fitting.ode_op.SolveOp`) and the observation rows (:func:`row_inputs`).
+:class:`~carthema.fitting.op.ode_op.SolveOp`) and the observation rows (:func:`row_inputs`).
 Two patients with the same :attr:`FitModel.structure` therefore have the same graph and
-share one compiled log-density (:mod:`carthema.fitting.compiled`).
+share one compiled log-density (:mod:`carthema.fitting.op.compiled`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from ..models.model import Model, get_model
-from .data import PatientData, prepare_patient
-from .likelihood import normal_lcdf_pt
-from .ode_op import (
+from carthema.fitting.model.data import PatientData, prepare_patient
+from carthema.fitting.model.likelihood import normal_lcdf_pt
+from carthema.fitting.model.priors import RESIDUALS, Prior, prior_table, resolve_free
+from carthema.fitting.op.ode_op import (
     ATOL,
     BATCH_INPUTS,
     MAX_STEPS,
@@ -49,7 +49,7 @@ from .ode_op import (
     solve_patient,
     stack_schedules,
 )
-from .priors import RESIDUALS, Prior, prior_table, resolve_free
+from carthema.models.model import Model, get_model
 
 #: An analyte needs at least this many quantified observations to estimate its own
 #: residual SD; with fewer, the SD is held at its typical value.
@@ -68,7 +68,7 @@ class FitModel:
     PyMC model as named data (``pm.Data``): :attr:`inputs` holds their values and
     :attr:`structure` what the compiled log-density depends on besides them, so a model
     with the same structure reuses a compiled log-density with this patient's inputs
-    (:mod:`carthema.fitting.compiled`).
+    (:mod:`carthema.fitting.op.compiled`).
     """
 
     pymc_model: pm.Model
@@ -143,7 +143,7 @@ def row_inputs(
 def transform_rows_pt(pred, scale, floor):
     """Predictions on each row's likelihood scale, the scale given per row as a code
     (:data:`SCALE_CODES`; PyTensor vectors or numpy). The same formulas as
-    :func:`~carthema.fitting.likelihood.transform_pt`; the branch not taken by a row gets a
+    :func:`~carthema.fitting.model.likelihood.transform_pt`; the branch not taken by a row gets a
     floor of 1 so that it, and its masked gradient, stay finite."""
     is_log = pt.eq(scale, SCALE_CODES["log"])
     is_logit = pt.eq(scale, SCALE_CODES["logit"])
@@ -202,10 +202,10 @@ def build_model(
     Parameters
     ----------
     data:
-        From :func:`carthema.fitting.data.prepare_patient`.
+        From :func:`carthema.fitting.model.data.prepare_patient`.
     free:
         Free parameters (names or a comma-separated string); default
-        :data:`carthema.fitting.priors.DEFAULT_FREE` of the component set.
+        :data:`carthema.fitting.model.priors.DEFAULT_FREE` of the component set.
     prior_sd:
         Overrides of the prior spreads (log scale) by parameter name.
     sigma:
@@ -213,7 +213,7 @@ def build_model(
     min_obs_for_sigma:
         Estimate an analyte's residual SD only with at least this many quantified rows.
     rtol, atol, max_steps, method:
-        ODE solver settings (see :mod:`carthema.fitting.ode_op`).
+        ODE solver settings (see :mod:`carthema.fitting.op.ode_op`).
     predictor:
         Replace the ODE Op: a function ``theta -> (pred, ok)`` of PyTensor variables
         (predictions at the rows of ``data`` and a 0/1 success flag). Used to compare
@@ -287,7 +287,7 @@ def split_residuals(
     of several pooled; ``observables``: the analytes used, in model order. An analyte
     given in ``sigma`` is held at that SD (on its likelihood scale); one with at least
     ``min_obs_for_sigma`` quantified rows gets its own SD; the others are held at
-    :attr:`~carthema.fitting.priors.Residual.typical_sd`. Returns ``(free, fixed)``.
+    :attr:`~carthema.fitting.model.priors.Residual.typical_sd`. Returns ``(free, fixed)``.
     """
     sigma = dict(sigma or {})
     n_quant = rows.loc[~rows["censored"].astype(bool)].groupby("observable").size()
@@ -353,7 +353,7 @@ def build_patient_model(
 
     ``params`` sets the values of non-free parameters (default: model defaults).
     """
-    from ..models.simulate import resolve_params
+    from carthema.models.simulate import resolve_params
 
     model = get_model(components)
     p = resolve_params(model, params)

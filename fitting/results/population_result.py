@@ -10,10 +10,16 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from .diagnostics import Diagnostics, _mcmc_stats, _moments, timing_line, trust_lines
-from .hierarchical import PopulationModel
-from .laplace import MapResult
-from .priors import RESIDUALS
+from carthema.fitting.evaluation.diagnostics import (
+    Diagnostics,
+    _mcmc_stats,
+    _moments,
+    timing_line,
+    trust_lines,
+)
+from carthema.fitting.model.hierarchical import PopulationModel
+from carthema.fitting.model.priors import RESIDUALS
+from carthema.fitting.sampling.laplace import MapResult
 
 #: Quantiles of a half-normal(1): median, 5 % and 95 %.
 _HN_MEDIAN, _HN_Q05, _HN_Q95 = 0.6745, 0.0627, 1.96
@@ -259,10 +265,10 @@ class PopulationResult:
 
     def vpc(self, n_sim: int = 200, seed: int | None = None) -> pd.DataFrame:
         """The binned, prediction-corrected VPC table of the fit
-        (:func:`carthema.fitting.vpc.population_vpc`: definition, BLQ handling, columns);
+        (:func:`carthema.fitting.evaluation.vpc.population_vpc`: definition, BLQ handling, columns);
         computed once (``seed`` default: the fit's seed)."""
         if self._vpc is None:
-            from .vpc import population_vpc
+            from carthema.fitting.evaluation.vpc import population_vpc
 
             s = self.settings.get("seed") if seed is None else seed
             self._vpc = population_vpc(
@@ -279,8 +285,8 @@ class PopulationResult:
         The folder is written whole or not at all: under a temporary name beside ``out``
         and swapped in at the end (:func:`carthema.data.atomic.swap_folder`); whatever
         ``out`` held before is replaced as a whole."""
-        from .fitdir import write_result_folder
-        from .vpc import plot_vpc, write_vpc_csv
+        from carthema.fitting.evaluation.vpc import plot_vpc, write_vpc_csv
+        from carthema.fitting.results.fitdir import write_result_folder
 
         vpc = self.vpc()  # before the folder is opened: a failure leaves no folder
         return write_result_folder(

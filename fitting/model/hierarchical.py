@@ -11,7 +11,7 @@ its unit, e.g. ``log(cart_rho / (1/d))``):
     omega[k]    ~ HalfNormal(omega_scale[k])        (default scale: sd0[k])
     beta[c, k]  = sd0[k] / s[c] * beta_z[c, k],  beta_z ~ Normal(0, 1)
 
-``mu0``, ``sd0`` are the single-patient priors of :func:`carthema.fitting.priors.prior_table`
+``mu0``, ``sd0`` are the single-patient priors of :func:`carthema.fitting.model.priors.prior_table`
 (literature default and spread), so ``mu`` is the population log-median and ``omega``
 the between-patient SD of ``log p``. Covariates ``x`` are centred on the cohort mean
 (``mu`` is then the log-median of a patient with average covariates) and act only on
@@ -21,13 +21,13 @@ most. ``beta`` is reported per unit of the covariate. Text covariates (e.g. an a
 group) are dummy-coded against their first level in sorted order.
 
 Every patient's observations enter through the single-patient likelihood: its
-:class:`~carthema.fitting.data.PatientData` (:func:`~carthema.fitting.data.prepare_patient`),
-the ODE solve on its own :class:`~carthema.fitting.ode_op.Schedule` with the numba
-kernel and forward-sensitivity gradient of :class:`~carthema.fitting.ode_op.SolveOp`
+:class:`~carthema.fitting.model.data.PatientData` (:func:`~.data.prepare_patient`),
+the ODE solve on its own :class:`~carthema.fitting.op.ode_op.Schedule` with the numba
+kernel and forward-sensitivity gradient of :class:`~carthema.fitting.op.ode_op.SolveOp`
 (the Op of a single-patient fit, here over a batch of every patient's schedule: one graph
 node rather than one per patient, which keeps the compiled log-density small), and the
-residual-error and M3 terms of :func:`carthema.fitting.build.add_row_likelihood`.
-Residual SDs (one per analyte, :data:`~carthema.fitting.priors.RESIDUALS`) are shared by
+residual-error and M3 terms of :func:`carthema.fitting.model.build.add_row_likelihood`.
+Residual SDs (one per analyte, :data:`~carthema.fitting.model.priors.RESIDUALS`) are shared by
 all patients.
 
 Variables of the PyMC model: ``mu_z``, ``mu`` (dims ``param``), ``omega`` (``param``),
@@ -46,19 +46,28 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from ..data.errors import InputError
-from ..models.model import Model
-from .build import (
+from carthema.data.errors import InputError
+from carthema.fitting.model.build import (
     MIN_OBS_FOR_SIGMA,
     add_row_likelihood,
     residual_sd_variable,
     row_inputs,
     split_residuals,
 )
-from .covariates import Covariates, design_matrix
-from .data import PatientData
-from .ode_op import ATOL, BATCH_INPUTS, MAX_STEPS, METHOD, RTOL, Schedule, SolveOp, stack_schedules
-from .priors import Prior, prior_table, resolve_free
+from carthema.fitting.model.covariates import Covariates, design_matrix
+from carthema.fitting.model.data import PatientData
+from carthema.fitting.model.priors import Prior, prior_table, resolve_free
+from carthema.fitting.op.ode_op import (
+    ATOL,
+    BATCH_INPUTS,
+    MAX_STEPS,
+    METHOD,
+    RTOL,
+    Schedule,
+    SolveOp,
+    stack_schedules,
+)
+from carthema.models.model import Model
 
 #: A population fit needs at least this many patients to estimate between-patient spreads.
 MIN_PATIENTS = 3
@@ -119,7 +128,7 @@ def build_population_model(
     data:
         One :class:`PatientData` per patient (:func:`prepare_patient`), same model.
     free:
-        Free parameters (default :data:`~carthema.fitting.priors.DEFAULT_FREE`).
+        Free parameters (default :data:`~carthema.fitting.model.priors.DEFAULT_FREE`).
     covariates, effects:
         Per-patient covariate table and which parameters each covariate acts on (see
         :func:`design_matrix`); ``None``: no covariates.
@@ -134,7 +143,7 @@ def build_population_model(
         Estimate an analyte's residual SD only with at least this many quantified rows
         (pooled over patients).
     rtol, atol, max_steps, method:
-        ODE solver settings (see :mod:`carthema.fitting.ode_op`).
+        ODE solver settings (see :mod:`carthema.fitting.op.ode_op`).
     """
     data = list(data)
     if len(data) < MIN_PATIENTS:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from .build import FitModel
+from carthema.fitting.model.build import FitModel
 
 #: A stand-in for -log p at points where the solve fails (L-BFGS-B needs a finite value).
 _BAD = 1e100

@@ -18,8 +18,8 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
-from ..models.model import Model, get_model
+from carthema.data.errors import InputError
+from carthema.models.model import Model, get_model
 
 #: Files a fit folder must have for prediction.
 REQUIRED = ("posterior.nc", "fit.json", "events.csv")
@@ -112,8 +112,8 @@ def write_result_folder(
     record, :mod:`carthema.data.runrecord`; one without inputs is made when not given)
     leave its ``run.json``. Returns key -> final path. Used by every fit result's
     ``save``."""
-    from ..data.atomic import swap_folder
-    from ..data.runrecord import RUN_JSON, run_record
+    from carthema.data.atomic import swap_folder
+    from carthema.data.runrecord import RUN_JSON, run_record
 
     out = Path(out)
     record = record if record is not None else run_record()
@@ -136,7 +136,7 @@ def check_fit_out(
     folder), then a fit folder of another patient than ``patient`` (a refit of the same
     patient replaces its folder as a whole; ``overwrite`` allows any folder but an
     input)."""
-    from ..data.atomic import check_out_folder
+    from carthema.data.atomic import check_out_folder
 
     p = check_out_folder(out, "fit", overwrite=overwrite, inputs=inputs, own_markers=("fit.json",))
     if overwrite or not p.is_dir() or not any(p.iterdir()):
@@ -222,6 +222,17 @@ def check_consistent(path: str | Path) -> dict:
     return meta
 
 
+def read_residuals(path: str | Path) -> pd.DataFrame | None:
+    """A fit folder's ``residuals.csv`` (one row per observation: PRED, IPRED, 90 %
+    predictive interval, PIT); None where it is missing or cannot be read (an older
+    fit): the misfit check then goes without it."""
+    file = Path(path) / "residuals.csv"
+    try:
+        return pd.read_csv(file) if file.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
 def load_fit(path: str | Path) -> FitFolder:
     """Read a fit folder; refuses a folder that is missing, incomplete, of another
     format or whose parts disagree (:func:`check_consistent`) with an
@@ -254,7 +265,7 @@ def load_fit(path: str | Path) -> FitFolder:
         raise InputError(
             "posterior.nc has no log_params", file=str(path / "posterior.nc"), fix=make
         )
-    from ..data.loaders import read_events, read_observations
+    from carthema.data.loaders import read_events, read_observations
 
     events = read_events(path / "events.csv")
     obs_path = path / "observations.csv"

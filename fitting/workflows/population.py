@@ -1,9 +1,9 @@
 """Hierarchical (population) fit of several patients: shared means and spreads.
 
 The model (population means ``mu``, spreads ``omega``, covariate effects ``beta``, each
-patient's ``eta``) is described in :mod:`carthema.fitting.hierarchical`; every patient's
+patient's ``eta``) is described in :mod:`carthema.fitting.model.hierarchical`; every patient's
 observations enter through the single-patient likelihood and the one ODE Op
-(:class:`~carthema.fitting.ode_op.SolveOp` over the batch of patients).
+(:class:`~carthema.fitting.op.ode_op.SolveOp` over the batch of patients).
 
 Samplers: ``"nutpie"`` (default; NUTS on the numba-compiled log-density) and ``"pymc"``
 estimate the spreads properly. ``"map"`` (joint mode + Laplace) is for screening only:
@@ -11,9 +11,9 @@ the joint mode of a hierarchical model is not the posterior of the spreads (with
 informative patients it over-states ``omega``; with uninformative ones it can collapse
 it), and the fit says so in its notes.
 
-The pieces live by job: :mod:`~carthema.fitting.covariates` (design matrix),
-:mod:`~carthema.fitting.hierarchical` (the PyMC model),
-:mod:`~carthema.fitting.population_result` (tables, saving); this module runs the fit.
+The pieces live by job: :mod:`~carthema.fitting.model.covariates` (design matrix),
+:mod:`~carthema.fitting.model.hierarchical` (the PyMC model),
+:mod:`~carthema.fitting.results.population_result` (tables, saving); this module runs the fit.
 """
 
 from __future__ import annotations
@@ -26,18 +26,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..data.errors import InputError
-from ..data.patients import select_patients
-from ..models.model import get_model
-from ..models.simulate import resolve_params
-from .covariates import Covariates, design_matrix, parse_effects
-from .data import HISTORY_DAYS, PatientData, prepare_patient
-from .diagnostics import diagnose, misfit_warnings, pointwise_loglik
-from .hierarchical import MIN_PATIENTS, PopulationModel, build_population_model
-from .population_result import PopulationResult
-from .samplers import run_sampler
-from .settings import RunSettings
-from .vpc import PatientDesign
+from carthema.data.errors import InputError
+from carthema.data.patients import select_patients
+from carthema.fitting.evaluation.diagnostics import diagnose, misfit_warnings
+from carthema.fitting.evaluation.goodness import pointwise_loglik
+from carthema.fitting.evaluation.vpc import PatientDesign
+from carthema.fitting.model.covariates import Covariates, design_matrix, parse_effects
+from carthema.fitting.model.data import HISTORY_DAYS, PatientData, prepare_patient
+from carthema.fitting.model.hierarchical import (
+    MIN_PATIENTS,
+    PopulationModel,
+    build_population_model,
+)
+from carthema.fitting.results.population_result import PopulationResult
+from carthema.fitting.sampling.samplers import run_sampler
+from carthema.fitting.sampling.settings import RunSettings
+from carthema.models.model import get_model
+from carthema.models.simulate import resolve_params
 
 __all__ = [
     "MIN_PATIENTS",
@@ -96,7 +101,7 @@ def _deterministic_draws(pm_: PopulationModel, X: np.ndarray, slices, chains: in
 
 def _diagnostic_view(idata: az.InferenceData) -> az.InferenceData:
     """Stack the monitored quantities into one ``params`` variable (and ``sigma``) so
-    that :func:`carthema.fitting.diagnostics.diagnose` checks all of them: mu, omega,
+    that :func:`carthema.fitting.evaluation.diagnostics.diagnose` checks all of them: mu, omega,
     covariate effects and every patient's log-parameters (R-hat and ESS are rank-based,
     so the log scale changes nothing)."""
     post = idata.posterior
@@ -212,7 +217,7 @@ def fit_population(
         Component set (``"cart"`` default, ``"cart_targets"``, ``"haematopoiesis"``,
         ``"full"``).
     free:
-        Free parameters (default: :data:`carthema.fitting.priors.DEFAULT_FREE`).
+        Free parameters (default: :data:`carthema.fitting.model.priors.DEFAULT_FREE`).
     covariates, effects:
         Per-patient covariate table (``patient`` + covariate columns) and which free
         parameters each covariate acts on (default: all); see :func:`design_matrix`.
@@ -263,17 +268,7 @@ def fit_population(
         low_rank=low_rank,
         what=" for a population fit",
     )
-    seed = run.seed
-    if observations is None or len(observations) == 0:
-        raise InputError("the observations table is empty", fix="give the cohort's observations")
-    ids = select_patients(observations, patients)
-    if len(ids) < MIN_PATIENTS:
-        raise InputError(
-            f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
-            f"between-patient spreads; got {len(ids)}",
-            column="patient",
-            fix="fit single patients with `carthema fit`, or add patients",
-        )
+    ids = _population_ids(observations, patients)
     say = log or (lambda _msg: None)
 
     t_start = time.perf_counter()
@@ -294,31 +289,12 @@ def fit_population(
         **solver_options,
     )
     timings = {"build_s": time.perf_counter() - t_start}
-    settings = run.record(pop.op)
     notes = _cohort_notes(data)
-    # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
-    # (the per-chain start values built in _run_nuts name single-patient variables).
-    idata, grad_evals, map_res, run_notes = run_sampler(
-        pop,
-        sampler,
-        lambda X, slices: _deterministic_draws(pop, X, slices, 1),
-        draws=run.draws,
-        tune=run.tune,
-        chains=run.chains,
-        cores=run.cores,
-        seed=seed,
-        init_map=sampler == "nutpie" and run.init == "map",
-        progress=progress,
-        target_accept=run.target_accept,
-        low_rank=run.low_rank,
-        timings=timings,
-        say=say,
-    )
+    idata, grad_evals, map_res, run_notes = _sample(pop, run, progress, timings, say)
     notes += run_notes
-    if sampler == "map":
+    if run.sampler == "map":
         notes.append(_MAP_NOTE)
-    n_obs = sum(d.n for d in data)
-    say(f"pointwise log-likelihood: {n_obs} observations x all draws (az.loo)")
+    say(f"pointwise log-likelihood: {sum(d.n for d in data)} observations x all draws (az.loo)")
     t0 = time.perf_counter()
     idata.add_groups({"log_likelihood": population_log_likelihood(pop, idata)})
     timings["loglik_s"] = time.perf_counter() - t0
@@ -329,29 +305,79 @@ def fit_population(
             "carthema_patients": ",".join(ids),
             "carthema_components": model.name,
             "carthema_free": ",".join(pop.free),
-            "carthema_sampler": sampler,
-            "carthema_seed": seed,
+            "carthema_sampler": run.sampler,
+            "carthema_seed": run.seed,
             "carthema_notes": " | ".join(notes),
         }
     )
-    diag = diagnose(_diagnostic_view(idata), sampler)
     truth_d = None
     if truth is not None:
         truth_d = {q: {k: float(v) for k, v in vals.items()} for q, vals in truth.items()}
     result = PopulationResult(
         idata=idata,
-        diagnostics=diag,
+        diagnostics=diagnose(_diagnostic_view(idata), run.sampler),
         population_model=pop,
-        sampler=sampler,
-        settings=settings,
+        sampler=run.sampler,
+        settings=run.record(pop.op),
         timings=timings,
         truth=truth_d,
         map=map_res,
         notes=notes,
     )
+    _add_misfit_warnings(result)
+    return result
+
+
+def _population_ids(
+    observations: pd.DataFrame | None, patients: Sequence[str] | str | None
+) -> list[str]:
+    """The patients of a population fit: at least :data:`MIN_PATIENTS`."""
+    if observations is None or len(observations) == 0:
+        raise InputError("the observations table is empty", fix="give the cohort's observations")
+    ids = select_patients(observations, patients)
+    if len(ids) < MIN_PATIENTS:
+        raise InputError(
+            f"a population fit needs at least {MIN_PATIENTS} patients to estimate "
+            f"between-patient spreads; got {len(ids)}",
+            column="patient",
+            fix="fit single patients with `carthema fit`, or add patients",
+        )
+    return ids
+
+
+def _sample(
+    pop: PopulationModel,
+    run: RunSettings,
+    progress: bool,
+    timings: dict[str, float],
+    say: Callable[[str], None],
+):
+    """Run the sampler on the population model: (InferenceData, gradient evaluations,
+    MAP result or None, notes); adds its timings (seconds) to ``timings``."""
+    # MAP starts for nutpie only: PyMC's sampler starts from PyMC's initial point here
+    # (the per-chain start values built in _run_nuts name single-patient variables).
+    return run_sampler(
+        pop,
+        run.sampler,
+        lambda X, slices: _deterministic_draws(pop, X, slices, 1),
+        draws=run.draws,
+        tune=run.tune,
+        chains=run.chains,
+        cores=run.cores,
+        seed=run.seed,
+        init_map=run.sampler == "nutpie" and run.init == "map",
+        progress=progress,
+        target_accept=run.target_accept,
+        low_rank=run.low_rank,
+        timings=timings,
+        say=say,
+    )
+
+
+def _add_misfit_warnings(result: PopulationResult) -> None:
+    """Warn in the diagnostics where a residual SD says the model misses the data."""
     table = result.summary()
     sig = table[table["quantity"] == "sigma"].assign(
         kind="residual SD", name=lambda d: "sigma_" + d["name"].astype(str)
     )
-    diag.warnings += misfit_warnings(sig)
-    return result
+    result.diagnostics.warnings += misfit_warnings(sig)

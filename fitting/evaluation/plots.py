@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .predict import predictive_bands
+from carthema.fitting.evaluation.predict import predictive_bands
 
 #: y-axis on a log scale when an analyte's values span more than this many decades.
 LOG_DECADES = 1.5
@@ -123,7 +123,7 @@ def plot_fit(result, path: str | Path | None = None, *, n_draws: int = 200, seed
 
 
 def plot_diagnostics(checks, path: str | Path | None = None, *, title: str = ""):
-    """Goodness-of-fit panels from :func:`carthema.fitting.diagnostics.predictive_checks`:
+    """Goodness-of-fit panels from :func:`.goodness.predictive_checks`:
     observed vs population prediction (PRED) and vs individual prediction (IPRED), both
     on log axes; residuals on the likelihood scale (log for counts and copies) over time
     and against IPRED; a histogram of the PIT values (flat when the model describes the

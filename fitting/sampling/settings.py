@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..data.errors import InputError
-from ..models.model import COMPONENT_SETS
+from carthema.data.errors import InputError
+from carthema.models.model import COMPONENT_SETS
 
 
 def _default_cores(chains: int) -> int:

@@ -1,6 +1,6 @@
 """One compiled log-density per model structure, reused for every patient.
 
-A single-patient model (:func:`carthema.fitting.build.build_model`) takes everything that
+A single-patient model (:func:`carthema.fitting.model.build.build_model`) takes everything that
 belongs to the patient (schedule, observation rows, priors) as named data (``pm.Data``,
 :attr:`FitModel.inputs`); what the compiled log-density depends on besides them is its
 :attr:`FitModel.structure` (model, free parameters, estimated residual SDs, whether there
@@ -13,7 +13,7 @@ compiles; the next ones reuse that compiled function with their own data:
   patient's PyTensor function, called with the next patient's data arrays
   (:func:`logp_grad`).
 
-With ``fast=True`` (what :func:`carthema.fitting.samplers.fit` asks for) a single-patient
+With ``fast=True`` (what :func:`carthema.fitting.sampling.samplers.fit` asks for) a single-patient
 model uses the generated, disk-cached log-density of :mod:`carthema.fitting.fastlogp`
 instead, checked against PyMC's at the initial point of each fit; when it is unavailable
 or disagrees, these functions fall back to the PyTensor path above and say so in one line.
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .build import FitModel
+from carthema.fitting.model.build import FitModel
 
 _LOCK = threading.Lock()
 _NUTPIE: dict[tuple, Any] = {}
@@ -45,7 +45,7 @@ COMPILES: Counter = Counter()
 
 def clear() -> None:
     """Forget every compiled function (tests; the next fit compiles again)."""
-    from . import fastlogp
+    from carthema.fitting import fastlogp
 
     with _LOCK:
         _NUTPIE.clear()
@@ -64,7 +64,7 @@ def _fast(fm, say: Callable[[str], None] | None):
     """The checked fast compiled model of a single-patient ``fm``, or ``None``."""
     if not isinstance(fm, FitModel) or not fm.structure:
         return None
-    from . import fastlogp
+    from carthema.fitting import fastlogp
 
     return fastlogp.fast_model(fm, say)
 
@@ -91,7 +91,7 @@ def nutpie_model(
             return cm
 
     if backend == "jax":
-        from ..models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
+        from carthema.models import jax_backend  # noqa: F401  (float64 in JAX before compiling)
 
         COMPILES["nutpie-jax"] += 1
         return nutpie.compile_pymc_model(fm.pymc_model, backend="jax", gradient_backend="jax")
@@ -131,7 +131,7 @@ def logp_grad(
     say: Callable[[str], None] | None = None,
 ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """``x -> (logp, grad)`` over the raveled unconstrained variables of ``fm`` (the
-    layout of :func:`carthema.fitting.laplace.value_grad_function`), on ``fm``'s data.
+    layout of :func:`carthema.fitting.sampling.laplace.value_grad_function`), on ``fm``'s data.
 
     ``compiled``: nutpie's compiled model of the same structure, whose log-density it
     reuses (the fast one's when it is one); otherwise the structure's own (compiled once

@@ -19,7 +19,7 @@ inform). Structural parameters (those that place events in time) cannot be free.
 
 Residual error: each analyte has a residual SD on its likelihood scale
 (:data:`RESIDUALS`) with a half-normal prior; analytes with few quantified observations
-use a fixed SD instead (see :func:`carthema.fitting.build.build_model`).
+use a fixed SD instead (see :func:`carthema.fitting.model.build.build_model`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.errors import InputError
-from ..models.model import COMPONENT_SETS, Model, get_model
-from ..models.virtual import BETWEEN_PATIENT_SD
+from carthema.data.errors import InputError
+from carthema.models.model import COMPONENT_SETS, Model, get_model
+from carthema.models.virtual import BETWEEN_PATIENT_SD
 
 #: Lower bound of a range-derived prior SD (log scale).
 MIN_RANGE_SD = 0.25

@@ -10,7 +10,7 @@ Output layout (``out``)::
     cohort.parquet, cohort.csv   one row per patient: status, error, diagnostics, wall time,
                                  posterior median and 90 % interval of each free parameter
     vpc.csv, vpc.png             prediction-corrected VPC of the fitted patients pooled
-                                 (:func:`carthema.fitting.vpc.cohort_vpc`; 3 or more)
+                                 (:func:`carthema.fitting.evaluation.vpc.cohort_vpc`; 3 or more)
     patients/<id>/               a fit folder as ``carthema fit`` writes it
                                  (:meth:`FitResult.save`: posterior.nc, fit.json,
                                  summary.csv, priors.csv, events.csv, observations.csv;
@@ -40,8 +40,13 @@ local cluster inherit the environment, so they share PyTensor's compile director
 carthema's numba cache (``$CARTHEMA_CACHE_DIR``) with the client; both are safe to share
 between processes (PyTensor locks its directory, numba modules are written atomically).
 Each worker process compiles the log-density once per model structure and reuses it for
-every later patient of that structure (:mod:`carthema.fitting.compiled`); run settings are
+every later patient of that structure (:mod:`carthema.fitting.op.compiled`); run settings are
 validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
+
+The patient-folder protocol (markers, atomic writes) is in :mod:`.cohort_folder`. This
+module stays whole (about 800 lines) because its parts are the one run: the worker task,
+the cluster it runs on, the submit/collect loop and the pooled VPC share the settings
+and the folder, and the tests drive them through :func:`fit_cohort`.
 """
 
 from __future__ import annotations
@@ -52,7 +57,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -67,14 +71,23 @@ import numpy as np
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..data.atomic import TMP_MARK, FolderLock, atomic_path, probe_output_folder, write_atomic
-from ..data.errors import InputError
+from carthema.data.atomic import (
+    FolderLock,
+    atomic_path,
+    probe_output_folder,
+)
+from carthema.data.errors import InputError
+from carthema.fitting.workflows.cohort_folder import (
+    commit_patient,
+    dumps_json,
+    json_default,
+    patient_folder,
+    patient_state,
+    prepare_folder,
+    read_json,
+    write_file,
+)
 
-#: Files a successful patient folder holds (``unused_observations.csv`` and ``fit.png``
-#: when they apply), besides ``done.json``.
-DONE = "done.json"
-FAILED = "failed.json"
-ERROR = "error.txt"
 MANIFEST = "cohort.json"
 #: Table columns before the per-parameter ones.
 BASE_COLUMNS = (
@@ -110,7 +123,6 @@ RESULT_SETTINGS = (
     "init",
     "fit_options",
 )
-_TMP_RE = re.compile(re.escape(TMP_MARK))
 #: How long to keep trying to reach a scheduler given by address.
 CONNECT_TIMEOUT = "15s"
 
@@ -150,118 +162,12 @@ class CohortResult:
 
 
 # ---------------------------------------------------------------------------------
-# Small pieces: seeds, folder names, atomic writes, markers
+# Seeds (folder names, atomic writes and markers: cohort_folder.py)
 # ---------------------------------------------------------------------------------
 def patient_seed(cohort_seed: int, patient: str) -> int:
     """Seed of one patient: a hash of the cohort seed and the patient id (0 <= s < 2**31)."""
     digest = hashlib.sha256(f"carthema-cohort:{int(cohort_seed)}:{patient}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**31)
-
-
-def patient_folder(patient: str) -> str:
-    """Folder name of a patient: the id when it is a safe file name, else a cleaned id
-    plus a short hash (so two ids never share a folder)."""
-    pid = str(patient)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", pid).strip(".") or "patient"
-    if safe == pid and len(pid) <= 100:
-        return pid
-    return f"{safe[:80]}-{hashlib.sha256(pid.encode()).hexdigest()[:8]}"
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
-    write_atomic(path, data, fsync=True)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean_floats(d: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN/inf -> None so that the markers are plain JSON."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float | np.floating) and not np.isfinite(v):
-            v = None
-        out[k] = v
-    return out
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def patient_state(pdir: Path) -> tuple[str, dict | None]:
-    """``("done", row)``, ``("failed", row)`` or ``("missing", None)`` of a patient folder.
-
-    Done only when ``done.json`` parses and lists files that all exist with the recorded
-    sizes; anything else (no marker, a truncated marker, a missing or resized file, only
-    temporary files) is not done.
-    """
-    marker = _read_json(pdir / DONE)
-    if marker is not None and marker.get("status") == "ok":
-        files = marker.get("files")
-        if isinstance(files, dict) and files:
-            try:
-                intact = all((pdir / n).stat().st_size == int(s) for n, s in files.items())
-            except (OSError, TypeError, ValueError):
-                intact = False
-            if intact and isinstance(marker.get("row"), dict):
-                return "done", marker["row"]
-    failed = _read_json(pdir / FAILED)
-    if failed is not None and isinstance(failed.get("row"), dict):
-        return "failed", failed["row"]
-    return "missing", None
-
-
-def _prepare_folder(pdir: Path) -> None:
-    """Before (re)fitting a patient: drop temporary files and a stale done marker."""
-    pdir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (pdir / DONE).unlink()
-    for p in pdir.iterdir():
-        if _TMP_RE.search(p.name) and p.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def _commit(pdir: Path, payload: dict) -> None:
-    """Write one patient's result (client side); the marker goes last."""
-    _prepare_folder(pdir)
-    row = _clean_floats(payload["row"])
-    finished = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    row["finished"] = finished
-    if payload["status"] == "ok":
-        sizes = {}
-        for name, data in payload["files"].items():
-            _write_atomic(pdir / name, data)
-            sizes[name] = len(data)
-        for stale in (FAILED, ERROR):
-            with contextlib.suppress(FileNotFoundError):
-                (pdir / stale).unlink()
-        marker = {"patient": row["patient"], "status": "ok", "files": sizes, "row": row}
-        _write_atomic(pdir / DONE, _dumps(marker))
-    else:
-        _write_atomic(pdir / ERROR, payload.get("traceback") or row.get("error") or "")
-        marker = {"patient": row["patient"], "status": "failed", "row": row}
-        _write_atomic(pdir / FAILED, _dumps(marker))
-    payload["row"] = row
 
 
 # ---------------------------------------------------------------------------------
@@ -298,8 +204,8 @@ def fit_patient_task(
     Returns ``{"status": "ok", "row": ..., "files": {name: bytes}}`` or
     ``{"status": "failed", "row": ..., "traceback": str}``.
     """
-    from .samplers import fit
-    from .settings import RunSettings
+    from carthema.fitting.sampling.samplers import fit
+    from carthema.fitting.sampling.settings import RunSettings
 
     t0 = time.perf_counter()
     base = {
@@ -469,7 +375,7 @@ def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
     path = out / MANIFEST
     if not path.exists():
         return settings
-    old = _read_json(path)
+    old = read_json(path)
     if old is None or not isinstance(old.get("settings"), dict):
         return settings  # unreadable manifest: it is rewritten below
     prev = old["settings"]
@@ -488,7 +394,7 @@ def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
 
 
 def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v, default=_json_default))
+    return json.loads(json.dumps(v, default=json_default))
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -507,7 +413,7 @@ def _write_table(out: Path, df: pd.DataFrame) -> dict[str, Path]:
     paths = {"table_parquet": out / "cohort.parquet", "table_csv": out / "cohort.csv"}
     with atomic_path(paths["table_parquet"]) as tmp:
         df.to_parquet(tmp, index=False)
-    _write_atomic(paths["table_csv"], df.to_csv(index=False))
+    write_file(paths["table_csv"], df.to_csv(index=False))
     return paths
 
 
@@ -573,35 +479,14 @@ def fit_cohort(
         Passed on to :func:`fit` (``target_accept``, ``low_rank``, ``history_days``,
         ``prior_sd``, ``sigma``, ``params``, solver options).
     """
-    from .samplers import SAMPLERS
-    from .settings import RunSettings
+    from carthema.data.patients import select_patients
 
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    # Validated once for every patient (a bad setting stops the run before any fit).
-    RunSettings.validated(
-        SAMPLERS,
-        components,
-        sampler=sampler,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=0 if seed is None else seed,
-        cores=max(1, int(cores)),
-        init=init,
-    )
-    if workers is not None and int(workers) < 1:
-        raise InputError(f"workers must be at least 1, got {workers}")
-    if workers is not None and isinstance(scheduler, str) and scheduler:
-        raise InputError(
-            "--workers applies to the local cluster only",
-            fix="leave out --workers with --scheduler (start workers with `dask worker`)",
-        )
-    from ..data.patients import select_patients
-
+    _check_cohort_options(components, sampler, draws, tune, chains, seed, cores, init)
+    _check_cluster_options(scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
-
     seed_given = seed is not None
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
@@ -623,74 +508,22 @@ def fit_cohort(
     # One run per folder: a second run is refused with the holder's pid (a lock left
     # by a killed run is taken over).
     with FolderLock(out, "fit-cohort"):
-        settings = _check_manifest(out, settings, seed_given)
-        manifest = {
-            "settings": {k: settings[k] for k in RESULT_SETTINGS},
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
-            "done.json (written last)",
-        }
-        old = _read_json(out / MANIFEST)
-        if old is not None and isinstance(old.get("created"), str):
-            manifest["created"] = old["created"]
-        _write_atomic(out / MANIFEST, _dumps(manifest))
+        settings = _write_manifest(out, settings, seed_given)
         drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
         say(f"cohort seed {settings['seed']}{drawn}")
-
-        rows: dict[str, dict] = {}
-        todo: list[str] = []
-        skipped: list[str] = []
-        for pid in ids:
-            state, row = patient_state(out / "patients" / patient_folder(pid))
-            if state == "done":
-                rows[pid] = row
-                skipped.append(pid)
-            else:
-                todo.append(pid)
-                rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
-                if state == "failed":
-                    rows[pid] = {**row, "status": "pending"}
-        # Other patients done in this folder by earlier runs stay in the table.
-        pdirs = out / "patients"
-        for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
-            state, row = patient_state(pdir)
-            if row is not None and str(row.get("patient")) not in rows:
-                rows[str(row["patient"])] = row
+        rows, todo, skipped = _patient_rows(out, ids)
         say(
             f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
             + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
         )
-
-        def order() -> list[dict]:
-            return [rows[k] for k in rows]
-
-        paths = _write_table(out, _table(order()))
+        paths = _write_table(out, _table(list(rows.values())))
         paths["manifest"] = out / MANIFEST
         fitted: list[str] = []
         failed: list[str] = []
         timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
         if todo:
-            truth_by_patient: dict[str, dict[str, float]] = {}
-            if truth is not None and len(truth):
-                for pid, g in truth.groupby(truth["patient"].astype(str)):
-                    truth_by_patient[str(pid)] = dict(
-                        zip(g["name"].astype(str), g["value"].astype(float), strict=True)
-                    )
-            obs_by = {
-                str(k): g for k, g in observations.groupby(observations["patient"].astype(str))
-            }
-            ev_by: dict[str, pd.DataFrame] = {}
-            if events is not None and len(events) and "patient" in events.columns:
-                ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
-            empty_ev = None if events is None else events.iloc[0:0]
-            where = (
-                f"the dask scheduler at {scheduler}"
-                if isinstance(scheduler, str) and scheduler
-                else "the given dask client"
-                if scheduler is not None
-                else "a local dask cluster"
-            )
-            say(f"starting {where}")
+            tasks = _patient_tasks(observations, events, truth)
+            say(f"starting {_cluster_name(scheduler)}")
             t0 = time.perf_counter()
             with _client(scheduler, workers, settings["cores"]) as client:
                 timings["startup_s"] = time.perf_counter() - t0
@@ -702,48 +535,11 @@ def fit_cohort(
                     else "no workers connected yet: waiting for `dask worker` processes"
                 )
                 t_fit = time.perf_counter()
-                futures = {}
-                for pid in todo:
-                    _prepare_folder(out / "patients" / patient_folder(pid))
-                    fut = client.submit(
-                        fit_patient_task,
-                        obs_by[pid],
-                        ev_by.get(pid, empty_ev),
-                        pid,
-                        settings,
-                        patient_seed(settings["seed"], pid),
-                        truth_by_patient.get(pid),
-                        key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
-                        pure=False,
-                        retries=0,
-                    )
-                    futures[fut] = pid
-                with _progress(progress, len(todo)) as (advance, print_line):
-                    emit = print_line if progress else say
-                    from distributed import as_completed
-
-                    for k, fut in enumerate(as_completed(futures), start=1):
-                        pid = futures[fut]
-                        try:
-                            payload = fut.result()
-                        except Exception as exc:  # noqa: BLE001 - e.g. the worker died
-                            base = {
-                                "patient": pid,
-                                "sampler": sampler,
-                                "components": components,
-                                "seed": patient_seed(settings["seed"], pid),
-                            }
-                            payload = _failed(base, exc, float("nan"))
-                        fut.release()
-                        _commit(out / "patients" / patient_folder(pid), payload)
-                        row = payload["row"]
-                        rows[pid] = row
-                        (fitted if row["status"] == "ok" else failed).append(pid)
-                        _write_table(out, _table(order()))
-                        emit(f"[{k}/{len(todo)}] {_describe(row)}")
-                        advance()
+                futures = _submit(client, out, todo, tasks, settings)
+                for pid, row in _collect(out, futures, rows, settings, progress, say):
+                    (fitted if row["status"] == "ok" else failed).append(pid)
                 timings["fit_s"] = time.perf_counter() - t_fit
-        table = _table(order())
+        table = _table(list(rows.values()))
         paths.update(_write_table(out, table))
         paths.update(_write_vpc(out, table, settings, say))
         timings["total_s"] = time.perf_counter() - t_start
@@ -759,16 +555,193 @@ def fit_cohort(
         )
 
 
+def _check_cohort_options(
+    components: str,
+    sampler: str,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int | None,
+    cores: int,
+    init: str,
+) -> None:
+    """Validate the run settings once for every patient: a bad setting stops the run
+    before any fit."""
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings
+
+    RunSettings.validated(
+        SAMPLERS,
+        components,
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=0 if seed is None else seed,
+        cores=max(1, int(cores)),
+        init=init,
+    )
+
+
+def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
+    """``workers`` is at least 1 and applies to the local cluster only."""
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    if workers is not None and isinstance(scheduler, str) and scheduler:
+        raise InputError(
+            "--workers applies to the local cluster only",
+            fix="leave out --workers with --scheduler (start workers with `dask worker`)",
+        )
+
+
+def _write_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
+    """Check ``settings`` against an earlier run's manifest (its seed is reused when none
+    is given), write ``cohort.json`` (keeping its creation time) and return the
+    settings in force."""
+    settings = _check_manifest(out, settings, seed_given)
+    manifest = {
+        "settings": {k: settings[k] for k in RESULT_SETTINGS},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
+        "done.json (written last)",
+    }
+    old = read_json(out / MANIFEST)
+    if old is not None and isinstance(old.get("created"), str):
+        manifest["created"] = old["created"]
+    write_file(out / MANIFEST, dumps_json(manifest))
+    return settings
+
+
+def _patient_rows(out: Path, ids: list[str]) -> tuple[dict[str, dict], list[str], list[str]]:
+    """The table rows by patient as the folder holds them (patients done by earlier runs
+    in this folder, also those not asked for now, stay in the table), the patients to
+    fit (not done, or failed: failures are retried) and those already done."""
+    rows: dict[str, dict] = {}
+    todo: list[str] = []
+    skipped: list[str] = []
+    for pid in ids:
+        state, row = patient_state(out / "patients" / patient_folder(pid))
+        if state == "done":
+            rows[pid] = row
+            skipped.append(pid)
+        else:
+            todo.append(pid)
+            rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
+            if state == "failed":
+                rows[pid] = {**row, "status": "pending"}
+    pdirs = out / "patients"
+    for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
+        state, row = patient_state(pdir)
+        if row is not None and str(row.get("patient")) not in rows:
+            rows[str(row["patient"])] = row
+    return rows, todo, skipped
+
+
+@dataclass
+class _PatientTasks:
+    """Each patient's own tables, as the tasks send them to the workers."""
+
+    observations: dict[str, pd.DataFrame]
+    events: dict[str, pd.DataFrame]
+    no_events: pd.DataFrame | None  # for a patient without events (None: no table)
+    truth: dict[str, dict[str, float]]  # true parameters of synthetic patients
+
+
+def _patient_tasks(
+    observations: pd.DataFrame, events: pd.DataFrame | None, truth: pd.DataFrame | None
+) -> _PatientTasks:
+    """Split the cohort's tables by patient."""
+    truth_by: dict[str, dict[str, float]] = {}
+    if truth is not None and len(truth):
+        for pid, g in truth.groupby(truth["patient"].astype(str)):
+            truth_by[str(pid)] = dict(
+                zip(g["name"].astype(str), g["value"].astype(float), strict=True)
+            )
+    obs_by = {str(k): g for k, g in observations.groupby(observations["patient"].astype(str))}
+    ev_by: dict[str, pd.DataFrame] = {}
+    if events is not None and len(events) and "patient" in events.columns:
+        ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
+    return _PatientTasks(obs_by, ev_by, None if events is None else events.iloc[0:0], truth_by)
+
+
+def _cluster_name(scheduler: Any) -> str:
+    """Where the fits run, for the log."""
+    if isinstance(scheduler, str) and scheduler:
+        return f"the dask scheduler at {scheduler}"
+    return "the given dask client" if scheduler is not None else "a local dask cluster"
+
+
+def _submit(
+    client: Any, out: Path, todo: list[str], tasks: _PatientTasks, settings: Mapping[str, Any]
+) -> dict[Any, str]:
+    """One :func:`fit_patient_task` per patient to fit, its folder prepared first;
+    returns future -> patient."""
+    futures = {}
+    for pid in todo:
+        prepare_folder(out / "patients" / patient_folder(pid))
+        fut = client.submit(
+            fit_patient_task,
+            tasks.observations[pid],
+            tasks.events.get(pid, tasks.no_events),
+            pid,
+            settings,
+            patient_seed(settings["seed"], pid),
+            tasks.truth.get(pid),
+            key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
+            pure=False,
+            retries=0,
+        )
+        futures[fut] = pid
+    return futures
+
+
+def _collect(
+    out: Path,
+    futures: Mapping[Any, str],
+    rows: dict[str, dict],
+    settings: Mapping[str, Any],
+    progress: bool,
+    say: Callable[[str], None],
+) -> Iterator[tuple[str, dict]]:
+    """As each fit finishes: commit its patient folder, update ``rows`` and rewrite the
+    cohort table (so a killed run leaves a current table), say one line; yields
+    (patient, row). A task that raised (e.g. its worker died) is a failed patient."""
+    from distributed import as_completed
+
+    with _progress(progress, len(futures)) as (advance, print_line):
+        emit = print_line if progress else say
+        for k, fut in enumerate(as_completed(futures), start=1):
+            pid = futures[fut]
+            try:
+                payload = fut.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker died
+                base = {
+                    "patient": pid,
+                    "sampler": settings["sampler"],
+                    "components": settings["components"],
+                    "seed": patient_seed(settings["seed"], pid),
+                }
+                payload = _failed(base, exc, float("nan"))
+            fut.release()
+            commit_patient(out / "patients" / patient_folder(pid), payload)
+            row = payload["row"]
+            rows[pid] = row
+            _write_table(out, _table(list(rows.values())))
+            emit(f"[{k}/{len(futures)}] {_describe(row)}")
+            advance()
+            yield pid, row
+
+
 #: Fitted patients a pooled VPC needs (as a population fit).
 VPC_MIN_PATIENTS = 3
 
 
 def _write_vpc(out: Path, table: pd.DataFrame, settings: Mapping, say) -> dict[str, Path]:
     """``vpc.csv`` and ``vpc.png``: the prediction-corrected VPC of every fitted patient
-    pooled (:func:`carthema.fitting.vpc.cohort_vpc_from_folders`), each file written under
-    a temporary name and renamed; with fewer than :data:`VPC_MIN_PATIENTS` fitted
+    pooled (:func:`carthema.fitting.evaluation.vpc.cohort_vpc_from_folders`), each file
+    written under a temporary name and renamed; with fewer than :data:`VPC_MIN_PATIENTS` fitted
     patients none is written and the reason is said."""
-    from .vpc import cohort_vpc_from_folders, plot_vpc, write_vpc_csv
+    from carthema.fitting.evaluation.vpc import cohort_vpc_from_folders, plot_vpc, write_vpc_csv
 
     ok = [str(p) for p in table.loc[table["status"] == "ok", "patient"]]
     if len(ok) < VPC_MIN_PATIENTS:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.solve import Schedule, solve_batch
-from ..models.solver_contract import SolverOptions
-from .build import FitModel
-from .priors import RESIDUALS
+from carthema.fitting.model.build import FitModel
+from carthema.fitting.model.priors import RESIDUALS
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import SolverOptions
 
 
 def draw_matrix(idata, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 For an observation ``y`` of analyte ``a`` with model prediction ``f`` and residual SD
 ``s_a`` on the analyte's scale ``g`` (log, logit or identity, see
-:data:`carthema.fitting.priors.RESIDUALS`):
+:data:`carthema.fitting.model.priors.RESIDUALS`):
 
 - quantified:   ``log L = log N(g(y) | g(f), s_a)``  (log-normal for ``g = log``);
 - below limit:  ``log L = log Phi((g(lloq) - g(f)) / s_a)``  (Beal's M3: the probability
@@ -20,7 +20,7 @@ import numpy as np
 import pytensor.tensor as pt
 from scipy import stats
 
-from .data import PatientData, transform_np
+from carthema.fitting.model.data import PatientData, transform_np
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
