@@ -334,6 +334,85 @@ def bench_presets(pr: Problem, b: Budget, res: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------
+# the solver of an earlier revision on the same generated model functions
+# ---------------------------------------------------------------------------------
+#: Where the generated model text ends and the solver template starts in a numba module.
+_TEMPLATE_MARK = "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
+
+
+def before_module(mod, rev: str):
+    """The numba module of ``git show REV:models/_solver_template.py`` joined to the model
+    functions of this checkout's module ``mod`` (the same equations, printed by this
+    checkout's code generator; the contract names an old template reads are all still
+    generated). Cached like any numba module: only its first use compiles."""
+    import subprocess
+
+    from carthema.models.gencache import cache_key, generated_path, import_generated
+
+    root = Path(__file__).resolve().parents[1]
+    old = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:models/_solver_template.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    model_text = Path(mod.__file__).read_text(encoding="utf-8").split(_TEMPLATE_MARK)[0]
+    text = model_text + _TEMPLATE_MARK + old
+    key = cache_key("numba", [text])
+    stem = f"before_{''.join(c for c in rev if c.isalnum())[:12]}"
+    return import_generated(generated_path("numba", stem, key), text, f"_bench_{stem}_{key}")
+
+
+def bench_before(pr: Problem, b: Budget, res: dict, mod, rev: str) -> None:
+    """FIT solve + gradient by this checkout's solver against the solver template of
+    ``rev`` (same generated model functions, same process), alternated in rounds: wall
+    medians of every call, and CPU time per call of each round (the stable figure on a
+    loaded machine)."""
+    from carthema.models.solver_contract import FIT
+
+    log(f"solver template of {rev} on this checkout's model functions (compiles once)")
+    old, res["warmup_s"]["before_module"] = timed(lambda: before_module(mod, rev))
+    ev = pr.ev
+    args = (pr.u0, pr.t0, pr.t_out, ev.t, ev.kind, ev.target, ev.value, ev.scale)
+    opts = (FIT.rtol, FIT.atol, FIT.max_steps, FIT.numba_method)
+
+    def grad(m):
+        status, _, O, dO = m.solve_sens(pr.p, pr.free, *args, *opts)
+        return status, loss_grad_from_sens(O, dO)
+
+    (st_old, g_old), res["warmup_s"]["before_first_solve_sens"] = timed(lambda: grad(old))
+    st_new, g_new = grad(mod)
+    rounds, n = 3, max(1, b.numba_grad // 3)
+    wall: dict[str, list[np.ndarray]] = {"after": [], "before": []}
+    cpu: dict[str, list[float]] = {"after": [], "before": []}
+    log(f"FIT solve + gradient, this checkout vs {rev}: {rounds} rounds x {n} calls each")
+    for _ in range(rounds):
+        for name, m in (("after", mod), ("before", old)):
+            c = time.process_time()
+            wall[name].append(time_calls(lambda m=m: grad(m), n))
+            cpu[name].append((time.process_time() - c) / n * 1e6)
+    after = summary(np.concatenate(wall["after"]))
+    before = summary(np.concatenate(wall["before"]))
+    res["status"]["before_fit_grad"] = int(st_old)
+    res["before"] = {
+        "revision": rev,
+        "what": "FIT preset solve + gradient (solve_sens + loss gradient), "
+        f"{pr.free.size} free log-parameters; the solver template of {rev} joined to this "
+        "checkout's generated model functions, alternated with this checkout's solver",
+        "wall_us_after": after,
+        "wall_us_before": before,
+        "cpu_us_per_call_after": cpu["after"],
+        "cpu_us_per_call_before": cpu["before"],
+        "speedup_wall_median": before["median"] / after["median"],
+        "speedup_cpu": float(np.median(cpu["before"]) / np.median(cpu["after"])),
+        "grad_max_abs_diff_over_max_abs": float(
+            np.max(np.abs(g_new - g_old)) / np.max(np.abs(g_old))
+        ),
+        "status_after": int(st_new),
+    }
+
+
+# ---------------------------------------------------------------------------------
 # scipy (LSODA, Python right-hand side, restarted at each event)
 # ---------------------------------------------------------------------------------
 def scipy_solve(pr: Problem, p: np.ndarray) -> tuple[bool, np.ndarray, int, int]:
@@ -608,6 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--smoke", action="store_true", help="seconds: a few runs, no JAX, temporary output"
     )
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time FIT solve + gradient with the solver template of git revision REV "
+        "on this checkout's model functions, alternated with this checkout's (e.g. b7b48a0, "
+        "the solver before the fused sensitivities)",
+    )
     args = ap.parse_args(argv)
     b = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.smoke:
@@ -664,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     nb = bench_numba(pr, b, res)
+    if args.before:
+        bench_before(pr, b, res, nb["mod"], args.before)
     res["presets"] = bench_presets(pr, b, res)
     sp = bench_scipy(pr, b, res)
     jx = {} if args.skip_jax else bench_jax(pr, b, res)
@@ -953,6 +1041,26 @@ def report(res: dict, pr: Problem) -> None:
             ].items()
         )
     )
+    bf = res.get("before")
+    if bf:
+        print_table(
+            f"FIT solve + gradient ({pr.free.size} log-parameters): this checkout vs the "
+            f"solver of {bf['revision']} (same model functions, same process, alternated)",
+            ["solver", "median (wall)", "CPU per call (3 rounds)"],
+            [
+                [
+                    name,
+                    fmt_time(bf[f"wall_us_{name}"]["median"] * us),
+                    ", ".join(f"{c:.0f} us" for c in bf[f"cpu_us_per_call_{name}"]),
+                ]
+                for name in ("after", "before")
+            ],
+        )
+        print(
+            f"speed-up: {fmt_ratio(bf['speedup_wall_median'])} (wall medians), "
+            f"{fmt_ratio(bf['speedup_cpu'])} (CPU); gradients agree to "
+            f"{bf['grad_max_abs_diff_over_max_abs']:.1e}"
+        )
     print_table(
         "Warm-up (compilation or cache load; excluded from the medians)",
         ["step", "seconds"],

@@ -22,13 +22,18 @@ compiled in memory:
    that ``carthema fit`` uses first (:mod:`carthema.fitting.fastlogp`, its check against
    PyMC's log-density included), measured in the same run; ``speedup_first_gradient`` is
    the ratio of the two medians;
-4. ``demo_cold_s``: ``null`` with the reason (not measured by this script).
+4. ``demo_cold_s``: ``null`` with the reason (not measured by this script);
+5. with ``--before REV``: ``cold_compile_cpu_s_before``, the same cold compile by the
+   code generator and solver template of git revision ``REV`` (this checkout's equations
+   and kernels) in another fresh process of the same run, and
+   ``cold_compile_speedup_cpu``, the ratio of the two.
 
 Usage::
 
     python benchmarks/startup.py            # full: cold compile + 3 fresh processes
     python benchmarks/startup.py --quick    # cold compile + 1 fresh process
     python benchmarks/startup.py --smoke    # seconds: a toy model, temp output
+    python benchmarks/startup.py --cold-only --before main   # cold compiles, then and now
 
 Writes ``benchmarks/results/startup.json`` (``--out`` to change; ``--smoke`` writes to
 a temporary folder and prints its path).
@@ -69,15 +74,10 @@ def _child_cold(model_name: str) -> dict[str, Any]:
     w = time.perf_counter
     out: dict[str, Any] = {}
     t_c, t_w = c(), w()
-    from carthema import get_model, typical_course
+    from carthema import get_model
     from carthema.models.compiled import numba_model
-    from carthema.models.events import build_events
 
     m = get_model(model_name)
-    p = m.default_params()
-    ev = build_events(m, typical_course(), p)
-    t_out = np.arange(-5.0, 181.0, 1.0)
-    ev_arrays = (ev.t, ev.kind, ev.target, ev.value, ev.scale)
     out["import_cpu_s"], out["import_wall_s"] = c() - t_c, w() - t_w
 
     t_c, t_w = c(), w()
@@ -96,6 +96,23 @@ def _child_cold(model_name: str) -> dict[str, Any]:
     ahead_wall = ahead["wall_s"] if ahead else 0.0
     out["codegen_cpu_s"] = out["numba_model_cpu_s"] - ahead_cpu
     out["codegen_wall_s"] = out["numba_model_wall_s"] - ahead_wall
+    _first_calls(mod, m, out, ahead_cpu, ahead_wall)
+    return out
+
+
+def _first_calls(mod, m, out: dict[str, Any], numba_cpu: float, numba_wall: float) -> None:
+    """Time the first call of each numba entry point of ``mod`` (model ``m``) into
+    ``out``, adding them to the compile seconds already spent (``numba_cpu``,
+    ``numba_wall``)."""
+    from carthema import typical_course
+    from carthema.models.events import build_events
+
+    c = time.process_time
+    w = time.perf_counter
+    p = m.default_params()
+    ev = build_events(m, typical_course(), p)
+    t_out = np.arange(-5.0, 181.0, 1.0)
+    ev_arrays = (ev.t, ev.kind, ev.target, ev.value, ev.scale)
     u0 = np.zeros(m.n_u)
     opts = (1e-6, 1e-8, 100_000, 2)
     free = np.arange(min(10, m.n_p), dtype=np.int64)
@@ -106,8 +123,6 @@ def _child_cold(model_name: str) -> dict[str, Any]:
             np.vstack([p, p]), u0, -5.0, t_out, *ev_arrays, *opts
         ),
     }
-    numba_cpu = ahead_cpu
-    numba_wall = ahead_wall
     for name, fn in calls.items():
         t_c, t_w = c(), w()
         res = fn()
@@ -120,6 +135,49 @@ def _child_cold(model_name: str) -> dict[str, Any]:
         numba_wall += dw
     out["numba_cpu_s"], out["numba_wall_s"] = numba_cpu, numba_wall
     out["module"] = Path(mod.__file__).name
+
+
+#: Where the generated model text ends and the solver template starts in a numba module.
+_TEMPLATE_MARK = "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
+
+
+def _child_cold_before(arg: str) -> dict[str, Any]:
+    """``arg`` = ``MODEL:REV``: the cold compile of ``MODEL`` by the code generator and
+    solver template of git revision ``REV`` (this checkout's equations and kernels), cache
+    already empty: sympy, then the first call of each entry point (that revision may not
+    compile ahead)."""
+    import importlib.util
+
+    from carthema import get_model
+    from carthema.models.gencache import cache_dir, cache_key, generated_path, import_generated
+
+    model_name, rev = arg.split(":", 1)
+    root = HERE.parents[1]
+
+    def show(path: str) -> str:
+        cmd = ["git", "-C", str(root), "show", f"{rev}:{path}"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    folder = cache_dir() / "before"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "codegen_before.py").write_text(show("models/codegen.py"), encoding="utf-8")
+    # Imported as a module of carthema.models, so that its relative imports resolve.
+    spec = importlib.util.spec_from_file_location(
+        "carthema.models._codegen_before", folder / "codegen_before.py"
+    )
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    m = get_model(model_name)
+    c, w = time.process_time, time.perf_counter
+    out: dict[str, Any] = {"revision": rev}
+    t_c, t_w = c(), w()
+    text = codegen.numba_source(m).rstrip() + _TEMPLATE_MARK + show("models/_solver_template.py")
+    out["codegen_cpu_s"], out["codegen_wall_s"] = c() - t_c, w() - t_w
+    key = cache_key("numba", [text])
+    path = generated_path("numba", f"before_{model_name}", key)
+    t_c, t_w = c(), w()
+    mod = import_generated(path, text, f"_carthema_before_{model_name}_{key}")
+    _first_calls(mod, m, out, c() - t_c, w() - t_w)
     return out
 
 
@@ -152,6 +210,7 @@ def _child_gradient(components: str, backend: str) -> dict[str, Any]:
 
 CHILDREN = {
     "cold": _child_cold,
+    "cold_before": _child_cold_before,
     "gradient_pytensor": lambda c: _child_gradient(c, "pytensor"),
     "gradient_fast": lambda c: _child_gradient(c, "fast"),
 }
@@ -179,11 +238,11 @@ def fresh_gradient(child: str, components: str, repeats: int) -> dict[str, Any]:
     return {"median_s": float(np.median([r["fresh_s"] for r in runs])), "runs": runs}
 
 
-def cold_compile(model_name: str) -> dict[str, Any]:
+def cold_compile(model_name: str, child: str = "cold") -> dict[str, Any]:
     """Cold compile of ``model_name`` in a fresh process with an empty temporary cache."""
     with tempfile.TemporaryDirectory(prefix="carthema-cold-") as tmp:
         env = dict(os.environ, CARTHEMA_CACHE_DIR=tmp)
-        return run_child("cold", model_name, env)
+        return run_child(child, model_name, env)
 
 
 def _gradient_step(res: dict[str, Any], backend: str, components: str, repeats: int) -> float:
@@ -207,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeats", type=int, default=None, help="timed fresh processes")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also compile cold with the code generator and solver template of git "
+        "revision REV, in the same run (e.g. the main branch before a solver change)",
+    )
+    ap.add_argument(
+        "--cold-only", action="store_true", help="the cold compile(s) only, no gradients"
+    )
     ap.add_argument("--child", nargs=2, metavar=("NAME", "ARG"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -238,8 +306,29 @@ def main(argv: list[str] | None = None) -> int:
         f"{cold['numba_cpu_s'] - cold['solve_population_cpu_s']:.1f}, solve_population "
         f"{cold['solve_population_cpu_s']:.1f}"
     )
-    res["first_gradient_fresh_s"] = _gradient_step(res, "fast", components, repeats)
-    if args.smoke:
+    if args.before:
+        log(f"cold compile by the code generator and solver template of {args.before}")
+        before = cold_compile(f"{components}:{args.before}", "cold_before")
+        res["cold_before"] = before
+        res["cold_compile_cpu_s_before"] = before["codegen_cpu_s"] + before["numba_cpu_s"]
+        res["cold_compile_speedup_cpu"] = (
+            res["cold_compile_cpu_s_before"] / res["cold_compile_cpu_s"]
+        )
+        log(
+            f"  {res['cold_compile_cpu_s_before']:.1f} s CPU: sympy {before['codegen_cpu_s']:.1f}, "
+            f"solve {before['solve_cpu_s']:.1f}, solve_sens {before['solve_sens_cpu_s']:.1f}, "
+            f"solve_population {before['solve_population_cpu_s']:.1f} "
+            f"({res['cold_compile_speedup_cpu']:.2f}x this checkout's)"
+        )
+    if args.cold_only:
+        res["first_gradient_fresh_s"] = res["first_gradient_fresh_s_pytensor"] = None
+        res["reasons"]["first_gradient_fresh_s"] = "not run (--cold-only)"
+        res["reasons"]["first_gradient_fresh_s_pytensor"] = "not run (--cold-only)"
+    else:
+        res["first_gradient_fresh_s"] = _gradient_step(res, "fast", components, repeats)
+    if args.cold_only:
+        pass
+    elif args.smoke:
         res["first_gradient_fresh_s_pytensor"] = None
         res["reasons"]["first_gradient_fresh_s_pytensor"] = (
             "not run in --smoke (PyTensor compiles for a minute even with warm caches)"

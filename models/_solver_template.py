@@ -18,6 +18,9 @@ Model contract (names the generated source must define before this text)
     Structural nonzeros of ``df/dy`` (``jac_y`` writes only these entries).
 ``JP_ROWS, JP_COLS`` : int64 arrays
     Structural nonzeros of ``df/dp`` (``jac_p`` writes only these entries).
+``OBS_Y`` : int64 array
+    The states the observables depend on (sorted): ``observe_sens`` reads only their
+    rows of ``S``, so Tsit5's dense output interpolates only those rows.
 ``ATOL_SCALE`` : float64 array, shape (N_Y,)
     Typical magnitude of each state; the absolute tolerance of state ``i`` (and of
     every sensitivity of state ``i``) is ``atol * ATOL_SCALE[i]``.
@@ -118,11 +121,16 @@ are NaN.
 
 Calling the driver
 ------------------
-The public entry points below (``solve``, ``solve_sens``, ``solve_population``) and the
-C callback of :mod:`carthema.fitting._native` all call one driver with the arguments
-grouped as documented above::
+One driver integrates a patient, with the arguments grouped as documented above::
 
     status, n_steps = _solve_impl(p, free, u0, t0, t_out, events, options, outputs)
+
+It is compiled once, into the C callback ``solve_c`` (``SOLVE_SIGNATURE``: the same
+arguments as C pointers and lengths, plus one int64 that receives ``n_steps``), which
+the public entry points below (``solve``, ``solve_sens``, ``solve_population``) call by
+the symbol ``SOLVE_SYMBOL`` through ``_call``; calling ``_solve_impl`` from each of them
+made numba optimise the whole solver once per entry point. The C callback of
+:mod:`carthema.fitting._native` calls ``solve_c`` by its symbol too.
 
 ``events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)`` (see Events), ``options =
 (rtol, atol, max_steps, method)`` (float, float, int, int; see Methods and Error
@@ -136,14 +144,18 @@ The hot loop allocates nothing: every work array is allocated once at the entry 
 
 import math
 
+import llvmlite.binding as _llvm
 import numpy as np
-from numba import njit, prange
+from numba import carray, cfunc, njit, prange, types
 
 from carthema.models import solver_kernels as _k
 
 # Model-independent numerics: an ordinary, tested module (see its docstring for why the
 # generated module may call its njit functions without losing numba's disk cache).
 _JIT = _k.JIT
+# The stage and error loops may be reassociated (the error norm's sum vectorises) and
+# contracted to FMAs; never 'nnan'/'ninf': the NaN checks (x * 0.0) must stay.
+_FAST = dict(_JIT, fastmath={"reassoc", "contract", "arcp", "nsz"})
 _FACMAX_TSIT5 = _k.FACMAX_TSIT5
 _FACMAX_ROS = _k.FACMAX_ROS
 _STIFF_HRHO = _k.STIFF_HRHO
@@ -248,7 +260,7 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
     return min(100.0 * h0, h1, hmax)
 
 
-@njit(**_JIT)
+@njit(**_FAST)
 def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
     """One Tsit5 attempt from ``(t, z)`` with ``K[0] = f(t, z)``.
 
@@ -323,18 +335,31 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
     return err, hrho
 
 
-@njit(**_JIT)
-def _tsit5_interp(theta, h, z, K, zi, nz):
-    """Tsit5's 4th-order continuous extension at ``t + theta h`` into ``zi``."""
-    b1 = theta * (_T_R11 + theta * (_T_R12 + theta * (_T_R13 + theta * _T_R14)))
+@njit(**_FAST)
+def _tsit5_interp(theta, h, z, K, zi, ns):
+    """Tsit5's 4th-order continuous extension at ``t + theta h`` into ``zi``: every
+    state, and of ``S`` only the rows ``OBS_Y`` that ``observe_sens`` reads (the other
+    rows of ``zi`` are left as they were; only :func:`_record` reads ``zi``)."""
     t2 = theta * theta
-    b2 = t2 * (_T_R22 + theta * (_T_R23 + theta * _T_R24))
-    b3 = t2 * (_T_R32 + theta * (_T_R33 + theta * _T_R34))
-    b4 = t2 * (_T_R42 + theta * (_T_R43 + theta * _T_R44))
-    b5 = t2 * (_T_R52 + theta * (_T_R53 + theta * _T_R54))
-    b6 = t2 * (_T_R62 + theta * (_T_R63 + theta * _T_R64))
-    b7 = t2 * (_T_R72 + theta * (_T_R73 + theta * _T_R74))
-    for i in range(nz):
+    b = (
+        theta * (_T_R11 + theta * (_T_R12 + theta * (_T_R13 + theta * _T_R14))),
+        t2 * (_T_R22 + theta * (_T_R23 + theta * _T_R24)),
+        t2 * (_T_R32 + theta * (_T_R33 + theta * _T_R34)),
+        t2 * (_T_R42 + theta * (_T_R43 + theta * _T_R44)),
+        t2 * (_T_R52 + theta * (_T_R53 + theta * _T_R54)),
+        t2 * (_T_R62 + theta * (_T_R63 + theta * _T_R64)),
+        t2 * (_T_R72 + theta * (_T_R73 + theta * _T_R74)),
+    )
+    _interp_range(b, h, z, K, zi, 0, N_Y)
+    for j in OBS_Y:
+        _interp_range(b, h, z, K, zi, N_Y + j * ns, N_Y + (j + 1) * ns)
+
+
+@njit(**_FAST)
+def _interp_range(b, h, z, K, zi, lo, hi):
+    """``zi[lo:hi]`` of the dense output with the weights ``b`` (7,) at one ``theta``."""
+    b1, b2, b3, b4, b5, b6, b7 = b
+    for i in range(lo, hi):
         zi[i] = z[i] + h * (
             b1 * K[0, i]
             + b2 * K[1, i]
@@ -346,7 +371,7 @@ def _tsit5_interp(theta, h, z, K, zi, nz):
         )
 
 
-@njit(**_JIT)
+@njit(**_FAST)
 def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz):
     """One ROS34PW2 attempt from ``(t, z)`` with ``K[0] = f(t, z)``, ``Jw = J_y(t, y)``.
 
@@ -633,7 +658,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
                     else:
                         # Only Tsit5 gets here (ROS34PW2 lands on output times).
                         theta = (t_out[iout] - t) / h_try
-                        _tsit5_interp(theta, h_try, z, K, zi, nz)
+                        _tsit5_interp(theta, h_try, z, K, zi, ns)
                         _record(iout, t_out[iout], zi, p, pos, ns, Y, O, dO)
                     iout += 1
                 fsal = 6 if cur == METHOD_TSIT5 else 7
@@ -676,7 +701,101 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
 
 
 # ---------------------------------------------------------------------------------
-# Public entry points
+# The one compiled entry point
+# ---------------------------------------------------------------------------------
+# numba links a callee's LLVM code into every caller and optimises the whole again, so
+# solve, solve_sens and solve_population calling _solve_impl directly each re-optimised
+# the whole solver (solve_population alone was a fifth of the cold compile). They call
+# this C callback instead, by a symbol name (so that their cached machine code holds no
+# process address): the solver is optimised once, and cached on disk like the rest.
+_F = types.CPointer(types.float64)
+_I = types.CPointer(types.int64)
+#: (p, free, n_free, u0, t0, t_out, n_t, ev_t, ev_kind, ev_target, ev_value, ev_scale,
+#: n_ev, rtol, atol, max_steps, method, Y, O, dO, n_steps) -> status; arrays as C
+#: pointers to contiguous data, ``p`` of length N_P, ``u0`` N_U, ``n_steps`` one int64.
+SOLVE_SIGNATURE = types.int64(
+    _F, _I, types.int64, _F, types.float64, _F, types.int64,
+    _F, _I, _I, _F, _I, types.int64,
+    types.float64, types.float64, types.int64, types.int64,
+    _F, _F, _F, _I,
+)  # fmt: skip
+
+
+@cfunc(SOLVE_SIGNATURE, **_JIT)
+def solve_c(
+    p_, free_, n_free, u0_, t0, t_out_, n_t, ev_t_, ev_kind_, ev_target_, ev_value_,
+    ev_scale_, n_ev, rtol, atol, max_steps, method, Y_, O_, dO_, n_steps_,
+):  # fmt: skip
+    """:func:`_solve_impl` over C pointers; returns the status, ``n_steps_[0]`` the
+    attempted steps."""
+    events = (
+        carray(ev_t_, (n_ev,)),
+        carray(ev_kind_, (n_ev,)),
+        carray(ev_target_, (n_ev,)),
+        carray(ev_value_, (n_ev,)),
+        carray(ev_scale_, (n_ev,)),
+    )
+    outputs = (
+        carray(Y_, (n_t, N_Y)),
+        carray(O_, (n_t, N_OBS)),
+        carray(dO_, (n_t, N_OBS, n_free)),
+    )
+    status, n_steps = _solve_impl(
+        carray(p_, (N_P,)),
+        carray(free_, (n_free,)),
+        carray(u0_, (N_U,)),
+        t0,
+        carray(t_out_, (n_t,)),
+        events,
+        (rtol, atol, max_steps, method),
+        outputs,
+    )
+    n_steps_[0] = n_steps
+    return status
+
+
+#: One symbol per generated module (its name carries the module's cache key).
+SOLVE_SYMBOL = "carthema_solve_" + __name__
+_llvm.add_symbol(SOLVE_SYMBOL, solve_c.address)
+_solve_c = types.ExternalFunction(SOLVE_SYMBOL, SOLVE_SIGNATURE)
+
+
+@njit(**_JIT)
+def _call(p, free, u0, t0, t_out, events, options, outputs):
+    """:func:`_solve_impl` through :func:`solve_c`: ``(status, n_steps)``.
+
+    The C callback sees raw pointers and cannot check their lengths, so the inputs are
+    checked here first (bad input: status 4, outputs NaN), and every array is made
+    contiguous (a copy only if it is not)."""
+    ev_t, ev_kind, ev_target, ev_value, ev_scale = events
+    rtol, atol, max_steps, method = options
+    Y, O, dO = outputs
+    n_ev = ev_t.shape[0]
+    if not _check_inputs(p, free, u0, t0, t_out, events, options):
+        Y[:, :] = np.nan
+        O[:, :] = np.nan
+        dO[:, :, :] = np.nan
+        return STATUS_BAD_INPUT, 0
+    p = np.ascontiguousarray(p)
+    free = np.ascontiguousarray(free)
+    u0 = np.ascontiguousarray(u0)
+    t_out = np.ascontiguousarray(t_out)
+    ev_t = np.ascontiguousarray(ev_t)
+    ev_kind = np.ascontiguousarray(ev_kind)
+    ev_target = np.ascontiguousarray(ev_target)
+    ev_value = np.ascontiguousarray(ev_value)
+    ev_scale = np.ascontiguousarray(ev_scale)
+    n_steps = np.zeros(1, dtype=np.int64)
+    status = _solve_c(
+        p.ctypes, free.ctypes, free.shape[0], u0.ctypes, t0, t_out.ctypes, t_out.shape[0],
+        ev_t.ctypes, ev_kind.ctypes, ev_target.ctypes, ev_value.ctypes, ev_scale.ctypes,
+        n_ev, rtol, atol, max_steps, method, Y.ctypes, O.ctypes, dO.ctypes, n_steps.ctypes,
+    )  # fmt: skip
+    return status, n_steps[0]
+
+
+# ---------------------------------------------------------------------------------
+# Public entry points (each calls the one compiled solver through _call)
 # ---------------------------------------------------------------------------------
 @njit(**_JIT)
 def solve(
@@ -735,7 +854,7 @@ def solve(
     dO = np.empty((n_t, N_OBS, 0))
     events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
     options = (rtol, atol, max_steps, method)
-    status, n_steps = _solve_impl(p, free, u0, t0, t_out, events, options, (Y, O, dO))
+    status, n_steps = _call(p, free, u0, t0, t_out, events, options, (Y, O, dO))
     return status, Y, O, n_steps
 
 
@@ -781,7 +900,7 @@ def solve_sens(
     dO = np.empty((n_t, N_OBS, free.shape[0]))
     events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)
     options = (rtol, atol, max_steps, method)
-    status, _ = _solve_impl(p, free, u0, t0, t_out, events, options, (Y, O, dO))
+    status, _ = _call(p, free, u0, t0, t_out, events, options, (Y, O, dO))
     return status, Y, O, dO
 
 
@@ -827,6 +946,6 @@ def solve_population(
     for i in prange(n):
         Y = np.empty((n_t, N_Y))
         dO = np.empty((n_t, N_OBS, 0))
-        st, _ = _solve_impl(P[i], free, u0, t0, t_out, events, options, (Y, O[i], dO))
+        st, _ = _call(P[i], free, u0, t0, t_out, events, options, (Y, O[i], dO))
         status[i] = st
     return status, O

@@ -47,11 +47,14 @@ class _Printer(PythonCodePrinter):
         base, exp = expr.as_base_exp()
         if exp == -1:
             return f"(1.0/{self.parenthesize(base, 1000)})"
-        if exp == sp.S.Half:
+        # x**0.5 as a Float too (the components write ``** 0.5``): math.sqrt is a
+        # fraction of the cost of pow; small integer powers as products, likewise.
+        if exp == sp.S.Half or (exp.is_Float and float(exp) == 0.5):
             return f"math.sqrt({self._print(base)})"
-        if exp.is_Integer and 2 <= int(exp) <= 4:
+        if exp.is_Integer and 2 <= abs(int(exp)) <= 4:
             b = self.parenthesize(base, 1000)
-            return "(" + "*".join([b] * int(exp)) + ")"
+            prod = "(" + "*".join([b] * abs(int(exp))) + ")"
+            return prod if int(exp) > 0 else f"(1.0/{prod})"
         return f"{self.parenthesize(base, 1000)}**{self.parenthesize(exp, 1000)}"
 
 
@@ -151,18 +154,35 @@ def _sens_function(
 
     ``S`` is stored row-major in ``z[N_Y:]`` (``S_j = z[N_Y + j*ns : N_Y + (j+1)*ns]``),
     and ``pos[c]`` is the column of parameter ``c`` (-1: not free), so a parameter
-    derivative is evaluated only when that parameter is free. One common-subexpression
-    elimination covers the outputs and every derivative; nothing goes through a matrix
-    in memory.
+    derivative, and every subexpression only such derivatives use, is evaluated only
+    when that parameter is free. One common-subexpression elimination covers the
+    outputs and every derivative; nothing goes through a matrix in memory.
     """
     row_view, out_add, n_rows = rows
     exprs = [e for _, e in outputs] + [d for *_, d in prod]
     exprs += [d * p[c] for _, c, d in param]  # d/d log p = p d/dp
     exprs = [sp.sympify(e) for e in exprs]
     repl, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), optimizations="basic")
-    body = _loads(exprs, arrays)
-    body += [f"    {s} = {printer.doprint(e)}" for s, e in repl]
     n_out = len(outputs)
+    n_main = n_out + len(prod)
+    # A subexpression that only parameter derivatives use (a log for a Hill exponent's
+    # derivative, say) is evaluated inside the block of each free parameter that needs
+    # it, not on every call: at 10 of 55 parameters free most of them are never needed.
+    defs = {s: e for s, e in repl}
+
+    def needs(targets: Sequence[sp.Expr]) -> set[sp.Symbol]:
+        todo = [s for e in targets for s in e.free_symbols if s in defs]
+        seen: set[sp.Symbol] = set()
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo += [q for q in defs[s].free_symbols if q in defs]
+        return seen
+
+    main = needs(reduced[:n_main])
+    body = _loads(exprs, arrays)
+    body += [f"    {s} = {printer.doprint(e)}" for s, e in repl if s in main]
     body += [
         f"    {tgt} = {printer.doprint(e)}"
         for (tgt, _), e in zip(outputs, reduced[:n_out], strict=True)
@@ -186,6 +206,8 @@ def _sens_function(
     for c in sorted(by_param):
         body.append(f"    k = pos[{c}]")
         body.append("    if k >= 0:")
+        own = needs([r for _, r in by_param[c]]) - main
+        body += [f"        {s} = {printer.doprint(e)}" for s, e in repl if s in own]
         for i, r in by_param[c]:
             body.append(f"        {out_add.format(i=i)} += {printer.doprint(r)}")
     decorator = '@njit(cache=True, error_model="numpy")'
@@ -206,6 +228,7 @@ def numba_source(model: Model) -> str:
 
     jy = _nonzero_derivatives(f, y)
     jp = _nonzero_derivatives(f, p)
+    oy = _nonzero_derivatives(obs, y)
 
     arrays_typ = {"y": y, "p": p, "u": u}
     out = [
@@ -222,6 +245,7 @@ def numba_source(model: Model) -> str:
         f"JY_COLS = {_int_array([j for _, j, _ in jy])}",
         f"JP_ROWS = {_int_array([i for i, _, _ in jp])}",
         f"JP_COLS = {_int_array([j for _, j, _ in jp])}",
+        f"OBS_Y = {_int_array(sorted({j for _, j, _ in oy}))}",
         "ATOL_SCALE = np.array([" + ", ".join(repr(float(s)) for s in model.atol_scale) + "])",
         "",
         "",
@@ -274,7 +298,7 @@ def numba_source(model: Model) -> str:
             "t, z, p, pos, ns, dO",
             [],
             ("dO[{i}]", "dO[{i}, k]", model.n_obs),
-            _nonzero_derivatives(obs, y),
+            oy,
             _nonzero_derivatives(obs, p),
             {"z": y, "p": p},
             p,

@@ -27,7 +27,7 @@ from .gencache import (
     write_sealed,
 )
 from .model import Model
-from .numba_backend import event_arrays, load_numba_module
+from .numba_backend import event_arrays, load_numba_module, module_path
 
 #: Entry points compiled ahead when numba's cache holds no machine code for them.
 _AHEAD = ("solve", "solve_sens")
@@ -41,24 +41,24 @@ def numba_model(model: Model) -> ModuleType:
     text = read_generated(path)  # None when missing, or damaged (then deleted)
     if text is None:
         text = write_sealed(path, numba_source(model))
-    mod = load_numba_module(model.name, text)
-    if not _machine_code_cached(mod):
-        _compile_ahead(mod, model)
-    return mod
+    if _machine_code_cached(module_path(model.name, text)):
+        return load_numba_module(model.name, text)
+    return _compile_ahead(text, model)
 
 
-def _machine_code_cached(mod: ModuleType) -> bool:
-    """True if numba's on-disk cache beside the generated file holds code for every
-    entry point of :data:`_AHEAD` (numba names it ``<file stem>.<function>-<line>...``)."""
-    path = Path(mod.__file__)
+def _machine_code_cached(path: Path) -> bool:
+    """True if numba's on-disk cache beside the generated file ``path`` holds code for
+    the solver's C callback (compiled when the module is imported) and every entry point
+    of :data:`_AHEAD` (numba names it ``<file stem>.<function>-<line>...``)."""
     folder = path.parent / "__pycache__"
-    return all(any(folder.glob(f"{path.stem}.{name}-*.nbc")) for name in _AHEAD)
+    return all(any(folder.glob(f"{path.stem}.{name}-*.nbc")) for name in ("solve_c", *_AHEAD))
 
 
-def _compile_ahead(mod: ModuleType, model: Model) -> None:
-    """Compile ``solve`` and ``solve_sens`` now, saying on stderr what is compiled and how
-    long it took last time on this machine (the cache's own record, :func:`last_compile`),
-    and record how long it took this time."""
+def _compile_ahead(text: str, model: Model) -> ModuleType:
+    """Load the module (which compiles the solver's C callback) and compile ``solve`` and
+    ``solve_sens`` now, saying on stderr first what is compiled and how long it took last
+    time on this machine (the cache's own record, :func:`last_compile`), and record how
+    long it took this time."""
     from .._console import progress_to_stderr as say  # stderr, silent with --quiet
 
     what = f"numba solver: {model.name}"
@@ -76,6 +76,7 @@ def _compile_ahead(mod: ModuleType, model: Model) -> None:
         f"equations or the solver; {when}"
     )
     t_wall, t_cpu = time.perf_counter(), time.process_time()
+    mod = load_numba_module(model.name, text)
     p = np.ascontiguousarray(model.default_params(), dtype=np.float64)
     args = (np.zeros(model.n_u), 0.0, np.array([0.0, 1.0]), *event_arrays())
     opts = (1e-6, 1e-8, 1000, 2)
@@ -84,3 +85,4 @@ def _compile_ahead(mod: ModuleType, model: Model) -> None:
     wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
     record_compile(what, wall, cpu, Path(mod.__file__).name)
     say(f"compiled in {wall:.0f} s ({cpu:.0f} s CPU)")
+    return mod

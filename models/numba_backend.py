@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import threading
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .solver_contract import NUMBA_METHODS, Status
 __all__ = [
     "cache_dir",
     "load_numba_module",
+    "module_path",
     "template_source",
     "kernels_source",
     "event_arrays",
@@ -69,6 +71,14 @@ def _module_text(model_source: str) -> str:
         + "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
         + template_source()
     )
+
+
+def module_path(key: str, model_source: str) -> Path:
+    """Where :func:`load_numba_module` keeps the module of ``model_source`` (nothing is
+    written or compiled here)."""
+    if not _KEY_RE.match(key):
+        raise ValueError(f"invalid model key {key!r}: use [A-Za-z_][A-Za-z0-9_]*, <= 64 chars")
+    return generated_path("numba", key, cache_key("numba", [_module_text(model_source)]))
 
 
 def load_numba_module(key: str, model_source: str) -> types.ModuleType:

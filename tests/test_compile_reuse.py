@@ -155,3 +155,35 @@ def test_cohort_task_compiles_once_for_two_patients():
     # per process for both patients: no PyTensor compile at all.
     assert compiled.COMPILES["logp_grad"] - before == 0
     assert fastlogp.module.cache_info().misses - loads <= 1
+
+
+_GRAPH_KEY = """
+from pytensor.compile.mode import get_mode
+from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+from carthema.data.examples import load_example
+from carthema.fitting.build import build_patient_model
+ex = load_example("synthetic")
+fm = build_patient_model(ex.observations, ex.events, "VP002", "cart")
+f = fm.pymc_model.logp_dlogp_function(mode=get_mode("NUMBA").clone(linker="py"))
+fg = f._pytensor_function.maker.fgraph
+print(numba_funcify_and_cache_key(fg)[1], sum("Assert" in str(n.op) for n in fg.apply_nodes))
+"""
+
+
+def test_the_log_density_graph_is_the_same_in_every_process():
+    """PyTensor caches a numba-compiled graph under a key over the rewritten graph; the
+    row likelihood's vectors of unknown length once made it add broadcast Asserts in an
+    order that changed from process to process (5 processes, 5 keys), so the cache never
+    hit. Two fresh processes now rewrite to the same graph, with no such Assert."""
+    import subprocess
+    import sys
+
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", _GRAPH_KEY], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    (key, n_assert), again = outs
+    assert key != "None" and [key, n_assert] == again
+    assert n_assert == "0"

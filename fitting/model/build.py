@@ -159,16 +159,29 @@ def add_row_likelihood(pred, inputs: Mapping, s_free, has_unc: bool, has_cen: bo
     context. ``pred``: the model prediction of every row (natural scale, PyTensor);
     ``inputs``: :func:`row_inputs` (numpy arrays or their ``pm.Data``); ``s_free``: the
     :func:`residual_sd_variable` (or ``None``)."""
-    mu = transform_rows_pt(pred, inputs["row_scale"], inputs["row_floor"])
+    # Every row vector gets the one length n, and each index vector and its values one
+    # length each (specify_shape): with lengths PyTensor cannot tell equal, it adds
+    # broadcast Asserts in an order taken from a set of variables, which changed from
+    # process to process and with it the compiled graph's cache key.
+    row = _same_length(inputs["row_scale"])
+    mu = transform_rows_pt(row(pred), row(inputs["row_scale"]), row(inputs["row_floor"]))
     fixed = pt.as_tensor_variable(inputs["sigma_fixed"]).astype("float64")
     s_all = fixed if s_free is None else pt.concatenate([s_free, fixed])
-    s_rows = s_all[inputs["row_sigma"]]
+    s_rows = s_all[row(inputs["row_sigma"])]
     if has_unc:
-        unc = inputs["unc_idx"]
-        pm.Normal("obs", mu=mu[unc], sigma=s_rows[unc], observed=inputs["y_obs"])
+        unc = _same_length(inputs["unc_idx"])
+        mu_u, s_u = mu[unc(inputs["unc_idx"])], s_rows[unc(inputs["unc_idx"])]
+        pm.Normal("obs", mu=mu_u, sigma=s_u, observed=unc(inputs["y_obs"]))
     if has_cen:
-        cen = inputs["cen_idx"]
-        pm.Potential("blq_loglik", normal_lcdf_pt((inputs["y_cen"] - mu[cen]) / s_rows[cen]).sum())
+        cen = _same_length(inputs["cen_idx"])
+        z = (cen(inputs["y_cen"]) - mu[cen(inputs["cen_idx"])]) / s_rows[cen(inputs["cen_idx"])]
+        pm.Potential("blq_loglik", normal_lcdf_pt(z).sum())
+
+
+def _same_length(first):
+    """A function giving a vector the length of ``first`` (``specify_shape``)."""
+    n = pt.as_tensor_variable(first).shape[0]
+    return lambda v: pt.specify_shape(v, (n,))
 
 
 def build_model(
