@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from carthema.data.boost import BoostPlan
-from carthema.models.scenarios import typical_course, with_plan
+from carthema.models.scenarios import POOR_RESERVE, typical_course, with_plan
 from carthema.models.simulate import simulate
 
 
@@ -22,13 +22,16 @@ def test_an_untreated_chimeric_patient_has_the_same_share_in_every_lineage(c):
 
 
 def test_a_t_cell_depleted_new_donor_graft_gives_split_chimerism():
-    """A CD34-selected new-donor graft 30 days after CAR-T into a poor-reserve marrow
-    (hsc_mass 0.02) of a host whose weak rejection lets it take (rej_rate 0.1/d): donor
-    myeloid cells grow while the host's T cells recover (split chimerism, as after
-    T-depleted grafts), so on day 90 whole-blood chimerism lies below the myeloid one."""
+    """A CD34-selected new-donor graft 30 days after CAR-T into the package's poor-reserve
+    marrow (models.scenarios.POOR_RESERVE: still aplastic on day 90 without a graft, ANC
+    0.26 G/L) of a host whose weak rejection lets it take (rej_rate 0.1/d): donor myeloid
+    cells replace the host's while the host's T cells recover (split chimerism, as after
+    T-depleted grafts), so on day 90 whole-blood chimerism lies below the myeloid one.
+    (With hsc_mass 0.02 alone the resident marrow now regrows by its own self-renewal and
+    the graft stays a minority.)"""
     ev = with_plan(typical_course(patient="p"),
                    BoostPlan(30.0, 5e6, "allogeneic", cd34_selected=True))  # fmt: skip
-    tr = simulate(ev, days=90.0, params={"hsc_mass": 0.02, "rej_rate": 0.1})
+    tr = simulate(ev, days=90.0, params={**POOR_RESERVE, "rej_rate": 0.1})
     assert tr.ok
     cd15, wb = tr["chimerism_cd15"][-1], tr["chimerism_wb"][-1]
     assert cd15 > 20.0
