@@ -193,8 +193,8 @@ def read_inputs(
     if not isinstance(n_draws, int | np.integer) or n_draws < 2 * min_ess:
         raise InputError(
             f"{n_draws} particles cannot give {min_ess:.0f} effective draws",
-            column="draws",
-            fix=f"use at least {2 * min_ess:.0f} (default {default_draws})",
+            column="particles",
+            fix=f"use at least {2 * min_ess:.0f} particles (n_draws; default {default_draws})",
         )
     ht, ht_info = _resolve_hematotox(hematotox, hematotox_labs)
     chim = _check_number("donor-chimerism", donor_chimerism, fix="a fraction 0-1, e.g. 0.95")
