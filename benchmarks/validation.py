@@ -82,7 +82,7 @@ def natural_history_rows() -> list[dict]:
     return [
         {
             "set": "calibration",
-            "source": f"natural_history.csv row {r['row']}",
+            "source": f"{r['file']} row {r['row']}",
             "what": f"{r['table']} {r['product']} {r['stratum']}: {r['key']}",
             "published": r["target"],
             "model": float(r["model"]),
@@ -103,7 +103,7 @@ def heldout_rows(quick: bool, seed: int) -> list[dict]:
     return [
         {
             "set": "held-out split",
-            "source": f"natural_history.csv row {r['row']}",
+            "source": f"{r['file']} row {r['row']}",
             "what": f"{r['table']} {r['product']} {r['stratum']}: {r['key']}",
             "published": r["target"],
             "model": float(r["model"]),
