@@ -147,12 +147,18 @@ def graft(
     The cell doses are refused outside the plausible ranges an events file's
     ``stem_cell_boost`` row is held to (a dose written in millions, ``--dose 3`` for
     3e6/kg, is the usual slip)."""
+    check_graft_numbers(dose, cd3, mnc)
+    return BoostPlan(day, dose, source, selected, cd3, mnc)
+
+
+def check_graft_numbers(dose: float, cd3: float | None, mnc: float | None) -> None:
+    """Refuse graft doses (cells/kg) outside the plausible ranges an events file's
+    ``stem_cell_boost`` row is held to, one line naming the option and the likely slip."""
     cd34 = P.EVENT_RANGES[("stem_cell_boost", "cells/kg")]
     P.check_option_value("--dose", dose, cd34, candidates=("10^6 cells/kg",), what="CD34+/kg")
     cells = P.Range(0.0, P.GRAFT_CELLS_LIMIT, "cells/kg", 1e7, P.GRAFT_CELLS_REASON)
     P.check_option_value("--cd3", cd3, cells, what="CD3+ cells/kg")
     P.check_option_value("--mnc", mnc, cells, what="MNC/kg")
-    return BoostPlan(day, dose, source, selected, cd3, mnc)
 
 
 #: The day of the decision.

@@ -177,23 +177,7 @@ def check_boost_numbers(
     from carthema.data.errors import InputError
     from carthema.models.hematotox import parse_hematotox
 
-    boost = P.EVENT_RANGES[("stem_cell_boost", "cells/kg")]
-    if not math.isfinite(dose) or dose <= 0:
-        raise InputError(f"--dose {dose:g} is not a positive number of CD34+ cells/kg.",
-                         fix="give the CD34+ dose per kg, e.g. --dose 3e6.")  # fmt: skip
-    if not boost.contains(dose):
-        per_million = dose * 1e6
-        hint = (
-            f"did you mean {dose:g}e6 CD34+/kg? (--dose is in cells/kg, not 10^6 cells/kg)"
-            if boost.contains(per_million) and dose < boost.low
-            else "give the CD34+ dose in cells/kg, e.g. --dose 3e6."
-        )
-        side = "below" if dose < boost.low else "above"
-        raise InputError(
-            f"--dose {dose:g} CD34+ cells/kg is {side} the plausible range "
-            f"{boost.low:g}-{boost.high:g} cells/kg ({boost.reason}).",
-            fix=hint,
-        )
+    opt.check_graft_numbers(dose, cd3, mnc)
     day_rng = P.Range(0.0, P.BOOST_DAY_LIMIT, "d", 60.0, P.BOOST_DAY_REASON)
     if not math.isfinite(day) or day <= 0:
         raise InputError(f"--day {day:g} is not a day after the CAR-T infusion.",
@@ -207,9 +191,6 @@ def check_boost_numbers(
     days = P.Range(0.0, P.DAY_LIMIT, "d", 7.0, P.DAY_REASON)
     P.check_option_value("--gcsf-after", gcsf_after, days, what="days")
     P.check_option_value("--neutropenia-days", neutropenia_days, days, what="days")
-    graft = P.Range(0.0, P.GRAFT_CELLS_LIMIT, "cells/kg", 1e7, P.GRAFT_CELLS_REASON)
-    P.check_option_value("--cd3", cd3, graft, what="cells/kg")
-    P.check_option_value("--mnc", mnc, graft, what="cells/kg")
     parse_hematotox(hematotox)  # a score 0-7 or low/high, as in every command
     if donor_chimerism is not None and not (
         math.isfinite(donor_chimerism) and 0.0 <= donor_chimerism <= 1.0
