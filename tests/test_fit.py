@@ -206,7 +206,9 @@ def _truth(synthetic, patient: str) -> dict[str, float]:
 def test_nutpie_recovers_synthetic_patient(synthetic, tmp_path):
     """nutpie (numba Op) on a synthetic patient of the full model: chains agree, no
     divergences, and the true parameters fall inside the 90 % intervals for most
-    parameters (coverage expected ~90 %: at least 8 of the 10 defaults)."""
+    parameters (coverage expected ~90 %: at least 8 of the 10 defaults). Target acceptance
+    0.9, as the divergence warning advises: at 0.8 the regenerated synthetic patient (model
+    with the marrow neutrophil reserve) gave 2 divergences in 2 x 300 draws."""
     truth = _truth(synthetic, PATIENT)
     r = fit(
         synthetic.observations,
@@ -218,6 +220,7 @@ def test_nutpie_recovers_synthetic_patient(synthetic, tmp_path):
         chains=2,
         seed=7,
         truth=truth,
+        target_accept=0.9,
     )
     d = r.diagnostics
     assert d.divergences == 0
