@@ -193,20 +193,8 @@ def plan_engraftment(
     already-recovered draws apart (``p_already``), Kaplan-Meier over the others censored
     at the end of ``days``. Draws whose solve failed are left out. ``stable``: see
     :func:`carthema.clinical.endpoints.engraftment` (:data:`FROM_CART` from day 0)."""
-    ok = status == 0
-    c = _counts(model, obs, ok)
-    gcsf, transfusions = support_from_events(events)
-    res = lineage_engraftment(
-        days,
-        reference=reference,
-        anc=c.get("anc"),
-        platelets=c.get("platelets"),
-        gcsf=gcsf,
-        transfusions=transfusions,
-        stable=stable,
-    )
-    w = None if weights is None else np.asarray(weights, dtype=float)[ok]
-    return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
+    return _summaries(lineage_engraftment, model, days, status, obs, events, weights=weights,
+                      reference=reference, stable=stable)  # fmt: skip
 
 
 def sustained_summary(
@@ -223,14 +211,20 @@ def sustained_summary(
     :func:`carthema.clinical.endpoints.sustained_recovery`) of simulated draws, summarised
     like :func:`plan_engraftment` (``p_never``: not sustained by the end; ``p_already``:
     never below from ``reference`` on). Draws whose solve failed are left out."""
+    return _summaries(lineage_sustained, model, days, status, obs, events, reference=reference)
+
+
+def _summaries(criteria, model, days, status, obs, events, *, weights=None, **kw) -> dict:
+    """``criteria`` (:func:`lineage_engraftment` or :func:`lineage_sustained`) applied to
+    the counts of the draws that solved, with the support of ``events``, each lineage
+    summarised (optionally weighted)."""
     ok = status == 0
     c = _counts(model, obs, ok)
     gcsf, transfusions = support_from_events(events)
-    res = lineage_sustained(
-        days, reference=reference, anc=c.get("anc"), platelets=c.get("platelets"),
-        gcsf=gcsf, transfusions=transfusions,
-    )  # fmt: skip
-    return {key: engraftment_summary(e) for key, e in res.items()}
+    res = criteria(days, anc=c.get("anc"), platelets=c.get("platelets"), gcsf=gcsf,
+                   transfusions=transfusions, **kw)  # fmt: skip
+    w = None if weights is None else np.asarray(weights, dtype=float)[ok]
+    return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
 
 
 def predict_plan(
