@@ -94,7 +94,7 @@ def window_draws(
 ) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
-    distribution when it has them as columns, else their TRAITS spread, else the stated
+    distribution when it has them as columns, else their plausible spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
     values. With ``dose`` (CD34+ cells/kg) a share of the draws get a failed graft
     (:func:`carthema.clinical.population.graft.p_graft_failure`). Returns the draws and
@@ -104,7 +104,7 @@ def window_draws(
 
     try:
         population = load_population()[0]
-    except InputError:  # no population file in this installation: TRAITS / assumption
+    except InputError:  # no population file in this installation: plausible spread / assumption
         population = None
     post = as_posterior(fit)
     draws = post.sample(n_draws, seed=seed)
