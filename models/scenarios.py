@@ -109,9 +109,9 @@ def with_plan(events: pd.DataFrame, plan: BoostPlan) -> pd.DataFrame:
 #: fitness and a strong, slowly resolving delayed injury (the aplastic phenotype). Values
 #: lie inside each parameter's plausible range; they are an example, not a fit. With the
 #: two-stage delayed injury (late_rate per stage) the former one-stage 0.02/d built up so
-#: slowly that the first recovery lasted past day 21; 0.05/d with late_supp 40 keeps the
-#: ANC below 0.5 G/L from day 21 to day 90 (tests/test_model_core.py).
-POOR_RESERVE = {"hsc_mass": 0.1, "hsc_regen": 0.003, "late_supp": 40.0, "late_rate": 0.05}
+#: slowly that the first recovery lasted past day 21; at 0.05/d the ANC stays below 0.5
+#: G/L from day 21 to day 90 (tests/test_model_core.py).
+POOR_RESERVE = {"hsc_mass": 0.1, "hsc_regen": 0.003, "late_supp": 20.0, "late_rate": 0.05}
 
 #: Parameter overrides that make the conditioning of :func:`emptied_marrow_transplant`
 #: myeloablative: a stem-cell kill rate of 0.4/d per unit intensity (busulfan- or

@@ -194,6 +194,40 @@ def test_nadir_and_first_recovery_fall_where_the_reserve_and_published_recovery_
     assert stats["median_day_anc_recovery"] <= 28.0
 
 
+@pytest.mark.parametrize("product", ["axi-cel", "tisa-cel"])
+def test_the_second_dip_starts_in_days_21_to_40(first_weeks, product):
+    """Issue 17 item 4: the second dip of the biphasic course is timed from the CAR-T/CRS
+    peak into days 20-40. Rejeski et al. 2021 (Blood 138:2499) call a recovery followed
+    by a second dip below 0.5 G/L after day 21 "intermittent"; Fried et al. 2019 (Bone
+    Marrow Transplant 54:1643, abstract): in 93 % of patients haematological toxicity
+    occurs after day 21. Among the patients whose ANC falls below 0.5 G/L again after a
+    first recovery (days 0-60), the median day it does so lies in days 21-40, and fewer
+    than a third of them start before day 21. With a one-stage delayed injury the median
+    was day 23.5 (axi-cel) and 27 (tisa-cel), 42 and 31 % before day 21."""
+    from carthema.clinical.population.statistics import second_dip_day
+
+    anc, _ = first_weeks[product]
+    onset = second_dip_day(FIRST_WEEKS, anc)
+    onset = onset[np.isfinite(onset)]
+    assert onset.size >= 20, onset.size
+    assert 21.0 <= np.median(onset) <= 40.0, np.median(onset)
+    assert (onset < 21.0).mean() < 1.0 / 3.0, (onset < 21.0).mean()
+
+
+def test_second_dip_day_by_hand():
+    """Day 0 below 0.5, three days up (1-3), below again on day 5; never low; low, up
+    for only two days, low again (one episode); recovered and never low again."""
+    days = np.arange(-2.0, 10.0)
+    rows = np.full((4, days.size), 2.0)
+    rows[0, [2, 7]] = 0.3
+    rows[0, 6] = 0.6
+    rows[2, [2, 5, 6]] = 0.3
+    rows[3, 2] = 0.3
+    from carthema.clinical.population.statistics import second_dip_day
+
+    np.testing.assert_array_equal(second_dip_day(days, rows), [5.0, np.nan, np.nan, np.nan])
+
+
 def test_neutrophil_recovery_by_day_28_after_a_4_1bb_product(first_weeks):
     """Cumulative incidence of neutrophil recovery 81 % at day 28 after a
     defined-composition 4-1BB CD19 CAR-T (Juluri et al. 2022, Blood Adv, 173 patients),

@@ -185,10 +185,12 @@ def _on(days: np.ndarray, x: np.ndarray, day: float) -> np.ndarray:
     return x[:, idx[0]]
 
 
-def _biphasic(anc: np.ndarray) -> np.ndarray:
-    """Per row: below 0.5, then >= 3 consecutive days above 0.5, then below 0.5 again."""
+def _second_dip(anc: np.ndarray) -> np.ndarray:
+    """Per row: the column index where the ANC falls below 0.5 again after a first
+    recovery (>= 3 consecutive days not below 0.5 after the first day below it); -1 if
+    it never does."""
     low = anc < 0.5
-    out = np.zeros(anc.shape[0], dtype=bool)
+    out = np.full(anc.shape[0], -1, dtype=int)
     for i in range(anc.shape[0]):
         below = np.flatnonzero(low[i])
         if below.size == 0:
@@ -200,9 +202,24 @@ def _biphasic(anc: np.ndarray) -> np.ndarray:
                 run = run + 1 if not low[i, j] else 0
                 recovered = run >= 3
             elif low[i, j]:
-                out[i] = True
+                out[i] = j
                 break
     return out
+
+
+def _biphasic(anc: np.ndarray) -> np.ndarray:
+    """Per row: below 0.5, then >= 3 consecutive days above 0.5, then below 0.5 again."""
+    return _second_dip(anc) >= 0
+
+
+def second_dip_day(days: np.ndarray, anc: np.ndarray) -> np.ndarray:
+    """Per row of ``anc`` (G/L, daily on ``days``, counted from day 0): the day the ANC
+    falls below 0.5 G/L again after a first recovery (the start of the second dip of a
+    biphasic course, as :data:`DEFINITIONS` ``p_biphasic`` counts it); NaN if none."""
+    days = np.asarray(days, dtype=float)
+    w = days >= 0
+    idx = _second_dip(np.atleast_2d(np.asarray(anc, dtype=float))[:, w])
+    return np.where(idx >= 0, days[w][np.maximum(idx, 0)], np.nan)
 
 
 def _recovery_day(days: np.ndarray, a: np.ndarray) -> np.ndarray:

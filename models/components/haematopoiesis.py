@@ -56,18 +56,22 @@ after lymphodepletion. A patient with an earlier allogeneic transplant carries d
 precursors and megakaryocyte precursors at their own rates), with a small, sourced
 effect on stem cells (flu/cy is not myeloablative). CAR-T expansion on antigen drives an
 inflammatory signal ``infl_I`` (CRS), which slows every division for days. A delayed,
-slowly resolving injury ``infl_Z`` follows it (a low-pass copy of the saturated
-inflammation): it slows the resident CD34+ progenitors by ``1 + late_supp * Z`` and
-removes resident stem cells at ``late_kill_hsc * Z``. Its strength is the patient's
+slowly resolving injury ``infl_Z`` follows it (the saturated inflammation
+``I / (late_i50 + I)`` passed through two stages ``infl_Y``, ``infl_Z`` at ``late_rate``:
+a delay of shape 2 that peaks about two weeks after the CRS, so the second dip starts
+after day 21, as in the intermittent recovery of Rejeski et al. 2021): it slows the
+resident CD34+ progenitors by ``1 + late_supp * Z`` and removes resident stem cells at
+``late_kill_hsc * Z``. Its strength is the patient's
 susceptibility. Part of the injury does not resolve: ``infl_D`` accumulates the delayed
 exposure (``late_rate * Z``, never repaired) and slows the resident progenitors by a
 further ``niche_supp * D`` for good, the persistent tail of months of cytopenia (Logue et
 al. 2021: about 12 % of axi-cel patients with ANC < 1 G/L on day 90 and on day 180).
 Its driver is a pre-CAR-T susceptibility and the inflammatory course, which saturates
-(``I / (1 + I)``), so CAR-T levels beyond those that saturate it add nothing. The CD34+
-progenitors that survive lymphodepletion give a first recovery in the second week; the
-slowed divisions during CRS and then the delayed injury give the second dip of the
-biphasic course, and, with a low reserve, the persistent aplasia of a minority. It acts
+early (``late_i50`` 0.05), so CAR-T levels beyond those that saturate it add nothing
+and the products differ less in late cytopenia than in CRS. The CD34+ progenitors that
+survive lymphodepletion give a first recovery in the second week; the slowed divisions
+during CRS and then the delayed injury give the second dip of the biphasic course, and,
+with a low reserve, the persistent aplasia of a minority. It acts
 on the resident marrow only: prolonged cytopenia after CAR-T is attributed to damaged
 resident haematopoietic stem and progenitor cells (Rejeski et al. 2021; ICAHT consensus,
 Rejeski et al. 2023, Blood 142:865), and cells infused afterwards carry healthy fitness
@@ -561,34 +565,54 @@ PARAMS = (
     ),
     _p(
         "late_rate",
-        0.085,
+        0.1,
         "1/d",
         0.01,
         0.5,
         "assumption: the delayed suppression passes two stages at this rate (a gamma delay "
-        "of shape 2: peak about 1 / late_rate = 12 d after the CRS peak, mean 2 / late_rate "
-        "= 24 d), so the second neutrophil dip of the biphasic course starts in days 20-40: "
+        "of shape 2: peak about 1 / late_rate = 10 d after the CRS peak, mean 2 / late_rate "
+        "= 20 d), so the second neutrophil dip of the biphasic course starts in days 20-40: "
         "Rejeski et al. 2021 (Blood 138:2499) count a second dip after day 21 as "
         "intermittent recovery; in 93 % of patients haematological toxicity occurs after "
         "day 21 (Fried et al. 2019, Bone Marrow Transplant 54:1643, abstract). Measured on "
-        "the shipped LBCL population (600 patients, days -7..180, before recalibration): "
-        "with one stage at 0.07/d the second dip began at a median day 23.5 (axi-cel) and "
-        "27 (tisa-cel), 42 and 31 % of them before day 21; two stages at 0.085/d: day 31 "
-        "and 31, 22 and 15 % before day 21",
+        "the earlier shipped LBCL population (600 patients): with one stage at 0.07/d the "
+        "second dip began at a median day 23.5 (axi-cel) and 27 (tisa-cel), 42 and 31 % of "
+        "them before day 21; on a population calibrated with two stages at 0.1/d (n 6000, "
+        "2000 of its patients): day 32 and 29, 21 and 25 % before day 21. Faster rates "
+        "(0.13-0.26) raised the days below 0.5 G/L (rows 25, 41) above their rows",
         "rate of each of the two stages of the delayed marrow suppression",
         plausible=Plausible(None, 0.5),
     ),
     _p(
+        "late_i50",
+        0.05,
+        "1",
+        0.01,
+        5.0,
+        "assumption: the delayed injury saturates in the inflammation (I / (late_i50 + I)): "
+        "the duration of severe neutropenia did not follow CRS incidence, grade or peak "
+        "cytokines (Rejeski et al. 2021, Blood 138:2499), and the products' late rows "
+        "differ less than their CRS does: ANC <= 1 G/L after day 21 in 57 % (tisa-cel) vs "
+        "68 % (axi-cel), >= 14 days < 0.5 G/L in 28 vs 29 % (natural_history.csv rows 15, "
+        "23, 17, 25). Calibrated LBCL populations (n 6000, seed 1) with the two-stage delay: "
+        "row 15 reached 0.43 at late_i50 1 and 0.3 (late_rate 0.085-0.13), 0.47 at 0.1 and "
+        "0.49 at 0.05 (late_rate 0.1; within 0.10 only there); row 32 (CAR-HEMATOTOX high, "
+        "median days < 0.5 G/L) stayed at 15-17 against 12 throughout",
+        "inflammation at which the delayed marrow injury is half-saturated",
+        needs="cart_E",
+    ),
+    _p(
         "late_supp",
-        0.22,
+        0.15,
         "1",
         0.01,
         100.0,
         "calibrated (population file) to "
         + NH_CSV
         + " rows p_anc_le_1_after_d21, p_severe_neutropenia_ge_14d; the default (the "
-        "plausible population's median) is 1.5 x the 0.15 of the one-stage delay, whose "
-        "peak the two-stage delay reaches at about 0.65 for a median CRS course; "
+        "plausible population's median) is that of the one-stage delay with I / (1 + I): "
+        "the two-stage delay lowers the injury's peak to about 0.65 for a median CRS "
+        "course, the stronger saturation (late_i50) raises it about 1.5-fold; "
         "assumption: delayed "
         "inflammatory (IFN-gamma / T-cell-mediated) marrow suppression, the patient's "
         "susceptibility rising with baseline inflammation (CRP, ferritin)",
@@ -614,7 +638,7 @@ PARAMS = (
     ),
     _p(
         "niche_supp",
-        0.05,
+        0.03,
         "1",
         1e-4,
         20.0,
@@ -628,7 +652,9 @@ PARAMS = (
         "with a hypocellular marrow and no recovery without stem-cell support: Rejeski et "
         "al. 2023, ICAHT consensus, Blood 142:865). The susceptibility is a pre-CAR-T trait "
         "(reserve, baseline inflammation); the exposure is the saturated inflammatory course "
-        "(infl_Z), so CAR-T levels above those that saturate it add nothing",
+        "(infl_Z), so CAR-T levels above those that saturate it add nothing. Default (the "
+        "plausible median) 0.05 -> 0.03 with the stronger saturation of late_i50, which "
+        "raises the cumulative exposure D about 1.5-fold",
         "suppression of resident progenitor division per unit non-resolving damage",
         needs="cart_E",
         plausible=Plausible(
@@ -949,7 +975,7 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     # injury peaks about 1 / late_rate (14 d) after the CRS and has a mean delay of
     # 2 / late_rate, so the second dip falls in days 20-40, not in the second week (with
     # one stage it began on day 16-21 in a third of the biphasic patients).
-    d["infl_Y"] = p["late_rate"] * (I / (1.0 + I) - s["infl_Y"])
+    d["infl_Y"] = p["late_rate"] * (I / (p["late_i50"] + I) - s["infl_Y"])
     d["infl_Z"] = p["late_rate"] * (s["infl_Y"] - Z)
     # Non-resolving damage: the cumulative delayed-injury exposure, never repaired
     # (D = late_rate x the integral of Z; about 1 after a typical CRS course).
