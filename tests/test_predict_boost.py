@@ -136,15 +136,16 @@ def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkey
 
 
 def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
-    # A patient referred for a boost: ANC 0 on day 45 after 30 neutropenic days, with the
-    # baseline of such patients (platelets 60 G/L, CRP and ferritin raised: CAR-HEMATOTOX
-    # 2 + 1 + 0 + 1 + 1 = 5). With the marrow neutrophil reserve the population holds no
-    # patient this aplastic on day 40 with the milder baseline used before (score 3).
+    # A patient referred for a boost: ANC 0 on day 45 after 30 neutropenic days, with a
+    # mild baseline (platelets 100 G/L, ANC 0.95, CRP raised: CAR-HEMATOTOX
+    # 1 + 1 + 0 + 1 + 0 = 3). With the saturating two-stage delayed injury the population
+    # again holds such patients (about 10 % of its score-3 patients have ANC < 0.1 G/L on
+    # day 40); with the one-stage injury it held none and this baseline was refused.
     out = tmp_path / "pred.json"
     code, text = _cli(
         ["--day", "45", "--dose", "3.1e6", "--source", "autologous", "--anc", "0",
          "--plt", "35", "--plt-transfused", "--tpo", "--neutropenia-days", "30",
-         "--product", "tisa-cel", "--hematotox-labs", "60,0.95,10.1,4.2,1000",
+         "--product", "tisa-cel", "--hematotox-labs", "100,0.95,10.1,4.2,500",
          "--particles", str(N), "--json", str(out)],
         capsys,
     )  # fmt: skip
@@ -156,7 +157,7 @@ def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
     assert res["effective_sample_size"] >= MIN_ESS
     inp = res["inputs"]
     assert inp["product"] == "tisa-cel" and inp["disease"] == "lbcl"
-    assert inp["hematotox"]["score"] == 5 and inp["hematotox"]["from"] == "laboratory values"
+    assert inp["hematotox"]["score"] == 3 and inp["hematotox"]["from"] == "laboratory values"
     assert inp["anc_below_limit"] is True and inp["support"]["plt_transfused"] is True
     assert inp["support"]["tpo"] is True and inp["support"]["gcsf"] is False
     assert inp["neutropenia_days"] == 30
@@ -321,13 +322,17 @@ def test_prior_density_has_the_populations_mean_and_covariance():
     rows = pop[pop["hematotox"] == 1]  # tisa-cel: the reference kinetics, no shift
     X = np.log(rows[prior.names].to_numpy(float))  # duplicates count as weights
     x = prior.sample(40_000, np.random.default_rng(1))
-    assert np.all(np.abs(x.mean(0) - X.mean(0)) < 0.25 * X.std(0))
+    # Means within a quarter SD; where a tenth or more of the rows sit on a plausible bound
+    # (hsc_mass = 1: 29 % of these rows) the truncated kernels keep only their inner side
+    # and pull the mean inward (0.28 SD measured), so 0.35 SD there.
+    on_bound = np.mean((X <= prior.low + 1e-9) | (X >= prior.high - 1e-9), axis=0)
+    tol = np.where(on_bound >= 0.1, 0.35, 0.25)
+    assert np.all(np.abs(x.mean(0) - X.mean(0)) < tol * X.std(0))
     # Not inflated; a little narrower where rows pile up at a plausible bound (truncation).
-    # hsc_mass <= 1 (a full niche) holds 28 % of these rows at the bound: the truncated
+    # hsc_mass <= 1 (a full niche) holds 29 % of these rows at the bound: the truncated
     # kernels of a point mass at a bound keep only their inner side, so its variance
     # shrinks most; elsewhere at most a few % of rows sit on a bound.
     ratio = x.var(0) / X.var(0)
-    on_bound = np.mean((X <= prior.low + 1e-9) | (X >= prior.high - 1e-9), axis=0)
     assert np.all(ratio < 1.1), ratio
     assert np.all(ratio[on_bound < 0.1] > 0.65), ratio
     assert np.all(ratio[on_bound >= 0.1] > 0.5), ratio
