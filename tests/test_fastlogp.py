@@ -36,11 +36,11 @@ def _censor(obs: pd.DataFrame, analyte: str, k: int, lloq: float) -> None:
 
 @pytest.fixture(scope="module")
 def all_features(synthetic):
-    """VP002 on the full model (log, logit and identity rows) with censored rows on every
+    """VP004 on the full model (log, logit and identity rows) with censored rows on every
     scale: a platelet limit far below the prediction (z < -10, the series branch of M3)
     and a CAR-T row on day -3, where the prediction is exactly 0."""
     obs = synthetic.observations
-    obs = obs[obs["patient"] == "VP002"].copy()
+    obs = obs[obs["patient"] == "VP004"].copy()
     _censor(obs, "platelets", -1, 1.0)
     _censor(obs, "chimerism_cd15", 0, 1.0)
     _censor(obs, "b_cells", -1, 1.0)
@@ -48,7 +48,7 @@ def all_features(synthetic):
     early["day"] = -3.0
     early.index = [obs.index.max() + 1]
     obs = pd.concat([obs, early])
-    return build_patient_model(obs, synthetic.events, "VP002", "full")
+    return build_patient_model(obs, synthetic.events, "VP004", "full")
 
 
 def _reference(fm):
