@@ -59,6 +59,15 @@ Findings (n 1000, seed 1; benchmarks/results/ball_diagnosis.json):
   LBCL population to 25/43 (x 0.3) or 21/43 (x 0.1) rows and MCL row 6 to 0.12 (x 0.1);
   for brexu-cel alone in B-ALL the calibration reached 2/4 rows (effective 572): the
   tisa-cel platelet row stays at 0.74 against 0.27.
+- Platelets are a second, separate gap. With both levers (kill_EC50 x 0.1 and a
+  saturating early suppression, I50 1 with infl_supp 0.4, a temporary build) brexu-cel
+  peaks at a median 5,000 copies/ug on day 7 with a CRS peak of 1.9, ANC < 1 G/L falls
+  to 17 % (tisa-cel 34 %; calibrated: 0.389 and 0.126, both rows within 0.10), but
+  platelets < 50 G/L stay at 39 % (brexu-cel, day 30) and 54 % (tisa-cel, day 28)
+  unweighted, 0.29 and 0.66 calibrated (labels 0.12 and 0.27). The crowded
+  pre-lymphodepletion platelets (median 48 G/L, a tenth at the 20 G/L lower bound) must
+  regrow above 50 G/L within about two weeks of blast clearance; the model's platelet
+  recovery after clearance is too slow for the labels.
 - Half of the crowded pre-lymphodepletion ANCs sit at the ``anc0`` lower bound 1.0 G/L
   (virtual.crowded_baseline clips there), so after clearance those patients' set point
   is the clipped value over the marrow's normal share (up to 8 G/L at 88 % blasts).
