@@ -138,6 +138,7 @@ def register(app: typer.Typer) -> None:
         from carthema.data.patients import select_patient
         from carthema.fitting import fit as run_fit
         from carthema.fitting.results.fitdir import check_fit_out
+        from carthema.fitting.sampling.settings import run_args
 
         inputs = (obs, events, truth)
         check_fit_out(out, overwrite=overwrite, inputs=inputs)  # before any work
@@ -158,14 +159,8 @@ def register(app: typer.Typer) -> None:
             patient,
             components=components,
             free=free,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            cores=cores,
             truth=true_values,
-            target_accept=target_accept,
+            **run_args(locals()),  # sampler, draws, ..., target_accept as given
             progress=sys.stderr.isatty() and not quiet,
             log=None if quiet else progress_line,
         )

@@ -28,7 +28,7 @@ the log scale) between ``nominal / factor`` and ``nominal * factor`` (default
 ``factor`` 3), clipped to the parameter's plausible bounds ``[Param.low, Param.high]``
 (``spread="bounds"`` uses the whole plausible range instead). Factor 3 is about one to
 two between-patient log-SDs of the virtual population (log-SD 0.25-1.1 in
-:data:`carthema.clinical.population.virtual.TRAITS`): the analysis describes patients around the
+the parameters' ``plausible`` spreads): the analysis describes patients around the
 nominal point. The plausible bounds span up to eight decades (``leuk_L0``,
 ``late_supp``) and across them most runs saturate (61 days neutropenic, or none), so
 indices computed there describe the bounds rather than a patient. Defaults, bounds and

@@ -15,8 +15,7 @@ are removed before the scan (and listed in the output), so that every candidate 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +93,7 @@ def window_draws(
 ) -> tuple[np.ndarray, dict]:
     """Posterior draws for the window, each with graft and rejection parameters of its
     own (:func:`carthema.clinical.population.graft.draw_graft`): from the calibrated population's
-    distribution when it has them as columns, else their TRAITS spread, else the stated
+    distribution when it has them as columns, else their plausible spread, else the stated
     log-normal assumption. Graft parameters the fit estimated keep their posterior
     values. With ``dose`` (CD34+ cells/kg) a share of the draws get a failed graft
     (:func:`carthema.clinical.population.graft.p_graft_failure`). Returns the draws and
@@ -104,7 +103,7 @@ def window_draws(
 
     try:
         population = load_population()[0]
-    except InputError:  # no population file in this installation: TRAITS / assumption
+    except InputError:  # no population file in this installation: plausible spread / assumption
         population = None
     post = as_posterior(fit)
     draws = post.sample(n_draws, seed=seed)
@@ -262,7 +261,7 @@ def window_from_fit(
             say("writing the HTML report")
             written = {**written, "run": str(tmp / RUN_JSON)}
             write_patient_report(
-                _ReportedFit.of(post, tmp),
+                post,
                 {**result, "files": written},
                 tmp / "report.html",
                 draws=draws,
@@ -348,79 +347,12 @@ def _misfit_inputs(post: Posterior) -> tuple:
     return post.fit.meta, post.fit.summary, post.fit.residuals
 
 
-@dataclass(frozen=True)
-class _ReportedFit:
-    """What the HTML report (:func:`carthema.clinical.report.write_patient_report`)
-    reads of a fit, from a :class:`Posterior`: the fit's own plots are looked up in
-    ``path`` (the saved fit folder; without one, the window's own folder, which holds
-    none)."""
-
-    path: Path
-    patient: str | None
-    model: Model
-    events: pd.DataFrame
-    observations: pd.DataFrame | None
-    summary: pd.DataFrame | None
-    meta: Mapping
-    notes: list[str]
-
-    @classmethod
-    def of(cls, post: Posterior, out: Path) -> _ReportedFit:
-        fit = post.fit
-        return cls(
-            path=fit.folder if fit is not None and fit.folder is not None else Path(out),
-            patient=post.patient,
-            model=post.model,
-            events=post.events,
-            observations=post.observations,
-            summary=None if fit is None else fit.summary,
-            meta={} if fit is None else fit.meta,
-            notes=[] if fit is None else fit.notes,
-        )
-
-
-def _diagnostics_line(diag: dict) -> str:
-    nan = float("nan")
-    if diag.get("method") == "map":
-        return f"MAP + Laplace approximation, {diag.get('draws', '?')} draws (no MCMC diagnostics)."
-    return (
-        f"{diag.get('method', '?')}: {diag.get('chains', '?')} chains x "
-        f"{diag.get('draws', '?')} draws; max R-hat {diag.get('max_rhat', nan):.3f}, "
-        f"min bulk ESS {diag.get('min_ess_bulk', nan):.0f}, divergences "
-        f"{diag.get('divergences', '?')}."
-    )
-
-
-def _figure_lines(window: dict) -> list[str]:
-    """What the window figure shows, in words, with the excluded days named."""
-    w = window["window"]
-    days = ", ".join(f"{d:g}" for d in w.get("days_over_cart_limit", [])) or "none"
-    lines = [
-        "Top: probability of neutrophil and platelet engraftment within "
-        f"{w['within_days']} days of a boost on each candidate day, and of the same draws "
-        "without a boost (open markers, dotted). Shaded: the window (green); days excluded "
-        f"because the predicted CAR-T level is above {w['cart_limit']:g} copies/ug (red, "
-        f"hatched; here: {days}), because most draws have already recovered without a "
-        "boost (grey), or "
-        "because a boost saves no cytopenic days (purple). Middle: median days with ANC "
-        "< 0.5 G/L and platelets < 20 G/L a boost saves against no boost. Bottom: ANC and "
-        "platelets over time without a boost (grey median and 90 % band), with the boost "
-        "on the recommended day when there is one (blue), and the patient's measured "
-        "counts (black dots; open circles: below the limit, drawn at the limit)."
-    ]
-    removed = window.get("replaced_events") or []
-    if removed:
-        lines.append(
-            "The patient received " + "; ".join(removed) + ": measured counts after it "
-            "reflect that boost, which the predicted courses leave out."
-        )
-    return lines
-
-
 def write_patient_report(
-    ff: _ReportedFit | FitFolder, window: dict, path: str | Path, **kw
+    fit: str | Path | FitFolder | Posterior, window: dict, path: str | Path, **kw
 ) -> Path:
-    """The patient's HTML report (:func:`carthema.clinical.report.write_patient_report`)."""
-    from carthema.clinical.report import write_patient_report as write
+    """The patient's HTML report of a window result
+    (:func:`carthema.clinical.patient_report.write_patient_report`); ``fit`` as
+    :func:`as_posterior` takes it."""
+    from carthema.clinical.patient_report import write_patient_report as write
 
-    return write(ff, window, path, **kw)
+    return write(as_posterior(fit), window, path, **kw)

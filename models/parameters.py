@@ -3,11 +3,39 @@
 Parameters are positive and are carried on the log scale by the fitting layer. The
 plausible range (``low``, ``high``) is what the literature or clinical experience
 supports; priors in :mod:`carthema.fitting` are centred on ``default``.
+
+A parameter that varies between patients has up to two log-normal spreads, on purpose
+different, each with its source:
+
+- ``spread`` (and ``spread_source``): the *fitting prior's* between-patient SD of the
+  log value around ``default``; narrow enough to regularise a single patient's fit
+  (:mod:`carthema.fitting.model.priors`, :data:`carthema.models.virtual.BETWEEN_PATIENT_SD`);
+- ``plausible`` (:class:`Plausible`): the *plausible population* that the calibration of
+  :mod:`carthema.clinical.population.calibrate` weights to the published natural
+  history, and that graft draws use (:mod:`carthema.clinical.population.graft`); wide on
+  purpose, around its own median where the literature gives one. Its correlations with
+  the latent reserve and inflammation traits live in
+  :data:`carthema.clinical.population.virtual.TRAITS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plausible:
+    """Log-normal distribution of a parameter in the plausible population: median (in the
+    parameter's unit; ``None``: the parameter's default, or the product or disease preset's
+    value where one sets it), SD of the natural log, and where both come from."""
+
+    median: float | None
+    sd: float
+    source: str = "assumption: wide plausible range around the default"
+
+    def __post_init__(self) -> None:
+        if self.sd <= 0 or (self.median is not None and self.median <= 0):
+            raise ValueError(f"plausible spread needs sd > 0 and median > 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +64,10 @@ class Param:
         Between-patient spread (SD of the natural log of the value) of a parameter that
         varies between patients, and where it comes from; ``None`` for parameters held
         at their default in virtual patients. The fitting prior uses it as its SD.
+    plausible:
+        The parameter's distribution in the plausible population (:class:`Plausible`;
+        see the module docstring for how it differs from ``spread``); ``None`` for
+        parameters the plausible population holds at their default.
     free:
         Fitted by default (``carthema fit`` without ``--free``).
     needs:
@@ -55,6 +87,7 @@ class Param:
     spread_source: str = ""
     free: bool = False
     needs: str = ""
+    plausible: Plausible | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.low <= self.default <= self.high):

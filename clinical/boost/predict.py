@@ -37,7 +37,7 @@ is truncated to each parameter's plausible range.
 Graft and rejection parameters (:data:`carthema.clinical.population.graft.GRAFT_PARAMS`)
 do not enter the pre-boost likelihood and are not prior dimensions: they are drawn per
 particle after the conditioning from :func:`carthema.clinical.population.graft.draw_graft`
-(the population column, TRAITS spread, or ASSUMPTION: log-normal SD 0.3 around the
+(the population column, the Param's plausible spread, or ASSUMPTION: log-normal SD 0.3 around the
 default), so every prediction carries the graft's own uncertainty.
 
 Likelihood

@@ -4,8 +4,9 @@ Procedure (virtual-population selection in the manner of Allen, Rieger & Musante
 CPT Pharmacometrics Syst Pharmacol 5:140, with weights found by optimisation as in
 the prevalence weighting of Schmidt et al. 2013, BMC Bioinformatics 14:221):
 
-1. Draw ``n`` plausible patients once, from the wide distributions of
-   :data:`carthema.clinical.population.virtual.TRAITS` at the disease's own tumour load
+1. Draw ``n`` plausible patients once, from the wide distributions of the plausible
+   population (each parameter's ``plausible`` spread, correlated through
+   :data:`carthema.clinical.population.virtual.TRAITS`) at the disease's own tumour load
    (the disease preset, e.g. LBCL 300 cells/uL-equivalents), and simulate every one of
    them under every product of the rows (axi-cel, tisa-cel), each with the product's
    own lymphodepletion, dose and CAR-T/CRS kinetics, days -7..180.

@@ -11,7 +11,8 @@ Where each parameter's distribution comes from, in this order:
 1. a column of the calibrated virtual population (:func:`carthema.clinical.population.virtual.
    load_population`): its values, resampled, with a small log-scale kernel so that the
    draws are not a handful of repeated values;
-2. its spread in :data:`carthema.clinical.population.virtual.TRAITS` (log-normal around its median);
+2. its plausible spread (:attr:`carthema.models.parameters.Param.plausible`: log-normal
+   around its median, or the default);
 3. otherwise ASSUMPTION: log-normal around the model default with log-SD
    :data:`ASSUMED_LOG_SD` (0.3, i.e. a 90 % range of about 0.6x to 1.6x the default).
    No published between-graft spread of these (model-specific) quantities was found; 0.3
@@ -45,27 +46,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from carthema.clinical.population.virtual import TRAITS
 from carthema.models.model import Model
 
 #: The graft and rejection parameters whose uncertainty every boost prediction carries.
 GRAFT_PARAMS: tuple[str, ...] = ("graft_prog", "graft_hsc", "graft_regen", "rej_rate", "imm_regen")
-#: Log-normal spreads (log-SD, source) of graft and rejection parameters that are neither
-#: population columns nor TRAITS, around the model default.
-SPREAD: dict[str, tuple[float, str]] = {
-    "imm_regen": (
-        0.7,
-        "host T-cell recovery after CAR-T varies widely between patients: CD8+ T cells "
-        "> 300/uL within 2 months (Airosa Pardal et al. 2025, HemaSphere, 76 axi-cel "
-        "patients) while CD4+ T cells stay low, median 155/uL at 1 year (range 33-269; "
-        "Logue et al. 2021, Haematologica, PMC8017820) and < 200/uL in half the patients "
-        "at 18 months (Baird et al. 2021, Blood Adv 5:143); a log-SD of 0.7 puts the "
-        "5-95 % range of the time to half recovery at about 0.3x to 3x the default's "
-        "100 days (about a month to most of a year)",
-    ),
-}
 #: ASSUMPTION (see the module docstring): log-SD of a graft parameter that is neither a
-#: population column nor listed in TRAITS.
+#: population column nor has a plausible spread on its Param.
 ASSUMED_LOG_SD = 0.3
 #: CD34+ cells/kg at which the graft fails with probability 1/e (see the module docstring:
 #: 1 % failures at 2e6/kg, graft_kinetics.csv row 12).
@@ -101,16 +87,12 @@ def graft_sources(model: Model, population: pd.DataFrame | None = None) -> dict[
             continue
         if population is not None and name in population.columns:
             out[name] = "calibrated population column"
-        elif name in TRAITS:
-            t = TRAITS[name]
-            median = (
-                model.params[model.index("param", name)].default if t.median is None else t.median
+        elif (q := model.params[model.index("param", name)]).plausible is not None:
+            t = q.plausible
+            median = q.default if t.median is None else t.median
+            out[name] = (
+                f"plausible spread: log-normal, median {median:g}, log-SD {t.sd:g}: {t.source}"
             )
-            out[name] = f"TRAITS: log-normal, median {median:g}, log-SD {t.sd:g}"
-        elif name in SPREAD:
-            sd, why = SPREAD[name]
-            default = model.default_params()[model.index("param", name)]
-            out[name] = f"log-normal around the default {default:g}, log-SD {sd:g}: {why}"
         else:
             default = model.default_params()[model.index("param", name)]
             out[name] = (
@@ -144,12 +126,10 @@ def draw_graft(
             col = col[np.isfinite(col)]
             sd = float(np.std(col)) if col.size > 1 else 0.0
             x = rng.choice(col, n) + KERNEL * sd * rng.standard_normal(n)
-        elif name in TRAITS:
-            t = TRAITS[name]
+        elif q.plausible is not None:
+            t = q.plausible
             median = q.default if t.median is None else t.median
             x = np.log(median) + t.sd * rng.standard_normal(n)
-        elif name in SPREAD:
-            x = np.log(model.default_params()[j]) + SPREAD[name][0] * rng.standard_normal(n)
         else:
             x = np.log(model.default_params()[j]) + ASSUMED_LOG_SD * rng.standard_normal(n)
         P[:, j] = np.clip(np.exp(x), q.low, q.high)

@@ -17,14 +17,16 @@ factor, set directly per disease (never a ratio on another disease's load).
 A virtual patient has two latent traits, marrow *reserve* ``r`` and baseline
 *inflammation* ``q`` (standard normal, correlation :data:`LATENT_CORR`). Each varying
 model parameter and each of the CAR-HEMATOTOX laboratory values is log-normal with a
-median, a total log-SD and correlations with ``r`` and ``q`` (:data:`TRAITS`): low
+median and a total log-SD (a parameter's own ``plausible`` field,
+:class:`~carthema.models.parameters.Plausible`; a laboratory value's entry in
+:data:`TRAITS`) and correlations with ``r`` and ``q`` (:data:`TRAITS`): low
 reserve means low baseline platelets, ANC and haemoglobin, a smaller and slower stem-cell
 compartment and more sensitive progenitors; high inflammation means high CRP and
 ferritin and a stronger delayed marrow suppression. The CAR-HEMATOTOX score is computed
 from the patient's own baseline values with :func:`carthema.models.hematotox.hematotox`,
 so a high score goes with a long neutropenia through the mechanism, not by decree.
 
-The distributions of :data:`TRAITS` are the *plausible* population (assumptions, wide on
+These distributions are the *plausible* population (assumptions, wide on
 purpose). The *calibrated* population (:func:`load_population`) is a weighted resample
 of plausible patients that matches the published natural history; it is produced by
 :mod:`carthema.clinical.population.calibrate`, which documents the procedure.
@@ -54,24 +56,38 @@ LATENT_CORR = -0.3
 
 @dataclass(frozen=True)
 class Trait:
-    """Log-normal distribution of one parameter or laboratory value in the plausible
-    population: ``log x = log median + sd * (rho_r r + rho_q q + rest e)``; a median of
-    ``None`` is the parameter's default."""
+    """Correlations of one varying model parameter with the latent reserve ``r`` and
+    inflammation ``q``; its median and total log-SD are the parameter's own
+    (:attr:`carthema.models.parameters.Param.plausible`)."""
 
-    median: float | None
-    sd: float
     rho_r: float = 0.0
     rho_q: float = 0.0
-    why: str = "assumption: wide plausible range around the default"
 
 
-#: Plausible-population distributions. Model parameters use their default as median
-#: unless stated; laboratory values (``lab_*``) feed only the CAR-HEMATOTOX score.
-TRAITS: dict[str, Trait] = {
-    "anc0": Trait(3.2, 0.45, 0.5, 0.0, "pre-LD ANC of R/R LBCL patients, median about 3 G/L"),
-    "plt0": Trait(170.0, 0.55, 0.7, -0.1, "pre-LD platelets, median about 170 G/L"),
-    "lab_hemoglobin": Trait(10.8, 0.15, 0.6, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
-    "lab_crp": Trait(
+@dataclass(frozen=True)
+class Lab:
+    """Log-normal distribution of one laboratory value (not a model parameter; it feeds
+    only the CAR-HEMATOTOX score): ``log x = log median + sd * (rho_r r + rho_q q + rest
+    e)``, and where it comes from."""
+
+    median: float
+    sd: float
+    rho_r: float
+    rho_q: float
+    why: str
+
+
+#: The plausible population, in the order it is drawn (the order fixes the random
+#: stream): for each varying model parameter its correlations (:class:`Trait`; median
+#: and log-SD on its :class:`~carthema.models.parameters.Param`, ``plausible``); for each
+#: laboratory value (``lab_*``) its whole distribution (:class:`Lab`). A parameter's
+#: value is ``median * exp(sd * (rho_r r + rho_q q + rest e))``; a median of ``None``
+#: varies around the value in the parameter matrix (default, or product or disease preset).
+TRAITS: dict[str, Trait | Lab] = {
+    "anc0": Trait(0.5, 0.0),
+    "plt0": Trait(0.7, -0.1),
+    "lab_hemoglobin": Lab(10.8, 0.15, 0.6, -0.2, "pre-LD haemoglobin, median about 11 g/dL"),
+    "lab_crp": Lab(
         1.5,
         1.3,
         0.0,
@@ -80,83 +96,44 @@ TRAITS: dict[str, Trait] = {
         "CAR-HEMATOTOX high share of the plausible patients (44 %) is near the 46 % of "
         "natural_history.csv Table 3 (n 83 high / 180)",
     ),
-    "lab_ferritin": Trait(600.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 600 ng/mL"),
-    "hsc_mass": Trait(None, 0.6, 0.7, 0.0),
-    "hsc_regen": Trait(None, 0.9, 0.8, 0.0),
-    "hsc_sigma": Trait(
-        None,
-        0.5,
-        0.3,
-        0.0,
-        "assumption: the stem-cell share of the CD34+ pool's influx sets how deep the "
-        "nadir after flu/cy goes (surviving stem cells refill the killed pool); centred "
-        "on the default 0.003 (0.006 before the marrow neutrophil reserve, which feeds "
-        "the blood for about 6 days after flu/cy) so that plausible patients reach the "
-        "published depth (natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) "
-        "without extreme weights",
-    ),
-    "ld_kill_prol": Trait(None, 0.6, -0.2, 0.0),
-    "ld_kill_mpp": Trait(None, 0.7, -0.6, 0.0),
-    "ld_kill_mk": Trait(None, 0.4, -0.3, 0.0),
-    "late_supp": Trait(None, 1.4, -0.6, 0.6),
-    "late_rate": Trait(None, 0.5),
-    "late_kill_hsc": Trait(None, 0.8, -0.3, 0.3),
-    "niche_supp": Trait(
-        None,
-        1.5,
-        -0.4,
-        0.4,
-        "assumption: susceptibility to non-resolving marrow damage, a pre-CAR-T trait of "
-        "poor reserve (heavily pretreated marrow) and baseline inflammation, wide",
-    ),
-    "infl_supp": Trait(None, 1.0, 0.0, 0.3),
-    "neu_gamma": Trait(
-        0.25,
-        0.25,
-        0.0,
-        0.0,
-        "assumption: inside Friberg's 0.16-0.24 and a little above; with mpp_rate it sets "
-        "how fast the first neutropenia ends (natural_history.csv median days < 0.5: 9)",
-    ),
-    "plt_gamma": Trait(None, 0.25),
-    "mpp_rate": Trait(
-        None,
-        0.3,
-        0.0,
-        0.0,
-        "assumption: around the default 0.7/d (1.2/d before the marrow neutrophil reserve, "
-        "which hides the first week of the production gap after flu/cy); CD34+ turnover "
-        "after flu/cy sets how fast the first neutropenia ends (natural_history.csv rows 8, "
-        "16, 24: median 9 days of ANC < 0.5 G/L) and whether a second dip follows",
-    ),
-    "graft_prog": Trait(
-        None,
-        0.5,
-        0.0,
-        0.0,
-        "assumption: graft content and fitness vary "
-        "between products and donors; engraftment ranges of "
-        "graft_kinetics.csv",
-    ),
-    "graft_hsc": Trait(None, 0.5),
-    "graft_regen": Trait(None, 0.3),
-    "rej_rate": Trait(None, 0.5),
-    "cart_rho": Trait(1.0, 0.15),
-    "cart_f_dose": Trait(1.0, 0.7, 0.0, 0.0, "relative: multiplies the product's value"),
-    "leuk_L0": Trait(
-        1.0,
-        0.6,
-        0.0,
-        0.0,
-        "relative: multiplies the disease's value; log-SD 0.6 (was 1.0): with the marrow "
-        "neutrophil reserve the weights bought the late rows (natural_history.csv rows 7, "
-        "15, 23: ANC <= 1.0 G/L after day 21) with tumour load, moving the population's "
-        "geometric-median load to 1.5 x the LBCL preset (459 against 300); at 0.6, 363 "
-        "(n 4000, seed 1), the LBCL load stays the disease's",
-    ),
+    "lab_ferritin": Lab(600.0, 0.9, -0.1, 0.8, "pre-LD ferritin, median about 600 ng/mL"),
+    "hsc_mass": Trait(0.7, 0.0),
+    "hsc_regen": Trait(0.8, 0.0),
+    "hsc_sigma": Trait(0.3, 0.0),
+    "ld_kill_prol": Trait(-0.2, 0.0),
+    "ld_kill_mpp": Trait(-0.6, 0.0),
+    "ld_kill_mk": Trait(-0.3, 0.0),
+    "late_supp": Trait(-0.6, 0.6),
+    "late_rate": Trait(),
+    "late_kill_hsc": Trait(-0.3, 0.3),
+    "niche_supp": Trait(-0.4, 0.4),
+    "infl_supp": Trait(0.0, 0.3),
+    "neu_gamma": Trait(),
+    "plt_gamma": Trait(),
+    "mpp_rate": Trait(),
+    "graft_prog": Trait(),
+    "graft_hsc": Trait(),
+    "graft_regen": Trait(),
+    "rej_rate": Trait(),
+    "cart_rho": Trait(),
+    "cart_f_dose": Trait(),
+    "leuk_L0": Trait(),
 }
-#: Traits that multiply a preset's value instead of replacing it.
-RELATIVE = ("cart_rho", "cart_f_dose", "leuk_L0")
+
+
+def plausible_of(model: Model, name: str) -> tuple[float | None, float, float, float]:
+    """(median or ``None``, log-SD, rho_r, rho_q) of ``name`` (a key of :data:`TRAITS`)
+    in the plausible population: a laboratory value's from :data:`TRAITS`, a parameter's
+    median and log-SD from its :class:`~carthema.models.parameters.Param`."""
+    t = TRAITS[name]
+    if isinstance(t, Lab):
+        return t.median, t.sd, t.rho_r, t.rho_q
+    spread = model.params[model.index("param", name)].plausible
+    if spread is None:
+        raise ValueError(f"TRAITS names {name}, which has no plausible spread on its Param")
+    return spread.median, spread.sd, t.rho_r, t.rho_q
+
+
 #: Products and diseases. A disease is simulated only once its population is calibrated
 #: (:func:`carthema.clinical.population.natural_history.check_disease`).
 PRODUCTS = ("tisa-cel", "axi-cel", "liso-cel", "brexu-cel")
@@ -308,17 +285,17 @@ def draw_plausible(
     r = z[:, 0]
     q = LATENT_CORR * r + np.sqrt(1.0 - LATENT_CORR**2) * z[:, 1]
     info = {"reserve": r, "inflammation": q}
-    for name, t in TRAITS.items():
-        rest = np.sqrt(max(1.0 - t.rho_r**2 - t.rho_q**2, 0.0))
-        x = t.sd * (t.rho_r * r + t.rho_q * q + rest * rng.standard_normal(n))
+    for name in TRAITS:
+        median, sd, rho_r, rho_q = plausible_of(model, name)
+        rest = np.sqrt(max(1.0 - rho_r**2 - rho_q**2, 0.0))
+        x = sd * (rho_r * r + rho_q * q + rest * rng.standard_normal(n))
         if name.startswith("lab_"):
-            info[name[4:]] = t.median * np.exp(x)
+            info[name[4:]] = median * np.exp(x)
             continue
         j = model.index("param", name)
         q_ = model.params[j]
         # A trait without a median of its own varies around the (preset) value in P.
-        relative = name in RELATIVE or t.median is None
-        value = P[:, j] * np.exp(x) if relative else t.median * np.exp(x)
+        value = P[:, j] * np.exp(x) if median is None else median * np.exp(x)
         P[:, j] = np.clip(value, q_.low, q_.high)
     return P, pd.DataFrame(info)
 

@@ -179,20 +179,7 @@ def fit(
     **solver_options:
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
-    if run is None:
-        run = RunSettings.validated(
-            SAMPLERS,
-            components,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            cores=cores,
-            init=init,
-            target_accept=target_accept,
-            low_rank=low_rank,
-        )
+    run = RunSettings.of(run, SAMPLERS, components, locals())  # first: locals() = the arguments
     t_start = time.perf_counter()
     if progress is None:
         progress = interactive()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from ..dosing import EventContext, EventRow, Handler
-from ..parameters import Observable, Param, State
+from ..parameters import Observable, Param, Plausible, State
 
 STEIN = (
     "Stein et al. 2019, CPT Pharmacometrics Syst Pharmacol 8:285 (tisagenlecleucel, 90 B-ALL pts)"
@@ -62,6 +62,12 @@ PARAMS = (
         spread=0.2,
         spread_source="assumption: peak day varies about +-3 days",
         free=True,
+        plausible=Plausible(
+            None,
+            0.15,
+            "assumption: the patient's own factor on the product's expansion rate (the product "
+            "preset's value, or the default), log-SD 0.15",
+        ),
     ),
     Param(
         "cart_alpha",
@@ -112,6 +118,11 @@ PARAMS = (
         spread=0.5,
         spread_source="assumption: Cmax varies over 1-2 decades (Mueller et al. 2017)",
         free=True,
+        plausible=Plausible(
+            None,
+            0.7,
+            "relative: the patient's own factor on the product preset's value",
+        ),
     ),
     Param(
         "cart_K_antigen",

@@ -97,7 +97,7 @@ import math
 
 from ...data.boost import BoostPlan, GraftSource
 from ..dosing import EventContext, EventRow, Handler, lymphodepletion, treatment_period
-from ..parameters import Observable, Param, State
+from ..parameters import Observable, Param, Plausible, State
 from .cart import antigen_drive
 
 FRIBERG = "Friberg et al. 2002, J Clin Oncol 20:4713"
@@ -157,6 +157,11 @@ PARAMS = (
         spread=0.25,
         spread_source="normal ANC range 2-7 G/L",
         free=True,
+        plausible=Plausible(
+            3.2,
+            0.45,
+            "pre-LD ANC of R/R LBCL patients, median about 3 G/L",
+        ),
     ),
     _p(
         "neu_mtt",
@@ -175,6 +180,12 @@ PARAMS = (
         0.5,
         FRIBERG + " (gamma 0.16-0.24 across drugs)",
         "neutrophil feedback exponent",
+        plausible=Plausible(
+            0.25,
+            0.25,
+            "assumption: inside Friberg's 0.16-0.24 and a little above; with mpp_rate it sets "
+            "how fast the first neutropenia ends (natural_history.csv median days < 0.5: 9)",
+        ),
     ),
     _p(
         "neu_kcirc",
@@ -290,6 +301,11 @@ PARAMS = (
         spread=0.25,
         spread_source="normal platelet range 150-400 G/L",
         free=True,
+        plausible=Plausible(
+            170.0,
+            0.55,
+            "pre-LD platelets, median about 170 G/L",
+        ),
     ),
     _p(
         "plt_mtt",
@@ -308,6 +324,7 @@ PARAMS = (
         0.6,
         "Friberg-type platelet models (gamma 0.1-0.3)",
         "platelet feedback exponent",
+        plausible=Plausible(None, 0.25),
     ),
     _p(
         "plt_kcirc",
@@ -328,6 +345,7 @@ PARAMS = (
         "(62 % reach platelets < 50 G/L): megakaryocyte precursors are less exposed to flu/cy "
         "than myeloid ones",
         "megakaryocyte precursor kill rate per unit of lymphodepletion intensity",
+        plausible=Plausible(None, 0.4),
     ),
     _p(
         "plt_fb_floor",
@@ -386,6 +404,7 @@ PARAMS = (
         "pretreated lymphoma patients carry reduced reserve (Rejeski et al. 2021, Blood "
         "138:2499)",
         "marrow reserve: resident stem-cell mass before lymphodepletion",
+        plausible=Plausible(None, 0.6),
     ),
     _p(
         "hsc_regen",
@@ -395,6 +414,7 @@ PARAMS = (
         0.5,
         "calibrated (population file) to " + NH_CSV + " (duration and persistence of neutropenia)",
         "resident stem-cell regeneration rate (marrow fitness)",
+        plausible=Plausible(None, 0.9),
     ),
     _p(
         "hsc_sigma",
@@ -413,6 +433,16 @@ PARAMS = (
         "around 0.003 (about a quarter of the shipped LBCL population's rows sit at 0.002; "
         "the next calibration draws below it)",
         "stem-cell dependence of the CD34+ progenitor pool",
+        plausible=Plausible(
+            None,
+            0.5,
+            "assumption: the stem-cell share of the CD34+ pool's influx sets how deep the nadir"
+            " after flu/cy goes (surviving stem cells refill the killed pool); centred on the "
+            "default 0.003 (0.006 before the marrow neutrophil reserve, which feeds the blood "
+            "for about 6 days after flu/cy) so that plausible patients reach the published "
+            "depth (natural_history.csv rows 4, 12, 20: ANC <= 0.1 G/L in 54-80 %) without "
+            "extreme weights",
+        ),
     ),
     _p(
         "mpp_rate",
@@ -433,6 +463,14 @@ PARAMS = (
         "within a day at graft_prog 5e-10 (0.5/d put row 5 two days late). Before the "
         "reserve, 1.0/d; assumption: stressed CD34+ progenitors divide every 1-2 days",
         "CD34+ progenitor division (and exit) rate",
+        plausible=Plausible(
+            None,
+            0.3,
+            "assumption: around the default 0.7/d (1.2/d before the marrow neutrophil reserve, "
+            "which hides the first week of the production gap after flu/cy); CD34+ turnover "
+            "after flu/cy sets how fast the first neutropenia ends (natural_history.csv rows 8,"
+            " 16, 24: median 9 days of ANC < 0.5 G/L) and whether a second dip follows",
+        ),
     ),
     _p(
         "mpp_cap",
@@ -458,6 +496,7 @@ PARAMS = (
         "calibrated to " + NH_CSV + " rows p_anc_le_0.5, "
         "p_anc_le_0.1 (91 % and 72 % reach ANC <= 0.5 and <= 0.1 G/L)",
         "progenitor kill rate per unit of lymphodepletion intensity",
+        plausible=Plausible(None, 0.6),
     ),
     _p(
         "ld_kill_mpp",
@@ -473,6 +512,7 @@ PARAMS = (
         spread_source="calibrated LBCL population (lbcl_population.json): log-SD of "
         "progenitor vulnerability to lymphodepletion",
         free=False,  # saturates (any rate above ~2/d empties the pool): a flat ridge for NUTS
+        plausible=Plausible(None, 0.7),
     ),
     _p(
         "ld_kill_hsc",
@@ -516,6 +556,7 @@ PARAMS = (
         "(Fried et al. 2019, BMT 54:1643); kept modest because prolonged cytopenia does not "
         "follow CAR-T expansion (Rejeski et al. 2021)",
         "suppression of progenitor division per unit early inflammation",
+        plausible=Plausible(None, 1.0),
     ),
     _p(
         "late_rate",
@@ -528,6 +569,7 @@ PARAMS = (
         "biphasic course around days 20-40 (Rejeski et al. 2021; ICAHT consensus, Rejeski et "
         "al. 2023, Blood 142:865)",
         "build-up and resolution rate of the delayed marrow suppression",
+        plausible=Plausible(None, 0.5),
     ),
     _p(
         "late_supp",
@@ -546,6 +588,7 @@ PARAMS = (
         "delayed marrow injury; CAR-HEMATOTOX low/high patients differ mostly here",
         free=True,
         needs="cart_E",
+        plausible=Plausible(None, 1.4),
     ),
     _p(
         "late_kill_hsc",
@@ -557,6 +600,7 @@ PARAMS = (
         "exhausts stem cells (Baldridge et al. 2010, Nature 465:793: IFN-gamma drives HSC "
         "proliferation and loss); small so that only a low-fitness marrow stays aplastic",
         "stem-cell loss rate per unit delayed suppression",
+        plausible=Plausible(None, 0.8),
     ),
     _p(
         "niche_supp",
@@ -577,6 +621,12 @@ PARAMS = (
         "(infl_Z), so CAR-T levels above those that saturate it add nothing",
         "suppression of resident progenitor division per unit non-resolving damage",
         needs="cart_E",
+        plausible=Plausible(
+            None,
+            1.5,
+            "assumption: susceptibility to non-resolving marrow damage, a pre-CAR-T trait of "
+            "poor reserve (heavily pretreated marrow) and baseline inflammation, wide",
+        ),
     ),
     # --- immunity, rejection and GvH
     _p(
@@ -589,9 +639,19 @@ PARAMS = (
         "days, between the CD8+ T cells' (> 300/uL within 2 months: Airosa Pardal et al. "
         "2025, HemaSphere) and the CD4+ T cells' (median 155/uL at 1 year: Logue et al. "
         "2021, Haematologica; < 200/uL in half at 18 months: Baird et al. 2021, Blood Adv "
-        "5:143) after axi-cel; drawn per prediction with log-SD 0.7 "
-        "(carthema.clinical.population.graft.SPREAD)",
+        "5:143) after axi-cel; each prediction draws it (plausible: log-SD 0.7)",
         "host immunity (alloreactive T cells) recovery rate",
+        plausible=Plausible(
+            None,
+            0.7,
+            "host T-cell recovery after CAR-T varies widely between patients: CD8+ T cells > "
+            "300/uL within 2 months (Airosa Pardal et al. 2025, HemaSphere, 76 axi-cel "
+            "patients) while CD4+ T cells stay low, median 155/uL at 1 year (range 33-269; "
+            "Logue et al. 2021, Haematologica, PMC8017820) and < 200/uL in half the patients at"
+            " 18 months (Baird et al. 2021, Blood Adv 5:143); a log-SD of 0.7 puts the 5-95 % "
+            "range of the time to half recovery at about 0.3x to 3x the default's 100 days "
+            "(about a month to most of a year)",
+        ),
     ),
     _p(
         "ld_kill_imm",
@@ -619,6 +679,7 @@ PARAMS = (
         10.0,
         "assumption: an unconditioned allogeneic graft into a normal host is rejected within days",
         "rejection rate of new-donor cells at normal host immunity",
+        plausible=Plausible(None, 0.5),
     ),
     _p(
         "gvh_decay",
@@ -650,6 +711,7 @@ PARAMS = (
         1.0,
         "assumption: healthy stem cells double in about a week when the niche is empty",
         "graft stem-cell regeneration rate",
+        plausible=Plausible(None, 0.3),
     ),
     _p(
         "graft_hsc",
@@ -662,6 +724,7 @@ PARAMS = (
         "cells/kg in the marrow (1e12 nucleated cells, about 1 % CD34+), so 1 CD34+ cell/kg "
         "is 7e-9 of it",
         "long-term stem cells seeded per infused CD34+ cell/kg",
+        plausible=Plausible(None, 0.5),
     ),
     _p(
         "graft_prog",
@@ -679,6 +742,12 @@ PARAMS = (
         "infused CD34+ cells act as amplifying progenitors (homing and commitment; no "
         "direct measurement)",
         "CD34+ progenitors seeded per infused CD34+ cell/kg",
+        plausible=Plausible(
+            None,
+            0.5,
+            "assumption: graft content and fitness vary between products and donors; "
+            "engraftment ranges of graft_kinetics.csv",
+        ),
     ),
     _p(
         "donor_chim0",
