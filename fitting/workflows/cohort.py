@@ -208,7 +208,13 @@ def fit_cohort(
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    _check_cohort_options(components, sampler, draws, tune, chains, seed, cores, init)
+    # The run settings, validated once for every patient: a bad one stops the run before
+    # any fit (the seed is drawn below; a worker's fit takes the settings as they are).
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings, run_args
+
+    given = {**run_args(locals()), "seed": 0 if seed is None else seed, "cores": max(1, int(cores))}
+    RunSettings.of(None, SAMPLERS, components, given)
     _check_cluster_options(scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
     seed_given = seed is not None
@@ -277,34 +283,6 @@ def fit_cohort(
             settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
             timings=timings,
         )
-
-
-def _check_cohort_options(
-    components: str,
-    sampler: str,
-    draws: int,
-    tune: int,
-    chains: int,
-    seed: int | None,
-    cores: int,
-    init: str,
-) -> None:
-    """Validate the run settings once for every patient: a bad setting stops the run
-    before any fit."""
-    from carthema.fitting.sampling.samplers import SAMPLERS
-    from carthema.fitting.sampling.settings import RunSettings
-
-    RunSettings.validated(
-        SAMPLERS,
-        components,
-        sampler=sampler,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=0 if seed is None else seed,
-        cores=max(1, int(cores)),
-        init=init,
-    )
 
 
 def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
