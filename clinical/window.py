@@ -161,7 +161,8 @@ def window_from_fit(
         (:func:`window_draws`), so the intervals carry the graft's own uncertainty.
     today:
         The day of the decision (days since CAR-T); default: the patient's last
-        observation (:func:`last_observed_day`).
+        observation (:func:`last_observed_day`). Draws without observations (the
+        virtual population) need it given. No day before it is scanned or recommended.
     log:
         Called with progress lines (the scan reports every few seconds with an estimate
         of the time left); default: stderr when a person is watching, else silent.
@@ -284,7 +285,17 @@ def last_observed_day(observed: pd.DataFrame | None) -> float:
 
 
 def _check_today(today: float | None, observed: pd.DataFrame | None) -> float:
+    """The day of the decision: ``today`` as given, else the patient's last observation;
+    draws without observations (the virtual population) have none, so they need it."""
     if today is None:
+        if observed is None:
+            raise InputError(
+                "these draws have no observations (draws of the virtual population), so "
+                "there is no last observation to take as today: a window needs the day of "
+                "the decision",
+                column="today",
+                fix="give today (days since CAR-T), e.g. window_from_fit(..., today=30)",
+            )
         return max(last_observed_day(observed), 0.0)
     if not (np.isfinite(today) and today >= 0):
         raise InputError(f"today must be a day since CAR-T (>= 0), got {today:g}",

@@ -111,3 +111,14 @@ def test_population_fit_and_single_fit_refuse_the_same_bad_setting():
         fit(pd.DataFrame(), None, sampler="map", draws=0)
     with pytest.raises(InputError, match="draws must be at least 1"):
         fit_population(pd.DataFrame(), None, sampler="map", draws=0)
+
+
+def test_cohort_fit_refuses_a_bad_setting_before_any_work(tmp_path):
+    from carthema.fitting.workflows.cohort import fit_cohort
+
+    obs = pd.DataFrame({"patient": ["P1"], "day": [1.0]})
+    with pytest.raises(InputError, match="unknown sampler 'stan'"):
+        fit_cohort(obs, None, tmp_path / "c", sampler="stan")
+    with pytest.raises(InputError, match="chains must be at least 1"):
+        fit_cohort(obs, None, tmp_path / "c", chains=0)
+    assert not (tmp_path / "c").exists()

@@ -40,6 +40,7 @@ import pandas as pd
 import xarray as xr
 
 from carthema._console import Step, interactive, progress_to_stderr
+from carthema.data.course import check_fit_course
 from carthema.fitting.evaluation.diagnostics import (
     diagnose,
     fit_warnings,
@@ -133,7 +134,9 @@ def fit(
     Parameters
     ----------
     observations, events:
-        Data-layer tables (may hold several patients).
+        Data-layer tables (may hold several patients). The patient's days count from its
+        first CAR-T infusion (day 0): a course that contradicts this is refused before
+        any work (:func:`carthema.data.course.check_fit_course`).
     patient:
         Patient to fit (may be omitted when the observations hold one).
     components:
@@ -180,6 +183,7 @@ def fit(
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
     run = RunSettings.of(run, SAMPLERS, components, locals())  # first: locals() = the arguments
+    check_fit_course(observations, events, patient)  # day 0 = the first CAR-T infusion
     t_start = time.perf_counter()
     if progress is None:
         progress = interactive()
