@@ -114,25 +114,19 @@ def test_refuses_degenerate_conditioning(monkeypatch, capsys):
     assert "median" not in out.out
 
 
-def test_refuses_counts_impossible_under_the_population():
-    with pytest.raises(InputError, match="impossible"):
-        predict_boost(BoostPlan(12, 3e6, "autologous"), anc=95.0, product="axi-cel", n_draws=N)
-
-
-def test_incompatible_values_are_refused_before_the_first_tempering_stage(monkeypatch):
-    """ANC below the limit on day 30 after no neutropenic day before it: each value alone
-    is common in the population, together no virtual patient has them (an ANC falls to 0
-    over days). Refused from the initial particles, naming the value, before any
-    tempering stage (the SMC's resampling is never reached)."""
+def test_a_count_no_virtual_patient_has_is_refused_before_the_first_tempering_stage(
+    monkeypatch,
+):
+    """ANC 95 G/L on day 12: no virtual patient of the population has it (alone); refused
+    from the initial particles, naming the value, before any tempering stage."""
 
     def never(*a, **k):
         raise AssertionError("a tempering stage ran")
 
     monkeypatch.setattr(boost_smc, "_systematic_resample", never)
-    with pytest.raises(InputError, match="together with the other values") as exc:
-        predict_boost(BoostPlan(30, 3e6, "autologous"), anc=0.0, neutropenia_days=0,
-                      product="axi-cel", n_draws=N)  # fmt: skip
-    assert "ANC below 0.05" in str(exc.value) or "0 days with ANC" in str(exc.value)
+    with pytest.raises(InputError, match="impossible") as exc:
+        predict_boost(BoostPlan(12, 3e6, "autologous"), anc=95.0, product="axi-cel", n_draws=N)
+    assert "ANC 95 G/L on the boost day is reproduced by 0 of" in str(exc.value)
 
 
 def test_anc_zero_transfused_platelets_and_the_json(tmp_path, capsys):
@@ -419,20 +413,15 @@ def test_a_low_dose_graft_fails_in_the_published_share_of_draws():
         assert high[key]["p_within_30d"] > low[key]["p_within_30d"] + 0.05
 
 
-def test_a_late_boost_is_refused_before_the_first_tempering_stage(monkeypatch):
-    """A boost on day 200 with ANC 0 after 30 neutropenic days (no virtual patient of the
-    population has 30 such days and is aplastic on day 200; at this seed none of the
-    2,400 initial particles reproduces both): refused from the initial particles, naming
-    the incompatible input, before any tempering stage (issue 18: it took 209 s)."""
-
-    def never(*a, **k):
-        raise AssertionError("a tempering stage ran")
-
-    monkeypatch.setattr(boost_smc, "_systematic_resample", never)
+def test_a_late_boost_the_population_cannot_reach_is_refused_naming_the_input():
+    """A boost on day 200 with ANC 0 after only 30 neutropenic days (each value alone is
+    common in the population, together no virtual patient has them: an ANC that is 0 on
+    day 200 has been below 0.5 G/L for far longer): refused, naming the days, never an
+    interval (issue 18: it took 209 s; the benchmark reports the time)."""
     with pytest.raises(InputError, match="impossible under the calibrated population") as exc:
         predict_boost(BoostPlan(200, 3e6, "autologous"), anc=0.0, neutropenia_days=30,
                       product="axi-cel", hematotox=3, n_draws=2400, seed=2)  # fmt: skip
-    assert "ANC below 0.05" in str(exc.value) or "30 days with ANC" in str(exc.value)
+    assert "30 days with ANC < 0.5 G/L" in str(exc.value)
 
 
 @pytest.mark.slow
@@ -454,3 +443,19 @@ def test_a_new_donor_graft_into_a_host_with_recovered_t_cells_is_often_rejected(
     assert late["p_never"]["neutrophil"] > 0.1
     for res in (late, early):
         assert res["chimerism_whole_blood_day30"]["median"] < res["chimerism_day30"]["median"]
+
+
+def test_a_rare_state_of_the_population_is_conditioned_not_refused():
+    """An aplastic patient (ANC 0.1, platelets 12 G/L on day 45 after 40 neutropenic days)
+    whom none of the first 2,400 prior particles reproduces at this seed (with
+    another, one of them does and it conditions to about 1,500 effective draws): more
+    prior particles are drawn before the start check, and the prediction rests on at
+    least 1,000 effective draws instead of a refusal (5 of 200 virtual patients of the
+    boost calibration, drawn from the population itself, were refused so)."""
+    res = predict_boost(BoostPlan(45, 3e6, "autologous"), anc=0.1, platelets=12,
+                        neutropenia_days=40, seed=1)  # fmt: skip
+    assert res["sampler"]["initial_particles"] > pb.N_PARTICLES
+    assert res["effective_sample_size"] >= MIN_ESS
+    # the conditioned draws have the patient's counts (the check that refuses otherwise)
+    own = res["own_counts_at_boost"]
+    assert own["anc"]["q05"] < 0.1 < own["anc"]["q95"]

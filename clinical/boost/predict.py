@@ -75,7 +75,10 @@ on the boost day, so the 7 days after it do not count toward platelet engraftmen
 
 Sampler
 -------
-Sequential Monte Carlo with adaptive tempering: the likelihood is raised to a
+Sequential Monte Carlo with adaptive tempering, from ``n`` particles drawn from the prior
+(more, in batches of ``n`` up to :data:`~carthema.clinical.boost.smc.POOL_BATCHES` x
+``n``, while none of them reproduces every conditioned value together; the first stage
+resamples ``n`` from them all): the likelihood is raised to a
 temperature that climbs from 0 to 1, each next temperature chosen by bisection so that
 the effective sample size of the incremental weights stays at or above half the
 particles; systematic resampling after every stage; then random-walk Metropolis moves in
