@@ -274,7 +274,7 @@ def test_prior_uses_the_exact_score_or_the_group():
     x = p.sample(500, np.random.default_rng(0))
     assert np.isfinite(p.logpdf(x)).all()
     with pytest.raises(InputError, match="not calibrated"):
-        population_prior(model, pop, product="brexu-cel", hematotox=None, disease="mcl",
+        population_prior(model, pop, product="brexu-cel", hematotox=None, disease="b-all",
                          labs=False)  # fmt: skip
 
 
@@ -459,3 +459,26 @@ def test_a_rare_state_of_the_population_is_conditioned_not_refused():
     # the conditioned draws have the patient's counts (the check that refuses otherwise)
     own = res["own_counts_at_boost"]
     assert own["anc"]["q05"] < 0.1 < own["anc"]["q95"]
+
+
+def test_mcl_conditions_on_the_mcl_population_under_brexu_cel():
+    """``disease="mcl"``: the MCL population (its own rows, not LBCL's) under brexu-cel's
+    ZUMA-2 course, the product MCL's population was calibrated under and the default
+    when none is given; conditioned to at least 1,000 effective draws."""
+    model = get_model("full")
+    res = predict_boost(BoostPlan(45, 3e6, "autologous"), anc=0.0, neutropenia_days=30,
+                        disease="mcl")  # fmt: skip
+    assert res["inputs"]["disease"] == "mcl" and res["inputs"]["product"] == "brexu-cel"
+    assert res["inputs"]["product_course"] == "brexu-cel"
+    assert res["effective_sample_size"] >= MIN_ESS
+
+    def distinct(disease):
+        pop = vpop.load_population(disease=disease)[0]
+        prior = population_prior(model, pop, product="brexu-cel", hematotox=None,
+                                 disease=disease, labs=False)  # fmt: skip
+        return prior.description["distinct_patients"]
+
+    used = res["inputs"]["conditioning_prior"]["distinct_patients"]
+    assert used == distinct("mcl") != distinct("lbcl")
+    # ANC 0 after 30 neutropenic days: the boost shortens the neutropenia
+    assert res["neutropenia_days_saved"]["median"] > 0

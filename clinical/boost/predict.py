@@ -8,10 +8,13 @@ predictive distribution of engraftment after the boost.
 
 Prior
 -----
-The calibrated virtual population (:func:`carthema.clinical.population.virtual.load_population`),
-restricted to the patient's CAR-HEMATOTOX score (the exact score when at least
-:data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high (>= 2)
-group; the output says which). Every product shares the population's trait
+The calibrated virtual population of the patient's disease
+(:func:`carthema.clinical.population.virtual.load_population`: LBCL or MCL, each fitted to
+its own published natural history; the course is the product's in that disease, MCL:
+ZUMA-2, and MCL's one product, brexu-cel, when none is given), restricted to the
+patient's CAR-HEMATOTOX score (the exact score when at least :data:`MIN_EXACT` distinct
+virtual patients have it, else the low (0-1) / high (>= 2) group; the output says
+which). Every product shares the population's trait
 distribution; the patient's product acts through its own lymphodepletion, dose and
 CAR-T/CRS kinetics (the product preset's kinetic values shift the population's
 reference kinetics, :func:`carthema.clinical.population.virtual.product_factors`, the
@@ -229,7 +232,10 @@ def predict_boost(
     )  # fmt: skip
     model = get_model("full")
     rng = np.random.default_rng(seed)
-    pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
+    if isinstance(population, pd.DataFrame):
+        pop = population
+    else:  # the disease's own calibrated population (data/populations/<disease>_population.csv)
+        pop = load_population(population, disease=inp.disease)[0]
     prior = population_prior(model, pop, product=inp.product, hematotox=inp.hematotox,
                              disease=inp.disease, labs=inp.labs is not None)  # fmt: skip
     base = base_params(model, prior, inp.product, inp.donor_chimerism)

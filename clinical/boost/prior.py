@@ -133,7 +133,7 @@ def population_prior(
     cols = pcols + ([c for c in LAB_COLUMNS if c in rows] if labs else [])
     X = np.log(rows[cols].to_numpy(float))
     # The refusal of uncalibrated diseases lives in one place (natural_history).
-    check_disease(disease)
+    check_disease(disease, own_population=True)
     if product is not None:
         # The product's kinetics multiply the reference values the population holds
         # (the natural-history simulation's own rule, virtual.product_factors).
@@ -197,14 +197,19 @@ def prior_draws(
     *,
     product: str | None = None,
     population: str | pd.DataFrame | None = None,
+    disease: str = "lbcl",
 ) -> np.ndarray:
     """``n`` parameter vectors (natural scale) of virtual patients of the calibrated
     population (of ``product`` when given), resampled, each with graft and rejection
-    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`). Unconditioned:
+    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`); the
+    population of ``disease`` unless ``population`` is given. Unconditioned:
     :func:`carthema.clinical.boost.predict.predict_boost` conditions on the patient's state."""
     from carthema.clinical.population.virtual import population_params, product_params
 
-    pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
+    if isinstance(population, pd.DataFrame):
+        pop = population
+    else:
+        pop = load_population(population, disease=check_disease(disease, own_population=True))[0]
     rows = pop.iloc[rng.integers(0, len(pop), n)]
     P = population_params(model, rows)
     if product is not None:
