@@ -482,3 +482,26 @@ def test_mcl_conditions_on_the_mcl_population_under_brexu_cel():
     assert used == distinct("mcl") != distinct("lbcl")
     # ANC 0 after 30 neutropenic days: the boost shortens the neutropenia
     assert res["neutropenia_days_saved"]["median"] > 0
+
+
+def test_a_posterior_prior_of_the_population_predicts_as_the_population_does():
+    """``prior=`` a :class:`~carthema.models.posterior.Posterior` (here axi-cel draws of
+    the virtual population, :meth:`VirtualPopulation.sample`) conditions on its draws
+    instead of the population file; since those draws are the same population under the
+    same product, the prediction matches the keyword path's within sampling error."""
+    from carthema.clinical.population.posterior import VirtualPopulation
+
+    post = VirtualPopulation.load().sample(4000, seed=3, product="axi-cel")
+    state = dict(anc=0.0, neutropenia_days=30, product="axi-cel")
+    graft = BoostPlan(45, 3e6, "autologous")
+    res = predict_boost(graft, prior=post, **state)
+    ref = predict_boost(graft, **state)
+    assert res["inputs"]["conditioning_prior"]["source"] == "posterior"
+    assert res["effective_sample_size"] >= MIN_ESS
+    for key in ("neutrophil", "platelet"):
+        assert abs(res[key]["median_days"] - ref[key]["median_days"]) <= 2, key
+        assert res[key]["p_within_30d"] == pytest.approx(ref[key]["p_within_30d"], abs=0.08)
+    nb, nb_ref = res["no_boost"]["neutrophil"], ref["no_boost"]["neutrophil"]
+    assert nb["p_within_60d"] == pytest.approx(nb_ref["p_within_60d"], abs=0.08)
+    with pytest.raises(InputError, match="not restricted"):
+        predict_boost(graft, prior=post, hematotox=3, **state)

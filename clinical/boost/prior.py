@@ -190,6 +190,34 @@ def population_prior(
     )
 
 
+def posterior_prior(model: Model, posterior, *, disease: str) -> PopulationPrior:
+    """The KDE prior (same density, shrinkage and truncation as :func:`population_prior`)
+    over the draws of a :class:`~carthema.models.posterior.Posterior`: a fitted patient's
+    posterior or :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`.
+    Its dimensions are the parameters that vary across the draws (positive, not the graft
+    parameters, redrawn per particle); the draws already carry their product's kinetics,
+    so none is applied."""
+    P = np.asarray(posterior.draws, dtype=float)
+    cols = []
+    for j, name in enumerate(model.param_names):
+        col = P[:, j]
+        if name in GRAFT_PARAMS or not np.all(col > 0) or np.ptp(np.log(col)) <= 1e-9:
+            continue
+        cols.append(name)
+    frame = pd.DataFrame({c: P[:, model.index("param", c)] for c in cols})
+    prior = population_prior(model, frame, product=None, hematotox=None, disease=disease,
+                             labs=False)  # fmt: skip
+    prov = getattr(posterior, "provenance", {}) or {}
+    prior.description.update(
+        population_rows=int(P.shape[0]),
+        product_rows=f"the given posterior's draws ({prov or 'no provenance'}), their own kinetics",
+        hematotox_rows="the given posterior's draws (no CAR-HEMATOTOX restriction)",
+        source="posterior",
+        patient=getattr(posterior, "patient", None),
+    )
+    return prior
+
+
 def prior_draws(
     model: Model,
     n: int,
