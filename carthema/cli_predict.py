@@ -72,7 +72,13 @@ def register(app: typer.Typer) -> None:
         product: Annotated[
             str | None, typer.Option(help="CAR-T product: tisa-cel, axi-cel, liso-cel, brexu-cel.")
         ] = None,
-        disease: Annotated[str, typer.Option(help="b-all, lbcl or mcl.")] = "lbcl",
+        disease: Annotated[
+            str,
+            typer.Option(
+                help="lbcl or mcl: conditions on that disease's own calibrated population "
+                "(mcl: brexu-cel's ZUMA-2 course when no --product); b-all is not calibrated."
+            ),
+        ] = "lbcl",
         hematotox: opt.Hematotox = None,
         hematotox_labs: Annotated[
             str | None,
