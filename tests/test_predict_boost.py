@@ -530,6 +530,13 @@ def test_cli_fit_conditions_the_fitted_patients_posterior(tmp_path, capsys):
     assert prior["source"] == "posterior" and prior["patient"] == "VP003"
     assert res["effective_sample_size"] >= MIN_ESS
     assert res["no_boost"]["neutrophil"]["median_days"] <= 14
+    # a count the fitted patient cannot have on that day (0.3 G/L, measured 0.09): refused,
+    # naming the posterior, not the population
+    from carthema.models.posterior import Posterior
+
+    post = Posterior.from_fit_folder(tmp_path / "fit")
+    with pytest.raises(InputError, match=r"given posterior \(patient VP003\): ANC 0.3"):
+        predict_boost(BoostPlan(42, 3e6, "autologous"), prior=post, anc=0.3, platelets=6.9)
     code, err = _cli(["--fit", str(tmp_path), "--day", "42", "--dose", "3e6",
                       "--source", "autologous", "--anc", "0.09"], capsys)  # fmt: skip
     assert code == 2 and "no posterior.nc" in err.err and "Traceback" not in err.err

@@ -130,6 +130,9 @@ class Conditioner:
     """Log-likelihood of particles (log-scale dimensions of a
     :class:`~carthema.clinical.boost.prior.PopulationPrior`)."""
 
+    #: What the particles are drawn from, as the refusals name it.
+    source = "the calibrated population"
+
     def __init__(self, model: Model, prior, base, events, day, terms, days, own_events=None):
         self.model, self.prior, self.base = model, prior, base
         self.idx = [model.index("param", n) if n in model.param_names else -1 for n in prior.names]
@@ -239,7 +242,7 @@ def start_check(cond: Conditioner, ev: Evaluation) -> None:
         return
     k = int(alone.argmin())
     raise InputError(
-        f"the given state is impossible under the calibrated population: "
+        f"the given state is impossible under {cond.source}: "
         f"{cond.terms[k].label} is reproduced by {alone[k]} of {F.shape[1]} virtual patients "
         "drawn from it",
         fix="check the value and its unit (G/L, days); if it is right, the population has no "
@@ -254,7 +257,7 @@ def refuse_early(cond: Conditioner, ev: Evaluation, why: str, min_ess: float) ->
     counts = [(t.label, int(f.sum())) for t, f in zip(cond.terms, F, strict=True)]
     label, k = min(counts, key=lambda c: c[1]) if counts else ("the given state", 0)
     raise InputError(
-        f"the given state is incompatible with the calibrated population: {why}; the "
+        f"the given state is incompatible with {cond.source}: {why}; the "
         f"input fewest virtual patients reproduce is '{label}' ({k} of {F.shape[1]})",
         fix="check that value (and its unit); if it is right, the population has no patients "
         "like this one (e.g. a late boost in a population without late aplasia) and no "
@@ -271,7 +274,7 @@ def check_fit(cond: Conditioner, ev: Evaluation) -> None:
         hit = z >= -FIT_Z if t.censored else np.abs(z) <= FIT_Z
         if z.size == 0 or hit.mean() < MIN_FIT:
             raise InputError(
-                f"the given state is impossible under the calibrated population: {t.label} "
+                f"the given state is impossible under {cond.source}: {t.label} "
                 f"is reproduced by {hit.mean() if z.size else 0.0:.0%} of the conditioned "
                 "virtual patients",
                 fix="check the value and its unit (G/L, days), or whether the counts "

@@ -290,6 +290,8 @@ def predict_boost(
     terms = likelihood_terms(model, inp, courses, base, kde.names, observations)
     cond = Conditioner(model, kde, base, courses.conditioned, inp.day, terms.terms,
                        terms.days, own_events=courses.off_gcsf)  # fmt: skip
+    if prior is not None:
+        cond.source = f"the given posterior (patient {prior.patient or 'not named'})"
     res = condition(cond, kde, int(n_draws), rng)
     t_cond = time.perf_counter() - t0
     own = own_counts(model, cond, res["X"], courses, res.get("evaluation"))
