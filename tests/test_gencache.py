@@ -2,7 +2,7 @@
 
 The expectations are stated here, independently of the module: which sources each kind
 of generated file depends on (issue 12: the equations' source, models/codegen.py, the
-solver template, models/solver_kernels.py, the C-callback template of fitting/_native.py
+solver template, models/solver_kernels.py, the rows template of fitting/op/native.py
 where it is used, carthema's version), located on disk independently of
 ``gencache.SOURCES``; that a file holding the same text keeps its mtime (numba's cache
 index keys on it); that a write cut short leaves only the earlier file (or none) under
@@ -45,7 +45,7 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 def _real_source_files() -> dict[str, Path]:
     """The generator sources, located without gencache (find_spec does not execute the
     module it finds, only the packages above it)."""
-    native = importlib.util.find_spec("carthema.fitting._native")
+    native = importlib.util.find_spec("carthema.fitting.op.native")
     assert native is not None and native.origin is not None
     return {
         "codegen": Path(inspect.getfile(codegen)),
@@ -257,7 +257,7 @@ def test_two_models_get_their_own_files_and_reuse_them(tmp_path, monkeypatch):
 
 
 def test_sens_callback_lives_in_the_same_cache():
-    from carthema.fitting._native import sens_module
+    from carthema.fitting.op.native import sens_module
 
     native = sens_module("cart")
     path = Path(native.__file__)
