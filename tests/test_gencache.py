@@ -331,7 +331,9 @@ def test_a_cold_compile_says_what_it_compiles_and_how_long_it_took_last_time(
     mod = compiled.numba_model.__wrapped__(m)
     err = capsys.readouterr().err
     assert "compiling the numba solver of the 'gctest_msg_linear' model" in err
-    assert "(2 states, 5 parameters: solve, solve_sens)" in err
+    assert (
+        "(2 states, 5 parameters: the solver's C callback solve_c, then solve, solve_sens)" in err
+    )
     assert "no earlier compile recorded on this machine" in err
     rec = gencache.last_compile("numba solver: gctest_msg_linear")
     assert rec is not None and rec["file"] == Path(mod.__file__).name
