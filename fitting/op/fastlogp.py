@@ -51,6 +51,7 @@ from ..model.build import SCALE_CODES, FitModel
 from ..model.likelihood import _TAIL
 from ..model.priors import RESIDUALS
 from .native import sens_module
+from .ode_op import SCHEDULE_INPUTS
 
 #: Relative tolerance of the run-time check against PyMC's log-density and gradient.
 CHECK_RTOL = 1e-8
@@ -98,17 +99,8 @@ ARRAYS = (
     "prior_sd",
     "sigma_prior",
     "sigma_fixed",
-    "p_fixed",
-    "free",
-    "u0",
-    "t_out",
-    "ev_t",
-    "ev_kind",
-    "ev_target",
-    "ev_value",
-    "ev_scale",
-    "t_idx",
-    "o_idx",
+    # One patient's schedule, as SolveOp takes it (t0 is in the header).
+    *(name for name in SCHEDULE_INPUTS if name != "t0"),
     "row_scale",
     "row_floor",
     "row_sigma",
