@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Fit many patients independently (dask.distributed), resumably."""
         from carthema.cli_fit import _load
+        from carthema.fitting.sampling.settings import run_args
         from carthema.fitting.workflows.cohort import fit_cohort
 
         observations, ev, truth_df = _load(obs, events, truth)
@@ -88,12 +89,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             components=components,
             free=free,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
+            **run_args(locals()),  # sampler, draws, tune, chains, seed, cores as given
             truth=truth_df,
             plot=plot,
             progress=sys.stderr.isatty(),

@@ -134,18 +134,17 @@ def register(app: typer.Typer) -> None:
         overwrite: opt.Overwrite = False,
     ) -> None:
         """Fit one patient's parameters (Bayesian, PyMC) and write the posterior."""
-        from carthema.data.course import check_course
-        from carthema.data.patients import select_patient
+        from carthema.data.course import check_fit_course
         from carthema.fitting import fit as run_fit
         from carthema.fitting.results.fitdir import check_fit_out
+        from carthema.fitting.sampling.settings import run_args
 
         inputs = (obs, events, truth)
         check_fit_out(out, overwrite=overwrite, inputs=inputs)  # before any work
         observations, ev, truth_df = _load(obs, events, truth)
-        patient = select_patient(observations, patient)
-        if patient is not None:  # day 0 and the CAR-T infusion of the patient fitted
-            check_course(observations, ev, events_name=events and str(events),
-                         patients=[str(patient)], untreated=True)  # fmt: skip
+        # The library's check of day 0 and the CAR-T infusion (carthema.fit makes it
+        # too), here first so that the message names the events file.
+        patient = check_fit_course(observations, ev, patient, events_name=events and str(events))
         check_fit_out(out, patient, overwrite=overwrite, inputs=inputs)  # another patient
         true_values = None
         if truth_df is not None and patient is not None:
@@ -158,14 +157,8 @@ def register(app: typer.Typer) -> None:
             patient,
             components=components,
             free=free,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            cores=cores,
             truth=true_values,
-            target_accept=target_accept,
+            **run_args(locals()),  # sampler, draws, ..., target_accept as given
             progress=sys.stderr.isatty() and not quiet,
             log=None if quiet else progress_line,
         )

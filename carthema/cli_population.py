@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         virtual-trial) and a prediction-corrected VPC (vpc.png, vpc.csv)."""
         from carthema.cli_fit import _load
         from carthema.data.loaders import read_table_text
+        from carthema.fitting.sampling.settings import run_args
         from carthema.fitting.workflows.population import fit_population
 
         _check_out(out, overwrite, (obs, events, covariates))  # before any work
@@ -87,12 +88,7 @@ def register(app: typer.Typer) -> None:
             free=free,
             covariates=cov,
             effects=effects,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            cores=cores,
+            **run_args(locals()),  # sampler, draws, tune, chains, seed, cores as given
             progress=sys.stderr.isatty(),
             log=lambda msg: console.print(f"[dim]{msg}...[/dim]"),
         )

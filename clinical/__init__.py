@@ -15,5 +15,6 @@ population) and the compiled model; nothing imports PyMC, PyTensor or nutpie, so
   population, its calibration, graft draws), natural history and its statistics.
 - :mod:`~carthema.clinical.trial`: virtual trials of boost policies.
 - :mod:`~carthema.clinical.sensitivity`: global sensitivity analysis.
-- :mod:`~carthema.clinical.report`: the self-contained HTML report.
+- :mod:`~carthema.clinical.report`: the self-contained HTML page;
+  :mod:`~carthema.clinical.patient_report`: the patient's window report on it.
 """

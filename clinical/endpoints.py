@@ -66,6 +66,11 @@ series not already engrafted; ``p_already`` (fraction of all series already engr
 
 All functions take arrays whose last axis is days, so a whole posterior predictive of
 shape (draws, days) is handled at once.
+
+It stays one module (about 550 lines, most of them this docstring and the definitions'
+own): it is the one home of every engraftment definition and threshold, which the
+summaries (Kaplan-Meier over the same :class:`Engraftment` records) and every caller
+read together; split, a threshold and the rule that uses it would live apart.
 """
 
 from __future__ import annotations

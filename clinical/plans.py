@@ -5,42 +5,34 @@ boost on a day. For each plan every parameter draw (posterior draws
 of a fitted patient, or population-prior draws for a patient with little data) is
 simulated with the numba population solver, and the engraftment metrics of
 :mod:`carthema.clinical.endpoints` summarise the predictive distribution (its thresholds
-and horizons live there too). The window's sentences are written by
-:mod:`carthema.clinical.plan_text` and its figure drawn by
-:mod:`carthema.clinical.window_plot`; their names still import from here. The rest stays
-one module (about 620 lines): simulating a plan over draws, its engraftment summary and
-counterfactual, the transplant signals and the window scan and job share the
-:class:`Course` and the one no-boost solve.
+and horizons live there too). The summaries of simulated draws
+(engraftment, sustained recovery, chimerism, the window decision) are
+:mod:`carthema.clinical.summaries`, the window's sentences
+:mod:`carthema.clinical.plan_text` and its figure :mod:`carthema.clinical.window_plot`;
+their names still import from here. This module simulates: a plan over draws
+(:class:`Course`), the counterfactual, the transplant signals and the window scan and
+job, which share the one no-boost solve.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from carthema.clinical.endpoints import (
-    ALREADY_RECOVERED,
-    ANC_ENGRAFT,
     B_RECOVERY,
     CART_LOSS,
     DAYS_SAVED,
     FOLLOW_UP,
     FROM_CART,
-    GRAFT_LOST,
-    PLT_ENGRAFT,
-    PLT_SEVERE,
     SIGNALS_HORIZON,
     STABLE,
     TRANSPLANT_DAY_LIMIT,
     WITHIN,
     days_below,
-    engraftment_summary,
-    lineage_engraftment,
-    lineage_sustained,
-    support_from_events,
 )
 from carthema.clinical.plan_text import (
     chimerism_lines,
@@ -48,6 +40,15 @@ from carthema.clinical.plan_text import (
     no_boost_lines,
     plain_summary,
 )
+from carthema.clinical.summaries import (  # noqa: F401 (their names import from here too)
+    chimerism_summary,
+    plan_engraftment,
+    plan_summary,
+    quantiles,
+    sustained_summary,
+    window_decision,
+)
+from carthema.clinical.summaries import plan_summary as _plan_summary  # noqa: F401
 from carthema.clinical.window_plot import plot_observed as _plot_observed  # noqa: F401
 from carthema.clinical.window_plot import plot_window
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
@@ -55,7 +56,7 @@ from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_plan
 from carthema.models.solve import Schedule, solve_batch
-from carthema.models.solver_contract import PREDICT
+from carthema.models.solver_contract import PREDICT, SolverOptions
 
 #: A candidate plan is a :class:`carthema.data.boost.BoostPlan` (``day`` None: no boost).
 Plan = BoostPlan
@@ -68,8 +69,10 @@ def simulate_plan(
     plan: Plan,
     *,
     horizon: float,
+    options: SolverOptions = PREDICT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
-    """Daily observables of every draw under ``plan``.
+    """Daily observables of every draw under ``plan`` (solver ``options``, default
+    :data:`~carthema.models.solver_contract.PREDICT`).
 
     Returns (days, status (n,), obs (n, days, n_obs), the plan's events table).
     """
@@ -78,7 +81,7 @@ def simulate_plan(
     start = min(ev.first_time if ev.first_time is not None else 0.0, 0.0)
     days = np.arange(np.floor(start), horizon + 0.5, 1.0)
     sched = Schedule.from_events(model, ev, days, t0=days[0])
-    sol = solve_batch(model, draws, sched, PREDICT)
+    sol = solve_batch(model, draws, sched, options)
     status, obs = sol.status, sol.obs
     return days, status, obs, ev_df
 
@@ -108,10 +111,16 @@ class Course:
 
 
 def simulate_course(
-    model: Model, draws: np.ndarray, events: pd.DataFrame, plan: Plan, *, horizon: float
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    plan: Plan,
+    *,
+    horizon: float,
+    options: SolverOptions = PREDICT,
 ) -> Course:
     """:func:`simulate_plan` as a :class:`Course`."""
-    return Course(*simulate_plan(model, draws, events, plan, horizon=horizon))
+    return Course(*simulate_plan(model, draws, events, plan, horizon=horizon, options=options))
 
 
 def counterfactual(
@@ -153,78 +162,10 @@ def counterfactual(
         j = model.index("obs", name)
         without = days_below(boost.days, obs0[both][:, :, j], thr, start=reference)
         with_ = days_below(boost.days, boost.obs[both][:, :, j], thr, start=reference)
-        q = _quantiles((without - with_).astype(float))
+        q = quantiles((without - with_).astype(float))
         out[key] = {**{k: None if np.isnan(v) else v for k, v in q.items()},
                     "n_draws": int(both.sum())}  # fmt: skip
     return out
-
-
-def _quantiles(x: np.ndarray) -> dict[str, float]:
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return {"median": np.nan, "q05": np.nan, "q95": np.nan}
-    q05, med, q95 = np.quantile(x, [0.05, 0.5, 0.95])
-    return {"median": float(med), "q05": float(q05), "q95": float(q95)}
-
-
-def _counts(model: Model, obs: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
-    """ANC and platelet series of the draws that solved (those the model has)."""
-    return {
-        name: obs[ok, :, model.index("obs", name)]
-        for name in ("anc", "platelets")
-        if name in model.obs_names
-    }
-
-
-def plan_engraftment(
-    model: Model,
-    days: np.ndarray,
-    status: np.ndarray,
-    obs: np.ndarray,
-    events: pd.DataFrame,
-    *,
-    reference: float,
-    weights: np.ndarray | None = None,
-    stable: int | None = STABLE,
-) -> dict[str, dict]:
-    """Engraftment summaries ("neutrophil", "anc_gt_1", "platelet") of simulated draws
-    with the one definition of :mod:`carthema.clinical.endpoints`: times from
-    ``reference``, G-CSF days and platelet-transfusion windows of ``events`` excluded,
-    already-recovered draws apart (``p_already``), Kaplan-Meier over the others censored
-    at the end of ``days``. Draws whose solve failed are left out. ``stable``: see
-    :func:`carthema.clinical.endpoints.engraftment` (:data:`FROM_CART` from day 0)."""
-    return _summaries(lineage_engraftment, model, days, status, obs, events, weights=weights,
-                      reference=reference, stable=stable)  # fmt: skip
-
-
-def sustained_summary(
-    model: Model,
-    days: np.ndarray,
-    status: np.ndarray,
-    obs: np.ndarray,
-    events: pd.DataFrame,
-    *,
-    reference: float,
-) -> dict[str, dict]:
-    """Sustained recovery ("neutrophil", "platelet": the first day from which the count
-    stays above the threshold, off support, to the end of ``days``;
-    :func:`carthema.clinical.endpoints.sustained_recovery`) of simulated draws, summarised
-    like :func:`plan_engraftment` (``p_never``: not sustained by the end; ``p_already``:
-    never below from ``reference`` on). Draws whose solve failed are left out."""
-    return _summaries(lineage_sustained, model, days, status, obs, events, reference=reference)
-
-
-def _summaries(criteria, model, days, status, obs, events, *, weights=None, **kw) -> dict:
-    """``criteria`` (:func:`lineage_engraftment` or :func:`lineage_sustained`) applied to
-    the counts of the draws that solved, with the support of ``events``, each lineage
-    summarised (optionally weighted)."""
-    ok = status == 0
-    c = _counts(model, obs, ok)
-    gcsf, transfusions = support_from_events(events)
-    res = criteria(days, anc=c.get("anc"), platelets=c.get("platelets"), gcsf=gcsf,
-                   transfusions=transfusions, **kw)  # fmt: skip
-    w = None if weights is None else np.asarray(weights, dtype=float)[ok]
-    return {key: engraftment_summary(e, weights=w) for key, e in res.items()}
 
 
 def predict_plan(
@@ -245,68 +186,12 @@ def predict_plan(
     ref = plan.day if plan.day is not None else (0.0 if reference is None else reference)
     horizon = ref + 120.0 if horizon is None else horizon
     days, status, obs, ev_df = simulate_plan(model, draws, events, plan, horizon=horizon)
-    return _plan_summary(model, plan, days, status, obs, ev_df, reference=ref, horizon=horizon)
+    return plan_summary(model, plan, days, status, obs, ev_df, reference=ref, horizon=horizon)
 
 
 def astuple_course(course: Course) -> tuple:
     """(days, status, obs, events) of a :class:`Course`."""
     return course.days, course.status, course.obs, course.events
-
-
-def _plan_summary(model, plan, days, status, obs, ev_df, *, reference, horizon) -> dict:
-    ref = reference
-    ok = status == 0
-    o = {name: obs[ok, :, model.index("obs", name)] for name in model.obs_names}
-    out: dict = {
-        **asdict(plan),
-        "label": plan.label,
-        "reference_day": ref,
-        "horizon_day": horizon,
-        "n_draws": int(obs.shape[0]),
-        "n_failed": int((~ok).sum()),
-    }
-    out.update(plan_engraftment(model, days, status, obs, ev_df, reference=ref))
-    if "anc" in o:
-        out["days_anc_lt_0.5"] = _quantiles(
-            days_below(days, o["anc"], ANC_ENGRAFT, start=ref).astype(float)
-        )
-    if "platelets" in o:
-        for thr in (PLT_SEVERE, PLT_ENGRAFT):
-            out[f"days_plt_lt_{thr:g}"] = _quantiles(
-                days_below(days, o["platelets"], thr, start=ref).astype(float)
-            )
-    if plan.day is not None and plan.source is GraftSource.ALLOGENEIC:
-        out.update(chimerism_summary(model, days, status, obs, reference=ref))
-    if "cart_copies" in o:
-        at = days == ref
-        out["cart_at_reference"] = _quantiles(o["cart_copies"][:, at][:, 0])
-    return out
-
-
-def chimerism_summary(
-    model: Model, days: np.ndarray, status: np.ndarray, obs: np.ndarray, *, reference: float
-) -> dict:
-    """Donor chimerism after a new donor's boost on ``reference``: myeloid (CD15+,
-    ``chimerism_day30``) and whole blood (all leukocytes, ``chimerism_whole_blood_day30``)
-    30 days after it (median, 90 % interval), and the share of draws whose graft is lost
-    60 days after it (``p_graft_lost_day60``: donor myeloid chimerism below
-    :data:`GRAFT_LOST` %, rejected by the recovering host T cells or failed). Keys the
-    model or the follow-up cannot give are left out; failed solves too."""
-    ok = status == 0
-    out: dict = {}
-    if "chimerism_cd15" not in model.obs_names:
-        return out
-    cd15 = obs[ok, :, model.index("obs", "chimerism_cd15")]
-    at = days == reference + 30.0
-    if at.any():
-        out["chimerism_day30"] = _quantiles(cd15[:, at][:, 0])
-        if "chimerism_wb" in model.obs_names:  # donor share of all leukocytes (whole blood)
-            wb = obs[ok, :, model.index("obs", "chimerism_wb")]
-            out["chimerism_whole_blood_day30"] = _quantiles(wb[:, at][:, 0])
-    at = days == reference + 60.0
-    if at.any() and cd15.shape[0]:
-        out["p_graft_lost_day60"] = float(np.mean(cd15[:, at][:, 0] < GRAFT_LOST))
-    return out
 
 
 def transplant_signals(
@@ -331,12 +216,12 @@ def transplant_signals(
         c = obs[ok, :, model.index("obs", "cart_copies")]
         after_peak = np.arange(days.size)[None, :] > c.argmax(axis=1)[:, None]
         loss = _first_day(days, (c < CART_LOSS) & after_peak)
-        out["cart_loss"] = {**_quantiles(loss), **_p_before(loss)}
+        out["cart_loss"] = {**quantiles(loss), **_p_before(loss)}
     if "b_cells" in model.obs_names:
         b = obs[ok, :, model.index("obs", "b_cells")]
         after_nadir = np.arange(days.size)[None, :] > b.argmin(axis=1)[:, None]
         rec = _first_day(days, (b > B_RECOVERY) & after_nadir)
-        out["b_cell_recovery"] = {**_quantiles(rec), **_p_before(rec)}
+        out["b_cell_recovery"] = {**quantiles(rec), **_p_before(rec)}
     return out
 
 
@@ -410,9 +295,7 @@ def scan_window(
             progress(k, len(boost_days))
         plan = graft.on(d)
         course = simulate_course(model, draws, events, plan, horizon=d + FOLLOW_UP)
-        res = _plan_summary(
-            model, plan, *astuple_course(course), reference=d, horizon=d + FOLLOW_UP
-        )
+        res = plan_summary(model, plan, *astuple_course(course), reference=d, horizon=d + FOLLOW_UP)
         row = {"boost_day": d, "dose": graft.cd34_per_kg, "source": graft.source.value,
                "cd34_selected": graft.cd34_selected}  # fmt: skip
         for key in ("neutrophil", "platelet", "anc_gt_1"):
@@ -440,69 +323,6 @@ def scan_window(
     return window_decision(
         pd.DataFrame(rows), threshold=threshold, cart_limit=cart_limit, within=within
     )
-
-
-def window_decision(
-    table: pd.DataFrame, *, threshold: float = 0.8, cart_limit: float = 1000.0, within: int = 30
-) -> tuple[pd.DataFrame, dict]:
-    """The window from a per-day table (the columns :func:`scan_window` writes): adds
-    ``already_recovered``, ``boost_helps``, ``meets_probability``, ``meets_cart_limit``
-    and ``in_window`` (all four criteria of :func:`scan_window`; a missing or undefined
-    probability or days-saved value fails its criterion) and returns the summary."""
-    table = table.copy()
-
-    def col(name: str, default: float) -> pd.Series:
-        if name not in table:
-            return pd.Series(default, index=table.index, dtype=float)
-        return pd.to_numeric(table[name], errors="coerce").astype(float)
-
-    p = col(f"neutrophil_p_within_{within}d", np.nan)
-    cart = col("cart_at_reference_median", 0.0).fillna(0.0)
-    already = col("neutrophil_p_already", 0.0).fillna(0.0)
-    saved_n = col("neutropenia_days_saved_median", np.nan)
-    saved_p = col("thrombocytopenia_days_saved_median", np.nan)
-    table["already_recovered"] = already >= ALREADY_RECOVERED
-    table["boost_helps"] = (saved_n > 0) | (saved_p > 0)
-    table["meets_probability"] = p >= threshold
-    table["meets_cart_limit"] = cart < cart_limit
-    table["in_window"] = (
-        table["boost_helps"]
-        & ~table["already_recovered"]
-        & table["meets_probability"]
-        & table["meets_cart_limit"]
-    )
-    inside = table.loc[table["in_window"], "boost_day"]
-
-    def first(mask: pd.Series) -> float | None:
-        return float(table.loc[mask, "boost_day"].min()) if mask.any() else None
-
-    summary = {
-        "threshold": threshold,
-        "within_days": within,
-        "cart_limit": cart_limit,
-        "follow_up_days": FOLLOW_UP,
-        "window_first_day": float(inside.min()) if len(inside) else None,
-        "window_last_day": float(inside.max()) if len(inside) else None,
-        "n_days_in_window": int(len(inside)),
-        "first_day_already_recovered": first(table["already_recovered"]),
-        "days_no_benefit": [float(d) for d in table.loc[~table["boost_helps"], "boost_day"]],
-        "days_over_cart_limit": [
-            float(d) for d in table.loc[~table["meets_cart_limit"], "boost_day"]
-        ],
-        # The earliest qualifying day shortens the time spent cytopenic.
-        "recommended_day": float(inside.min()) if len(inside) else None,
-    }
-    if len(inside):
-        rec = table.loc[table["boost_day"] == inside.min()].iloc[0]
-        summary["recommended_p_engraftment"] = float(rec[f"neutrophil_p_within_{within}d"])
-        for key in ("neutropenia_days_saved_median", "thrombocytopenia_days_saved_median"):
-            if key in rec:
-                summary[f"recommended_{key}"] = float(rec[key])
-        nb = rec.get(f"no_boost_neutrophil_p_within_{within}d")
-        summary["recommended_no_boost_p_engraftment"] = (
-            None if nb is None or not np.isfinite(nb) else float(nb)
-        )
-    return table, summary
 
 
 def recovery_without_boost(

@@ -15,8 +15,7 @@ are removed before the scan (and listed in the output), so that every candidate 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +161,8 @@ def window_from_fit(
         (:func:`window_draws`), so the intervals carry the graft's own uncertainty.
     today:
         The day of the decision (days since CAR-T); default: the patient's last
-        observation (:func:`last_observed_day`).
+        observation (:func:`last_observed_day`). Draws without observations (the
+        virtual population) need it given. No day before it is scanned or recommended.
     log:
         Called with progress lines (the scan reports every few seconds with an estimate
         of the time left); default: stderr when a person is watching, else silent.
@@ -262,7 +262,7 @@ def window_from_fit(
             say("writing the HTML report")
             written = {**written, "run": str(tmp / RUN_JSON)}
             write_patient_report(
-                _ReportedFit.of(post, tmp),
+                post,
                 {**result, "files": written},
                 tmp / "report.html",
                 draws=draws,
@@ -285,7 +285,17 @@ def last_observed_day(observed: pd.DataFrame | None) -> float:
 
 
 def _check_today(today: float | None, observed: pd.DataFrame | None) -> float:
+    """The day of the decision: ``today`` as given, else the patient's last observation;
+    draws without observations (the virtual population) have none, so they need it."""
     if today is None:
+        if observed is None:
+            raise InputError(
+                "these draws have no observations (draws of the virtual population), so "
+                "there is no last observation to take as today: a window needs the day of "
+                "the decision",
+                column="today",
+                fix="give today (days since CAR-T), e.g. window_from_fit(..., today=30)",
+            )
         return max(last_observed_day(observed), 0.0)
     if not (np.isfinite(today) and today >= 0):
         raise InputError(f"today must be a day since CAR-T (>= 0), got {today:g}",
@@ -348,79 +358,12 @@ def _misfit_inputs(post: Posterior) -> tuple:
     return post.fit.meta, post.fit.summary, post.fit.residuals
 
 
-@dataclass(frozen=True)
-class _ReportedFit:
-    """What the HTML report (:func:`carthema.clinical.report.write_patient_report`)
-    reads of a fit, from a :class:`Posterior`: the fit's own plots are looked up in
-    ``path`` (the saved fit folder; without one, the window's own folder, which holds
-    none)."""
-
-    path: Path
-    patient: str | None
-    model: Model
-    events: pd.DataFrame
-    observations: pd.DataFrame | None
-    summary: pd.DataFrame | None
-    meta: Mapping
-    notes: list[str]
-
-    @classmethod
-    def of(cls, post: Posterior, out: Path) -> _ReportedFit:
-        fit = post.fit
-        return cls(
-            path=fit.folder if fit is not None and fit.folder is not None else Path(out),
-            patient=post.patient,
-            model=post.model,
-            events=post.events,
-            observations=post.observations,
-            summary=None if fit is None else fit.summary,
-            meta={} if fit is None else fit.meta,
-            notes=[] if fit is None else fit.notes,
-        )
-
-
-def _diagnostics_line(diag: dict) -> str:
-    nan = float("nan")
-    if diag.get("method") == "map":
-        return f"MAP + Laplace approximation, {diag.get('draws', '?')} draws (no MCMC diagnostics)."
-    return (
-        f"{diag.get('method', '?')}: {diag.get('chains', '?')} chains x "
-        f"{diag.get('draws', '?')} draws; max R-hat {diag.get('max_rhat', nan):.3f}, "
-        f"min bulk ESS {diag.get('min_ess_bulk', nan):.0f}, divergences "
-        f"{diag.get('divergences', '?')}."
-    )
-
-
-def _figure_lines(window: dict) -> list[str]:
-    """What the window figure shows, in words, with the excluded days named."""
-    w = window["window"]
-    days = ", ".join(f"{d:g}" for d in w.get("days_over_cart_limit", [])) or "none"
-    lines = [
-        "Top: probability of neutrophil and platelet engraftment within "
-        f"{w['within_days']} days of a boost on each candidate day, and of the same draws "
-        "without a boost (open markers, dotted). Shaded: the window (green); days excluded "
-        f"because the predicted CAR-T level is above {w['cart_limit']:g} copies/ug (red, "
-        f"hatched; here: {days}), because most draws have already recovered without a "
-        "boost (grey), or "
-        "because a boost saves no cytopenic days (purple). Middle: median days with ANC "
-        "< 0.5 G/L and platelets < 20 G/L a boost saves against no boost. Bottom: ANC and "
-        "platelets over time without a boost (grey median and 90 % band), with the boost "
-        "on the recommended day when there is one (blue), and the patient's measured "
-        "counts (black dots; open circles: below the limit, drawn at the limit)."
-    ]
-    removed = window.get("replaced_events") or []
-    if removed:
-        lines.append(
-            "The patient received " + "; ".join(removed) + ": measured counts after it "
-            "reflect that boost, which the predicted courses leave out."
-        )
-    return lines
-
-
 def write_patient_report(
-    ff: _ReportedFit | FitFolder, window: dict, path: str | Path, **kw
+    fit: str | Path | FitFolder | Posterior, window: dict, path: str | Path, **kw
 ) -> Path:
-    """The patient's HTML report (:func:`carthema.clinical.report.write_patient_report`)."""
-    from carthema.clinical.report import write_patient_report as write
+    """The patient's HTML report of a window result
+    (:func:`carthema.clinical.patient_report.write_patient_report`); ``fit`` as
+    :func:`as_posterior` takes it."""
+    from carthema.clinical.patient_report import write_patient_report as write
 
-    return write(ff, window, path, **kw)
+    return write(as_posterior(fit), window, path, **kw)

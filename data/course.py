@@ -14,7 +14,8 @@ prediction starts from it. A course that contradicts this is refused, not guesse
   patients are meant (``untreated=True``, ``check-data --untreated``).
 
 :func:`course_problems` lists them; :func:`check_course` raises the first as an
-:class:`InputError` naming the table, patient, row and fix.
+:class:`InputError` naming the table, patient, row and fix; :func:`check_fit_course` is
+the check of the one patient a fit uses (``carthema.fit`` and ``carthema fit``).
 """
 
 from __future__ import annotations
@@ -138,3 +139,22 @@ def check_course(
         first = problems[0]
         more = f" ({len(problems) - 1} more problem(s) of this kind)" if len(problems) > 1 else ""
         raise InputError(first.problem + more, file=events_name, column="patient", fix=first.fix)
+
+
+def check_fit_course(
+    observations: pd.DataFrame,
+    events: pd.DataFrame | None,
+    patient: str | None = None,
+    *,
+    events_name: str | None = None,
+) -> str | None:
+    """Day 0 and the CAR-T infusion of the one patient a fit uses (``patient``, or the
+    only patient of ``observations``): :func:`check_course` of that patient, untreated
+    patients allowed (a haematopoiesis fit needs no CAR-T). Returns the patient."""
+    from carthema.data.patients import select_patient
+
+    pid = select_patient(observations, patient)
+    if pid is not None and events is not None:
+        check_course(observations, events, events_name=events_name, patients=[str(pid)],
+                     untreated=True)  # fmt: skip
+    return pid

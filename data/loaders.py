@@ -21,11 +21,8 @@ import pandas as pd
 from carthema.data.atomic import check_out_folder, swap_folder
 from carthema.data.errors import InputError
 from carthema.data.textframe import to_text_frame
-from carthema.data.validate import (
-    validate_events_text,
-    validate_observations_text,
-    validate_outcomes_text,
-)
+from carthema.data.validate import validate_observations_text, validate_outcomes_text
+from carthema.data.validate_events import validate_events_text
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -94,7 +94,8 @@ from carthema.data.nonmem_records import (
 )
 from carthema.data.schema import EVENT_SCHEMA
 from carthema.data.textframe import to_text_frame
-from carthema.data.validate import validate_events_text, validate_observations_text
+from carthema.data.validate import validate_observations_text
+from carthema.data.validate_events import validate_events_text
 
 # carthema column -> NONMEM column, to name the user's column in error messages
 _OBS_COLUMN = {

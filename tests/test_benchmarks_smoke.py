@@ -111,3 +111,10 @@ def test_fit_smoke():
     assert res["mode"] == "smoke"
     assert res["paths"]["carthema"]["draws"] == 20
     assert res["recovery"]["n_patients"] == 1
+
+
+def test_ball_diagnosis_smoke():
+    res = _run_smoke("ball_diagnosis.py")
+    assert res["mode"] == "smoke" and res["n"] == 40
+    assert set(res["per_product"]) == {"tisa-cel", "brexu-cel"}
+    assert 0.0 <= res["discordant_tisa_bad_brexu_ok"] <= 1.0 and len(res["swaps"]) == 8

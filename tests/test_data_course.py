@@ -98,3 +98,21 @@ def test_fit_refuses_cart_copies_without_an_infusion_before_any_work(tmp_path, c
     code, err = _cli(argv, capsys)
     assert code == 2 and "P1 has CAR-T copies" in err
     assert not (tmp_path / "fit").exists()
+
+
+def test_the_library_fit_refuses_a_course_without_day_zero(tmp_path, monkeypatch):
+    """carthema.fit itself (not only the CLI) checks day 0 of the patient it fits, before
+    any work: no model is built."""
+    import carthema
+
+    obs, ev = _tables(tmp_path, EVENTS_OK.replace("P2,0,cart", "P2,5,cart"))
+
+    def built(*_a, **_k):
+        raise AssertionError("the model was built before the course was checked")
+
+    monkeypatch.setattr("carthema.fitting.sampling.samplers.build_model", built)
+    with pytest.raises(InputError, match="P2's first CAR-T infusion is on day 5, not day 0"):
+        carthema.fit(obs, ev, "P2", components="haematopoiesis", sampler="map")
+    obs1, ev1 = _tables(tmp_path, EVENTS_OK.replace("P1,0,cart_infusion,2e6,cells/kg,", ""))
+    with pytest.raises(InputError, match="P1 has CAR-T copies"):
+        carthema.fit(obs1, ev1, "P1", components="cart", sampler="map")

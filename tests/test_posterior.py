@@ -110,7 +110,7 @@ def test_window_runs_from_a_population_posterior(tmp_path):
     assert (ev.loc[ev["kind"] == "lymphodepletion", "day"] < 0).all()
 
     days = [14.0, 28.0]
-    res = window_from_fit(post, days, tmp_path, n_draws=n, seed=4)
+    res = window_from_fit(post, days, tmp_path, n_draws=n, seed=4, today=0.0)
     on = json.loads((tmp_path / "window.json").read_text())
     assert on["fit"] is None and on["misfit_reasons"] == []
     assert on["draws_from"].startswith("draws of the calibrated virtual population")
@@ -132,3 +132,24 @@ def test_population_sample_refuses_bad_requests():
         pop.sample(5, product="no-such-cel")
     with pytest.raises(InputError, match="CAR-HEMATOTOX"):
         pop.sample(5, product="axi-cel", hematotox="9")
+
+
+def test_a_population_window_needs_today_and_never_recommends_a_past_day(tmp_path):
+    """Draws of the virtual population have no observations, so no last observed day: a
+    window from them is refused without ``today`` (before any solve, nothing written);
+    with it, candidate days before today are dropped, never scanned or recommended."""
+    post = VirtualPopulation.load().sample(8, seed=2, product="axi-cel")
+    with pytest.raises(InputError, match="no last observation to take as today"):
+        window_from_fit(post, [4.0, 20.0], tmp_path / "none", n_draws=8)
+    assert not (tmp_path / "none").exists()
+    res = window_from_fit(post, [4.0, 8.0, 12.0, 16.0], tmp_path / "w", n_draws=8, today=10.0)
+    assert res["today"] == 10.0 and res["days_before_today_dropped"] == [4.0, 8.0]
+    assert res["plan"]["boost_days"] == [12.0, 16.0]
+    table = pd.read_csv(tmp_path / "w" / "window.csv")
+    assert table["boost_day"].tolist() == [12.0, 16.0]
+    day = res["window"]["recommended_day"]
+    assert day is None or day >= 10.0
+    # The default scan starts today too (here day 11, the first whole day after 10.5).
+    res = window_from_fit(post, None, tmp_path / "d", n_draws=8, today=10.5)
+    assert min(res["plan"]["boost_days"]) == 11.0
+    assert res["window"]["recommended_day"] is None or res["window"]["recommended_day"] >= 11

@@ -13,13 +13,8 @@ import pandas as pd
 import pytest
 
 from carthema.clinical.decision import decision_line
-from carthema.clinical.report import (
-    chromium_path,
-    render_dom,
-    screenshot,
-    window_table_html,
-    write_report,
-)
+from carthema.clinical.patient_report import window_table_html
+from carthema.clinical.report import chromium_path, render_dom, screenshot, write_report
 from carthema.data.runrecord import run_record
 
 pytestmark = pytest.mark.skipif(

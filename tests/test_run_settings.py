@@ -84,3 +84,41 @@ def test_result_folder_is_replaced_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["fit"]
     write_result_folder(out, {"c": ("c.txt", lambda p: p.write_text("3"))})
     assert sorted(p.name for p in out.iterdir()) == ["c.txt", "run.json"]
+
+
+def test_fit_functions_take_their_run_settings_through_one_validator():
+    """RunSettings.of: a given RunSettings is used as it is; otherwise the run settings
+    among a function's arguments (and nothing else) are validated."""
+    from carthema.fitting.sampling.settings import RUN_FIELDS, run_args
+
+    given = RunSettings.validated(("map",), "cart", sampler="map", draws=3, seed=5)
+    assert RunSettings.of(given, ("nutpie",), "liver", {"sampler": "stan"}) is given
+    args = {"sampler": "map", "draws": 7, "seed": 2, "observations": None, "out": "x"}
+    assert run_args(args) == {"sampler": "map", "draws": 7, "seed": 2}
+    rs = RunSettings.of(None, ("map",), "cart", args)
+    assert (rs.sampler, rs.draws, rs.seed, rs.tune) == ("map", 7, 2, 1000)
+    with pytest.raises(InputError, match="unknown sampler 'stan' for a population fit"):
+        RunSettings.of(None, ("map",), "cart", {"sampler": "stan"}, what=" for a population fit")
+    # Every field of RunSettings is a run setting of the fit functions and the CLI.
+    assert set(RUN_FIELDS) == set(RunSettings.__dataclass_fields__)
+
+
+def test_population_fit_and_single_fit_refuse_the_same_bad_setting():
+    from carthema.fitting.sampling.samplers import fit
+    from carthema.fitting.workflows.population import fit_population
+
+    with pytest.raises(InputError, match="draws must be at least 1"):
+        fit(pd.DataFrame(), None, sampler="map", draws=0)
+    with pytest.raises(InputError, match="draws must be at least 1"):
+        fit_population(pd.DataFrame(), None, sampler="map", draws=0)
+
+
+def test_cohort_fit_refuses_a_bad_setting_before_any_work(tmp_path):
+    from carthema.fitting.workflows.cohort import fit_cohort
+
+    obs = pd.DataFrame({"patient": ["P1"], "day": [1.0]})
+    with pytest.raises(InputError, match="unknown sampler 'stan'"):
+        fit_cohort(obs, None, tmp_path / "c", sampler="stan")
+    with pytest.raises(InputError, match="chains must be at least 1"):
+        fit_cohort(obs, None, tmp_path / "c", chains=0)
+    assert not (tmp_path / "c").exists()

@@ -46,17 +46,23 @@ DISEASES = ("lbcl", "b-all", "mcl")
 #: (:func:`check_disease`, the one place that decides it).
 CALIBRATED_DISEASES = ("lbcl", "mcl")
 #: Why an uncalibrated disease is refused (measured; the calibration procedure runs:
-#: ``python -m carthema.clinical.population.calibrate --disease b-all``).
+#: ``python -m carthema.clinical.population.calibrate --disease b-all``). B-ALL: the
+#: measurements, the swaps tried and the one lever found (a CD28 per-cell killing potency
+#: with no verified size, which breaks the LBCL rows) are in benchmarks/ball_diagnosis.py
+#: and benchmarks/results/ball_diagnosis.json (n 1000, seed 1).
 NOT_CALIBRATED_WHY = {
     "b-all": (
         "on the same plausible B-ALL patients brexu-cel (ZUMA-3 course) leaves ANC < 1 G/L "
-        "on day 30 in 61 %, including every patient in whom tisa-cel (ELIANA course) leaves "
-        "it on day 28 (38 %), while the labels report 12 % and 40 % "
-        "(natural_history_more.csv rows 4 and 2)"
+        "on day 30 in 72 % and tisa-cel (ELIANA course) on day 28 in 43 %, and no patient "
+        "is worse under tisa-cel, while the labels report 12 % and 40 % "
+        "(natural_history_more.csv rows 4 and 2), so no shared weighting reaches both: the "
+        "CD28 kinetics make 4 times the CRS at the B-ALL load and the early CRS "
+        "suppression of the progenitors dominates (benchmarks/ball_diagnosis.py)"
     ),
 }
-#: Diseases whose callers load the LBCL population whatever the disease (predict-boost
-#: until it passes the disease to ``load_population``): only LBCL is right for them.
+#: Diseases whose callers load the LBCL population whatever the disease (callers that do
+#: not pass ``own_population``; predict-boost loads the disease's own): only LBCL is
+#: right for them.
 LBCL_POPULATION_ONLY = ("lbcl",)
 #: Product mix of a pooled simulation (``product=None``) per disease: the LBCL cohort's
 #: axi-cel : tisa-cel 159 : 76 (Rejeski et al. 2021); B-ALL the two label cohorts'

@@ -164,40 +164,42 @@ def diagnose(idata, method: str, extra_warnings: list[str] | None = None) -> Dia
     want_ess = ESS_PER_CHAIN * chains
     if chains < 2:
         warnings.append("only one chain: R-hat cannot detect chains that disagree; run >= 2")
-    if np.isfinite(max_rhat) and max_rhat > RHAT_MAX:
-        bad = [
-            f"{v}[{c}]" if c is not None else v for v, c, val in _per_param(rhat) if val > RHAT_MAX
-        ]
-        warnings.append(
-            f"R-hat {max_rhat:.3f} > {RHAT_MAX} ({', '.join(bad[:5])}): the chains did not "
+    bad_rhat = [f"{v}[{c}]" if c is not None else v for v, c, x in _per_param(rhat) if x > RHAT_MAX]
+    # (failed, warning) per threshold; a NaN statistic (not computed) never fails.
+    checks = (
+        (
+            max_rhat > RHAT_MAX,
+            f"R-hat {max_rhat:.3f} > {RHAT_MAX} ({', '.join(bad_rhat[:5])}): the chains did not "
             "agree; the posterior summaries are not trustworthy. Run longer (more tune and "
-            "draws) or check for several modes"
-        )
-    if np.isfinite(min_bulk) and min_bulk < want_ess:
-        warnings.append(
+            "draws) or check for several modes",
+        ),
+        (
+            min_bulk < want_ess,
             f"bulk ESS {min_bulk:.0f} < {want_ess}: too few effectively independent draws "
-            "for stable posterior means; run more draws"
-        )
-    if np.isfinite(min_tail) and min_tail < want_ess:
-        warnings.append(
+            "for stable posterior means; run more draws",
+        ),
+        (
+            min_tail < want_ess,
             f"tail ESS {min_tail:.0f} < {want_ess}: the 90 % intervals are not yet stable; "
-            "run more draws"
-        )
-    if div > 0:
-        warnings.append(
+            "run more draws",
+        ),
+        (
+            div > 0,
             f"{div} divergent transition(s): the sampler met curvature it could not follow "
             "and the posterior may be biased there; raise --target-accept (e.g. 0.95; "
-            "target_accept in Python) or reparameterise"
-        )
-    if np.isfinite(ebfmi) and ebfmi < EBFMI_MIN:
-        warnings.append(
+            "target_accept in Python) or reparameterise",
+        ),
+        (
+            ebfmi < EBFMI_MIN,
             f"E-BFMI {ebfmi:.2f} < {EBFMI_MIN}: the sampler explores the energy distribution "
-            "poorly (heavy tails or a funnel)"
-        )
-    if maxdepth > 0:
-        warnings.append(
-            f"{maxdepth} draw(s) hit the maximum tree depth: sampling was inefficient there"
-        )
+            "poorly (heavy tails or a funnel)",
+        ),
+        (
+            maxdepth > 0,
+            f"{maxdepth} draw(s) hit the maximum tree depth: sampling was inefficient there",
+        ),
+    )
+    warnings += [text for failed, text in checks if failed]
     return Diagnostics(
         method, chains, draws, max_rhat, min_bulk, min_tail, div, ebfmi, maxdepth, warnings
     )

@@ -27,7 +27,7 @@ share one compiled log-density (:mod:`carthema.fitting.op.compiled`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,7 +61,30 @@ SCALE_CODES = {"identity": 0, "log": 1, "logit": 2}
 
 
 @dataclass
-class FitModel:
+class BuiltModel:
+    """What a PyMC model of one patient or of a population was built from: the priors of
+    its free parameters (log scale), its residual SDs (estimated, held fixed) and the
+    solver Op."""
+
+    pymc_model: pm.Model
+    data: PatientData | list[PatientData]
+    priors: list[Prior]
+    free: tuple[str, ...]
+    sigma_free: tuple[str, ...]
+    sigma_fixed: dict[str, float]
+    op: SolveOp
+
+    @property
+    def prior_mu(self) -> np.ndarray:
+        return np.array([p.mu for p in self.priors])
+
+    @property
+    def prior_sd(self) -> np.ndarray:
+        return np.array([p.sd for p in self.priors])
+
+
+@dataclass
+class FitModel(BuiltModel):
     """A PyMC model of one patient and what it was built from.
 
     Everything that belongs to the patient (schedule, observation rows, priors) enters the
@@ -71,13 +94,7 @@ class FitModel:
     (:mod:`carthema.fitting.op.compiled`).
     """
 
-    pymc_model: pm.Model
     data: PatientData
-    priors: list[Prior]
-    free: tuple[str, ...]
-    sigma_free: tuple[str, ...]
-    sigma_fixed: dict[str, float]
-    op: SolveOp
     schedule: Schedule
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     structure: tuple = ()
@@ -85,14 +102,6 @@ class FitModel:
     @property
     def model(self) -> Model:
         return self.data.model
-
-    @property
-    def prior_mu(self) -> np.ndarray:
-        return np.array([p.mu for p in self.priors])
-
-    @property
-    def prior_sd(self) -> np.ndarray:
-        return np.array([p.sd for p in self.priors])
 
     def theta_from_z(self, z: np.ndarray) -> np.ndarray:
         return self.prior_mu + self.prior_sd * np.asarray(z)
@@ -178,6 +187,34 @@ def add_row_likelihood(pred, inputs: Mapping, s_free, has_unc: bool, has_cen: bo
         pm.Potential("blq_loglik", normal_lcdf_pt(z).sum())
 
 
+def likelihood_rows(
+    data: Sequence[PatientData],
+    sigma: Mapping[str, float] | None = None,
+    min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
+) -> tuple[list[str], dict[str, float], dict[str, np.ndarray], bool, bool]:
+    """The observation rows of one patient or several (stacked in the order given) as the
+    row likelihood needs them: ``(sigma_free, sigma_fixed, inputs, has_quantified,
+    has_censored)``, with :func:`split_residuals` over all rows and :func:`row_inputs`."""
+    rows = pd.concat([d.rows for d in data], ignore_index=True)
+    used = set(rows["observable"])
+    observables = [o for o in data[0].model.obs_names if o in used]
+    sigma_free, sigma_fixed = split_residuals(rows, observables, sigma, min_obs_for_sigma)
+    censored = rows["censored"].to_numpy(bool)
+    y = np.concatenate([d.transformed() for d in data])
+    inputs = row_inputs(rows, y, censored, sigma_free, sigma_fixed)
+    return sigma_free, sigma_fixed, inputs, bool((~censored).any()), bool(censored.any())
+
+
+def observe_rows(pred, ok, inputs: Mapping, sigma_free, has_unc: bool, has_cen: bool) -> None:
+    """Inside a model context: reject a draw whose solve failed (``ok`` below 0.5 for any
+    patient: a rejected draw, never an error), then the residual SDs
+    (:func:`residual_sd_variable`) and the likelihood of every row
+    (:func:`add_row_likelihood`; ``inputs`` from :func:`likelihood_rows`)."""
+    pm.Potential("solver_ok", pt.switch(pt.all(pt.gt(ok, 0.5)), 0.0, -np.inf))
+    s_free = residual_sd_variable(sigma_free)
+    add_row_likelihood(pred, inputs, s_free, has_unc, has_cen)
+
+
 def _same_length(first):
     """A function giving a vector the length of ``first`` (``specify_shape``)."""
     n = pt.as_tensor_variable(first).shape[0]
@@ -225,15 +262,14 @@ def build_model(
     schedule = Schedule.from_data(data, free)
     op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
 
-    rows = data.rows
-    sigma_free, sigma_fixed = split_residuals(rows, data.observables, sigma, min_obs_for_sigma)
-    censored = data.censored
-    has_unc, has_cen = bool((~censored).any()), bool(censored.any())
+    sigma_free, sigma_fixed, rows, has_unc, has_cen = likelihood_rows(
+        [data], sigma, min_obs_for_sigma
+    )
     inputs = {
         "prior_mu": np.array([p.mu for p in priors]),
         "prior_sd": np.array([p.sd for p in priors]),
         **{f"sched_{k}": v for k, v in stack_schedules([schedule]).items()},
-        **row_inputs(rows, data.transformed(), censored, sigma_free, sigma_fixed),
+        **rows,
     }
     coords = {"param": list(free)}
     if sigma_free:
@@ -248,9 +284,7 @@ def build_model(
             pred, _jac, ok = solve_patient(op, theta, batch)
         else:
             pred, ok = predictor(theta)
-        pm.Potential("solver_ok", pt.switch(pt.gt(ok, 0.5), 0.0, -np.inf))
-        s_free = residual_sd_variable(sigma_free)
-        add_row_likelihood(pred, d, s_free, has_unc, has_cen)
+        observe_rows(pred, ok, d, sigma_free, has_unc, has_cen)
     structure = (
         "patient",
         model.name,

@@ -49,14 +49,13 @@ import pytensor.tensor as pt
 from carthema.data.errors import InputError
 from carthema.fitting.model.build import (
     MIN_OBS_FOR_SIGMA,
-    add_row_likelihood,
-    residual_sd_variable,
-    row_inputs,
-    split_residuals,
+    BuiltModel,
+    likelihood_rows,
+    observe_rows,
 )
 from carthema.fitting.model.covariates import Covariates, design_matrix
 from carthema.fitting.model.data import PatientData
-from carthema.fitting.model.priors import Prior, prior_table, resolve_free
+from carthema.fitting.model.priors import prior_table, resolve_free
 from carthema.fitting.op.ode_op import (
     ATOL,
     BATCH_INPUTS,
@@ -75,17 +74,11 @@ MIN_PATIENTS = 3
 
 # ---------------------------------------------------------------------------------------
 @dataclass
-class PopulationModel:
+class PopulationModel(BuiltModel):
     """The PyMC population model and what it was built from."""
 
-    pymc_model: pm.Model
     data: list[PatientData]
-    priors: list[Prior]
-    free: tuple[str, ...]
     omega_scale: np.ndarray
-    sigma_free: tuple[str, ...]
-    sigma_fixed: dict[str, float]
-    op: SolveOp
     schedules: list[Schedule]
     covariates: Covariates | None = None
 
@@ -96,14 +89,6 @@ class PopulationModel:
     @property
     def patients(self) -> list[str]:
         return [d.patient for d in self.data]
-
-    @property
-    def prior_mu(self) -> np.ndarray:
-        return np.array([p.mu for p in self.priors])
-
-    @property
-    def prior_sd(self) -> np.ndarray:
-        return np.array([p.sd for p in self.priors])
 
 
 def build_population_model(
@@ -174,9 +159,9 @@ def build_population_model(
     om_scale = np.array([float(scales.get(n, s)) for n, s in zip(free, sd0, strict=True)])
     cov = None if covariates is None else design_matrix(covariates, ids, free, effects)
 
-    rows = pd.concat([d.rows[["observable", "censored"]] for d in data], ignore_index=True)
-    observables = [o for o in model.obs_names if o in set(rows["observable"])]
-    sigma_free, sigma_fixed = split_residuals(rows, observables, sigma, min_obs_for_sigma)
+    sigma_free, sigma_fixed, inputs, has_unc, has_cen = likelihood_rows(
+        data, sigma, min_obs_for_sigma
+    )
     schedules = [Schedule.from_data(d, free) for d in data]
     batch = stack_schedules(schedules)
     op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
@@ -186,11 +171,6 @@ def build_population_model(
         coords["analyte"] = list(sigma_free)
     if cov is not None:
         coords["effect"] = list(cov.labels)
-    y = np.concatenate([d.transformed() for d in data])
-    censored = np.concatenate([d.censored for d in data])
-    all_rows = pd.concat([d.rows[["observable", "scale", "floor"]] for d in data])
-    inputs = row_inputs(all_rows, y, censored, sigma_free, sigma_fixed)
-    has_unc, has_cen = bool((~censored).any()), bool(censored.any())
     with pm.Model(coords=coords) as pm_model:
         mu_z = pm.Normal("mu_z", 0.0, 1.0, dims="param")
         mu = pm.Deterministic("mu", mu0 + sd0 * mu_z, dims="param")
@@ -210,9 +190,7 @@ def build_population_model(
         pm.Deterministic("params", pt.exp(theta), dims=("patient", "param"))
         consts = [pt.constant(batch[n], name=n) for n in BATCH_INPUTS]
         pred, _jac, ok = op(theta, *consts)
-        pm.Potential("solver_ok", pt.switch(pt.all(pt.gt(ok, 0.5)), 0.0, -np.inf))
-        s_free = residual_sd_variable(sigma_free)
-        add_row_likelihood(pred, inputs, s_free, has_unc, has_cen)
+        observe_rows(pred, ok, inputs, sigma_free, has_unc, has_cen)
     return PopulationModel(
         pymc_model=pm_model,
         data=data,

@@ -4,7 +4,7 @@ Samplers
 --------
 ``"nutpie"`` (default)
     nutpie's NUTS. A single patient's log-density and gradient are generated numba
-    C callbacks cached on disk (:mod:`carthema.fitting.fastlogp`), checked against
+    C callbacks cached on disk (:mod:`carthema.fitting.op.fastlogp`), checked against
     PyMC's own log-density at the initial point of every fit; on a mismatch (or for
     population models) PyTensor's numba backend compiles it, the ODE solve included (no
     object mode). Mass matrix: nutpie's low-rank modified
@@ -40,6 +40,7 @@ import pandas as pd
 import xarray as xr
 
 from carthema._console import Step, interactive, progress_to_stderr
+from carthema.data.course import check_fit_course
 from carthema.fitting.evaluation.diagnostics import (
     diagnose,
     fit_warnings,
@@ -133,7 +134,9 @@ def fit(
     Parameters
     ----------
     observations, events:
-        Data-layer tables (may hold several patients).
+        Data-layer tables (may hold several patients). The patient's days count from its
+        first CAR-T infusion (day 0): a course that contradicts this is refused before
+        any work (:func:`carthema.data.course.check_fit_course`).
     patient:
         Patient to fit (may be omitted when the observations hold one).
     components:
@@ -179,20 +182,8 @@ def fit(
     **solver_options:
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
-    if run is None:
-        run = RunSettings.validated(
-            SAMPLERS,
-            components,
-            sampler=sampler,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            cores=cores,
-            init=init,
-            target_accept=target_accept,
-            low_rank=low_rank,
-        )
+    run = RunSettings.of(run, SAMPLERS, components, locals())  # first: locals() = the arguments
+    check_fit_course(observations, events, patient)  # day 0 = the first CAR-T infusion
     t_start = time.perf_counter()
     if progress is None:
         progress = interactive()

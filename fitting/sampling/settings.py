@@ -4,7 +4,7 @@ single-patient, population and cohort fits."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -15,6 +15,28 @@ from carthema.models.model import COMPONENT_SETS
 
 def _default_cores(chains: int) -> int:
     return max(1, min(chains, os.cpu_count() or 1))
+
+
+#: The run settings, by name: the same keyword arguments of every fit function
+#: (:func:`~carthema.fitting.sampling.samplers.fit`, the population and cohort fits)
+#: and of the CLI commands that call them.
+RUN_FIELDS = (
+    "sampler",
+    "draws",
+    "tune",
+    "chains",
+    "seed",
+    "cores",
+    "init",
+    "target_accept",
+    "low_rank",
+)
+
+
+def run_args(args: Mapping) -> dict:
+    """The run settings among ``args`` (a function's own arguments, ``locals()``), by
+    name: what a caller passes on to a fit, and what :meth:`RunSettings.of` validates."""
+    return {k: args[k] for k in RUN_FIELDS if k in args}
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,24 @@ class RunSettings:
             target_accept=float(target_accept),
             low_rank=bool(low_rank),
         )
+
+    @classmethod
+    def of(
+        cls,
+        run: RunSettings | None,
+        samplers: Sequence[str],
+        components: str,
+        args: Mapping,
+        *,
+        what: str = "",
+    ) -> RunSettings:
+        """The one validation of a fit function's run settings: ``run`` when the caller
+        gives one (validated already), else the settings among ``args`` (the fit
+        function's own arguments, ``locals()`` at its top; :func:`run_args`) through
+        :meth:`validated`."""
+        if run is not None:
+            return run
+        return cls.validated(samplers, components, what=what, **run_args(args))
 
     def with_seed(self, seed: int) -> RunSettings:
         return replace(self, seed=int(seed))

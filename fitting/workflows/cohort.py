@@ -43,25 +43,17 @@ Each worker process compiles the log-density once per model structure and reuses
 every later patient of that structure (:mod:`carthema.fitting.op.compiled`); run settings are
 validated once, by :func:`fit_cohort`, before any task (:class:`~.settings.RunSettings`).
 
-The patient-folder protocol (markers, atomic writes) is in :mod:`.cohort_folder`. This
-module stays whole (about 800 lines) because its parts are the one run: the worker task,
-the cluster it runs on, the submit/collect loop and the pooled VPC share the settings
-and the folder, and the tests drive them through :func:`fit_cohort`.
+The patient-folder protocol (markers, atomic writes) is in :mod:`.cohort_folder`, the
+task a worker runs in :mod:`.cohort_task`, the cluster in :mod:`.cluster`; this module
+holds the run itself: settings and manifest, submitting and collecting, the cohort table
+and the pooled VPC.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
-import json
-import logging
 import os
-import socket
-import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +61,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed.diagnostics.plugin import WorkerPlugin
 
 from carthema.data.atomic import (
     FolderLock,
@@ -77,54 +68,32 @@ from carthema.data.atomic import (
     probe_output_folder,
 )
 from carthema.data.errors import InputError
-from carthema.fitting.workflows.cohort_folder import (
+from carthema.fitting.workflows.cluster import (  # noqa: F401 (local_client: public here)
+    cluster_client,
+    cluster_name,
+    count_workers,
+    local_client,
+)
+from carthema.fitting.workflows.cohort_folder import (  # noqa: F401 (patient_state: public here)
     commit_patient,
-    dumps_json,
-    json_default,
     patient_folder,
     patient_state,
     prepare_folder,
-    read_json,
-    write_file,
 )
-
-MANIFEST = "cohort.json"
-#: Table columns before the per-parameter ones.
-BASE_COLUMNS = (
-    "patient",
-    "status",
-    "error",
-    "sampler",
-    "components",
-    "seed",
-    "n_observations",
-    "max_rhat",
-    "min_ess_bulk",
-    "min_ess_tail",
-    "divergences",
-    "min_ebfmi",
-    "maxdepth_hits",
-    "n_warnings",
-    "warnings",
-    "wall_s",
-    "fit_s",
-    "worker",
-    "finished",
+from carthema.fitting.workflows.cohort_table import (  # noqa: F401 (public here)
+    BASE_COLUMNS,
+    MANIFEST,
+    RESULT_SETTINGS,
+    cohort_table,
+    patient_rows,
+    write_manifest,
+    write_table,
 )
-#: Settings that change the result; a restart in the same folder must repeat them.
-RESULT_SETTINGS = (
-    "components",
-    "free",
-    "sampler",
-    "draws",
-    "tune",
-    "chains",
-    "seed",
-    "init",
-    "fit_options",
+from carthema.fitting.workflows.cohort_task import (  # noqa: F401 (public here)
+    failed_row,
+    fit_patient_task,
+    patient_seed,
 )
-#: How long to keep trying to reach a scheduler given by address.
-CONNECT_TIMEOUT = "15s"
 
 
 @dataclass
@@ -162,204 +131,6 @@ class CohortResult:
 
 
 # ---------------------------------------------------------------------------------
-# Seeds (folder names, atomic writes and markers: cohort_folder.py)
-# ---------------------------------------------------------------------------------
-def patient_seed(cohort_seed: int, patient: str) -> int:
-    """Seed of one patient: a hash of the cohort seed and the patient id (0 <= s < 2**31)."""
-    digest = hashlib.sha256(f"carthema-cohort:{int(cohort_seed)}:{patient}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**31)
-
-
-# ---------------------------------------------------------------------------------
-# The task that runs on a worker
-# ---------------------------------------------------------------------------------
-def _summary_columns(summary: pd.DataFrame) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for _, r in summary.iterrows():
-        name = str(r["name"])
-        for q in ("median", "q05", "q95"):
-            v = r.get(q)
-            out[f"{name}_{q}"] = float(v) if v is not None and v == v else np.nan
-        if "true" in summary.columns:
-            t = r.get("true")
-            if t is not None and t == t:
-                out[f"{name}_true"] = float(t)
-    return out
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def fit_patient_task(
-    observations: pd.DataFrame,
-    events: pd.DataFrame | None,
-    patient: str,
-    settings: Mapping[str, Any],
-    seed: int,
-    truth: Mapping[str, float] | None = None,
-) -> dict:
-    """Fit one patient (runs on a dask worker); never raises for a failed fit.
-
-    Returns ``{"status": "ok", "row": ..., "files": {name: bytes}}`` or
-    ``{"status": "failed", "row": ..., "traceback": str}``.
-    """
-    from carthema.fitting.sampling.samplers import fit
-    from carthema.fitting.sampling.settings import RunSettings
-
-    t0 = time.perf_counter()
-    base = {
-        "patient": patient,
-        "sampler": settings["sampler"],
-        "components": settings["components"],
-        "seed": int(seed),
-        "worker": _worker_name(),
-    }
-    try:
-        opts = dict(settings["fit_options"])
-        # Validated by fit_cohort before any task: the fit takes them as they are.
-        run = RunSettings(
-            sampler=settings["sampler"],
-            draws=int(settings["draws"]),
-            tune=int(settings["tune"]),
-            chains=int(settings["chains"]),
-            seed=int(seed),
-            cores=int(settings["cores"]),
-            init=settings["init"],
-            target_accept=float(opts.pop("target_accept", 0.8)),
-            low_rank=bool(opts.pop("low_rank", True)),
-        )
-        result = fit(
-            observations,
-            events,
-            patient,
-            components=settings["components"],
-            free=settings["free"],
-            truth=truth,
-            progress=False,
-            run=run,
-            **opts,
-        )
-        with tempfile.TemporaryDirectory(prefix="carthema-cohort-") as tmp:
-            paths = result.save(tmp, plot=settings["plot"])
-            report = Path(tmp) / "report.txt"
-            report.write_text("\n".join(result.report()) + "\n")
-            paths["report"] = report
-            files = {Path(p).name: Path(p).read_bytes() for p in paths.values()}
-        diag = result.diagnostics.as_dict()
-        row = {
-            **base,
-            "status": "ok",
-            "error": "",
-            "n_observations": int(result.fit_model.data.n),
-            "max_rhat": diag["max_rhat"],
-            "min_ess_bulk": diag["min_ess_bulk"],
-            "min_ess_tail": diag["min_ess_tail"],
-            "divergences": diag["divergences"],
-            "min_ebfmi": diag["min_ebfmi"],
-            "maxdepth_hits": diag["maxdepth_hits"],
-            "n_warnings": len(diag["warnings"]),
-            "warnings": " | ".join(diag["warnings"]),
-            "wall_s": time.perf_counter() - t0,
-            "fit_s": float(result.timings.get("total_s", np.nan)),
-            **_summary_columns(result.summary()),
-        }
-        return {"status": "ok", "row": row, "files": files}
-    except Exception as exc:  # noqa: BLE001 - a failed patient must not stop the cohort
-        return _failed(base, exc, time.perf_counter() - t0, traceback.format_exc())
-
-
-def _failed(base: dict, exc: BaseException, wall: float, tb: str | None = None) -> dict:
-    text = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-    row = {**base, "status": "failed", "error": text, "wall_s": wall}
-    return {"status": "failed", "row": row, "traceback": (tb or text).rstrip() + "\n"}
-
-
-# ---------------------------------------------------------------------------------
-# Cluster
-# ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _client(scheduler: Any, workers: int | None, cores: int) -> Iterator[Any]:
-    from distributed import Client
-
-    if scheduler is not None and not isinstance(scheduler, str):
-        yield scheduler  # an existing distributed.Client: the caller owns it
-        return
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise InputError(
-                f"cannot reach the dask scheduler at {scheduler} ({exc})",
-                fix="start one with `dask scheduler` and workers with `dask worker ADDRESS "
-                "--nthreads 1`, or leave out --scheduler to use a local cluster",
-            ) from None
-        with client:
-            yield client
-        return
-    with local_client(workers, cores) as client:
-        yield client
-
-
-@contextlib.contextmanager
-def local_client(workers: int | None = None, cores: int = 1) -> Iterator[Any]:
-    """A :class:`distributed.Client` on a new LocalCluster, closed on exit.
-
-    ``workers`` processes (default ``cpu_count // cores``) with one thread each; each
-    fit in a worker may use ``cores`` cores (``NUMBA_NUM_THREADS``).
-    """
-    from distributed import Client, LocalCluster
-
-    n = int(workers) if workers else max(1, (os.cpu_count() or 1) // max(1, int(cores)))
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env={"NUMBA_NUM_THREADS": str(max(1, int(cores)))},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.register_plugin(FastExit(), name=FastExit.name)
-        yield client
-
-
-def _exit_now() -> None:  # pragma: no cover - runs in worker processes at exit
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    logging.shutdown()
-    os._exit(0)
-
-
-class FastExit(WorkerPlugin):
-    """Worker plugin: the worker process skips interpreter finalisation at exit.
-
-    A worker that has loaded PyMC, PyTensor and numba-compiled solvers takes seconds to
-    finalise the interpreter after the worker itself has closed (tearing down compiled
-    code), longer than the nanny's 4 s grace period on a busy machine; the nanny then
-    kills it and logs a warning. Only used for the local cluster's own processes: the
-    handler is registered last, so it runs first (after the worker has closed and removed
-    its scratch folder) and ends the process.
-    """
-
-    name = "carthema-fast-exit"
-
-    def setup(self, worker: Any) -> None:
-        import atexit
-
-        atexit.register(_exit_now)
-
-
-def _n_workers(client: Any) -> int:
-    try:
-        return len(client.scheduler_info().get("workers", {}))
-    except Exception:  # noqa: BLE001 - informational only
-        return 0
-
-
-# ---------------------------------------------------------------------------------
 # The cohort
 # ---------------------------------------------------------------------------------
 def _normalise_free(free: str | Iterable[str] | None) -> list[str] | None:
@@ -368,53 +139,6 @@ def _normalise_free(free: str | Iterable[str] | None) -> list[str] | None:
     items = free.split(",") if isinstance(free, str) else list(free)
     names = [str(s).strip() for s in items if str(s).strip()]
     return names or None
-
-
-def _check_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
-    """Reuse the recorded seed when none is given; refuse other result settings."""
-    path = out / MANIFEST
-    if not path.exists():
-        return settings
-    old = read_json(path)
-    if old is None or not isinstance(old.get("settings"), dict):
-        return settings  # unreadable manifest: it is rewritten below
-    prev = old["settings"]
-    if not seed_given and prev.get("seed") is not None:
-        settings = {**settings, "seed": int(prev["seed"])}
-    diff = [k for k in RESULT_SETTINGS if _jsonable(prev.get(k)) != _jsonable(settings.get(k))]
-    if diff:
-        what = ", ".join(f"{k} {prev.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-        raise InputError(
-            f"{out} holds a cohort fitted with other settings ({what})",
-            file=str(path),
-            fix="repeat the first run's settings to resume it, or write to another --out "
-            "folder (or delete this one to start again)",
-        )
-    return settings
-
-
-def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v, default=json_default))
-
-
-def _table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    for c in BASE_COLUMNS:
-        if c not in df.columns:
-            df[c] = np.nan
-    rest = [c for c in df.columns if c not in BASE_COLUMNS]
-    df = df[list(BASE_COLUMNS) + rest]
-    for c in ("error", "warnings", "worker", "finished", "sampler", "components"):
-        df[c] = df[c].where(df[c].notna(), "").astype(str)
-    return df
-
-
-def _write_table(out: Path, df: pd.DataFrame) -> dict[str, Path]:
-    paths = {"table_parquet": out / "cohort.parquet", "table_csv": out / "cohort.csv"}
-    with atomic_path(paths["table_parquet"]) as tmp:
-        df.to_parquet(tmp, index=False)
-    write_file(paths["table_csv"], df.to_csv(index=False))
-    return paths
 
 
 def fit_cohort(
@@ -484,7 +208,13 @@ def fit_cohort(
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    _check_cohort_options(components, sampler, draws, tune, chains, seed, cores, init)
+    # The run settings, validated once for every patient: a bad one stops the run before
+    # any fit (the seed is drawn below; a worker's fit takes the settings as they are).
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings, run_args
+
+    given = {**run_args(locals()), "seed": 0 if seed is None else seed, "cores": max(1, int(cores))}
+    RunSettings.of(None, SAMPLERS, components, given)
     _check_cluster_options(scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
     seed_given = seed is not None
@@ -508,26 +238,26 @@ def fit_cohort(
     # One run per folder: a second run is refused with the holder's pid (a lock left
     # by a killed run is taken over).
     with FolderLock(out, "fit-cohort"):
-        settings = _write_manifest(out, settings, seed_given)
+        settings = write_manifest(out, settings, seed_given)
         drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
         say(f"cohort seed {settings['seed']}{drawn}")
-        rows, todo, skipped = _patient_rows(out, ids)
+        rows, todo, skipped = patient_rows(out, ids)
         say(
             f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
             + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
         )
-        paths = _write_table(out, _table(list(rows.values())))
+        paths = write_table(out, cohort_table(list(rows.values())))
         paths["manifest"] = out / MANIFEST
         fitted: list[str] = []
         failed: list[str] = []
         timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
         if todo:
             tasks = _patient_tasks(observations, events, truth)
-            say(f"starting {_cluster_name(scheduler)}")
+            say(f"starting {cluster_name(scheduler)}")
             t0 = time.perf_counter()
-            with _client(scheduler, workers, settings["cores"]) as client:
+            with cluster_client(scheduler, workers, settings["cores"]) as client:
                 timings["startup_s"] = time.perf_counter() - t0
-                n_workers = _n_workers(client)
+                n_workers = count_workers(client)
                 timings["workers"] = n_workers
                 say(
                     f"{n_workers} worker(s) connected"
@@ -539,8 +269,8 @@ def fit_cohort(
                 for pid, row in _collect(out, futures, rows, settings, progress, say):
                     (fitted if row["status"] == "ok" else failed).append(pid)
                 timings["fit_s"] = time.perf_counter() - t_fit
-        table = _table(list(rows.values()))
-        paths.update(_write_table(out, table))
+        table = cohort_table(list(rows.values()))
+        paths.update(write_table(out, table))
         paths.update(_write_vpc(out, table, settings, say))
         timings["total_s"] = time.perf_counter() - t_start
         return CohortResult(
@@ -555,34 +285,6 @@ def fit_cohort(
         )
 
 
-def _check_cohort_options(
-    components: str,
-    sampler: str,
-    draws: int,
-    tune: int,
-    chains: int,
-    seed: int | None,
-    cores: int,
-    init: str,
-) -> None:
-    """Validate the run settings once for every patient: a bad setting stops the run
-    before any fit."""
-    from carthema.fitting.sampling.samplers import SAMPLERS
-    from carthema.fitting.sampling.settings import RunSettings
-
-    RunSettings.validated(
-        SAMPLERS,
-        components,
-        sampler=sampler,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=0 if seed is None else seed,
-        cores=max(1, int(cores)),
-        init=init,
-    )
-
-
 def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
     """``workers`` is at least 1 and applies to the local cluster only."""
     if workers is not None and int(workers) < 1:
@@ -592,49 +294,6 @@ def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
             "--workers applies to the local cluster only",
             fix="leave out --workers with --scheduler (start workers with `dask worker`)",
         )
-
-
-def _write_manifest(out: Path, settings: dict, seed_given: bool) -> dict:
-    """Check ``settings`` against an earlier run's manifest (its seed is reused when none
-    is given), write ``cohort.json`` (keeping its creation time) and return the
-    settings in force."""
-    settings = _check_manifest(out, settings, seed_given)
-    manifest = {
-        "settings": {k: settings[k] for k in RESULT_SETTINGS},
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "layout": "patients/<id>/: fit folder (posterior.nc, fit.json, ...), report.txt, "
-        "done.json (written last)",
-    }
-    old = read_json(out / MANIFEST)
-    if old is not None and isinstance(old.get("created"), str):
-        manifest["created"] = old["created"]
-    write_file(out / MANIFEST, dumps_json(manifest))
-    return settings
-
-
-def _patient_rows(out: Path, ids: list[str]) -> tuple[dict[str, dict], list[str], list[str]]:
-    """The table rows by patient as the folder holds them (patients done by earlier runs
-    in this folder, also those not asked for now, stay in the table), the patients to
-    fit (not done, or failed: failures are retried) and those already done."""
-    rows: dict[str, dict] = {}
-    todo: list[str] = []
-    skipped: list[str] = []
-    for pid in ids:
-        state, row = patient_state(out / "patients" / patient_folder(pid))
-        if state == "done":
-            rows[pid] = row
-            skipped.append(pid)
-        else:
-            todo.append(pid)
-            rows[pid] = row if row is not None else {"patient": pid, "status": "pending"}
-            if state == "failed":
-                rows[pid] = {**row, "status": "pending"}
-    pdirs = out / "patients"
-    for pdir in sorted(pdirs.iterdir()) if pdirs.exists() else []:
-        state, row = patient_state(pdir)
-        if row is not None and str(row.get("patient")) not in rows:
-            rows[str(row["patient"])] = row
-    return rows, todo, skipped
 
 
 @dataclass
@@ -662,13 +321,6 @@ def _patient_tasks(
     if events is not None and len(events) and "patient" in events.columns:
         ev_by = {str(k): g for k, g in events.groupby(events["patient"].astype(str))}
     return _PatientTasks(obs_by, ev_by, None if events is None else events.iloc[0:0], truth_by)
-
-
-def _cluster_name(scheduler: Any) -> str:
-    """Where the fits run, for the log."""
-    if isinstance(scheduler, str) and scheduler:
-        return f"the dask scheduler at {scheduler}"
-    return "the given dask client" if scheduler is not None else "a local dask cluster"
 
 
 def _submit(
@@ -721,12 +373,12 @@ def _collect(
                     "components": settings["components"],
                     "seed": patient_seed(settings["seed"], pid),
                 }
-                payload = _failed(base, exc, float("nan"))
+                payload = failed_row(base, exc, float("nan"))
             fut.release()
             commit_patient(out / "patients" / patient_folder(pid), payload)
             row = payload["row"]
             rows[pid] = row
-            _write_table(out, _table(list(rows.values())))
+            write_table(out, cohort_table(list(rows.values())))
             emit(f"[{k}/{len(futures)}] {_describe(row)}")
             advance()
             yield pid, row

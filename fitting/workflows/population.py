@@ -202,6 +202,7 @@ def fit_population(
     low_rank: bool = True,
     history_days: float = HISTORY_DAYS,
     log: Callable[[str], None] | None = None,
+    run: RunSettings | None = None,
     **solver_options,
 ) -> PopulationResult:
     """Hierarchical fit of several patients (see the module docstring for the model).
@@ -251,22 +252,16 @@ def fit_population(
         Observations up to this many days before the first event are used.
     log:
         Called with a short status line before each long step.
+    run:
+        Already validated :class:`~carthema.fitting.sampling.settings.RunSettings`; when
+        given, ``sampler``, ``draws``, ``tune``, ``chains``, ``seed``, ``cores``,
+        ``init``, ``target_accept`` and ``low_rank`` are taken from it.
     **solver_options:
         ``rtol``, ``atol``, ``max_steps``, ``method`` of the ODE solver.
     """
-    run = RunSettings.validated(
-        POPULATION_SAMPLERS,
-        components,
-        sampler=sampler,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        cores=cores,
-        init=init,
-        target_accept=target_accept,
-        low_rank=low_rank,
-        what=" for a population fit",
+    # First: locals() holds only the arguments here.
+    run = RunSettings.of(
+        run, POPULATION_SAMPLERS, components, locals(), what=" for a population fit"
     )
     ids = _population_ids(observations, patients)
     say = log or (lambda _msg: None)

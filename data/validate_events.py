@@ -1,0 +1,313 @@
+"""Row-by-row validation of an events table (:func:`validate_events_text`), in the one
+fixed order of :mod:`carthema.data.validate`, whose day and patient rules it shares: the
+kind, its amount and unit (converted to the kind's canonical unit, within its plausible
+range), duration, the kind-specific columns (drug, graft source, CD34 selection, CD3+ and
+MNC doses) and duplicates. One :class:`~carthema.data.errors.InputError` for the first
+bad row, naming file, row, column and fix."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from carthema.data import plausibility as P
+from carthema.data import units as U
+from carthema.data.events import (
+    EVENT_KINDS,
+    KIND_SPECIFIC_COLUMNS,
+    SOURCES,
+    get_event_kind,
+    suggest_event_kinds,
+)
+from carthema.data.schema import EVENT_COLUMNS, EVENT_REQUIRED, check_events
+from carthema.data.textframe import (
+    TextTable,
+    drop_blank_rows,
+    earlier_row,
+    normalise_columns,
+    numbers,
+    require_rows,
+    suggest,
+    text_column,
+    yes_no,
+)
+from carthema.data.validate import check_day, check_patient, sort_rows
+
+
+def _kind_units(kind_units: Iterable[str]) -> str:
+    """Accepted spellings of an event kind's units (every unit of the same dimension)."""
+    dims = {U.parse_unit(s).dimension for s in kind_units}
+    return U.describe(U.spellings(tuple(U.symbols_of_dimension(dims))))
+
+
+def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate a text frame of events; return the canonical table.
+
+    See :mod:`carthema.data.events` for the kinds and :mod:`carthema.data.schema` for
+    the columns. Amounts are converted to the kind's canonical unit (cells/kg, mg/m2, ...).
+    """
+    t = TextTable(text.copy(), source)
+    normalise_columns(t, EVENT_COLUMNS, EVENT_REQUIRED)
+    drop_blank_rows(t)
+    require_rows(t)
+
+    patient = check_patient(t)
+    day = check_day(t)
+
+    kind_raw = text_column(t, "kind", required=True, fix="give every event a kind.")
+    kind = kind_raw.str.lower()
+
+    def unknown_kind(row: int) -> tuple[str, str]:
+        close = suggest_event_kinds(kind_raw.loc[row])
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return (
+            f"unknown event kind '{kind_raw.loc[row]}'.",
+            f"{hint}Known kinds: {', '.join(EVENT_KINDS)}.",
+        )
+
+    t.refuse_first(~kind.isin(list(EVENT_KINDS)), "kind", unknown_kind)
+    spec = kind.map(get_event_kind)
+
+    # amount and unit
+    amount = numbers(t, "amount", required=False, what="amount", fix_missing="")
+    needs = spec.map(lambda k: k.amount_required)
+    t.refuse_first(
+        needs & amount.isna(),
+        "amount",
+        lambda r: f"{spec.loc[r].name} event has no amount.",
+        lambda r: (
+            f"give the amount in {' or '.join(spec.loc[r].units)} ({spec.loc[r].description})."
+        ),
+    )
+    t.refuse_first(
+        amount.notna() & (amount <= 0),
+        "amount",
+        lambda r: f"amount {amount.loc[r]:g} is not positive.",
+        "give a dose > 0; leave out events that did not happen.",
+    )
+    unit_raw = text_column(t, "unit", required=False, fix="")
+    t.refuse_first(
+        amount.notna() & (unit_raw == ""),
+        "unit",
+        "amount is given without a unit.",
+        lambda r: f"write the unit of {spec.loc[r].name}: {_kind_units(spec.loc[r].units)}.",
+    )
+    t.refuse_first(
+        amount.isna() & (unit_raw != ""),
+        "unit",
+        lambda r: f"unit '{unit_raw.loc[r]}' is given but amount is empty.",
+        "give the amount, or leave the unit empty too.",
+    )
+    kind_unit = functools.cache(lambda u, k: U.parse_unit(u, k.units) if u else None)
+    parsed = pd.Series(
+        [kind_unit(u, k) for u, k in zip(unit_raw, spec, strict=True)],
+        index=t.df.index,
+        dtype=object,
+    )
+    t.refuse_first(
+        (unit_raw != "") & parsed.isna(),
+        "unit",
+        lambda r: f"unknown unit '{unit_raw.loc[r]}'.",
+        lambda r: (
+            f"write one of the units of {spec.loc[r].name}: {_kind_units(spec.loc[r].units)}."
+        ),
+    )
+    target: list[str | None] = []
+    for k, u in zip(spec, parsed, strict=True):
+        if u is None:
+            target.append(None)
+            continue
+        match = [sym for sym in k.units if U.parse_unit(sym).dimension == u.dimension]
+        target.append(match[0] if match else "")
+    target_s = pd.Series(target, index=t.df.index, dtype=object)
+    t.refuse_first(
+        target_s == "",
+        "unit",
+        lambda r: (
+            f"unit '{unit_raw.loc[r]}' is not a unit of {spec.loc[r].name} "
+            f"({spec.loc[r].description})."
+        ),
+        lambda r: f"write one of: {_kind_units(spec.loc[r].units)}.",
+    )
+    factor = pd.Series(
+        [
+            u.factor / U.parse_unit(tg).factor if u is not None else 1.0
+            for u, tg in zip(parsed, target_s, strict=True)
+        ],
+        index=t.df.index,
+        dtype=float,
+    )
+
+    canonical = amount * factor
+    outside = pd.Series(
+        [
+            not np.isnan(c) and not P.EVENT_RANGES[(k.name, tg)].contains(c)
+            for k, tg, c in zip(spec, target_s, canonical, strict=True)
+        ],
+        index=t.df.index,
+    )
+    t.refuse_first(
+        outside,
+        "amount",
+        lambda r: P.out_of_range(
+            f"{spec.loc[r].name} amount",
+            float(amount.loc[r]),
+            unit_raw.loc[r],
+            float(canonical.loc[r]),
+            P.EVENT_RANGES[(spec.loc[r].name, target_s.loc[r])],
+            U.symbols_of_dimension({parsed.loc[r].dimension}),
+        ),
+    )
+
+    # duration
+    duration = numbers(t, "duration", required=False, what="duration", fix_missing="")
+    t.refuse_first(
+        duration > P.DAY_LIMIT,
+        "duration",
+        lambda r: f"duration {duration.loc[r]:g} days is more than 20 years.",
+        "give the number of days the period lasted (not an end date).",
+    )
+    t.refuse_first(
+        duration < 0,
+        "duration",
+        lambda r: f"duration {duration.loc[r]:g} is negative.",
+        "give days >= 0.",
+    )
+    is_period = spec.map(lambda k: k.period)
+    t.refuse_first(
+        is_period & (duration.isna() | (duration <= 0)),
+        "duration",
+        lambda r: f"{spec.loc[r].name} is a period and needs a duration in days (> 0).",
+        lambda r: f"give the number of days the {spec.loc[r].name} period lasted.",
+    )
+    takes_duration = spec.map(lambda k: k.period or k.split_allowed)
+    t.refuse_first(
+        ~takes_duration & duration.notna() & (duration > 0),
+        "duration",
+        lambda r: f"duration does not apply to {spec.loc[r].name} (a one-day event).",
+        "write one row per day the event happened, with that day's amount.",
+    )
+
+    # kind-specific columns: a value where it does not apply is refused, not ignored
+    present = {c: text_column(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
+    for col in KIND_SPECIFIC_COLUMNS:
+        applies = spec.map(lambda k, c=col: (c == "drug" and bool(k.drugs)) or c in k.columns)
+        users = [
+            k.name for k in EVENT_KINDS.values() if (col == "drug" and k.drugs) or col in k.columns
+        ]
+        t.refuse_first(
+            ~applies & (present[col] != ""),
+            col,
+            lambda r, c=col: f"'{c}' does not apply to {spec.loc[r].name}.",
+            f"leave it empty; it is used by {', '.join(users)}.",
+        )
+
+    drug = present["drug"].str.lower()
+    t.refuse_first(
+        spec.map(lambda k: k.drug_required) & (drug == ""),
+        "drug",
+        lambda r: f"{spec.loc[r].name} needs the drug.",
+        lambda r: f"write one of: {', '.join(spec.loc[r].drugs)}.",
+    )
+    ok = pd.Series(
+        [d == "" or d in k.drugs for d, k in zip(drug, spec, strict=True)], index=t.df.index
+    )
+
+    def unknown_drug(row: int) -> tuple[str, str]:
+        k = spec.loc[row]
+        close = suggest(drug.loc[row], k.drugs)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return (
+            f"unknown {k.name} drug '{present['drug'].loc[row]}'.",
+            f"{hint}Write one of: {', '.join(k.drugs)}.",
+        )
+
+    t.refuse_first(~ok, "drug", unknown_drug)
+
+    is_boost = kind == "stem_cell_boost"
+    source_col = present["source"].str.lower()
+    t.refuse_first(
+        is_boost & (source_col == ""),
+        "source",
+        "stem_cell_boost needs its source.",
+        f"write one of: {', '.join(SOURCES)}.",
+    )
+    t.refuse_first(
+        (source_col != "") & ~source_col.isin(list(SOURCES)),
+        "source",
+        lambda r: f"unknown source '{present['source'].loc[r]}'.",
+        f"write one of: {', '.join(SOURCES)}.",
+    )
+    cd34 = yes_no(t, "cd34_selected", default=None)
+    t.refuse_first(
+        is_boost & cd34.isna(),
+        "cd34_selected",
+        "stem_cell_boost needs to say whether the graft was CD34-selected.",
+        "write yes or no.",
+    )
+    cd3 = numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
+    mnc = numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
+    for name, s in (("cd3_per_kg", cd3), ("mnc_per_kg", mnc)):
+        t.refuse_first(
+            s < 0,
+            name,
+            lambda r, name=name, s=s: f"{name} {s.loc[r]:g} is negative.",
+            "give cells/kg >= 0.",
+        )
+        t.refuse_first(
+            s > P.GRAFT_CELLS_LIMIT,
+            name,
+            lambda r, name=name, s=s: (
+                f"{name} {s.loc[r]:g} is above the plausible maximum "
+                f"of {P.GRAFT_CELLS_LIMIT:g} cells/kg ({P.GRAFT_CELLS_REASON})."
+            ),
+            "give cells per kg body weight (not per product, not 10^6 cells/kg).",
+        )
+
+    # duplicated record: same patient, day, kind and drug
+    keyframe = pd.DataFrame({"patient": patient, "day": day, "kind": kind, "drug": drug})
+
+    def duplicated(row: int) -> str:
+        k = keyframe.loc[row]
+        return (
+            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['kind']}"
+            f"{' ' + k['drug'] if k['drug'] else ''} already appears on row "
+            f"{earlier_row(keyframe, row)}."
+        )
+
+    t.refuse_first(
+        keyframe.duplicated(keep="first"),
+        "day",
+        duplicated,
+        "write one row per event; if two were given on one day, sum their amounts.",
+    )
+
+    note = text_column(t, "note", required=False, fix="")
+
+    def _opt_text(s: pd.Series) -> pd.Series:
+        return s.astype(object).where(s != "", None)
+
+    out = pd.DataFrame(
+        {
+            "patient": patient.astype(str),
+            "day": day.astype(float),
+            "kind": kind.astype(str),
+            "amount": (amount * factor).astype(float),
+            "unit": _opt_text(target_s.fillna("")),
+            "duration": duration.astype(float),
+            "drug": _opt_text(drug),
+            "source": _opt_text(source_col),
+            "cd34_selected": cd34.astype("boolean"),
+            "cd3_per_kg": cd3.astype(float),
+            "mnc_per_kg": mnc.astype(float),
+            "note": _opt_text(note),
+        }
+    )
+    out = sort_rows(out, ["patient", "day", "kind"])
+    for c in ("unit", "drug", "source", "note"):
+        out[c] = out[c].astype("str").where(out[c].notna(), None)
+    out.attrs["source"] = source
+    return check_events(out, source)
