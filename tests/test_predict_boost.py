@@ -451,14 +451,16 @@ def test_a_new_donor_graft_into_a_host_with_recovered_t_cells_is_often_rejected(
 
 
 def test_a_rare_state_of_the_population_is_conditioned_not_refused():
-    """An aplastic patient (ANC 0.1, platelets 12 G/L on day 45 after 40 neutropenic days)
-    whom none of the first 2,400 prior particles reproduces at this seed (with
-    another, one of them does and it conditions to about 1,500 effective draws): more
-    prior particles are drawn before the start check, and the prediction rests on at
-    least 1,000 effective draws instead of a refusal (5 of 200 virtual patients of the
-    boost calibration, drawn from the population itself, were refused so)."""
-    res = predict_boost(BoostPlan(45, 3e6, "autologous"), anc=0.1, platelets=12,
-                        neutropenia_days=40, seed=1)  # fmt: skip
+    """An aplastic patient (ANC 0.1, platelets 12 G/L on day 80 after 75 neutropenic days)
+    whom too few of the first 2,400 prior particles reproduce at this seed: more prior
+    particles are drawn before the start check (9,600 measured), and the prediction rests
+    on at least 1,000 effective draws (1,274 measured) instead of a refusal (5 of 200
+    virtual patients of the boost calibration, drawn from the population itself, were
+    refused so). On the population with the two-stage, saturating delayed injury the
+    earlier case (the same counts on day 45 after 40 days) is no longer rare: 2,400
+    particles suffice (after 44 days: 1,680 effective draws)."""
+    res = predict_boost(BoostPlan(80, 3e6, "autologous"), anc=0.1, platelets=12,
+                        neutropenia_days=75, seed=1)  # fmt: skip
     assert res["sampler"]["initial_particles"] > pb.N_PARTICLES
     assert res["effective_sample_size"] >= MIN_ESS
     # the conditioned draws have the patient's counts (the check that refuses otherwise)
@@ -514,11 +516,11 @@ def test_a_posterior_prior_of_the_population_predicts_as_the_population_does():
 
 def test_cli_fit_conditions_the_fitted_patients_posterior(tmp_path, capsys):
     """``--fit FOLDER``: the fitted patient's posterior is the prior (its events the
-    course). VP003 of the synthetic cohort, fitted by MAP, on day 42 with its measured ANC
-    0.09 and platelets 6.9 G/L: without a boost its own ANC is back above 0.5 within 14
-    days, as its data say (0.78 G/L on day 56), where the population's patients in that
-    state mostly stay neutropenic for a month (the base case's 30-day probability is
-    about 0.05); a folder that is no fit is refused in one line."""
+    course). VP003 of the synthetic cohort (regenerated with the two-stage delayed
+    injury), fitted by MAP, on day 42 with its measured ANC 0.27 and platelets 10 G/L:
+    without a boost its own ANC is back above 0.5 G/L 14-21 days later, as its data and
+    truth say (0.40 G/L on day 56, 3.8 on day 90; the true course crosses 0.5 on day 60,
+    18 days after the boost day); a folder that is no fit is refused in one line."""
     import carthema
     from carthema.data import load_example
 
@@ -527,21 +529,21 @@ def test_cli_fit_conditions_the_fitted_patients_posterior(tmp_path, capsys):
     fit.save(tmp_path / "fit", plot=False)
     out = tmp_path / "pred.json"
     code, text = _cli(["--fit", str(tmp_path / "fit"), "--day", "42", "--dose", "3e6",
-                       "--source", "autologous", "--anc", "0.09", "--plt", "6.9",
+                       "--source", "autologous", "--anc", "0.27", "--plt", "10",
                        "--json", str(out)], capsys)  # fmt: skip
     assert code == 0, text
     res = json.loads(out.read_text())
     prior = res["inputs"]["conditioning_prior"]
     assert prior["source"] == "posterior" and prior["patient"] == "VP003"
     assert res["effective_sample_size"] >= MIN_ESS
-    assert res["no_boost"]["neutrophil"]["median_days"] <= 14
-    # a count the fitted patient cannot have on that day (0.3 G/L, measured 0.09): refused,
+    assert 14 <= res["no_boost"]["neutrophil"]["median_days"] <= 21
+    # a count the fitted patient cannot have on that day (3 G/L, measured 0.27): refused,
     # naming the posterior, not the population
     from carthema.models.posterior import Posterior
 
     post = Posterior.from_fit_folder(tmp_path / "fit")
-    with pytest.raises(InputError, match=r"given posterior \(patient VP003\): ANC 0.3"):
-        predict_boost(BoostPlan(42, 3e6, "autologous"), prior=post, anc=0.3, platelets=6.9)
+    with pytest.raises(InputError, match=r"given posterior \(patient VP003\): ANC 3 G/L"):
+        predict_boost(BoostPlan(42, 3e6, "autologous"), prior=post, anc=3.0, platelets=10.0)
     code, err = _cli(["--fit", str(tmp_path), "--day", "42", "--dose", "3e6",
                       "--source", "autologous", "--anc", "0.09"], capsys)  # fmt: skip
     assert code == 2 and "no posterior.nc" in err.err and "Traceback" not in err.err
