@@ -53,7 +53,7 @@ CALIBRATED_DISEASES = ("lbcl", "mcl")
 NOT_CALIBRATED_WHY = {
     "b-all": (
         "on the same plausible B-ALL patients brexu-cel (ZUMA-3 course) leaves ANC < 1 G/L "
-        "on day 30 in 72 % and tisa-cel (ELIANA course) on day 28 in 43 %, and no patient "
+        "on day 30 in 71 % and tisa-cel (ELIANA course) on day 28 in 45 %, and no patient "
         "is worse under tisa-cel, while the labels report 12 % and 40 % "
         "(natural_history_more.csv rows 4 and 2), so no shared weighting reaches both: the "
         "CD28 kinetics make 4 times the CRS at the B-ALL load and the early CRS "
