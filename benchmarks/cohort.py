@@ -142,7 +142,7 @@ def _warm_worker() -> str:
     import os
 
     from carthema.fitting import samplers  # noqa: F401
-    from carthema.fitting._native import sens_module
+    from carthema.fitting.op.native import sens_module
     from carthema.models.compiled import numba_model
     from carthema.models.model import get_model
 

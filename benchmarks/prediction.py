@@ -34,14 +34,23 @@ What is measured
 - Peer of ``predict_boost``: the same solves done one at a time by scipy's LSODA (the
   suite's reference solver): for each case, ``--boost-peer-sims`` (default 5) prior
   draws of the population are solved over the conditioning course (first event to the
-  boost day, at the conditioning tolerance rtol 1e-4) and over the boosted and the
-  no-boost course to 120 days after the boost (rtol 1e-7); their per-simulation medians
-  times the call's own solve counts (``sampler.simulations`` conditioning solves, 2 x
-  particles for the courses) give the peer's extrapolated wall time (marked
+  boost day, at the conditioning's rtol, 1e-4) and over the boosted and the
+  no-boost course to 120 days after the boost (at the courses' rtol, 1e-6); their
+  per-simulation medians times the call's own solve counts (``sampler.simulations``
+  conditioning solves, one boosted course per particle, one no-boost course per
+  distinct particle) give the peer's extrapolated wall time (marked
   ``extrapolated``), and the ratio is peer / measured, per case, in the same run.
 
 ``--boost-only`` skips the fit and the window scan (the predict_boost rows only; results
 in ``benchmarks/results/prediction_boost.json``).
+
+Each timed predict_boost call is interleaved with one under the solver settings before
+the Tsit5 change ("before": the conditioning at CONDITION with the "auto" method, the
+courses at PREDICT, the no-boost course for every particle; ``--no-before`` skips them),
+so both see the same load; CPU seconds (this process, all threads) are reported beside
+the wall time, and the ratio to the peer for both. A late boost the population cannot
+reach (ANC 0 on day 200 after 30 neutropenic days) is timed to its refusal (issue 18:
+within 30 s).
 
 Results go to ``benchmarks/results/prediction.json`` and a table on stdout.
 """
@@ -123,6 +132,7 @@ def boost_peer_seconds(case: dict, n: int, seed: int = 0) -> dict[str, float]:
     """Per-simulation wall time (median, s) of scipy LSODA on ``n`` population prior
     draws over a predict_boost case's conditioning course and its boosted and no-boost
     courses (see the module docstring)."""
+    from carthema.clinical.boost import likelihood, outcome
     from carthema.clinical.boost.inputs import boost_courses, read_inputs
     from carthema.clinical.boost.predict import N_PARTICLES, prior_draws
     from carthema.clinical.boost.smc import MIN_ESS
@@ -144,12 +154,13 @@ def boost_peer_seconds(case: dict, n: int, seed: int = 0) -> dict[str, float]:
                       n_draws=N_PARTICLES, min_ess=MIN_ESS, default_draws=N_PARTICLES,
                       horizon_days=120.0, **kw)  # fmt: skip
     courses = boost_courses(inp, None)
+    course_rtol = outcome.COURSE_OPTIONS.rtol
     P = prior_draws(model, n, np.random.default_rng(seed), product=inp.product)
     horizon = inp.day + 120.0
     runs = {
-        "conditioning": (courses.conditioned, inp.day, 1e-4),
-        "boosted": (with_plan(courses.predicted, case["graft"]), horizon, 1e-7),
-        "no_boost": (with_plan(courses.predicted, Plan()), horizon, 1e-7),
+        "conditioning": (courses.conditioned, inp.day, likelihood.OPTIONS.rtol),
+        "boosted": (with_plan(courses.predicted, case["graft"]), horizon, course_rtol),
+        "no_boost": (with_plan(courses.predicted, Plan()), horizon, course_rtol),
     }
     out = {}
     for name, (ev_df, end, rtol) in runs.items():
@@ -180,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--smoke", action="store_true", help="2 days x 10 draws, one predict_boost case, temp out"
     )
+    ap.add_argument(
+        "--no-before",
+        action="store_true",
+        help="skip the predict_boost calls under the earlier solver settings",
+    )
     args = ap.parse_args(argv)
     n_days, n_draws = (2, 10) if args.smoke else (20, 100) if args.quick else (100, 500)
     cases = dict(list(PREDICT_CASES.items())[:1]) if args.smoke else PREDICT_CASES
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"machine_start": machine_info(["numpy", "scipy", "numba", "pymc", "nutpie"])}
     res["device"] = "CPU (no GPU used)"
     rows = [] if args.boost_only else scan_rows(res, n_days, n_draws, args.peer_sims)
-    rows += boost_rows(res, cases, args.repeats, args.boost_peer_sims)
+    rows += boost_rows(res, cases, args.repeats, args.boost_peer_sims, before=not args.no_before)
     res["machine_end"] = machine_info([])
     write_json(args.out, res)
     print_table(
@@ -271,27 +287,90 @@ def scan_rows(res: dict, n_days: int, n_draws: int, peer_sims: int) -> list[list
 TARGET_S = 5.0
 
 
-def boost_rows(res: dict, cases: dict, repeats: int, peer_sims: int) -> list[list[str]]:
-    """predict_boost per case (``repeats`` timed calls after a warm-up) and its scipy
-    peer (into ``res``)."""
+def _before_settings() -> dict:
+    """The solver settings of predict_boost before the Tsit5 change (7c62f59): the
+    conditioning at CONDITION with the "auto" method, the courses at PREDICT, the
+    no-boost course solved for every particle (module attributes, set and restored)."""
+    from carthema.models.solver_contract import CONDITION, PREDICT
+
+    return {
+        ("likelihood", "OPTIONS"): CONDITION,
+        ("outcome", "COURSE_OPTIONS"): PREDICT,
+        ("outcome", "DISTINCT_NO_BOOST"): False,
+    }
+
+
+def _apply(settings: dict) -> dict:
+    """Set module attributes of carthema.clinical.boost; returns the previous values."""
+    from carthema.clinical.boost import likelihood, outcome
+
+    mods = {"likelihood": likelihood, "outcome": outcome}
+    old = {}
+    for (mod, name), value in settings.items():
+        old[(mod, name)] = getattr(mods[mod], name)
+        setattr(mods[mod], name, value)
+    return old
+
+
+def _timed(case: dict) -> tuple[float, float, dict]:
     import carthema
+
+    t, c = time.perf_counter(), time.process_time()
+    out = carthema.predict_boost(**case)
+    return time.perf_counter() - t, time.process_time() - c, out
+
+
+#: A late boost the population cannot reach (issue 18): ANC 0 on day 200 after only 30
+#: neutropenic days; timed to its refusal (target: within 30 s).
+REFUSED_CASE = dict(
+    graft=BoostPlan(200, 3e6, "autologous"),
+    anc=0.0,
+    neutropenia_days=30,
+    product="axi-cel",
+    hematotox=3,
+    seed=2,
+)
+
+
+def boost_rows(
+    res: dict, cases: dict, repeats: int, peer_sims: int, before: bool = True
+) -> list[list[str]]:
+    """predict_boost per case (``repeats`` timed calls after a warm-up; with ``before``
+    each interleaved with a call under the earlier solver settings, so that both see
+    the same load), the refusal of :data:`REFUSED_CASE`, and the scipy peer (into
+    ``res``)."""
+    import carthema
+    from carthema.data.errors import InputError
 
     log("predict_boost: warm-up")
     carthema.predict_boost(**next(iter(cases.values())))
+    if before:
+        old = _apply(_before_settings())
+        carthema.predict_boost(**next(iter(cases.values())))  # the "auto" kernels' cache
+        _apply(old)
     pb: dict = {}
     for name, case in cases.items():
-        secs, cpu = [], []
+        secs, cpu, secs_b, cpu_b = [], [], [], []
         for _ in range(repeats):
             log(f"predict_boost: {name}")
-            t, c = time.perf_counter(), time.process_time()
-            out = carthema.predict_boost(**case)
-            secs.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
+            w, c, out = _timed(case)
+            secs.append(w)
+            cpu.append(c)
+            if before:
+                old = _apply(_before_settings())
+                try:
+                    w, c, _ = _timed(case)
+                finally:
+                    _apply(old)
+                secs_b.append(w)
+                cpu_b.append(c)
         log(f"peer for {name}: {peer_sims} scipy LSODA simulations per course")
         per = boost_peer_seconds(case, peer_sims)
         n_cond = int(out["sampler"]["simulations"])
-        n_course = int(out["n_draws"])  # boosted and no-boost: one solve per draw each
-        peer_s = n_cond * per["conditioning"] + n_course * (per["boosted"] + per["no_boost"])
+        # boosted: one solve per draw; no-boost: one per distinct conditioned particle
+        n_course = int(out["n_draws"])
+        n_none = int(out["sampler"]["distinct_particles"])
+        peer_s = n_cond * per["conditioning"] + n_course * per["boosted"] + n_none * per["no_boost"]
         median = float(np.median(secs))
         pb[name] = {
             "seconds": secs,
@@ -301,7 +380,7 @@ def boost_rows(res: dict, cases: dict, repeats: int, peer_sims: int) -> list[lis
             "cpu_seconds": cpu,
             "ess": out["effective_sample_size"],
             "conditioning_solves": n_cond,
-            "course_solves": 2 * n_course,
+            "course_solves": n_course + n_none,
             "peer": {
                 "name": "scipy solve_ivp LSODA, numpy right-hand side, one simulation at a "
                 "time, the same solves",
@@ -311,27 +390,71 @@ def boost_rows(res: dict, cases: dict, repeats: int, peer_sims: int) -> list[lis
                 "extrapolated": True,
             },
             "speedup_vs_peer": peer_s / median,
+            "speedup_vs_peer_cpu": peer_s / float(np.median(cpu)),
         }
+        if before:
+            pb[name]["before"] = {
+                "settings": "conditioning CONDITION (auto), courses PREDICT (auto, rtol 1e-7), "
+                "no-boost course for every particle",
+                "seconds": secs_b,
+                "cpu_seconds": cpu_b,
+                "median_s": float(np.median(secs_b)),
+                "median_cpu_s": float(np.median(cpu_b)),
+            }
     all_secs = [x for v in pb.values() for x in v["seconds"]]
     median = float(np.median(all_secs))
+    log("predict_boost: a late boost the population cannot reach (refusal)")
+    t, c = time.perf_counter(), time.process_time()
+    try:
+        carthema.predict_boost(**REFUSED_CASE)
+        refusal = {"refused": False}
+    except InputError as exc:
+        refusal = {"refused": True, "message": str(exc)}
+    refusal.update(
+        wall_s=time.perf_counter() - t,
+        cpu_s=time.process_time() - c,
+        case="ANC 0 on day 200 after 30 neutropenic days, axi-cel, CAR-HEMATOTOX 3",
+    )
     res.update(
         {
+            "predict_boost_refusal": refusal,
             "predict_boost": pb,
             "predict_boost_median_s": median,
             "predict_boost_target_s": TARGET_S,
             "predict_boost_target_met": median <= TARGET_S,
+            "predict_boost_cpu_median_s": float(
+                np.median([x for v in pb.values() for x in v["cpu_seconds"]])
+            ),
         }
     )
+    if before:
+        res["predict_boost_before_median_s"] = float(
+            np.median([x for v in pb.values() for x in v["before"]["seconds"]])
+        )
     rows = [
         [
             f"predict_boost: {k}",
             f"{v['median_s']:.1f} s",
             f"ESS {v['ess']:.0f}, {v['conditioning_solves']} + {v['course_solves']} solves, "
-            f"CPU {np.median(v['cpu_seconds']):.1f} s",
-            f"peer {v['peer']['seconds_extrapolated']:.0f} s: {v['speedup_vs_peer']:.0f}x",
+            f"CPU {np.median(v['cpu_seconds']):.1f} s"
+            + (
+                f"; before {v['before']['median_s']:.1f} s, CPU {v['before']['median_cpu_s']:.1f} s"
+                if "before" in v
+                else ""
+            ),
+            f"peer {v['peer']['seconds_extrapolated']:.0f} s: {v['speedup_vs_peer']:.0f}x "
+            f"(CPU {v['speedup_vs_peer_cpu']:.0f}x)",
         ]
         for k, v in pb.items()
     ]
+    rows.append(
+        [
+            "predict_boost refusal, day 200",
+            f"{refusal['wall_s']:.1f} s",
+            f"CPU {refusal['cpu_s']:.1f} s, {'refused' if refusal['refused'] else 'NOT refused'}",
+            "target <= 30 s",
+        ]
+    )
     rows.append(
         [
             "predict_boost median (all calls)",

@@ -340,38 +340,62 @@ def bench_presets(pr: Problem, b: Budget, res: dict) -> dict:
 _TEMPLATE_MARK = "\n\n\n# ==== generic solver: carthema/models/_solver_template.py ====\n"
 
 
-def before_module(mod, rev: str):
-    """The numba module of ``git show REV:models/_solver_template.py`` joined to the model
-    functions of this checkout's module ``mod`` (the same equations, printed by this
-    checkout's code generator; the contract names an old template reads are all still
-    generated). Cached like any numba module: only its first use compiles."""
+def _git_show(rev: str, path: str) -> str | None:
+    """Text of ``path`` at git revision ``rev`` of this checkout (None if absent)."""
     import subprocess
 
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:{path}"], capture_output=True, text=True
+    )
+    return out.stdout if out.returncode == 0 else None
+
+
+def _model_text_of(rev: str, mod, model) -> tuple[str, str]:
+    """(generated model functions, what printed them): the code generator of ``rev`` on
+    this checkout's equations when it runs on them, else this checkout's generator."""
+    import types
+
+    src = _git_show(rev, "models/codegen.py")
+    if src is not None:
+        cg = types.ModuleType("carthema.models._codegen_before")
+        cg.__package__ = "carthema.models"
+        try:
+            exec(compile(src, f"{rev}:models/codegen.py", "exec"), cg.__dict__)
+            return cg.numba_source(model), f"the code generator of {rev}"
+        except Exception as e:  # an older generator may not know this model's API
+            log(f"the code generator of {rev} fails on this model ({e!r}); using this one")
+    text = Path(mod.__file__).read_text(encoding="utf-8").split(_TEMPLATE_MARK)[0]
+    return text, "this checkout's code generator"
+
+
+def before_module(mod, rev: str, model=None):
+    """The numba module of revision ``rev``'s solver: ``git show REV:models/
+    _solver_template.py`` joined to this checkout's equations printed by the code generator
+    of ``rev`` (:func:`_model_text_of`; the equations are the same, only how they are
+    turned into code differs). Cached like any numba module: only its first use compiles.
+    Returns ``(module, what printed the model functions)``."""
     from carthema.models.gencache import cache_key, generated_path, import_generated
 
-    root = Path(__file__).resolve().parents[1]
-    old = subprocess.run(
-        ["git", "-C", str(root), "show", f"{rev}:models/_solver_template.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    model_text = Path(mod.__file__).read_text(encoding="utf-8").split(_TEMPLATE_MARK)[0]
-    text = model_text + _TEMPLATE_MARK + old
+    old = _git_show(rev, "models/_solver_template.py")
+    if old is None:
+        raise SystemExit(f"--before {rev}: no models/_solver_template.py at that revision")
+    model_text, printer = _model_text_of(rev, mod, model)
+    text = model_text.rstrip() + _TEMPLATE_MARK + old
     key = cache_key("numba", [text])
     stem = f"before_{''.join(c for c in rev if c.isalnum())[:12]}"
-    return import_generated(generated_path("numba", stem, key), text, f"_bench_{stem}_{key}")
+    path = generated_path("numba", stem, key)
+    return import_generated(path, text, f"_bench_{stem}_{key}"), printer
 
 
-def bench_before(pr: Problem, b: Budget, res: dict, mod, rev: str) -> None:
-    """FIT solve + gradient by this checkout's solver against the solver template of
-    ``rev`` (same generated model functions, same process), alternated in rounds: wall
-    medians of every call, and CPU time per call of each round (the stable figure on a
-    loaded machine)."""
+def bench_before(pr: Problem, b: Budget, res: dict, mod, revs: list[str]) -> None:
+    """FIT solve + gradient by this checkout's solver against the solver (code generator
+    and template) of each revision in ``revs`` on the same equations in the same process,
+    all alternated in rounds: wall medians of every call, and CPU time per call of each
+    round (the stable figure on a loaded machine). ``res["before"]`` holds the first
+    revision's comparison, ``res["before_all"]`` every revision's."""
     from carthema.models.solver_contract import FIT
 
-    log(f"solver template of {rev} on this checkout's model functions (compiles once)")
-    old, res["warmup_s"]["before_module"] = timed(lambda: before_module(mod, rev))
     ev = pr.ev
     args = (pr.u0, pr.t0, pr.t_out, ev.t, ev.kind, ev.target, ev.value, ev.scale)
     opts = (FIT.rtol, FIT.atol, FIT.max_steps, FIT.numba_method)
@@ -380,36 +404,53 @@ def bench_before(pr: Problem, b: Budget, res: dict, mod, rev: str) -> None:
         status, _, O, dO = m.solve_sens(pr.p, pr.free, *args, *opts)
         return status, loss_grad_from_sens(O, dO)
 
-    (st_old, g_old), res["warmup_s"]["before_first_solve_sens"] = timed(lambda: grad(old))
-    st_new, g_new = grad(mod)
+    mods: dict[str, Any] = {"after": mod}
+    printers: dict[str, str] = {}
+    first: dict[str, tuple] = {"after": grad(mod)}
+    for rev in revs:
+        log(f"the solver of {rev} on this checkout's equations (compiles once)")
+        (mods[rev], printers[rev]), res["warmup_s"][f"before_module_{rev}"] = timed(
+            lambda rev=rev: before_module(mod, rev, pr.model)
+        )
+        first[rev], res["warmup_s"][f"before_first_solve_sens_{rev}"] = timed(
+            lambda rev=rev: grad(mods[rev])
+        )
     rounds, n = 3, max(1, b.numba_grad // 3)
-    wall: dict[str, list[np.ndarray]] = {"after": [], "before": []}
-    cpu: dict[str, list[float]] = {"after": [], "before": []}
-    log(f"FIT solve + gradient, this checkout vs {rev}: {rounds} rounds x {n} calls each")
+    wall: dict[str, list[np.ndarray]] = {k: [] for k in mods}
+    cpu: dict[str, list[float]] = {k: [] for k in mods}
+    log(f"FIT solve + gradient, this checkout vs {', '.join(revs)}: {rounds} rounds x {n} calls")
     for _ in range(rounds):
-        for name, m in (("after", mod), ("before", old)):
+        for name, m in mods.items():
             c = time.process_time()
             wall[name].append(time_calls(lambda m=m: grad(m), n))
             cpu[name].append((time.process_time() - c) / n * 1e6)
     after = summary(np.concatenate(wall["after"]))
-    before = summary(np.concatenate(wall["before"]))
-    res["status"]["before_fit_grad"] = int(st_old)
-    res["before"] = {
-        "revision": rev,
-        "what": "FIT preset solve + gradient (solve_sens + loss gradient), "
-        f"{pr.free.size} free log-parameters; the solver template of {rev} joined to this "
-        "checkout's generated model functions, alternated with this checkout's solver",
-        "wall_us_after": after,
-        "wall_us_before": before,
-        "cpu_us_per_call_after": cpu["after"],
-        "cpu_us_per_call_before": cpu["before"],
-        "speedup_wall_median": before["median"] / after["median"],
-        "speedup_cpu": float(np.median(cpu["before"]) / np.median(cpu["after"])),
-        "grad_max_abs_diff_over_max_abs": float(
-            np.max(np.abs(g_new - g_old)) / np.max(np.abs(g_old))
-        ),
-        "status_after": int(st_new),
-    }
+    st_new, g_new = first["after"]
+    res["before_all"] = []
+    for rev in revs:
+        st_old, g_old = first[rev]
+        before = summary(np.concatenate(wall[rev]))
+        res["status"][f"before_fit_grad_{rev}"] = int(st_old)
+        res["before_all"].append(
+            {
+                "revision": rev,
+                "what": "FIT preset solve + gradient (solve_sens + loss gradient), "
+                f"{pr.free.size} free log-parameters; the solver template of {rev} joined to "
+                f"this checkout's equations as printed by {printers[rev]}, alternated with "
+                "this checkout's solver",
+                "wall_us_after": after,
+                "wall_us_before": before,
+                "cpu_us_per_call_after": cpu["after"],
+                "cpu_us_per_call_before": cpu[rev],
+                "speedup_wall_median": before["median"] / after["median"],
+                "speedup_cpu": float(np.median(cpu[rev]) / np.median(cpu["after"])),
+                "grad_max_abs_diff_over_max_abs": float(
+                    np.max(np.abs(g_new - g_old)) / np.max(np.abs(g_old))
+                ),
+                "status_after": int(st_new),
+            }
+        )
+    res["before"] = res["before_all"][0]
 
 
 # ---------------------------------------------------------------------------------
@@ -690,9 +731,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--before",
         metavar="REV",
-        help="also time FIT solve + gradient with the solver template of git revision REV "
-        "on this checkout's model functions, alternated with this checkout's (e.g. b7b48a0, "
-        "the solver before the fused sensitivities)",
+        action="append",
+        help="also time FIT solve + gradient with the solver of git revision REV (its code "
+        "generator and solver template) on this checkout's equations, alternated with this "
+        "checkout's (e.g. b7b48a0, the solver before the fused sensitivities); repeatable",
     )
     args = ap.parse_args(argv)
     b = SMOKE if args.smoke else QUICK if args.quick else FULL
@@ -1041,11 +1083,10 @@ def report(res: dict, pr: Problem) -> None:
             ].items()
         )
     )
-    bf = res.get("before")
-    if bf:
+    for bf in res.get("before_all", []):
         print_table(
             f"FIT solve + gradient ({pr.free.size} log-parameters): this checkout vs the "
-            f"solver of {bf['revision']} (same model functions, same process, alternated)",
+            f"solver of {bf['revision']} (same equations, same process, alternated)",
             ["solver", "median (wall)", "CPU per call (3 rounds)"],
             [
                 [

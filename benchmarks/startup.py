@@ -19,7 +19,7 @@ compiled in memory:
    seconds, median of ``--repeats`` processes after one warm-up process that fills the
    caches;
 3. ``first_gradient_fresh_s``: the same for the generated single-patient log-density
-   that ``carthema fit`` uses first (:mod:`carthema.fitting.fastlogp`, its check against
+   that ``carthema fit`` uses first (:mod:`carthema.fitting.op.fastlogp`, its check against
    PyMC's log-density included), measured in the same run; ``speedup_first_gradient`` is
    the ratio of the two medians;
 4. ``demo_cold_s`` (full and ``--quick`` modes; ``null`` with the reason in ``--smoke``):
@@ -195,13 +195,13 @@ def _child_gradient(components: str, backend: str) -> dict[str, Any]:
     """``carthema fit``'s path up to its first gradient: build the benchmark patient's
     model, then one log-density-and-gradient at the initial point by ``backend``
     ("fast": the generated log-density and its check; "pytensor": nutpie's PyTensor
-    compile) through :func:`carthema.fitting.fastlogp.first_gradient`. ``t_done`` is the
+    compile) through :func:`carthema.fitting.op.fastlogp.first_gradient`. ``t_done`` is the
     wall clock (epoch seconds) at the end."""
     w = time.perf_counter
     t_w = w()
     from carthema.data import load_example
-    from carthema.fitting.fastlogp import first_gradient
     from carthema.fitting.model.build import build_patient_model
+    from carthema.fitting.op.fastlogp import first_gradient
 
     out: dict[str, Any] = {"import_s": w() - t_w}
     ex = load_example("synthetic")

@@ -72,7 +72,13 @@ def register(app: typer.Typer) -> None:
         product: Annotated[
             str | None, typer.Option(help="CAR-T product: tisa-cel, axi-cel, liso-cel, brexu-cel.")
         ] = None,
-        disease: Annotated[str, typer.Option(help="b-all, lbcl or mcl.")] = "lbcl",
+        disease: Annotated[
+            str,
+            typer.Option(
+                help="lbcl or mcl: conditions on that disease's own calibrated population "
+                "(mcl: brexu-cel's ZUMA-2 course when no --product); b-all is not calibrated."
+            ),
+        ] = "lbcl",
         hematotox: opt.Hematotox = None,
         hematotox_labs: Annotated[
             str | None,
@@ -95,6 +101,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Earlier observations to condition on.")
         ] = None,
         patient: Annotated[str | None, typer.Option(help="Patient in multi-patient files.")] = None,
+        fit: Annotated[
+            Path | None,
+            typer.Option(
+                "--fit",
+                help="Fit folder (`carthema fit`): condition that patient's posterior "
+                "instead of the population; its events are the course.",
+            ),
+        ] = None,
         particles: opt.Particles = 2400,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         json_out: opt.Json = None,
@@ -123,6 +137,11 @@ def register(app: typer.Typer) -> None:
         labs = _parse_labs(hematotox_labs) if hematotox_labs is not None else None
         ev = _one_patient(read_events(events), events, patient) if events else None
         ob = _one_patient(read_observations(obs), obs, patient) if obs else None
+        prior = None
+        if fit is not None:
+            from carthema.models.posterior import Posterior
+
+            prior = Posterior.from_fit_folder(fit)
         with Step(
             progress_to_stderr,
             "predict-boost: conditioning the calibrated population on the boost-day state",
@@ -148,6 +167,7 @@ def register(app: typer.Typer) -> None:
                 observations=ob,
                 n_draws=particles,
                 seed=seed,
+                prior=prior,
             )
         _print_prediction(res)
         if json_out is not None:

@@ -56,7 +56,7 @@ from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.scenarios import with_plan
 from carthema.models.solve import Schedule, solve_batch
-from carthema.models.solver_contract import PREDICT
+from carthema.models.solver_contract import PREDICT, SolverOptions
 
 #: A candidate plan is a :class:`carthema.data.boost.BoostPlan` (``day`` None: no boost).
 Plan = BoostPlan
@@ -69,8 +69,10 @@ def simulate_plan(
     plan: Plan,
     *,
     horizon: float,
+    options: SolverOptions = PREDICT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
-    """Daily observables of every draw under ``plan``.
+    """Daily observables of every draw under ``plan`` (solver ``options``, default
+    :data:`~carthema.models.solver_contract.PREDICT`).
 
     Returns (days, status (n,), obs (n, days, n_obs), the plan's events table).
     """
@@ -79,7 +81,7 @@ def simulate_plan(
     start = min(ev.first_time if ev.first_time is not None else 0.0, 0.0)
     days = np.arange(np.floor(start), horizon + 0.5, 1.0)
     sched = Schedule.from_events(model, ev, days, t0=days[0])
-    sol = solve_batch(model, draws, sched, PREDICT)
+    sol = solve_batch(model, draws, sched, options)
     status, obs = sol.status, sol.obs
     return days, status, obs, ev_df
 
@@ -109,10 +111,16 @@ class Course:
 
 
 def simulate_course(
-    model: Model, draws: np.ndarray, events: pd.DataFrame, plan: Plan, *, horizon: float
+    model: Model,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+    plan: Plan,
+    *,
+    horizon: float,
+    options: SolverOptions = PREDICT,
 ) -> Course:
     """:func:`simulate_plan` as a :class:`Course`."""
-    return Course(*simulate_plan(model, draws, events, plan, horizon=horizon))
+    return Course(*simulate_plan(model, draws, events, plan, horizon=horizon, options=options))
 
 
 def counterfactual(

@@ -26,10 +26,11 @@ Two outputs (:data:`OUTPUTS`), both in days:
 Parameter ranges. Each parameter varies log-uniformly (the model carries parameters on
 the log scale) between ``nominal / factor`` and ``nominal * factor`` (default
 ``factor`` 3), clipped to the parameter's plausible bounds ``[Param.low, Param.high]``
-(``spread="bounds"`` uses the whole plausible range instead). Factor 3 is about one to
-two between-patient log-SDs of the virtual population (log-SD 0.25-1.1 in
-the parameters' ``plausible`` spreads): the analysis describes patients around the
-nominal point. The plausible bounds span up to eight decades (``leuk_L0``,
+(``spread="bounds"`` uses the whole plausible range instead). Factor 3 (log 3 = 1.1) is
+about two between-patient log-SDs of the typical parameter of the virtual population
+(the parameters' ``plausible`` log-SDs run from 0.15, ``cart_rho``, to 1.5,
+``niche_supp``, median about 0.5): the analysis describes patients around the nominal
+point. The plausible bounds span up to eight decades (``leuk_L0``,
 ``late_supp``) and across them most runs saturate (61 days neutropenic, or none), so
 indices computed there describe the bounds rather than a patient. Defaults, bounds and
 overrides are read from the model at run time. Structural parameters (event times,

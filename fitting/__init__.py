@@ -65,6 +65,8 @@ MOVED = {
     "priors": "model.priors",
     "compiled": "op.compiled",
     "ode_op": "op.ode_op",
+    "fastlogp": "op.fastlogp",
+    "_native": "op.native",
     "laplace": "sampling.laplace",
     "samplers": "sampling.samplers",
     "settings": "sampling.settings",

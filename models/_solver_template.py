@@ -130,7 +130,7 @@ arguments as C pointers and lengths, plus one int64 that receives ``n_steps``), 
 the public entry points below (``solve``, ``solve_sens``, ``solve_population``) call by
 the symbol ``SOLVE_SYMBOL`` through ``_call``; calling ``_solve_impl`` from each of them
 made numba optimise the whole solver once per entry point. The C callback of
-:mod:`carthema.fitting._native` calls ``solve_c`` by its symbol too.
+``solve_rows`` of :mod:`carthema.fitting.op.native` calls ``solve_c`` by its symbol too.
 
 ``events = (ev_t, ev_kind, ev_target, ev_value, ev_scale)`` (see Events), ``options =
 (rtol, atol, max_steps, method)`` (float, float, int, int; see Methods and Error

@@ -51,10 +51,23 @@ class _Printer(PythonCodePrinter):
         # fraction of the cost of pow; small integer powers as products, likewise.
         if exp == sp.S.Half or (exp.is_Float and float(exp) == 0.5):
             return f"math.sqrt({self._print(base)})"
+        if exp.is_Float and float(exp).is_integer() and abs(float(exp)) <= 16:
+            exp = sp.Integer(int(exp))  # x**2.0: a static integer power, not pow()
+            if abs(int(exp)) > 4:
+                return f"{self.parenthesize(base, 1000)}**{int(exp)}"
         if exp.is_Integer and 2 <= abs(int(exp)) <= 4:
             b = self.parenthesize(base, 1000)
             prod = "(" + "*".join([b] * abs(int(exp))) + ")"
             return prod if int(exp) > 0 else f"(1.0/{prod})"
+        # Other half-integer powers (x**-0.5, x**1.5, x**-1.5 from differentiating a
+        # square root) as sqrt times an integer power: pow() was a sixth of the gradient's
+        # time; LLVM evaluates one sqrt per base for all of them.
+        if exp.is_Number and float(2 * exp).is_integer():
+            two = int(2 * exp)
+            if two % 2 == 1 and abs(two) <= 9:
+                b = self.parenthesize(base, 1000)
+                prod = "*".join([b] * ((abs(two) - 1) // 2) + [f"math.sqrt({self._print(base)})"])
+                return f"({prod})" if two > 0 else f"(1.0/({prod}))"
         return f"{self.parenthesize(base, 1000)}**{self.parenthesize(exp, 1000)}"
 
 
@@ -137,7 +150,7 @@ def _sens_function(
     name: str,
     args: str,
     outputs: Sequence[tuple[str, sp.Expr]],
-    rows: tuple[str, str, int],
+    rows: tuple[str, int, str],
     prod: Sequence[tuple[int, int, sp.Expr]],
     param: Sequence[tuple[int, int, sp.Expr]],
     arrays: dict[str, Sequence[sp.Symbol]],
@@ -146,19 +159,20 @@ def _sens_function(
 ) -> str:
     """A forward-sensitivity function with the derivatives as scalars.
 
-    Writes ``outputs`` (plain targets), then for every row ``i`` of ``rows = (view of
-    row i, view of S row j, n_rows)`` and column ``k < ns``::
+    Writes ``outputs`` (plain targets), then, with ``rows = (name of the (n_rows, ns)
+    output matrix R, n_rows, a statement defining R or "")``, for every row ``i`` and
+    column ``k < ns``::
 
-        row_i[k] = sum over (i, j, d) in prod of d * S_j[k]         (0.0 if none)
-        row_i[pos[c]] += d * p[c]   for (i, c, d) in param, where pos[c] >= 0
+        R[i, k] = sum over (i, j, d) in prod of d * S[j, k]         (0.0 if none)
+        R[i, pos[c]] += d * p[c]   for (i, c, d) in param, where pos[c] >= 0
 
-    ``S`` is stored row-major in ``z[N_Y:]`` (``S_j = z[N_Y + j*ns : N_Y + (j+1)*ns]``),
+    ``S`` is stored row-major in ``z[N_Y:]`` (viewed as the (N_Y, ns) matrix ``zS``),
     and ``pos[c]`` is the column of parameter ``c`` (-1: not free), so a parameter
     derivative, and every subexpression only such derivatives use, is evaluated only
     when that parameter is free. One common-subexpression elimination covers the
     outputs and every derivative; nothing goes through a matrix in memory.
     """
-    row_view, out_add, n_rows = rows
+    out, n_rows, define_out = rows
     exprs = [e for _, e in outputs] + [d for *_, d in prod]
     exprs += [d * p[c] for _, c, d in param]  # d/d log p = p d/dp
     exprs = [sp.sympify(e) for e in exprs]
@@ -192,14 +206,19 @@ def _sens_function(
     by_row: dict[int, list[str]] = {i: [] for i in range(n_rows)}
     for e, ((i, j, _), r) in enumerate(zip(prod, red_prod, strict=True)):
         body.append(f"    a_{e} = {printer.doprint(r)}")
-        by_row[i].append(f"a_{e} * s_{j}[k]")
-    for j in sorted({j for _, j, _ in prod}):
-        body.append(f"    s_{j} = z[N_Y + {j} * ns : N_Y + {j + 1} * ns]")
-    for i in range(n_rows):
-        body.append(f"    r_{i} = {row_view.format(i=i)}")
+        by_row[i].append(f"a_{e} * v_{j}")
+    used = sorted({j for _, j, _ in prod})
+    # One 2-D view for S and one for the output, not a view per row: with two base
+    # pointers LLVM proves with a single run-time check that they do not overlap and
+    # vectorises the column loop (a view per row gave it 70 pointers that might alias:
+    # scalar code, every S entry reloaded after every store).
+    body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
+    if define_out:
+        body.append(f"    {define_out}")
     body.append("    for k in range(ns):")
+    body += [f"        v_{j} = zS[{j}, k]" for j in used]
     for i in range(n_rows):
-        body.append(f"        r_{i}[k] = " + (" + ".join(by_row[i]) or "0.0"))
+        body.append(f"        {out}[{i}, k] = " + (" + ".join(by_row[i]) or "0.0"))
     by_param: dict[int, list[tuple[int, sp.Expr]]] = {}
     for (i, c, _), r in zip(param, red_param, strict=True):
         by_param.setdefault(c, []).append((i, r))
@@ -209,7 +228,7 @@ def _sens_function(
         own = needs([r for _, r in by_param[c]]) - main
         body += [f"        {s} = {printer.doprint(e)}" for s, e in repl if s in own]
         for i, r in by_param[c]:
-            body.append(f"        {out_add.format(i=i)} += {printer.doprint(r)}")
+            body.append(f"        {out}[{i}, k] += {printer.doprint(r)}")
     decorator = '@njit(cache=True, error_model="numpy")'
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
@@ -286,7 +305,7 @@ def numba_source(model: Model) -> str:
             "rhs_sens",
             "t, z, p, u, pos, ns, fz",
             [(f"fz[{i}]", e) for i, e in enumerate(f)],
-            ("fz[N_Y + {i} * ns : N_Y + {i} * ns + ns]", "fz[N_Y + {i} * ns + k]", model.n_y),
+            ("fS", model.n_y, "fS = fz[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))"),
             jy,
             jp,
             {"z": y, "p": p, "u": u},
@@ -297,7 +316,7 @@ def numba_source(model: Model) -> str:
             "observe_sens",
             "t, z, p, pos, ns, dO",
             [],
-            ("dO[{i}]", "dO[{i}, k]", model.n_obs),
+            ("dO", model.n_obs, ""),
             oy,
             _nonzero_derivatives(obs, p),
             {"z": y, "p": p},

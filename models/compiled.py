@@ -72,7 +72,8 @@ def _compile_ahead(text: str, model: Model) -> ModuleType:
         when = f"last time on this machine {last['wall_s']:.0f} s ({last['cpu_s']:.0f} s CPU)"
     say(
         f"compiling the numba solver of the '{model.name}' model ({model.n_y} states, "
-        f"{model.n_p} parameters: {', '.join(_AHEAD)}), once per change of the "
+        f"{model.n_p} parameters: the solver's C callback solve_c, then "
+        f"{', '.join(_AHEAD)}), once per change of the "
         f"equations or the solver; {when}"
     )
     t_wall, t_cpu = time.perf_counter(), time.process_time()

@@ -11,9 +11,9 @@ a stable file:
   :func:`carthema.models.numba_backend.load_numba_module` (numba keeps the machine code
   in ``numba/__pycache__``);
 - ``fitting/sens_<model>_<key>.py``: the solver wrapped in a C callback, written by
-  :func:`carthema.fitting._native.sens_module`;
+  :func:`carthema.fitting.op.native.sens_module`;
 - ``fastlogp/logp_<model>_<key>.py``: the single-patient log-density and gradient as C
-  callbacks, written by :func:`carthema.fitting.fastlogp.module`.
+  callbacks, written by :func:`carthema.fitting.op.fastlogp.module`.
 
 ``<key>`` is :func:`cache_key`: 16 hex digits of SHA-256 over carthema's version, the
 text of every generator source the kind depends on (:data:`KINDS`, paths in
@@ -52,6 +52,7 @@ import json
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -91,7 +92,7 @@ SOURCES: dict[str, Path] = {
     "codegen": _MODELS / "codegen.py",
     "template": _MODELS / "_solver_template.py",
     "kernels": _MODELS / "solver_kernels.py",
-    "native": _MODELS.parent / "fitting" / "_native.py",
+    "native": _MODELS.parent / "fitting" / "op" / "native.py",
 }
 
 #: Folder of the component modules, all of which count as the equations' source.
@@ -204,6 +205,21 @@ def import_generated(path: Path, text: str, name: str) -> ModuleType:
         sys.modules.pop(name, None)
         raise
     return mod
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def load_generated(kind: str, stem: str, text: str, prefix: str) -> ModuleType:
+    """The generated module ``text`` of ``kind``: written to ``<cache>/<kind>/<stem>_<key>.py``
+    (the key from :func:`cache_key` over ``text``) when new, imported once per process as
+    ``<prefix>_<key>`` (later calls return that module)."""
+    key = cache_key(kind, [text])
+    name = f"{prefix}_{key}"
+    with _LOAD_LOCK:
+        if name in sys.modules:
+            return sys.modules[name]
+        return import_generated(generated_path(kind, stem, key), text, name)
 
 
 #: First line of a sealed generated text, and the start of its last line.

@@ -151,7 +151,7 @@ def test_cohort_task_compiles_once_for_two_patients():
     out = [fit_patient_task(ex.observations, ex.events, p, settings, seed=3) for p in PATIENTS[:2]]
     assert [o["status"] for o in out] == ["ok", "ok"], [o.get("traceback") for o in out]
     assert [o["row"]["patient"] for o in out] == list(PATIENTS[:2])
-    # The MAP runs on the generated log-density (fitting/fastlogp.py), loaded at most once
+    # The MAP runs on the generated log-density (fitting/op/fastlogp.py), loaded at most once
     # per process for both patients: no PyTensor compile at all.
     assert compiled.COMPILES["logp_grad"] - before == 0
     assert fastlogp.module.cache_info().misses - loads <= 1

@@ -1,4 +1,4 @@
-"""The generated single-patient log-density (fitting/fastlogp.py) against PyMC's own.
+"""The generated single-patient log-density (fitting/op/fastlogp.py) against PyMC's own.
 
 Reference: the PyMC model of ``build_model`` compiled by PyMC (``compile_logp`` and
 ``compile_dlogp`` with the Jacobian, Python-linked, the ODE Op running its own numba

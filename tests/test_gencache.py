@@ -2,7 +2,7 @@
 
 The expectations are stated here, independently of the module: which sources each kind
 of generated file depends on (issue 12: the equations' source, models/codegen.py, the
-solver template, models/solver_kernels.py, the C-callback template of fitting/_native.py
+solver template, models/solver_kernels.py, the rows template of fitting/op/native.py
 where it is used, carthema's version), located on disk independently of
 ``gencache.SOURCES``; that a file holding the same text keeps its mtime (numba's cache
 index keys on it); that a write cut short leaves only the earlier file (or none) under
@@ -45,7 +45,7 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 def _real_source_files() -> dict[str, Path]:
     """The generator sources, located without gencache (find_spec does not execute the
     module it finds, only the packages above it)."""
-    native = importlib.util.find_spec("carthema.fitting._native")
+    native = importlib.util.find_spec("carthema.fitting.op.native")
     assert native is not None and native.origin is not None
     return {
         "codegen": Path(inspect.getfile(codegen)),
@@ -257,7 +257,7 @@ def test_two_models_get_their_own_files_and_reuse_them(tmp_path, monkeypatch):
 
 
 def test_sens_callback_lives_in_the_same_cache():
-    from carthema.fitting._native import sens_module
+    from carthema.fitting.op.native import sens_module
 
     native = sens_module("cart")
     path = Path(native.__file__)
@@ -331,7 +331,9 @@ def test_a_cold_compile_says_what_it_compiles_and_how_long_it_took_last_time(
     mod = compiled.numba_model.__wrapped__(m)
     err = capsys.readouterr().err
     assert "compiling the numba solver of the 'gctest_msg_linear' model" in err
-    assert "(2 states, 5 parameters: solve, solve_sens)" in err
+    assert (
+        "(2 states, 5 parameters: the solver's C callback solve_c, then solve, solve_sens)" in err
+    )
     assert "no earlier compile recorded on this machine" in err
     rec = gencache.last_compile("numba solver: gctest_msg_linear")
     assert rec is not None and rec["file"] == Path(mod.__file__).name

@@ -127,14 +127,13 @@ def test_uncalibrated_diseases_are_refused_in_one_place(disease):
         predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.1, platelets=20.0, disease=disease)
 
 
-def test_predict_boost_refuses_a_disease_whose_population_it_does_not_load():
-    """predict-boost conditions the LBCL population whatever the disease; a calibrated
-    MCL population does not change that, so it keeps the refusal (one place: check_disease)."""
-    from carthema.clinical.boost.predict import predict_boost
-
+def test_a_caller_of_the_lbcl_population_refuses_another_calibrated_disease():
+    """A caller that loads the LBCL population whatever the disease (``own_population``
+    False) accepts LBCL only; predict-boost loads the disease's own population and takes
+    MCL (tests/test_predict_boost.py, the MCL end-to-end test)."""
     assert check_disease("mcl", own_population=True) == "mcl"
     with pytest.raises(InputError, match="not calibrated for this command"):
-        predict_boost(BoostPlan(40.0, 3e6, "autologous"), anc=0.1, platelets=20.0, disease="mcl")
+        check_disease("mcl")
 
 
 def test_cli_refuses_an_uncalibrated_disease_with_exit_2(capsys):

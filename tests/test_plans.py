@@ -302,9 +302,9 @@ def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch
     calls = []
     real = plans.simulate_plan
 
-    def counting(model, P, events, plan, *, horizon):
+    def counting(model, P, events, plan, *, horizon, **kwargs):
         calls.append(plan.day)
-        return real(model, P, events, plan, horizon=horizon)
+        return real(model, P, events, plan, horizon=horizon, **kwargs)
 
     monkeypatch.setattr(plans, "simulate_plan", counting)
     res = plans.window_job(

@@ -13,7 +13,7 @@ import pandas as pd
 
 from carthema.clinical.boost.likelihood import GCSF_FALL_DAYS, LAB_SD, Term
 from carthema.clinical.endpoints import ANC_ENGRAFT, PLT_ENGRAFT
-from carthema.clinical.population.natural_history import check_disease
+from carthema.clinical.population.natural_history import DISEASE_MIX, check_disease
 from carthema.clinical.population.virtual import PRODUCT_LD, product_events
 from carthema.data.boost import BoostPlan, GraftSource
 from carthema.data.errors import InputError
@@ -27,7 +27,8 @@ from carthema.models.scenarios import EVENT_COLUMNS
 #: Days of G-CSF (and of a TPO agonist) before the boost put into the simulated course.
 SUPPORT_DAYS = 14.0
 #: Product course used when none is given: the commoner product of the LBCL calibration
-#: cohort (Rejeski et al. 2021: axi-cel 159, tisa-cel 76).
+#: cohort (Rejeski et al. 2021: axi-cel 159, tisa-cel 76). A disease with one product in
+#: its cohorts (MCL: brexu-cel) takes that product when none is given.
 DEFAULT_PRODUCT_COURSE = "axi-cel"
 
 
@@ -184,7 +185,12 @@ def read_inputs(
             column="neutropenia-days",
             fix="count the days with ANC < 0.5 G/L between lymphodepletion and the boost",
         )
-    disease = check_disease(disease)
+    # The disease's own calibrated population is conditioned (load_population(disease=)).
+    disease = check_disease(disease, own_population=True)
+    if product is None and len(DISEASE_MIX[disease]) == 1:
+        # One product in the disease's cohorts (MCL: brexu-cel, the product its population
+        # was calibrated under): its kinetics and course, as natural-history does.
+        product = next(iter(DISEASE_MIX[disease]))
     if product is not None:
         product = str(product).strip().lower()
         if product not in PRODUCT_LD:
@@ -265,7 +271,10 @@ def boost_courses(inp: BoostInputs, events: pd.DataFrame | None) -> Courses:
     is named), later boosts dropped, with the support of the inputs."""
     course = inp.product or DEFAULT_PRODUCT_COURSE
     day = inp.day
-    ev = events if events is not None else product_events(course, patient="patient")
+    if events is None:  # the product's course in the disease (MCL: ZUMA-2)
+        ev = product_events(course, patient="patient", disease=inp.disease)
+    else:
+        ev = events
     later = (ev["kind"] == "stem_cell_boost") & (ev["day"] >= day)
     replaced = [f"stem_cell_boost on day {d:g}" for d in ev.loc[later, "day"]]
     ev = ev[~later].reset_index(drop=True)

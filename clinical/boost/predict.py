@@ -8,10 +8,13 @@ predictive distribution of engraftment after the boost.
 
 Prior
 -----
-The calibrated virtual population (:func:`carthema.clinical.population.virtual.load_population`),
-restricted to the patient's CAR-HEMATOTOX score (the exact score when at least
-:data:`MIN_EXACT` distinct virtual patients have it, else the low (0-1) / high (>= 2)
-group; the output says which). Every product shares the population's trait
+The calibrated virtual population of the patient's disease
+(:func:`carthema.clinical.population.virtual.load_population`: LBCL or MCL, each fitted to
+its own published natural history; the course is the product's in that disease, MCL:
+ZUMA-2, and MCL's one product, brexu-cel, when none is given), restricted to the
+patient's CAR-HEMATOTOX score (the exact score when at least :data:`MIN_EXACT` distinct
+virtual patients have it, else the low (0-1) / high (>= 2) group; the output says
+which). Every product shares the population's trait
 distribution; the patient's product acts through its own lymphodepletion, dose and
 CAR-T/CRS kinetics (the product preset's kinetic values shift the population's
 reference kinetics, :func:`carthema.clinical.population.virtual.product_factors`, the
@@ -75,7 +78,10 @@ on the boost day, so the 7 days after it do not count toward platelet engraftmen
 
 Sampler
 -------
-Sequential Monte Carlo with adaptive tempering: the likelihood is raised to a
+Sequential Monte Carlo with adaptive tempering, from ``n`` particles drawn from the prior
+(more, in batches of ``n`` up to :data:`~carthema.clinical.boost.smc.POOL_BATCHES` x
+``n``, while none of them reproduces every conditioned value together; the first stage
+resamples ``n`` from them all): the likelihood is raised to a
 temperature that climbs from 0 to 1, each next temperature chosen by bisection so that
 the effective sample size of the incremental weights stays at or above half the
 particles; systematic resampling after every stage; then random-walk Metropolis moves in
@@ -127,6 +133,7 @@ from carthema.clinical.boost.prior import (
     MIN_EXACT,
     PopulationPrior,
     population_prior,
+    posterior_prior,
     prior_draws,
 )
 from carthema.clinical.boost.smc import MIN_ESS, condition, smc
@@ -134,7 +141,9 @@ from carthema.clinical.boost.summary import BoostPrediction, summarise
 from carthema.clinical.population.graft import GRAFT_PARAMS
 from carthema.clinical.population.virtual import load_population, product_factors
 from carthema.data.boost import BoostPlan
+from carthema.data.errors import InputError
 from carthema.models.model import Model, get_model
+from carthema.models.posterior import Posterior
 
 #: Default number of particles.
 N_PARTICLES = 2400
@@ -149,10 +158,42 @@ def base_params(model: Model, prior: PopulationPrior, product: str | None, chim)
         for name, factor in product_factors(model, product).items():
             if name not in prior.names:
                 base[model.index("param", name)] *= factor
+    return _with_chimerism(model, base, chim)
+
+
+def _with_chimerism(model: Model, base: np.ndarray, chim: float | None) -> np.ndarray:
+    """``base`` with the baseline donor chimerism ``chim`` (None: as it is)."""
     if chim is not None:
         q = model.params[model.index("param", "donor_chim0")]
         base[model.index("param", "donor_chim0")] = float(np.clip(chim, q.low, q.high))
     return base
+
+
+def _posterior_prior(model: Model, posterior: Posterior, inp) -> tuple[PopulationPrior, np.ndarray]:
+    """The KDE prior over a Posterior's draws and the parameter vector its dimensions are
+    written into (the posterior's fixed values, with the baseline donor chimerism)."""
+    if not isinstance(posterior, Posterior):
+        raise InputError(
+            f"prior must be a carthema Posterior, got {type(posterior).__name__}",
+            column="prior",
+            fix="pass carthema.Posterior.from_fit_folder(...) or VirtualPopulation.sample(...)",
+        )
+    if inp.hematotox is not None and inp.labs is None:
+        raise InputError(
+            "--hematotox selects rows of the population; a given posterior is not restricted",
+            column="hematotox",
+            fix="leave out hematotox with a posterior prior (or sample the population with it)",
+        )
+    if posterior.model.name != model.name:
+        raise InputError(
+            f"the posterior is of the '{posterior.model.name}' model; predict-boost needs "
+            f"the '{model.name}' model",
+            column="prior",
+            fix="fit (or sample) the full model",
+        )
+    kde = posterior_prior(model, posterior, disease=inp.disease)
+    base = np.asarray(posterior.fixed, dtype=float).copy()
+    return kde, _with_chimerism(model, base, inp.donor_chimerism)
 
 
 def predict_boost(
@@ -180,6 +221,7 @@ def predict_boost(
     horizon_days: float = 120.0,
     population: str | pd.DataFrame | None = None,
     return_draws: bool = False,
+    prior: Posterior | None = None,
 ) -> BoostPrediction:
     """Predicted engraftment after the boost ``graft`` (a
     :class:`~carthema.data.boost.BoostPlan`: its day, days since CAR-T, CD34+ cells/kg,
@@ -201,7 +243,13 @@ def predict_boost(
     ``donor_chimerism`` (baseline donor fraction 0-1 after an earlier allogeneic
     transplant; default 1.0 for a prior-donor graft); ``events``,
     ``observations`` (earlier values to condition on); ``n_draws`` particles;
-    ``population`` (a population CSV path or frame; default: the package's own).
+    ``population`` (a population CSV path or frame; default: the package's own);
+    ``prior`` (a :class:`~carthema.models.posterior.Posterior`: a fitted patient's
+    posterior or draws of :meth:`~carthema.clinical.population.posterior.VirtualPopulation.
+    sample`, conditioned on instead of the population's rows: the KDE over its draws,
+    :func:`~carthema.clinical.boost.prior.posterior_prior`, its own parameters for the
+    rest and its events as the course unless ``events`` is given; the population still
+    gives the graft parameters' distribution; ``hematotox`` cannot restrict it).
 
     Returns a JSON-ready dict: "neutrophil", "platelet", "anc_gt_1" (each with
     ``median_days``, ``q05``, ``q95``, ``p_within_14d``, ``p_within_30d``, ``p_never``,
@@ -226,15 +274,25 @@ def predict_boost(
     )  # fmt: skip
     model = get_model("full")
     rng = np.random.default_rng(seed)
-    pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    prior = population_prior(model, pop, product=inp.product, hematotox=inp.hematotox,
-                             disease=inp.disease, labs=inp.labs is not None)  # fmt: skip
-    base = base_params(model, prior, inp.product, inp.donor_chimerism)
+    if isinstance(population, pd.DataFrame):
+        pop = population
+    else:  # the disease's own calibrated population (data/populations/<disease>_population.csv)
+        pop = load_population(population, disease=inp.disease)[0]
+    if prior is None:
+        kde = population_prior(model, pop, product=inp.product, hematotox=inp.hematotox,
+                               disease=inp.disease, labs=inp.labs is not None)  # fmt: skip
+        base = base_params(model, kde, inp.product, inp.donor_chimerism)
+    else:
+        kde, base = _posterior_prior(model, prior, inp)
+        if events is None:
+            events = prior.events
     courses = boost_courses(inp, events)
-    terms = likelihood_terms(model, inp, courses, base, prior.names, observations)
-    cond = Conditioner(model, prior, base, courses.conditioned, inp.day, terms.terms,
+    terms = likelihood_terms(model, inp, courses, base, kde.names, observations)
+    cond = Conditioner(model, kde, base, courses.conditioned, inp.day, terms.terms,
                        terms.days, own_events=courses.off_gcsf)  # fmt: skip
-    res = condition(cond, prior, int(n_draws), rng)
+    if prior is not None:
+        cond.source = f"the given posterior (patient {prior.patient or 'not named'})"
+    res = condition(cond, kde, int(n_draws), rng)
     t_cond = time.perf_counter() - t0
     own = own_counts(model, cond, res["X"], courses, res.get("evaluation"))
     outcome = boost_outcome(model, cond, res["X"], inp, courses, pop, rng)
@@ -243,7 +301,7 @@ def predict_boost(
         inp,
         courses,
         terms,
-        prior.description,
+        kde.description,
         pop,
         res,
         cond.n_sims,

@@ -133,7 +133,7 @@ def population_prior(
     cols = pcols + ([c for c in LAB_COLUMNS if c in rows] if labs else [])
     X = np.log(rows[cols].to_numpy(float))
     # The refusal of uncalibrated diseases lives in one place (natural_history).
-    check_disease(disease)
+    check_disease(disease, own_population=True)
     if product is not None:
         # The product's kinetics multiply the reference values the population holds
         # (the natural-history simulation's own rule, virtual.product_factors).
@@ -190,6 +190,34 @@ def population_prior(
     )
 
 
+def posterior_prior(model: Model, posterior, *, disease: str) -> PopulationPrior:
+    """The KDE prior (same density, shrinkage and truncation as :func:`population_prior`)
+    over the draws of a :class:`~carthema.models.posterior.Posterior`: a fitted patient's
+    posterior or :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`.
+    Its dimensions are the parameters that vary across the draws (positive, not the graft
+    parameters, redrawn per particle); the draws already carry their product's kinetics,
+    so none is applied."""
+    P = np.asarray(posterior.draws, dtype=float)
+    cols = []
+    for j, name in enumerate(model.param_names):
+        col = P[:, j]
+        if name in GRAFT_PARAMS or not np.all(col > 0) or np.ptp(np.log(col)) <= 1e-9:
+            continue
+        cols.append(name)
+    frame = pd.DataFrame({c: P[:, model.index("param", c)] for c in cols})
+    prior = population_prior(model, frame, product=None, hematotox=None, disease=disease,
+                             labs=False)  # fmt: skip
+    prov = getattr(posterior, "provenance", {}) or {}
+    prior.description.update(
+        population_rows=int(P.shape[0]),
+        product_rows=f"the given posterior's draws ({prov or 'no provenance'}), their own kinetics",
+        hematotox_rows="the given posterior's draws (no CAR-HEMATOTOX restriction)",
+        source="posterior",
+        patient=getattr(posterior, "patient", None),
+    )
+    return prior
+
+
 def prior_draws(
     model: Model,
     n: int,
@@ -197,14 +225,19 @@ def prior_draws(
     *,
     product: str | None = None,
     population: str | pd.DataFrame | None = None,
+    disease: str = "lbcl",
 ) -> np.ndarray:
     """``n`` parameter vectors (natural scale) of virtual patients of the calibrated
     population (of ``product`` when given), resampled, each with graft and rejection
-    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`). Unconditioned:
+    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`); the
+    population of ``disease`` unless ``population`` is given. Unconditioned:
     :func:`carthema.clinical.boost.predict.predict_boost` conditions on the patient's state."""
     from carthema.clinical.population.virtual import population_params, product_params
 
-    pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
+    if isinstance(population, pd.DataFrame):
+        pop = population
+    else:
+        pop = load_population(population, disease=check_disease(disease, own_population=True))[0]
     rows = pop.iloc[rng.integers(0, len(pop), n)]
     P = population_params(model, rows)
     if product is not None:

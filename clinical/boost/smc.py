@@ -8,9 +8,11 @@ import numpy as np
 from scipy.special import logsumexp
 
 from carthema.clinical.boost.likelihood import (
+    MIN_START,
     Conditioner,
     Evaluation,
     check_fit,
+    joint_fits,
     refuse_early,
     start_check,
 )
@@ -24,12 +26,19 @@ MIN_ESS = 1000.0
 #: intervals within a day); the 1,000-draw floor is checked on every prediction.
 ESS_FRACTION = 0.5
 MIN_MOVES, MAX_MOVES, MOVED = 2, 3, 0.75
+#: Most batches of ``n`` prior particles drawn before the first tempering stage while
+#: fewer than :data:`~carthema.clinical.boost.likelihood.MIN_START` of them reproduce
+#: every conditioned value together (see :func:`smc`).
+POOL_BATCHES = 4
 
 
-def _systematic_resample(w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n = w.size
+def _systematic_resample(
+    w: np.ndarray, rng: np.random.Generator, n: int | None = None
+) -> np.ndarray:
+    """``n`` (default ``w.size``) indices drawn with the normalised weights ``w``."""
+    n = w.size if n is None else n
     positions = (rng.random() + np.arange(n)) / n
-    return np.minimum(np.searchsorted(np.cumsum(w), positions), n - 1)
+    return np.minimum(np.searchsorted(np.cumsum(w), positions), w.size - 1)
 
 
 def _ess(logw: np.ndarray) -> float:
@@ -87,13 +96,26 @@ def smc(cond: Conditioner, prior, n: int, rng: np.random.Generator) -> dict:
     Refuses early (:class:`InputError` naming the input the fewest particles reproduce)
     when the conditioning cannot end with :data:`MIN_ESS` effective draws: when fewer than
     :data:`~carthema.clinical.boost.likelihood.MIN_START` of the initial particles
-    reproduce all conditioned values together (the population has no patients in that
-    state), and when a stage's moves leave fewer than :data:`MIN_ESS` distinct particles
-    (later stages only narrow the target, so the count does not recover; the final ESS is
-    at most the distinct count)."""
+    reproduce a conditioned value on its own (the population has no patients with it),
+    and when a stage's moves leave fewer than :data:`MIN_ESS` distinct particles (the
+    final ESS is at most the distinct count). The initial particles are ``n`` prior
+    draws, or more (batches of ``n``, up to :data:`POOL_BATCHES` x ``n``) while none of
+    them reproduces every conditioned value together; the first stage resamples ``n``
+    from them all."""
     X = prior.sample(n, rng)
     checked = isinstance(cond, Conditioner)
     ev = _evaluate(cond, X)
+    if checked:
+        # A state reproduced by few virtual patients may have none among the first n
+        # prior particles by chance (5 of 200 patients drawn from the population itself
+        # were refused so): more prior particles, up to POOL_BATCHES x n, before the
+        # start check. The first stage resamples n particles from the whole pool (an
+        # importance sample of the prior like any other, so the target is unchanged).
+        for _ in range(POOL_BATCHES - 1):
+            if joint_fits(cond, ev) >= MIN_START:
+                break
+            Xb = prior.sample(n, rng)
+            X, ev = np.vstack([X, Xb]), ev.concat(_evaluate(cond, Xb))
     if not np.isfinite(ev.loglik).any():
         raise InputError(
             "no virtual patient of the population reproduces the given state (every "
@@ -102,6 +124,7 @@ def smc(cond: Conditioner, prior, n: int, rng: np.random.Generator) -> dict:
         )
     if checked:
         start_check(cond, ev)
+    n_initial = X.shape[0]
     lp = prior.logpdf(X)
     beta, stages, log_evidence = 0.0, [], 0.0
     scale = 2.38 / np.sqrt(prior.d)
@@ -109,12 +132,12 @@ def smc(cond: Conditioner, prior, n: int, rng: np.random.Generator) -> dict:
     while beta < 1.0:
         nb = _next_temperature(beta, ev.loglik, n)
         inc = np.where(np.isfinite(ev.loglik), (nb - beta) * ev.loglik, -np.inf)
-        log_evidence += float(logsumexp(inc) - np.log(n))
+        log_evidence += float(logsumexp(inc) - np.log(inc.size))
         w = np.exp(inc - inc.max())
         w /= w.sum()
         last_ess = float(1.0 / np.sum(w**2))
         beta = nb
-        idx = _systematic_resample(w, rng)
+        idx = _systematic_resample(w, rng, n)
         X, lp, ev = X[idx], lp[idx], ev.take(idx)
         cov = np.cov(X.T) + 1e-10 * np.eye(prior.d)
         L = np.linalg.cholesky(cov)
@@ -168,6 +191,7 @@ def smc(cond: Conditioner, prior, n: int, rng: np.random.Generator) -> dict:
         "effective_sample_size": float(min(last_ess, distinct)),
         "final_stage_ess": last_ess,
         "distinct_particles": distinct,
+        "initial_particles": n_initial,
         "stages": stages,
         "log_evidence": log_evidence,
     }
@@ -184,7 +208,8 @@ def condition(cond: Conditioner, prior, n: int, rng: np.random.Generator) -> dic
         check_fit(cond, cond.evaluate(res["X"]) if ev is None else ev)
     else:
         res = {"X": prior.sample(n, rng), "effective_sample_size": float(n),
-               "final_stage_ess": float(n), "distinct_particles": int(n), "stages": [],
+               "final_stage_ess": float(n), "distinct_particles": int(n),
+               "initial_particles": int(n), "stages": [],
                "log_evidence": 0.0}  # fmt: skip
     ess = float(res["effective_sample_size"])
     if ess < MIN_ESS:

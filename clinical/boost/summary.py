@@ -152,6 +152,7 @@ def summarise(
             "stages": len(sampler["stages"]),
             "final_stage_ess": sampler["final_stage_ess"],
             "distinct_particles": sampler["distinct_particles"],
+            "initial_particles": sampler.get("initial_particles", n_draws),
             "stage_log": sampler["stages"],
             "log_evidence": sampler["log_evidence"],
             "simulations": n_sims,

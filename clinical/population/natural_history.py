@@ -60,8 +60,9 @@ NOT_CALIBRATED_WHY = {
         "suppression of the progenitors dominates (benchmarks/ball_diagnosis.py)"
     ),
 }
-#: Diseases whose callers load the LBCL population whatever the disease (predict-boost
-#: until it passes the disease to ``load_population``): only LBCL is right for them.
+#: Diseases whose callers load the LBCL population whatever the disease (callers that do
+#: not pass ``own_population``; predict-boost loads the disease's own): only LBCL is
+#: right for them.
 LBCL_POPULATION_ONLY = ("lbcl",)
 #: Product mix of a pooled simulation (``product=None``) per disease: the LBCL cohort's
 #: axi-cel : tisa-cel 159 : 76 (Rejeski et al. 2021); B-ALL the two label cohorts'

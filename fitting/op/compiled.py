@@ -14,7 +14,7 @@ compiles; the next ones reuse that compiled function with their own data:
   (:func:`logp_grad`).
 
 With ``fast=True`` (what :func:`carthema.fitting.sampling.samplers.fit` asks for) a single-patient
-model uses the generated, disk-cached log-density of :mod:`carthema.fitting.fastlogp`
+model uses the generated, disk-cached log-density of :mod:`carthema.fitting.op.fastlogp`
 instead, checked against PyMC's at the initial point of each fit; when it is unavailable
 or disagrees, these functions fall back to the PyTensor path above and say so in one line.
 
@@ -45,7 +45,7 @@ COMPILES: Counter = Counter()
 
 def clear() -> None:
     """Forget every compiled function (tests; the next fit compiles again)."""
-    from carthema.fitting import fastlogp
+    from carthema.fitting.op import fastlogp
 
     with _LOCK:
         _NUTPIE.clear()
@@ -64,7 +64,7 @@ def _fast(fm, say: Callable[[str], None] | None):
     """The checked fast compiled model of a single-patient ``fm``, or ``None``."""
     if not isinstance(fm, FitModel) or not fm.structure:
         return None
-    from carthema.fitting import fastlogp
+    from carthema.fitting.op import fastlogp
 
     return fastlogp.fast_model(fm, say)
 
@@ -81,7 +81,7 @@ def nutpie_model(
     numba: compiled once per :attr:`FitModel.structure` and reused with
     ``with_data``; JAX (gradient by ``jax.grad`` through diffrax's adjoint) compiles each
     time, as does a model without a structure key (a custom predictor).
-    ``fast``: a single-patient numba model uses :mod:`carthema.fitting.fastlogp` when it
+    ``fast``: a single-patient numba model uses :mod:`carthema.fitting.op.fastlogp` when it
     passes its check (``say`` gets the one line of a fallback)."""
     import nutpie
 
@@ -136,7 +136,7 @@ def logp_grad(
     ``compiled``: nutpie's compiled model of the same structure, whose log-density it
     reuses (the fast one's when it is one); otherwise the structure's own (compiled once
     per structure, numba), or with ``fast`` the checked fast log-density of
-    :mod:`carthema.fitting.fastlogp` when it passes (``say`` gets a fallback's line)."""
+    :mod:`carthema.fitting.op.fastlogp` when it passes (``say`` gets a fallback's line)."""
     if compiled is not None and hasattr(compiled, "value_grad"):
         return compiled.value_grad()
     if compiled is None and fast:

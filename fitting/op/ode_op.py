@@ -21,10 +21,11 @@ with zeros and its ``ok`` with 0: the model turns that into a -inf log-density w
 Backends
 --------
 - Python (``perform``) and numba (``numba_funcify``): a numba loop over the patients
-  around the model's sensitivity solve, called through its C callback
-  (:func:`carthema.fitting._native.sens_module`) by symbol name, so nutpie's numba
-  backend runs the whole log-density and gradient without object mode, and PyTensor may
-  cache the kernel and the graph around it on disk (a cache key per model and setting).
+  around the model's sensitivity solve (``solve_rows`` of
+  :func:`carthema.fitting.op.native.sens_module`, which calls the solver's C callback by
+  symbol name), so nutpie's numba backend runs the whole log-density and gradient
+  without object mode, and PyTensor may cache the kernel and the graph around it on
+  disk (a cache key per model and setting).
 - JAX (``jax_funcify``): diffrax (:func:`carthema.models.jax_backend.make_solver`), one
   solver per patient built from the schedule's values when the graph is converted (XLA
   needs static shapes and event times: a JAX graph is built for the data it holds).
@@ -61,8 +62,8 @@ from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
 from pytensor.scalar.basic import Cast
 from pytensor.tensor.elemwise import Elemwise
 
-from carthema.fitting._native import sens_module
 from carthema.fitting.model.data import PatientData
+from carthema.fitting.op.native import sens_module
 from carthema.models.model import get_model
 from carthema.models.simulate import METHODS
 
@@ -217,23 +218,6 @@ def unstack_schedules(arrays: Sequence[np.ndarray]) -> list[Schedule]:
 # ---------------------------------------------------------------------------------------
 # numba kernels (one per model module and solver setting)
 # ---------------------------------------------------------------------------------------
-def _solver_symbol(native) -> str:
-    # The sens module's name carries the hash of the model's equations and solver.
-    return f"carthema_{native.__name__}_solve_sens_c"
-
-
-def _external_solver(native):
-    """The model's sensitivity solve (a numba ``cfunc``) as an external function called by
-    symbol name: code calling it holds no process-specific address, so the kernels and the
-    log-density around them can be cached on disk by numba and PyTensor. The symbol is
-    registered with LLVM in each process before any such code is compiled or loaded."""
-    import llvmlite.binding as llvm
-
-    name = _solver_symbol(native)
-    llvm.add_symbol(name, native.solve_sens_c.address)
-    return numba.types.ExternalFunction(name, native.SIGNATURE)
-
-
 _KERNELS: dict[tuple, tuple] = {}
 
 #: How many batch kernels this process has built (one per model and solver setting):
@@ -246,54 +230,17 @@ def _kernels(model_name: str, rtol: float, atol: float, max_steps: int, method: 
     key = (model_name, rtol, atol, max_steps, method)
     if key in _KERNELS:
         return _KERNELS[key]
-    native = sens_module(model_name)
-    solve_c = _external_solver(native)
-    n_y = native.N_Y
-    n_obs = native.N_OBS
+    rows = sens_module(model_name).solve_rows
 
     @numba.njit(error_model="numpy", nogil=True)
     def single(
         theta, p_fixed, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value, ev_scale,
         t_idx, o_idx,
     ):  # fmt: skip
-        nf = free.shape[0]
-        n_t = t_out.shape[0]
-        n_ev = ev_t.shape[0]
-        p = p_fixed.copy()
-        # Writable C-contiguous copies (PyTensor constants and nutpie's data are read-only).
-        free_c = free.copy()
-        u0_c = u0.copy()
-        t_out_c = t_out.copy()
-        ev_t_c = ev_t.copy()
-        ev_kind_c = ev_kind.copy()
-        ev_target_c = ev_target.copy()
-        ev_value_c = ev_value.copy()
-        ev_scale_c = ev_scale.copy()
-        for k in range(nf):
-            p[free_c[k]] = np.exp(theta[k])
-        Y = np.empty((n_t, n_y))
-        O = np.empty((n_t, n_obs))
-        dO = np.empty((n_t, n_obs, nf))
-        status = solve_c(
-            p.ctypes, free_c.ctypes, nf, u0_c.ctypes, t0, t_out_c.ctypes, n_t,
-            ev_t_c.ctypes, ev_kind_c.ctypes, ev_target_c.ctypes, ev_value_c.ctypes,
-            ev_scale_c.ctypes, n_ev, rtol, atol, max_steps, method,
-            Y.ctypes, O.ctypes, dO.ctypes,
+        pred, jac, good = rows(
+            theta, p_fixed, free, u0, t0, t_out, ev_t, ev_kind, ev_target, ev_value,
+            ev_scale, t_idx, o_idx, rtol, atol, max_steps, method,
         )  # fmt: skip
-        n = t_idx.shape[0]
-        pred = np.empty(n)
-        jac = np.empty((n, nf))
-        acc = 0.0
-        for i in range(n):
-            pred[i] = O[t_idx[i], o_idx[i]]
-            acc += pred[i] * 0.0
-            for k in range(nf):
-                jac[i, k] = dO[t_idx[i], o_idx[i], k]
-                acc += jac[i, k] * 0.0
-        good = status == 0 and acc == 0.0
-        if not good:
-            pred[:] = 1.0
-            jac[:, :] = 0.0
         return pred, jac, 1.0 if good else 0.0
 
     @numba.njit(error_model="numpy", nogil=True)
@@ -409,14 +356,14 @@ class SolveOp(Op):
 
 @register_funcify_and_cache_key(SolveOp)
 def _numba_funcify_solve(op: SolveOp, node=None, **kwargs):
-    # The kernel calls the solver by symbol (see _external_solver), so PyTensor may cache
-    # it and the graph around it on disk. The key names the solver (its module carries
-    # the model's hash), the settings and the kernel's own source.
+    # The kernel calls the solver by symbol (see carthema.fitting.op.native), so PyTensor
+    # may cache it and the graph around it on disk. The key names the solver (its module
+    # carries the model's hash), the settings and the kernel's own source.
     native = sens_module(op.model_name)
     key = "|".join(
         [
             "carthema.SolveOp",
-            _solver_symbol(native),
+            native.__name__,
             repr((op.rtol, op.atol, op.max_steps, op.method_code)),
             _KERNEL_SOURCE_HASH,
         ]

@@ -4,7 +4,7 @@ Samplers
 --------
 ``"nutpie"`` (default)
     nutpie's NUTS. A single patient's log-density and gradient are generated numba
-    C callbacks cached on disk (:mod:`carthema.fitting.fastlogp`), checked against
+    C callbacks cached on disk (:mod:`carthema.fitting.op.fastlogp`), checked against
     PyMC's own log-density at the initial point of every fit; on a mismatch (or for
     population models) PyTensor's numba backend compiles it, the ODE solve included (no
     object mode). Mass matrix: nutpie's low-rank modified
