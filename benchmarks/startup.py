@@ -22,7 +22,16 @@ compiled in memory:
    that ``carthema fit`` uses first (:mod:`carthema.fitting.op.fastlogp`, its check against
    PyMC's log-density included), measured in the same run; ``speedup_first_gradient`` is
    the ratio of the two medians;
-4. ``demo_cold_s``: ``null`` with the reason (not measured by this script);
+4. ``demo_cold_s`` (full and ``--quick`` modes; ``null`` with the reason in ``--smoke``):
+   ``carthema demo`` end to end (``pip install`` excluded) in a fresh process with every
+   cache empty (temporary ``CARTHEMA_CACHE_DIR``, ``NUMBA_CACHE_DIR`` and PyTensor
+   ``base_compiledir``: what a new user meets after ``make install``), its output piped.
+   Wall seconds; ``demo_cold_cpu_s`` is the process's CPU seconds (all threads, from
+   ``wait4``); ``demo_cold["stages"]`` splits both at the progress lines the demo prints
+   (the child's CPU read from ``/proc`` as each line arrives), and the load average
+   before and after is recorded beside them (2 shared cores: wall seconds depend on
+   what else runs; CPU seconds barely do). Then ``demo_warm_s`` and ``demo_warm_cpu_s``:
+   the same command again in a fresh process with the caches the cold run filled;
 5. with ``--before REV``: ``cold_compile_cpu_s_before``, the same cold compile by the
    code generator and solver template of git revision ``REV`` (this checkout's equations
    and kernels) in another fresh process of the same run, and
@@ -30,7 +39,8 @@ compiled in memory:
 
 Usage::
 
-    python benchmarks/startup.py            # full: cold compile + 3 fresh processes
+    python benchmarks/startup.py            # full: cold compile + 3 fresh processes + cold demo
+    python benchmarks/startup.py --demo-only   # the cold and warm demo only
     python benchmarks/startup.py --quick    # cold compile + 1 fresh process
     python benchmarks/startup.py --smoke    # seconds: a toy model, temp output
     python benchmarks/startup.py --cold-only --before main   # cold compiles, then and now
@@ -258,6 +268,107 @@ def _gradient_step(res: dict[str, Any], backend: str, components: str, repeats: 
     return g["median_s"]
 
 
+#: The progress lines that end each stage of ``carthema demo`` (the first line that
+#: starts with the text ends the stage), in order; time from the previous mark to this one.
+DEMO_MARKS = (
+    ("start: interpreter, imports, bundled data", "1/2 fit:"),
+    ("compile: the log-density (numba solver and generated density)",
+     "compiling the log-density for nutpie: done"),
+    ("MAP", "finding the posterior mode (MAP): done"),
+    ("sampling", "sampling "),
+    ("pointwise log-likelihood, fit folder (tables, plots), fit report", "1/2 fit: done"),
+    ("window scan and HTML report", "window scan: "),
+    ("window summary on the console", "2/2 engraftment window: done"),
+)  # fmt: skip
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def demo_run(tmp: str, kind: str, seed: int | None = None) -> dict[str, Any]:
+    """``carthema demo`` in a fresh process with its caches in ``tmp`` (empty on the
+    first call: a cold run; filled by it: a warm one), output piped: wall and CPU seconds
+    in all and per stage (:data:`DEMO_MARKS`), with each line's arrival time. The
+    output goes to ``tmp/out-<kind>``."""
+    exe = Path(sys.executable).with_name("carthema")
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    env = dict(
+        os.environ,
+        CARTHEMA_CACHE_DIR=f"{tmp}/carthema",
+        NUMBA_CACHE_DIR=f"{tmp}/numba",
+        PYTENSOR_FLAGS=",".join(filter(None, [flags, f"base_compiledir={tmp}/pytensor"])),
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [str(exe), "demo", "--out", f"{tmp}/out-{kind}"]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    load_before = load_average()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[tuple[float, float, str]] = []
+    for line in proc.stdout:
+        try:
+            cpu = _cpu_of(proc.pid)
+        except (OSError, IndexError, ValueError):  # the process has just ended
+            cpu = float("nan")
+        lines.append((time.perf_counter() - t0, cpu, line.rstrip()))
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        for t, c, text in lines:
+            print(f"{t:7.1f} s {c:7.1f} s CPU | {text}", file=sys.stderr)
+        raise RuntimeError(f"carthema demo failed ({proc.returncode}): {lines[-1][2]}")
+    ok = (Path(tmp) / f"out-{kind}" / "window" / "report.html").stat().st_size > 0
+    cpu = usage.ru_utime + usage.ru_stime
+    stages, prev, i = [], (0.0, 0.0), 0
+    for name, mark in DEMO_MARKS:
+        hit = next((k for k in range(i, len(lines)) if lines[k][2].startswith(mark)
+                    and (mark != "sampling " and mark != "window scan: "
+                         or ": done in" in lines[k][2])), None)  # fmt: skip
+        if hit is None:
+            continue
+        t, c, _ = lines[hit]
+        stages.append({"stage": name, "wall_s": t - prev[0], "cpu_s": c - prev[1]})
+        prev, i = (t, c), hit + 1
+    stages.append({"stage": "exit", "wall_s": wall - prev[0], "cpu_s": cpu - prev[1]})
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "stages": stages,
+        "report_written": ok,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "lines": [f"{t:7.1f} s {c:7.1f} s CPU | {text}" for t, c, text in lines],
+    }
+
+
+def _demo_step(res: dict[str, Any]) -> None:
+    """The cold demo (every cache empty), then the same command again (warm caches)."""
+    with tempfile.TemporaryDirectory(prefix="carthema-demo-cold-") as tmp:
+        for kind in ("cold", "warm"):
+            caches = "every cache empty" if kind == "cold" else "the caches of the cold run"
+            log(f"{kind} `carthema demo` (fresh process, output piped, {caches})")
+            d = demo_run(tmp, kind)
+            res[f"demo_{kind}"] = d
+            res[f"demo_{kind}_s"] = d["wall_s"]
+            res[f"demo_{kind}_cpu_s"] = d["cpu_s"]
+            res[f"demo_{kind}_stages_cpu_s"] = {
+                s["stage"]: round(s["cpu_s"], 1) for s in d["stages"]
+            }
+            log(
+                f"  {d['wall_s']:.0f} s wall, {d['cpu_s']:.0f} s CPU (load average "
+                f"{d['load_average_before'][0]:.1f} before, {d['load_average_after'][0]:.1f} after)"
+            )
+            for s in d["stages"]:
+                log(f"    {s['stage']}: {s['wall_s']:.1f} s wall, {s['cpu_s']:.1f} s CPU")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one timed fresh process")
@@ -275,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cold-only", action="store_true", help="the cold compile(s) only, no gradients"
     )
+    ap.add_argument("--demo-only", action="store_true", help="the cold and warm demo only")
     ap.add_argument("--child", nargs=2, metavar=("NAME", "ARG"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -295,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(["carthema", "numba", "numpy", "pymc", "pytensor", "nutpie"]),
         "reasons": {},
     }
+    if args.demo_only:
+        _demo_step(res)
+        res["machine"]["load_average_at_end"] = load_average()
+        write_json(out, res)
+        log(f"wrote {out}")
+        return 0
     log(f"cold compile of the '{components}' model (fresh process, empty temporary cache)")
     cold = cold_compile(components)
     res["cold"] = cold
@@ -338,10 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         res["first_gradient_fresh_s_pytensor"] = slow
         res["speedup_first_gradient"] = slow / res["first_gradient_fresh_s"]
         log(f"  fast path {res['speedup_first_gradient']:.1f}x faster to the first gradient")
-    res["demo_cold_s"] = None
-    res["reasons"]["demo_cold_s"] = (
-        "not measured by this script (a cold `carthema demo` samples for minutes)"
-    )
+    if args.smoke or args.cold_only:
+        why = "--smoke" if args.smoke else "--cold-only"
+        for key in ("demo_cold_s", "demo_cold_cpu_s", "demo_warm_s", "demo_warm_cpu_s"):
+            res[key] = None
+            res["reasons"][key] = (
+                f"not run in {why} (`carthema demo` compiles and samples for minutes)"
+            )
+    else:
+        _demo_step(res)
     res["machine"]["load_average_at_end"] = load_average()
     write_json(out, res)
     log(f"wrote {out}")

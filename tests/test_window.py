@@ -309,6 +309,9 @@ def test_demo_runs_fit_window_and_report(tmp_path, capsys):
     assert win["days_no_benefit"] and win["first_day_already_recovered"] > day
     flat = " ".join(text.split())
     assert "helps compared with no boost" in flat and "saves no days" in flat
+    # Each stage says when it ends, with its wall and CPU seconds (shown when piped).
+    for stage in ("1/2 fit: done in ", "2/2 engraftment window: done in ", "demo: done in "):
+        assert stage in flat and "s CPU)" in flat.split(stage, 1)[1][:40]
     # Against the truth: without a boost, VP003 (true parameters) is still below
     # 0.5 G/L on the recommended day, with CAR-T at most 10 % above the window's 1000
     # copies/ug (the regenerated VP003's true level on the MAP fit's recommended day is 1,009,
