@@ -187,32 +187,77 @@ def add_row_likelihood(pred, inputs: Mapping, s_free, has_unc: bool, has_cen: bo
         pm.Potential("blq_loglik", normal_lcdf_pt(z).sum())
 
 
-def likelihood_rows(
+@dataclass
+class ModelParts:
+    """What the PyMC model of one patient or of several is built from besides its graph
+    (:func:`model_parts`): priors, residual SDs, the observation rows as the row
+    likelihood needs them (:func:`row_inputs`), one schedule per patient and the Op."""
+
+    priors: list[Prior]
+    free: tuple[str, ...]
+    sigma_free: tuple[str, ...]
+    sigma_fixed: dict[str, float]
+    rows: dict[str, np.ndarray]
+    has_unc: bool
+    has_cen: bool
+    schedules: list[Schedule]
+    op: SolveOp
+
+    def built(self, pymc_model: pm.Model, data) -> dict:
+        """The fields of :class:`BuiltModel` for a model built from these parts."""
+        return {
+            "pymc_model": pymc_model,
+            "data": data,
+            "priors": self.priors,
+            "free": self.free,
+            "sigma_free": self.sigma_free,
+            "sigma_fixed": self.sigma_fixed,
+            "op": self.op,
+        }
+
+    def observe(self, pred, ok, rows: Mapping | None = None) -> None:
+        """Inside a model context: reject a draw whose solve failed (``ok`` below 0.5 for
+        any patient: a rejected draw, never an error), then the residual SDs
+        (:func:`residual_sd_variable`) and the likelihood of every row
+        (:func:`add_row_likelihood`); ``rows``: :attr:`rows` or their ``pm.Data``."""
+        pm.Potential("solver_ok", pt.switch(pt.all(pt.gt(ok, 0.5)), 0.0, -np.inf))
+        s_free = residual_sd_variable(self.sigma_free)
+        rows = self.rows if rows is None else rows
+        add_row_likelihood(pred, rows, s_free, self.has_unc, self.has_cen)
+
+
+def model_parts(
     data: Sequence[PatientData],
-    sigma: Mapping[str, float] | None = None,
-    min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
-) -> tuple[list[str], dict[str, float], dict[str, np.ndarray], bool, bool]:
-    """The observation rows of one patient or several (stacked in the order given) as the
-    row likelihood needs them: ``(sigma_free, sigma_fixed, inputs, has_quantified,
-    has_censored)``, with :func:`split_residuals` over all rows and :func:`row_inputs`."""
+    free: tuple[str, ...],
+    priors: list[Prior],
+    sigma: Mapping[str, float] | None,
+    min_obs_for_sigma: int,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    method: str,
+) -> ModelParts:
+    """The :class:`ModelParts` of one patient or several (rows stacked in the order
+    given): ``free`` from :func:`resolve_free` and its ``priors``, the residual SDs by
+    :func:`split_residuals` over all rows, and a :class:`SolveOp` with the ``solver``
+    settings (:mod:`carthema.fitting.op.ode_op`)."""
     rows = pd.concat([d.rows for d in data], ignore_index=True)
     used = set(rows["observable"])
     observables = [o for o in data[0].model.obs_names if o in used]
     sigma_free, sigma_fixed = split_residuals(rows, observables, sigma, min_obs_for_sigma)
     censored = rows["censored"].to_numpy(bool)
     y = np.concatenate([d.transformed() for d in data])
-    inputs = row_inputs(rows, y, censored, sigma_free, sigma_fixed)
-    return sigma_free, sigma_fixed, inputs, bool((~censored).any()), bool(censored.any())
-
-
-def observe_rows(pred, ok, inputs: Mapping, sigma_free, has_unc: bool, has_cen: bool) -> None:
-    """Inside a model context: reject a draw whose solve failed (``ok`` below 0.5 for any
-    patient: a rejected draw, never an error), then the residual SDs
-    (:func:`residual_sd_variable`) and the likelihood of every row
-    (:func:`add_row_likelihood`; ``inputs`` from :func:`likelihood_rows`)."""
-    pm.Potential("solver_ok", pt.switch(pt.all(pt.gt(ok, 0.5)), 0.0, -np.inf))
-    s_free = residual_sd_variable(sigma_free)
-    add_row_likelihood(pred, inputs, s_free, has_unc, has_cen)
+    return ModelParts(
+        priors=priors,
+        free=free,
+        sigma_free=tuple(sigma_free),
+        sigma_fixed=sigma_fixed,
+        rows=row_inputs(rows, y, censored, sigma_free, sigma_fixed),
+        has_unc=bool((~censored).any()),
+        has_cen=bool(censored.any()),
+        schedules=[Schedule.from_data(d, free) for d in data],
+        op=SolveOp(data[0].model.name, rtol, atol, max_steps, method),
+    )
 
 
 def _same_length(first):
@@ -258,22 +303,27 @@ def build_model(
     """
     model = data.model
     free = resolve_free(model, free)
-    priors = prior_table(model, free, prior_sd)
-    schedule = Schedule.from_data(data, free)
-    op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
-
-    sigma_free, sigma_fixed, rows, has_unc, has_cen = likelihood_rows(
-        [data], sigma, min_obs_for_sigma
+    parts = model_parts(
+        [data],
+        free,
+        prior_table(model, free, prior_sd),
+        sigma,
+        min_obs_for_sigma,
+        rtol,
+        atol,
+        max_steps,
+        method,
     )
+    op = parts.op
     inputs = {
-        "prior_mu": np.array([p.mu for p in priors]),
-        "prior_sd": np.array([p.sd for p in priors]),
-        **{f"sched_{k}": v for k, v in stack_schedules([schedule]).items()},
-        **rows,
+        "prior_mu": np.array([p.mu for p in parts.priors]),
+        "prior_sd": np.array([p.sd for p in parts.priors]),
+        **{f"sched_{k}": v for k, v in stack_schedules(parts.schedules).items()},
+        **parts.rows,
     }
     coords = {"param": list(free)}
-    if sigma_free:
-        coords["analyte"] = sigma_free
+    if parts.sigma_free:
+        coords["analyte"] = list(parts.sigma_free)
     with pm.Model(coords=coords) as pm_model:
         d = {k: pm.Data(k, v) for k, v in inputs.items()}
         z = pm.Normal("z", 0.0, 1.0, dims="param")
@@ -284,25 +334,19 @@ def build_model(
             pred, _jac, ok = solve_patient(op, theta, batch)
         else:
             pred, ok = predictor(theta)
-        observe_rows(pred, ok, d, sigma_free, has_unc, has_cen)
+        parts.observe(pred, ok, d)
     structure = (
         "patient",
         model.name,
         tuple(free),
-        tuple(sigma_free),
-        has_unc,
-        has_cen,
+        parts.sigma_free,
+        parts.has_unc,
+        parts.has_cen,
         tuple(getattr(op, k) for k in op.__props__),
     )
     return FitModel(
-        pymc_model=pm_model,
-        data=data,
-        priors=priors,
-        free=free,
-        sigma_free=tuple(sigma_free),
-        sigma_fixed=sigma_fixed,
-        op=op,
-        schedule=schedule,
+        **parts.built(pm_model, data),
+        schedule=parts.schedules[0],
         inputs=inputs,
         # A custom predictor is not part of the key: such a model is never shared.
         structure=structure if predictor is None else (),

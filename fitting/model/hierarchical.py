@@ -50,8 +50,7 @@ from carthema.data.errors import InputError
 from carthema.fitting.model.build import (
     MIN_OBS_FOR_SIGMA,
     BuiltModel,
-    likelihood_rows,
-    observe_rows,
+    model_parts,
 )
 from carthema.fitting.model.covariates import Covariates, design_matrix
 from carthema.fitting.model.data import PatientData
@@ -63,7 +62,6 @@ from carthema.fitting.op.ode_op import (
     METHOD,
     RTOL,
     Schedule,
-    SolveOp,
     stack_schedules,
 )
 from carthema.models.model import Model
@@ -159,16 +157,12 @@ def build_population_model(
     om_scale = np.array([float(scales.get(n, s)) for n, s in zip(free, sd0, strict=True)])
     cov = None if covariates is None else design_matrix(covariates, ids, free, effects)
 
-    sigma_free, sigma_fixed, inputs, has_unc, has_cen = likelihood_rows(
-        data, sigma, min_obs_for_sigma
-    )
-    schedules = [Schedule.from_data(d, free) for d in data]
-    batch = stack_schedules(schedules)
-    op = SolveOp(model.name, rtol=rtol, atol=atol, max_steps=max_steps, method=method)
+    parts = model_parts(data, free, priors, sigma, min_obs_for_sigma, rtol, atol, max_steps, method)
+    batch = stack_schedules(parts.schedules)
 
     coords: dict[str, list[str]] = {"param": list(free), "patient": ids}
-    if sigma_free:
-        coords["analyte"] = list(sigma_free)
+    if parts.sigma_free:
+        coords["analyte"] = list(parts.sigma_free)
     if cov is not None:
         coords["effect"] = list(cov.labels)
     with pm.Model(coords=coords) as pm_model:
@@ -189,17 +183,11 @@ def build_population_model(
         )
         pm.Deterministic("params", pt.exp(theta), dims=("patient", "param"))
         consts = [pt.constant(batch[n], name=n) for n in BATCH_INPUTS]
-        pred, _jac, ok = op(theta, *consts)
-        observe_rows(pred, ok, inputs, sigma_free, has_unc, has_cen)
+        pred, _jac, ok = parts.op(theta, *consts)
+        parts.observe(pred, ok)
     return PopulationModel(
-        pymc_model=pm_model,
-        data=data,
-        priors=priors,
-        free=free,
+        **parts.built(pm_model, data),
         omega_scale=om_scale,
-        sigma_free=tuple(sigma_free),
-        sigma_fixed=sigma_fixed,
-        op=op,
-        schedules=schedules,
+        schedules=parts.schedules,
         covariates=cov,
     )
