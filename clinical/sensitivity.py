@@ -134,6 +134,33 @@ def _problem(names: Sequence[str], bounds: Sequence[Sequence[float]]) -> dict:
     }
 
 
+def _complete_blocks(y: np.ndarray, ok: np.ndarray, step: int) -> tuple[np.ndarray, dict]:
+    """The runs to keep when a failed run removes its whole block of ``step`` runs, and
+    the counts of runs, failures and blocks for ``.attrs``."""
+    block_ok = ok.reshape(-1, step).all(axis=1)
+    counts = {
+        "n_runs": int(y.size),
+        "n_failed_runs": int((~ok).sum()),
+        "n_blocks_used": int(block_ok.sum()),
+        "n_blocks_dropped": int((~block_ok).sum()),
+    }
+    return np.repeat(block_ok, step), counts
+
+
+def _indices_frame(
+    Si, columns: Sequence[str], sort_by: str, names: list[str], attrs: dict
+) -> pd.DataFrame:
+    """SALib's indices ``columns`` as a frame indexed by parameter, sorted by ``sort_by``
+    (largest first), with ``attrs``."""
+    df = pd.DataFrame(
+        {k: np.asarray(Si[k], dtype=float) for k in columns},
+        index=pd.Index(names, name="parameter"),
+    )
+    df = df.sort_values(sort_by, ascending=False)
+    df.attrs.update(attrs)
+    return df
+
+
 def sobol_from_function(
     func: VectorFunction,
     names: Sequence[str],
@@ -167,18 +194,13 @@ def sobol_from_function(
         warnings.simplefilter("ignore", UserWarning)
         X = sobol_sample.sample(problem, n, calc_second_order=False, scramble=True, seed=seed)
     y, ok = _as_result(func(X))
-    step = d + 2
-    block_ok = ok.reshape(-1, step).all(axis=1)
-    keep = np.repeat(block_ok, step)
+    keep, counts = _complete_blocks(y, ok, d + 2)
     y_used = y[keep]
-    n_used = int(block_ok.sum())
+    n_used = counts["n_blocks_used"]
     attrs = {
         "method": "sobol",
         "n": int(n),
-        "n_runs": int(y.size),
-        "n_failed_runs": int((~ok).sum()),
-        "n_blocks_used": n_used,
-        "n_blocks_dropped": int((~block_ok).sum()),
+        **counts,
         "seed": int(seed),
         "conf_level": conf_level,
         "output_mean": float(np.mean(y_used)) if y_used.size else math.nan,
@@ -191,21 +213,9 @@ def sobol_from_function(
         df = pd.DataFrame(cols, index=pd.Index(names, name="parameter"))
         df.attrs.update(attrs, note="output has no variance over the samples")
         return df
-    Si = sobol_analyze.analyze(
-        problem,
-        y_used,
-        calc_second_order=False,
-        num_resamples=num_resamples,
-        conf_level=conf_level,
-        seed=seed,
-    )
-    df = pd.DataFrame(
-        {k: np.asarray(Si[k], dtype=float) for k in ("S1", "S1_conf", "ST", "ST_conf")},
-        index=pd.Index(names, name="parameter"),
-    )
-    df = df.sort_values("ST", ascending=False)
-    df.attrs.update(attrs)
-    return df
+    boot = {"num_resamples": num_resamples, "conf_level": conf_level, "seed": seed}
+    Si = sobol_analyze.analyze(problem, y_used, calc_second_order=False, **boot)
+    return _indices_frame(Si, ("S1", "S1_conf", "ST", "ST_conf"), "ST", names, attrs)
 
 
 def morris_from_function(
@@ -235,38 +245,22 @@ def morris_from_function(
     problem = _problem(names, bounds)
     X = morris_sample.sample(problem, trajectories, num_levels=num_levels, seed=seed)
     y, ok = _as_result(func(X))
-    step = d + 1
-    traj_ok = ok.reshape(-1, step).all(axis=1)
-    keep = np.repeat(traj_ok, step)
+    keep, counts = _complete_blocks(y, ok, d + 1)
     attrs = {
         "method": "morris",
         "trajectories": int(trajectories),
         "num_levels": int(num_levels),
-        "n_runs": int(y.size),
-        "n_failed_runs": int((~ok).sum()),
-        "n_blocks_used": int(traj_ok.sum()),
-        "n_blocks_dropped": int((~traj_ok).sum()),
+        **counts,
         "seed": int(seed),
         "conf_level": conf_level,
     }
-    if traj_ok.sum() < 2:
-        raise RuntimeError(f"Morris screening: only {int(traj_ok.sum())} complete trajectories")
-    Si = morris_analyze.analyze(
-        problem,
-        X[keep],
-        y[keep],
-        num_resamples=num_resamples,
-        conf_level=conf_level,
-        num_levels=num_levels,
-        seed=seed,
-    )
-    df = pd.DataFrame(
-        {k: np.asarray(Si[k], dtype=float) for k in ("mu", "mu_star", "sigma", "mu_star_conf")},
-        index=pd.Index(names, name="parameter"),
-    )
-    df = df.sort_values("mu_star", ascending=False)
-    df.attrs.update(attrs)
-    return df
+    n_traj = counts["n_blocks_used"]
+    if n_traj < 2:
+        raise RuntimeError(f"Morris screening: only {n_traj} complete trajectories")
+    boot = {"num_resamples": num_resamples, "conf_level": conf_level, "seed": seed}
+    Si = morris_analyze.analyze(problem, X[keep], y[keep], num_levels=num_levels, **boot)
+    columns = ("mu", "mu_star", "sigma", "mu_star_conf")
+    return _indices_frame(Si, columns, "mu_star", names, attrs)
 
 
 # --------------------------------------------------------------------------------------
@@ -474,18 +468,9 @@ def sobol_indices(
     its value at the nominal point, and for "engraftment" the censored and
     already-engrafted fractions.
     """
-    setup = setup_output(output, params, model=model, factor=factor, spread=spread, base=base)
-    df = sobol_from_function(
-        setup,
-        setup.names,
-        setup.log_bounds,
-        n=n,
-        seed=seed,
-        num_resamples=num_resamples,
-        conf_level=conf_level,
-    )
-    stats = dict(setup.stats)
-    return _finish(df, setup, stats)
+    ranges = {"model": model, "factor": factor, "spread": spread, "base": base}
+    boot = {"seed": seed, "num_resamples": num_resamples, "conf_level": conf_level}
+    return _on_output(sobol_from_function, output, params, ranges, boot, n=n)
 
 
 def morris_screening(
@@ -509,19 +494,19 @@ def morris_screening(
     ``mu_star_conf`` in days per whole (log-uniform) sampling range of the parameter,
     and the sampling range, sorted by ``mu_star``; counts in ``.attrs``.
     """
-    setup = setup_output(output, params, model=model, factor=factor, spread=spread, base=base)
-    df = morris_from_function(
-        setup,
-        setup.names,
-        setup.log_bounds,
-        trajectories=trajectories,
-        num_levels=num_levels,
-        seed=seed,
-        num_resamples=num_resamples,
-        conf_level=conf_level,
-    )
-    stats = dict(setup.stats)
-    return _finish(df, setup, stats)
+    ranges = {"model": model, "factor": factor, "spread": spread, "base": base}
+    boot = {"seed": seed, "num_resamples": num_resamples, "conf_level": conf_level}
+    screen = {"trajectories": trajectories, "num_levels": num_levels}
+    return _on_output(morris_from_function, output, params, ranges, boot, **screen)
+
+
+def _on_output(method, output: str, params, ranges: dict, boot: dict, **kw) -> pd.DataFrame:
+    """``method`` (:func:`sobol_from_function` or :func:`morris_from_function`) on the
+    model output ``output`` (:func:`setup_output` with ``ranges``), with the sampling
+    ranges and the output's statistics joined (:func:`_finish`)."""
+    setup = setup_output(output, params, **ranges)
+    df = method(setup, setup.names, setup.log_bounds, **boot, **kw)
+    return _finish(df, setup, dict(setup.stats))
 
 
 def _finish(df: pd.DataFrame, setup: OutputSetup, stats: dict) -> pd.DataFrame:
