@@ -28,6 +28,28 @@ def smoke_out(filename: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="carthema-bench-")) / filename
 
 
+def add_run_options(ap: Any, out_name: str, quick: str, smoke: str) -> None:
+    """The options every benchmark has: ``--quick`` and ``--smoke`` (with their help
+    texts) and ``--out`` (JSON file, default ``RESULTS_DIR / out_name``)."""
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--smoke", action="store_true", help=smoke)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / out_name, help="JSON results file")
+
+
+def run_header(benchmark: str, mode: str, packages: Sequence[str]) -> dict[str, Any]:
+    """The first keys of a benchmark's JSON: its name, mode and :func:`machine_info`."""
+    return {"benchmark": benchmark, "mode": mode, "machine": machine_info(packages)}
+
+
+def run_mode(args: Any, out_name: str) -> str:
+    """The run's mode from the ``--smoke`` and ``--quick`` flags of ``args``: "smoke",
+    "quick" or "full". A smoke run whose ``args.out`` is still the default
+    ``RESULTS_DIR / out_name`` is pointed at a temporary folder (:func:`smoke_out`)."""
+    if args.smoke and args.out == RESULTS_DIR / out_name:
+        args.out = smoke_out(out_name)
+    return "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
 def time_calls(fn: Callable[[], Any], n: int) -> np.ndarray:
     """Wall time (seconds) of ``n`` separate calls of ``fn``; each call timed on its own."""
     out = np.empty(n)

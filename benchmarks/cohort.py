@@ -45,13 +45,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS_DIR,
+    add_run_options,
     fmt_ratio,
     fmt_time,
     load_average,
-    machine_info,
     print_table,
-    smoke_out,
+    run_header,
+    run_mode,
     usable_cpus,
     write_json,
 )
@@ -325,38 +325,18 @@ def bench_virtual(b: Budget, res: dict, with_jax: bool) -> dict:
 # ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="MAP fits, small populations")
-    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "cohort.json", help="JSON file")
+    smoke = "2 MAP fits, 20 virtual patients, no JAX, temp output"
+    add_run_options(ap, "cohort.json", quick="MAP fits, small populations", smoke=smoke)
     ap.add_argument("--skip-jax", action="store_true", help="no JAX virtual trial")
     ap.add_argument("--skip-cohort", action="store_true", help="virtual trial only")
-    ap.add_argument(
-        "--smoke", action="store_true", help="2 MAP fits, 20 virtual patients, no JAX, temp output"
-    )
     args = ap.parse_args(argv)
-    b = SMOKE if args.smoke else QUICK if args.quick else FULL
-    if args.smoke:
-        args.skip_jax = True
-        if args.out == RESULTS_DIR / "cohort.json":
-            args.out = smoke_out("cohort.json")
+    mode = run_mode(args, "cohort.json")
+    b = {"smoke": SMOKE, "quick": QUICK, "full": FULL}[mode]
+    args.skip_jax = args.skip_jax or args.smoke
     t_start = time.perf_counter()
+    packages = ["carthema", "numpy", "numba", "jax", "jaxlib", "diffrax", "pymc", "pytensor"]
     res: dict[str, Any] = {
-        "benchmark": "cohort",
-        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
-        "machine": machine_info(
-            [
-                "carthema",
-                "numpy",
-                "numba",
-                "jax",
-                "jaxlib",
-                "diffrax",
-                "pymc",
-                "pytensor",
-                "nutpie",
-                "dask",
-                "distributed",
-            ]
-        ),  # fmt: skip
+        **run_header("cohort", mode, [*packages, "nutpie", "dask", "distributed"]),
         "failures": [],
         "device": None,
     }

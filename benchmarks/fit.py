@@ -64,7 +64,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     print_table,
-    smoke_out,
+    run_mode,
     write_json,
 )
 
@@ -480,10 +480,9 @@ def main(argv=None) -> int:
         "reuse (each compiles for minutes); temporary output",
     )
     args = ap.parse_args(argv)
+    mode = run_mode(args, "fit.json")
     if args.smoke:
         args.skip_jax = args.skip_pm_ode = args.skip_compile = True
-        if args.out == RESULTS_DIR / "fit.json":
-            args.out = smoke_out("fit.json")
     if args.compile_probe:
         import json
 
@@ -598,7 +597,7 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "fit",
-        "mode": "smoke" if args.smoke else "quick" if quick else "full",
+        "mode": mode,
         "machine": info,
         "load_average_at_end": load_average(),
         "problem": {

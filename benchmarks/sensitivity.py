@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, print_table, smoke_out, write_json  # noqa: E402
+from _common import RESULTS_DIR, machine_info, print_table, run_mode, write_json  # noqa: E402
 
 TOP = 12
 LABELS = {
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = args.n or (16 if args.smoke else 256 if args.quick else 1024)
     traj = args.trajectories or (2 if args.smoke else 6 if args.quick else 20)
-    if args.smoke and args.out == RESULTS_DIR / "sensitivity.json":
-        args.out = smoke_out("sensitivity.json")
+    mode = run_mode(args, "sensitivity.json")
 
     machine = machine_info(["carthema", "numba", "numpy", "SALib"])
     t_start = time.perf_counter()
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter() - t_start
     data = {
-        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "mode": mode,
         "n": n,
         "trajectories": traj,
         "seed": args.seed,

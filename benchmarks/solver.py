@@ -53,13 +53,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS_DIR,
+    add_run_options,
     fmt_ratio,
     fmt_time,
     load_average,
-    machine_info,
     print_table,
-    smoke_out,
+    run_header,
+    run_mode,
     summary,
     time_calls,
     timed,
@@ -714,19 +714,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer runs (about 2-3 minutes)")
-    ap.add_argument(
-        "--out", type=Path, default=RESULTS_DIR / "solver.json", help="JSON results file"
-    )
+    smoke = "seconds: a few runs, no JAX, temporary output"
+    add_run_options(ap, "solver.json", quick="fewer runs (about 2-3 minutes)", smoke=smoke)
     ap.add_argument("--skip-jax", action="store_true", help="numba and scipy only")
     ap.add_argument(
         "--n-free",
         type=int,
         default=len(FREE_PARAMS),
         help=f"differentiate w.r.t. the first N of the {len(FREE_PARAMS)} free parameters",
-    )
-    ap.add_argument(
-        "--smoke", action="store_true", help="seconds: a few runs, no JAX, temporary output"
     )
     ap.add_argument(
         "--before",
@@ -737,29 +732,14 @@ def main(argv: list[str] | None = None) -> int:
         "checkout's (e.g. b7b48a0, the solver before the fused sensitivities); repeatable",
     )
     args = ap.parse_args(argv)
-    b = SMOKE if args.smoke else QUICK if args.quick else FULL
-    if args.smoke:
-        args.skip_jax = True
-        if args.out == RESULTS_DIR / "solver.json":
-            args.out = smoke_out("solver.json")
+    mode = run_mode(args, "solver.json")
+    b = {"smoke": SMOKE, "quick": QUICK, "full": FULL}[mode]
+    args.skip_jax = args.skip_jax or args.smoke
     t_start = time.perf_counter()
 
+    packages = ["carthema", "numpy", "scipy", "numba", "llvmlite", "jax", "jaxlib", "diffrax"]
     res: dict[str, Any] = {
-        "benchmark": "solver",
-        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
-        "machine": machine_info(
-            [
-                "carthema",
-                "numpy",
-                "scipy",
-                "numba",
-                "llvmlite",
-                "jax",
-                "jaxlib",
-                "diffrax",
-                "equinox",
-            ]
-        ),  # fmt: skip
+        **run_header("solver", mode, [*packages, "equinox"]),
         "rtol": RTOL,
         "atol": ATOL,
         "tolerances": (
