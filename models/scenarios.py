@@ -7,19 +7,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from carthema.data.boost import BoostPlan
+from carthema.data.schema import EVENT_COLUMNS as SCHEMA_EVENT_COLUMNS
 
-EVENT_COLUMNS = [
-    "patient",
-    "day",
-    "kind",
-    "amount",
-    "unit",
-    "duration",
-    "drug",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-]
+#: The columns of the event tables built here: those of the events schema
+#: (:data:`carthema.data.schema.EVENT_COLUMNS`, in its order) less the two a scenario
+#: never fills (the boost's MNC dose and a free-text note).
+EVENT_COLUMNS = [c for c in SCHEMA_EVENT_COLUMNS if c not in ("mnc_per_kg", "note")]
 
 
 def _row(
