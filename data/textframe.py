@@ -195,6 +195,19 @@ def require_rows(t: TextTable) -> None:
         t.fail(1, None, "the table has a header but no data rows.", "add at least one row.")
 
 
+def open_table(
+    text: pd.DataFrame, source: str, allowed: tuple[str, ...], required: tuple[str, ...]
+) -> TextTable:
+    """A text frame read from ``source`` as a :class:`TextTable` that every table's
+    validation starts from: columns normalised (:func:`normalise_columns`), blank rows
+    dropped, and at least one data row."""
+    t = TextTable(text.copy(), source)
+    normalise_columns(t, allowed, required)
+    drop_blank_rows(t)
+    require_rows(t)
+    return t
+
+
 def text_column(t: TextTable, name: str, *, required: bool, fix: str) -> pd.Series:
     """A text column, stripped; '' where empty. Refuses empty cells if ``required``."""
     if name not in t.df.columns:

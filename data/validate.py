@@ -38,12 +38,10 @@ from carthema.data.schema import (
 from carthema.data.textframe import (
     MISSING_MARKERS,
     TextTable,
-    drop_blank_rows,
     earlier_row,
     lookup,
-    normalise_columns,
     numbers,
-    require_rows,
+    open_table,
     text_column,
     to_text_frame,
     yes_no,
@@ -89,10 +87,7 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     each analyte's canonical unit. Rows where ``blq`` is true may have an empty value
     (stored as NaN; ``lloq`` keeps the limit).
     """
-    t = TextTable(text.copy(), source)
-    normalise_columns(t, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
-    drop_blank_rows(t)
-    require_rows(t)
+    t = open_table(text, source, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
 
     patient = check_patient(t)
     day = check_day(t)
@@ -330,10 +325,7 @@ def validate_outcomes_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     "MRD negative", "full donor chimerism". ``day`` may be empty when the source gives
     none; ``source_quote`` is the sentence the outcome is read from.
     """
-    t = TextTable(text.copy(), source)
-    normalise_columns(t, OUTCOME_COLUMNS + ("note",), OUTCOME_COLUMNS)
-    drop_blank_rows(t)
-    require_rows(t)
+    t = open_table(text, source, OUTCOME_COLUMNS + ("note",), OUTCOME_COLUMNS)
     patient = check_patient(t)
     outcome = text_column(t, "outcome", required=True, fix="name the outcome.")
     day = numbers(t, "day", required=False, what="day", fix_missing="")

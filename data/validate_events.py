@@ -24,12 +24,9 @@ from carthema.data.events import (
 )
 from carthema.data.schema import EVENT_COLUMNS, EVENT_REQUIRED, check_events
 from carthema.data.textframe import (
-    TextTable,
-    drop_blank_rows,
     earlier_row,
-    normalise_columns,
     numbers,
-    require_rows,
+    open_table,
     suggest,
     text_column,
     yes_no,
@@ -49,10 +46,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     See :mod:`carthema.data.events` for the kinds and :mod:`carthema.data.schema` for
     the columns. Amounts are converted to the kind's canonical unit (cells/kg, mg/m2, ...).
     """
-    t = TextTable(text.copy(), source)
-    normalise_columns(t, EVENT_COLUMNS, EVENT_REQUIRED)
-    drop_blank_rows(t)
-    require_rows(t)
+    t = open_table(text, source, EVENT_COLUMNS, EVENT_REQUIRED)
 
     patient = check_patient(t)
     day = check_day(t)
