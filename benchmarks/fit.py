@@ -101,21 +101,17 @@ def _path_record(res, *, extrapolated: bool = False, note: str = "") -> dict:
     }
 
 
-def run_carthema(obs, ev, truth, draws, tune, chains):
+def _fit(obs, ev, patient: str, truth, draws: int, tune: int, chains: int, sampler="nutpie"):
+    """carthema's fit of ``patient`` with ``sampler`` (nutpie: path (a); nutpie-jax: path
+    (b)), the benchmark's components and seed."""
     from carthema.fitting import fit
 
-    res = fit(
-        obs,
-        ev,
-        PATIENT,
-        COMPONENTS,
-        sampler="nutpie",
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=SEED,
-        truth=truth,
-    )
+    kw = {"draws": draws, "tune": tune, "chains": chains, "seed": SEED, "truth": truth}
+    return fit(obs, ev, patient, COMPONENTS, sampler=sampler, **kw)
+
+
+def run_carthema(obs, ev, truth, draws, tune, chains):
+    res = _fit(obs, ev, PATIENT, truth, draws, tune, chains)
     return res, _path_record(res, note="nutpie + numba (PyTensor numba backend), MAP init")
 
 
@@ -124,20 +120,7 @@ def run_jax(obs, ev, truth, draws, tune, chains):
     time, gradient evaluations, ESS and R-hat. Nothing is extrapolated; when the run is
     shorter than (a)'s (``--jax-draws``/``--jax-tune``), its ESS per second is still its
     own and the table says how long it was."""
-    from carthema.fitting import fit
-
-    res = fit(
-        obs,
-        ev,
-        PATIENT,
-        COMPONENTS,
-        sampler="nutpie-jax",
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=SEED,
-        truth=truth,
-    )
+    res = _fit(obs, ev, PATIENT, truth, draws, tune, chains, sampler="nutpie-jax")
     return _path_record(
         res, note=f"nutpie + JAX (diffrax, jax.grad), measured: {chains} x ({tune} + {draws})"
     )
@@ -370,7 +353,6 @@ def run_pm_ode(obs, ev, budget: int, carthema_rec: dict, cores: int):
 
 
 def run_recovery(n: int, draws: int, tune: int, chains: int) -> dict:
-    from carthema.fitting import fit
     from carthema.models.virtual import make_virtual_cohort
 
     cohort = make_virtual_cohort(n, seed=RECOVERY_SEED)
@@ -379,18 +361,7 @@ def run_recovery(n: int, draws: int, tune: int, chains: int) -> dict:
         truth = cohort.parameters[cohort.parameters["patient"] == pid]
         truth = dict(zip(truth["name"], truth["value"], strict=True))
         t = time.perf_counter()
-        res = fit(
-            cohort.observations,
-            cohort.events,
-            pid,
-            COMPONENTS,
-            sampler="nutpie",
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=SEED,
-            truth=truth,
-        )
+        res = _fit(cohort.observations, cohort.events, pid, truth, draws, tune, chains)
         s = res.summary()
         s = s[s["kind"] == "parameter"]
         for _, r in s.iterrows():
