@@ -54,7 +54,7 @@ from carthema.fitting.model.build import (
 )
 from carthema.fitting.model.covariates import Covariates, design_matrix
 from carthema.fitting.model.data import PatientData
-from carthema.fitting.model.priors import prior_table, resolve_free
+from carthema.fitting.model.priors import positive_by_free, prior_table, resolve_free
 from carthema.fitting.op.ode_op import (
     ATOL,
     BATCH_INPUTS,
@@ -145,15 +145,7 @@ def build_population_model(
     priors = prior_table(model, free, prior_sd)
     mu0 = np.array([p.mu for p in priors])
     sd0 = np.array([p.sd for p in priors])
-    scales = dict(omega_scale or {})
-    for name, v in scales.items():
-        if name not in free:
-            raise InputError(
-                f"omega scale given for '{name}', which is not a free parameter",
-                fix=f"free parameters are {', '.join(free)}",
-            )
-        if not (np.isfinite(v) and v > 0):
-            raise InputError(f"omega scale of '{name}' must be positive, got {v}")
+    scales = positive_by_free(omega_scale, free, "omega scale")
     om_scale = np.array([float(scales.get(n, s)) for n, s in zip(free, sd0, strict=True)])
     cov = None if covariates is None else design_matrix(covariates, ids, free, effects)
 

@@ -25,7 +25,7 @@ use a fixed SD instead (see :func:`carthema.fitting.model.build.build_model`).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,16 +243,26 @@ def prior_table(
 ) -> list[Prior]:
     """Priors of the free parameters (in the order given), with optional SD overrides."""
     names = resolve_free(model, free)
-    sd = dict(sd or {})
-    for name, value in sd.items():
-        if name not in names:
+    sd = positive_by_free(sd, names, "prior spread")
+    return [_prior_for(model, n, sd.get(n)) for n in names]
+
+
+def positive_by_free(
+    values: Mapping[str, float] | None, free: Sequence[str], what: str
+) -> dict[str, float]:
+    """``values`` (e.g. prior spreads, log scale) by free parameter, checked: each name a
+    free parameter and each value positive and finite (else :class:`InputError` naming
+    ``what``)."""
+    values = dict(values or {})
+    for name, value in values.items():
+        if name not in free:
             raise InputError(
-                f"prior spread given for '{name}', which is not a free parameter",
-                fix=f"free parameters are {', '.join(names)}",
+                f"{what} given for '{name}', which is not a free parameter",
+                fix=f"free parameters are {', '.join(free)}",
             )
         if not (np.isfinite(value) and value > 0):
-            raise InputError(f"prior spread of '{name}' must be positive, got {value}")
-    return [_prior_for(model, n, sd.get(n)) for n in names]
+            raise InputError(f"{what} of '{name}' must be positive, got {value}")
+    return values
 
 
 def priors_frame(priors: Iterable[Prior]) -> pd.DataFrame:
