@@ -83,21 +83,15 @@ def read_policies(path: str | Path) -> list[Policy]:
         raise InputError("file not found", file=str(path), fix="check the path")
     df = pd.read_csv(path)
     missing = [c for c in ("name", "trigger_day", "boost_day", "dose") if c not in df.columns]
-    if missing:
-        raise InputError(
-            "missing required column",
-            file=str(path),
-            column=missing[0],
-            fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
-        )
     unknown = [c for c in df.columns if c not in POLICY_COLUMNS]
-    if unknown:
-        raise InputError(
-            "unknown column",
-            file=str(path),
-            column=unknown[0],
-            fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
-        )
+    for what, columns in (("missing required column", missing), ("unknown column", unknown)):
+        if columns:
+            raise InputError(
+                what,
+                file=str(path),
+                column=columns[0],
+                fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
+            )
     default = BoostPlan()
     out = []
     for i, row in enumerate(df.itertuples(index=False), start=1):
