@@ -406,33 +406,23 @@ def _run_nuts(
             initvals.append(iv)
         init_kw = {"init": "adapt_diag"} if sampler == "pymc" else {}
     t0 = time.perf_counter()
+    run = {"draws": draws, "tune": tune, "chains": chains, "random_seed": seed}
+    run.update(initvals=initvals, progressbar=progress, target_accept=target_accept)
     with model:
         if sampler == "numpyro":
             from carthema.models import jax_backend  # noqa: F401  (float64 in JAX)
 
             idata = pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                random_seed=seed,
-                initvals=initvals,
-                progressbar=progress,
+                **run,
                 nuts_sampler="numpyro",
-                target_accept=target_accept,
                 nuts_sampler_kwargs={"chain_method": "vectorized"},
                 idata_kwargs={"log_likelihood": False},
                 compute_convergence_checks=False,
             )
         else:
             idata = pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
+                **run,
                 cores=cores,
-                random_seed=seed,
-                initvals=initvals,
-                progressbar=progress,
-                target_accept=target_accept,
                 compute_convergence_checks=False,
                 discard_tuned_samples=False,
                 # PyTensor's numba backend: the ODE Op runs natively and no C BLAS is needed.
