@@ -10,8 +10,7 @@ stays quick.
 
 from __future__ import annotations
 
-import importlib
-
+from carthema._lazy import lazy_getattr
 from carthema.api import *  # noqa: F403
 from carthema.api import __all__ as _eager
 
@@ -37,9 +36,4 @@ _LAZY = {
 __all__ = [*_eager, *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'carthema' has no attribute {name!r}")
+__getattr__ = lazy_getattr("carthema", _LAZY, globals())

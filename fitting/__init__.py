@@ -29,6 +29,8 @@ import importlib.machinery
 import importlib.util
 import sys
 
+from carthema._lazy import lazy_getattr
+
 #: Public names imported on first use (PEP 562): importing a PyMC-free submodule such as
 #: :mod:`carthema.fitting.model.priors` must not load PyMC through this package.
 _LAZY = {
@@ -106,12 +108,7 @@ if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'carthema.fitting' has no attribute {name!r}")
+__getattr__ = lazy_getattr("carthema.fitting", _LAZY, globals())
 
 
 def __dir__() -> list[str]:
