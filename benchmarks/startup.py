@@ -44,9 +44,12 @@ Usage::
     python benchmarks/startup.py --quick    # cold compile + 1 fresh process
     python benchmarks/startup.py --smoke    # seconds: a toy model, temp output
     python benchmarks/startup.py --cold-only --before main   # cold compiles, then and now
+    python benchmarks/startup.py --quick --no-demo --before HEAD~1   # all but the demo
 
 Writes ``benchmarks/results/startup.json`` (``--out`` to change; ``--smoke`` writes to
-a temporary folder and prints its path).
+a temporary folder and prints its path). A run without the demo (``--cold-only``,
+``--no-demo``) keeps the demo measurements the file already holds, with the date of
+the run that made them (``demo_carried_over_from``), instead of writing nulls over them.
 """
 
 from __future__ import annotations
@@ -369,6 +372,31 @@ def _demo_step(res: dict[str, Any]) -> None:
                 log(f"    {s['stage']}: {s['wall_s']:.1f} s wall, {s['cpu_s']:.1f} s CPU")
 
 
+#: The result keys a demo run sets (:func:`_demo_step`).
+DEMO_KEYS = ("demo_cold_s", "demo_cold_cpu_s", "demo_warm_s", "demo_warm_cpu_s")
+
+
+def _keep_earlier_demo(res: dict[str, Any], out: Path) -> bool:
+    """Copy the demo measurements of the results file ``out`` (an earlier run) into
+    ``res``, with that run's date and load average; False if it holds none."""
+    try:
+        old = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if old.get("demo_cold_s") is None:
+        return False
+    for key, value in old.items():
+        if key.startswith("demo_") and key != "demo_carried_over_from":
+            res[key] = value
+    res["demo_carried_over_from"] = old.get("demo_carried_over_from") or {
+        "date": old["machine"]["date"],
+        "mode": old.get("mode"),
+        "load_average_at_start": old["machine"].get("load_average_at_start"),
+    }
+    log(f"demo not run: keeping the measurements of {res['demo_carried_over_from']['date']}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one timed fresh process")
@@ -387,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cold-only", action="store_true", help="the cold compile(s) only, no gradients"
     )
     ap.add_argument("--demo-only", action="store_true", help="the cold and warm demo only")
+    ap.add_argument(
+        "--no-demo", action="store_true", help="everything but the demo (kept from the file)"
+    )
     ap.add_argument("--child", nargs=2, metavar=("NAME", "ARG"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -456,13 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         res["first_gradient_fresh_s_pytensor"] = slow
         res["speedup_first_gradient"] = slow / res["first_gradient_fresh_s"]
         log(f"  fast path {res['speedup_first_gradient']:.1f}x faster to the first gradient")
-    if args.smoke or args.cold_only:
-        why = "--smoke" if args.smoke else "--cold-only"
-        for key in ("demo_cold_s", "demo_cold_cpu_s", "demo_warm_s", "demo_warm_cpu_s"):
-            res[key] = None
-            res["reasons"][key] = (
-                f"not run in {why} (`carthema demo` compiles and samples for minutes)"
-            )
+    if args.smoke or args.cold_only or args.no_demo:
+        why = "--smoke" if args.smoke else "--cold-only" if args.cold_only else "--no-demo"
+        if not _keep_earlier_demo(res, out):
+            for key in DEMO_KEYS:
+                res[key] = None
+                res["reasons"][key] = (
+                    f"not run in {why} (`carthema demo` compiles and samples for minutes)"
+                )
     else:
         _demo_step(res)
     res["machine"]["load_average_at_end"] = load_average()
