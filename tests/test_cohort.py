@@ -348,9 +348,10 @@ def test_external_scheduler(tmp_path, capsys):
 @pytest.mark.slow
 def test_unreachable_scheduler_is_an_input_error(tmp_path, capsys, monkeypatch):
     from carthema.cli import main
-    from carthema.fitting import cohort
+    from carthema.fitting.workflows import cluster
 
-    monkeypatch.setattr(cohort, "CONNECT_TIMEOUT", "2s")
+    # the connect timeout lives with the dask cluster since the cohort split
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "2s")
 
     argv = ["fit-cohort", "example:synthetic", "--out", str(tmp_path / "o"), "--patients"]
     argv += ["VP001", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", *CLI_SETTINGS]
