@@ -48,7 +48,6 @@ from carthema.clinical.summaries import (  # noqa: F401 (their names import from
     sustained_summary,
     window_decision,
 )
-from carthema.clinical.summaries import plan_summary as _plan_summary  # noqa: F401
 from carthema.clinical.window_plot import plot_observed as _plot_observed  # noqa: F401
 from carthema.clinical.window_plot import plot_window
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource

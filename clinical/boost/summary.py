@@ -9,12 +9,13 @@ from typing import Any, TypedDict
 from carthema.clinical.boost.inputs import BoostInputs, Conditioned, Courses
 from carthema.clinical.boost.outcome import Outcome
 from carthema.clinical.endpoints import WITHIN, lineage_engraftment, support_from_events
-from carthema.clinical.plans import _plan_summary, astuple_course, counterfactual
+from carthema.clinical.plans import astuple_course, counterfactual
 from carthema.clinical.population.graft import (
     GRAFT_FAILURE_SOURCE,
     graft_sources,
     p_graft_failure,
 )
+from carthema.clinical.summaries import plan_summary
 from carthema.models.model import Model
 
 #: The engraftment criteria of a prediction: after the boost, and without it.
@@ -99,7 +100,7 @@ def summarise(
     """The result mapping from the pieces of one prediction."""
     day = inp.day
     sim_days, status, obs_pred, ev_df = astuple_course(outcome.boosted)
-    pred = _plan_summary(model, inp.graft, sim_days, status, obs_pred, ev_df, reference=day,
+    pred = plan_summary(model, inp.graft, sim_days, status, obs_pred, ev_df, reference=day,
                          horizon=outcome.horizon)  # fmt: skip
     cf = counterfactual(model, outcome.boosted, outcome.no_boost, reference=day)
     out: BoostPrediction = {
