@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,29 @@ def check_day(t: TextTable) -> pd.Series:
     return day
 
 
+def refuse_unknown(
+    t: TextTable,
+    column: str,
+    raw: pd.Series,
+    known: Collection[str],
+    suggest: Callable[[str], list[str]],
+    what: str,
+    whats: str,
+) -> pd.Series:
+    """Refuse the first row whose lower-cased ``raw`` value is not in ``known`` ("unknown
+    ``what`` 'X'."), with the closest names of ``suggest`` and the list of ``known`` ones
+    ("Known ``whats``: ..."); returns the lower-cased values."""
+    low = raw.str.lower()
+
+    def unknown(row: int) -> tuple[str, str]:
+        close = suggest(raw.loc[row])
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return (f"unknown {what} '{raw.loc[row]}'.", f"{hint}Known {whats}: {', '.join(known)}.")
+
+    t.refuse_first(~low.isin(list(known)), column, unknown)
+    return low
+
+
 def check_patient(t: TextTable) -> pd.Series:
     """The patient column: text, required in every row."""
     return text_column(t, "patient", required=True, fix="give every row a patient identifier.")
@@ -94,18 +117,9 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
 
     # analyte
     analyte_raw = text_column(t, "analyte", required=True, fix="name the analyte of every row.")
-    analyte = analyte_raw.str.lower()
-    unknown = ~analyte.isin(list(ANALYTES))
-
-    def unknown_analyte(row: int) -> tuple[str, str]:
-        close = suggest_analytes(analyte_raw.loc[row])
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        return (
-            f"unknown analyte '{analyte_raw.loc[row]}'.",
-            f"{hint}Known analytes: {', '.join(ANALYTES)}.",
-        )
-
-    t.refuse_first(unknown, "analyte", unknown_analyte)
+    analyte = refuse_unknown(
+        t, "analyte", analyte_raw, ANALYTES, suggest_analytes, "analyte", "analytes"
+    )
 
     # compartment: empty -> the analyte's default, where it has exactly one meaning
     comp_raw = text_column(t, "compartment", required=False, fix="")

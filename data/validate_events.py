@@ -31,7 +31,7 @@ from carthema.data.textframe import (
     text_column,
     yes_no,
 )
-from carthema.data.validate import check_day, check_patient, sort_rows
+from carthema.data.validate import check_day, check_patient, refuse_unknown, sort_rows
 
 
 def _kind_units(kind_units: Iterable[str]) -> str:
@@ -52,17 +52,9 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     day = check_day(t)
 
     kind_raw = text_column(t, "kind", required=True, fix="give every event a kind.")
-    kind = kind_raw.str.lower()
-
-    def unknown_kind(row: int) -> tuple[str, str]:
-        close = suggest_event_kinds(kind_raw.loc[row])
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        return (
-            f"unknown event kind '{kind_raw.loc[row]}'.",
-            f"{hint}Known kinds: {', '.join(EVENT_KINDS)}.",
-        )
-
-    t.refuse_first(~kind.isin(list(EVENT_KINDS)), "kind", unknown_kind)
+    kind = refuse_unknown(
+        t, "kind", kind_raw, EVENT_KINDS, suggest_event_kinds, "event kind", "kinds"
+    )
     spec = kind.map(get_event_kind)
 
     # amount and unit
