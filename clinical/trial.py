@@ -43,9 +43,11 @@ from carthema.clinical.trial_inputs import (  # noqa: F401 (public here)
     read_population,
     trial_source,
 )
+from carthema.data.errors import InputError
 from carthema.fitting.priors import DEFAULT_FREE, prior_table
 from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
+from carthema.models.posterior import Posterior
 from carthema.models.scenarios import typical_course, with_plan
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
@@ -117,6 +119,25 @@ def calibrated_cohort(
     return Cohort(P, courses, group, label + (f", {product} rows" if product else ""))
 
 
+def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> Cohort:
+    """``n`` virtual patients from the draws of ``posterior`` (a fit's, or the calibrated
+    population's, :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`),
+    resampled with replacement, each after the posterior's events, with graft parameters
+    of their own (those the fit estimated are kept)."""
+    model = posterior.model
+    missing = [o for o in ("anc", "platelets") if o not in model.obs_names]
+    if missing:
+        raise InputError(
+            f"a virtual trial needs the model's {' and '.join(missing)}; the posterior's "
+            f"component set '{model.name}' has none",
+            fix="fit with --components full",
+        )
+    rows = rng.integers(0, posterior.n_draws, int(n))
+    P = draw_graft(model, posterior.draws[rows], rng, keep=tuple(posterior.free))
+    who = posterior.patient or "posterior"
+    return Cohort(P, {"course": posterior.events}, np.full(int(n), "course"), f"{who} draws")
+
+
 def _solve(model, P, events, days):
     ev = build_events(model, events, model.default_params())
     sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=days[0]), PREDICT)
@@ -157,6 +178,7 @@ def run_trial(
     *,
     seed: int = 0,
     horizon: float = 180.0,
+    patients: Posterior | None = None,
     events: pd.DataFrame | None = None,
     mu: dict[str, float] | None = None,
     omega: dict[str, float] | None = None,
@@ -165,19 +187,34 @@ def run_trial(
 ) -> pd.DataFrame:
     """One row per (policy, patient): boosted or not, engraftment days since CAR-T and
     whether each is censored, and the patient's course (``course``: product, or
-    "course" for a single given or typical course). Patients come from
-    :func:`trial_cohort` (default: the calibrated population)."""
-    model = get_model("full")
-    cohort = trial_cohort(
-        model,
-        n,
-        np.random.default_rng(seed),
-        events=events,
-        mu=mu,
-        omega=omega,
-        population=population,
-        product=product,
-    )
+    "course" for a single given or typical course). Patients come from ``patients`` (a
+    :class:`~carthema.models.posterior.Posterior`: :func:`posterior_cohort`) or else from
+    :func:`trial_cohort` (default: the calibrated population). Each course is simulated
+    without a boost once, whatever the number of policies; a policy simulates only its
+    boosted patients again."""
+    rng = np.random.default_rng(seed)
+    if patients is not None:
+        if mu is not None or omega is not None or product is not None:
+            raise InputError(
+                "the virtual patients come from one source",
+                fix="give a posterior, or a population (mu/omega, product), not both",
+            )
+        model = patients.model
+        cohort = posterior_cohort(patients, n, rng)
+        if events is not None:
+            cohort = Cohort(cohort.P, {"course": events}, cohort.group, cohort.source)
+    else:
+        model = get_model("full")
+        cohort = trial_cohort(
+            model,
+            n,
+            rng,
+            events=events,
+            mu=mu,
+            omega=omega,
+            population=population,
+            product=product,
+        )
     days = np.arange(-5.0, horizon + 0.5, 1.0)
     first = min(
         (build_events(model, ev, model.default_params()).first_time or 0.0)
@@ -185,6 +222,11 @@ def run_trial(
     )
     if first < days[0]:
         days = np.arange(np.floor(first), horizon + 0.5, 1.0)
+    # The course without a boost, once per course (every policy starts from it).
+    groups = {}
+    for key, base in cohort.courses.items():
+        idx = np.flatnonzero(cohort.group == key)
+        groups[key] = (idx, _solve(model, cohort.P[idx], base, days))
     frames = []
     # One stream of graft failures per policy (the cohort's own draws stay unchanged).
     streams = np.random.SeedSequence([seed, 18]).spawn(len(policies))
@@ -192,8 +234,8 @@ def run_trial(
         parts = []
         rng = np.random.default_rng(stream)
         for key, base in cohort.courses.items():
-            idx = np.flatnonzero(cohort.group == key)
-            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days, rng))
+            idx, no_boost = groups[key]
+            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days, rng, no_boost))
         df = pd.concat(parts).sort_values("patient", kind="stable").reset_index(drop=True)
         df.insert(0, "policy", pol.name)
         frames.append(df)
@@ -202,11 +244,12 @@ def run_trial(
     return out
 
 
-def _run_group(model, pol, P, idx, key, base, days, rng) -> pd.DataFrame:
-    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``);
-    ``rng`` draws which boosted patients' grafts fail."""
+def _run_group(model, pol, P, idx, key, base, days, rng, no_boost) -> pd.DataFrame:
+    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``),
+    whose solve without a boost is ``no_boost`` (status, observables); ``rng`` draws which
+    boosted patients' grafts fail."""
     anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
-    st0, O0 = _solve(model, P, base, days)
+    st0, O0 = no_boost
     n = P.shape[0]
     # Support given to everyone (a boost adds none): G-CSF days and transfusion windows.
     gcsf, transfusions = support_from_events(base)
@@ -327,3 +370,98 @@ def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
                     row[f"{o}_by_day{d}"] = float(c.loc[c["day"] == d, name].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: The outcomes a trial reports, in order.
+OUTCOMES = ("neutrophil", "platelet")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A virtual trial's answer (:func:`virtual_trial`): what the command prints, saves
+    and a caller reads, in one object.
+
+    Attributes
+    ----------
+    patients:
+        One row per (policy, patient) (:func:`run_trial`).
+    summary:
+        One row per policy (:func:`trial_summary`).
+    incidence:
+        Cumulative incidence of engraftment per outcome (:data:`OUTCOMES`): a ``day``
+        column and one column per policy (:func:`cumulative_incidence`).
+    source:
+        Where the virtual patients came from.
+    n, horizon, seed:
+        Virtual patients, follow-up (days since CAR-T) and the seed.
+    policies:
+        The policies, in order.
+    """
+
+    patients: pd.DataFrame
+    summary: pd.DataFrame
+    incidence: dict[str, pd.DataFrame]
+    source: str
+    n: int
+    horizon: float
+    seed: int
+    policies: tuple[Policy, ...]
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``patients.parquet``, ``summary.csv``, ``incidence_<outcome>.csv`` and
+        ``incidence.png`` into ``folder`` (the command writes into a temporary folder that
+        replaces its output folder once whole); returns the paths by kind."""
+        folder = Path(folder)
+        paths = {"patients": folder / "patients.parquet", "summary": folder / "summary.csv"}
+        self.patients.to_parquet(paths["patients"], index=False)
+        self.summary.to_csv(paths["summary"], index=False)
+        for o, c in self.incidence.items():
+            paths[f"incidence_{o}"] = folder / f"incidence_{o}.csv"
+            c.to_csv(paths[f"incidence_{o}"], index=False)
+        paths["plot"] = plot_incidence(self.incidence, folder / "incidence.png")
+        return paths
+
+    def table(self) -> str:
+        """The per-policy summary as the command prints it (3 significant digits)."""
+        return self.summary.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+
+    def to_json(self) -> dict:
+        """The settings, the source and the per-policy summary (JSON-ready)."""
+        from carthema.data.jsonsafe import clean
+
+        return clean(
+            {
+                "n": self.n,
+                "horizon_days": self.horizon,
+                "seed": self.seed,
+                "source": self.source,
+                "policies": [p.name for p in self.policies],
+                "summary": self.summary.to_dict(orient="records"),
+            }
+        )
+
+
+def virtual_trial(
+    policies: list[Policy],
+    n: int = 10_000,
+    *,
+    seed: int = 0,
+    horizon: float = 180.0,
+    patients: Posterior | None = None,
+    **source,
+) -> TrialResult:
+    """Run ``policies`` on ``n`` virtual patients (:func:`run_trial`; ``patients`` a
+    :class:`~carthema.models.posterior.Posterior`, or ``source``: the patient-source
+    keywords of :func:`run_trial`, as :func:`trial_source` gives them) and summarise it:
+    the per-policy summary and the cumulative incidence of each outcome to ``horizon``."""
+    trial = run_trial(policies, n, seed=seed, horizon=horizon, patients=patients, **source)
+    return TrialResult(
+        patients=trial,
+        summary=trial_summary(trial),
+        incidence={o: cumulative_incidence(trial, o, horizon) for o in OUTCOMES},
+        source=str(trial.attrs.get("source", "")),
+        n=int(n),
+        horizon=float(horizon),
+        seed=int(seed),
+        policies=tuple(policies),
+    )
