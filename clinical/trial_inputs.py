@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carthema.data.boost import BoostPlan, GraftSource
+from carthema.data.boost import GRAFT_COLUMNS, BoostPlan, GraftSource
 from carthema.data.errors import InputError
 from carthema.data.events import parse_yes_no
 
@@ -26,10 +26,7 @@ POLICY_COLUMNS = (
     "plt_below",
     "boost_day",
     "dose",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
+    *GRAFT_COLUMNS,
 )
 
 
