@@ -85,14 +85,12 @@ from carthema.data.loaders import (
 )
 from carthema.data.nonmem_records import (
     Spec,
-    covariate_table,
-    day_zero_notes,
     ignore_marks,
     parse_censoring,
     parse_records,
     read_records,
-    split_records,
 )
+from carthema.data.nonmem_rows import covariate_table, day_zero_notes, split_records
 from carthema.data.schema import EVENT_SCHEMA
 from carthema.data.textframe import to_text_frame
 from carthema.data.validate import validate_observations_text
