@@ -392,14 +392,14 @@ def window_job(
     events: pd.DataFrame,
     boost_days: Sequence[float],
     *,
-    graft: BoostPlan = DEFAULT_GRAFT,
-    threshold: float = 0.8,
-    cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    **scan,
 ) -> WindowScan:
-    """Scan boost days over ``draws``: the table, the summary and the plot's bands
-    (:class:`WindowScan`); it writes nothing (the caller,
+    """Scan boost days over ``draws`` (:func:`scan_window`, whose keywords ``scan`` are:
+    ``graft``, ``threshold``, ``cart_limit``, ``within``, ``progress``) and add what the
+    window reports besides the table: the transplant signals, the recovery without a
+    boost, the recommended day against no boost and the plot's bands
+    (:class:`WindowScan`). It writes nothing (the caller,
     :func:`carthema.clinical.window.window_from_fit`, writes every file of the window).
 
     ``observations``: the patient's data (data-layer table); its last ANC or platelet
@@ -409,6 +409,7 @@ def window_job(
 
     boost_days = [float(d) for d in boost_days]
     last = max(boost_days)
+    graft: BoostPlan = scan.get("graft", DEFAULT_GRAFT)
 
     boost = graft.check().on  # the graft on a day (its CD3+ rule checked once, up front)
 
@@ -424,17 +425,7 @@ def window_job(
         model, draws, events, Plan(),
         horizon=max(last + FOLLOW_UP, SIGNALS_HORIZON, last + 90.0, last_seen),
     )  # fmt: skip
-    table, summary = scan_window(
-        model,
-        draws,
-        events,
-        boost_days,
-        graft=graft,
-        threshold=threshold,
-        cart_limit=cart_limit,
-        progress=progress,
-        no_boost=no_boost,
-    )
+    table, summary = scan_window(model, draws, events, boost_days, no_boost=no_boost, **scan)
     signals = transplant_signals(model, draws, events, no_boost=no_boost)
     baseline = recovery_without_boost(
         model, draws, events, horizon=last + FOLLOW_UP, no_boost=no_boost
