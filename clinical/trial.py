@@ -172,12 +172,16 @@ def trial_cohort(
     return cohort
 
 
+#: Follow-up of a trial by default (days since CAR-T).
+HORIZON = 180.0
+
+
 def run_trial(
     policies: list[Policy],
     n: int = 10_000,
     *,
     seed: int = 0,
-    horizon: float = 180.0,
+    horizon: float = HORIZON,
     patients: Posterior | None = None,
     events: pd.DataFrame | None = None,
     mu: dict[str, float] | None = None,
@@ -441,20 +445,15 @@ class TrialResult:
         )
 
 
-def virtual_trial(
-    policies: list[Policy],
-    n: int = 10_000,
-    *,
-    seed: int = 0,
-    horizon: float = 180.0,
-    patients: Posterior | None = None,
-    **source,
-) -> TrialResult:
-    """Run ``policies`` on ``n`` virtual patients (:func:`run_trial`; ``patients`` a
-    :class:`~carthema.models.posterior.Posterior`, or ``source``: the patient-source
-    keywords of :func:`run_trial`, as :func:`trial_source` gives them) and summarise it:
-    the per-policy summary and the cumulative incidence of each outcome to ``horizon``."""
-    trial = run_trial(policies, n, seed=seed, horizon=horizon, patients=patients, **source)
+def virtual_trial(policies: list[Policy], n: int = 10_000, **trial_options) -> TrialResult:
+    """Run ``policies`` on ``n`` virtual patients and summarise it: the per-policy summary
+    and the cumulative incidence of each outcome to the horizon. ``trial_options`` are
+    the keywords of :func:`run_trial` (``seed``, ``horizon``, and where the patients come
+    from: ``patients``, a :class:`~carthema.models.posterior.Posterior`, or the
+    patient-source keywords :func:`trial_source` gives)."""
+    seed = int(trial_options.get("seed", 0))
+    horizon = float(trial_options.get("horizon", HORIZON))
+    trial = run_trial(policies, n, **trial_options)
     return TrialResult(
         patients=trial,
         summary=trial_summary(trial),
