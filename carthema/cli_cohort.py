@@ -31,12 +31,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fit-cohort")
     def fit_cohort_cmd(
-        obs: Annotated[
-            str,
-            typer.Argument(
-                help="Observations table of all patients (CSV or Parquet), or example:NAME."
-            ),
-        ],
+        obs: opt.Observations,
         out: Annotated[Path, typer.Option(help="Output folder (resumed when it exists).")],
         events: opt.Events = None,
         scheduler: Annotated[

@@ -100,13 +100,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def fit(
-        obs: Annotated[
-            str,
-            typer.Argument(
-                help="Observations table (CSV or Parquet), or example:NAME for a bundled set."
-            ),
-        ],
-        out: Annotated[Path, typer.Option(help="Output folder.")],
+        obs: opt.Observations,
+        out: opt.Out,
         events: opt.Events = None,
         patient: Annotated[
             str | None, typer.Option(help="Patient to fit (needed when OBS holds several).")

@@ -82,6 +82,13 @@ Overwrite = Annotated[
         "(never a folder holding the inputs).",
     ),
 ]
+#: The observations a fit command fits (one patient's or a cohort's), or a bundled set.
+Observations = Annotated[
+    str,
+    typer.Argument(help="Observations table (CSV or Parquet), or example:NAME for a bundled set."),
+]
+#: The output folder of a command that writes one.
+Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
 #: Events table.
 Events = Annotated[Path | None, typer.Option("--events", help="Events table (CSV or Parquet).")]
 #: Events table or a bundled data set.

@@ -26,13 +26,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fit-population")
     def fit_population_cmd(
-        obs: Annotated[
-            str,
-            typer.Argument(
-                help="Observations table of the cohort (CSV or Parquet), or example:NAME."
-            ),
-        ],
-        out: Annotated[Path, typer.Option(help="Output folder.")],
+        obs: opt.Observations,
+        out: opt.Out,
         events: opt.Events = None,
         patients: Annotated[
             str | None,

@@ -11,7 +11,7 @@ and horizons live there too). The summaries of simulated draws
 :mod:`carthema.clinical.plan_text` and its figure :mod:`carthema.clinical.window_plot`;
 their names still import from here. This module simulates: a plan over draws
 (:class:`Course`), the counterfactual, the transplant signals and the window scan and
-job, which share the one no-boost solve.
+job (:class:`WindowScan`; it writes no file), which share the one no-boost solve.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from carthema.clinical.summaries import (  # noqa: F401 (their names import from
     window_decision,
 )
 from carthema.clinical.window_plot import plot_observed as _plot_observed  # noqa: F401
-from carthema.clinical.window_plot import plot_window
+from carthema.clinical.window_plot import plot_window  # noqa: F401 (imports from here too)
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan, GraftSource
 from carthema.models.events import build_events
 from carthema.models.model import Model
@@ -373,37 +373,43 @@ def plan_bands(
     return out
 
 
+@dataclass(frozen=True)
+class WindowScan:
+    """What :func:`window_job` computes: ``result`` (the summary for window.json: the
+    plan, the window, transplant signals, the no-boost recovery, the recommended day
+    against no boost, the plain-language lines, ``n_draws``), ``table`` (one row per
+    boost day: window.csv) and ``bands`` (the predicted courses the plot draws, with and
+    without the boost)."""
+
+    result: dict
+    table: pd.DataFrame
+    bands: dict
+
+
 def window_job(
     model: Model,
     draws: np.ndarray,
     events: pd.DataFrame,
     boost_days: Sequence[float],
-    out_dir,
     *,
-    graft: BoostPlan = DEFAULT_GRAFT,
-    threshold: float = 0.8,
-    cart_limit: float = 1000.0,
     observations: pd.DataFrame | None = None,
-    today: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Scan boost days and write window.csv and window.png to ``out_dir`` (the caller,
-    :func:`carthema.clinical.window.window_from_fit`, writes window.json once it has added
-    the patient's fields).
+    **scan,
+) -> WindowScan:
+    """Scan boost days over ``draws`` (:func:`scan_window`, whose keywords ``scan`` are:
+    ``graft``, ``threshold``, ``cart_limit``, ``within``, ``progress``) and add what the
+    window reports besides the table: the transplant signals, the recovery without a
+    boost, the recommended day against no boost and the plot's bands
+    (:class:`WindowScan`). It writes nothing (the caller,
+    :func:`carthema.clinical.window.window_from_fit`, writes every file of the window).
 
-    ``observations``: the patient's data (data-layer table), drawn on the plot's ANC and
-    platelet panels beside the predicted courses; ``today`` is marked on the plot.
-    Returns the summary for window.json (window, transplant signals, plain-language lines,
-    paths).
+    ``observations``: the patient's data (data-layer table); its last ANC or platelet
+    day extends the plot's courses so that the data sit beside the prediction.
     """
-    from pathlib import Path
-
     from carthema.clinical.population.graft import GRAFT_FAILURE_SOURCE, p_graft_failure
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     boost_days = [float(d) for d in boost_days]
     last = max(boost_days)
+    graft: BoostPlan = scan.get("graft", DEFAULT_GRAFT)
 
     boost = graft.check().on  # the graft on a day (its CD3+ rule checked once, up front)
 
@@ -419,17 +425,7 @@ def window_job(
         model, draws, events, Plan(),
         horizon=max(last + FOLLOW_UP, SIGNALS_HORIZON, last + 90.0, last_seen),
     )  # fmt: skip
-    table, summary = scan_window(
-        model,
-        draws,
-        events,
-        boost_days,
-        graft=graft,
-        threshold=threshold,
-        cart_limit=cart_limit,
-        progress=progress,
-        no_boost=no_boost,
-    )
+    table, summary = scan_window(model, draws, events, boost_days, no_boost=no_boost, **scan)
     signals = transplant_signals(model, draws, events, no_boost=no_boost)
     baseline = recovery_without_boost(
         model, draws, events, horizon=last + FOLLOW_UP, no_boost=no_boost
@@ -450,10 +446,6 @@ def window_job(
     bands.setdefault("days", none["days"])
     if np.array_equal(none["days"], bands["days"]):
         bands["no_boost"] = {k: v for k, v in none.items() if k != "days"}
-    table.to_csv(out_dir / "window.csv", index=False)
-    plot_window(
-        table, summary, out_dir / "window.png", bands=bands, observed=observations, today=today
-    )
     result = {
         "plan": {
             "dose_cd34_per_kg": graft.cd34_per_kg,
@@ -476,9 +468,8 @@ def window_job(
             *chimerism_lines(recommended),
         ],
         "n_draws": int(draws.shape[0]),
-        "files": {"table": str(out_dir / "window.csv"), "plot": str(out_dir / "window.png")},
     }
-    return result
+    return WindowScan(result, table, bands)
 
 
 def _recommended(

@@ -35,108 +35,22 @@ from carthema.clinical.endpoints import (
     support_from_events,
 )
 from carthema.clinical.population.graft import draw_graft, fail_grafts
-from carthema.data.boost import BoostPlan, GraftSource
+from carthema.clinical.trial_inputs import (  # noqa: F401 (public here)
+    CALIBRATED,
+    POLICY_COLUMNS,
+    Policy,
+    read_policies,
+    read_population,
+    trial_source,
+)
 from carthema.data.errors import InputError
-from carthema.data.events import parse_yes_no
 from carthema.fitting.priors import DEFAULT_FREE, prior_table
 from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
+from carthema.models.posterior import Posterior
 from carthema.models.scenarios import typical_course, with_plan
 from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
-
-POLICY_COLUMNS = (
-    "name",
-    "trigger_day",
-    "anc_below",
-    "plt_below",
-    "boost_day",
-    "dose",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
-)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Give ``graft`` (a :class:`~carthema.data.boost.BoostPlan`: its day is the boost
-    day) when, on ``trigger_day``, ANC < ``anc_below`` G/L or platelets < ``plt_below``
-    G/L. A policy without a graft never boosts."""
-
-    name: str
-    trigger_day: float = 28.0
-    anc_below: float | None = 0.5
-    plt_below: float | None = None
-    graft: BoostPlan | None = None
-
-
-def read_policies(path: str | Path) -> list[Policy]:
-    """Policies from a CSV with columns :data:`POLICY_COLUMNS` (empty dose: no boost).
-
-    The graft columns mean what the events table's ``stem_cell_boost`` columns and the
-    commands' graft options mean (an empty ``source``/``cd34_selected``: the default
-    graft of :class:`~carthema.data.boost.BoostPlan`, unselected autologous cells)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=str(path), fix="check the path")
-    df = pd.read_csv(path)
-    missing = [c for c in ("name", "trigger_day", "boost_day", "dose") if c not in df.columns]
-    unknown = [c for c in df.columns if c not in POLICY_COLUMNS]
-    for what, columns in (("missing required column", missing), ("unknown column", unknown)):
-        if columns:
-            raise InputError(
-                what,
-                file=str(path),
-                column=columns[0],
-                fix=f"a policy file has columns {', '.join(POLICY_COLUMNS)}",
-            )
-    default = BoostPlan()
-    out = []
-    for i, row in enumerate(df.itertuples(index=False), start=1):
-
-        def num(col, default=None, row=row, i=i):
-            v = getattr(row, col, default)
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                return default
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"'{v}' is not a number",
-                    file=str(path),
-                    row=i,
-                    column=col,
-                    fix="give a number or leave it empty",
-                ) from None
-
-        source = getattr(row, "source", None)
-        if source is None or (isinstance(source, float) and np.isnan(source)) or source == "":
-            source = default.source
-        source = GraftSource.parse(source, file=str(path), row=i)
-        sel = parse_yes_no(
-            getattr(row, "cd34_selected", None),
-            file=str(path),
-            row=i,
-            column="cd34_selected",
-            default=default.cd34_selected,
-        )
-        graft = None
-        if num("dose") is not None:
-            if num("boost_day") is None:
-                raise InputError("a policy with a dose needs its boost day", file=str(path),
-                                 row=i, column="boost_day", fix="give the boost day")  # fmt: skip
-            try:
-                graft = BoostPlan(
-                    num("boost_day"), num("dose"), source, sel, num("cd3_per_kg"), num("mnc_per_kg")
-                ).check()
-            except InputError as e:
-                raise InputError(e.problem, file=str(path), row=i, column=e.column,
-                                 fix=e.fix) from None  # fmt: skip
-        out.append(Policy(str(row.name), num("trigger_day"), num("anc_below"),
-                          num("plt_below"), graft))  # fmt: skip
-    return out
 
 
 def population_draws(
@@ -159,10 +73,6 @@ def population_draws(
         s = (omega or {}).get(name, priors[name].sd if name in priors else 0.0)
         P[:, j] = np.exp(m + s * rng.standard_normal(n))
     return P
-
-
-#: The default patient source of :func:`run_trial`: the calibrated virtual population.
-CALIBRATED = "calibrated"
 
 
 @dataclass(frozen=True)
@@ -209,6 +119,25 @@ def calibrated_cohort(
     return Cohort(P, courses, group, label + (f", {product} rows" if product else ""))
 
 
+def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> Cohort:
+    """``n`` virtual patients from the draws of ``posterior`` (a fit's, or the calibrated
+    population's, :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`),
+    resampled with replacement, each after the posterior's events, with graft parameters
+    of their own (those the fit estimated are kept)."""
+    model = posterior.model
+    missing = [o for o in ("anc", "platelets") if o not in model.obs_names]
+    if missing:
+        raise InputError(
+            f"a virtual trial needs the model's {' and '.join(missing)}; the posterior's "
+            f"component set '{model.name}' has none",
+            fix="fit with --components full",
+        )
+    rows = rng.integers(0, posterior.n_draws, int(n))
+    P = draw_graft(model, posterior.draws[rows], rng, keep=tuple(posterior.free))
+    who = posterior.patient or "posterior"
+    return Cohort(P, {"course": posterior.events}, np.full(int(n), "course"), f"{who} draws")
+
+
 def _solve(model, P, events, days):
     ev = build_events(model, events, model.default_params())
     sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=days[0]), PREDICT)
@@ -243,12 +172,17 @@ def trial_cohort(
     return cohort
 
 
+#: Follow-up of a trial by default (days since CAR-T).
+HORIZON = 180.0
+
+
 def run_trial(
     policies: list[Policy],
     n: int = 10_000,
     *,
     seed: int = 0,
-    horizon: float = 180.0,
+    horizon: float = HORIZON,
+    patients: Posterior | None = None,
     events: pd.DataFrame | None = None,
     mu: dict[str, float] | None = None,
     omega: dict[str, float] | None = None,
@@ -257,19 +191,34 @@ def run_trial(
 ) -> pd.DataFrame:
     """One row per (policy, patient): boosted or not, engraftment days since CAR-T and
     whether each is censored, and the patient's course (``course``: product, or
-    "course" for a single given or typical course). Patients come from
-    :func:`trial_cohort` (default: the calibrated population)."""
-    model = get_model("full")
-    cohort = trial_cohort(
-        model,
-        n,
-        np.random.default_rng(seed),
-        events=events,
-        mu=mu,
-        omega=omega,
-        population=population,
-        product=product,
-    )
+    "course" for a single given or typical course). Patients come from ``patients`` (a
+    :class:`~carthema.models.posterior.Posterior`: :func:`posterior_cohort`) or else from
+    :func:`trial_cohort` (default: the calibrated population). Each course is simulated
+    without a boost once, whatever the number of policies; a policy simulates only its
+    boosted patients again."""
+    rng = np.random.default_rng(seed)
+    if patients is not None:
+        if mu is not None or omega is not None or product is not None:
+            raise InputError(
+                "the virtual patients come from one source",
+                fix="give a posterior, or a population (mu/omega, product), not both",
+            )
+        model = patients.model
+        cohort = posterior_cohort(patients, n, rng)
+        if events is not None:
+            cohort = Cohort(cohort.P, {"course": events}, cohort.group, cohort.source)
+    else:
+        model = get_model("full")
+        cohort = trial_cohort(
+            model,
+            n,
+            rng,
+            events=events,
+            mu=mu,
+            omega=omega,
+            population=population,
+            product=product,
+        )
     days = np.arange(-5.0, horizon + 0.5, 1.0)
     first = min(
         (build_events(model, ev, model.default_params()).first_time or 0.0)
@@ -277,6 +226,11 @@ def run_trial(
     )
     if first < days[0]:
         days = np.arange(np.floor(first), horizon + 0.5, 1.0)
+    # The course without a boost, once per course (every policy starts from it).
+    groups = {}
+    for key, base in cohort.courses.items():
+        idx = np.flatnonzero(cohort.group == key)
+        groups[key] = (idx, _solve(model, cohort.P[idx], base, days))
     frames = []
     # One stream of graft failures per policy (the cohort's own draws stay unchanged).
     streams = np.random.SeedSequence([seed, 18]).spawn(len(policies))
@@ -284,8 +238,8 @@ def run_trial(
         parts = []
         rng = np.random.default_rng(stream)
         for key, base in cohort.courses.items():
-            idx = np.flatnonzero(cohort.group == key)
-            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days, rng))
+            idx, no_boost = groups[key]
+            parts.append(_run_group(model, pol, cohort.P[idx], idx, key, base, days, rng, no_boost))
         df = pd.concat(parts).sort_values("patient", kind="stable").reset_index(drop=True)
         df.insert(0, "policy", pol.name)
         frames.append(df)
@@ -294,11 +248,12 @@ def run_trial(
     return out
 
 
-def _run_group(model, pol, P, idx, key, base, days, rng) -> pd.DataFrame:
-    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``);
-    ``rng`` draws which boosted patients' grafts fail."""
+def _run_group(model, pol, P, idx, key, base, days, rng, no_boost) -> pd.DataFrame:
+    """One policy on the patients ``idx`` who share the course ``base`` (named ``key``),
+    whose solve without a boost is ``no_boost`` (status, observables); ``rng`` draws which
+    boosted patients' grafts fail."""
     anc_j, plt_j = model.index("obs", "anc"), model.index("obs", "platelets")
-    st0, O0 = _solve(model, P, base, days)
+    st0, O0 = no_boost
     n = P.shape[0]
     # Support given to everyone (a boost adds none): G-CSF days and transfusion windows.
     gcsf, transfusions = support_from_events(base)
@@ -395,52 +350,6 @@ def plot_incidence(curves: dict[str, pd.DataFrame], path: str | Path) -> Path:
     return Path(path)
 
 
-def trial_source(pop: str | None) -> dict:
-    """``run_trial`` keyword arguments for a command-line population argument: None or
-    ``"calibrated"`` (the calibrated virtual population, the default), a population CSV
-    (the form of :func:`carthema.clinical.population.virtual.load_population`), ``"prior"`` (the
-    fitting priors) or a population-fit JSON (:func:`read_population`)."""
-    if pop is None or pop == CALIBRATED:
-        return {"population": CALIBRATED}
-    if pop == "prior":
-        return {"population": "prior"}
-    if pop.lower().endswith(".csv"):
-        if not Path(pop).exists():
-            raise InputError(
-                "population file not found",
-                file=pop,
-                fix='give "calibrated", "prior", a population CSV or a population JSON',
-            )
-        return {"population": pop}
-    mu, omega = read_population(pop)
-    return {"mu": mu, "omega": omega}
-
-
-def read_population(pop: str) -> tuple[dict[str, float] | None, dict[str, float] | None]:
-    """``"prior"`` (population priors) or a JSON file ``{"mu": {name: log-mean},
-    "omega": {name: between-patient SD of log p}}``, e.g. from a population fit."""
-    if pop == "prior":
-        return None, None
-    import json
-
-    path = Path(pop)
-    if not path.exists():
-        raise InputError(
-            "population file not found",
-            file=pop,
-            fix='give "prior" or a JSON file with "mu" and "omega"',
-        )
-    try:
-        data = json.loads(path.read_text())
-        return dict(data["mu"]), dict(data.get("omega", {}))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"not a population file ({exc})",
-            file=pop,
-            fix='write {"mu": {name: value}, "omega": {name: value}}',
-        ) from None
-
-
 def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
     """Per policy: fraction boosted, fraction whose graft failed, fraction already engrafted
     (``<outcome>_p_already``: never below the threshold after CAR-T) and
@@ -465,3 +374,93 @@ def trial_summary(trial: pd.DataFrame) -> pd.DataFrame:
                     row[f"{o}_by_day{d}"] = float(c.loc[c["day"] == d, name].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: The outcomes a trial reports, in order.
+OUTCOMES = ("neutrophil", "platelet")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A virtual trial's answer (:func:`virtual_trial`): what the command prints, saves
+    and a caller reads, in one object.
+
+    Attributes
+    ----------
+    patients:
+        One row per (policy, patient) (:func:`run_trial`).
+    summary:
+        One row per policy (:func:`trial_summary`).
+    incidence:
+        Cumulative incidence of engraftment per outcome (:data:`OUTCOMES`): a ``day``
+        column and one column per policy (:func:`cumulative_incidence`).
+    source:
+        Where the virtual patients came from.
+    n, horizon, seed:
+        Virtual patients, follow-up (days since CAR-T) and the seed.
+    policies:
+        The policies, in order.
+    """
+
+    patients: pd.DataFrame
+    summary: pd.DataFrame
+    incidence: dict[str, pd.DataFrame]
+    source: str
+    n: int
+    horizon: float
+    seed: int
+    policies: tuple[Policy, ...]
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``patients.parquet``, ``summary.csv``, ``incidence_<outcome>.csv`` and
+        ``incidence.png`` into ``folder`` (the command writes into a temporary folder that
+        replaces its output folder once whole); returns the paths by kind."""
+        folder = Path(folder)
+        paths = {"patients": folder / "patients.parquet", "summary": folder / "summary.csv"}
+        self.patients.to_parquet(paths["patients"], index=False)
+        self.summary.to_csv(paths["summary"], index=False)
+        for o, c in self.incidence.items():
+            paths[f"incidence_{o}"] = folder / f"incidence_{o}.csv"
+            c.to_csv(paths[f"incidence_{o}"], index=False)
+        paths["plot"] = plot_incidence(self.incidence, folder / "incidence.png")
+        return paths
+
+    def table(self) -> str:
+        """The per-policy summary as the command prints it (3 significant digits)."""
+        return self.summary.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+
+    def to_json(self) -> dict:
+        """The settings, the source and the per-policy summary (JSON-ready)."""
+        from carthema.data.jsonsafe import clean
+
+        return clean(
+            {
+                "n": self.n,
+                "horizon_days": self.horizon,
+                "seed": self.seed,
+                "source": self.source,
+                "policies": [p.name for p in self.policies],
+                "summary": self.summary.to_dict(orient="records"),
+            }
+        )
+
+
+def virtual_trial(policies: list[Policy], n: int = 10_000, **trial_options) -> TrialResult:
+    """Run ``policies`` on ``n`` virtual patients and summarise it: the per-policy summary
+    and the cumulative incidence of each outcome to the horizon. ``trial_options`` are
+    the keywords of :func:`run_trial` (``seed``, ``horizon``, and where the patients come
+    from: ``patients``, a :class:`~carthema.models.posterior.Posterior`, or the
+    patient-source keywords :func:`trial_source` gives)."""
+    seed = int(trial_options.get("seed", 0))
+    horizon = float(trial_options.get("horizon", HORIZON))
+    trial = run_trial(policies, n, **trial_options)
+    return TrialResult(
+        patients=trial,
+        summary=trial_summary(trial),
+        incidence={o: cumulative_incidence(trial, o, horizon) for o in OUTCOMES},
+        source=str(trial.attrs.get("source", "")),
+        n=int(n),
+        horizon=float(horizon),
+        seed=int(seed),
+        policies=tuple(policies),
+    )

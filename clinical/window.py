@@ -3,8 +3,10 @@
 :func:`window_from_fit` takes a :class:`~carthema.models.posterior.Posterior` (a fit in
 memory, a saved fit folder, or draws of the calibrated virtual population), takes draws
 of the patient's parameters, scans candidate boost days with
-:func:`carthema.clinical.plans.window_job` and (optionally) writes a self-contained HTML
-report with the fit plot, the window plot, the table and the diagnostics. The misfit
+:func:`carthema.clinical.plans.window_job` (which computes and writes nothing), writes
+the folder (table, plot, JSON, run record and, optionally, a self-contained HTML
+report with the fit plot, the window plot, the table and the diagnostics) and returns a
+:class:`WindowResult`. The misfit
 check reads the fit's :class:`~carthema.models.posterior.FitRecord`, carried by the
 posterior; nothing is read back from files.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ import pandas as pd
 from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
 from carthema.clinical.plans import window_job
+from carthema.clinical.window_plot import plot_window
 from carthema.data.atomic import swap_folder
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan
 from carthema.data.errors import InputError
@@ -32,6 +36,32 @@ from carthema.data.runrecord import RUN_JSON, run_record, write_run_record
 from carthema.fitting.results.fitdir import FitFolder, write_csv
 from carthema.models.model import Model
 from carthema.models.posterior import Posterior
+
+
+class WindowResult(TypedDict):
+    """What :func:`window_from_fit` returns, as ``window.json`` holds it (JSON-ready);
+    the console (``carthema window``), the decision line and the HTML report render it.
+    The scan's part (``plan`` ... ``n_draws``) is :attr:`WindowScan.result
+    <carthema.clinical.plans.WindowScan>`; the rest is the patient's."""
+
+    plan: dict[str, Any]
+    window: dict[str, Any]
+    transplant_signals: dict[str, Any]
+    no_boost: dict[str, Any]
+    recommended: dict[str, Any] | None
+    summary_lines: list[str]
+    n_draws: int
+    files: dict[str, str]
+    patient: str | None
+    graft_parameters: dict[str, str]
+    fit: str | None
+    draws_from: str
+    replaced_events: list[str]
+    today: float
+    days_before_today_dropped: list[float]
+    misfit_reasons: list[str]
+    decision: str
+
 
 #: Default number of posterior draws the window is predicted over.
 WINDOW_DRAWS = 500
@@ -129,7 +159,7 @@ def window_from_fit(
     report: bool = False,
     today: float | None = None,
     log: Callable[[str], None] | None = None,
-) -> dict:
+) -> WindowResult:
     """Engraftment window of a fitted patient.
 
     Parameters
@@ -167,8 +197,10 @@ def window_from_fit(
         Called with progress lines (the scan reports every few seconds with an estimate
         of the time left); default: stderr when a person is watching, else silent.
 
-    Returns the JSON summary: ``decision`` (the one line the report and console open
-    with, :func:`carthema.clinical.decision.decision_line`), ``misfit_reasons``,
+    Returns the :class:`WindowResult` (what ``window.json`` holds; every file of the
+    folder is written here, once the scan is done): ``decision`` (the one line the
+    report and console open with, :func:`carthema.clinical.decision.decision_line`),
+    ``misfit_reasons``,
     ``today``, window, transplant signals, summary lines (conditional on the model),
     files, ``fit`` (the fit folder; None for a fit only in memory or population draws)
     and ``draws_from`` (where the draws came from, in words). The folder also holds
@@ -205,23 +237,31 @@ def window_from_fit(
     # The run record written below names the command ("window"), so that the output-folder
     # contract recognises this folder as the command's own next time.
     with swap_folder(out) as tmp, step:
-        result = window_job(
+        scan = window_job(
             post.model,
             draws,
             events,
             boost_days,
-            tmp,
             graft=graft,
             threshold=threshold,
             cart_limit=cart_limit,
             observations=observed,
-            today=today,
             progress=step.update,
         )
-        written = result["files"]
-        # Rounded numbers and true/false for people and other programs alike.
-        write_csv(pd.read_csv(written["table"]), written["table"])
-        result["files"] = {k: str(out / Path(v).name) for k, v in written.items()}
+        result = scan.result
+        # Every file of the window is written here, into ``tmp``. The table in rounded
+        # numbers and true/false for people and other programs alike.
+        written = {"table": tmp / "window.csv", "plot": tmp / "window.png"}
+        write_csv(scan.table, written["table"])
+        plot_window(
+            scan.table,
+            result["window"],
+            written["plot"],
+            bands=scan.bands,
+            observed=observed,
+            today=today,
+        )
+        result["files"] = {k: str(out / v.name) for k, v in written.items()}
         result["patient"] = post.patient
         result["graft_parameters"] = graft_params
         result["fit"] = str(folder) if folder is not None else None
@@ -260,7 +300,7 @@ def window_from_fit(
         result["files"]["run"] = str(out / RUN_JSON)
         if report:
             say("writing the HTML report")
-            written = {**written, "run": str(tmp / RUN_JSON)}
+            written = {**{k: str(v) for k, v in written.items()}, "run": str(tmp / RUN_JSON)}
             write_patient_report(
                 post,
                 {**result, "files": written},

@@ -58,6 +58,10 @@ class GraftSource(StrEnum):
 _ALIASES = {"prior_donor": "prior-donor", "prior donor": "prior-donor", "auto": "autologous"}
 #: The words accepted in a ``source`` column or ``--source`` option.
 SOURCES: tuple[str, ...] = tuple(s.value for s in GraftSource)
+#: The graft's columns in an events table's ``stem_cell_boost`` row (and in a
+#: virtual-trial policy file), in order: what a :class:`BoostPlan` holds besides its day
+#: and CD34+ dose (``amount``).
+GRAFT_COLUMNS: tuple[str, ...] = ("source", "cd34_selected", "cd3_per_kg", "mnc_per_kg")
 
 
 @dataclass(frozen=True)

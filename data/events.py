@@ -33,7 +33,10 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from carthema.data.boost import SOURCES  # noqa: F401  (the graft sources, re-exported)
+from carthema.data.boost import (
+    GRAFT_COLUMNS,
+    SOURCES,  # noqa: F401  (the graft sources, re-exported)
+)
 
 # Written values accepted in ``cd34_selected`` (and any yes/no column).
 YES_NO: dict[str, bool] = {
@@ -197,13 +200,7 @@ EVENT_KINDS: dict[str, EventKind] = {
 
 # Columns that only some kinds use: the validator refuses a value in them for any other
 # kind, so that a misplaced value is not silently ignored.
-KIND_SPECIFIC_COLUMNS: tuple[str, ...] = (
-    "drug",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
-)
+KIND_SPECIFIC_COLUMNS: tuple[str, ...] = ("drug", *GRAFT_COLUMNS)
 
 
 def event_kind_names() -> list[str]:

@@ -77,6 +77,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from carthema.data.boost import GRAFT_COLUMNS
 from carthema.data.errors import InputError
 from carthema.data.loaders import (
     check_output_folder,
@@ -84,14 +85,12 @@ from carthema.data.loaders import (
 )
 from carthema.data.nonmem_records import (
     Spec,
-    covariate_table,
-    day_zero_notes,
     ignore_marks,
     parse_censoring,
     parse_records,
     read_records,
-    split_records,
 )
+from carthema.data.nonmem_rows import covariate_table, day_zero_notes, split_records
 from carthema.data.schema import EVENT_SCHEMA
 from carthema.data.textframe import to_text_frame
 from carthema.data.validate import validate_observations_text
@@ -116,10 +115,7 @@ _EVENT_COLUMN = {
     "unit": "CMT",
     "duration": "CMT",
     "drug": "CMT",
-    "source": "CMT",
-    "cd34_selected": "CMT",
-    "cd3_per_kg": "CMT",
-    "mnc_per_kg": "CMT",
+    **dict.fromkeys(GRAFT_COLUMNS, "CMT"),
 }
 # columns whose value comes from the cmt_map entry of the row's CMT
 _FROM_MAP = (
@@ -129,10 +125,7 @@ _FROM_MAP = (
     "kind",
     "duration",
     "drug",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
+    *GRAFT_COLUMNS,
 )
 
 _OBS_KEYS = ("analyte", "name", "unit", "compartment", "lloq")
@@ -141,10 +134,7 @@ _DOSE_KEYS = (
     "name",
     "unit",
     "drug",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
+    *GRAFT_COLUMNS,
     "duration",
 )
 

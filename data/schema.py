@@ -57,6 +57,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from carthema.data.analytes import ANALYTES, COMPARTMENTS
+from carthema.data.boost import GRAFT_COLUMNS
 from carthema.data.errors import InputError
 from carthema.data.events import EVENT_KINDS, SOURCES
 
@@ -70,10 +71,7 @@ EVENT_OPTIONAL: tuple[str, ...] = (
     "unit",
     "duration",
     "drug",
-    "source",
-    "cd34_selected",
-    "cd3_per_kg",
-    "mnc_per_kg",
+    *GRAFT_COLUMNS,
     "note",
 )
 EVENT_COLUMNS: tuple[str, ...] = EVENT_REQUIRED + EVENT_OPTIONAL

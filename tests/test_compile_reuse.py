@@ -131,24 +131,17 @@ def test_cohort_task_compiles_once_for_two_patients():
     """A cohort worker runs :func:`fit_patient_task` for patient after patient: the second
     patient of the same structure does not compile again."""
     from carthema.fitting.cohort import fit_patient_task
+    from carthema.fitting.sampling.settings import RunSettings
 
     ex = load_example("synthetic")
-    settings = {
-        "components": "cart",
-        "free": None,
-        "sampler": "map",
-        "draws": 50,
-        "tune": 0,
-        "chains": 1,
-        "cores": 1,
-        "init": "map",
-        "fit_options": {},
-        "plot": False,
-    }
+    run = RunSettings(sampler="map", draws=50, tune=0, chains=1, cores=1, seed=3)
     compiled.clear()
     before = compiled.COMPILES["logp_grad"]
     loads = fastlogp.module.cache_info().misses
-    out = [fit_patient_task(ex.observations, ex.events, p, settings, seed=3) for p in PATIENTS[:2]]
+    out = [
+        fit_patient_task(ex.observations, ex.events, p, run, components="cart")
+        for p in PATIENTS[:2]
+    ]
     assert [o["status"] for o in out] == ["ok", "ok"], [o.get("traceback") for o in out]
     assert [o["row"]["patient"] for o in out] == list(PATIENTS[:2])
     # The MAP runs on the generated log-density (fitting/op/fastlogp.py), loaded at most once

@@ -293,7 +293,7 @@ def test_counterfactual_intervals_and_recovery_by_day_60_from_per_draw_simulatio
     assert row["no_boost_neutrophil_p_never"] == pytest.approx(never)
 
 
-def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch):
+def test_window_job_solves_the_no_boost_course_once(setup, monkeypatch):
     """Scan, transplant signals, recovery from day 0 and the bands share one no-boost
     solve of the draws (they were four)."""
     from carthema.clinical import plans
@@ -308,8 +308,8 @@ def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch
 
     monkeypatch.setattr(plans, "simulate_plan", counting)
     res = plans.window_job(
-        m, draws, typical_course(), [30.0, 40.0], tmp_path, graft=ALLO_SELECTED, threshold=0.0
-    )
+        m, draws, typical_course(), [30.0, 40.0], graft=ALLO_SELECTED, threshold=0.0
+    ).result
     assert calls.count(None) == 1
     assert res["recommended"] is not None
     rec = res["recommended"]
@@ -319,28 +319,30 @@ def test_window_job_solves_the_no_boost_course_once(setup, tmp_path, monkeypatch
     assert any("saves against no boost" in line for line in res["summary_lines"])
 
 
-def test_window_carries_the_cd3_dose_of_an_unselected_allogeneic_graft(setup, tmp_path):
+def test_window_carries_the_cd3_dose_of_an_unselected_allogeneic_graft(setup):
     """An unselected graft from a new donor with its CD3+ dose: every plan the window
     draws (the scan and the recommended day's bands) carries the dose. Before the fix the
     bands dropped it and the model refused the graft for lacking a CD3+ dose."""
     m, draws = setup
-    res = plans_window_job(m, draws, tmp_path, cd3=1e7)
+    scan_u = plans_window_job(m, draws, cd3=1e7)
+    res = scan_u.result
     assert res["plan"]["cd3_per_kg"] == 1e7
     assert res["window"]["recommended_day"] == 40.0
     # The donor T cells of the unselected graft clear host haematopoiesis (gvh_kill):
     # donor myeloid chimerism 30 days after the boost is higher than with a selected graft.
-    selected = plans_window_job(m, draws, tmp_path / "sel", cd3=None)
-    rec_u = pd.read_csv(tmp_path / "window.csv").iloc[0]["chimerism_day30_median"]
-    rec_s = pd.read_csv(tmp_path / "sel" / "window.csv").iloc[0]["chimerism_day30_median"]
+    scan_s = plans_window_job(m, draws, cd3=None)
+    selected = scan_s.result
+    rec_u = scan_u.table.iloc[0]["chimerism_day30_median"]
+    rec_s = scan_s.table.iloc[0]["chimerism_day30_median"]
     assert selected["plan"]["cd3_per_kg"] is None
     assert rec_u > rec_s
 
 
-def plans_window_job(m, draws, out, *, cd3):
+def plans_window_job(m, draws, *, cd3):
     from carthema.clinical.plans import window_job
 
     return window_job(
-        m, draws, typical_course(), [40.0], out,
+        m, draws, typical_course(), [40.0],
         graft=BoostPlan(None, 5e6, "allogeneic", cd34_selected=cd3 is None, cd3_per_kg=cd3),
         threshold=0.0, cart_limit=1e9,
     )  # fmt: skip

@@ -108,3 +108,67 @@ def test_boosted_patients_grafts_fail_at_the_doses_published_rate():
     pd.testing.assert_series_equal(
         none.loc[failed, "neutrophil_day"], boost.loc[failed, "neutrophil_day"]
     )
+
+
+def test_no_boost_course_is_solved_once_whatever_the_number_of_policies(monkeypatch):
+    """Three policies on one course: one solve of every patient without a boost, then
+    one solve per policy of only the patients it boosted."""
+    from carthema.clinical import trial as vt
+
+    calls = []
+    solve = vt._solve
+
+    def counting(model, P, events, days):
+        calls.append((P.shape[0], "stem_cell_boost" in set(events["kind"])))
+        return solve(model, P, events, days)
+
+    monkeypatch.setattr(vt, "_solve", counting)
+    pols = [
+        Policy("none"),
+        Policy("early", trigger_day=21, anc_below=0.5, graft=BoostPlan(28.0, 3e6)),
+        Policy("late", trigger_day=28, anc_below=0.5, graft=BoostPlan(35.0, 3e6)),
+    ]
+    trial = run_trial(pols, 120, seed=3, horizon=90.0, population="prior")
+    assert calls[0] == (120, False)
+    assert [boost for _, boost in calls[1:]] == [True, True]
+    boosted = trial.groupby("policy", sort=False)["boosted"].sum()
+    assert [rows for rows, _ in calls[1:]] == [boosted["early"], boosted["late"]]
+
+
+def test_trial_of_a_posterior_is_a_typed_result_saved_in_one_place(tmp_path):
+    """The calibrated population's Posterior (tisa-cel) as the trial's patients: without a
+    boost, the share whose ANC falls to <= 0.5 G/L in days 0-60 is Rejeski 2021's (Blood
+    138:2499, Table 2: 0.81; row 11 of the bundled natural_history.csv; tolerance 0.10
+    as the calibration's); the result saves its files, and its JSON is strict."""
+    import json
+
+    from carthema.clinical.population.posterior import VirtualPopulation
+    from carthema.clinical.trial import TrialResult, virtual_trial
+
+    post = VirtualPopulation.load().sample(300, seed=5, product="tisa-cel")
+    res = virtual_trial([Policy("none")], 300, seed=1, horizon=60.0, patients=post)
+    assert isinstance(res, TrialResult) and res.source == "virtual-tisa-cel draws"
+    ok = res.patients[res.patients["status"] == 0]
+    assert len(ok) >= 290
+    assert 1.0 - ok["neutrophil_already"].mean() == pytest.approx(0.81, abs=0.10)
+    paths = res.save(tmp_path)
+    assert sorted(p.name for p in paths.values()) == sorted(
+        ["patients.parquet", "summary.csv", "incidence_neutrophil.csv",
+         "incidence_platelet.csv", "incidence.png"]
+    )  # fmt: skip
+    back = pd.read_parquet(paths["patients"])
+    assert len(back) == 300 and list(back["policy"].unique()) == ["none"]
+    data = json.loads(json.dumps(res.to_json(), allow_nan=False))
+    assert data["summary"][0]["n"] == 300 and data["policies"] == ["none"]
+
+
+def test_trial_refuses_a_posterior_without_blood_counts():
+    from carthema.models.model import get_model
+    from carthema.models.posterior import Posterior
+    from carthema.models.scenarios import typical_course
+
+    model = get_model("cart")
+    x = model.default_params()
+    post = Posterior(model, x, x[None, :], (), typical_course(patient="p"))
+    with pytest.raises(InputError, match="component set 'cart'"):
+        run_trial([Policy("none")], 10, patients=post)

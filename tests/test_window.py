@@ -195,16 +195,16 @@ def test_window_plot_and_report_carry_the_patient_data(fit_dir, tmp_path, monkey
     that the measured counts after day 42 reflect the boost the patient received."""
     import matplotlib.pyplot as plt
 
-    from carthema.clinical import plans
+    from carthema.clinical import window
 
     seen: dict = {}
-    real = plans.plot_window
+    real = window.plot_window
 
     def spy(table, summary, path, **kw):
         seen.update(table=table, summary=summary, **kw)
         return real(table, summary, path, **kw)
 
-    monkeypatch.setattr(plans, "plot_window", spy)
+    monkeypatch.setattr(window, "plot_window", spy)
     # Day 120, not 90: the regenerated VP004 (two-stage delayed injury) keeps CAR-T above
     # the limit on day 90.
     window_from_fit(fit_dir, [21.0, 120.0], tmp_path, n_draws=10, seed=5, report=True, today=21.0)

@@ -50,6 +50,22 @@ from carthema.fitting.op.ode_op import (
     stack_schedules,
 )
 from carthema.models.model import Model, get_model
+from carthema.models.solver_contract import SolverOptions
+
+#: The ODE solver inside a fit's likelihood: the fitting Op's defaults
+#: (:mod:`carthema.fitting.op.ode_op`).
+FIT_SOLVER = SolverOptions(METHOD, rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
+
+
+#: The solver settings a fit function takes as keywords (``**solver_options``).
+SOLVER_FIELDS = ("rtol", "atol", "max_steps", "method")
+
+
+def fit_solver(**changes) -> SolverOptions:
+    """:data:`FIT_SOLVER` with some of ``rtol``, ``atol``, ``max_steps``, ``method``
+    changed (the ``**solver_options`` of the fit functions)."""
+    return FIT_SOLVER.replace(**changes)
+
 
 #: An analyte needs at least this many quantified observations to estimate its own
 #: residual SD; with fewer, the SD is held at its typical value.
@@ -232,10 +248,7 @@ def model_parts(
     priors: list[Prior],
     sigma: Mapping[str, float] | None,
     min_obs_for_sigma: int,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    method: str,
+    solver: SolverOptions,
 ) -> ModelParts:
     """The :class:`ModelParts` of one patient or several (rows stacked in the order
     given): ``free`` from :func:`resolve_free` and its ``priors``, the residual SDs by
@@ -256,7 +269,7 @@ def model_parts(
         has_unc=bool((~censored).any()),
         has_cen=bool(censored.any()),
         schedules=[Schedule.from_data(d, free) for d in data],
-        op=SolveOp(data[0].model.name, rtol, atol, max_steps, method),
+        op=SolveOp(data[0].model.name, solver.rtol, solver.atol, solver.max_steps, solver.method),
     )
 
 
@@ -273,10 +286,7 @@ def build_model(
     prior_sd: Mapping[str, float] | None = None,
     sigma: Mapping[str, float] | None = None,
     min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-    max_steps: int = MAX_STEPS,
-    method: str = METHOD,
+    solver: SolverOptions = FIT_SOLVER,
     predictor=None,
 ) -> FitModel:
     """The PyMC model of one patient (see the module docstring for its variables).
@@ -294,8 +304,8 @@ def build_model(
         Residual SDs to hold fixed, by analyte (on the analyte's likelihood scale).
     min_obs_for_sigma:
         Estimate an analyte's residual SD only with at least this many quantified rows.
-    rtol, atol, max_steps, method:
-        ODE solver settings (see :mod:`carthema.fitting.op.ode_op`).
+    solver:
+        ODE solver settings (:func:`fit_solver`; see :mod:`carthema.fitting.op.ode_op`).
     predictor:
         Replace the ODE Op: a function ``theta -> (pred, ok)`` of PyTensor variables
         (predictions at the rows of ``data`` and a 0/1 success flag). Used to compare
@@ -309,10 +319,7 @@ def build_model(
         prior_table(model, free, prior_sd),
         sigma,
         min_obs_for_sigma,
-        rtol,
-        atol,
-        max_steps,
-        method,
+        solver,
     )
     op = parts.op
     inputs = {
@@ -429,11 +436,14 @@ def build_patient_model(
 ) -> FitModel:
     """:func:`prepare_patient` + :func:`build_model` in one call.
 
-    ``params`` sets the values of non-free parameters (default: model defaults).
+    ``params`` sets the values of non-free parameters (default: model defaults); the
+    solver's ``rtol``, ``atol``, ``max_steps`` and ``method`` among ``kwargs`` change
+    :data:`FIT_SOLVER` (:func:`fit_solver`), the others go to :func:`build_model`.
     """
     from carthema.models.simulate import resolve_params
 
     model = get_model(components)
     p = resolve_params(model, params)
     data = prepare_patient(model, observations, events, patient, p)
-    return build_model(data, free, **kwargs)
+    solver = {k: kwargs.pop(k) for k in SOLVER_FIELDS if k in kwargs}
+    return build_model(data, free, solver=fit_solver(**solver), **kwargs)

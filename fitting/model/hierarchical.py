@@ -48,6 +48,7 @@ import pytensor.tensor as pt
 
 from carthema.data.errors import InputError
 from carthema.fitting.model.build import (
+    FIT_SOLVER,
     MIN_OBS_FOR_SIGMA,
     BuiltModel,
     model_parts,
@@ -55,16 +56,9 @@ from carthema.fitting.model.build import (
 from carthema.fitting.model.covariates import Covariates, design_matrix
 from carthema.fitting.model.data import PatientData
 from carthema.fitting.model.priors import positive_by_free, prior_table, resolve_free
-from carthema.fitting.op.ode_op import (
-    ATOL,
-    BATCH_INPUTS,
-    MAX_STEPS,
-    METHOD,
-    RTOL,
-    Schedule,
-    stack_schedules,
-)
+from carthema.fitting.op.ode_op import BATCH_INPUTS, Schedule, stack_schedules
 from carthema.models.model import Model
+from carthema.models.solver_contract import SolverOptions
 
 #: A population fit needs at least this many patients to estimate between-patient spreads.
 MIN_PATIENTS = 3
@@ -99,10 +93,7 @@ def build_population_model(
     omega_scale: Mapping[str, float] | None = None,
     sigma: Mapping[str, float] | None = None,
     min_obs_for_sigma: int = MIN_OBS_FOR_SIGMA,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-    max_steps: int = MAX_STEPS,
-    method: str = METHOD,
+    solver: SolverOptions = FIT_SOLVER,
 ) -> PopulationModel:
     """The hierarchical PyMC model of several patients (see the module docstring).
 
@@ -125,8 +116,8 @@ def build_population_model(
     min_obs_for_sigma:
         Estimate an analyte's residual SD only with at least this many quantified rows
         (pooled over patients).
-    rtol, atol, max_steps, method:
-        ODE solver settings (see :mod:`carthema.fitting.op.ode_op`).
+    solver:
+        ODE solver settings (:func:`~carthema.fitting.model.build.fit_solver`).
     """
     data = list(data)
     if len(data) < MIN_PATIENTS:
@@ -149,7 +140,7 @@ def build_population_model(
     om_scale = np.array([float(scales.get(n, s)) for n, s in zip(free, sd0, strict=True)])
     cov = None if covariates is None else design_matrix(covariates, ids, free, effects)
 
-    parts = model_parts(data, free, priors, sigma, min_obs_for_sigma, rtol, atol, max_steps, method)
+    parts = model_parts(data, free, priors, sigma, min_obs_for_sigma, solver)
     batch = stack_schedules(parts.schedules)
 
     coords: dict[str, list[str]] = {"param": list(free), "patient": ids}

@@ -49,7 +49,7 @@ from carthema.fitting.evaluation.diagnostics import (
 from carthema.fitting.evaluation.goodness import (
     log_likelihood_group,
 )
-from carthema.fitting.model.build import FitModel, build_model
+from carthema.fitting.model.build import FitModel, build_model, fit_solver
 from carthema.fitting.model.data import prepare_patient
 from carthema.fitting.op.compiled import logp_grad, nutpie_model
 from carthema.fitting.results.fit_result import FIT_FORMAT, FitResult  # noqa: F401 (public here)
@@ -192,7 +192,9 @@ def fit(
     model = get_model(components)
     p = resolve_params(model, params)
     data = prepare_patient(model, observations, events, patient, p, history_days=history_days)
-    fm = build_model(data, free, prior_sd=prior_sd, sigma=sigma, **solver_options)
+    fm = build_model(
+        data, free, prior_sd=prior_sd, sigma=sigma, solver=fit_solver(**solver_options)
+    )
     timings = {"build_s": time.perf_counter() - t_start}
     settings = run.record(fm.op)
     sampler, seed = run.sampler, run.seed

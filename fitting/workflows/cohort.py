@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -94,6 +94,9 @@ from carthema.fitting.workflows.cohort_task import (  # noqa: F401 (public here)
     fit_patient_task,
     patient_seed,
 )
+
+if TYPE_CHECKING:
+    from carthema.fitting.sampling.settings import RunSettings
 
 
 @dataclass
@@ -211,10 +214,10 @@ def fit_cohort(
     # The run settings, validated once for every patient: a bad one stops the run before
     # any fit (the seed is drawn below; a worker's fit takes the settings as they are).
     from carthema.fitting.sampling.samplers import SAMPLERS
-    from carthema.fitting.sampling.settings import RunSettings, run_args
+    from carthema.fitting.sampling.settings import RUN_FIELDS, RunSettings, run_args
 
-    given = {**run_args(locals()), "seed": 0 if seed is None else seed, "cores": max(1, int(cores))}
-    RunSettings.of(None, SAMPLERS, components, given)
+    given = {**run_args(locals()), **run_args(fit_options), "cores": max(1, int(cores))}
+    run = RunSettings.of(None, SAMPLERS, components, {**given, "seed": 0 if seed is None else seed})
     _check_cluster_options(scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
     seed_given = seed is not None
@@ -223,22 +226,26 @@ def fit_cohort(
     settings = {
         "components": components,
         "free": _normalise_free(free),
-        "sampler": sampler,
-        "draws": int(draws),
-        "tune": int(tune),
-        "chains": int(chains),
+        "sampler": run.sampler,
+        "draws": run.draws,
+        "tune": run.tune,
+        "chains": run.chains,
         "seed": int(seed),
-        "init": init,
+        "init": run.init,
         "fit_options": {k: v for k, v in sorted(fit_options.items())},
-        "cores": max(1, int(cores)),
+        "cores": run.cores,
         "plot": bool(plot),
     }
+    # What each patient's fit is given besides the run settings (target_accept and
+    # low_rank are run settings, recorded among the fit options of cohort.json).
+    opts = {k: v for k, v in settings["fit_options"].items() if k not in RUN_FIELDS}
     probe_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     # One run per folder: a second run is refused with the holder's pid (a lock left
     # by a killed run is taken over).
     with FolderLock(out, "fit-cohort"):
         settings = write_manifest(out, settings, seed_given)
+        run = run.with_seed(settings["seed"])  # the recorded seed, on a restart
         drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
         say(f"cohort seed {settings['seed']}{drawn}")
         rows, todo, skipped = patient_rows(out, ids)
@@ -265,7 +272,7 @@ def fit_cohort(
                     else "no workers connected yet: waiting for `dask worker` processes"
                 )
                 t_fit = time.perf_counter()
-                futures = _submit(client, out, todo, tasks, settings)
+                futures = _submit(client, out, todo, tasks, settings, run, opts)
                 for pid, row in _collect(out, futures, rows, settings, progress, say):
                     (fitted if row["status"] == "ok" else failed).append(pid)
                 timings["fit_s"] = time.perf_counter() - t_fit
@@ -324,10 +331,17 @@ def _patient_tasks(
 
 
 def _submit(
-    client: Any, out: Path, todo: list[str], tasks: _PatientTasks, settings: Mapping[str, Any]
+    client: Any,
+    out: Path,
+    todo: list[str],
+    tasks: _PatientTasks,
+    settings: Mapping[str, Any],
+    run: RunSettings,
+    opts: Mapping[str, Any],
 ) -> dict[Any, str]:
-    """One :func:`fit_patient_task` per patient to fit, its folder prepared first;
-    returns future -> patient."""
+    """One :func:`fit_patient_task` per patient to fit, its folder prepared first, with
+    the cohort's ``run`` settings under the patient's own seed (:func:`patient_seed`) and
+    the fit options ``opts``; returns future -> patient."""
     futures = {}
     for pid in todo:
         prepare_folder(out / "patients" / patient_folder(pid))
@@ -336,9 +350,12 @@ def _submit(
             tasks.observations[pid],
             tasks.events.get(pid, tasks.no_events),
             pid,
-            settings,
-            patient_seed(settings["seed"], pid),
-            tasks.truth.get(pid),
+            run.with_seed(patient_seed(run.seed, pid)),
+            components=settings["components"],
+            free=settings["free"],
+            plot=settings["plot"],
+            truth=tasks.truth.get(pid),
+            options=opts,
             key=f"carthema-fit-{patient_folder(pid)}-{os.getpid()}-{time.time_ns()}",
             pure=False,
             retries=0,

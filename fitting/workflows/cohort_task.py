@@ -14,12 +14,15 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from carthema.data.errors import InputError
+
+if TYPE_CHECKING:
+    from carthema.fitting.sampling.settings import RunSettings
 
 
 def patient_seed(cohort_seed: int, patient: str) -> int:
@@ -50,53 +53,45 @@ def fit_patient_task(
     observations: pd.DataFrame,
     events: pd.DataFrame | None,
     patient: str,
-    settings: Mapping[str, Any],
-    seed: int,
+    run: RunSettings,
+    *,
+    components: str,
+    free: list[str] | None = None,
+    plot: bool = False,
     truth: Mapping[str, float] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict:
     """Fit one patient (runs on a dask worker); never raises for a failed fit.
 
-    Returns ``{"status": "ok", "row": ..., "files": {name: bytes}}`` or
-    ``{"status": "failed", "row": ..., "traceback": str}``.
+    ``run``: the cohort's run settings (validated by the cohort before any task) with
+    this patient's seed; ``options``: the other keywords of :func:`fit` (solver options,
+    ``history_days``, ...). Returns ``{"status": "ok", "row": ..., "files": {name:
+    bytes}}`` or ``{"status": "failed", "row": ..., "traceback": str}``.
     """
     from carthema.fitting.sampling.samplers import fit
-    from carthema.fitting.sampling.settings import RunSettings
 
     t0 = time.perf_counter()
     base = {
         "patient": patient,
-        "sampler": settings["sampler"],
-        "components": settings["components"],
-        "seed": int(seed),
+        "sampler": run.sampler,
+        "components": components,
+        "seed": int(run.seed),
         "worker": _worker_name(),
     }
     try:
-        opts = dict(settings["fit_options"])
-        # Validated by fit_cohort before any task: the fit takes them as they are.
-        run = RunSettings(
-            sampler=settings["sampler"],
-            draws=int(settings["draws"]),
-            tune=int(settings["tune"]),
-            chains=int(settings["chains"]),
-            seed=int(seed),
-            cores=int(settings["cores"]),
-            init=settings["init"],
-            target_accept=float(opts.pop("target_accept", 0.8)),
-            low_rank=bool(opts.pop("low_rank", True)),
-        )
         result = fit(
             observations,
             events,
             patient,
-            components=settings["components"],
-            free=settings["free"],
+            components=components,
+            free=free,
             truth=truth,
             progress=False,
             run=run,
-            **opts,
+            **dict(options or {}),
         )
         with tempfile.TemporaryDirectory(prefix="carthema-cohort-") as tmp:
-            paths = result.save(tmp, plot=settings["plot"])
+            paths = result.save(tmp, plot=plot)
             report = Path(tmp) / "report.txt"
             report.write_text("\n".join(result.report()) + "\n")
             paths["report"] = report

@@ -31,6 +31,7 @@ from carthema.data.patients import select_patients
 from carthema.fitting.evaluation.diagnostics import diagnose, misfit_warnings
 from carthema.fitting.evaluation.goodness import pointwise_loglik
 from carthema.fitting.evaluation.vpc import PatientDesign
+from carthema.fitting.model.build import fit_solver
 from carthema.fitting.model.covariates import Covariates, design_matrix, parse_effects
 from carthema.fitting.model.data import HISTORY_DAYS, PatientData, prepare_patient
 from carthema.fitting.model.hierarchical import (
@@ -281,7 +282,7 @@ def fit_population(
         prior_sd=prior_sd,
         omega_scale=omega_scale,
         sigma=sigma,
-        **solver_options,
+        solver=fit_solver(**solver_options),
     )
     timings = {"build_s": time.perf_counter() - t_start}
     notes = _cohort_notes(data)
