@@ -213,7 +213,11 @@ def sobol_from_function(
         df = pd.DataFrame(cols, index=pd.Index(names, name="parameter"))
         df.attrs.update(attrs, note="output has no variance over the samples")
         return df
-    boot = {"num_resamples": num_resamples, "conf_level": conf_level, "seed": seed}
+    # A Generator, not the int: SALib's Sobol analysis tests ``if seed:`` and so leaves
+    # the bootstrap unseeded for seed 0 (the default), which made reruns' confidence
+    # intervals differ.
+    rng = np.random.default_rng(seed)
+    boot = {"num_resamples": num_resamples, "conf_level": conf_level, "seed": rng}
     Si = sobol_analyze.analyze(problem, y_used, calc_second_order=False, **boot)
     return _indices_frame(Si, ("S1", "S1_conf", "ST", "ST_conf"), "ST", names, attrs)
 
