@@ -68,6 +68,7 @@ from carthema.clinical.population.virtual import (
     crowded_baseline,
     disease_base,
     draw_plausible,
+    marrow_normal_share,
     population_files,
     product_course,
     simulate_product,
@@ -134,7 +135,13 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
         status, anc, plt_ = simulate_product(model, P, g, DAYS, disease)
         ok &= status == 0
         counts[g] = (anc, plt_)
-    anc0 = P[ok, model.index("param", "anc0")]
+    # The rebound bound's reference: the ANC the patient's marrow holds once clear of
+    # blasts (anc0 over the marrow's normal share; anc0 itself without crowding, as in
+    # LBCL). In a leukaemic marrow the pre-lymphodepletion ANC is the crowded one, and
+    # rising above it as CAR-T clears the blasts is the recovery, not an overshoot
+    # (measured: with the crowded ANC as reference the bound held the B-ALL weights on
+    # patients who had not recovered by day 20).
+    anc0 = P[ok, model.index("param", "anc0")] / marrow_normal_share(model, P[ok])
     values = {g: per_patient(DAYS, anc[ok], plt_[ok]) for g, (anc, plt_) in counts.items()}
     for g, (anc, _) in counts.items():
         values[g]["rebound"] = rebound(DAYS, anc[ok], anc0)
