@@ -82,6 +82,16 @@ def test_the_b_all_population_matches_its_published_rows(product):
         assert abs(got[key] - value) <= 0.10, (product, key, got[key])
 
 
+def test_held_out_day_56_label_values():
+    """Not in the calibration file and never fitted: the Kymriah label's day-56 values
+    among the same ELIANA responders, grade >= 3 neutropenia 17 % and thrombocytopenia
+    12 % (KYMRIAH US prescribing information, Warnings: Prolonged Cytopenias), each within
+    0.10."""
+    s = natural_history("tisa-cel", "b-all", n=1000, seed=2, horizon=60.0).statistics
+    assert abs(s["p_anc_lt_1_d56"] - 0.17) <= 0.10, s["p_anc_lt_1_d56"]
+    assert abs(s["p_plt_lt_50_d56"] - 0.12) <= 0.10, s["p_plt_lt_50_d56"]
+
+
 def test_the_b_all_population_is_one_shared_distribution_with_its_preset():
     pop, meta = load_population(disease="b-all")
     assert meta["disease"] == "b-all" and meta["effective_sample_size"] >= 500
