@@ -35,10 +35,12 @@ Other diseases (``--disease mcl``, ``--disease b-all``) run the same procedure o
 rows of ``natural_history_more.csv``: the disease preset's load and marrow infiltration,
 the pre-lymphodepletion counts of the leukaemic marrow (``crowded_baseline``), each
 product under its course in that disease (B-ALL: tisa-cel ELIANA, brexu-cel ZUMA-3; MCL:
-brexu-cel ZUMA-2) and no CAR-HEMATOTOX share term (those rows have no strata).
+brexu-cel ZUMA-2) and no CAR-HEMATOTOX share term (those rows have no strata). The
+rebound bound there is measured against the ANC of the marrow cleared of blasts (a
+crowded marrow's recovery rises above its crowded pre-treatment ANC).
 
 No stem-cell-boost cohort enters. Run ``python -m carthema.clinical.population.calibrate
-[--disease lbcl] [--n 24000] [--seed 1] [--out DIR]`` (MCL ships at ``--n 4000``); it
+[--disease lbcl] [--n 24000] [--seed 1] [--out DIR]`` (MCL and B-ALL ship at ``--n 4000``); it
 prints every target beside the calibrated value and the effective sample size.
 """
 
