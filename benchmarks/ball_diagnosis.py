@@ -1,4 +1,4 @@
-"""Why B-ALL cannot be calibrated yet: measured diagnosis of the two B-ALL label rows.
+"""B-ALL's two label rows on the same patients: what moves them, measured.
 
 The B-ALL rows of natural_history_more.csv (file rows 2-5) give, for tisa-cel after the
 ELIANA course, ANC < 1 G/L on day 28 in 40 % and platelets < 50 G/L in 27 %, and for
@@ -23,11 +23,56 @@ This script measures, on the same plausible B-ALL patients (``--n``, ``--seed``)
 3. a swap matrix: which part of the product difference (course or kinetics) and which
    suppression term moves the rows (P over the unweighted plausible patients).
 
+4. the rows' definitions beside the model: the ELIANA row counts responders only, so
+   each product's share of responders (marrow blasts < 5 % on the row's day) and the
+   rows among them; the CRS signal's duration (days with ``infl_I`` >= 1 and with the
+   early suppression term >= 0.25) in B-ALL and, in the same run, in LBCL (tisa-cel,
+   axi-cel at the LBCL load); the median course of platelets, ANC, blasts and CAR-T;
+   and levers confined to B-ALL (the crowding release off; brexu-cel's own killing
+   potency with the CD28 cytokine factor undone), with the published facts they answer
+   to (:data:`PUBLISHED`).
+
 Run ``python benchmarks/ball_diagnosis.py [--n 1000] [--seed 1]``; writes
 benchmarks/results/ball_diagnosis.json. ``--smoke``: 40 patients, temporary output.
 
-Findings (n 1000, seed 1; benchmarks/results/ball_diagnosis.json; rerun on the two-stage
-saturating delayed injury, which moved the rows by <= 0.02; the temporary-build
+Findings of the 16:12 UTC run (5 Dec 2026; n 1000, seed 1; benchmarks/results/ball_diagnosis.json),
+with brexu-cel's own killing potency (presets.BREXU_KILL_FACTOR, kill_EC50 x 0.2) and
+the calibration's crowding-aware rebound reference; docs/natural_history_ball.md has the
+calibrated population's values (4/4 rows):
+
+- Unweighted plausible patients: tisa-cel 0.446 / 0.65 (day 28), brexu-cel 0.335 /
+  0.555 (day 30); discordant 0.112 (>= 0.08 needed). brexu-cel peaks at a median 10,200
+  copies/ug on day 8 (tisa-cel 25,300 on day 10, Stein et al. 2019: 24,000 on day 9.3)
+  with a CRS peak of 3.9 (tisa-cel 4.8), in the trials' order of severe CRS (ZUMA-3
+  phase 1 31 %, ELIANA 49 %). Undoing the potency gives 0.713 / 0.848 and discordant 0
+  again; halving it 0.478 / 0.69.
+- Row definitions, checked against the labels: ELIANA's row is 52 *responders* (Kymriah
+  label; at day 56 17 % / 12 %, held out: the calibrated population gives 0.14 / 0.13);
+  ZUMA-3's is all 78 treated adults (Tecartus label: 12 % / 12 %, any grade >= 3
+  cytopenia 20 %). The courses in models/presets.py match the ZUMA-3 design page (flu 25
+  mg/m2 days -4..-2, cy 900 mg/m2 day -2, 1e6/kg); ELIANA's flu/cy schedule is still as
+  recalled from the label. Every model patient clears the marrow (blasts < 5 %) by day
+  10-13 (p90) under both courses: 100 % responders, against CR/CRi 82 % (ELIANA) and
+  70.9 % (ZUMA-3 phase 2); conditioning on response changes nothing.
+- Marrow crowding and its release are explicit (targets.marrow_space) and act: with the
+  release off the rows rise to 0.80 / 0.87 (tisa-cel) and 0.74 / 0.84 (brexu-cel);
+  without the early CRS suppression the release gives median platelets of 103 G/L on
+  day 28 (tisa-cel).
+- The rebound bound was the platelets' blocker: measured against the crowded
+  pre-lymphodepletion ANC, the recovery itself counted as a rebound and the bound kept
+  the weights on patients not recovered by day 20 (calibrated tisa-cel platelets 0.77 -
+  0.81 with every brexu-cel lever tried); against the ANC of the cleared marrow
+  (calibrate._simulate) the same levers reach 4/4 (kill_EC50 x 0.1, 0.2, 0.3).
+- The CRS signal lasts longer at the B-ALL load than in LBCL: ``infl_I`` >= 1 for a
+  median 11 (tisa-cel) and 9 days (brexu-cel) against 0 and 5 days for tisa-cel and
+  axi-cel in LBCL in the same run, while published CRS lasts about a week in both
+  (ELIANA median 8 days to resolution, ZUMA-1 7 days). Left as is (a shared equation);
+  a CRS resolving 3 times faster (infl_out x 3, both products) gives tisa-cel 0.166 /
+  0.435, brexu-cel 0.125 / 0.318.
+
+Findings before the potency preset and the rebound reference, kept for the record (n
+1000, seed 1, the same patients; the swap names below are those of that run; rerun on
+the two-stage saturating delayed injury, which moved the rows by <= 0.02; the temporary-build
 experiments below, with both levers, and the LBCL/MCL rows under the potency lever were
 measured on the earlier one-stage injury and not rerun):
 
@@ -99,6 +144,7 @@ from carthema.clinical.population.virtual import (  # noqa: E402
 )
 from carthema.models.events import build_events  # noqa: E402
 from carthema.models.model import get_model  # noqa: E402
+from carthema.models.presets import BREXU_KILL_FACTOR  # noqa: E402
 from carthema.models.solve import Schedule, solve  # noqa: E402
 from carthema.models.solver_contract import SCREEN  # noqa: E402
 
@@ -110,9 +156,103 @@ ROWS = {
 }
 DAYS = np.arange(-7.0, 61.0)
 
+#: Published facts beside the rows (checked with the search tool, Dec 2026), each with
+#: where it was read; the model's counterpart is measured in the same run.
+PUBLISHED = {
+    "tisa-cel (ELIANA)": {
+        "row_population": "52 responding patients (CR/CRi) of 68 in the label's safety set",
+        "anc_plt_not_resolved_d56": [0.17, 0.12],
+        "severe_crs_penn_ge3": 0.49,
+        "crs_median_days_to_resolution": 8,
+        "overall_remission_cr_cri": 0.82,
+        "sources": [
+            "KYMRIAH US prescribing information, Warnings: Prolonged Cytopenias and CRS "
+            "(as reprinted in ASH Clinical News 4.8 and 4.14, Important Safety Information): "
+            "grade >= 3 neutropenia 40 % and thrombocytopenia 27 % not resolved by day 28 "
+            "among 52 responding patients, 17 % and 12 % at day 56; CRS >= grade 3 (Penn) "
+            "in 49 % of 68 r/r ALL patients, median time to resolution 8 days",
+            "ELIANA overall remission rate 82 % (95 % CI 72-90) within 3 months, N 79 "
+            "infused (Hum Vaccin Immunother 2023;19:2210046, Table 1, citing Rives et al.)",
+        ],
+    },
+    "brexu-cel (ZUMA-3)": {
+        "row_population": "all 78 treated adults (responders and non-responders)",
+        "any_grade_ge3_cytopenia_unresolved_d30": 0.20,
+        "severe_crs_ge3_phase1": 0.31,
+        "overall_remission_cr_cri_phase2": 0.709,
+        "sources": [
+            "tecartushcp.com ALL safety profile (TECARTUS US prescribing information): at "
+            "day 30, 20 % of patients (N 78) had unresolved grade >= 3 cytopenias, 12 % "
+            "thrombocytopenia, 12 % neutropenia",
+            "Shah et al. 2021, Blood 138:11 (ZUMA-3 phase 1, abstract): grade >= 3 CRS 31 %",
+            "Shah et al. 2021, Lancet 398:491 (ZUMA-3 phase 2, abstract): CR/CRi 70.9 % "
+            "(39/55), 1e6 CAR T cells/kg",
+        ],
+    },
+    "axi-cel (ZUMA-1, LBCL)": {
+        "crs_median_days": 7,
+        "sources": [
+            "YESCARTA US prescribing information (ASH Clinical News 4.1 reprint): "
+            "median duration of CRS 7 days (range 2-58)"
+        ],
+    },
+}
+
 
 def _q(x: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in np.percentile(x, [10, 50, 90])]
+
+
+def crs_days(x: np.ndarray, level: float = 1.0) -> np.ndarray:
+    """Per patient (rows of ``x`` on the daily grid DAYS): days on which ``x`` >= ``level``."""
+    return (x >= level).sum(axis=1).astype(float)
+
+
+#: Days of the median course printed per product.
+COURSE_DAYS = (-5, 0, 7, 10, 14, 21, 28, 35, 42)
+
+
+def median_course(obs: np.ndarray, model) -> dict:
+    """Median platelets, ANC, marrow blasts and CAR-T copies on :data:`COURSE_DAYS`."""
+    ks = [int(np.where(DAYS == d)[0][0]) for d in COURSE_DAYS]
+    return {
+        name: {
+            d: round(float(np.median(obs[:, k, model.index("obs", name)])), 3)
+            for d, k in zip(COURSE_DAYS, ks, strict=True)
+        }
+        for name in ("platelets", "anc", "marrow_blasts", "cart_copies")
+    }
+
+
+def without_early(model, Pg: np.ndarray, product: str, k: int) -> dict:
+    """Median platelets and ANC on grid day ``k`` with the early CRS suppression at its
+    lower bound (``infl_supp`` 0.01): what the crowding release gives on its own."""
+    Q = Pg.copy()
+    Q[:, model.index("param", "infl_supp")] = 0.01
+    _, anc, plt_ = simulate_counts(model, Q, product_events(product, disease="b-all"), DAYS)
+    return {"platelets": float(np.median(plt_[:, k])), "anc": float(np.median(anc[:, k]))}
+
+
+def lbcl_crs_reference(n: int, seed: int) -> dict:
+    """The same CRS measures in LBCL (plausible patients at the LBCL load, tisa-cel and
+    axi-cel under their LBCL courses): the model's CRS signal in the disease whose rows
+    the shared mechanisms were calibrated to, measured in the same run."""
+    model = get_model("full")
+    P, _ = draw_plausible(n, np.random.default_rng(seed), model, base=disease_base("lbcl"))
+    si = model.state_names.index("infl_I")
+    j = model.index("param", "infl_supp")
+    out = {}
+    for g in ("tisa-cel", "axi-cel"):
+        Pg = product_params(model, P, g)
+        ev = build_events(model, product_events(g, disease="lbcl"), model.default_params())
+        sch = Schedule.from_events(model, ev, DAYS, t0=float(DAYS[0]))
+        I = np.array([solve(model, q, sch, SCREEN, backend="numba").y[:, si] for q in Pg])
+        out[g] = {
+            "infl_I_peak": _q(I.max(1)),
+            "days_infl_I_ge_1": _q(crs_days(I)),
+            "days_early_term_ge_0.25": _q(crs_days(Pg[:, j, None] * I, 0.25)),
+        }
+    return out
 
 
 def plausible(n: int, seed: int):
@@ -150,6 +290,12 @@ def courses(model, P: np.ndarray) -> dict:
         lost_late = np.log1p(late_t[:, w]).sum(1)
         dominant = np.where(lost_early > lost_late, "early CRS", "delayed + non-resolving")
         bad = anc[:, k] < 1.0
+        blasts = obs[:, :, model.index("obs", "marrow_blasts")]
+        # The ELIANA row counts responders only (Kymriah label: "among 52 responding
+        # patients"); a responder here: marrow blasts < 5 % on the row's day (CR/CRi).
+        resp = blasts[:, k] < 5.0
+        cleared = blasts < 5.0
+        day_clear = np.where(cleared.any(1), DAYS[np.argmax(cleared, axis=1)], np.nan)
         out[g] = {
             "day": day,
             "cmax_copies_ug": _q(cart.max(1)),
@@ -166,6 +312,14 @@ def courses(model, P: np.ndarray) -> dict:
             "anc_day": {int(d): _q(anc[:, int(d - DAYS[0])]) for d in (0, 7, 14, 21, 28, 30)},
             "p_anc_lt_1": float(bad.mean()),
             "p_plt_lt_50": float((plt_[:, k] < 50.0).mean()),
+            "days_infl_I_ge_1": _q(crs_days(I)),
+            "days_early_term_ge_0.25": _q(crs_days(early_t, 0.25)),
+            "p_responders_on_day": float(resp.mean()),
+            "day_marrow_blasts_lt_5pct": _q(day_clear[np.isfinite(day_clear)]),
+            "responders_p_anc_lt_1": float(bad[resp].mean()) if resp.any() else None,
+            "responders_p_plt_lt_50": float((plt_[resp, k] < 50.0).mean()) if resp.any() else None,
+            "median_course": median_course(obs, model),
+            "median_on_day_without_early_suppression": without_early(model, Pg, g, k),
             "dominant_term_among_anc_lt_1": {
                 str(t): float(np.mean(dominant[bad] == t)) for t in np.unique(dominant)
             }
@@ -176,65 +330,100 @@ def courses(model, P: np.ndarray) -> dict:
     return out
 
 
-def swaps(model, P: np.ndarray) -> list[dict]:
+def swaps(model, P: np.ndarray, levers: bool = False) -> list[dict]:
     """Row statistics (unweighted plausible patients) when one part of the product
-    difference or one suppression term is changed, on the same patients."""
+    difference or one suppression term is changed, on the same patients; ``levers``:
+    the B-ALL-only levers (:func:`_levers`) instead."""
     pi = {k: model.index("param", k) for k in model.param_names}
 
-    def setter(name, value=None, factor=None):
+    def setter(*changes):
+        """Set (``("name", value, None)``) or scale (``("name", None, factor)``) columns."""
+
         def f(Q):
-            Q[:, pi[name]] = value if value is not None else Q[:, pi[name]] * factor
+            for name, value, factor in changes:
+                Q[:, pi[name]] = value if value is not None else Q[:, pi[name]] * factor
 
         return f
 
-    variants = [
+    variants = _levers(setter) if levers else _swaps(setter)
+    return [_swap_row(model, P, *v) for v in variants]
+
+
+def _levers(setter) -> list:
+    """Levers confined to B-ALL: the crowding release switched off (its effect on the
+    rows), and brexu-cel's own per-cell killing potency with the CD28 cytokine factor
+    undone (infl_eref x 2), so that its CRS in B-ALL is no larger than tisa-cel's as the
+    trials' severe-CRS rates suggest (ELIANA 49 %, Penn grading, Kymriah label; ZUMA-3
+    phase 1 31 %, Shah et al. 2021, Blood 138:11)."""
+    off = setter(("leuk_crowding", 1e-3, None))
+    fast = setter(("infl_out", None, 3.0))
+    return [
+        ("crowding release off (leuk_crowding at its lower bound)", {"mod": off}, {"mod": off}),
+        (
+            "CRS resolving 3 times faster, both products (infl_out x 3; a shared parameter)",
+            {"mod": fast},
+            {"mod": fast},
+        ),
+        (
+            "brexu-cel kill_EC50 x 0.5 more (x 0.1 of axi-cel's) and infl_eref x 2",
+            {},
+            {"mod": setter(("kill_EC50", None, 0.5), ("infl_eref", None, 2.0))},
+        ),
+    ]
+
+
+def _swaps(setter) -> list:
+    """The product-difference and suppression-term swaps."""
+    return [
         ("as modelled", {}, {}),
         ("brexu-cel course with tisa-cel kinetics", {}, {"kinetics": "tisa-cel"}),
         ("tisa-cel course with brexu-cel kinetics", {"kinetics": "brexu-cel"}, {}),
         (
             "early CRS suppression off (infl_supp 0.01, its lower bound)",
-            {"mod": setter("infl_supp", 0.01)},
-            {"mod": setter("infl_supp", 0.01)},
+            {"mod": setter(("infl_supp", 0.01, None))},
+            {"mod": setter(("infl_supp", 0.01, None))},
         ),
         (
             "brexu-cel CD28 cytokine factor undone (infl_eref x 2)",
             {},
-            {"mod": setter("infl_eref", factor=2.0)},
+            {"mod": setter(("infl_eref", None, 2.0))},
         ),
         (
             "brexu-cel strong antigen-driven exhaustion (cart_k_exh 0.5, upper bound)",
             {},
-            {"mod": setter("cart_k_exh", 0.5)},
+            {"mod": setter(("cart_k_exh", 0.5, None))},
         ),
         (
-            "brexu-cel CD28 per-cell killing x3.3 (kill_EC50 x 0.3)",
+            "brexu-cel's own killing potency undone (kill_EC50 x 5: axi-cel's)",
             {},
-            {"mod": setter("kill_EC50", factor=0.3)},
+            {"mod": setter(("kill_EC50", None, 1.0 / BREXU_KILL_FACTOR))},
         ),
         (
-            "brexu-cel CD28 per-cell killing x10 (kill_EC50 x 0.1)",
+            "brexu-cel's own killing potency halved (kill_EC50 x 2)",
             {},
-            {"mod": setter("kill_EC50", factor=0.1)},
+            {"mod": setter(("kill_EC50", None, 2.0))},
         ),
     ]
-    out = []
-    for name, t_opt, b_opt in variants:
-        row = {"variant": name}
-        bad = {}
-        for g, opt in (("tisa-cel", t_opt), ("brexu-cel", b_opt)):
-            day = ROWS[g][0]
-            Q = product_params(model, P, opt.get("kinetics", g))
-            if "mod" in opt:
-                opt["mod"](Q)
-            st, anc, plt_ = simulate_counts(model, Q, product_events(g, disease="b-all"), DAYS)
-            k = int(np.where(DAYS == day)[0][0])
-            bad[g] = anc[:, k] < 1.0
-            row[f"{g}_p_anc_lt_1_d{day}"] = float(bad[g].mean())
-            row[f"{g}_p_plt_lt_50_d{day}"] = float((plt_[:, k] < 50.0).mean())
-            row[f"{g}_failed_solves"] = int((st != 0).sum())
-        row["discordant_tisa_bad_brexu_ok"] = float(np.mean(bad["tisa-cel"] & ~bad["brexu-cel"]))
-        out.append(row)
-    return out
+
+
+def _swap_row(model, P: np.ndarray, name: str, t_opt: dict, b_opt: dict) -> dict:
+    """Both rows of both products with one variant applied (``kinetics``: another
+    product's kinetics; ``mod``: a change of parameter columns)."""
+    row = {"variant": name}
+    bad = {}
+    for g, opt in (("tisa-cel", t_opt), ("brexu-cel", b_opt)):
+        day = ROWS[g][0]
+        Q = product_params(model, P, opt.get("kinetics", g))
+        if "mod" in opt:
+            opt["mod"](Q)
+        st, anc, plt_ = simulate_counts(model, Q, product_events(g, disease="b-all"), DAYS)
+        k = int(np.where(DAYS == day)[0][0])
+        bad[g] = anc[:, k] < 1.0
+        row[f"{g}_p_anc_lt_1_d{day}"] = float(bad[g].mean())
+        row[f"{g}_p_plt_lt_50_d{day}"] = float((plt_[:, k] < 50.0).mean())
+        row[f"{g}_failed_solves"] = int((st != 0).sum())
+    row["discordant_tisa_bad_brexu_ok"] = float(np.mean(bad["tisa-cel"] & ~bad["brexu-cel"]))
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
         "discordant_tisa_bad_brexu_ok": discordant,
         "discordant_needed": 0.08,
         "swaps": swaps(model, P),
+        "b_all_only_levers": swaps(model, P, levers=True),
+        "lbcl_crs_reference": lbcl_crs_reference(n, a.seed),
+        "published": PUBLISHED,
         "seconds": round(time.time() - t0, 1),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,8 +474,23 @@ def main(argv: list[str] | None = None) -> None:
             f" CRS peak {r['infl_I_peak']}; dominant term among ANC < 1:"
             f" {r['dominant_term_among_anc_lt_1']}"
         )
+    for g, r in per.items():
+        print(
+            f"{g}: days with CRS signal infl_I >= 1 p10/50/90 {r['days_infl_I_ge_1']},"
+            f" early suppression term >= 0.25 {r['days_early_term_ge_0.25']};"
+            f" responders (marrow blasts < 5 %) on day {r['day']}: {r['p_responders_on_day']:.2f}"
+            f" (blasts < 5 % from day {r['day_marrow_blasts_lt_5pct']});"
+            f" responders' rows {r['responders_p_anc_lt_1']}, {r['responders_p_plt_lt_50']}"
+        )
+        for name, course in r["median_course"].items():
+            print(f"   median {name:13s}", " ".join(f"{d}:{v:g}" for d, v in course.items()))
+    for g, r in result["lbcl_crs_reference"].items():
+        print(
+            f"LBCL {g}: infl_I peak {r['infl_I_peak']}, days infl_I >= 1 {r['days_infl_I_ge_1']},"
+            f" early term >= 0.25 {r['days_early_term_ge_0.25']}"
+        )
     print(f"discordant (tisa-cel ANC < 1 on day 28, brexu-cel not on day 30): {discordant:.3f}")
-    for s in result["swaps"]:
+    for s in result["swaps"] + result["b_all_only_levers"]:
         print("  ", json.dumps(s))
     print(f"wrote {out_path} ({result['seconds']} s)")
 

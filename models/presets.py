@@ -49,6 +49,17 @@ COSTIM = (
 #:   across units), against Stein's 0.0032/d for tisa-cel.
 CD28_OVERRIDES = {"cart_rho": 1.35, "cart_beta": 0.03}
 CD28_MARROW = {"infl_eref": 2500.0}
+#: brexu-cel's per-cell killing potency over axi-cel's (the same CD28 construct): its
+#: manufacturing removes circulating CD19+ malignant cells, "reducing the potential
+#: activation and exhaustion of anti-CD19 CAR T cells in the ex vivo portion of the
+#: process" (Nat Rev Clin Oncol 2020, research highlight on ZUMA-2, Wang et al. 2020,
+#: NEJM 382:1331), so fewer cells clear the same CD19+ load. The size, kill_EC50 x 0.2, is
+#: calibrated to natural_history_more.csv rows 4-5 (ZUMA-3: ANC < 1 G/L and platelets < 50
+#: G/L on day 30 in 12 % each) together with rows 2-3 (ELIANA) on one shared B-ALL
+#: population (calibrate --disease b-all --n 4000 --seed 1, 5 Dec 2026: 4/4 rows at x
+#: 0.2 and x 0.3 (tisa-cel ANC 0.397 / 0.305), 4/4 at x 0.1; without it no patient is
+#: worse under tisa-cel than under brexu-cel and 1/4 rows: benchmarks/ball_diagnosis.py).
+BREXU_KILL_FACTOR = 0.2
 CD28_SOURCE = (
     "CD28 co-stimulation (" + COSTIM + "): cart_rho 1.35/d puts the cart_targets peak at "
     "the LBCL load on day 7 (ZUMA-1 medians highest on day 7: Kimmel et al. 2021, Proc R "
@@ -229,11 +240,21 @@ PRODUCTS: dict[str, ProductPreset] = {
             "auc0_28": None,
             "persistence": None,
         },
-        overrides=dict(CD28_OVERRIDES),
+        overrides={**CD28_OVERRIDES, "kill_EC50": 200.0 * BREXU_KILL_FACTOR},
         marrow_overrides=dict(CD28_MARROW),
-        override_source="the CD28 construct of axi-cel (same co-stimulation): " + CD28_SOURCE,
+        override_source=(
+            "the CD28 construct of axi-cel (same co-stimulation): "
+            + CD28_SOURCE
+            + "; kill_EC50 200 x 0.2 = 40 copies/ug: a T-cell-enriched product made "
+            "without CD19+ tumour cells (less ex vivo activation and exhaustion; Nat Rev "
+            "Clin Oncol 2020 on Wang et al. 2020), its size calibrated to "
+            "natural_history_more.csv rows 4-5 (ZUMA-3) with rows 2-3 (BREXU_KILL_FACTOR)"
+        ),
         anchor_disease="mcl",
-        notes="No ZUMA-2 cellular-kinetics number could be verified; kinetics are axi-cel's.",
+        notes=(
+            "No ZUMA-2 or ZUMA-3 cellular-kinetics number could be verified; expansion and "
+            "persistence are axi-cel's, killing potency its own (BREXU_KILL_FACTOR)."
+        ),
     ),
 }
 

@@ -106,8 +106,13 @@ def test_disease_presets_set_loads_directly_inside_bounds():
 
 
 def test_product_kinetics_are_the_presets():
-    """CD28 products share one set of kinetic overrides, 4-1BB products another."""
-    assert PRODUCTS["axi-cel"].overrides == PRODUCTS["brexu-cel"].overrides
+    """CD28 products share one set of expansion and persistence overrides, 4-1BB products
+    another; brexu-cel adds only its own per-cell killing potency (kill_EC50 below the
+    default: T-cell-enriched manufacture, presets.BREXU_KILL_FACTOR)."""
+    brexu = dict(PRODUCTS["brexu-cel"].overrides)
+    model = get_model("full")
+    assert brexu.pop("kill_EC50") < model.default_params()[model.index("param", "kill_EC50")]
+    assert PRODUCTS["axi-cel"].overrides == brexu
     assert (
         PRODUCTS["axi-cel"].overrides["cart_rho"]
         > get_model("full").default_params()[get_model("full").index("param", "cart_rho")]
@@ -115,8 +120,14 @@ def test_product_kinetics_are_the_presets():
     assert PRODUCTS["liso-cel"].overrides["cart_beta"] < PRODUCTS["axi-cel"].overrides["cart_beta"]
 
 
-@pytest.mark.parametrize("disease", sorted(set(DISEASES) - set(CALIBRATED_DISEASES)))
-def test_uncalibrated_diseases_are_refused_in_one_place(disease):
+def test_uncalibrated_diseases_are_refused_in_one_place(monkeypatch):
+    """Every disease is calibrated now; B-ALL, marked uncalibrated for the test, is
+    refused by natural history and predict-boost through the one check."""
+    from carthema.clinical.population import natural_history as nh
+
+    disease = "b-all"
+    monkeypatch.setattr(nh, "CALIBRATED_DISEASES", ("lbcl", "mcl"))
+    assert set(CALIBRATED_DISEASES) == set(DISEASES)
     with pytest.raises(InputError, match="not calibrated"):
         check_disease(disease)
     with pytest.raises(InputError, match="not calibrated"):
@@ -136,11 +147,16 @@ def test_a_caller_of_the_lbcl_population_refuses_another_calibrated_disease():
         check_disease("mcl")
 
 
-def test_cli_refuses_an_uncalibrated_disease_with_exit_2(capsys):
+def test_cli_refuses_an_uncalibrated_disease_with_exit_2(capsys, monkeypatch):
+    """Every disease is calibrated now (B-ALL since its four rows match); the refusal
+    stays the one rule for a disease whose population is not: here MCL, marked
+    uncalibrated for the test."""
     from carthema.cli import main as cli_main
+    from carthema.clinical.population import natural_history as nh
 
+    monkeypatch.setattr(nh, "CALIBRATED_DISEASES", ("lbcl", "b-all"))
     with pytest.raises(SystemExit) as e:
-        cli_main(["natural-history", "--disease", "b-all", "--n", "20"])
+        cli_main(["natural-history", "--disease", "mcl", "--n", "20"])
     assert e.value.code == 2
     err = capsys.readouterr()
     assert "not calibrated" in err.out + err.err and "Traceback" not in err.out + err.err

@@ -44,22 +44,13 @@ DISEASES = ("lbcl", "b-all", "mcl")
 #: Diseases with a population calibrated to their own published natural history
 #: (data/populations/<disease>_population.csv). The others are refused
 #: (:func:`check_disease`, the one place that decides it).
-CALIBRATED_DISEASES = ("lbcl", "mcl")
-#: Why an uncalibrated disease is refused (measured; the calibration procedure runs:
-#: ``python -m carthema.clinical.population.calibrate --disease b-all``). B-ALL: the
-#: measurements, the swaps tried and the one lever found (a CD28 per-cell killing potency
-#: with no verified size, which breaks the LBCL rows) are in benchmarks/ball_diagnosis.py
-#: and benchmarks/results/ball_diagnosis.json (n 1000, seed 1).
-NOT_CALIBRATED_WHY = {
-    "b-all": (
-        "on the same plausible B-ALL patients brexu-cel (ZUMA-3 course) leaves ANC < 1 G/L "
-        "on day 30 in 71 % and tisa-cel (ELIANA course) on day 28 in 45 %, and no patient "
-        "is worse under tisa-cel, while the labels report 12 % and 40 % "
-        "(natural_history_more.csv rows 4 and 2), so no shared weighting reaches both: the "
-        "CD28 kinetics make 4 times the CRS at the B-ALL load and the early CRS "
-        "suppression of the progenitors dominates (benchmarks/ball_diagnosis.py)"
-    ),
-}
+CALIBRATED_DISEASES = ("lbcl", "b-all", "mcl")
+#: Why an uncalibrated disease is refused (measured), by disease; none at present. B-ALL
+#: was refused until brexu-cel's own killing potency (models/presets.py
+#: BREXU_KILL_FACTOR) and the rebound bound's crowding-aware reference
+#: (calibrate._simulate) let one population match its four rows; the measurements are
+#: in benchmarks/ball_diagnosis.py and docs/natural_history_ball.md.
+NOT_CALIBRATED_WHY: dict[str, str] = {}
 #: Diseases whose callers load the LBCL population whatever the disease (callers that do
 #: not pass ``own_population``; predict-boost loads the disease's own): only LBCL is
 #: right for them.

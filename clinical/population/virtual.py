@@ -252,6 +252,18 @@ def disease_base(disease: str) -> dict[str, float]:
     return apply_presets(disease=disease)
 
 
+def marrow_normal_share(model: Model, P: np.ndarray) -> np.ndarray:
+    """Per patient: the marrow's normal (non-blast) share before treatment, ``1 -
+    leuk_crowding * share0`` (targets.py ``marrow_space``'s reference; exactly 1 without
+    crowding, as in LBCL). Counts held by the feedback rise by its inverse once CAR-T
+    clears the blasts."""
+    from carthema.models.components.targets import crowding
+
+    col = {name: model.index("param", name) for name in model.param_names}
+    L0, ref = P[:, col["leuk_L0"]], P[:, col["leuk_marrow_ref"]]
+    return 1.0 - crowding(P[:, col["leuk_crowding"]]) * L0 / (L0 + ref)
+
+
 def crowded_baseline(model: Model, P: np.ndarray) -> np.ndarray:
     """``P`` with each patient's pre-lymphodepletion ANC and platelets (``anc0``,
     ``plt0``: the healthy marrow's counts of the plausible traits) lowered by the
@@ -259,12 +271,9 @@ def crowded_baseline(model: Model, P: np.ndarray) -> np.ndarray:
     share ``1 - leuk_crowding * share0`` (the rule of haematopoiesis.py's feedback with
     targets.py ``marrow_space``), so that after CAR-T clears the blasts the same patient's
     counts return to the healthy level. A copy."""
-    from carthema.models.components.targets import crowding
-
     out = np.array(P, dtype=float, copy=True)
     col = {name: model.index("param", name) for name in model.param_names}
-    L0, ref = out[:, col["leuk_L0"]], out[:, col["leuk_marrow_ref"]]
-    free0 = 1.0 - crowding(out[:, col["leuk_crowding"]]) * L0 / (L0 + ref)
+    free0 = marrow_normal_share(model, out)
     for count in ("anc0", "plt0"):
         j = col[count]
         q = model.params[j]

@@ -1,0 +1,119 @@
+"""The calibrated B-ALL population against its published rows (natural_history_more.csv
+file rows 2-5: Kymriah label, ELIANA responders; Tecartus label, ZUMA-3), its CAR-T
+kinetics against Stein et al. 2019, and the ZUMA-3 course against the trial's (Tecartus
+study design: fludarabine 25 mg/m2 on days -4, -3, -2, cyclophosphamide 900 mg/m2 on day
+-2, 1e6 CAR T cells/kg; Shah et al. 2021, Lancet 398:491)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carthema.clinical.population.natural_history import natural_history
+from carthema.clinical.population.statistics import load_calibration_rows
+from carthema.clinical.population.virtual import (
+    load_population,
+    population_params,
+    product_course,
+    product_events,
+    product_params,
+)
+from carthema.models.events import build_events
+from carthema.models.model import get_model
+from carthema.models.presets import DISEASES, PRODUCTS
+from carthema.models.solve import Schedule, solve_batch
+from carthema.models.solver_contract import SCREEN
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _diagnosis():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("ball_diagnosis", BENCH / "ball_diagnosis.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_diagnosis_measures_against_the_published_rows():
+    rows = load_calibration_rows()
+    rows = rows[(rows["file"] == "natural_history_more.csv") & (rows["disease"] == "b-all")]
+    published = {
+        (r.product, int(r.csv_row)): (r.statistic, float(r.value)) for r in rows.itertuples()
+    }
+    assert published == {
+        ("tisa-cel", 2): ("p_anc_lt_1_d28", 0.40),
+        ("tisa-cel", 3): ("p_plt_lt_50_d28", 0.27),
+        ("brexu-cel", 4): ("p_anc_lt_1_d30", 0.12),
+        ("brexu-cel", 5): ("p_plt_lt_50_d30", 0.12),
+    }
+    for product, (day, anc, plt_, file_rows) in _diagnosis().ROWS.items():
+        assert published[(product, file_rows[0])] == (f"p_anc_lt_1_d{day}", anc)
+        assert published[(product, file_rows[1])] == (f"p_plt_lt_50_d{day}", plt_)
+
+
+def test_zuma3_course_is_the_trials():
+    c = product_course("brexu-cel", "b-all")
+    assert (c.flu_mg_m2, c.flu_days) == (25.0, (-4.0, -3.0, -2.0))
+    assert (c.cy_mg_m2, c.cy_days) == (900.0, (-2.0,))
+    assert c.dose_per_kg == 1.0e6
+
+
+#: The four B-ALL rows as published (natural_history_more.csv file rows 2-5).
+PUBLISHED = {
+    "tisa-cel": {"p_anc_lt_1_d28": 0.40, "p_plt_lt_50_d28": 0.27},
+    "brexu-cel": {"p_anc_lt_1_d30": 0.12, "p_plt_lt_50_d30": 0.12},
+}
+
+
+@pytest.mark.parametrize("product", ["tisa-cel", "brexu-cel"])
+def test_the_b_all_population_matches_its_published_rows(product):
+    """Each product under its own trial's course (ELIANA, ZUMA-3) on the one shared B-ALL
+    population: both label rows within 0.10 of the published shares."""
+    nh = natural_history(product, "b-all", n=1000, seed=2, horizon=60.0)
+    rows = nh.table().dropna(subset=["published"])
+    got = dict(zip(rows["statistic"], rows["model"], strict=True))
+    assert set(got) == set(PUBLISHED[product])
+    for key, value in PUBLISHED[product].items():
+        assert abs(got[key] - value) <= 0.10, (product, key, got[key])
+
+
+def test_held_out_day_56_label_values():
+    """Not in the calibration file and never fitted: the Kymriah label's day-56 values
+    among the same ELIANA responders, grade >= 3 neutropenia 17 % and thrombocytopenia
+    12 % (KYMRIAH US prescribing information, Warnings: Prolonged Cytopenias), each within
+    0.10."""
+    s = natural_history("tisa-cel", "b-all", n=1000, seed=2, horizon=60.0).statistics
+    assert abs(s["p_anc_lt_1_d56"] - 0.17) <= 0.10, s["p_anc_lt_1_d56"]
+    assert abs(s["p_plt_lt_50_d56"] - 0.12) <= 0.10, s["p_plt_lt_50_d56"]
+
+
+def test_the_b_all_population_is_one_shared_distribution_with_its_preset():
+    pop, meta = load_population(disease="b-all")
+    assert meta["disease"] == "b-all" and meta["effective_sample_size"] >= 500
+    assert "product" not in pop.columns  # traits before the product is chosen
+    ball = DISEASES["b-all"].overrides
+    assert pop["leuk_marrow_ref"].to_numpy() == pytest.approx(ball["leuk_marrow_ref"], rel=1e-5)
+    assert (pop["leuk_crowding"] == 1.0).all()
+
+
+def test_calibrated_b_all_tisa_cel_kinetics_answer_to_stein_2019():
+    """Stein et al. 2019 (tisagenlecleucel, 90 B-ALL patients, Table 1 typical values):
+    Cmax 24,000 copies/ug, Tmax 9.3 d. The calibrated population's median Cmax within a
+    factor 1.5 and median Tmax within 3 days under the ELIANA course."""
+    model = get_model("full")
+    pop, _ = load_population(disease="b-all")
+    P = product_params(model, population_params(model, pop.iloc[:400]), "tisa-cel")
+    days = np.arange(-7.0, 43.0, 0.5)
+    ev = build_events(model, product_events("tisa-cel", disease="b-all"), model.default_params())
+    sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=-7.0), SCREEN)
+    assert (sol.status == 0).mean() > 0.98
+    c = sol.obs[sol.status == 0, :, model.index("obs", "cart_copies")]
+    anchor = PRODUCTS["tisa-cel"].anchors
+    cmax = np.median(c.max(axis=1))
+    assert 1 / 1.5 <= cmax / anchor["cmax"].value <= 1.5, cmax
+    assert abs(np.median(days[np.argmax(c, axis=1)]) - anchor["tmax"].value) <= 3.0
