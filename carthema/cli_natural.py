@@ -33,11 +33,12 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 help="tisa-cel, axi-cel, liso-cel or brexu-cel (default: the disease's "
-                "cohorts: LBCL axi-cel : tisa-cel 159 : 76, MCL brexu-cel)."
+                "cohorts: LBCL axi-cel : tisa-cel 159 : 76, B-ALL tisa-cel : brexu-cel 52 : 78, "
+                "MCL brexu-cel)."
             ),
         ] = None,
         disease: Annotated[
-            str, typer.Option(help="lbcl or mcl; b-all is refused until calibrated.")
+            str, typer.Option(help="lbcl, b-all or mcl (each with its own calibrated population).")
         ] = "lbcl",
         hematotox: opt.Hematotox = None,
         n: Annotated[int, typer.Option(help="Virtual patients.")] = 1000,
