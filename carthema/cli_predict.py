@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -272,7 +273,7 @@ def _print_prediction(res: dict) -> None:
     from carthema.clinical.decision import predict_boost_line
     from carthema.clinical.plan_text import chimerism_lines
 
-    console.print(predict_boost_line(res), markup=False, style="bold")
+    console.print(headline(predict_boost_line(res), res), markup=False, style="bold")
 
     b = res["boost"]
     sel = "CD34-selected" if b["cd34_selected"] else "unselected"
@@ -296,16 +297,22 @@ def _print_prediction(res: dict) -> None:
     }
     for key, label in names.items():
         r = res[key]
+        held = r.get("withheld")
         table.add_row(
             label,
             pct(r.get("p_already")),
-            days(r["median_days"]),
-            f"{days(r['q05'])}-{days(r['q95'])}",
+            "withheld" if held else days(r["median_days"]),
+            "withheld" if held else f"{days(r['q05'])}-{days(r['q95'])}",
             pct(r["p_within_14d"]),
             pct(r["p_within_30d"]),
             pct(r["p_never"]),
         )
     console.print(table)
+    for key, label in names.items():
+        if res[key].get("withheld"):
+            console.print(f"{label}: {res[key]['withheld']}", markup=False)
+    for line in gcsf_tail_lines(res.get("gcsf_tail")):
+        console.print(line, markup=False)
     _print_counterfactual(res)
     for line in chimerism_lines(res):  # a new donor's graft: myeloid and whole blood
         console.print(line)
@@ -346,6 +353,49 @@ def _print_prediction(res: dict) -> None:
         console.print(f"[yellow]warning: {w}[/yellow]")
 
 
+def headline(line: str, res: dict) -> str:
+    """The first line, with the neutrophil clause ("P(ANC > 0.5 G/L within 30 d) ...")
+    saying that its numbers are withheld, and why, where they are: the line renders
+    them as "not computed" otherwise."""
+    n = res.get("neutrophil") or {}
+    if not n.get("withheld"):
+        return line
+    said = (
+        f"ANC > 0.5 G/L already in {n['p_already']:.2%} of draws on the boost day "
+        f"(time to engraftment withheld: {n['n_effective_not_engrafted']:.1f} effective draws "
+        "not yet engrafted)"
+    )
+    return re.sub(r"P\(ANC > 0\.5 G/L within 30 d\) [^;]*?\(no boost: [^)]*\)", said, line, count=1)
+
+
+def gcsf_tail_lines(tail: dict | None) -> list[str]:
+    """What a neutrophil "engraftment" on the first day off G-CSF means (the
+    ``gcsf_tail`` of a prediction on G-CSF): the patient's own count above the threshold
+    once G-CSF stops, not the boost's cells; empty when no draw is such."""
+    if not tail or not tail.get("p_no_fall_boost"):
+        return []
+    first = f"day {tail['first_day_off']:g}"
+    out = [
+        f"On G-CSF on the boost day: in {tail['p_no_fall_boost']:.0%} of draws the ANC is "
+        f"above {tail['threshold']:g} G/L from the first day off G-CSF ({first} after the "
+        f"boost) and never falls to it afterwards, so by the definition (first of 3 days "
+        f"above {tail['threshold']:g} G/L off G-CSF) they engraft on {first}. That is the "
+        "patient's own count already above the threshold, not the graft's cells (which "
+        "take more than a day to make neutrophils): it is not a boost effect."
+    ]
+    line = (
+        f"  Without the boost, {tail['p_no_fall_both']:.0%} of draws stay above "
+        f"{tail['threshold']:g} G/L as well (the boost is not what engrafts them)"
+    )
+    if tail.get("p_bridged"):
+        line += f"; {tail['p_bridged']:.0%} fall below it later"
+        if tail.get("bridged_first_fall_no_boost_median") is not None:
+            line += f" (median day {tail['bridged_first_fall_no_boost_median']:g})"
+        line += ", a fall the boost prevents"
+    out.append(line + ".")
+    return out
+
+
 def _print_counterfactual(res: dict) -> None:
     """The same draws without the boost: recovery of the patient's own counts from the
     boost day, and the days of severe cytopenia the boost saves."""
@@ -372,7 +422,7 @@ def _print_counterfactual(res: dict) -> None:
         for name, r, boosted in rows:
             table.add_row(
                 name,
-                days(r["median_days"]),
+                "withheld" if r.get("withheld") else days(r["median_days"]),
                 pct(r.get("p_within_14d")),
                 pct(r.get("p_within_30d")),
                 pct(r.get("p_within_60d")),

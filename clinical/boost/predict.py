@@ -254,13 +254,15 @@ def predict_boost(
     Returns a JSON-ready dict: "neutrophil", "platelet", "anc_gt_1" (each with
     ``median_days``, ``q05``, ``q95``, ``p_within_14d``, ``p_within_30d``, ``p_never``,
     ``p_already``, ``n_draws``; the one definition of
-    :mod:`carthema.clinical.endpoints`), ``no_boost`` (the same for the same draws
-    without the boost), ``p_never``, ``neutropenia_days_saved`` and
+    :mod:`carthema.clinical.endpoints`; ``withheld`` and ``n_effective_not_engrafted``:
+    :func:`~carthema.clinical.boost.summary.withhold_sparse`), ``no_boost`` (the same
+    for the same draws without the boost), ``p_never``, ``neutropenia_days_saved`` and
     ``thrombocytopenia_days_saved``, ``effective_sample_size``, ``inputs`` (as
     understood), ``own_counts_at_boost`` (the conditioned draws' counts without any
     support), the sampler's diagnostics and wall time; with ``return_draws`` also
     ``draw_engraftment`` (per-draw :class:`~carthema.clinical.endpoints.Engraftment`,
-    not JSON). Raises :class:`InputError` for
+    not JSON) and ``draw_days_saved``. On G-CSF, ``gcsf_tail``
+    (:func:`~carthema.clinical.boost.summary.gcsf_tail`). Raises :class:`InputError` for
     bad input, impossible counts or fewer than 1,000 effective draws.
     """
     t0 = time.perf_counter()

@@ -1,0 +1,129 @@
+"""What predict-boost says where its numbers would mislead: a median and interval over too
+few draws not yet engrafted (withheld), and an "engraftment" on the first day off G-CSF
+that is the patient's own count, not the boost."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from carthema.cli import main
+from carthema.cli_predict import gcsf_tail_lines, headline
+from carthema.clinical.boost import summary as boost_summary
+from carthema.clinical.boost.predict import predict_boost
+from carthema.clinical.boost.summary import (
+    CONDITIONAL_KEYS,
+    MIN_EFFECTIVE_NOT_ENGRAFTED,
+    withhold_sparse,
+)
+from carthema.clinical.decision import predict_boost_line
+from carthema.data.boost import BoostPlan
+from carthema.models.model import get_model
+
+N = 2000  # particles: the fewest that guarantee 1,000 effective draws
+
+
+def _summary(p_already: float) -> dict:
+    return {"median_days": 17.0, "q05": 17.0, "q95": 17.0, "p_within_14d": 0.0,
+            "p_within_30d": 1.0, "p_within_60d": 1.0, "p_never": 0.0,
+            "p_already": p_already, "n_draws": 2400}  # fmt: skip
+
+
+def test_withheld_below_the_minimum_effective_draws_and_given_at_it():
+    # 800 effective draws; 12.5 % not engrafted: exactly the minimum, given.
+    assert MIN_EFFECTIVE_NOT_ENGRAFTED == 100
+    kept = withhold_sparse(_summary(0.875), 800.0)
+    assert kept["withheld"] is None and kept["q05"] == 17.0
+    assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
+    # One draw of 2,400 not engrafted (VP00608 of the calibration, seed 1002).
+    held = withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)
+    assert all(held[k] is None for k in CONDITIONAL_KEYS)
+    assert held["p_already"] == pytest.approx(0.99958, abs=1e-5) and held["n_draws"] == 2400
+    assert "withheld" in held["withheld"] and "99.96% of draws are already engrafted" in held[
+        "withheld"
+    ] and "1 of 2400 not yet engrafted (0.6 effective)" in held["withheld"]  # fmt: skip
+    # Every draw already engrafted: nothing was timed, nothing to withhold.
+    none = withhold_sparse({**{k: None for k in CONDITIONAL_KEYS}, "p_already": 1.0,
+                            "n_draws": 2400}, 1415.7)  # fmt: skip
+    assert none["withheld"] is None
+
+
+def test_the_headline_says_withheld_not_not_computed():
+    res = {
+        "boost": {"day": 60.0, "source": "allogeneic", "cd34_selected": True,
+                  "dose_cd34_per_kg": 3.2e6},
+        "neutrophil": withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7),
+        "no_boost": {"neutrophil": withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)},
+        "neutropenia_days_saved": {"median": 0.0, "q05": 0.0, "q95": 44.0},
+    }  # fmt: skip
+    line = headline(predict_boost_line(res), res)
+    assert "ANC > 0.5 G/L already in 99.96% of draws on the boost day" in line
+    assert "time to engraftment withheld" in line and "not computed" not in line
+    assert "saves 0 days of ANC < 0.5 G/L" in line  # the rest of the line is kept
+
+
+def test_one_draw_not_engrafted_gets_no_interval_in_the_json_or_the_console(tmp_path, capsys):
+    # VP00608 of benchmarks/boost_calibration.py (seed 1002): ANC 1.04 G/L on day 60,
+    # 99.96 % of 2,400 draws already engrafted; its interval read "[17, 17] days".
+    path = tmp_path / "p.json"
+    args = ["predict-boost", "--day", "60", "--dose", "3219342.73", "--source", "allogeneic",
+            "--selected", "--anc", "1.04", "--plt", "17", "--neutropenia-days", "48",
+            "--product", "axi-cel", "--hematotox", "3", "--seed", "1002", "--particles",
+            "2400", "--json", str(path)]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    n = json.loads(path.read_text())["neutrophil"]
+    assert n["n_effective_not_engrafted"] < MIN_EFFECTIVE_NOT_ENGRAFTED
+    assert n["median_days"] is None and n["q05"] is None and n["q95"] is None
+    assert n["withheld"].startswith("median and 90 % interval withheld")
+    assert "ANC > 0.5 G/L x3 d: median and 90 % interval withheld" in " ".join(out.split())
+    assert "17-17" not in out
+
+
+def test_on_gcsf_day_one_engraftment_is_the_own_count_never_falling_not_the_boost(monkeypatch):
+    # ANC 0.8 G/L on G-CSF on day 60, not marked G-CSF-dependent: by the definition
+    # (first of 3 days > 0.5 G/L off G-CSF; on G-CSF at the boost, counted from the first
+    # day off it) a draw whose ANC never falls to 0.5 G/L once G-CSF stops engrafts on
+    # day 1. Checked by hand on the draws' ANC series, with and without the boost.
+    seen = {}
+    real = boost_summary.gcsf_tail
+
+    def spy(model, outcome, day):
+        seen["outcome"] = outcome
+        return real(model, outcome, day)
+
+    monkeypatch.setattr(boost_summary, "gcsf_tail", spy)
+    res = predict_boost(
+        BoostPlan(60.0, 3e6, "autologous", cd34_selected=True), anc=0.8, platelets=40.0,
+        gcsf=True, product="axi-cel", hematotox=3, n_draws=N, seed=0, return_draws=True,
+    )  # fmt: skip
+    tail, o = res["gcsf_tail"], seen["outcome"]
+    ia = get_model("full").index("obs", "anc")
+    both = (o.boosted.status == 0) & (o.no_boost.status == 0)
+    after = o.boosted.days >= 61.0  # the first day off G-CSF and after
+    boosted = o.boosted.obs[both][:, after, ia]
+    none = o.no_boost.on(o.boosted.days)[both][:, after, ia]
+    stays, stays_without = (boosted > 0.5).all(axis=1), (none > 0.5).all(axis=1)
+    assert tail["first_day_off"] == 1.0 and tail["n_draws"] == both.sum()
+    assert tail["p_no_fall_boost"] == pytest.approx(stays.mean())
+    assert tail["p_no_fall_no_boost"] == pytest.approx(stays_without.mean())
+    assert tail["p_no_fall_both"] == pytest.approx((stays & stays_without).mean())
+    # The day-1 engraftments are exactly these draws (the definition's own records).
+    e = res["draw_engraftment"]["neutrophil"]
+    assert np.mean(e.time == 1.0) == pytest.approx(stays.mean(), abs=2.0 / N)
+    # The patient's own count is above the threshold in a good share of draws: without
+    # the boost they stay above too (the boost is not what engrafts them).
+    assert tail["p_no_fall_both"] > 0.1
+    text = " ".join(" ".join(gcsf_tail_lines(tail)).split())
+    assert f"in {tail['p_no_fall_boost']:.0%} of draws the ANC is above 0.5 G/L" in text
+    assert "engraft on day 1" in text and "it is not a boost effect" in text
+    assert f"Without the boost, {tail['p_no_fall_both']:.0%} of draws stay above" in text
+
+
+def test_no_gcsf_no_gcsf_lines():
+    assert gcsf_tail_lines(None) == []
+    assert gcsf_tail_lines({"p_no_fall_boost": 0.0}) == []
