@@ -76,8 +76,8 @@ def register(app: typer.Typer) -> None:
         disease: Annotated[
             str,
             typer.Option(
-                help="lbcl or mcl: conditions on that disease's own calibrated population "
-                "(mcl: brexu-cel's ZUMA-2 course when no --product); b-all is not calibrated."
+                help="lbcl, b-all or mcl: conditions on that disease's own calibrated population "
+                "(mcl: brexu-cel's ZUMA-2 course when no --product)."
             ),
         ] = "lbcl",
         hematotox: opt.Hematotox = None,

@@ -12,6 +12,7 @@ from carthema.cli import main
 from carthema.clinical.boost import predict as pb
 from carthema.clinical.boost import smc as boost_smc
 from carthema.clinical.boost.predict import MIN_ESS, population_prior, predict_boost
+from carthema.clinical.population import natural_history as nh
 from carthema.clinical.population import virtual as vpop
 from carthema.data.boost import BoostPlan
 from carthema.data.errors import InputError
@@ -246,7 +247,7 @@ def test_gcsf_dependent_conditions_on_the_fall_once_gcsf_stops():
     assert len(both["inputs"]["likelihood_terms"]) == 3
 
 
-def test_prior_uses_the_exact_score_or_the_group():
+def test_prior_uses_the_exact_score_or_the_group(monkeypatch):
     model = get_model("full")
     pop = vpop.load_population()[0]
     distinct = pop.drop(columns=["vp"]).drop_duplicates().groupby("hematotox").size()
@@ -254,13 +255,12 @@ def test_prior_uses_the_exact_score_or_the_group():
     p = population_prior(
         model, pop, product="axi-cel", hematotox=common, disease="lbcl", labs=False
     )
-    if distinct[common] >= pb.MIN_EXACT:
-        assert p.description["hematotox_rows"].startswith("exact score")
-    if distinct[rare] < pb.MIN_EXACT:
-        p = population_prior(
-            model, pop, product="axi-cel", hematotox=rare, disease="lbcl", labs=False
-        )
-        assert "group" in p.description["hematotox_rows"]
+    # The shipped population has both kinds of score (a packaging change that loses
+    # either fails here rather than skipping the check).
+    assert distinct[common] >= pb.MIN_EXACT > distinct[rare]
+    assert p.description["hematotox_rows"].startswith("exact score")
+    p = population_prior(model, pop, product="axi-cel", hematotox=rare, disease="lbcl", labs=False)
+    assert "group" in p.description["hematotox_rows"]
     # Every product shares the rows; brexu-cel's CD28 kinetics shift cart_rho by the
     # preset's factor over the reference (the rule of the natural-history simulation).
     p = population_prior(model, pop, product="brexu-cel", hematotox=None, disease="lbcl",
@@ -274,8 +274,10 @@ def test_prior_uses_the_exact_score_or_the_group():
     assert mean == pytest.approx(np.log(factor), abs=1e-9)
     x = p.sample(500, np.random.default_rng(0))
     assert np.isfinite(p.logpdf(x)).all()
+    # A disease without a calibrated population of its own is refused.
+    monkeypatch.setattr(nh, "CALIBRATED_DISEASES", ("lbcl",))
     with pytest.raises(InputError, match="not calibrated"):
-        population_prior(model, pop, product="brexu-cel", hematotox=None, disease="b-all",
+        population_prior(model, pop, product="brexu-cel", hematotox=None, disease="mcl",
                          labs=False)  # fmt: skip
 
 
