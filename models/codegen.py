@@ -171,6 +171,14 @@ class _Preprocess:
         )
 
 
+#: Every generated function: cached by numba; float division by zero gives inf/nan, not
+#: an exception (the solver's status logic needs that); ``contract``: ``a * b + c`` may
+#: be one fused multiply-add (a rounding difference only, 9 % of a 10-parameter
+#: gradient's time; none of the assumptions about NaN or infinity that the solver's
+#: finiteness checks rely on).
+_DECORATOR = '@njit(cache=True, error_model="numpy", fastmath={"contract"})'
+
+
 def _symbols(model: Model):
     import sympy as sp
 
@@ -211,7 +219,7 @@ def _function(
     body += [f"    {tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced, strict=True)]
     if not body:
         body = ["    pass"]
-    decorator = '@njit(cache=True, error_model="numpy")'
+    decorator = _DECORATOR
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
@@ -325,10 +333,13 @@ def _sens_function(
         body.append(f"    a_{e} = {printer.doprint(r)}")
         by_row[i].append(f"a_{e} * v_{j}")
     used = sorted({j for _, j, _ in prod})
-    # One 2-D view for S and one for the output, not a view per row: with two base
-    # pointers LLVM proves with a single run-time check that they do not overlap and
-    # vectorises the column loop (a view per row gave it 70 pointers that might alias:
-    # scalar code, every S entry reloaded after every store).
+    # One 2-D view for S and one for the output, not a view per row (a view per row gave
+    # LLVM 70 pointers that might alias: every S entry reloaded after every store). The
+    # column loop is still scalar (checked in the assembly, 2026-12-05): the output rows
+    # lie ns apart, a distance unknown at compile time, so vectorising it would take a
+    # run-time overlap check per pair of rows. Forming the rows in a constant-stride
+    # matrix on the stack did vectorise it, but spilled its 164 coefficients and was no
+    # faster over a whole gradient (1629 vs 1608 us CPU, same process).
     body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
     if define_out:
         body.append(f"    {define_out}")
@@ -346,7 +357,7 @@ def _sens_function(
         body += [f"        {s} = {printer.doprint(e)}" for s, e in repl if s in own]
         for i, r in by_param[c]:
             body.append(f"        {out}[{i}, k] += {printer.doprint(r)}")
-    decorator = '@njit(cache=True, error_model="numpy")'
+    decorator = _DECORATOR
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
