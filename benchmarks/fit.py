@@ -25,10 +25,11 @@ model of VP002 in a fresh process, of a second patient of the same model structu
 same process (target < 25 % of the first) and of that patient in another fresh process
 that finds the first one's caches on disk (target < 50 %).
 
-Reported per path: wall_s (including model build, compilation and MAP), sample_s,
-grad_evals, grad_evals_per_s (during sampling), min_ess_bulk, ess_bulk_per_s (min bulk
-ESS / wall_s), max_rhat, divergences, extrapolated. Then a parameter-recovery run: NUTS
-(path a) on virtual patients drawn from the population priors
+Reported per path: wall_s (including model build, compilation and MAP), cpu_s (the
+process's CPU seconds over the same span, every thread: the stable figure on shared
+cores), sample_s, grad_evals, grad_evals_per_s (during sampling), min_ess_bulk,
+ess_bulk_per_s (min bulk ESS / wall_s), max_rhat, divergences, extrapolated. Then a
+parameter-recovery run: NUTS (path a) on virtual patients drawn from the population priors
 (:func:`carthema.models.virtual.make_virtual_cohort`), with the 90 % interval coverage of
 the true parameters, R-hat, ESS and divergences.
 
