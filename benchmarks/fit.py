@@ -25,10 +25,11 @@ model of VP002 in a fresh process, of a second patient of the same model structu
 same process (target < 25 % of the first) and of that patient in another fresh process
 that finds the first one's caches on disk (target < 50 %).
 
-Reported per path: wall_s (including model build, compilation and MAP), sample_s,
-grad_evals, grad_evals_per_s (during sampling), min_ess_bulk, ess_bulk_per_s (min bulk
-ESS / wall_s), max_rhat, divergences, extrapolated. Then a parameter-recovery run: NUTS
-(path a) on virtual patients drawn from the population priors
+Reported per path: wall_s (including model build, compilation and MAP), cpu_s (the
+process's CPU seconds over the same span, every thread: the stable figure on shared
+cores), sample_s, grad_evals, grad_evals_per_s (during sampling), min_ess_bulk,
+ess_bulk_per_s (min bulk ESS / wall_s), max_rhat, divergences, extrapolated. Then a
+parameter-recovery run: NUTS (path a) on virtual patients drawn from the population priors
 (:func:`carthema.models.virtual.make_virtual_cohort`), with the 90 % interval coverage of
 the true parameters, R-hat, ESS and divergences.
 
@@ -74,7 +75,9 @@ SEED = 20260101
 RECOVERY_SEED = 4242
 
 
-def _path_record(res, *, extrapolated: bool = False, note: str = "") -> dict:
+def _path_record(
+    res, *, cpu_s: float | None = None, extrapolated: bool = False, note: str = ""
+) -> dict:
     d = res.diagnostics
     t = res.timings
     wall = float(t["total_s"])
@@ -82,6 +85,10 @@ def _path_record(res, *, extrapolated: bool = False, note: str = "") -> dict:
     ge = int(t.get("grad_evals", 0))
     return {
         "wall_s": wall,
+        # CPU seconds of the whole fit, every thread of this process (on a shared machine
+        # the stable figure: wall seconds depend on what else runs); cpu_s / cores is a
+        # lower bound of the wall time on idle cores.
+        "cpu_s": cpu_s,
         "compile_s": float(t.get("compile_s", 0.0)),
         "map_s": float(t.get("map_s", 0.0)),
         "sample_s": sample,
@@ -103,16 +110,19 @@ def _path_record(res, *, extrapolated: bool = False, note: str = "") -> dict:
 
 def _fit(obs, ev, patient: str, truth, draws: int, tune: int, chains: int, sampler="nutpie"):
     """carthema's fit of ``patient`` with ``sampler`` (nutpie: path (a); nutpie-jax: path
-    (b)), the benchmark's components and seed."""
+    (b)), the benchmark's components and seed; (result, CPU seconds of the fit)."""
     from carthema.fitting import fit
 
     kw = {"draws": draws, "tune": tune, "chains": chains, "seed": SEED, "truth": truth}
-    return fit(obs, ev, patient, COMPONENTS, sampler=sampler, **kw)
+    t_cpu = time.process_time()
+    res = fit(obs, ev, patient, COMPONENTS, sampler=sampler, **kw)
+    return res, time.process_time() - t_cpu
 
 
 def run_carthema(obs, ev, truth, draws, tune, chains):
-    res = _fit(obs, ev, PATIENT, truth, draws, tune, chains)
-    return res, _path_record(res, note="nutpie + numba (PyTensor numba backend), MAP init")
+    res, cpu = _fit(obs, ev, PATIENT, truth, draws, tune, chains)
+    note = "nutpie + numba (PyTensor numba backend), MAP init"
+    return res, _path_record(res, cpu_s=cpu, note=note)
 
 
 def run_jax(obs, ev, truth, draws, tune, chains):
@@ -120,9 +130,11 @@ def run_jax(obs, ev, truth, draws, tune, chains):
     time, gradient evaluations, ESS and R-hat. Nothing is extrapolated; when the run is
     shorter than (a)'s (``--jax-draws``/``--jax-tune``), its ESS per second is still its
     own and the table says how long it was."""
-    res = _fit(obs, ev, PATIENT, truth, draws, tune, chains, sampler="nutpie-jax")
+    res, cpu = _fit(obs, ev, PATIENT, truth, draws, tune, chains, sampler="nutpie-jax")
     return _path_record(
-        res, note=f"nutpie + JAX (diffrax, jax.grad), measured: {chains} x ({tune} + {draws})"
+        res,
+        cpu_s=cpu,
+        note=f"nutpie + JAX (diffrax, jax.grad), measured: {chains} x ({tune} + {draws})",
     )
 
 
@@ -361,7 +373,7 @@ def run_recovery(n: int, draws: int, tune: int, chains: int) -> dict:
         truth = cohort.parameters[cohort.parameters["patient"] == pid]
         truth = dict(zip(truth["name"], truth["value"], strict=True))
         t = time.perf_counter()
-        res = _fit(cohort.observations, cohort.events, pid, truth, draws, tune, chains)
+        res, _ = _fit(cohort.observations, cohort.events, pid, truth, draws, tune, chains)
         s = res.summary()
         s = s[s["kind"] == "parameter"]
         for _, r in s.iterrows():
@@ -594,6 +606,7 @@ def main(argv=None) -> int:
     header = [
         "path",
         "wall",
+        "CPU",
         "grad evals",
         "grad evals/s",
         "min bulk ESS",
@@ -608,6 +621,7 @@ def main(argv=None) -> int:
             [
                 name,
                 f"{r['wall_s']:.1f} s",
+                "n/a" if r.get("cpu_s") is None else f"{r['cpu_s']:.1f} s",
                 _fmt(int(r["grad_evals"])),
                 _fmt(r["grad_evals_per_s"]),
                 _fmt(r["min_ess_bulk"]),

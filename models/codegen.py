@@ -30,55 +30,70 @@ that all the derivatives share: :class:`_Preprocess` remembers its results for o
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-
-import sympy as sp
-from sympy.core import exprtools
-from sympy.printing.pycode import PythonCodePrinter
-from sympy.simplify import cse_opts
+from typing import TYPE_CHECKING
 
 from .model import Model
 
+if TYPE_CHECKING:
+    import sympy as sp
+    from sympy.printing.pycode import PythonCodePrinter
 
-class _Printer(PythonCodePrinter):
-    """Prints math.* calls and float literals that numba compiles without objects."""
+# sympy is imported by the functions that use it, not here: a process that finds the
+# generated text in the cache (every run after the first) never needs it, and importing
+# it was a tenth of a second of the fast log-density's start-up.
 
-    def _print_Rational(self, expr):  # 1/2 -> 0.5 (avoid integer division surprises)
-        return repr(float(expr))
 
-    def _print_Integer(self, expr):
-        return str(int(expr))
+@functools.cache
+def _printer_class() -> type[PythonCodePrinter]:
+    """The printer's class, defined on first use (it subclasses sympy's printer)."""
+    import sympy as sp
+    from sympy.printing.pycode import PythonCodePrinter
 
-    def _print_Float(self, expr):
-        return repr(float(expr))
+    class _Printer(PythonCodePrinter):
+        """Prints math.* calls and float literals that numba compiles without objects."""
 
-    def _print_Pow(self, expr, rational=False):
-        base, exp = expr.as_base_exp()
-        if exp == -1:
-            return f"(1.0/{self.parenthesize(base, 1000)})"
-        # x**0.5 as a Float too (the components write ``** 0.5``): math.sqrt is a
-        # fraction of the cost of pow; small integer powers as products, likewise.
-        if exp == sp.S.Half or (exp.is_Float and float(exp) == 0.5):
-            return f"math.sqrt({self._print(base)})"
-        if exp.is_Float and float(exp).is_integer() and abs(float(exp)) <= 16:
-            exp = sp.Integer(int(exp))  # x**2.0: a static integer power, not pow()
-            if abs(int(exp)) > 4:
-                return f"{self.parenthesize(base, 1000)}**{int(exp)}"
-        if exp.is_Integer and 2 <= abs(int(exp)) <= 4:
-            b = self.parenthesize(base, 1000)
-            prod = "(" + "*".join([b] * abs(int(exp))) + ")"
-            return prod if int(exp) > 0 else f"(1.0/{prod})"
-        # Other half-integer powers (x**-0.5, x**1.5, x**-1.5 from differentiating a
-        # square root) as sqrt times an integer power: pow() was a sixth of the gradient's
-        # time; LLVM evaluates one sqrt per base for all of them.
-        if exp.is_Number and float(2 * exp).is_integer():
-            two = int(2 * exp)
-            if two % 2 == 1 and abs(two) <= 9:
+        def _print_Rational(self, expr):  # 1/2 -> 0.5 (avoid integer division surprises)
+            return repr(float(expr))
+
+        def _print_Integer(self, expr):
+            return str(int(expr))
+
+        def _print_Float(self, expr):
+            return repr(float(expr))
+
+        def _print_Pow(self, expr, rational=False):
+            base, exp = expr.as_base_exp()
+            if exp == -1:
+                return f"(1.0/{self.parenthesize(base, 1000)})"
+            # x**0.5 as a Float too (the components write ``** 0.5``): math.sqrt is a
+            # fraction of the cost of pow; small integer powers as products, likewise.
+            if exp == sp.S.Half or (exp.is_Float and float(exp) == 0.5):
+                return f"math.sqrt({self._print(base)})"
+            if exp.is_Float and float(exp).is_integer() and abs(float(exp)) <= 16:
+                exp = sp.Integer(int(exp))  # x**2.0: a static integer power, not pow()
+                if abs(int(exp)) > 4:
+                    return f"{self.parenthesize(base, 1000)}**{int(exp)}"
+            if exp.is_Integer and 2 <= abs(int(exp)) <= 4:
                 b = self.parenthesize(base, 1000)
-                prod = "*".join([b] * ((abs(two) - 1) // 2) + [f"math.sqrt({self._print(base)})"])
-                return f"({prod})" if two > 0 else f"(1.0/({prod}))"
-        return f"{self.parenthesize(base, 1000)}**{self.parenthesize(exp, 1000)}"
+                prod = "(" + "*".join([b] * abs(int(exp))) + ")"
+                return prod if int(exp) > 0 else f"(1.0/{prod})"
+            # Other half-integer powers (x**-0.5, x**1.5, x**-1.5 from differentiating a
+            # square root) as sqrt times an integer power: pow() was a sixth of the gradient's
+            # time; LLVM evaluates one sqrt per base for all of them.
+            if exp.is_Number and float(2 * exp).is_integer():
+                two = int(2 * exp)
+                if two % 2 == 1 and abs(two) <= 9:
+                    b = self.parenthesize(base, 1000)
+                    prod = "*".join(
+                        [b] * ((abs(two) - 1) // 2) + [f"math.sqrt({self._print(base)})"]
+                    )
+                    return f"({prod})" if two > 0 else f"(1.0/({prod}))"
+            return f"{self.parenthesize(base, 1000)}**{self.parenthesize(exp, 1000)}"
+
+    return _Printer
 
 
 class _Preprocess:
@@ -115,6 +130,8 @@ class _Preprocess:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[_Preprocess]:
+        from sympy.core import exprtools
+
         with self._lock:
             own = exprtools.gcd_terms
             exprtools.gcd_terms = self._gcd_terms(own)
@@ -135,12 +152,18 @@ class _Preprocess:
         return remembered
 
     def _basic_pre(self, e: sp.Basic) -> sp.Basic:
+        from sympy.core import exprtools
+        from sympy.simplify import cse_opts
+
         if e not in self._pre:
             self._pre[e] = exprtools.factor_terms(cse_opts.sub_pre(e))
         return self._pre[e]
 
     def cse(self, exprs: Sequence[sp.Expr]) -> tuple[list, list]:
         """``sp.cse(exprs, symbols=c_0, c_1, ..., optimizations="basic")``."""
+        import sympy as sp
+        from sympy.simplify import cse_opts
+
         return sp.cse(
             exprs,
             symbols=sp.numbered_symbols("c_"),
@@ -148,7 +171,17 @@ class _Preprocess:
         )
 
 
+#: Every generated function: cached by numba; float division by zero gives inf/nan, not
+#: an exception (the solver's status logic needs that); ``contract``: ``a * b + c`` may
+#: be one fused multiply-add (a rounding difference only, 9 % of a 10-parameter
+#: gradient's time; none of the assumptions about NaN or infinity that the solver's
+#: finiteness checks rely on).
+_DECORATOR = '@njit(cache=True, error_model="numpy", fastmath={"contract"})'
+
+
 def _symbols(model: Model):
+    import sympy as sp
+
     t = sp.Symbol("t", real=True)
     y = sp.symbols(f"y_0:{model.n_y}", real=True)
     p = sp.symbols(f"p_0:{model.n_p}", positive=True)
@@ -172,10 +205,12 @@ def _function(
     targets: Sequence[str],
     exprs: Sequence[sp.Expr],
     arrays: dict[str, Sequence[sp.Symbol]],
-    printer: _Printer,
+    printer: PythonCodePrinter,
     pre: _Preprocess,
     prologue: Sequence[str] = (),
 ) -> str:
+    import sympy as sp
+
     exprs = [sp.sympify(e) for e in exprs]
     repl, reduced = pre.cse(exprs)
     body = _loads(exprs, arrays)
@@ -184,7 +219,7 @@ def _function(
     body += [f"    {tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced, strict=True)]
     if not body:
         body = ["    pass"]
-    decorator = '@njit(cache=True, error_model="numpy")'
+    decorator = _DECORATOR
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
@@ -195,6 +230,8 @@ def _nonzero_derivatives(
 
     A variable a row does not contain is skipped without asking sympy (most pairs: a
     quarter of sympy's differentiation time went to derivatives that are 0)."""
+    import sympy as sp
+
     out = []
     for i, e in enumerate(rows):
         has = e.free_symbols
@@ -208,7 +245,7 @@ def _dense_matrix(
     out: str,
     entries: Sequence[tuple[int, int, sp.Expr]],
     arrays: dict[str, Sequence[sp.Symbol]],
-    printer: _Printer,
+    printer: PythonCodePrinter,
     pre: _Preprocess,
 ) -> str:
     """``out[i, j] = d`` for ``(i, j, d)`` in ``entries`` (:func:`_nonzero_derivatives`),
@@ -240,7 +277,7 @@ def _sens_function(
     param: Sequence[tuple[int, int, sp.Expr]],
     arrays: dict[str, Sequence[sp.Symbol]],
     p: Sequence[sp.Symbol],
-    printer: _Printer,
+    printer: PythonCodePrinter,
     pre: _Preprocess,
 ) -> str:
     """A forward-sensitivity function with the derivatives as scalars.
@@ -258,6 +295,8 @@ def _sens_function(
     when that parameter is free. One common-subexpression elimination covers the
     outputs and every derivative; nothing goes through a matrix in memory.
     """
+    import sympy as sp
+
     out, n_rows, define_out = rows
     exprs = [e for _, e in outputs] + [d for *_, d in prod]
     exprs += [d * p[c] for _, c, d in param]  # d/d log p = p d/dp
@@ -294,10 +333,13 @@ def _sens_function(
         body.append(f"    a_{e} = {printer.doprint(r)}")
         by_row[i].append(f"a_{e} * v_{j}")
     used = sorted({j for _, j, _ in prod})
-    # One 2-D view for S and one for the output, not a view per row: with two base
-    # pointers LLVM proves with a single run-time check that they do not overlap and
-    # vectorises the column loop (a view per row gave it 70 pointers that might alias:
-    # scalar code, every S entry reloaded after every store).
+    # One 2-D view for S and one for the output, not a view per row (a view per row gave
+    # LLVM 70 pointers that might alias: every S entry reloaded after every store). The
+    # column loop is still scalar (checked in the assembly, 2026-12-05): the output rows
+    # lie ns apart, a distance unknown at compile time, so vectorising it would take a
+    # run-time overlap check per pair of rows. Forming the rows in a constant-stride
+    # matrix on the stack did vectorise it, but spilled its 164 coefficients and was no
+    # faster over a whole gradient (1629 vs 1608 us CPU, same process).
     body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
     if define_out:
         body.append(f"    {define_out}")
@@ -315,7 +357,7 @@ def _sens_function(
         body += [f"        {s} = {printer.doprint(e)}" for s, e in repl if s in own]
         for i, r in by_param[c]:
             body.append(f"        {out}[{i}, k] += {printer.doprint(r)}")
-    decorator = '@njit(cache=True, error_model="numpy")'
+    decorator = _DECORATOR
     return f"{decorator}\ndef {name}({args}):\n" + "\n".join(body) + "\n"
 
 
@@ -330,7 +372,9 @@ def numba_source(model: Model) -> str:
 
 
 def _numba_source(model: Model, pre: _Preprocess) -> str:
-    pr = _Printer()
+    import sympy as sp
+
+    pr = _printer_class()()
     t, y, p, u = _symbols(model)
     f = [sp.sympify(e) for e in model.rhs(t, y, p, u, sp)]
     y0 = [sp.sympify(e) for e in model.init(p, sp)]

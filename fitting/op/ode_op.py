@@ -47,7 +47,10 @@ here once.
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.util
 import inspect
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -475,10 +478,9 @@ def _static_value(var: Variable, name: str) -> np.ndarray:
 
 
 def _register_jax() -> None:
-    try:
-        from pytensor.link.jax.dispatch import jax_funcify
-    except ImportError:  # pragma: no cover - jax is a hard dependency
-        return
+    """Register :class:`SolveOp`'s JAX implementation with PyTensor's JAX dispatcher
+    (the dispatch module already imported)."""
+    from pytensor.link.jax.dispatch import jax_funcify
 
     @jax_funcify.register(SolveOp)
     def _jax_funcify_solve(op: SolveOp, node=None, **kwargs):
@@ -493,4 +495,51 @@ def _register_jax() -> None:
         return solve_op
 
 
-_register_jax()
+#: PyTensor's JAX dispatch module: importing it imports jax (about 0.9 s of a fresh
+#: process, most of the fast log-density path's start-up beyond PyMC), so the JAX
+#: implementation is registered when something imports it, not when this module is.
+_JAX_DISPATCH = "pytensor.link.jax.dispatch"
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`_register_jax` right after :data:`_JAX_DISPATCH` is first imported,
+    by whatever path: PyTensor's JAX linker imports it when a graph is compiled in JAX
+    mode (``compile_logp(mode="JAX")``, nutpie's JAX backend, numpyro through PyMC), so
+    every JAX compile finds the registration without jax being imported otherwise."""
+
+    def __init__(self) -> None:
+        self._finding = False
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _JAX_DISPATCH or self._finding:
+            return None
+        self._finding = True  # the real spec, from the finders after this one
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None:  # pragma: no cover - jax is a dependency
+            return None
+        spec.loader = _ThenRegister(spec.loader)
+        return spec
+
+
+class _ThenRegister(importlib.abc.Loader):
+    """The dispatch module's own loader, then :func:`_register_jax`."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterAfterImport)]
+        _register_jax()
+
+
+if _JAX_DISPATCH in sys.modules:
+    _register_jax()
+else:
+    sys.meta_path.insert(0, _RegisterAfterImport())
