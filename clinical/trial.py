@@ -102,6 +102,7 @@ def calibrated_cohort(
         load_population,
         population_params,
         product_events,
+        resample_rows,
     )
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
@@ -109,7 +110,7 @@ def calibrated_cohort(
         # One trait distribution shared by every product: the product is the course and
         # kinetics each patient is given (the LBCL cohort's mix when none is named).
         pop = assign_products(pop.drop(columns="product", errors="ignore"), rng, product)
-    rows = pop.iloc[rng.integers(0, len(pop), n)]
+    rows = resample_rows(pop, n, rng)
     P = draw_graft(model, population_params(model, rows), rng, population=pop)
     group = rows["product"].to_numpy(str)
     courses = {g: product_events(g, patient="virtual") for g in sorted(set(group))}

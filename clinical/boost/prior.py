@@ -232,13 +232,17 @@ def prior_draws(
     parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`); the
     population of ``disease`` unless ``population`` is given. Unconditioned:
     :func:`carthema.clinical.boost.predict.predict_boost` conditions on the patient's state."""
-    from carthema.clinical.population.virtual import population_params, product_params
+    from carthema.clinical.population.virtual import (
+        population_params,
+        product_params,
+        resample_rows,
+    )
 
     if isinstance(population, pd.DataFrame):
         pop = population
     else:
         pop = load_population(population, disease=check_disease(disease, own_population=True))[0]
-    rows = pop.iloc[rng.integers(0, len(pop), n)]
+    rows = resample_rows(pop, n, rng)
     P = population_params(model, rows)
     if product is not None:
         P = product_params(model, P, product)

@@ -403,3 +403,10 @@ def assign_products(
     names = list(LBCL_MIX)
     share = np.array([LBCL_MIX[g] for g in names])
     return pop.assign(product=rng.choice(names, size=len(pop), p=share / share.sum()))
+
+
+def resample_rows(pop: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """``n`` virtual patients of ``pop`` drawn uniformly with replacement: the draw of
+    the unconditioned boost prior and of the virtual trial (each then gives them their
+    product's kinetics and graft parameters of their own)."""
+    return pop.iloc[rng.integers(0, len(pop), int(n))]
