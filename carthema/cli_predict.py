@@ -499,22 +499,15 @@ def register_trial(app: typer.Typer) -> None:
             source["product"] = product
         t0 = time.perf_counter()
         with console.status(f"simulating {n} virtual patients x {len(pols)} policies..."):
-            trial = vt.run_trial(pols, n, seed=seed, horizon=days, **source)
+            res = vt.virtual_trial(pols, n, seed=seed, horizon=days, **source)
         wall = time.perf_counter() - t0
-        curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
-        summary = vt.trial_summary(trial)
         # The folder replaces ``out`` only once every file is written (whole or absent).
         from carthema.data.runrecord import run_record
 
         record = run_record([policies], seed=seed, settings={"n": n, "days": days})
         with swap_folder(out, "virtual-trial", record=record) as tmp:
-            trial.to_parquet(tmp / "patients.parquet", index=False)
-            summary.to_csv(tmp / "summary.csv", index=False)
-            for o, c in curves.items():
-                c.to_csv(tmp / f"incidence_{o}.csv", index=False)
-            vt.plot_incidence(curves, tmp / "incidence.png")
-        console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+            res.save(tmp)
+        console.print(res.table())
         console.print(
-            f"{n} patients ({trial.attrs.get('source')}) x {len(pols)} policies in {wall:.1f} s;"
-            f" outputs in {out}"
+            f"{n} patients ({res.source}) x {len(pols)} policies in {wall:.1f} s; outputs in {out}"
         )
