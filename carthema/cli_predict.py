@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -273,7 +272,7 @@ def _print_prediction(res: dict) -> None:
     from carthema.clinical.decision import predict_boost_line
     from carthema.clinical.plan_text import chimerism_lines
 
-    console.print(headline(predict_boost_line(res), res), markup=False, style="bold")
+    console.print(predict_boost_line(res), markup=False, style="bold")
 
     b = res["boost"]
     sel = "CD34-selected" if b["cd34_selected"] else "unselected"
@@ -351,21 +350,6 @@ def _print_prediction(res: dict) -> None:
     )
     for w in res["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")
-
-
-def headline(line: str, res: dict) -> str:
-    """The first line, with the neutrophil clause ("P(ANC > 0.5 G/L within 30 d) ...")
-    saying that its numbers are withheld, and why, where they are: the line renders
-    them as "not computed" otherwise."""
-    n = res.get("neutrophil") or {}
-    if not n.get("withheld"):
-        return line
-    said = (
-        f"ANC > 0.5 G/L already in {n['p_already']:.2%} of draws on the boost day "
-        f"(time to engraftment withheld: {n['n_effective_not_engrafted']:.1f} effective draws "
-        "not yet engrafted)"
-    )
-    return re.sub(r"P\(ANC > 0\.5 G/L within 30 d\) [^;]*?\(no boost: [^)]*\)", said, line, count=1)
 
 
 def gcsf_tail_lines(tail: dict | None) -> list[str]:
