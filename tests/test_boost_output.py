@@ -37,6 +37,14 @@ def test_withheld_below_the_minimum_effective_draws_and_given_at_it():
     kept = withhold_sparse(_summary(0.875), 800.0)
     assert kept["withheld"] is None and kept["q05"] == 17.0
     assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
+    # 1,000 effective draws, 10 % not engrafted: the minimum too, though 1000 x (1 - 0.9)
+    # is 99.99999999999997 in floating point.
+    assert 1000.0 * (1.0 - 0.9) < MIN_EFFECTIVE_NOT_ENGRAFTED
+    kept = withhold_sparse(_summary(0.9), 1000.0)
+    assert kept["withheld"] is None and kept["median_days"] == 17.0
+    assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
+    # Just below the minimum (99.9 effective draws) is withheld.
+    assert withhold_sparse(_summary(0.9), 999.0)["median_days"] is None
     # One draw of 2,400 not engrafted (VP00608 of the calibration, seed 1002).
     held = withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)
     assert all(held[k] is None for k in CONDITIONAL_KEYS)
