@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -273,7 +272,7 @@ def _print_prediction(res: dict) -> None:
     from carthema.clinical.decision import predict_boost_line
     from carthema.clinical.plan_text import chimerism_lines
 
-    console.print(headline(predict_boost_line(res), res), markup=False, style="bold")
+    console.print(predict_boost_line(res), markup=False, style="bold")
 
     b = res["boost"]
     sel = "CD34-selected" if b["cd34_selected"] else "unselected"
@@ -351,21 +350,6 @@ def _print_prediction(res: dict) -> None:
     )
     for w in res["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")
-
-
-def headline(line: str, res: dict) -> str:
-    """The first line, with the neutrophil clause ("P(ANC > 0.5 G/L within 30 d) ...")
-    saying that its numbers are withheld, and why, where they are: the line renders
-    them as "not computed" otherwise."""
-    n = res.get("neutrophil") or {}
-    if not n.get("withheld"):
-        return line
-    said = (
-        f"ANC > 0.5 G/L already in {n['p_already']:.2%} of draws on the boost day "
-        f"(time to engraftment withheld: {n['n_effective_not_engrafted']:.1f} effective draws "
-        "not yet engrafted)"
-    )
-    return re.sub(r"P\(ANC > 0\.5 G/L within 30 d\) [^;]*?\(no boost: [^)]*\)", said, line, count=1)
 
 
 def gcsf_tail_lines(tail: dict | None) -> list[str]:
@@ -499,22 +483,15 @@ def register_trial(app: typer.Typer) -> None:
             source["product"] = product
         t0 = time.perf_counter()
         with console.status(f"simulating {n} virtual patients x {len(pols)} policies..."):
-            trial = vt.run_trial(pols, n, seed=seed, horizon=days, **source)
+            res = vt.virtual_trial(pols, n, seed=seed, horizon=days, **source)
         wall = time.perf_counter() - t0
-        curves = {o: vt.cumulative_incidence(trial, o, days) for o in ("neutrophil", "platelet")}
-        summary = vt.trial_summary(trial)
         # The folder replaces ``out`` only once every file is written (whole or absent).
         from carthema.data.runrecord import run_record
 
         record = run_record([policies], seed=seed, settings={"n": n, "days": days})
         with swap_folder(out, "virtual-trial", record=record) as tmp:
-            trial.to_parquet(tmp / "patients.parquet", index=False)
-            summary.to_csv(tmp / "summary.csv", index=False)
-            for o, c in curves.items():
-                c.to_csv(tmp / f"incidence_{o}.csv", index=False)
-            vt.plot_incidence(curves, tmp / "incidence.png")
-        console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+            res.save(tmp)
+        console.print(res.table())
         console.print(
-            f"{n} patients ({trial.attrs.get('source')}) x {len(pols)} policies in {wall:.1f} s;"
-            f" outputs in {out}"
+            f"{n} patients ({res.source}) x {len(pols)} policies in {wall:.1f} s; outputs in {out}"
         )

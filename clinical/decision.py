@@ -197,7 +197,11 @@ def predict_boost_line(res: Mapping) -> str:
     """The first line of ``predict-boost``: the boost's engraftment against the same
     patient without it, from a :func:`carthema.clinical.boost.predict.predict_boost`
     result. The no-boost keys (``no_boost``, ``neutropenia_days_saved``) are rendered
-    when the result has them and said to be "not computed" otherwise."""
+    when the result has them and said to be "not computed" otherwise. Where the
+    neutrophil time is withheld (too few effective draws not yet engrafted:
+    :func:`carthema.clinical.boost.summary.withhold_sparse`), the neutrophil clause says
+    so, with the share already engrafted and ``n_effective_not_engrafted``, in place of
+    the probabilities."""
     b = res.get("boost") or {}
     sel = "CD34-selected" if b.get("cd34_selected") else "unselected"
     head = (
@@ -206,6 +210,13 @@ def predict_boost_line(res: Mapping) -> str:
         "CD34+/kg)"
     )
     n = res.get("neutrophil") or {}
+    saved = _saved(res).replace("saves a median", "saves a median of")
+    if n.get("withheld"):
+        return (
+            f"{head}: ANC > 0.5 G/L already in {n['p_already']:.2%} of draws on the boost day "
+            f"(time to engraftment withheld: {n['n_effective_not_engrafted']:.1f} effective "
+            f"draws not yet engrafted); {saved}."
+        )
     text = f"{head}: P(ANC > 0.5 G/L within 30 d) {_pct(n.get('p_within_30d'))}"
     nb = res.get("no_boost")
     nb_n = nb.get("neutrophil", nb) if isinstance(nb, Mapping) else None
@@ -213,7 +224,7 @@ def predict_boost_line(res: Mapping) -> str:
         text += f" (no boost: {_pct(nb_n.get('p_within_30d'))})"
     else:
         text += " (no boost: not computed)"
-    return f"{text}; {_saved(res).replace('saves a median', 'saves a median of')}."
+    return f"{text}; {saved}."
 
 
 def counterfactual_summary_lines(result: Mapping) -> list[str]:

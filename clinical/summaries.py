@@ -30,10 +30,13 @@ from carthema.data.boost import GraftSource
 from carthema.models.model import Model
 
 
-def quantiles(x: np.ndarray) -> dict[str, float]:
+def quantiles(x: np.ndarray, empty: float | None = np.nan) -> dict[str, float | None]:
+    """Median and 90 % interval (``median``, ``q05``, ``q95``) of the finite values of
+    ``x``, in its unit; each is ``empty`` when there are none (NaN for the plan
+    summaries, None for predict-boost's JSON-ready result)."""
     x = x[np.isfinite(x)]
     if x.size == 0:
-        return {"median": np.nan, "q05": np.nan, "q95": np.nan}
+        return {"median": empty, "q05": empty, "q95": empty}
     q05, med, q95 = np.quantile(x, [0.05, 0.5, 0.95])
     return {"median": float(med), "q05": float(q05), "q95": float(q95)}
 

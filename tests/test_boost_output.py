@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from carthema.cli import main
-from carthema.cli_predict import gcsf_tail_lines, headline
+from carthema.cli_predict import gcsf_tail_lines
 from carthema.clinical.boost import summary as boost_summary
 from carthema.clinical.boost.predict import predict_boost
 from carthema.clinical.boost.summary import (
@@ -37,6 +37,14 @@ def test_withheld_below_the_minimum_effective_draws_and_given_at_it():
     kept = withhold_sparse(_summary(0.875), 800.0)
     assert kept["withheld"] is None and kept["q05"] == 17.0
     assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
+    # 1,000 effective draws, 10 % not engrafted: the minimum too, though 1000 x (1 - 0.9)
+    # is 99.99999999999997 in floating point.
+    assert 1000.0 * (1.0 - 0.9) < MIN_EFFECTIVE_NOT_ENGRAFTED
+    kept = withhold_sparse(_summary(0.9), 1000.0)
+    assert kept["withheld"] is None and kept["median_days"] == 17.0
+    assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
+    # Just below the minimum (99.9 effective draws) is withheld.
+    assert withhold_sparse(_summary(0.9), 999.0)["median_days"] is None
     # One draw of 2,400 not engrafted (VP00608 of the calibration, seed 1002).
     held = withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)
     assert all(held[k] is None for k in CONDITIONAL_KEYS)
@@ -58,10 +66,22 @@ def test_the_headline_says_withheld_not_not_computed():
         "no_boost": {"neutrophil": withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)},
         "neutropenia_days_saved": {"median": 0.0, "q05": 0.0, "q95": 44.0},
     }  # fmt: skip
-    line = headline(predict_boost_line(res), res)
-    assert "ANC > 0.5 G/L already in 99.96% of draws on the boost day" in line
-    assert "time to engraftment withheld" in line and "not computed" not in line
-    assert "saves 0 days of ANC < 0.5 G/L" in line  # the rest of the line is kept
+    line = predict_boost_line(res)
+    assert line == (
+        "Prediction for a boost on day 60 (allogeneic, CD34-selected, 3.2e+06 CD34+/kg): "
+        "ANC > 0.5 G/L already in 99.96% of draws on the boost day (time to engraftment "
+        "withheld: 0.6 effective draws not yet engrafted); saves 0 days of ANC < 0.5 G/L "
+        "vs no boost, 90 % interval 0-44."
+    )
+    # 1415.7 effective draws x 1/2400 not engrafted = 0.59 (one decimal: 0.6).
+    assert res["neutrophil"]["n_effective_not_engrafted"] == pytest.approx(1415.7 / 2400)
+    # 708 effective draws not engrafted: the probability is given (the no-boost one is
+    # withheld, so "not computed").
+    res["neutrophil"] = withhold_sparse(_summary(0.5), 1415.7)
+    assert predict_boost_line(res).endswith(
+        "3.2e+06 CD34+/kg): P(ANC > 0.5 G/L within 30 d) 100% (no boost: not computed); "
+        "saves 0 days of ANC < 0.5 G/L vs no boost, 90 % interval 0-44."
+    )
 
 
 def test_one_draw_not_engrafted_gets_no_interval_in_the_json_or_the_console(tmp_path, capsys):

@@ -172,3 +172,33 @@ def test_trial_refuses_a_posterior_without_blood_counts():
     post = Posterior(model, x, x[None, :], (), typical_course(patient="p"))
     with pytest.raises(InputError, match="component set 'cart'"):
         run_trial([Policy("none")], 10, patients=post)
+
+
+def test_the_command_saves_what_virtual_trial_returns(tmp_path, capsys):
+    """``carthema virtual-trial`` writes and prints the :class:`TrialResult` of
+    ``carthema.virtual_trial`` with the same settings: the same patients, summary and
+    incidence curves, the same table on the console and the result's source."""
+    import carthema
+
+    pol = tmp_path / "pol.csv"
+    pol.write_text(
+        "name,trigger_day,anc_below,boost_day,dose\nnone,28,0.5,42,\nboost,28,0.5,42,5e6\n"
+    )
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        main(["virtual-trial", "--policies", str(pol), "--out", str(out), "--n", "40",
+              "--days", "100", "--seed", "3"])  # fmt: skip
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    res = carthema.virtual_trial(read_policies(pol), 40, seed=3, horizon=100.0)
+    assert isinstance(res, carthema.TrialResult) and res.source == "calibrated population"
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "patients.parquet"), res.patients)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), res.summary)
+    for o in ("neutrophil", "platelet"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / f"incidence_{o}.csv"), res.incidence[o])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "incidence.png", "incidence_neutrophil.csv", "incidence_platelet.csv",
+        "patients.parquet", "run.json", "summary.csv",
+    ]  # fmt: skip
+    assert res.table().split() == printed.split()[: len(res.table().split())]
+    assert "40 patients (calibrated population) x 2 policies" in " ".join(printed.split())

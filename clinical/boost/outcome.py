@@ -13,6 +13,7 @@ from carthema.clinical.boost.inputs import BoostInputs, Courses
 from carthema.clinical.boost.likelihood import Conditioner, Evaluation
 from carthema.clinical.plans import Course, Plan, simulate_course
 from carthema.clinical.population.graft import draw_graft
+from carthema.clinical.summaries import quantiles
 from carthema.models.events import build_events
 from carthema.models.model import Model
 from carthema.models.solver_contract import SCREEN
@@ -35,15 +36,6 @@ COURSE_OPTIONS = SCREEN.replace(method="tsit5")
 DISTINCT_NO_BOOST = True
 
 
-def quantiles(x: np.ndarray) -> dict:
-    """Median and 90 % interval of the finite values (None when there are none)."""
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return {"median": None, "q05": None, "q95": None}
-    q05, med, q95 = np.quantile(x, [0.05, 0.5, 0.95])
-    return {"median": float(med), "q05": float(q05), "q95": float(q95)}
-
-
 def own_counts(
     model: Model,
     cond: Conditioner,
@@ -60,7 +52,10 @@ def own_counts(
         status, obs = cond.simulate(X, build_events(model, courses.own, cond.base))
         last = obs[:, -1, :]
     ok = status == 0
-    return {name: quantiles(last[ok, model.index("obs", name)]) for name in ("anc", "platelets")}
+    return {
+        name: quantiles(last[ok, model.index("obs", name)], empty=None)
+        for name in ("anc", "platelets")
+    }
 
 
 @dataclass(frozen=True)

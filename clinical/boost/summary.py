@@ -226,7 +226,9 @@ def withhold_sparse(summary: dict, ess: float) -> dict:
     out["n_effective_not_engrafted"] = n_eff
     out["withheld"] = None
     timed = any(out.get(k) is not None for k in CONDITIONAL_KEYS)
-    if timed and n_eff < MIN_EFFECTIVE_NOT_ENGRAFTED:
+    # A relative tolerance: ESS x share is a product of floats (1000 x (1 - 0.9) is
+    # 99.99999999999997), and exactly the minimum is enough.
+    if timed and n_eff < MIN_EFFECTIVE_NOT_ENGRAFTED * (1.0 - 1e-9):
         n_rest = int(round(share * out["n_draws"]))
         out["withheld"] = (
             f"median and 90 % interval withheld: {out['p_already']:.2%} of draws are already "
