@@ -66,7 +66,9 @@ def population_draws(
     defaults."""
     P = draw_graft(model, np.tile(model.default_params(), (n, 1)), rng)
     priors = {pr.name: pr for pr in prior_table(model, DEFAULT_FREE[model.name])}
-    names = set(priors) | set(mu or {})
+    # In the model's parameter order: a set's order follows the process's hash seed, and
+    # each name takes the next n normals, so a set made the draws differ between runs.
+    names = sorted(set(priors) | set(mu or {}), key=lambda name: model.index("param", name))
     for name in names:
         j = model.index("param", name)
         m = (mu or {}).get(name, priors[name].mu if name in priors else np.log(P[0, j]))

@@ -202,3 +202,31 @@ def test_the_command_saves_what_virtual_trial_returns(tmp_path, capsys):
     ]  # fmt: skip
     assert res.table().split() == printed.split()[: len(res.table().split())]
     assert "40 patients (calibrated population) x 2 policies" in " ".join(printed.split())
+
+
+def test_prior_draws_do_not_depend_on_the_hash_seed():
+    # Each parameter takes the next n normals of the generator; iterating a set of names
+    # made the draws follow PYTHONHASHSEED, so the same --seed gave another trial.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from carthema.clinical.trial import population_draws\n"
+        "from carthema.models.model import get_model\n"
+        "P = population_draws(get_model('full'), 4, np.random.default_rng(0),"
+        " mu={'hsc_mass': -1.0})\n"
+        "print(repr(P.tobytes().hex()))\n"
+    )
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(h)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for h in (1, 2, 3)
+    ]
+    assert out[0] == out[1] == out[2]
