@@ -30,6 +30,11 @@ patient, free-parameter set and solver setting.
 Guard: :func:`fast_model` compares the fast log-density and gradient with PyMC's own at
 the fit's initial point (:func:`check`); beyond :data:`CHECK_RTOL` (relative) it returns
 ``None`` and the caller uses the PyMC/PyTensor path, saying so in one line.
+
+It stays one module (about 750 lines): the generated source's text (the density's
+template and one branch per scale code), the packing of the inputs it reads and the
+nutpie wrapper that passes them must agree slot by slot, and the check against PyMC
+guards exactly that agreement; split, a change to one would not show the others.
 """
 
 from __future__ import annotations
