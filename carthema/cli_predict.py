@@ -10,7 +10,7 @@ import typer
 
 from carthema import cli_options as opt
 from carthema._console import Step, progress_to_stderr, stdout_console
-from carthema.data.atomic import swap_folder, write_atomic
+from carthema.data.atomic import write_atomic
 from carthema.data.jsonsafe import dumps
 
 console = stdout_console()
@@ -489,8 +489,7 @@ def register_trial(app: typer.Typer) -> None:
         from carthema.data.runrecord import run_record
 
         record = run_record([policies], seed=seed, settings={"n": n, "days": days})
-        with swap_folder(out, "virtual-trial", record=record) as tmp:
-            res.save(tmp)
+        res.save(out, record={**record, "subcommand": "virtual-trial"})
         console.print(res.table())
         console.print(
             f"{n} patients ({res.source}) x {len(pols)} policies in {wall:.1f} s; outputs in {out}"

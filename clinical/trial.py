@@ -414,19 +414,25 @@ class TrialResult:
     seed: int
     policies: tuple[Policy, ...]
 
-    def save(self, folder: str | Path) -> dict[str, Path]:
+    def save(self, folder: str | Path, *, record: dict | None = None) -> dict[str, Path]:
         """Write ``patients.parquet``, ``summary.csv``, ``incidence_<outcome>.csv`` and
-        ``incidence.png`` into ``folder`` (the command writes into a temporary folder that
-        replaces its output folder once whole); returns the paths by kind."""
+        ``incidence.png`` as the folder ``folder``, whole or absent: the files go into a
+        temporary folder that replaces ``folder`` once every one is written (an earlier
+        ``folder`` is replaced; ``record``, a run record, is written beside them as
+        ``run.json``). Returns the final paths by kind."""
+        from carthema.data.atomic import swap_folder
+
         folder = Path(folder)
-        paths = {"patients": folder / "patients.parquet", "summary": folder / "summary.csv"}
-        self.patients.to_parquet(paths["patients"], index=False)
-        self.summary.to_csv(paths["summary"], index=False)
-        for o, c in self.incidence.items():
-            paths[f"incidence_{o}"] = folder / f"incidence_{o}.csv"
-            c.to_csv(paths[f"incidence_{o}"], index=False)
-        paths["plot"] = plot_incidence(self.incidence, folder / "incidence.png")
-        return paths
+        names = {"patients": "patients.parquet", "summary": "summary.csv"}
+        names |= {f"incidence_{o}": f"incidence_{o}.csv" for o in self.incidence}
+        names["plot"] = "incidence.png"
+        with swap_folder(folder, record=record) as tmp:
+            self.patients.to_parquet(tmp / names["patients"], index=False)
+            self.summary.to_csv(tmp / names["summary"], index=False)
+            for o, c in self.incidence.items():
+                c.to_csv(tmp / names[f"incidence_{o}"], index=False)
+            plot_incidence(self.incidence, tmp / names["plot"])
+        return {kind: folder / name for kind, name in names.items()}
 
     def table(self) -> str:
         """The per-policy summary as the command prints it (3 significant digits)."""

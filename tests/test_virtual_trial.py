@@ -230,3 +230,23 @@ def test_prior_draws_do_not_depend_on_the_hash_seed():
         for h in (1, 2, 3)
     ]
     assert out[0] == out[1] == out[2]
+
+
+def test_save_writes_a_new_folder_whole_or_leaves_the_old_one(tmp_path, monkeypatch):
+    from carthema.clinical import trial as vt
+
+    res = vt.virtual_trial([Policy("none")], 20, seed=2, horizon=40.0)
+    out = tmp_path / "new" / "trial"  # neither folder exists yet
+    paths = res.save(out)
+    assert all(p.parent == out and p.exists() for p in paths.values())
+    before = sorted(p.name for p in out.iterdir())
+
+    def broken_plot(curves, path):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(vt, "plot_incidence", broken_plot)
+    with pytest.raises(RuntimeError, match="disk full"):
+        res.save(out)
+    # The earlier folder is untouched and no temporary is left beside it.
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert [p.name for p in out.parent.iterdir()] == ["trial"]
