@@ -140,6 +140,11 @@ empty (no sensitivities). numba passes these tuples by value, without allocating
 
 The hot loop allocates nothing: every work array is allocated once at the entry of
 ``_solve_impl``.
+
+Why one file of about 950 lines: it is not a module but text appended to each model's
+generated source (above), so everything the solver calls must be in that text; the
+methods' tableaux, the generic step, the error control, the events and the
+sensitivities are separate functions within it.
 """
 
 import math
