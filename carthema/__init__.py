@@ -31,6 +31,8 @@ _LAZY = {
     "predict_plan": "carthema.clinical.plans",
     "virtual_trial": "carthema.clinical.trial",
     "TrialResult": "carthema.clinical.trial",
+    "Policy": "carthema.clinical.trial_inputs",
+    "read_policies": "carthema.clinical.trial_inputs",
     "natural_history": "carthema.clinical.population.natural_history",
     "load_population": "carthema.clinical.population.virtual",
     "icaht": "carthema.clinical.population.icaht",

@@ -26,6 +26,8 @@ def test_every_public_name_resolves_once():
     [
         ("virtual_trial", "carthema.clinical.trial"),
         ("TrialResult", "carthema.clinical.trial"),
+        ("Policy", "carthema.clinical.trial"),
+        ("read_policies", "carthema.clinical.trial"),
         ("window_from_fit", "carthema.clinical.window"),
         ("WindowResult", "carthema.clinical.window"),
     ],
