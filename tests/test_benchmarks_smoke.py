@@ -118,3 +118,12 @@ def test_ball_diagnosis_smoke():
     assert res["mode"] == "smoke" and res["n"] == 40
     assert set(res["per_product"]) == {"tisa-cel", "brexu-cel"}
     assert 0.0 <= res["discordant_tisa_bad_brexu_ok"] <= 1.0 and len(res["swaps"]) == 8
+
+
+def test_every_benchmark_script_has_a_smoke_test():
+    # A new script in benchmarks/ without a smoke test here would rot unnoticed.
+    scripts = {p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    tested = {name[len("test_") : -len("_smoke")] for name in globals()
+              if name.startswith("test_") and name.endswith("_smoke")}  # fmt: skip
+    assert scripts, "no benchmark scripts found"
+    assert scripts <= tested, f"benchmarks without a smoke test: {sorted(scripts - tested)}"
