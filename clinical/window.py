@@ -26,7 +26,7 @@ import pandas as pd
 
 from carthema._console import Step, interactive, progress_to_stderr
 from carthema.clinical.decision import conditional, decision_line, misfit_reasons
-from carthema.clinical.plans import window_job
+from carthema.clinical.plans import WindowScan, window_job
 from carthema.clinical.window_plot import plot_window
 from carthema.data.atomic import swap_folder
 from carthema.data.boost import DEFAULT_GRAFT, BoostPlan
@@ -211,16 +211,7 @@ def window_from_fit(
     say = log or (lambda _m: None)
     post = as_posterior(fit)
     folder = post.fit.folder if post.fit is not None else None
-    _check_model(post.model, folder)
-    graft.check()  # the CD3+ rule, before any solve
-    if not graft.cd34_per_kg > 0:
-        raise InputError(
-            f"dose must be a positive number of CD34+ cells/kg, got {graft.cd34_per_kg:g}",
-            column="dose",
-            fix="e.g. --dose 3e6",
-        )
-    if not 0.0 < threshold <= 1.0:
-        raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
+    _check_inputs(post.model, folder, graft, threshold)
     events, removed = without_boosts(post.events)
     observed = _patient_rows(post.observations, post.patient)
     today = _check_today(today, observed)
@@ -234,8 +225,6 @@ def window_from_fit(
     )
     # Written into a temporary folder that replaces ``out`` only when everything is there:
     # an interrupted scan leaves no half-written result.
-    # The run record written below names the command ("window"), so that the output-folder
-    # contract recognises this folder as the command's own next time.
     with swap_folder(out) as tmp, step:
         scan = window_job(
             post.model,
@@ -249,68 +238,114 @@ def window_from_fit(
             progress=step.update,
         )
         result = scan.result
-        # Every file of the window is written here, into ``tmp``. The table in rounded
-        # numbers and true/false for people and other programs alike.
-        written = {"table": tmp / "window.csv", "plot": tmp / "window.png"}
-        write_csv(scan.table, written["table"])
-        plot_window(
-            scan.table,
-            result["window"],
-            written["plot"],
-            bands=scan.bands,
-            observed=observed,
-            today=today,
-        )
+        written = _write_scan_files(scan, tmp, observed, today)
         result["files"] = {k: str(out / v.name) for k, v in written.items()}
-        result["patient"] = post.patient
-        result["graft_parameters"] = graft_params
-        result["fit"] = str(folder) if folder is not None else None
-        result["draws_from"] = _draws_from(post)
-        result["replaced_events"] = removed
-        result["today"] = today
-        result["days_before_today_dropped"] = past
-        reasons = [] if post.fit is None else misfit_reasons(*_misfit_inputs(post))
-        result["misfit_reasons"] = reasons
-        result["decision"] = decision_line(result, reasons)
-        if past:
-            result["summary_lines"].append(
-                f"Boost days before today (day {today:g}) are not scanned: {len(past)} "
-                f"day(s) from day {min(past):g} to day {max(past):g} dropped."
-            )
-        if removed:
-            result["summary_lines"].append(
-                "The scan replaces the boost the patient received ("
-                + "; ".join(removed)
-                + "): each candidate day is predicted as if that boost had been given then."
-            )
-        if post.fit is None:
-            result["summary_lines"].append(
-                f"The draws are {result['draws_from']}, not a fit of this patient's data: "
-                "no check of the model against the patient applies."
-            )
-        result["summary_lines"] = conditional(result["summary_lines"], reasons)
-        inputs = [] if folder is None else [folder / "fit.json", folder / "posterior.nc"]
-        record = run_record(
-            inputs,
-            seed=seed,
-            settings={"n_draws": n_draws, "threshold": threshold, "today": today},
-            subcommand="window",
-        )
-        write_run_record(tmp, record)
+        _describe_patient(result, post, folder, graft_params, removed, today, past)
+        settings = {"n_draws": n_draws, "threshold": threshold, "today": today}
+        _write_run(tmp, folder, seed, settings)
         result["files"]["run"] = str(out / RUN_JSON)
         if report:
             say("writing the HTML report")
-            written = {**{k: str(v) for k, v in written.items()}, "run": str(tmp / RUN_JSON)}
-            write_patient_report(
-                post,
-                {**result, "files": written},
-                tmp / "report.html",
-                draws=draws,
-                events=events,
-            )
+            _write_report(post, result, written, tmp, draws, events)
             result["files"]["report"] = str(out / "report.html")
         (tmp / "window.json").write_text(dumps(result), encoding="utf-8")
     return result
+
+
+def _check_inputs(model: Model, folder: Path | None, graft: BoostPlan, threshold: float) -> None:
+    """Refuse a model, graft or threshold a window cannot use, before any solve."""
+    _check_model(model, folder)
+    graft.check()  # the CD3+ rule, before any solve
+    if not graft.cd34_per_kg > 0:
+        raise InputError(
+            f"dose must be a positive number of CD34+ cells/kg, got {graft.cd34_per_kg:g}",
+            column="dose",
+            fix="e.g. --dose 3e6",
+        )
+    if not 0.0 < threshold <= 1.0:
+        raise InputError(f"threshold must be in (0, 1], got {threshold:g}", column="threshold")
+
+
+def _write_scan_files(
+    scan: WindowScan, tmp: Path, observed: pd.DataFrame | None, today: float
+) -> dict[str, Path]:
+    """Write the scan's table and plot into ``tmp``; returns their paths there. The table
+    in rounded numbers and true/false for people and other programs alike."""
+    written = {"table": tmp / "window.csv", "plot": tmp / "window.png"}
+    write_csv(scan.table, written["table"])
+    plot_window(
+        scan.table,
+        scan.result["window"],
+        written["plot"],
+        bands=scan.bands,
+        observed=observed,
+        today=today,
+    )
+    return written
+
+
+def _describe_patient(
+    result: dict,
+    post: Posterior,
+    folder: Path | None,
+    graft_params: dict,
+    removed: list[str],
+    today: float,
+    past: list[float],
+) -> None:
+    """Add the patient's part to the scan's ``result`` (in place): who, where the draws
+    came from, what was replaced or dropped, the misfit check, the decision line and the
+    summary lines about them (made conditional on the model)."""
+    result["patient"] = post.patient
+    result["graft_parameters"] = graft_params
+    result["fit"] = str(folder) if folder is not None else None
+    result["draws_from"] = _draws_from(post)
+    result["replaced_events"] = removed
+    result["today"] = today
+    result["days_before_today_dropped"] = past
+    reasons = [] if post.fit is None else misfit_reasons(*_misfit_inputs(post))
+    result["misfit_reasons"] = reasons
+    result["decision"] = decision_line(result, reasons)
+    if past:
+        result["summary_lines"].append(
+            f"Boost days before today (day {today:g}) are not scanned: {len(past)} "
+            f"day(s) from day {min(past):g} to day {max(past):g} dropped."
+        )
+    if removed:
+        result["summary_lines"].append(
+            "The scan replaces the boost the patient received ("
+            + "; ".join(removed)
+            + "): each candidate day is predicted as if that boost had been given then."
+        )
+    if post.fit is None:
+        result["summary_lines"].append(
+            f"The draws are {result['draws_from']}, not a fit of this patient's data: "
+            "no check of the model against the patient applies."
+        )
+    result["summary_lines"] = conditional(result["summary_lines"], reasons)
+
+
+def _write_run(tmp: Path, folder: Path | None, seed: int, settings: dict) -> None:
+    """Write ``run.json`` into ``tmp``. It names the command ("window"), so that the
+    output-folder contract recognises this folder as the command's own next time."""
+    inputs = [] if folder is None else [folder / "fit.json", folder / "posterior.nc"]
+    record = run_record(inputs, seed=seed, settings=settings, subcommand="window")
+    write_run_record(tmp, record)
+
+
+def _write_report(
+    post: Posterior,
+    result: dict,
+    written: dict[str, Path],
+    tmp: Path,
+    draws: np.ndarray,
+    events: pd.DataFrame,
+) -> None:
+    """Write ``report.html`` into ``tmp``, linking the files as they lie there."""
+    files = {**{k: str(v) for k, v in written.items()}, "run": str(tmp / RUN_JSON)}
+    write_patient_report(
+        post, {**result, "files": files}, tmp / "report.html", draws=draws, events=events
+    )
 
 
 #: Days after ``today`` the default scan covers.
