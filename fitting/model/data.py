@@ -182,22 +182,71 @@ def prepare_patient(
     patient = select_patient(observations, patient)
     obs = observations[observations["patient"].astype(str) == patient].copy()
     p = model.default_params() if p_fixed is None else np.asarray(p_fixed, float).copy()
-    ev_table = None
-    if events is not None and len(events):
-        mine = events[events["patient"].astype(str) == patient]
-        if len(mine) == 0:
-            raise InputError(
-                f"no events for patient '{patient}'",
-                column="patient",
-                fix="the events table must hold this patient's treatments (at least the "
-                "CAR-T infusion)",
-            )
-        ev_table = mine
-    sev = build_events(model, ev_table, p)
+    sev = build_events(model, _patient_events(events, patient), p)
     notes: list[str] = _ignored_notes(sev.ignored) + list(sev.notes)
-
-    used_rows, unused_rows = [], []
     first_event = sev.first_time
+    used_rows, unused_rows, approximations = _sort_observations(
+        model, obs, patient, first_event, history_days
+    )
+    notes += _observation_notes(used_rows, approximations)
+    unused = pd.DataFrame(unused_rows, columns=UNUSED_COLUMNS)
+    if not used_rows:
+        _refuse_no_usable(model, patient, unused)
+    rows, times = _index_rows(model, used_rows)
+    t0 = float(times[0]) if first_event is None else min(float(times[0]), float(first_event))
+    return PatientData(
+        patient=patient,
+        model=model,
+        p_fixed=p,
+        t0=t0,
+        times=times,
+        events=sev,
+        rows=rows,
+        unused=unused,
+        notes=_collapse(notes),
+    )
+
+
+#: Columns of :attr:`PatientData.unused` (the observation's own fields and the reason).
+UNUSED_COLUMNS = [
+    "patient",
+    "day",
+    "analyte",
+    "value",
+    "unit",
+    "compartment",
+    "lloq",
+    "blq",
+    "reason",
+]
+
+
+def _patient_events(events: pd.DataFrame | None, patient: str) -> pd.DataFrame | None:
+    """The rows of ``patient`` in ``events`` (None without events); refuses a patient
+    with none when the table has rows."""
+    if events is None or not len(events):
+        return None
+    mine = events[events["patient"].astype(str) == patient]
+    if len(mine) == 0:
+        raise InputError(
+            f"no events for patient '{patient}'",
+            column="patient",
+            fix="the events table must hold this patient's treatments (at least the "
+            "CAR-T infusion)",
+        )
+    return mine
+
+
+def _sort_observations(
+    model: Model,
+    obs: pd.DataFrame,
+    patient: str,
+    first_event: float | None,
+    history_days: float,
+) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """The patient's observations as (rows the fit uses, rows it does not with the
+    reason, analytes read as an approximate observable with why)."""
+    used_rows, unused_rows = [], []
     start = -np.inf if first_event is None else first_event - history_days
     approximations: dict[str, str] = {}
     for _, r in obs.iterrows():
@@ -237,59 +286,62 @@ def prepare_patient(
                 }
             )
             continue
-        res = RESIDUALS[observable]
-        censored = rec["blq"]
-        limit = float(rec["lloq"]) if censored else np.nan
-        note = ""
-        value = float(rec["value"]) if pd.notna(rec["value"]) else np.nan
-        if not censored and res.scale in ("log", "logit") and value <= 0.0:
-            censored, limit = True, res.zero_limit
-            note = f"reported 0: taken as below {res.zero_limit:g} {rec['unit']}"
-        if not censored and res.scale == "logit" and value >= 100.0:
-            value = 99.9
-            note = "reported 100 %: taken as 99.9 % on the logit scale"
-        used_rows.append(
-            {
-                **rec,
-                "value": value,
-                "observable": observable,
-                "censored": censored,
-                "limit": limit,
-                "scale": res.scale,
-                "floor": res.floor,
-                "note": note,
-            }
-        )
-    for analyte, why in approximations.items():
-        notes.append(f"{analyte}: {why}")
+        used_rows.append(_used_row(rec, observable))
+    return used_rows, unused_rows, approximations
+
+
+def _used_row(rec: dict, observable: str) -> dict:
+    """An observation the fit uses, on its residual scale: a 0 on a log or logit scale
+    becomes censored below the scale's zero limit, 100 % on the logit scale 99.9 %."""
+    res = RESIDUALS[observable]
+    censored = rec["blq"]
+    limit = float(rec["lloq"]) if censored else np.nan
+    note = ""
+    value = float(rec["value"]) if pd.notna(rec["value"]) else np.nan
+    if not censored and res.scale in ("log", "logit") and value <= 0.0:
+        censored, limit = True, res.zero_limit
+        note = f"reported 0: taken as below {res.zero_limit:g} {rec['unit']}"
+    if not censored and res.scale == "logit" and value >= 100.0:
+        value = 99.9
+        note = "reported 100 %: taken as 99.9 % on the logit scale"
+    return {
+        **rec,
+        "value": value,
+        "observable": observable,
+        "censored": censored,
+        "limit": limit,
+        "scale": res.scale,
+        "floor": res.floor,
+        "note": note,
+    }
+
+
+def _observation_notes(used_rows: list[dict], approximations: dict[str, str]) -> list[str]:
+    """Notes on how observations were read: approximate observables, zeros censored."""
+    notes = [f"{analyte}: {why}" for analyte, why in approximations.items()]
     n_zero = sum(1 for r in used_rows if r["note"].startswith("reported 0"))
     if n_zero:
         notes.append(
             f"{n_zero} observation(s) reported as 0 on a log or logit scale were treated as "
             "below the detection limit (M3-censored), not dropped"
         )
-    unused = pd.DataFrame(
-        unused_rows,
-        columns=[
-            "patient",
-            "day",
-            "analyte",
-            "value",
-            "unit",
-            "compartment",
-            "lloq",
-            "blq",
-            "reason",
-        ],
+    return notes
+
+
+def _refuse_no_usable(model: Model, patient: str, unused: pd.DataFrame) -> None:
+    """Refuse a patient none of whose observations the model can use, with why."""
+    reasons = sorted(set(unused["reason"])) if len(unused) else []
+    raise InputError(
+        f"patient '{patient}' has no observations the '{model.name}' model can use"
+        + (f" ({'; '.join(reasons[:3])})" if reasons else ""),
+        fix="fit a component set that has these analytes (see --components), or add "
+        f"observations of {', '.join(model.obs_names)}",
     )
-    if not used_rows:
-        reasons = sorted(set(unused["reason"])) if len(unused) else []
-        raise InputError(
-            f"patient '{patient}' has no observations the '{model.name}' model can use"
-            + (f" ({'; '.join(reasons[:3])})" if reasons else ""),
-            fix="fit a component set that has these analytes (see --components), or add "
-            f"observations of {', '.join(model.obs_names)}",
-        )
+
+
+def _index_rows(model: Model, used_rows: list[dict]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The used rows ordered by scale, observable and day, with their observable and
+    time indices; and the unique observation times (days)."""
     rows = pd.DataFrame(used_rows)
     rows["scale_order"] = rows["scale"].map({s: i for i, s in enumerate(SCALES)})
     rows["o_idx"] = [model.index("obs", o) for o in rows["observable"]]
@@ -297,18 +349,7 @@ def prepare_patient(
     times = np.unique(rows["day"].to_numpy(float))
     rows["t_idx"] = np.searchsorted(times, rows["day"].to_numpy(float))
     rows = rows.drop(columns="scale_order")
-    t0 = float(times[0]) if first_event is None else min(float(times[0]), float(first_event))
-    return PatientData(
-        patient=patient,
-        model=model,
-        p_fixed=p,
-        t0=t0,
-        times=times,
-        events=sev,
-        rows=rows,
-        unused=unused,
-        notes=_collapse(notes),
-    )
+    return rows, times
 
 
 def _ignored_notes(ignored) -> list[str]:
