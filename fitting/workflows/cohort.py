@@ -207,35 +207,16 @@ def fit_cohort(
         ``prior_sd``, ``sigma``, ``params``, solver options).
     """
     from carthema.data.patients import select_patients
+    from carthema.fitting.sampling.settings import RUN_FIELDS, run_args
 
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out)
-    # The run settings, validated once for every patient: a bad one stops the run before
-    # any fit (the seed is drawn below; a worker's fit takes the settings as they are).
-    from carthema.fitting.sampling.samplers import SAMPLERS
-    from carthema.fitting.sampling.settings import RUN_FIELDS, RunSettings, run_args
-
     given = {**run_args(locals()), **run_args(fit_options), "cores": max(1, int(cores))}
-    run = RunSettings.of(None, SAMPLERS, components, {**given, "seed": 0 if seed is None else seed})
-    _check_cluster_options(scheduler, workers)
+    run = _check_settings(given, components, seed, scheduler, workers)
     ids = select_patients(observations, patients, order="table", duplicates="drop")
     seed_given = seed is not None
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
-    settings = {
-        "components": components,
-        "free": _normalise_free(free),
-        "sampler": run.sampler,
-        "draws": run.draws,
-        "tune": run.tune,
-        "chains": run.chains,
-        "seed": int(seed),
-        "init": run.init,
-        "fit_options": {k: v for k, v in sorted(fit_options.items())},
-        "cores": run.cores,
-        "plot": bool(plot),
-    }
+    settings = _cohort_settings(run, components, free, seed, fit_options, plot)
     # What each patient's fit is given besides the run settings (target_accept and
     # low_rank are run settings, recorded among the fit options of cohort.json).
     opts = {k: v for k, v in settings["fit_options"].items() if k not in RUN_FIELDS}
@@ -246,13 +227,7 @@ def fit_cohort(
     with FolderLock(out, "fit-cohort"):
         settings = write_manifest(out, settings, seed_given)
         run = run.with_seed(settings["seed"])  # the recorded seed, on a restart
-        drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
-        say(f"cohort seed {settings['seed']}{drawn}")
-        rows, todo, skipped = patient_rows(out, ids)
-        say(
-            f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
-            + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
-        )
+        rows, todo, skipped = _plan(out, ids, settings["seed"], seed_given, say)
         paths = write_table(out, cohort_table(list(rows.values())))
         paths["manifest"] = out / MANIFEST
         fitted: list[str] = []
@@ -260,22 +235,10 @@ def fit_cohort(
         timings: dict[str, float] = {"startup_s": 0.0, "fit_s": 0.0}
         if todo:
             tasks = _patient_tasks(observations, events, truth)
-            say(f"starting {cluster_name(scheduler)}")
-            t0 = time.perf_counter()
-            with cluster_client(scheduler, workers, settings["cores"]) as client:
-                timings["startup_s"] = time.perf_counter() - t0
-                n_workers = count_workers(client)
-                timings["workers"] = n_workers
-                say(
-                    f"{n_workers} worker(s) connected"
-                    if n_workers
-                    else "no workers connected yet: waiting for `dask worker` processes"
-                )
-                t_fit = time.perf_counter()
-                futures = _submit(client, out, todo, tasks, settings, run, opts)
-                for pid, row in _collect(out, futures, rows, settings, progress, say):
-                    (fitted if row["status"] == "ok" else failed).append(pid)
-                timings["fit_s"] = time.perf_counter() - t_fit
+            submit = (tasks, settings, run, opts)
+            fitted, failed = _fit_on_cluster(
+                out, todo, submit, rows, (scheduler, workers), timings, progress, say
+            )
         table = cohort_table(list(rows.values()))
         paths.update(write_table(out, table))
         paths.update(_write_vpc(out, table, settings, say))
@@ -290,6 +253,97 @@ def fit_cohort(
             settings={k: settings[k] for k in (*RESULT_SETTINGS, "cores")},
             timings=timings,
         )
+
+
+def _check_settings(
+    given: Mapping[str, Any], components: str, seed: int | None, scheduler: Any, workers: int | None
+) -> RunSettings:
+    """The run settings, validated once for every patient: a bad one stops the run before
+    any fit (the seed is drawn later; a worker's fit takes the settings as they are)."""
+    from carthema.fitting.sampling.samplers import SAMPLERS
+    from carthema.fitting.sampling.settings import RunSettings
+
+    run = RunSettings.of(None, SAMPLERS, components, {**given, "seed": 0 if seed is None else seed})
+    _check_cluster_options(scheduler, workers)
+    return run
+
+
+def _cohort_settings(
+    run: RunSettings,
+    components: str,
+    free: str | Iterable[str] | None,
+    seed: int | None,
+    fit_options: Mapping[str, Any],
+    plot: bool,
+) -> dict[str, Any]:
+    """The settings cohort.json records (a seed drawn when None)."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] % (2**31))
+    return {
+        "components": components,
+        "free": _normalise_free(free),
+        "sampler": run.sampler,
+        "draws": run.draws,
+        "tune": run.tune,
+        "chains": run.chains,
+        "seed": int(seed),
+        "init": run.init,
+        "fit_options": {k: v for k, v in sorted(fit_options.items())},
+        "cores": run.cores,
+        "plot": bool(plot),
+    }
+
+
+def _plan(
+    out: Path, ids: list[str], seed: int, seed_given: bool, say: Callable[[str], None]
+) -> tuple[dict[str, dict], list[str], list[str]]:
+    """Say the seed, and which patients are done and which to fit: (rows, todo, skipped)
+    as :func:`patient_rows` gives them."""
+    drawn = "" if seed_given else " (drawn; recorded in cohort.json)"
+    say(f"cohort seed {seed}{drawn}")
+    rows, todo, skipped = patient_rows(out, ids)
+    say(
+        f"{len(ids)} patient(s): {len(skipped)} already done, {len(todo)} to fit"
+        + (f" ({', '.join(todo[:10])}{', ...' if len(todo) > 10 else ''})" if todo else "")
+    )
+    return rows, todo, skipped
+
+
+def _fit_on_cluster(
+    out: Path,
+    todo: list[str],
+    submit: tuple[_PatientTasks, Mapping[str, Any], RunSettings, Mapping[str, Any]],
+    rows: dict[str, dict],
+    cluster: tuple[Any, int | None],
+    timings: dict[str, Any],
+    progress: bool,
+    say: Callable[[str], None],
+) -> tuple[list[str], list[str]]:
+    """Start (or connect to) the ``cluster`` (scheduler, workers), fit every patient of
+    ``todo`` (``submit``: tasks, settings, run and fit options, as :func:`_submit` takes
+    them) and collect them into ``rows``; records the startup and fit times and the
+    workers in ``timings``. Returns (fitted, failed) patients."""
+    scheduler, workers = cluster
+    tasks, settings, run, opts = submit
+    fitted: list[str] = []
+    failed: list[str] = []
+    say(f"starting {cluster_name(scheduler)}")
+    t0 = time.perf_counter()
+    with cluster_client(scheduler, workers, settings["cores"]) as client:
+        timings["startup_s"] = time.perf_counter() - t0
+        n_workers = count_workers(client)
+        timings["workers"] = n_workers
+        say(
+            f"{n_workers} worker(s) connected"
+            if n_workers
+            else "no workers connected yet: waiting for `dask worker` processes"
+        )
+        t_fit = time.perf_counter()
+        futures = _submit(client, out, todo, tasks, settings, run, opts)
+        for pid, row in _collect(out, futures, rows, settings, progress, say):
+            (fitted if row["status"] == "ok" else failed).append(pid)
+        timings["fit_s"] = time.perf_counter() - t_fit
+    return fitted, failed
 
 
 def _check_cluster_options(scheduler: Any, workers: int | None) -> None:
