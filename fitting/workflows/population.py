@@ -290,22 +290,60 @@ def fit_population(
     notes += run_notes
     if run.sampler == "map":
         notes.append(_MAP_NOTE)
-    say(f"pointwise log-likelihood: {sum(d.n for d in data)} observations x all draws (az.loo)")
+    _add_log_likelihood(pop, idata, sum(d.n for d in data), timings, say)
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["grad_evals"] = int(grad_evals)
+    _record_provenance(idata, ids, model.name, pop, run, notes)
+    return _result(idata, pop, run, timings, truth, map_res, notes)
+
+
+def _add_log_likelihood(
+    pop: PopulationModel,
+    idata: az.InferenceData,
+    n_obs: int,
+    timings: dict[str, float],
+    say: Callable[[str], None],
+) -> None:
+    """Add the pointwise log-likelihood group to ``idata`` (for az.loo) and its time
+    (seconds) to ``timings``."""
+    say(f"pointwise log-likelihood: {n_obs} observations x all draws (az.loo)")
     t0 = time.perf_counter()
     idata.add_groups({"log_likelihood": population_log_likelihood(pop, idata)})
     timings["loglik_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    timings["grad_evals"] = int(grad_evals)
+
+
+def _record_provenance(
+    idata: az.InferenceData,
+    ids: Sequence[str],
+    components: str,
+    pop: PopulationModel,
+    run: RunSettings,
+    notes: Sequence[str],
+) -> None:
+    """Record in the posterior's attributes what was fitted and how."""
     idata.posterior.attrs.update(
         {
             "carthema_patients": ",".join(ids),
-            "carthema_components": model.name,
+            "carthema_components": components,
             "carthema_free": ",".join(pop.free),
             "carthema_sampler": run.sampler,
             "carthema_seed": run.seed,
             "carthema_notes": " | ".join(notes),
         }
     )
+
+
+def _result(
+    idata: az.InferenceData,
+    pop: PopulationModel,
+    run: RunSettings,
+    timings: dict[str, float],
+    truth: Mapping[str, Mapping[str, float]] | None,
+    map_res,
+    notes: list[str],
+) -> PopulationResult:
+    """The :class:`PopulationResult`: diagnostics (with misfit warnings), settings,
+    timings and the known values of a synthetic cohort."""
     truth_d = None
     if truth is not None:
         truth_d = {q: {k: float(v) for k, v in vals.items()} for q, vals in truth.items()}
