@@ -157,7 +157,8 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     analyte = _check_analyte(t)
     comp = _check_compartment(t, analyte)
     unit_raw, unit = _check_unit(t, analyte)
-    blq, value, lloq = _check_value_and_lloq(t, analyte)
+    blq, value, lloq = _check_value_and_lloq(t)
+    _refuse_negative(t, analyte, value)
     factor = _canonical_factor(analyte, unit)
     _refuse_above_upper(t, analyte, value, factor)
     _refuse_implausible(t, analyte, unit_raw, value, lloq, factor)
@@ -277,27 +278,13 @@ def _check_unit(t: TextTable, analyte: pd.Series) -> tuple[pd.Series, pd.Series]
     return unit_raw, parsed
 
 
-def _check_value_and_lloq(
-    t: TextTable, analyte: pd.Series
-) -> tuple[pd.Series, pd.Series, pd.Series]:
+def _check_value_and_lloq(t: TextTable) -> tuple[pd.Series, pd.Series, pd.Series]:
     """The blq flag, value and lloq columns, each on its own and against each other (a
-    blq row gives the limit, a value below the limit is flagged blq, nothing negative).
-    Returns ``(blq, value, lloq)`` in the row's unit."""
+    blq row gives the limit, a value below the limit is flagged blq). Returns ``(blq,
+    value, lloq)`` in the row's unit."""
     blq = yes_no(t, "blq", default=False).astype(bool)
-    value = numbers(
-        t,
-        "value",
-        required=False,
-        what="value",
-        fix_missing="",
-    )
-    lloq = numbers(
-        t,
-        "lloq",
-        required=False,
-        what="lloq",
-        fix_missing="",
-    )
+    value = numbers(t, "value", required=False, what="value", fix_missing="")
+    lloq = numbers(t, "lloq", required=False, what="lloq", fix_missing="")
     t.refuse_first(
         value.isna() & ~blq,
         "value",
@@ -329,6 +316,11 @@ def _check_value_and_lloq(
         lambda r: f"value {value.loc[r]:g} is below lloq {lloq.loc[r]:g} but not flagged blq.",
         "set blq=true (the value is kept), or correct value or lloq.",
     )
+    return blq, value, lloq
+
+
+def _refuse_negative(t: TextTable, analyte: pd.Series, value: pd.Series) -> None:
+    """Refuse a negative value (a below-limit result is written as blq with lloq)."""
     is_count = lookup(analyte, {a: ANALYTES[a].count for a in ANALYTES})
     t.refuse_first(
         value < 0,
@@ -340,7 +332,6 @@ def _check_value_and_lloq(
         ),
         "correct the value; write a below-limit result as blq=true with lloq.",
     )
-    return blq, value, lloq
 
 
 def _canonical_factor(analyte: pd.Series, unit: pd.Series) -> pd.Series:
