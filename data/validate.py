@@ -102,6 +102,47 @@ def _analyte_units(symbols: Iterable[str]) -> str:
     return U.describe(U.spellings(tuple(symbols)))
 
 
+def refuse_duplicated(
+    t: TextTable, key: dict[str, pd.Series], record: Callable[[pd.Series], str], fix: str
+) -> None:
+    """Refuse the first row whose ``key`` (patient, day, then the table's own columns)
+    repeats an earlier row's, naming that row. ``record`` words the rest of the key after
+    "patient P, day D, "."""
+    keyframe = pd.DataFrame(key)
+
+    def duplicated(row: int) -> str:
+        k = keyframe.loc[row]
+        return (
+            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {record(k)} "
+            f"already appears on row {earlier_row(keyframe, row)}."
+        )
+
+    t.refuse_first(keyframe.duplicated(keep="first"), "day", duplicated, fix)
+
+
+def opt_text(s: pd.Series) -> pd.Series:
+    """Text with None where empty."""
+    return s.astype(object).where(s != "", None)
+
+
+def canonical_table(
+    t: TextTable,
+    out: pd.DataFrame,
+    by: list[str],
+    optional_text: tuple[str, ...],
+    check: Callable[[pd.DataFrame, str], pd.DataFrame],
+) -> pd.DataFrame:
+    """The validated columns ``out`` and the note (None where empty) as the canonical table:
+    sorted by ``by`` (patients in natural order), the ``optional_text`` columns text or
+    None, the file named in ``attrs["source"]``, checked against the schema by ``check``."""
+    note = text_column(t, "note", required=False, fix="")
+    out = sort_rows(out.assign(note=opt_text(note)), by)
+    for c in optional_text:
+        out[c] = out[c].astype("str").where(out[c].notna(), None)
+    out.attrs["source"] = t.source
+    return check(out, t.source)
+
+
 # ---------------------------------------------------------------------------- observations
 def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     """Validate a text frame of observations; return the canonical table.
@@ -111,17 +152,53 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     (stored as NaN; ``lloq`` keeps the limit).
     """
     t = open_table(text, source, OBSERVATION_COLUMNS, OBSERVATION_REQUIRED)
-
     patient = check_patient(t)
     day = check_day(t)
+    analyte = _check_analyte(t)
+    comp = _check_compartment(t, analyte)
+    unit_raw, unit = _check_unit(t, analyte)
+    blq, value, lloq = _check_value_and_lloq(t)
+    _refuse_negative(t, analyte, value)
+    factor = _canonical_factor(analyte, unit)
+    _refuse_above_upper(t, analyte, value, factor)
+    _refuse_implausible(t, analyte, unit_raw, value, lloq, factor)
+    refuse_duplicated(
+        t,
+        {"patient": patient, "day": day, "analyte": analyte, "compartment": comp},
+        lambda k: f"{k['analyte']} in {k['compartment']}",
+        "keep one measurement per patient, day, analyte and compartment "
+        "(use fractional days for repeated measurements on one day).",
+    )
+    canonical_unit = lookup(analyte, {a: ANALYTES[a].canonical_unit for a in ANALYTES})
+    out = pd.DataFrame(
+        {
+            "patient": patient.astype(str),
+            "day": day.astype(float),
+            "analyte": analyte.astype(str),
+            "value": (value * factor).astype(float),
+            "unit": canonical_unit.astype(str),
+            "compartment": comp.astype(str),
+            "lloq": (lloq * factor).astype(float),
+            "blq": blq.astype(bool),
+        }
+    )
+    return canonical_table(
+        t, out, ["patient", "day", "analyte", "compartment"], (), check_observations
+    )
 
-    # analyte
+
+def _check_analyte(t: TextTable) -> pd.Series:
+    """The analyte column: required, one of :data:`~carthema.data.analytes.ANALYTES`;
+    returns the lower-cased names."""
     analyte_raw = text_column(t, "analyte", required=True, fix="name the analyte of every row.")
-    analyte = refuse_unknown(
+    return refuse_unknown(
         t, "analyte", analyte_raw, ANALYTES, suggest_analytes, "analyte", "analytes"
     )
 
-    # compartment: empty -> the analyte's default, where it has exactly one meaning
+
+def _check_compartment(t: TextTable, analyte: pd.Series) -> pd.Series:
+    """The compartment column: empty -> the analyte's default, where it has exactly one
+    meaning; otherwise one the analyte is measured in. Returns the lower-cased names."""
     comp_raw = text_column(t, "compartment", required=False, fix="")
     comp = comp_raw.str.lower()
     bad = (comp != "") & ~comp.isin(list(COMPARTMENTS))
@@ -154,8 +231,12 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             "or check the analyte."
         ),
     )
+    return comp
 
-    # unit
+
+def _check_unit(t: TextTable, analyte: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The unit column: required, a unit of the row's analyte. Returns the unit as
+    written and as parsed (:class:`carthema.data.units` objects)."""
     unit_raw = text_column(
         t,
         "unit",
@@ -193,24 +274,17 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     )
     # Units may differ between rows of one analyte (a change of lab): every row is
     # labelled and converted on its own. A mislabelled row (cells/uL written as G/L) is
-    # caught by the plausibility ranges below, with the likely unit named.
+    # caught by the plausibility ranges (_refuse_implausible), with the likely unit named.
+    return unit_raw, parsed
 
-    # blq flag, value, lloq
+
+def _check_value_and_lloq(t: TextTable) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The blq flag, value and lloq columns, each on its own and against each other (a
+    blq row gives the limit, a value below the limit is flagged blq). Returns ``(blq,
+    value, lloq)`` in the row's unit."""
     blq = yes_no(t, "blq", default=False).astype(bool)
-    value = numbers(
-        t,
-        "value",
-        required=False,
-        what="value",
-        fix_missing="",
-    )
-    lloq = numbers(
-        t,
-        "lloq",
-        required=False,
-        what="lloq",
-        fix_missing="",
-    )
+    value = numbers(t, "value", required=False, what="value", fix_missing="")
+    lloq = numbers(t, "lloq", required=False, what="lloq", fix_missing="")
     t.refuse_first(
         value.isna() & ~blq,
         "value",
@@ -242,6 +316,11 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"value {value.loc[r]:g} is below lloq {lloq.loc[r]:g} but not flagged blq.",
         "set blq=true (the value is kept), or correct value or lloq.",
     )
+    return blq, value, lloq
+
+
+def _refuse_negative(t: TextTable, analyte: pd.Series, value: pd.Series) -> None:
+    """Refuse a negative value (a below-limit result is written as blq with lloq)."""
     is_count = lookup(analyte, {a: ANALYTES[a].count for a in ANALYTES})
     t.refuse_first(
         value < 0,
@@ -253,13 +332,24 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         "correct the value; write a below-limit result as blq=true with lloq.",
     )
-    upper = lookup(analyte, {a: ANALYTES[a].upper or np.inf for a in ANALYTES}).astype(float)
+
+
+def _canonical_factor(analyte: pd.Series, unit: pd.Series) -> pd.Series:
+    """Per row, the factor taking a value in the row's unit to its analyte's canonical
+    unit."""
     base = {a: U.parse_unit(ANALYTES[a].canonical_unit).factor for a in ANALYTES}
-    factor = pd.Series(
-        np.array([u.factor for u in parsed], dtype=float) / lookup(analyte, base).to_numpy(float),
-        index=t.df.index,
+    return pd.Series(
+        np.array([u.factor for u in unit], dtype=float) / lookup(analyte, base).to_numpy(float),
+        index=analyte.index,
         dtype=float,
     )
+
+
+def _refuse_above_upper(
+    t: TextTable, analyte: pd.Series, value: pd.Series, factor: pd.Series
+) -> None:
+    """Refuse a value above the analyte's hard upper bound (a percentage above 100)."""
+    upper = lookup(analyte, {a: ANALYTES[a].upper or np.inf for a in ANALYTES}).astype(float)
     t.refuse_first(
         value * factor > upper,
         "value",
@@ -270,7 +360,18 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         "a percentage must lie between 0 and 100.",
     )
 
-    # plausibility: a value (or limit) no patient or assay can give is a slip
+
+def _refuse_implausible(
+    t: TextTable,
+    analyte: pd.Series,
+    unit_raw: pd.Series,
+    value: pd.Series,
+    lloq: pd.Series,
+    factor: pd.Series,
+) -> None:
+    """Plausibility: a value (or limit) no patient or assay can give is a slip
+    (:data:`carthema.data.plausibility.ANALYTE_RANGES`); the message names the likely
+    unit."""
     for col, series in (("value", value), ("lloq", lloq)):
         canonical = series * factor
         low = lookup(analyte, {a: r.low for a, r in P.ANALYTE_RANGES.items()}).astype(float)
@@ -288,47 +389,6 @@ def validate_observations_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
                 list(ANALYTES[analyte.loc[r]].units),
             ),
         )
-
-    # duplicated record
-    keyframe = pd.DataFrame(
-        {"patient": patient, "day": day, "analyte": analyte, "compartment": comp}
-    )
-    dup = keyframe.duplicated(keep="first")
-
-    def duplicated(row: int) -> str:
-        k = keyframe.loc[row]
-        earlier = earlier_row(keyframe, row)
-        return (
-            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['analyte']} "
-            f"in {k['compartment']} already appears on row {earlier}."
-        )
-
-    t.refuse_first(
-        dup,
-        "day",
-        duplicated,
-        "keep one measurement per patient, day, analyte and compartment "
-        "(use fractional days for repeated measurements on one day).",
-    )
-
-    note = text_column(t, "note", required=False, fix="")
-    out = pd.DataFrame(
-        {
-            "patient": patient.astype(str),
-            "day": day.astype(float),
-            "analyte": analyte.astype(str),
-            "value": (value * factor).astype(float),
-            "unit": lookup(analyte, {a: ANALYTES[a].canonical_unit for a in ANALYTES}).astype(str),
-            "compartment": comp.astype(str),
-            "lloq": (lloq * factor).astype(float),
-            "blq": blq.astype(bool),
-            "note": note.astype(object).where(note != "", np.nan),
-        }
-    )
-    out = sort_rows(out, ["patient", "day", "analyte", "compartment"])
-    out["note"] = out["note"].where(out["note"].notna(), None)  # text already
-    out.attrs["source"] = source
-    return check_observations(out, source)
 
 
 # -------------------------------------------------------------------------------- outcomes

@@ -24,14 +24,21 @@ from carthema.data.events import (
 )
 from carthema.data.schema import EVENT_COLUMNS, EVENT_REQUIRED, check_events
 from carthema.data.textframe import (
-    earlier_row,
+    TextTable,
     numbers,
     open_table,
     suggest,
     text_column,
     yes_no,
 )
-from carthema.data.validate import check_day, check_patient, refuse_unknown, sort_rows
+from carthema.data.validate import (
+    canonical_table,
+    check_day,
+    check_patient,
+    opt_text,
+    refuse_duplicated,
+    refuse_unknown,
+)
 
 
 def _kind_units(kind_units: Iterable[str]) -> str:
@@ -47,17 +54,56 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     the columns. Amounts are converted to the kind's canonical unit (cells/kg, mg/m2, ...).
     """
     t = open_table(text, source, EVENT_COLUMNS, EVENT_REQUIRED)
-
     patient = check_patient(t)
     day = check_day(t)
+    kind = _check_kind(t)
+    spec = kind.map(get_event_kind)
+    amount = _check_amount(t, spec)
+    unit_raw, parsed, target = _check_unit(t, spec, amount)
+    factor = _canonical_factor(parsed, target)
+    _refuse_implausible_amount(t, spec, amount, unit_raw, parsed, target, factor)
+    duration = _check_duration(t, spec)
+    present = _refuse_inapplicable_columns(t, spec)
+    drug = _check_drug(t, spec, present["drug"])
+    graft_source, cd34 = _check_graft(t, kind, present["source"])
+    cd3, mnc = _check_graft_doses(t)
+    refuse_duplicated(
+        t,
+        {"patient": patient, "day": day, "kind": kind, "drug": drug},
+        lambda k: f"{k['kind']}{' ' + k['drug'] if k['drug'] else ''}",
+        "write one row per event; if two were given on one day, sum their amounts.",
+    )
+    out = pd.DataFrame(
+        {
+            "patient": patient.astype(str),
+            "day": day.astype(float),
+            "kind": kind.astype(str),
+            "amount": (amount * factor).astype(float),
+            "unit": opt_text(target.fillna("")),
+            "duration": duration.astype(float),
+            "drug": opt_text(drug),
+            "source": opt_text(graft_source),
+            "cd34_selected": cd34.astype("boolean"),
+            "cd3_per_kg": cd3.astype(float),
+            "mnc_per_kg": mnc.astype(float),
+        }
+    )
+    return canonical_table(
+        t, out, ["patient", "day", "kind"], ("unit", "drug", "source", "note"), check_events
+    )
 
+
+def _check_kind(t: TextTable) -> pd.Series:
+    """The kind column: required, one of :data:`~carthema.data.events.EVENT_KINDS`;
+    returns the lower-cased names."""
     kind_raw = text_column(t, "kind", required=True, fix="give every event a kind.")
-    kind = refuse_unknown(
+    return refuse_unknown(
         t, "kind", kind_raw, EVENT_KINDS, suggest_event_kinds, "event kind", "kinds"
     )
-    spec = kind.map(get_event_kind)
 
-    # amount and unit
+
+def _check_amount(t: TextTable, spec: pd.Series) -> pd.Series:
+    """The amount column: a number > 0, given where the kind needs one."""
     amount = numbers(t, "amount", required=False, what="amount", fix_missing="")
     needs = spec.map(lambda k: k.amount_required)
     t.refuse_first(
@@ -74,6 +120,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"amount {amount.loc[r]:g} is not positive.",
         "give a dose > 0; leave out events that did not happen.",
     )
+    return amount
+
+
+def _check_unit(
+    t: TextTable, spec: pd.Series, amount: pd.Series
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The unit column: given exactly where an amount is, a unit of the kind's dimension.
+    Returns the unit as written, as parsed (None where empty) and the kind's canonical
+    unit of that dimension (None where empty)."""
     unit_raw = text_column(t, "unit", required=False, fix="")
     t.refuse_first(
         amount.notna() & (unit_raw == ""),
@@ -101,16 +156,9 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             f"write one of the units of {spec.loc[r].name}: {_kind_units(spec.loc[r].units)}."
         ),
     )
-    target: list[str | None] = []
-    for k, u in zip(spec, parsed, strict=True):
-        if u is None:
-            target.append(None)
-            continue
-        match = [sym for sym in k.units if U.parse_unit(sym).dimension == u.dimension]
-        target.append(match[0] if match else "")
-    target_s = pd.Series(target, index=t.df.index, dtype=object)
+    target = _target_units(spec, parsed)
     t.refuse_first(
-        target_s == "",
+        target == "",
         "unit",
         lambda r: (
             f"unit '{unit_raw.loc[r]}' is not a unit of {spec.loc[r].name} "
@@ -118,20 +166,52 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         ),
         lambda r: f"write one of: {_kind_units(spec.loc[r].units)}.",
     )
-    factor = pd.Series(
+    return unit_raw, parsed, target
+
+
+def _target_units(spec: pd.Series, parsed: pd.Series) -> pd.Series:
+    """Per row, the kind's canonical unit of the parsed unit's dimension: None where no
+    unit is given, "" where the kind has no unit of that dimension."""
+    target: list[str | None] = []
+    for k, u in zip(spec, parsed, strict=True):
+        if u is None:
+            target.append(None)
+            continue
+        match = [sym for sym in k.units if U.parse_unit(sym).dimension == u.dimension]
+        target.append(match[0] if match else "")
+    return pd.Series(target, index=spec.index, dtype=object)
+
+
+def _canonical_factor(parsed: pd.Series, target: pd.Series) -> pd.Series:
+    """Per row, the factor taking an amount in the parsed unit to the target unit (1
+    where no unit is given)."""
+    return pd.Series(
         [
             u.factor / U.parse_unit(tg).factor if u is not None else 1.0
-            for u, tg in zip(parsed, target_s, strict=True)
+            for u, tg in zip(parsed, target, strict=True)
         ],
-        index=t.df.index,
+        index=parsed.index,
         dtype=float,
     )
 
+
+def _refuse_implausible_amount(
+    t: TextTable,
+    spec: pd.Series,
+    amount: pd.Series,
+    unit_raw: pd.Series,
+    parsed: pd.Series,
+    target: pd.Series,
+    factor: pd.Series,
+) -> None:
+    """Plausibility: an amount outside the kind's range
+    (:data:`carthema.data.plausibility.EVENT_RANGES`) is a slip; the message names the
+    likely unit."""
     canonical = amount * factor
     outside = pd.Series(
         [
             not np.isnan(c) and not P.EVENT_RANGES[(k.name, tg)].contains(c)
-            for k, tg, c in zip(spec, target_s, canonical, strict=True)
+            for k, tg, c in zip(spec, target, canonical, strict=True)
         ],
         index=t.df.index,
     )
@@ -143,12 +223,15 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             float(amount.loc[r]),
             unit_raw.loc[r],
             float(canonical.loc[r]),
-            P.EVENT_RANGES[(spec.loc[r].name, target_s.loc[r])],
+            P.EVENT_RANGES[(spec.loc[r].name, target.loc[r])],
             U.symbols_of_dimension({parsed.loc[r].dimension}),
         ),
     )
 
-    # duration
+
+def _check_duration(t: TextTable, spec: pd.Series) -> pd.Series:
+    """The duration column (days): within 20 years, not negative, > 0 for a period and
+    absent for a one-day event."""
     duration = numbers(t, "duration", required=False, what="duration", fix_missing="")
     t.refuse_first(
         duration > P.DAY_LIMIT,
@@ -176,8 +259,12 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         lambda r: f"duration does not apply to {spec.loc[r].name} (a one-day event).",
         "write one row per day the event happened, with that day's amount.",
     )
+    return duration
 
-    # kind-specific columns: a value where it does not apply is refused, not ignored
+
+def _refuse_inapplicable_columns(t: TextTable, spec: pd.Series) -> dict[str, pd.Series]:
+    """The kind-specific columns: a value where it does not apply is refused, not
+    ignored. Returns each column as text ('' where empty)."""
     present = {c: text_column(t, c, required=False, fix="") for c in KIND_SPECIFIC_COLUMNS}
     for col in KIND_SPECIFIC_COLUMNS:
         applies = spec.map(lambda k, c=col: (c == "drug" and bool(k.drugs)) or c in k.columns)
@@ -190,8 +277,13 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             lambda r, c=col: f"'{c}' does not apply to {spec.loc[r].name}.",
             f"leave it empty; it is used by {', '.join(users)}.",
         )
+    return present
 
-    drug = present["drug"].str.lower()
+
+def _check_drug(t: TextTable, spec: pd.Series, drug_raw: pd.Series) -> pd.Series:
+    """The drug column: given where the kind needs one, one of the kind's drugs.
+    Returns the lower-cased names ('' where empty)."""
+    drug = drug_raw.str.lower()
     t.refuse_first(
         spec.map(lambda k: k.drug_required) & (drug == ""),
         "drug",
@@ -207,14 +299,21 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         close = suggest(drug.loc[row], k.drugs)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return (
-            f"unknown {k.name} drug '{present['drug'].loc[row]}'.",
+            f"unknown {k.name} drug '{drug_raw.loc[row]}'.",
             f"{hint}Write one of: {', '.join(k.drugs)}.",
         )
 
     t.refuse_first(~ok, "drug", unknown_drug)
+    return drug
 
+
+def _check_graft(
+    t: TextTable, kind: pd.Series, source_raw: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """The graft's source and CD34 selection: required for a stem_cell_boost, a known
+    source. Returns the lower-cased source ('' where empty) and the yes/no flag."""
     is_boost = kind == "stem_cell_boost"
-    source_col = present["source"].str.lower()
+    source_col = source_raw.str.lower()
     t.refuse_first(
         is_boost & (source_col == ""),
         "source",
@@ -224,7 +323,7 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
     t.refuse_first(
         (source_col != "") & ~source_col.isin(list(SOURCES)),
         "source",
-        lambda r: f"unknown source '{present['source'].loc[r]}'.",
+        lambda r: f"unknown source '{source_raw.loc[r]}'.",
         f"write one of: {', '.join(SOURCES)}.",
     )
     cd34 = yes_no(t, "cd34_selected", default=None)
@@ -234,6 +333,12 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
         "stem_cell_boost needs to say whether the graft was CD34-selected.",
         "write yes or no.",
     )
+    return source_col, cd34
+
+
+def _check_graft_doses(t: TextTable) -> tuple[pd.Series, pd.Series]:
+    """The CD3+ and mononuclear cell doses of a graft (cells/kg): not negative, within
+    :data:`carthema.data.plausibility.GRAFT_CELLS_LIMIT`."""
     cd3 = numbers(t, "cd3_per_kg", required=False, what="cd3_per_kg", fix_missing="")
     mnc = numbers(t, "mnc_per_kg", required=False, what="mnc_per_kg", fix_missing="")
     for name, s in (("cd3_per_kg", cd3), ("mnc_per_kg", mnc)):
@@ -252,48 +357,4 @@ def validate_events_text(text: pd.DataFrame, source: str) -> pd.DataFrame:
             ),
             "give cells per kg body weight (not per product, not 10^6 cells/kg).",
         )
-
-    # duplicated record: same patient, day, kind and drug
-    keyframe = pd.DataFrame({"patient": patient, "day": day, "kind": kind, "drug": drug})
-
-    def duplicated(row: int) -> str:
-        k = keyframe.loc[row]
-        return (
-            f"duplicated record: patient {k['patient']}, day {k['day']:g}, {k['kind']}"
-            f"{' ' + k['drug'] if k['drug'] else ''} already appears on row "
-            f"{earlier_row(keyframe, row)}."
-        )
-
-    t.refuse_first(
-        keyframe.duplicated(keep="first"),
-        "day",
-        duplicated,
-        "write one row per event; if two were given on one day, sum their amounts.",
-    )
-
-    note = text_column(t, "note", required=False, fix="")
-
-    def _opt_text(s: pd.Series) -> pd.Series:
-        return s.astype(object).where(s != "", None)
-
-    out = pd.DataFrame(
-        {
-            "patient": patient.astype(str),
-            "day": day.astype(float),
-            "kind": kind.astype(str),
-            "amount": (amount * factor).astype(float),
-            "unit": _opt_text(target_s.fillna("")),
-            "duration": duration.astype(float),
-            "drug": _opt_text(drug),
-            "source": _opt_text(source_col),
-            "cd34_selected": cd34.astype("boolean"),
-            "cd3_per_kg": cd3.astype(float),
-            "mnc_per_kg": mnc.astype(float),
-            "note": _opt_text(note),
-        }
-    )
-    out = sort_rows(out, ["patient", "day", "kind"])
-    for c in ("unit", "drug", "source", "note"):
-        out[c] = out[c].astype("str").where(out[c].notna(), None)
-    out.attrs["source"] = source
-    return check_events(out, source)
+    return cd3, mnc
