@@ -104,11 +104,9 @@ def population_correlations(n: int, seed: int) -> dict[str, Any]:
         load_population,
         population_params,
         product_events,
+        simulate_obs,
     )
-    from carthema.models.events import build_events
     from carthema.models.model import get_model
-    from carthema.models.solve import Schedule, solve_batch
-    from carthema.models.solver_contract import SCREEN
 
     model = get_model("full")
     pop, _ = load_population(disease="lbcl")
@@ -117,10 +115,8 @@ def population_correlations(n: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for product in ("axi-cel", "tisa-cel"):
         pats = sample_patients(pop, n, np.random.default_rng(seed), product=product)
-        ev = build_events(model, product_events(product), model.default_params())
-        sched = Schedule.from_events(model, ev, days, t0=float(days[0]))
-        sol = solve_batch(model, population_params(model, pats), sched, SCREEN)
-        status, obs = sol.status, sol.obs
+        P = population_params(model, pats)
+        status, obs = simulate_obs(model, P, product_events(product), days)
         ok = status == 0
         anc = obs[:, after, model.index("obs", "anc")][ok]
         cmax = obs[:, after, model.index("obs", "cart_copies")][ok].max(axis=1)

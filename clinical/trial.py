@@ -35,6 +35,7 @@ from carthema.clinical.endpoints import (
     support_from_events,
 )
 from carthema.clinical.population.graft import draw_graft, fail_grafts
+from carthema.clinical.population.virtual import simulate_obs
 from carthema.clinical.trial_inputs import (  # noqa: F401 (public here)
     CALIBRATED,
     POLICY_COLUMNS,
@@ -49,7 +50,6 @@ from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
 from carthema.models.posterior import Posterior
 from carthema.models.scenarios import typical_course, with_plan
-from carthema.models.solve import Schedule, solve_batch
 from carthema.models.solver_contract import PREDICT
 
 
@@ -141,12 +141,6 @@ def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> 
     return Cohort(P, {"course": posterior.events}, np.full(int(n), "course"), f"{who} draws")
 
 
-def _solve(model, P, events, days):
-    ev = build_events(model, events, model.default_params())
-    sol = solve_batch(model, P, Schedule.from_events(model, ev, days, t0=days[0]), PREDICT)
-    return sol.status, sol.obs
-
-
 def trial_cohort(
     model: Model,
     n: int,
@@ -233,7 +227,7 @@ def run_trial(
     groups = {}
     for key, base in cohort.courses.items():
         idx = np.flatnonzero(cohort.group == key)
-        groups[key] = (idx, _solve(model, cohort.P[idx], base, days))
+        groups[key] = (idx, simulate_obs(model, cohort.P[idx], base, days, PREDICT))
     frames = []
     # One stream of graft failures per policy (the cohort's own draws stay unchanged).
     streams = np.random.SeedSequence([seed, 18]).spawn(len(policies))
@@ -275,7 +269,7 @@ def _run_group(model, pol, P, idx, key, base, days, rng, no_boost) -> pd.DataFra
             ev = with_plan(base, pol.graft)
             Pb = P[boosted].copy()
             failed[boosted] = fail_grafts(model, Pb, pol.graft.cd34_per_kg, rng)
-            st1, O1 = _solve(model, Pb, ev, days)
+            st1, O1 = simulate_obs(model, Pb, ev, days, PREDICT)
             anc[boosted], plt_[boosted] = O1[:, :, anc_j], O1[:, :, plt_j]
             status[boosted] = st1
     # Engraftment from CAR-T day 0 with the one definition (engraftment.py): the first

@@ -116,13 +116,13 @@ def test_no_boost_course_is_solved_once_whatever_the_number_of_policies(monkeypa
     from carthema.clinical import trial as vt
 
     calls = []
-    solve = vt._solve
+    solve = vt.simulate_obs
 
-    def counting(model, P, events, days):
+    def counting(model, P, events, days, options):
         calls.append((P.shape[0], "stem_cell_boost" in set(events["kind"])))
-        return solve(model, P, events, days)
+        return solve(model, P, events, days, options)
 
-    monkeypatch.setattr(vt, "_solve", counting)
+    monkeypatch.setattr(vt, "simulate_obs", counting)
     pols = [
         Policy("none"),
         Policy("early", trigger_day=21, anc_below=0.5, graft=BoostPlan(28.0, 3e6)),

@@ -47,7 +47,7 @@ from carthema.models.events import build_events
 from carthema.models.model import Model, get_model
 from carthema.models.scenarios import EVENT_COLUMNS
 from carthema.models.solve import Schedule, solve_batch
-from carthema.models.solver_contract import SCREEN
+from carthema.models.solver_contract import SCREEN, SolverOptions
 
 #: Correlation of the reserve and inflammation traits (assumption: inflamed patients
 #: tend to have less reserve; Rejeski et al. 2021 found both in the same high-risk group).
@@ -318,14 +318,26 @@ def simulate_product(
     return simulate_counts(model, product_params(model, P, product), events, days)
 
 
+def simulate_obs(
+    model: Model,
+    P: np.ndarray,
+    events: pd.DataFrame,
+    days: np.ndarray,
+    options: SolverOptions = SCREEN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(status (n,), observables (n, days, n_obs)) of every row of ``P`` under one shared
+    events table, from ``days[0]`` on (solver ``options``)."""
+    ev = build_events(model, events, model.default_params())
+    sched = Schedule.from_events(model, ev, days, t0=float(days[0]))
+    sol = solve_batch(model, P, sched, options)
+    return sol.status, sol.obs
+
+
 def simulate_counts(
     model: Model, P: np.ndarray, events: pd.DataFrame, days: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(status, anc, platelets) of every row of ``P`` under one shared events table."""
-    ev = build_events(model, events, model.default_params())
-    sched = Schedule.from_events(model, ev, days, t0=float(days[0]))
-    sol = solve_batch(model, P, sched, SCREEN)
-    status, obs = sol.status, sol.obs
+    status, obs = simulate_obs(model, P, events, days)
     anc = obs[:, :, model.index("obs", "anc")]
     plt_ = obs[:, :, model.index("obs", "platelets")]
     return status, anc, plt_
