@@ -256,11 +256,14 @@ def lbcl_crs_reference(n: int, seed: int) -> dict:
 
 
 def plausible(n: int, seed: int):
-    """``n`` plausible B-ALL patients (the calibration's draw: disease preset, crowded
-    pre-lymphodepletion counts)."""
+    """``n`` plausible B-ALL patients (the calibration's draw: disease preset, the B-ALL
+    T-cell fitness trait, crowded pre-lymphodepletion counts)."""
+    from carthema.clinical.population.calibrate import draw_disease_traits
+
     model = get_model("full")
-    P, _ = draw_plausible(n, np.random.default_rng(seed), model, base=disease_base("b-all"))
-    return model, crowded_baseline(model, P)
+    rng = np.random.default_rng(seed)
+    P, _ = draw_plausible(n, rng, model, base=disease_base("b-all"))
+    return model, crowded_baseline(model, draw_disease_traits(model, P, "b-all", rng))
 
 
 def courses(model, P: np.ndarray) -> dict:

@@ -472,6 +472,7 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         "p_early_icaht_ge3",
         "p_anc_lt_1_d90",
         "p_anc_lt_1_d180",
+        "p_marrow_cleared_d28",
     ):
         if key in nh.statistics:
             p = pub.get(key)
