@@ -213,13 +213,30 @@ def _within(key: str, model: float, target: float) -> bool:
 
 
 def cart_peaks(days: np.ndarray, copies: np.ndarray) -> dict[str, np.ndarray]:
-    """Per patient: the CAR-T peak (copies/ug) and its day, over days 0-60."""
+    """Per patient: the CAR-T peak (copies/ug) and its day, over days 0-60, and the log
+    of the peak over days 0-28 (``log_cmax_d28``: Mueller et al.'s Cmax window)."""
     w = (days >= 0) & (days <= 60)
     c = copies[:, w]
+    early = copies[:, (days >= 0) & (days <= 28)].max(axis=1)
     return {
         KINETIC_MEDIANS["cmax"]: c.max(axis=1),
         KINETIC_MEDIANS["tmax"]: days[w][c.argmax(axis=1)],
+        "log_cmax_d28": np.log(np.maximum(early, 1e-9)),
     }
+
+
+#: The responder/non-responder CAR-T peak ratio's agreement: within a factor 1.5 (its
+#: loss term is scaled by half of log 1.5, as a share's by half of 0.10).
+RATIO_FACTOR = 1.5
+
+
+def cmax_ratio(log_cmax: np.ndarray, cleared: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Responders' over non-responders' (weighted) geometric-mean CAR-T peak."""
+    w = np.ones(log_cmax.size) if w is None else np.asarray(w, dtype=float)
+    r = np.asarray(cleared, dtype=float)
+    mr = np.sum(w * r * log_cmax) / np.sum(w * r)
+    mn = np.sum(w * (1 - r) * log_cmax) / np.sum(w * (1 - r))
+    return float(np.exp(mr - mn))
 
 
 def _indicator(values: dict, key: str, target: float) -> np.ndarray:
@@ -361,6 +378,19 @@ def calibrate(
     goal = jnp.asarray([0.5 if _is_median(r["key"]) else r["target"] for r in rows])
     fitted = jnp.asarray([r["table"] != holdout for r in rows], dtype=float)
     R = jnp.asarray(np.column_stack([values[g]["rebound"] for g in products]).astype(float))
+    # Responders' / non-responders' geometric-mean CAR-T peak per product with a source
+    # (B-ALL tisa-cel: Mueller et al. 2018, 1.74).
+    from carthema.models.presets import DISEASES as PRESETS
+
+    ratios = [
+        (
+            jnp.asarray(values[g]["log_cmax_d28"]),
+            jnp.asarray(values[g]["p_marrow_cleared_d28"].astype(float)),
+            float(np.log(a.value)),
+        )
+        for g, a in PRESETS[disease].cmax_ratio.items()
+        if g in products
+    ]
 
     def model_values(w):
         every = w @ A
@@ -377,6 +407,10 @@ def calibrate(
         excess = jnp.maximum(jnp.sum(w**2) * ESS_FLOOR - 1.0, 0.0)  # > 0 when ESS < floor
         over = jnp.maximum(w @ R - (REBOUND_MAX - REBOUND_MARGIN), 0.0) / TOL
         ht = ht_weight * ((w @ h - ht_share) / TOL) ** 2
+        for logc, cleared, goal_ratio in ratios:
+            mr = (w * cleared) @ logc / (w @ cleared)
+            mn = (w * (1 - cleared)) @ logc / (w @ (1 - cleared))
+            ht = ht + ((mr - mn - goal_ratio) / (0.5 * np.log(RATIO_FACTOR))) ** 2
         return jnp.sum(err**2) + ht + KL_PENALTY * kl + 1e3 * excess**2 + jnp.sum(over**2) * 1e2
 
     vg = jax.jit(jax.value_and_grad(loss))
@@ -404,6 +438,7 @@ def calibrate(
     pop.insert(0, "hematotox", info["hematotox"].to_numpy()[idx])
     pop.insert(0, "vp", [f"VP{i + 1:05d}" for i in range(len(pop))])
     report = [{**r, "held_out": r["table"] == holdout} for r in target_report(pop, disease)]
+    report += [{**r, "held_out": False} for r in ratio_report(pop, disease)]
     info_out = {
         "procedure": __doc__.strip().split("\n\n")[1],
         "module": "carthema.clinical.population.calibrate",
@@ -500,14 +535,51 @@ def target_report(pop: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
     return out
 
 
-def _kinetic_median(pop: pd.DataFrame, product: str, disease: str, key: str) -> float:
-    """Median CAR-T peak (copies/ug) or peak day of the population under ``product``'s
-    course in ``disease``."""
+def _peaks(pop: pd.DataFrame, product: str, disease: str) -> dict[str, np.ndarray]:
+    """Per patient of ``pop`` under ``product``'s course in ``disease``: the CAR-T peaks
+    (:func:`cart_peaks`) and the marrow cleared on day 28."""
     model = get_model("full")
     P = product_params(model, population_params(model, pop), product)
     status, obs = simulate_obs(model, P, product_events(product, disease=disease), DAYS)
-    copies = obs[status == 0, :, model.index("obs", "cart_copies")]
-    return float(np.median(cart_peaks(DAYS, copies)[key]))
+    ok = status == 0
+    out = cart_peaks(DAYS, obs[ok, :, model.index("obs", "cart_copies")])
+    out.update(response_per_patient(DAYS, obs[ok, :, model.index("obs", "marrow_blasts")]))
+    return out
+
+
+def _kinetic_median(pop: pd.DataFrame, product: str, disease: str, key: str) -> float:
+    """Median CAR-T peak (copies/ug) or peak day of the population under ``product``'s
+    course in ``disease``."""
+    return float(np.median(_peaks(pop, product, disease)[key]))
+
+
+def ratio_report(pop: pd.DataFrame, disease: str) -> list[dict]:
+    """The responders' / non-responders' geometric-mean CAR-T peak of ``pop`` beside each
+    published ratio of the disease (presets ``DiseasePreset.cmax_ratio``)."""
+    from carthema.models.presets import DISEASES as PRESETS
+
+    out = []
+    for product, a in PRESETS[disease].cmax_ratio.items():
+        v = _peaks(pop, product, disease)
+        model_value = cmax_ratio(v["log_cmax_d28"], v["p_marrow_cleared_d28"])
+        out.append(
+            {
+                "file": "models/presets.py",
+                "row": f"{product} Cmax R/NR",
+                "key": "cmax_ratio_responders",
+                "product": product,
+                "stratum": "all",
+                "target": a.value,
+                "table": "CAR-T kinetics by response",
+                "source": a.source,
+                "responders": False,
+                "model": model_value,
+                "within_tolerance": bool(
+                    abs(np.log(model_value / a.value)) <= np.log(RATIO_FACTOR)
+                ),
+            }
+        )
+    return out
 
 
 def _print(report: list[dict], ess: float) -> None:
