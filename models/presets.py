@@ -123,6 +123,8 @@ class Remission:
     day: int
     blast_pct: float
     source: str
+    #: The source in a few words (printed beside the model value).
+    cite: str = ""
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,7 @@ ELIANA_REMISSION = Remission(
     CR_BLAST_PCT,
     "ELIANA: CR/CRi within 3 months in 61/75 infused patients, 81 % (Maude et al. 2018, "
     "NEJM 378:439; primary end point; updated 65/79, 82 %)",
+    "ELIANA CR/CRi, Maude 2018 NEJM",
 )
 #: ZUMA-3 (brexu-cel): CR/CRi in 39 of 55 treated phase-2 patients, 70.9 % (Shah et al.
 #: 2021, Lancet 398:491, abstract); in all 78 phase 1 + 2 patients at 1e6/kg, the cohort of
@@ -384,6 +387,7 @@ ZUMA3_REMISSION = Remission(
     "ZUMA-3 phase 2: CR/CRi in 39/55 treated patients, 70.9 % (Shah et al. 2021, Lancet "
     "398:491; all 78 patients at 1e6/kg: 73 %, Shah et al. 2023, J Immunother Cancer "
     "11:e007118)",
+    "ZUMA-3 CR/CRi, Shah 2021 Lancet",
 )
 #: Primary non-response in B-ALL by poor CAR-T expansion: in ELIANA/ENSIGN responders
 #: (N = 62) had 74 % higher geometric-mean Cmax and 104 % higher AUC0-28d than

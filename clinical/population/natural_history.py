@@ -330,7 +330,7 @@ def remission_rows(product: str | None, disease: str, hematotox=None) -> list[di
             "n": rem.n,
             "tolerance": tolerance("p_marrow_cleared_d28"),
             "file": "models/presets.py",
-            "row": f"{disease} remission",
+            "row": rem.cite,
             "source": rem.source,
             "responders_only": False,
         }
