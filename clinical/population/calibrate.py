@@ -37,7 +37,14 @@ the pre-lymphodepletion counts of the leukaemic marrow (``crowded_baseline``), e
 product under its course in that disease (B-ALL: tisa-cel ELIANA, brexu-cel ZUMA-3; MCL:
 brexu-cel ZUMA-2) and no CAR-HEMATOTOX share term (those rows have no strata). The
 rebound bound there is measured against the ANC of the marrow cleared of blasts (a
-crowded marrow's recovery rises above its crowded pre-treatment ANC).
+crowded marrow's recovery rises above its crowded pre-treatment ANC). B-ALL adds the
+disease preset's own traits (T-cell fitness on ``cart_rho``, the CD19-negative blast
+share: :func:`draw_disease_traits`) and facts beside the CSV rows, each with its source
+in ``models/presets.py``: the trials' remission rates (marrow blasts < 5 % on day 28;
+ELIANA 81 %, ZUMA-3 70.9 %), Mueller et al. 2018's responders' / non-responders'
+geometric-mean Cmax (1.74) and Stein et al. 2019's median Cmax and Tmax (matched as
+medians); a row that counts responders only (the Kymriah label's ELIANA rows) is
+matched among the patients whose marrow is cleared on day 28.
 
 No stem-cell-boost cohort enters. Run ``python -m carthema.clinical.population.calibrate
 [--disease lbcl] [--n 24000] [--seed 1] [--out DIR]`` (MCL and B-ALL ship at ``--n 4000``); it
