@@ -213,10 +213,10 @@ def _is_median(key: str) -> bool:
 
 def _within(key: str, model: float, target: float) -> bool:
     if key == KINETIC_MEDIANS["cmax"]:
-        return abs(np.log(model / target)) <= np.log(CMAX_FACTOR)
+        return bool(abs(np.log(model / target)) <= np.log(CMAX_FACTOR))
     if key == KINETIC_MEDIANS["tmax"]:
-        return abs(model - target) <= TMAX_DAYS
-    return abs(model - target) <= tolerance(key)
+        return bool(abs(model - target) <= TMAX_DAYS)
+    return bool(abs(model - target) <= tolerance(key))
 
 
 def cart_peaks(days: np.ndarray, copies: np.ndarray) -> dict[str, np.ndarray]:
