@@ -112,6 +112,32 @@ class Course:
 
 
 @dataclass(frozen=True)
+class Remission:
+    """A product's published remission rate in one disease (a calibration target that is
+    not in the shared CSV files): the share of infused patients in CR/CRi, read in the
+    model as marrow blasts below ``blast_pct`` % on ``day``
+    (:data:`carthema.clinical.population.statistics.RESPONSE_DEFINITIONS`)."""
+
+    value: float
+    n: int
+    day: int
+    blast_pct: float
+    source: str
+    #: The source in a few words (printed beside the model value).
+    cite: str = ""
+
+
+@dataclass(frozen=True)
+class DiseaseTrait:
+    """A patient trait drawn only for one disease's plausible patients (by the
+    calibration, after the shared traits, so other diseases' draws are untouched): the
+    parameter is multiplied by ``exp(sd * z)``, ``z`` standard normal."""
+
+    sd: float
+    source: str
+
+
+@dataclass(frozen=True)
 class DiseasePreset:
     name: str
     disease: str
@@ -121,6 +147,13 @@ class DiseasePreset:
     #: Products' courses in this disease where they differ from the product's LBCL
     #: course (carthema.clinical.population.virtual.PRODUCT_LD / PRODUCT_DOSE).
     courses: dict[str, Course] = field(default_factory=dict)
+    #: Published remission rates by product (calibration targets beside the CSV rows).
+    remission: dict[str, Remission] = field(default_factory=dict)
+    #: Traits of this disease's plausible patients beyond the shared ones.
+    traits: dict[str, DiseaseTrait] = field(default_factory=dict)
+    #: By product: responders' over non-responders' geometric-mean CAR-T peak (days
+    #: 0-28), where a source gives it (a calibration target beside the remission rate).
+    cmax_ratio: dict[str, Anchor] = field(default_factory=dict)
 
 
 PRODUCTS: dict[str, ProductPreset] = {
@@ -324,6 +357,87 @@ ZUMA2_COURSE = Course(
 )
 
 
+#: Response assessment: CR/CRi is < 5 % marrow blasts (the trials' definition of
+#: remission); the model reads it on day 28, the first marrow assessment after infusion
+#: (as recalled for both trials, not read in the stored sources). The published rates
+#: count remission within 3 months, so a patient cleared after day 28 is a late
+#: responder that the day-28 reading counts as a non-responder.
+CR_BLAST_PCT, RESPONSE_DAY = 5.0, 28
+#: ELIANA (tisa-cel): overall remission (CR/CRi) within 3 months in 61 of 75 infused
+#: patients, 81 % (Maude et al. 2018, NEJM 378:439; the updated analysis, Grupp et al.
+#: ASH 2018 abstract: 65 of 79, 82 %; both read in the stored abstracts).
+ELIANA_REMISSION = Remission(
+    0.81,
+    75,
+    RESPONSE_DAY,
+    CR_BLAST_PCT,
+    "ELIANA: CR/CRi within 3 months in 61/75 infused patients, 81 % (Maude et al. 2018, "
+    "NEJM 378:439; primary end point; updated 65/79, 82 %)",
+    "ELIANA CR/CRi, Maude 2018 NEJM",
+)
+#: ZUMA-3 (brexu-cel): CR/CRi in 39 of 55 treated phase-2 patients, 70.9 % (Shah et al.
+#: 2021, Lancet 398:491, abstract); in all 78 phase 1 + 2 patients at 1e6/kg, the cohort of
+#: natural_history_more.csv rows 4-5, 73 % (Shah et al. 2023, J Immunother Cancer
+#: 11:e007118). The target is the phase-2 number of the pivotal report.
+ZUMA3_REMISSION = Remission(
+    0.709,
+    55,
+    RESPONSE_DAY,
+    CR_BLAST_PCT,
+    "ZUMA-3 phase 2: CR/CRi in 39/55 treated patients, 70.9 % (Shah et al. 2021, Lancet "
+    "398:491; all 78 patients at 1e6/kg: 73 %, Shah et al. 2023, J Immunother Cancer "
+    "11:e007118)",
+    "ZUMA-3 CR/CRi, Shah 2021 Lancet",
+)
+#: Primary non-response in B-ALL by poor CAR-T expansion: in ELIANA/ENSIGN responders
+#: (N = 62) had 74 % higher geometric-mean Cmax and 104 % higher AUC0-28d than
+#: non-responders (N = 8) (Mueller et al., "Clinical Pharmacology of Tisagenlecleucel in
+#: B-cell Acute Lymphoblastic Leukemia", Clin Cancer Res 2018, abstract as read);
+#: the T cells collected from heavily pretreated patients differ in their capacity to
+#: expand (Fraietta et al. 2018, Nat Med 24:563: memory-like vs exhausted T-cell states of
+#: the product determine response in CLL). The model carries that as the patient's own
+#: factor on the CAR-T expansion rate ``cart_rho`` (a trait that exists before the
+#: product is chosen, kept under every product): in B-ALL its spread is widened by a
+#: log-SD drawn for B-ALL patients only, so that some patients' CAR-T cannot outgrow the
+#: leukaemia before the response assessment. The size is calibrated (assumption, not a
+#: measured spread): it must let the weights reach the remission rates above.
+#: Mueller et al. 2018 (abstract as read): responders' geometric-mean Cmax 74 % higher
+#: than non-responders' (tisa-cel, ELIANA + ENSIGN, 62 vs 8 patients). A calibration
+#: target with the remission rate: without it the weights made the non-responders
+#: patients whose CAR-T hardly expand (responders' peak 385-fold theirs, n 4000 seed 1).
+MUELLER_CMAX_RATIO = Anchor(
+    1.74,
+    "responders' / non-responders' geometric-mean Cmax (qPCR, days 0-28)",
+    "Mueller et al., Clinical Pharmacology of Tisagenlecleucel in B-cell Acute "
+    "Lymphoblastic Leukemia, Clin Cancer Res 2018 (abstract: 74 % higher geometric-mean "
+    "Cmax and 104 % higher AUC0-28d in responders, N = 62, than non-responders, N = 8)",
+)
+BALL_FITNESS = DiseaseTrait(
+    0.6,
+    "assumption (size): the patient's T-cell fitness, a factor on cart_rho, wider in "
+    "B-ALL so that primary non-response by poor expansion occurs (Mueller et al. 2017: "
+    "non-responders' geometric-mean Cmax 1.74-fold lower; Fraietta et al. 2018, Nat Med 24:563)",
+)
+
+#: Antigen escape (targets.py ``leuk_cd19neg``): the share of a B-ALL patient's blasts
+#: that CAR-T cannot kill. CD19-negative subclones and CD19 isoforms without the CAR
+#: epitope exist before CAR-T (Sotillo et al. 2015, Cancer Discov 5:1282; Fischer et
+#: al. 2017, J Immunother 40:187; Bueno et al. 2022, Blood 140:38: CD34+CD19-CD22+
+#: leukaemic progenitors in about 70 % of B-ALL marrows), and a ZUMA-3 non-responder's
+#: blasts lacked the FMC63 epitope (Blood Adv 2022, 6:5634, letter), but no
+#: distribution of their share across patients was found in the stored sources: the
+#: median 0.5 % and the log-SD 1.5 are assumptions (a patient keeps >= 5 % marrow
+#: blasts when the share exceeds about 2 % at the B-ALL load: 16 % of plausible
+#: patients), and the calibration weights them to the remission rates together with
+#: Mueller et al.'s responders' / non-responders' Cmax ratio (non-responders by escape
+#: expand; those by poor fitness do not).
+BALL_CD19NEG = 0.005
+BALL_ESCAPE = DiseaseTrait(
+    1.5,
+    "assumption (size): between-patient spread of the CD19-negative blast share "
+    "(pre-existing escape: Sotillo et al. 2015; Fischer et al. 2017)",
+)
+
 DISEASES: dict[str, DiseasePreset] = {
     "b-all": DiseasePreset(
         name="b-all",
@@ -332,8 +446,12 @@ DISEASES: dict[str, DiseasePreset] = {
             "leuk_L0": B_ALL_LOAD,
             "leuk_marrow_ref": marrow_ref(B_ALL_LOAD, B_ALL_MARROW),
             "leuk_crowding": 1.0,
+            "leuk_cd19neg": BALL_CD19NEG,
         },
         override_source=(
+            "leuk_cd19neg 0.005 (median; assumption, BALL_ESCAPE): pre-existing "
+            "CD19-negative blasts escape CAR-T (Sotillo et al. 2015, Cancer Discov "
+            "5:1282; Fischer et al. 2017, J Immunother 40:187). "
             "leuk_L0 2000 cells/uL-equivalents, set directly (not a ratio): the CD19+ blast "
             "load at which the cart_targets model with tisagenlecleucel defaults gives Stein "
             "et al. 2019's Cmax (about 23,800 vs 24,000 copies/ug, Tmax 10.2 vs 9.3 d); the "
@@ -350,6 +468,9 @@ DISEASES: dict[str, DiseasePreset] = {
             "322:1861)"
         ),
         courses={"tisa-cel": ELIANA_COURSE, "brexu-cel": ZUMA3_COURSE},
+        remission={"tisa-cel": ELIANA_REMISSION, "brexu-cel": ZUMA3_REMISSION},
+        traits={"cart_rho": BALL_FITNESS, "leuk_cd19neg": BALL_ESCAPE},
+        cmax_ratio={"tisa-cel": MUELLER_CMAX_RATIO},
         notes=(
             "Paediatric (tisa-cel, ELIANA) and adult (brexu-cel, ZUMA-3) patients share one "
             "trait distribution; they differ by their trial's lymphodepletion and dose per "
@@ -435,6 +556,8 @@ def apply_presets(
 __all__ = [
     "Anchor",
     "Course",
+    "DiseaseTrait",
+    "Remission",
     "marrow_ref",
     "burden_to_load",
     "DISEASES",

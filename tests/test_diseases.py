@@ -19,6 +19,7 @@ from carthema.clinical.population.virtual import (
     product_events,
     product_params,
 )
+from carthema.models.components.targets import ESCAPE_OFF
 from carthema.models.events import build_events
 from carthema.models.model import get_model
 from carthema.models.presets import (
@@ -88,9 +89,16 @@ def test_clearing_the_blasts_frees_the_marrow():
     share, so once CAR-T (alone, no lymphodepletion, CRS switched off) has cleared a
     70 %-blast marrow the counts settle near 1 / (1 - 0.70) = 3.3 times the crowded
     pre-treatment counts (the feedback's new set point, an analytic reference); the same
-    patient without crowding stays near its pre-treatment counts."""
+    patient without crowding stays near its pre-treatment counts. No CD19-negative
+    blasts here (``leuk_cd19neg`` off), so every blast can be cleared."""
     t = np.arange(-7.0, 151.0)
-    base = {**apply_presets(None, "b-all"), "anc0": 1.2, "plt0": 60.0, "infl_eref": 1e5}
+    base = {
+        **apply_presets(None, "b-all"),
+        "anc0": 1.2,
+        "plt0": 60.0,
+        "infl_eref": 1e5,
+        "leuk_cd19neg": ESCAPE_OFF,
+    }
     on = simulate(_infusion_only(3.1e6), params=base, t_out=t)
     off = simulate(_infusion_only(3.1e6), params={**base, "leuk_crowding": 1e-3}, t_out=t)
     assert on["marrow_blasts"][t == 28][0] < 1e-3  # blasts cleared

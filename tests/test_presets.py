@@ -51,6 +51,7 @@ def test_apply_presets_returns_overrides_and_dose():
         "leuk_L0": 2000.0,
         "leuk_marrow_ref": pytest.approx(2000.0 * 0.3 / 0.7),
         "leuk_crowding": 1.0,
+        "leuk_cd19neg": 0.005,  # median CD19-negative share (assumption, BALL_CD19NEG)
     }
     # LBCL: the burden of the median baseline tumour volume (Dean et al. 2020), not 10.
     assert apply_presets(None, "lbcl") == {"leuk_L0": 300.0}

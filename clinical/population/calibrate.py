@@ -37,7 +37,14 @@ the pre-lymphodepletion counts of the leukaemic marrow (``crowded_baseline``), e
 product under its course in that disease (B-ALL: tisa-cel ELIANA, brexu-cel ZUMA-3; MCL:
 brexu-cel ZUMA-2) and no CAR-HEMATOTOX share term (those rows have no strata). The
 rebound bound there is measured against the ANC of the marrow cleared of blasts (a
-crowded marrow's recovery rises above its crowded pre-treatment ANC).
+crowded marrow's recovery rises above its crowded pre-treatment ANC). B-ALL adds the
+disease preset's own traits (T-cell fitness on ``cart_rho``, the CD19-negative blast
+share: :func:`draw_disease_traits`) and facts beside the CSV rows, each with its source
+in ``models/presets.py``: the trials' remission rates (marrow blasts < 5 % on day 28;
+ELIANA 81 %, ZUMA-3 70.9 %), Mueller et al. 2018's responders' / non-responders'
+geometric-mean Cmax (1.74) and Stein et al. 2019's median Cmax and Tmax (matched as
+medians); a row that counts responders only (the Kymriah label's ELIANA rows) is
+matched among the patients whose marrow is cleared on day 28.
 
 No stem-cell-boost cohort enters. Run ``python -m carthema.clinical.population.calibrate
 [--disease lbcl] [--n 24000] [--seed 1] [--out DIR]`` (MCL and B-ALL ship at ``--n 4000``); it
@@ -59,9 +66,12 @@ from carthema.clinical.population.statistics import (
     DEFINITIONS,
     MEDIANS,
     POOLED,
+    RESPONSE_DEFINITIONS,
     STRATA,
     load_calibration_rows,
     per_patient,
+    responders_only,
+    response_per_patient,
     tolerance,
 )
 from carthema.clinical.population.virtual import (
@@ -72,8 +82,11 @@ from carthema.clinical.population.virtual import (
     draw_plausible,
     marrow_normal_share,
     population_files,
+    population_params,
     product_course,
-    simulate_product,
+    product_events,
+    product_params,
+    simulate_obs,
 )
 from carthema.data.atomic import write_atomic
 from carthema.models.hematotox import hematotox_points
@@ -119,6 +132,7 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
     model = get_model("full")
     base = disease_base(disease)
     P, info = draw_plausible(n, rng, model, base=base)
+    P = draw_disease_traits(model, P, disease, rng)
     if "leuk_crowding" in base:
         # A leukaemic marrow: the pre-lymphodepletion counts are those of the crowded
         # marrow (virtual.crowded_baseline), the plausible traits those of its healthy part.
@@ -133,10 +147,13 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
     )["total"]
     ok = np.ones(n, dtype=bool)
     counts = {}
+    names = ("anc", "platelets", "marrow_blasts", "cart_copies")
+    obs_index = [model.index("obs", k) for k in names]
     for g in products:
-        status, anc, plt_ = simulate_product(model, P, g, DAYS, disease)
+        events = product_events(g, disease=disease)
+        status, obs = simulate_obs(model, product_params(model, P, g), events, DAYS)
         ok &= status == 0
-        counts[g] = (anc, plt_)
+        counts[g] = tuple(obs[:, :, j] for j in obs_index)
     # The rebound bound's reference: the ANC the patient's marrow holds once clear of
     # blasts (anc0 over the marrow's normal share; anc0 itself without crowding, as in
     # LBCL). In a leukaemic marrow the pre-lymphodepletion ANC is the crowded one, and
@@ -144,10 +161,29 @@ def _simulate(disease: str, products: list[str], n: int, rng: np.random.Generato
     # (measured: with the crowded ANC as reference the bound held the B-ALL weights on
     # patients who had not recovered by day 20).
     anc0 = P[ok, model.index("param", "anc0")] / marrow_normal_share(model, P[ok])
-    values = {g: per_patient(DAYS, anc[ok], plt_[ok]) for g, (anc, plt_) in counts.items()}
-    for g, (anc, _) in counts.items():
+    values = {g: per_patient(DAYS, c[0][ok], c[1][ok]) for g, c in counts.items()}
+    for g, (anc, _, blasts, copies) in counts.items():
         values[g]["rebound"] = rebound(DAYS, anc[ok], anc0)
+        values[g].update(response_per_patient(DAYS, blasts[ok]))
+        values[g].update(cart_peaks(DAYS, copies[ok]))
     return model, P[ok], info[ok].reset_index(drop=True), values
+
+
+def draw_disease_traits(model, P: np.ndarray, disease: str, rng: np.random.Generator) -> np.ndarray:
+    """``P`` with the disease preset's own traits drawn (``DiseasePreset.traits``: a
+    parameter times ``exp(sd * z)``, clipped to its bounds), after the shared traits so
+    that a disease without any (LBCL, MCL) draws exactly what it drew before. B-ALL: the
+    patient's T-cell fitness on ``cart_rho`` (presets.BALL_FITNESS), the trait behind
+    primary non-response. A copy."""
+    from carthema.models.presets import DISEASES
+
+    out = np.array(P, dtype=float, copy=True)
+    for name, trait in DISEASES[disease].traits.items():
+        j = model.index("param", name)
+        q = model.params[j]
+        z = rng.standard_normal(out.shape[0])
+        out[:, j] = np.clip(out[:, j] * np.exp(trait.sd * z), q.low, q.high)
+    return out
 
 
 def disease_products(rows: list[dict]) -> list[str]:
@@ -160,9 +196,59 @@ def disease_products(rows: list[dict]) -> list[str]:
     return out
 
 
+#: CAR-T kinetics anchors matched as medians (per patient: the peak copies/ug and its day,
+#: days 0-60), for a product whose published anchors were measured in the disease
+#: (presets.ProductPreset.anchor_disease: tisa-cel in B-ALL, Stein et al. 2019). Without
+#: them the weights that make primary non-responders (slow expansion) also slowed the
+#: responders' expansion: median Cmax 11,000 copies/ug on day 13 (n 4000, seed 1).
+KINETIC_MEDIANS = {"cmax": "median_cart_cmax", "tmax": "median_cart_tmax"}
+#: Agreement asked of the kinetics anchors: Cmax within a factor 1.5, Tmax within 3 days
+#: (tests/test_ball_rows.py).
+CMAX_FACTOR, TMAX_DAYS = 1.5, 3.0
+
+
+def _is_median(key: str) -> bool:
+    return key in MEDIANS or key in KINETIC_MEDIANS.values()
+
+
+def _within(key: str, model: float, target: float) -> bool:
+    if key == KINETIC_MEDIANS["cmax"]:
+        return bool(abs(np.log(model / target)) <= np.log(CMAX_FACTOR))
+    if key == KINETIC_MEDIANS["tmax"]:
+        return bool(abs(model - target) <= TMAX_DAYS)
+    return bool(abs(model - target) <= tolerance(key))
+
+
+def cart_peaks(days: np.ndarray, copies: np.ndarray) -> dict[str, np.ndarray]:
+    """Per patient: the CAR-T peak (copies/ug) and its day, over days 0-60, and the log
+    of the peak over days 0-28 (``log_cmax_d28``: Mueller et al.'s Cmax window)."""
+    w = (days >= 0) & (days <= 60)
+    c = copies[:, w]
+    early = copies[:, (days >= 0) & (days <= 28)].max(axis=1)
+    return {
+        KINETIC_MEDIANS["cmax"]: c.max(axis=1),
+        KINETIC_MEDIANS["tmax"]: days[w][c.argmax(axis=1)],
+        "log_cmax_d28": np.log(np.maximum(early, 1e-9)),
+    }
+
+
+#: The responder/non-responder CAR-T peak ratio's agreement: within a factor 1.5 (its
+#: loss term is scaled by half of log 1.5, as a share's by half of 0.10).
+RATIO_FACTOR = 1.5
+
+
+def cmax_ratio(log_cmax: np.ndarray, cleared: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Responders' over non-responders' (weighted) geometric-mean CAR-T peak."""
+    w = np.ones(log_cmax.size) if w is None else np.asarray(w, dtype=float)
+    r = np.asarray(cleared, dtype=float)
+    mr = np.sum(w * r * log_cmax) / np.sum(w * r)
+    mn = np.sum(w * (1 - r) * log_cmax) / np.sum(w * (1 - r))
+    return float(np.exp(mr - mn))
+
+
 def _indicator(values: dict, key: str, target: float) -> np.ndarray:
     v = values[key]
-    if key in MEDIANS:
+    if _is_median(key):
         return (v < target) + 0.5 * (v == target)
     return np.asarray(v, dtype=float)
 
@@ -173,6 +259,8 @@ def _rows(targets: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
     matched by the pooled simulation (axi-cel : tisa-cel 159 : 76, POOLED_MIX): the
     Rejeski et al. 2024 LBCL row does not give its product mix, and liso-cel is not
     simulated in the calibration (assumption, stated)."""
+    from carthema.models.presets import DISEASES
+
     rows = []
     for _, r in targets[targets["disease"] == disease].iterrows():
         pooled = r["product"] in POOLED
@@ -186,6 +274,47 @@ def _rows(targets: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
                 "target": float(r["value"]),
                 "table": r["table"],
                 "source": r["source"],
+                "responders": responders_only(r["cohort"]),
+            }
+        )
+    # The CAR-T kinetics a product's anchors give in this disease (tisa-cel in B-ALL:
+    # Stein et al. 2019 Cmax 24,000 copies/ug, Tmax 9.3 d), matched as medians.
+    from carthema.models.presets import PRODUCTS
+
+    for product, preset in PRODUCTS.items():
+        if preset.anchor_disease != disease or disease == "lbcl":
+            continue
+        for anchor, key in KINETIC_MEDIANS.items():
+            a = preset.anchors.get(anchor)
+            if a is None:
+                continue
+            rows.append(
+                {
+                    "file": "models/presets.py",
+                    "row": f"{product} {anchor}",
+                    "key": key,
+                    "product": product,
+                    "stratum": "all",
+                    "target": a.value,
+                    "table": "CAR-T kinetics",
+                    "source": a.source,
+                    "responders": False,
+                }
+            )
+    # The disease preset's published remission rates (facts beside the CSV rows, each
+    # with its source: B-ALL ELIANA 81 %, ZUMA-3 70.9 %).
+    for product, rem in DISEASES[disease].remission.items():
+        rows.append(
+            {
+                "file": "models/presets.py",
+                "row": f"{disease} remission",
+                "key": next(iter(RESPONSE_DEFINITIONS)),
+                "product": product,
+                "stratum": "all",
+                "target": rem.value,
+                "table": "remission (CR/CRi)",
+                "source": rem.source,
+                "responders": False,
             }
         )
     return rows
@@ -237,16 +366,45 @@ def calibrate(
     # Column k of the row's own group (product rows: that product; others: the mix).
     A = jnp.asarray(np.column_stack([X[r["product"]][:, k] for k, r in enumerate(rows)]))
     strat = np.array([r["stratum"] for r in rows])
+    # Rows that count responders only (the Kymriah label's ELIANA rows): the weighted
+    # share among the row's product's patients whose marrow is cleared on day 28.
+    resp_rows = np.array([r["responders"] for r in rows])
+    M = jnp.asarray(
+        np.column_stack(
+            [
+                values[r["product"]]["p_marrow_cleared_d28"].astype(float)
+                if r["responders"]
+                else np.ones(A.shape[0])
+                for r in rows
+            ]
+        )
+    )
+    is_resp = jnp.asarray(resp_rows)
     h = jnp.asarray((info["hematotox"].to_numpy() >= 2).astype(float))
     is_high, is_low = jnp.asarray(strat == "high"), jnp.asarray(strat == "low")
-    goal = jnp.asarray([0.5 if r["key"] in MEDIANS else r["target"] for r in rows])
+    goal = jnp.asarray([0.5 if _is_median(r["key"]) else r["target"] for r in rows])
     fitted = jnp.asarray([r["table"] != holdout for r in rows], dtype=float)
     R = jnp.asarray(np.column_stack([values[g]["rebound"] for g in products]).astype(float))
+    # Responders' / non-responders' geometric-mean CAR-T peak per product with a source
+    # (B-ALL tisa-cel: Mueller et al. 2018, 1.74).
+    from carthema.models.presets import DISEASES as PRESETS
+
+    ratios = [
+        (
+            jnp.asarray(values[g]["log_cmax_d28"]),
+            jnp.asarray(values[g]["p_marrow_cleared_d28"].astype(float)),
+            float(np.log(a.value)),
+        )
+        for g, a in PRESETS[disease].cmax_ratio.items()
+        if g in products
+    ]
 
     def model_values(w):
         every = w @ A
         high = (w * h) @ A / (w @ h)
         low = (w * (1 - h)) @ A / (w @ (1 - h))
+        among = w @ (A * M) / (w @ M)
+        every = jnp.where(is_resp, among, every)
         return jnp.where(is_high, high, jnp.where(is_low, low, every))
 
     def loss(theta):
@@ -256,6 +414,10 @@ def calibrate(
         excess = jnp.maximum(jnp.sum(w**2) * ESS_FLOOR - 1.0, 0.0)  # > 0 when ESS < floor
         over = jnp.maximum(w @ R - (REBOUND_MAX - REBOUND_MARGIN), 0.0) / TOL
         ht = ht_weight * ((w @ h - ht_share) / TOL) ** 2
+        for logc, cleared, goal_ratio in ratios:
+            mr = (w * cleared) @ logc / (w @ cleared)
+            mn = (w * (1 - cleared)) @ logc / (w @ (1 - cleared))
+            ht = ht + ((mr - mn - goal_ratio) / (0.5 * np.log(RATIO_FACTOR))) ** 2
         return jnp.sum(err**2) + ht + KL_PENALTY * kl + 1e3 * excess**2 + jnp.sum(over**2) * 1e2
 
     vg = jax.jit(jax.value_and_grad(loss))
@@ -283,6 +445,7 @@ def calibrate(
     pop.insert(0, "hematotox", info["hematotox"].to_numpy()[idx])
     pop.insert(0, "vp", [f"VP{i + 1:05d}" for i in range(len(pop))])
     report = [{**r, "held_out": r["table"] == holdout} for r in target_report(pop, disease)]
+    report += [{**r, "held_out": False} for r in ratio_report(pop, disease)]
     info_out = {
         "procedure": __doc__.strip().split("\n\n")[1],
         "module": "carthema.clinical.population.calibrate",
@@ -347,19 +510,80 @@ def target_report(pop: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
     cache: dict = {}
     out = []
     for r in _rows(load_calibration_rows(), disease):
-        group = (r["product"], r["stratum"])
+        if r["key"] in KINETIC_MEDIANS.values():
+            model_value = _kinetic_median(pop, r["product"], disease, r["key"])
+            out.append(
+                {
+                    **r,
+                    "model": model_value,
+                    "within_tolerance": _within(r["key"], model_value, r["target"]),
+                }
+            )
+            continue
+        group = (r["product"], r["stratum"], r["responders"])
         if group not in cache:
             product = None if r["product"] == "pooled" else r["product"]
             hematotox = None if r["stratum"] == "all" else r["stratum"]
             cache[group] = population_statistics(
-                pop, product=product, hematotox=hematotox, disease=disease
+                pop,
+                product=product,
+                hematotox=hematotox,
+                disease=disease,
+                responders=r["responders"],
             )
         model_value = cache[group][r["key"]]
         out.append(
             {
                 **r,
                 "model": model_value,
-                "within_tolerance": abs(model_value - r["target"]) <= tolerance(r["key"]),
+                "within_tolerance": _within(r["key"], model_value, r["target"]),
+            }
+        )
+    return out
+
+
+def _peaks(pop: pd.DataFrame, product: str, disease: str) -> dict[str, np.ndarray]:
+    """Per patient of ``pop`` under ``product``'s course in ``disease``: the CAR-T peaks
+    (:func:`cart_peaks`) and the marrow cleared on day 28."""
+    model = get_model("full")
+    P = product_params(model, population_params(model, pop), product)
+    status, obs = simulate_obs(model, P, product_events(product, disease=disease), DAYS)
+    ok = status == 0
+    out = cart_peaks(DAYS, obs[ok, :, model.index("obs", "cart_copies")])
+    out.update(response_per_patient(DAYS, obs[ok, :, model.index("obs", "marrow_blasts")]))
+    return out
+
+
+def _kinetic_median(pop: pd.DataFrame, product: str, disease: str, key: str) -> float:
+    """Median CAR-T peak (copies/ug) or peak day of the population under ``product``'s
+    course in ``disease``."""
+    return float(np.median(_peaks(pop, product, disease)[key]))
+
+
+def ratio_report(pop: pd.DataFrame, disease: str) -> list[dict]:
+    """The responders' / non-responders' geometric-mean CAR-T peak of ``pop`` beside each
+    published ratio of the disease (presets ``DiseasePreset.cmax_ratio``)."""
+    from carthema.models.presets import DISEASES as PRESETS
+
+    out = []
+    for product, a in PRESETS[disease].cmax_ratio.items():
+        v = _peaks(pop, product, disease)
+        model_value = cmax_ratio(v["log_cmax_d28"], v["p_marrow_cleared_d28"])
+        out.append(
+            {
+                "file": "models/presets.py",
+                "row": f"{product} Cmax R/NR",
+                "key": "cmax_ratio_responders",
+                "product": product,
+                "stratum": "all",
+                "target": a.value,
+                "table": "CAR-T kinetics by response",
+                "source": a.source,
+                "responders": False,
+                "model": model_value,
+                "within_tolerance": bool(
+                    abs(np.log(model_value / a.value)) <= np.log(RATIO_FACTOR)
+                ),
             }
         )
     return out
@@ -373,12 +597,18 @@ def _print(report: list[dict], ess: float) -> None:
     for r in report:
         mark = "" if r["within_tolerance"] else "  <- outside tolerance"
         mark += "  (held out)" if r.get("held_out") else ""
+        mark += "  (among responders)" if r.get("responders") else ""
         print(
             f"{r['file']:24} {r['row']:>4} {r['product']:9} {r['stratum']:7} {r['key']:32} "
             f"{r['target']:>9.3g} {r['model']:>7.3g}{mark}"
         )
+        if not str(r["file"]).endswith(".csv"):
+            print(f"{'':29} source: {r['source']}")
     hit = sum(r["within_tolerance"] for r in report)
-    print(f"{hit}/{len(report)} rows within tolerance (0.10 for fractions, 3 days for medians)")
+    print(
+        f"{hit}/{len(report)} rows within tolerance (0.10 for fractions, 3 days for medians; "
+        f"CAR-T Cmax within a factor {CMAX_FACTOR:g})"
+    )
     print(f"effective sample size of the one weight vector (shared by every product): {ess:.0f}")
 
 

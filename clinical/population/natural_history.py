@@ -22,7 +22,10 @@ from carthema.clinical.population.statistics import (
     DEFINITIONS,
     POOLED,
     applicable_rows,
+    definition,
     per_patient,
+    responders_only,
+    response_per_patient,
     row_source,
     summarise,
     tolerance,
@@ -33,7 +36,7 @@ from carthema.clinical.population.virtual import (
     load_population,
     population_params,
     product_events,
-    simulate_counts,
+    simulate_obs,
 )
 from carthema.data.atomic import atomic_path
 from carthema.data.errors import InputError
@@ -149,25 +152,53 @@ def sample_patients(
     return pd.concat(parts, ignore_index=True)
 
 
-def simulate_patients(patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl"):
+def simulate_patients(
+    patients: pd.DataFrame, days: np.ndarray, disease: str = "lbcl", *, blasts: bool = False
+):
     """(anc, platelets) of every patient row, each under its product's course in
     ``disease`` and its kinetics (:func:`carthema.clinical.population.virtual.product_events`);
     the rows carry the disease's own tumour load and marrow (population columns). Any
-    known disease: the calibration of an uncalibrated one simulates it too."""
+    known disease: the calibration of an uncalibrated one simulates it too. ``blasts``:
+    also return the marrow blasts (%), (anc, platelets, blasts)."""
     if disease not in DISEASES:
         check_disease(disease)  # the unknown-disease refusal
     model = get_model("full")
-    anc = np.full((len(patients), days.size), np.nan)
-    plt_ = np.full_like(anc, np.nan)
+    names = ("anc", "platelets", "marrow_blasts")
+    out = {k: np.full((len(patients), days.size), np.nan) for k in names}
     for g in patients["product"].unique():
         rows = np.flatnonzero(patients["product"].to_numpy() == g)
         # population_params applies each row's product kinetics (its product column).
         P = population_params(model, patients.iloc[rows])
-        status, a, p = simulate_counts(model, P, product_events(g, disease=disease), days)
-        a[status != 0] = np.nan
-        p[status != 0] = np.nan
-        anc[rows], plt_[rows] = a, p
-    return anc, plt_
+        status, obs = simulate_obs(model, P, product_events(g, disease=disease), days)
+        for k in names:
+            x = obs[:, :, model.index("obs", k)]
+            x[status != 0] = np.nan
+            out[k][rows] = x
+    if blasts:
+        return out["anc"], out["platelets"], out["marrow_blasts"]
+    return out["anc"], out["platelets"]
+
+
+#: Diseases whose statistics carry the marrow response (``p_marrow_cleared_d28``): a
+#: marrow leukaemia with published remission rates (models/presets.py
+#: ``DiseasePreset.remission``). In LBCL the model's blast share is no marrow measure.
+RESPONSE_DISEASES = ("b-all",)
+
+
+def _statistics(days, anc, plt_, blasts, ok, disease: str) -> tuple[dict, dict]:
+    """(statistics of every solved patient, statistics of the responders among them:
+    marrow cleared on the response day); for :data:`RESPONSE_DISEASES` the former
+    carry the response share. Elsewhere the second is empty."""
+    stats = summarise(per_patient(days, anc[ok], plt_[ok]))
+    if disease not in RESPONSE_DISEASES:
+        return stats, {}
+    resp = response_per_patient(days, blasts[ok])
+    stats.update(summarise(resp))
+    cleared = resp["p_marrow_cleared_d28"]
+    responders = {}
+    if cleared.any():
+        responders = summarise(per_patient(days, anc[ok][cleared], plt_[ok][cleared]))
+    return stats, responders
 
 
 def population_statistics(
@@ -176,17 +207,24 @@ def population_statistics(
     hematotox=None,
     seed: int = 0,
     disease: str = "lbcl",
+    responders: bool = False,
 ) -> dict[str, float]:
     """Statistics of the population's patients of a product and CAR-HEMATOTOX group
     (every such patient, products mixed as the disease's cohorts when ``product`` is
-    None), each under the product's course in ``disease``."""
+    None), each under the product's course in ``disease``, with the share whose marrow
+    is cleared on day 28 (``p_marrow_cleared_d28``). ``responders``: the counts'
+    statistics among the patients whose marrow is cleared (rows that count responders
+    only, :func:`~carthema.clinical.population.statistics.responders_only`)."""
     rng = np.random.default_rng(seed)
     n = None if product is not None else 2000
     patients = sample_patients(pop, n, rng, product, hematotox, disease)
     days = np.arange(-7.0, 181.0)  # the late rows count days 90 and 180
-    anc, plt_ = simulate_patients(patients, days, disease)
+    anc, plt_, blasts = simulate_patients(patients, days, disease, blasts=True)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
-    return summarise(per_patient(days, anc[ok], plt_[ok]))
+    stats, among_responders = _statistics(days, anc, plt_, blasts, ok, disease)
+    if responders:
+        return {**among_responders, "p_marrow_cleared_d28": stats["p_marrow_cleared_d28"]}
+    return stats
 
 
 @dataclass(frozen=True)
@@ -199,15 +237,21 @@ class NaturalHistory:
     bands: dict[str, np.ndarray]
     settings: dict
     notes: list[str] = field(default_factory=list)
+    #: The counts' statistics among the responders (marrow cleared on day 28), for the
+    #: published rows that count responders only (the Kymriah label's ELIANA rows).
+    responder_statistics: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         """One row per statistic: model value (five fractions for a grade distribution),
         published value and source row where a calibration row applies, and whether the
-        model lies within its tolerance (0.10 for fractions, 3 days for medians)."""
+        model lies within its tolerance (0.10 for fractions, 3 days for medians). A row
+        that counts responders only is compared with the model's responders."""
         pub = {r["statistic"]: r for r in self.published}
         rows = []
         for key, value in self.statistics.items():
             r = pub.get(key)
+            if r is not None and r.get("responders_only"):
+                value = self.responder_statistics.get(key, float("nan"))
             rows.append(
                 {
                     "statistic": key,
@@ -217,7 +261,8 @@ class NaturalHistory:
                     if r is None or _missing(value)
                     else bool(abs(value - r["value"]) <= tolerance(key)),
                     "source": "" if r is None else r["source"],
-                    "definition": DEFINITIONS[key],
+                    "definition": definition(key)
+                    + (" (among responders)" if r is not None and r.get("responders_only") else ""),
                 }
             )
         return pd.DataFrame(rows)
@@ -227,6 +272,7 @@ class NaturalHistory:
             {
                 "settings": self.settings,
                 "statistics": self.statistics,
+                "responder_statistics": self.responder_statistics,
                 "published": self.published,
                 "table": self.table().to_dict("records"),
                 "notes": self.notes,
@@ -261,8 +307,33 @@ def _published(product: str | None, disease: str, hematotox) -> list[dict]:
             "file": r.file,
             "row": int(r.csv_row),
             "source": row_source(r),
+            "responders_only": responders_only(r.cohort),
         }
         for r in applicable_rows(product, disease, hematotox).itertuples()
+    ] + remission_rows(product, disease, hematotox)
+
+
+def remission_rows(product: str | None, disease: str, hematotox=None) -> list[dict]:
+    """The product's published remission rate in ``disease`` (a fact of the disease
+    preset, :attr:`carthema.models.presets.DiseasePreset.remission`, not a row of the
+    shared CSV files) as a published row of ``p_marrow_cleared_d28``; none for a
+    CAR-HEMATOTOX group (the trials do not report it by score)."""
+    from carthema.models.presets import DISEASES as PRESETS
+
+    rem = PRESETS[disease].remission.get(product) if product is not None else None
+    if rem is None or hematotox is not None:
+        return []
+    return [
+        {
+            "statistic": "p_marrow_cleared_d28",
+            "value": rem.value,
+            "n": rem.n,
+            "tolerance": tolerance("p_marrow_cleared_d28"),
+            "file": "models/presets.py",
+            "row": rem.cite,
+            "source": rem.source,
+            "responders_only": False,
+        }
     ]
 
 
@@ -310,7 +381,7 @@ def natural_history(
     rng = np.random.default_rng(seed)
     patients = sample_patients(pop, n, rng, product, hematotox, disease)
     days = np.arange(-7.0, float(horizon) + 1.0)
-    anc, plt_ = simulate_patients(patients, days, disease)
+    anc, plt_, blasts = simulate_patients(patients, days, disease, blasts=True)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
     notes = []
     if (~ok).any():
@@ -324,7 +395,7 @@ def natural_history(
             "lymphodepletion, dose and CAR-T/CRS kinetics; the calibration files have no "
             f"{disease} row of this product"
         )
-    stats = summarise(per_patient(days, anc[ok], plt_[ok]))
+    stats, among_responders = _statistics(days, anc, plt_, blasts, ok, disease)
     qs = (5, 50, 95)
     bands = {
         "anc": np.nanpercentile(anc[ok], qs, axis=0),
@@ -343,6 +414,11 @@ def natural_history(
     if left_out:
         notes.append(f"not simulated to their day (horizon {horizon:g}): {', '.join(left_out)}")
     pub = _published(product, disease, hematotox)
+    if any(r["responders_only"] for r in pub if r["statistic"] in stats):
+        notes.append(
+            "rows counting responders only are compared with the model's patients whose "
+            f"marrow is cleared on day 28 ({stats['p_marrow_cleared_d28']:.0%} of them)"
+        )
     group = (
         f"{settings['product']}, {disease}, CAR-HEMATOTOX "
         f"{hematotox if hematotox is not None else 'all'}"
@@ -358,7 +434,7 @@ def natural_history(
             f"rows of pooled cohorts ({', '.join(pooled)}) are compared with this "
             "simulation's axi-cel : tisa-cel mix"
         )
-    return NaturalHistory(stats, pub, days, bands, settings, notes)
+    return NaturalHistory(stats, pub, days, bands, settings, notes, among_responders)
 
 
 def plot_natural_history(nh: NaturalHistory, path) -> None:
@@ -396,6 +472,7 @@ def plot_natural_history(nh: NaturalHistory, path) -> None:
         "p_early_icaht_ge3",
         "p_anc_lt_1_d90",
         "p_anc_lt_1_d180",
+        "p_marrow_cleared_d28",
     ):
         if key in nh.statistics:
             p = pub.get(key)

@@ -26,6 +26,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from carthema.models.presets import CR_BLAST_PCT, RESPONSE_DAY
+
 #: Statistics and their definitions (fractions of patients unless ``median`` / ``day``).
 DEFINITIONS: dict[str, str] = {
     "p_anc_le_0.5": "ANC <= 0.5 G/L at any time in days 0-60",
@@ -62,6 +64,21 @@ DEFINITIONS: dict[str, str] = {
     "ticaht_early_grade_dist": "fractions of patients with early platelet T-ICAHT grade 0-4",
     "ticaht_late_grade_dist": "fractions of patients with late platelet T-ICAHT grade 0-4",
 }
+#: Response statistics: they need the marrow blast course (``marrow_blasts``, %), which
+#: the counts-only statistics above do not; :func:`response_per_patient` gives them.
+#: Remission (CR/CRi) is read as marrow blasts below 5 % (the trials' definition) on the
+#: response assessment day 28 (carthema.models.presets.RESPONSE_DAY).
+RESPONSE_DEFINITIONS: dict[str, str] = {
+    "p_marrow_cleared_d28": "marrow blasts < 5 % on day 28 (remission, CR/CRi, at the "
+    "response assessment)",
+}
+
+
+def definition(key: str) -> str:
+    """The definition of any natural-history statistic (counts or response)."""
+    return DEFINITIONS.get(key) or RESPONSE_DEFINITIONS[key]
+
+
 MEDIANS = ("median_days_anc_lt_0.5_d0_60", "median_day_anc_nadir", "median_day_anc_recovery")
 #: Grade distributions: per patient a grade 0-4, summarised as five fractions.
 DISTRIBUTIONS = (
@@ -281,6 +298,21 @@ def per_patient(days: np.ndarray, anc: np.ndarray, platelets: np.ndarray) -> dic
         out[f"p_{when}_{kind}_ge3"] = g >= 3
         out[f"{name}_grade_dist"] = g
     return {k: out[k] for k in DEFINITIONS if k in out}
+
+
+def response_per_patient(days: np.ndarray, blasts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per patient: marrow cleared of blasts (< :data:`CR_BLAST_PCT` %) on day
+    :data:`RESPONSE_DAY` (``blasts``: marrow blasts in %, shape (patients, days), daily
+    ``days`` since CAR-T); the values behind :data:`RESPONSE_DEFINITIONS`."""
+    days = np.asarray(days, dtype=float)
+    blasts = np.atleast_2d(np.asarray(blasts, dtype=float))
+    return {"p_marrow_cleared_d28": _on(days, blasts, float(RESPONSE_DAY)) < CR_BLAST_PCT}
+
+
+def responders_only(cohort: str) -> bool:
+    """Whether a calibration row counts responders only (its ``cohort`` says so: the
+    Kymriah label's ELIANA rows are "paediatric and young-adult responders")."""
+    return "responder" in str(cohort).lower()
 
 
 def weighted_median(x: np.ndarray, w: np.ndarray | None = None) -> float:

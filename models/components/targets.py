@@ -19,6 +19,20 @@ when every blast is gone). ``leuk_crowding`` is the share of the blasts' marrow 
 taken from normal haematopoiesis: 1 (all of it) for a marrow leukaemia; its default is
 off, because the LBCL population was calibrated without it (lymphoma marrow involvement
 is in a minority; a disease preset sets it, :mod:`carthema.models.presets`).
+
+**Antigen escape.** A share ``leuk_cd19neg`` of the pre-treatment blasts carries no (or
+too little) CD19 to be killed: pre-existing CD19-negative subclones and CD19 isoforms
+lacking the CAR epitope are found before CAR-T in B-ALL (Sotillo et al. 2015, Cancer
+Discov 5:1282; Fischer et al. 2017, J Immunother 40:187; CD34+CD19-CD22+ leukaemic
+progenitors in about 70 % of diagnostic and relapse marrows, Bueno et al. 2022, Blood
+140:38), and a ZUMA-3 patient whose blasts lacked the FMC63 epitope had no response
+(Blood Adv 2022, 6:5634, letter). ``tgt_L`` counts the CD19+ blasts (the CAR-T's antigen
+and target); the CD19-negative ones are held at their pre-treatment size ``leuk_cd19neg
+* leuk_L0`` (no state: within the weeks of the response assessment the model neither
+kills nor grows them; an assumption), and they count in the marrow blast share and its
+crowding, so a patient whose escape share exceeds the remission threshold keeps >= 5 %
+blasts however well the CAR-T expand. Off (exactly, at its lower bound) by default and
+in LBCL and MCL.
 """
 
 from __future__ import annotations
@@ -135,6 +149,19 @@ PARAMS = (
         "blast load at which marrow blasts are 50%",
     ),
     Param(
+        "leuk_cd19neg",
+        1e-6,
+        "1",
+        1e-6,
+        0.5,
+        "mechanism: pre-existing CD19-negative / CD19-epitope-lacking blasts escape CAR-T "
+        "(Sotillo et al. 2015, Cancer Discov 5:1282; Fischer et al. 2017, J Immunother "
+        "40:187; Bueno et al. 2022, Blood 140:38); default 1e-6, the lower bound = off "
+        "exactly (escape_share); the B-ALL preset sets its median and the calibration its "
+        "between-patient spread (carthema.models.presets)",
+        "share of the pre-treatment blasts that CAR-T cannot kill (CD19-negative)",
+    ),
+    Param(
         "leuk_crowding",
         1e-3,
         "1",
@@ -170,8 +197,26 @@ def crowding(value):
 
 
 def marrow_share(L, p: dict):
-    """Leukaemic blast share of the marrow (fraction) at blast load ``L`` (cells/uL)."""
+    """Leukaemic blast share of the marrow (fraction) at a total blast load ``L``
+    (cells/uL-equivalents, CD19+ and CD19-negative)."""
     return L / (L + p["leuk_marrow_ref"])
+
+
+#: Lower bound of ``leuk_cd19neg``, its default: no escape at all (exactly, so that a
+#: model without it computes what it computed before the mechanism).
+ESCAPE_OFF = 1e-6
+
+
+def escape_share(value):
+    """The CD19-negative share of the pre-treatment blasts of a ``leuk_cd19neg`` value
+    (0 exactly at its lower bound :data:`ESCAPE_OFF`)."""
+    return value - ESCAPE_OFF
+
+
+def escaped(p: dict):
+    """CD19-negative blasts (cells/uL-equivalents): the escape share of the
+    pre-treatment load, held at that size (0 exactly when off)."""
+    return escape_share(p["leuk_cd19neg"]) * p["leuk_L0"]
 
 
 def derived(s: dict, p: dict, u: dict, m) -> dict:
@@ -179,7 +224,7 @@ def derived(s: dict, p: dict, u: dict, m) -> dict:
     output relative to the untreated patient's (1 at the pre-treatment blast load; more
     as CAR-T clears the blasts, less if they regrow)."""
     c = crowding(p["leuk_crowding"])
-    free = 1.0 - c * marrow_share(s["tgt_L"], p)
+    free = 1.0 - c * marrow_share(s["tgt_L"] + escaped(p), p)
     free0 = 1.0 - c * marrow_share(p["leuk_L0"], p)
     return {"marrow_space": free / free0}
 
@@ -195,16 +240,17 @@ def derivatives(s: dict, p: dict, u: dict, m) -> dict:
     ld = p["ld_kill_lymph"] * u["ld"]
     return {
         "tgt_B": p["b_turnover"] * p["b_B0"] * lymphoid_output - (p["b_turnover"] + kill + ld) * B,
-        "tgt_L": p["leuk_growth"] * L * (1.0 - L / p["leuk_L0"]) - (kill + ld) * L,
+        # CD19+ blasts regrow towards the pre-treatment load less the escaped ones.
+        "tgt_L": p["leuk_growth"] * L * (1.0 - (L + escaped(p)) / p["leuk_L0"]) - (kill + ld) * L,
     }
 
 
 def initial(p: dict, m) -> dict:
-    return {"tgt_B": p["b_B0"], "tgt_L": p["leuk_L0"]}
+    return {"tgt_B": p["b_B0"], "tgt_L": p["leuk_L0"] * (1.0 - escape_share(p["leuk_cd19neg"]))}
 
 
 def observables(s: dict, p: dict, m) -> dict:
-    L = s["tgt_L"]
+    L = s["tgt_L"] + escaped(p)
     return {"b_cells": s["tgt_B"], "marrow_blasts": 100.0 * marrow_share(L, p)}
 
 
