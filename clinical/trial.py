@@ -96,23 +96,27 @@ def calibrated_cohort(
     population: str | Path | pd.DataFrame | None = None,
     product: str | None = None,
 ) -> Cohort:
-    """``n`` virtual patients resampled from the calibrated population (or the population
-    CSV ``population``), of ``product`` only when given, each after its own product's
-    course, with graft parameters of its own."""
+    """``n`` virtual patients of the calibrated population (or the population CSV
+    ``population``), of ``product`` only when given, each after its own product's
+    course, with graft parameters of its own.
+
+    Drawn by the one sampler,
+    :func:`carthema.clinical.population.natural_history.sample_patients`: the trial
+    estimates each policy's outcome over the population, so the rows are a balanced
+    draw (without replacement up to the population's size; beyond it every row
+    ``n // size`` times plus ``n % size`` more), and without ``product`` the LBCL
+    cohort's mix is given in fixed shares (axi-cel : tisa-cel 159 : 76, randomly
+    assigned: one trait distribution is shared by every product) rather than a
+    binomial draw of it; a frame with a ``product`` column keeps its rows' own."""
+    from carthema.clinical.population.natural_history import sample_patients
     from carthema.clinical.population.virtual import (
-        assign_products,
         load_population,
         population_params,
         product_events,
-        resample_rows,
     )
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    if "product" not in pop.columns or product is not None:
-        # One trait distribution shared by every product: the product is the course and
-        # kinetics each patient is given (the LBCL cohort's mix when none is named).
-        pop = assign_products(pop.drop(columns="product", errors="ignore"), rng, product)
-    rows = resample_rows(pop, n, rng)
+    rows = sample_patients(pop, n, rng, product)
     P = draw_graft(model, population_params(model, rows), rng, population=pop)
     group = rows["product"].to_numpy(str)
     courses = {g: product_events(g, patient="virtual") for g in sorted(set(group))}
