@@ -1,8 +1,9 @@
 """Virtual trials: many virtual patients, boost policies, cumulative incidence of recovery.
 
 Patients are, by default, rows of the calibrated virtual population
-(:func:`carthema.clinical.population.virtual.load_population`, resampled; optionally one product's
-rows), each simulated after its own product's lymphodepletion and dose
+(:func:`carthema.clinical.population.virtual.load_population`, drawn by the one sampler
+:func:`carthema.clinical.population.natural_history.sample_patients`; optionally one
+product), each simulated after its own product's lymphodepletion and dose
 (:func:`carthema.clinical.population.virtual.product_events`) with graft parameters of its own
 (:func:`carthema.clinical.population.graft.draw_graft`). Other sources, as options: another
 population CSV of the same form, the fitting priors (``"prior"``: a log-normal
@@ -129,8 +130,12 @@ def calibrated_cohort(
 def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> Cohort:
     """``n`` virtual patients from the draws of ``posterior`` (a fit's, or the calibrated
     population's, :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`),
-    resampled with replacement, each after the posterior's events, with graft parameters
-    of their own (those the fit estimated are kept)."""
+    a balanced draw of the equally weighted draws as the population's rows are drawn
+    (:func:`~carthema.clinical.population.natural_history.balanced_rows`: without
+    replacement up to their number), each after the posterior's events, with graft
+    parameters of their own (those the fit estimated are kept)."""
+    from carthema.clinical.population.natural_history import balanced_rows
+
     model = posterior.model
     missing = [o for o in ("anc", "platelets") if o not in model.obs_names]
     if missing:
@@ -139,7 +144,7 @@ def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> 
             f"component set '{model.name}' has none",
             fix="fit with --components full",
         )
-    rows = rng.integers(0, posterior.n_draws, int(n))
+    rows = balanced_rows(posterior.n_draws, int(n), rng)
     P = draw_graft(model, posterior.draws[rows], rng, keep=tuple(posterior.free))
     who = posterior.patient or "posterior"
     return Cohort(P, {"course": posterior.events}, np.full(int(n), "course"), f"{who} draws")

@@ -12,7 +12,7 @@ from carthema.clinical.boost.prior import prior_draws
 from carthema.clinical.population.natural_history import product_counts, sample_patients
 from carthema.clinical.population.posterior import VirtualPopulation
 from carthema.clinical.population.virtual import load_population
-from carthema.clinical.trial import trial_cohort
+from carthema.clinical.trial import posterior_cohort, trial_cohort
 from carthema.models.model import get_model
 
 LBCL = {"axi-cel": 159.0, "tisa-cel": 76.0}  # Rejeski et al. 2021's cohort
@@ -95,3 +95,11 @@ def test_every_caller_draws_through_the_one_sampler():
     post = VirtualPopulation.load().sample(400, seed=3, product="axi-cel", hematotox="low")
     low = pop.loc[pop["hematotox"] <= 1, "hsc_mass"].to_numpy(float)
     assert post.draws.shape[0] == 400 and _at_most_as_often(post.draws[:, j], low)
+    # A virtual trial from a posterior's draws: the same balanced draw of its draws,
+    # 850 of 400: every draw twice and 50 of them a third time.
+    cohort = posterior_cohort(post, 850, np.random.default_rng(4))
+    values, held = np.unique(post.draws[:, j], return_counts=True)
+    got = np.array([(cohort.P[:, j] == v).sum() for v in values])
+    extra = got - 2 * held
+    assert got.sum() == 850 and (extra >= 0).all() and (extra <= held).all()
+    assert extra.sum() == 50

@@ -130,6 +130,17 @@ def product_counts(n: int, mix: dict[str, float], rng: np.random.Generator) -> d
     return dict(zip(names, counts.tolist(), strict=True))
 
 
+def balanced_rows(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` of ``size`` equally weighted rows, in a random order: every row
+    ``n // size`` times and ``n % size`` more without replacement (the draw of
+    :func:`sample_patients`, and of a virtual trial from a posterior's draws)."""
+    reps, rest = divmod(int(n), int(size))
+    idx = rng.choice(size, size=rest, replace=False)  # in random order
+    if reps:
+        idx = rng.permutation(np.concatenate([np.tile(np.arange(size), reps), idx]))
+    return idx
+
+
 def sample_patients(
     pop: pd.DataFrame,
     n: int | None,
@@ -148,8 +159,8 @@ def sample_patients(
 
     Every caller estimates an expectation over the population (a cohort statistic, a
     policy's outcome, a prior), whose rows are equally weighted draws of the calibrated
-    trait distribution, so the draw is balanced: each row of the group
-    ``n // size`` times and a further ``n % size`` rows without replacement (``n`` up
+    trait distribution, so the draw is balanced (:func:`balanced_rows`): each row of the
+    group ``n // size`` times and a further ``n % size`` rows without replacement (``n`` up
     to the group's size: a simple random sample without replacement; every row once
     at ``n = size``). It is as unbiased as drawing with replacement and has less Monte
     Carlo variance: no row is left out or counted twice by chance. The rows come in a
@@ -180,13 +191,7 @@ def sample_patients(
             column="hematotox",
             fix="choose low, high or a score that occurs",
         )
-    if n is None:
-        idx = np.arange(len(sel))
-    else:
-        reps, rest = divmod(int(n), len(sel))
-        idx = rng.choice(len(sel), size=rest, replace=False)  # in random order
-        if reps:
-            idx = rng.permutation(np.concatenate([np.tile(np.arange(len(sel)), reps), idx]))
+    idx = np.arange(len(sel)) if n is None else balanced_rows(len(sel), int(n), rng)
     rows = sel.iloc[idx].reset_index(drop=True)
     if not assign_product or (product is None and "product" in rows.columns):
         return rows
