@@ -122,15 +122,17 @@ def main(argv: list[str] | None = None) -> dict:
             }
             if case.cytopenic[key]:
                 rec[key].update(score.lineage(key, s, truth, res["draw_engraftment"][key], rng))
-                line += f" | {key}: true {truth[0]} pred {s['q05']}-{s['q95']} "
+                line += f" | {key}: true {_days(truth[0])} "
+                line += f"pred {_days(s['q05'])}-{_days(s['q95'])} "
                 line += _mark(rec[key]["covered"], rec[key]["pit"])
         for key in SAVED:
             q = res.get(key) or {}
             truth = case.saved.get(key)
             rec[key] = {"truth": truth, **{k: q.get(k) for k in ("median", "q05", "q95")}}
             rec[key].update(score.saved(key, q, truth, res["draw_days_saved"][key], rng))
-            line += f" | {key.split('_')[0]} saved: true {truth} pred "
-            line += f"{q.get('q05')}-{q.get('q95')} {_mark(rec[key]['covered'], rec[key]['pit'])}"
+            line += f" | {key.split('_')[0]} saved: true {_days(truth)} pred "
+            line += f"{_days(q.get('q05'))}-{_days(q.get('q95'))} "
+            line += _mark(rec[key]["covered"], rec[key]["pit"])
         records.append(rec)
         print(line, flush=True)
         if (j + 1) % 10 == 0 and j + 1 < len(cases):  # a run cut short still leaves results
@@ -149,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"{_f(out[f'pit_{key}_summary']['above_0.95'])}, variance x12 "
             f"{_f(out[f'pit_{key}_summary']['variance_x12'])}"
         )
+    ess, wall = out["median_ess"], out["wall_s_per_prediction"]["median"]
     print(
-        f"median ESS {out['median_ess']}; median wall "
-        f"{out['wall_s_per_prediction']['median']} s per prediction; refused {len(refused)}"
+        f"median ESS {'-' if ess is None else f'{ess:.0f}'}; median wall "
+        f"{'-' if wall is None else f'{wall:.1f}'} s per prediction; refused {len(refused)}"
     )
     print(f"wrote {folder / 'boost_calibration.json'}")
     return out
@@ -241,6 +244,12 @@ def _pit_summary(u: np.ndarray) -> dict:
 
 def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def _days(x) -> str:
+    """A number of days as printed: a day count to one decimal (the days-saved quantiles
+    interpolate between whole days: 96.04999999999973 reads 96); text as it is."""
+    return f"{round(x, 1):g}" if isinstance(x, int | float) else str(x)
 
 
 def _mark(c: bool | None, u: float | None) -> str:

@@ -1,8 +1,9 @@
 """Virtual trials: many virtual patients, boost policies, cumulative incidence of recovery.
 
 Patients are, by default, rows of the calibrated virtual population
-(:func:`carthema.clinical.population.virtual.load_population`, resampled; optionally one product's
-rows), each simulated after its own product's lymphodepletion and dose
+(:func:`carthema.clinical.population.virtual.load_population`, drawn by the one sampler
+:func:`carthema.clinical.population.natural_history.sample_patients`; optionally one
+product), each simulated after its own product's lymphodepletion and dose
 (:func:`carthema.clinical.population.virtual.product_events`) with graft parameters of its own
 (:func:`carthema.clinical.population.graft.draw_graft`). Other sources, as options: another
 population CSV of the same form, the fitting priors (``"prior"``: a log-normal
@@ -96,23 +97,27 @@ def calibrated_cohort(
     population: str | Path | pd.DataFrame | None = None,
     product: str | None = None,
 ) -> Cohort:
-    """``n`` virtual patients resampled from the calibrated population (or the population
-    CSV ``population``), of ``product`` only when given, each after its own product's
-    course, with graft parameters of its own."""
+    """``n`` virtual patients of the calibrated population (or the population CSV
+    ``population``), of ``product`` only when given, each after its own product's
+    course, with graft parameters of its own.
+
+    Drawn by the one sampler,
+    :func:`carthema.clinical.population.natural_history.sample_patients`: the trial
+    estimates each policy's outcome over the population, so the rows are a balanced
+    draw (without replacement up to the population's size; beyond it every row
+    ``n // size`` times plus ``n % size`` more), and without ``product`` the LBCL
+    cohort's mix is given in fixed shares (axi-cel : tisa-cel 159 : 76, randomly
+    assigned: one trait distribution is shared by every product) rather than a
+    binomial draw of it; a frame with a ``product`` column keeps its rows' own."""
+    from carthema.clinical.population.natural_history import sample_patients
     from carthema.clinical.population.virtual import (
-        assign_products,
         load_population,
         population_params,
         product_events,
-        resample_rows,
     )
 
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    if "product" not in pop.columns or product is not None:
-        # One trait distribution shared by every product: the product is the course and
-        # kinetics each patient is given (the LBCL cohort's mix when none is named).
-        pop = assign_products(pop.drop(columns="product", errors="ignore"), rng, product)
-    rows = resample_rows(pop, n, rng)
+    rows = sample_patients(pop, n, rng, product)
     P = draw_graft(model, population_params(model, rows), rng, population=pop)
     group = rows["product"].to_numpy(str)
     courses = {g: product_events(g, patient="virtual") for g in sorted(set(group))}
@@ -125,8 +130,12 @@ def calibrated_cohort(
 def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> Cohort:
     """``n`` virtual patients from the draws of ``posterior`` (a fit's, or the calibrated
     population's, :meth:`~carthema.clinical.population.posterior.VirtualPopulation.sample`),
-    resampled with replacement, each after the posterior's events, with graft parameters
-    of their own (those the fit estimated are kept)."""
+    a balanced draw of the equally weighted draws as the population's rows are drawn
+    (:func:`~carthema.clinical.population.natural_history.balanced_rows`: without
+    replacement up to their number), each after the posterior's events, with graft
+    parameters of their own (those the fit estimated are kept)."""
+    from carthema.clinical.population.natural_history import balanced_rows
+
     model = posterior.model
     missing = [o for o in ("anc", "platelets") if o not in model.obs_names]
     if missing:
@@ -135,7 +144,7 @@ def posterior_cohort(posterior: Posterior, n: int, rng: np.random.Generator) -> 
             f"component set '{model.name}' has none",
             fix="fit with --components full",
         )
-    rows = rng.integers(0, posterior.n_draws, int(n))
+    rows = balanced_rows(posterior.n_draws, int(n), rng)
     P = draw_graft(model, posterior.draws[rows], rng, keep=tuple(posterior.free))
     who = posterior.patient or "posterior"
     return Cohort(P, {"course": posterior.events}, np.full(int(n), "course"), f"{who} draws")

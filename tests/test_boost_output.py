@@ -45,7 +45,8 @@ def test_withheld_below_the_minimum_effective_draws_and_given_at_it():
     assert kept["n_effective_not_engrafted"] == pytest.approx(100.0)
     # Just below the minimum (99.9 effective draws) is withheld.
     assert withhold_sparse(_summary(0.9), 999.0)["median_days"] is None
-    # One draw of 2,400 not engrafted (VP00608 of the calibration, seed 1002).
+    # One draw of 2,400 not engrafted (VP00608 of the calibration run before the one
+    # virtual-patient sampler, seed 1002).
     held = withhold_sparse(_summary(1.0 - 1.0 / 2400), 1415.7)
     assert all(held[k] is None for k in CONDITIONAL_KEYS)
     assert held["p_already"] == pytest.approx(0.99958, abs=1e-5) and held["n_draws"] == 2400
@@ -85,8 +86,11 @@ def test_the_headline_says_withheld_not_not_computed():
 
 
 def test_one_draw_not_engrafted_gets_no_interval_in_the_json_or_the_console(tmp_path, capsys):
-    # VP00608 of benchmarks/boost_calibration.py (seed 1002): ANC 1.04 G/L on day 60,
-    # 99.96 % of 2,400 draws already engrafted; its interval read "[17, 17] days".
+    # VP00608 of benchmarks/boost_calibration.py (seed 1002) in its run before the one
+    # virtual-patient sampler: ANC 1.04 G/L on day 60, 99.96 % of 2,400 draws already
+    # engrafted; its interval read "[17, 17] days". The inputs are the test's own and
+    # predict-boost's prior is a density over every row of the group, not a draw of
+    # rows, so the sampler does not move it (no longer among the calibration's cases).
     path = tmp_path / "p.json"
     args = ["predict-boost", "--day", "60", "--dose", "3219342.73", "--source", "allogeneic",
             "--selected", "--anc", "1.04", "--plt", "17", "--neutropenia-days", "48",

@@ -51,8 +51,8 @@ from carthema.clinical.boost.predict import ANC_LLOQ, neutropenia_sd, predict_bo
 from carthema.clinical.endpoints import Engraftment, days_below, lineage_engraftment
 from carthema.clinical.plans import DAYS_SAVED, Plan, simulate_plan
 from carthema.clinical.population.graft import draw_graft
+from carthema.clinical.population.natural_history import sample_patients
 from carthema.clinical.population.virtual import (
-    assign_products,
     load_population,
     population_params,
     product_events,
@@ -93,16 +93,15 @@ def cytopenic_cases(
     (autologous or a CD34-selected new allogeneic donor)."""
     model = get_model("full")
     pop = population if isinstance(population, pd.DataFrame) else load_population(population)[0]
-    if "product" not in pop.columns:
-        # Products by mechanism on shared traits: each patient's course and kinetics
-        # drawn in the LBCL cohort's mix.
-        pop = assign_products(pop, rng)
+    # Every patient once, in a random order, given a product in the LBCL cohort's
+    # fixed shares (products by mechanism on shared traits; a frame with a product
+    # column keeps its own): the one sampler, natural_history.sample_patients.
+    patients = sample_patients(pop, len(pop), rng)
     out: list[VirtualCase] = []
-    order = rng.permutation(len(pop))
     ia, ip = model.index("obs", "anc"), model.index("obs", "platelets")
     batch = 200
-    for start in range(0, len(order), batch):
-        rows = pop.iloc[order[start : start + batch]]
+    for start in range(0, len(patients), batch):
+        rows = patients.iloc[start : start + batch]
         sims = {}
         for product, sub in rows.groupby("product"):
             P = population_params(model, sub)

@@ -14,8 +14,12 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from carthema.clinical.population.graft import GRAFT_PARAMS, draw_graft
-from carthema.clinical.population.natural_history import check_disease
-from carthema.clinical.population.virtual import load_population, product_factors
+from carthema.clinical.population.natural_history import check_disease, sample_patients
+from carthema.clinical.population.virtual import (
+    load_population,
+    population_params,
+    product_factors,
+)
 from carthema.data.errors import InputError
 from carthema.models.model import Model
 
@@ -228,22 +232,24 @@ def prior_draws(
     disease: str = "lbcl",
 ) -> np.ndarray:
     """``n`` parameter vectors (natural scale) of virtual patients of the calibrated
-    population (of ``product`` when given), resampled, each with graft and rejection
-    parameters of its own (:func:`carthema.clinical.population.graft.draw_graft`); the
-    population of ``disease`` unless ``population`` is given. Unconditioned:
-    :func:`carthema.clinical.boost.predict.predict_boost` conditions on the patient's state."""
-    from carthema.clinical.population.virtual import (
-        population_params,
-        product_params,
-        resample_rows,
-    )
+    population, each with graft and rejection parameters of its own
+    (:func:`carthema.clinical.population.graft.draw_graft`); the population of
+    ``disease`` unless ``population`` is given. Unconditioned:
+    :func:`carthema.clinical.boost.predict.predict_boost` conditions on the patient's state.
 
+    The rows are drawn by the one sampler,
+    :func:`carthema.clinical.population.natural_history.sample_patients`: balanced,
+    without replacement up to the population's size (the particles then represent the
+    population's trait distribution with no row left out or doubled by chance, as
+    unbiased as drawing with replacement and with less Monte Carlo variance). With
+    ``product`` every row gets that product's CAR-T/CRS kinetics; without one, none:
+    the population's reference kinetics, as :func:`population_prior` has without a
+    product (a frame with a ``product`` column keeps its rows' own)."""
     if isinstance(population, pd.DataFrame):
         pop = population
     else:
         pop = load_population(population, disease=check_disease(disease, own_population=True))[0]
-    rows = resample_rows(pop, n, rng)
+    rows = sample_patients(pop, int(n), rng, product, disease=disease,
+                           assign_product=product is not None)  # fmt: skip
     P = population_params(model, rows)
-    if product is not None:
-        P = product_params(model, P, product)
     return draw_graft(model, P, rng, population=pop)

@@ -6,8 +6,9 @@ population in the same form: :meth:`VirtualPopulation.sample` gives ``n`` virtua
 patients of one product and CAR-HEMATOTOX group as parameter vectors (natural scale,
 the product's own CAR-T/CRS kinetics), with the product's standard course as events and
 no fit behind them (``fit`` is None: no misfit check applies). The patients are drawn by
-:func:`carthema.clinical.population.natural_history.sample_patients`, the sampler the
-natural history uses.
+:func:`carthema.clinical.population.natural_history.sample_patients`, the one function
+that draws virtual patients (natural history, the virtual trial, the boost prior's
+draws and the benchmarks call it too).
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ class VirtualPopulation:
         Parameters
         ----------
         n:
-            Number of draws (virtual patients; drawn with replacement only when the
-            CAR-HEMATOTOX group holds fewer).
+            Number of draws (virtual patients): a balanced draw of the CAR-HEMATOTOX
+            group's rows, without replacement up to the group's size, each row
+            ``n // size`` times plus ``n % size`` more beyond it
+            (:func:`~carthema.clinical.population.natural_history.sample_patients`).
         seed:
             Seed of the draw.
         product:
@@ -95,7 +98,7 @@ class VirtualPopulation:
             raise ValueError(f"n must be at least 1, got {n}")
         hematotox = parse_hematotox(hematotox)
         rng = np.random.default_rng(seed)
-        rows = sample_patients(self.frame, int(n), rng, product, hematotox)
+        rows = sample_patients(self.frame, int(n), rng, product, hematotox, self.disease)
         model = get_model("full")
         # population_params applies each row's product kinetics (its product column).
         draws = population_params(model, rows)

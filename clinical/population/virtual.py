@@ -384,8 +384,10 @@ def load_population(
 def population_params(model: Model, pop: pd.DataFrame) -> np.ndarray:
     """Parameter matrix of ``model`` for the rows of a population frame (columns named
     like parameters override the defaults; the rest stay at their defaults). A frame
-    with a ``product`` column (:func:`assign_products`) gets each row's product
-    kinetics (:func:`product_params`); without one, the reference kinetics."""
+    with a ``product`` column (the sampler,
+    :func:`~carthema.clinical.population.natural_history.sample_patients`, gives one)
+    gets each row's product kinetics (:func:`product_params`); without one, the
+    reference kinetics."""
     P = np.tile(model.default_params(), (len(pop), 1))
     for col in pop.columns:
         if col in model.param_names:
@@ -396,29 +398,3 @@ def population_params(model: Model, pop: pd.DataFrame) -> np.ndarray:
             rows = products == g
             P[rows] = product_params(model, P[rows], str(g))
     return P
-
-
-def assign_products(
-    pop: pd.DataFrame, rng: np.random.Generator, product: str | None = None
-) -> pd.DataFrame:
-    """``pop`` with a ``product`` column: ``product`` for every row, or (``None``) drawn
-    per row in the LBCL calibration cohort's mix (:data:`LBCL_MIX`). The patients'
-    traits do not depend on the product (one shared trait distribution)."""
-    if product is not None:
-        if product not in PRODUCT_LD:
-            raise InputError(
-                f"unknown product '{product}'",
-                column="product",
-                fix=f"choose one of {', '.join(PRODUCT_LD)}",
-            )
-        return pop.assign(product=product)
-    names = list(LBCL_MIX)
-    share = np.array([LBCL_MIX[g] for g in names])
-    return pop.assign(product=rng.choice(names, size=len(pop), p=share / share.sum()))
-
-
-def resample_rows(pop: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
-    """``n`` virtual patients of ``pop`` drawn uniformly with replacement: the draw of
-    the unconditioned boost prior and of the virtual trial (each then gives them their
-    product's kinetics and graft parameters of their own)."""
-    return pop.iloc[rng.integers(0, len(pop), int(n))]
