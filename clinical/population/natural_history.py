@@ -237,19 +237,26 @@ def simulate_patients(
 RESPONSE_DISEASES = ("b-all",)
 
 
-def _statistics(days, anc, plt_, blasts, ok, disease: str) -> tuple[dict, dict]:
+def _statistics(
+    days, anc, plt_, blasts, ok, disease: str, weights: np.ndarray | None = None
+) -> tuple[dict, dict]:
     """(statistics of every solved patient, statistics of the responders among them:
-    marrow cleared on the response day); for :data:`RESPONSE_DISEASES` the former
-    carry the response share. Elsewhere the second is empty."""
-    stats = summarise(per_patient(days, anc[ok], plt_[ok]))
+    marrow cleared on the response day), each patient counted with its ``weights``
+    (None: equally); for :data:`RESPONSE_DISEASES` the former carry the response share.
+    Elsewhere the second is empty."""
+    w = None if weights is None else weights[ok]
+    stats = summarise(per_patient(days, anc[ok], plt_[ok]), w)
     if disease not in RESPONSE_DISEASES:
         return stats, {}
     resp = response_per_patient(days, blasts[ok])
-    stats.update(summarise(resp))
+    stats.update(summarise(resp, w))
     cleared = resp["p_marrow_cleared_d28"]
     responders = {}
     if cleared.any():
-        responders = summarise(per_patient(days, anc[ok][cleared], plt_[ok][cleared]))
+        responders = summarise(
+            per_patient(days, anc[ok][cleared], plt_[ok][cleared]),
+            None if w is None else w[cleared],
+        )
     return stats, responders
 
 
@@ -257,23 +264,30 @@ def population_statistics(
     pop: pd.DataFrame,
     product: str | None = None,
     hematotox=None,
-    seed: int = 0,
     disease: str = "lbcl",
     responders: bool = False,
 ) -> dict[str, float]:
     """Statistics of the population's patients of a product and CAR-HEMATOTOX group
-    (every such patient, products mixed as the disease's cohorts when ``product`` is
-    None), each under the product's course in ``disease``, with the share whose marrow
-    is cleared on day 28 (``p_marrow_cleared_d28``). ``responders``: the counts'
-    statistics among the patients whose marrow is cleared (rows that count responders
-    only, :func:`~carthema.clinical.population.statistics.responders_only`)."""
-    rng = np.random.default_rng(seed)
-    n = None if product is not None else 2000
-    patients = sample_patients(pop, n, rng, product, hematotox, disease)
+    (every such patient), each under the product's course in ``disease``, with the share
+    whose marrow is cleared on day 28 (``p_marrow_cleared_d28``). ``product`` None: the
+    disease's pooled cohort, every patient of the group under each product of its mix
+    (:data:`DISEASE_MIX`) weighted by the product's share, the mixture itself rather
+    than a draw of it (no seed: a pooled median at a tolerance's edge does not move with
+    one). ``responders``: the counts' statistics among the patients whose marrow is
+    cleared (rows that count responders only,
+    :func:`~carthema.clinical.population.statistics.responders_only`)."""
+    rng = np.random.default_rng(0)  # unused: every row once, one product per part
+    mix = {product: 1.0} if product is not None else DISEASE_MIX[disease]
+    total = sum(mix.values())
+    parts = [sample_patients(pop, None, rng, g, hematotox, disease) for g in mix]
+    patients = pd.concat(parts, ignore_index=True)
+    weights = np.concatenate(
+        [np.full(len(p), mix[g] / total / len(p)) for g, p in zip(mix, parts, strict=True)]
+    )
     days = np.arange(-7.0, 181.0)  # the late rows count days 90 and 180
     anc, plt_, blasts = simulate_patients(patients, days, disease, blasts=True)
     ok = np.isfinite(anc).all(axis=1) & np.isfinite(plt_).all(axis=1)
-    stats, among_responders = _statistics(days, anc, plt_, blasts, ok, disease)
+    stats, among_responders = _statistics(days, anc, plt_, blasts, ok, disease, weights)
     if responders:
         return {**among_responders, "p_marrow_cleared_d28": stats["p_marrow_cleared_d28"]}
     return stats
