@@ -134,6 +134,18 @@ def test_population_sample_refuses_bad_requests():
         pop.sample(5, product="axi-cel", hematotox="9")
 
 
+def test_a_b_all_population_sample_carries_the_b_all_course():
+    """Draws of the B-ALL population are treated with the disease's own course (ELIANA:
+    fludarabine 30 mg/m2 x 4, cyclophosphamide 500 mg/m2 x 2, Kymriah label), not the
+    LBCL one (25 x 3, 250 x 3): the events a caller simulates them with say so."""
+    post = VirtualPopulation.load("b-all").sample(4, seed=1, product="tisa-cel")
+    ld = post.events[post.events["kind"] == "lymphodepletion"]
+    cy = ld[ld["drug"] == "cyclophosphamide"]
+    flu = ld[ld["drug"] == "fludarabine"]
+    assert cy["amount"].tolist() == [500.0, 500.0]
+    assert flu["amount"].tolist() == [30.0] * 4
+
+
 def test_a_population_window_needs_today_and_never_recommends_a_past_day(tmp_path):
     """Draws of the virtual population have no observations, so no last observed day: a
     window from them is refused without ``today`` (before any solve, nothing written);

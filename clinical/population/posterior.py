@@ -60,7 +60,7 @@ class VirtualPopulation:
         """The population shipped with the package for ``disease`` (or the file ``path``);
         an uncalibrated or unknown disease is refused
         (:func:`~carthema.clinical.population.natural_history.check_disease`)."""
-        disease = check_disease(disease)
+        disease = check_disease(disease, own_population=True)
         frame, info = load_population(path, disease)
         source = str(path) if path is not None else population_files(disease)[0]
         return cls(frame, info, disease, source)
@@ -89,7 +89,8 @@ class VirtualPopulation:
             The CAR-T product (``tisa-cel``, ``axi-cel``, ``liso-cel``, ``brexu-cel``): its
             CAR-T/CRS kinetics multiply the population's reference values
             (:func:`~carthema.clinical.population.virtual.product_params`) and its standard
-            course (lymphodepletion days -5..-3, dose on day 0) is the events table.
+            course in the population's disease (its lymphodepletion, dose on day 0;
+            :func:`~carthema.clinical.population.virtual.product_course`) is the events table.
         hematotox:
             CAR-HEMATOTOX score 0-7, or the group ``"low"`` (0-1) or ``"high"`` (>= 2);
             None: every patient.
@@ -108,7 +109,7 @@ class VirtualPopulation:
             fixed=product_params(model, model.default_params()[None, :], product)[0],
             draws=draws,
             free=(),
-            events=product_events(product, patient=patient),
+            events=product_events(product, patient=patient, disease=self.disease),
             observations=None,
             patient=patient,
             provenance={
