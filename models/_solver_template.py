@@ -172,6 +172,7 @@ _all_finite = _k.all_finite
 _lu_factor = _k.lu_factor
 _lu_solve = _k.lu_solve
 _lu_solve_rows = _k.lu_solve_rows
+_borrow = _k.borrow
 
 STATUS_OK = 0
 STATUS_MAX_STEPS = 1
@@ -274,50 +275,55 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
     ``want_rho``, Hairer's stiffness estimate ``h * |k7 - k6| / |y_new - g6|``
     on the state components.
     """
+    # One 1-D view per stage (free: K is borrowed, see _integrate). Indexed as K[s, i],
+    # LLVM vectorised one of the stage loops with gathers and scatters behind a
+    # negative-index check (a tenth of a 10-parameter gradient's time in perf); through
+    # the row views every loop gets contiguous vector loads (1.10x faster gradient).
+    k0 = K[0]
+    k1 = K[1]
+    k2 = K[2]
+    k3 = K[3]
+    k4 = K[4]
+    k5 = K[5]
+    k6 = K[6]
     for i in range(nz):
-        zs[i] = z[i] + h * _T_A21 * K[0, i]
-    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, K[1])
+        zs[i] = z[i] + h * _T_A21 * k0[i]
+    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, k1)
     for i in range(nz):
-        zs[i] = z[i] + h * (_T_A31 * K[0, i] + _T_A32 * K[1, i])
-    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, K[2])
+        zs[i] = z[i] + h * (_T_A31 * k0[i] + _T_A32 * k1[i])
+    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, k2)
     for i in range(nz):
-        zs[i] = z[i] + h * (_T_A41 * K[0, i] + _T_A42 * K[1, i] + _T_A43 * K[2, i])
-    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, K[3])
+        zs[i] = z[i] + h * (_T_A41 * k0[i] + _T_A42 * k1[i] + _T_A43 * k2[i])
+    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, k3)
+    for i in range(nz):
+        zs[i] = z[i] + h * (_T_A51 * k0[i] + _T_A52 * k1[i] + _T_A53 * k2[i] + _T_A54 * k3[i])
+    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, k4)
     for i in range(nz):
         zs[i] = z[i] + h * (
-            _T_A51 * K[0, i] + _T_A52 * K[1, i] + _T_A53 * K[2, i] + _T_A54 * K[3, i]
+            _T_A61 * k0[i] + _T_A62 * k1[i] + _T_A63 * k2[i] + _T_A64 * k3[i] + _T_A65 * k4[i]
         )
-    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, K[4])
-    for i in range(nz):
-        zs[i] = z[i] + h * (
-            _T_A61 * K[0, i]
-            + _T_A62 * K[1, i]
-            + _T_A63 * K[2, i]
-            + _T_A64 * K[3, i]
-            + _T_A65 * K[4, i]
-        )
-    _f_aug(t + h, zs, p, u, ns, pos, K[5])
+    _f_aug(t + h, zs, p, u, ns, pos, k5)
     for i in range(nz):
         znew[i] = z[i] + h * (
-            _T_B1 * K[0, i]
-            + _T_B2 * K[1, i]
-            + _T_B3 * K[2, i]
-            + _T_B4 * K[3, i]
-            + _T_B5 * K[4, i]
-            + _T_B6 * K[5, i]
+            _T_B1 * k0[i]
+            + _T_B2 * k1[i]
+            + _T_B3 * k2[i]
+            + _T_B4 * k3[i]
+            + _T_B5 * k4[i]
+            + _T_B6 * k5[i]
         )
-    _f_aug(t + h, znew, p, u, ns, pos, K[6])
+    _f_aug(t + h, znew, p, u, ns, pos, k6)
     s = 0.0
     chk = 0.0
     for i in range(nz):
         e = h * (
-            _T_E1 * K[0, i]
-            + _T_E2 * K[1, i]
-            + _T_E3 * K[2, i]
-            + _T_E4 * K[3, i]
-            + _T_E5 * K[4, i]
-            + _T_E6 * K[5, i]
-            + _T_E7 * K[6, i]
+            _T_E1 * k0[i]
+            + _T_E2 * k1[i]
+            + _T_E3 * k2[i]
+            + _T_E4 * k3[i]
+            + _T_E5 * k4[i]
+            + _T_E6 * k5[i]
+            + _T_E7 * k6[i]
         )
         sc = az[i] + rtol * max(abs(z[i]), abs(znew[i]))
         q = e / sc
@@ -333,7 +339,7 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
         # underestimated.
         for i in range(N_Y):
             w = 1.0 / (az[i] + rtol * abs(znew[i]))
-            num += ((K[6, i] - K[5, i]) * w) ** 2
+            num += ((k6[i] - k5[i]) * w) ** 2
             den += ((znew[i] - zs[i]) * w) ** 2
         if den > 0.0:
             hrho = h * math.sqrt(num / den)
@@ -364,15 +370,15 @@ def _tsit5_interp(theta, h, z, K, zi, ns):
 def _interp_range(b, h, z, K, zi, lo, hi):
     """``zi[lo:hi]`` of the dense output with the weights ``b`` (7,) at one ``theta``."""
     b1, b2, b3, b4, b5, b6, b7 = b
-    for i in range(lo, hi):
-        zi[i] = z[i] + h * (
-            b1 * K[0, i]
-            + b2 * K[1, i]
-            + b3 * K[2, i]
-            + b4 * K[3, i]
-            + b5 * K[4, i]
-            + b6 * K[5, i]
-            + b7 * K[6, i]
+    # Slices indexed from 0 (views of borrowed arrays cost nothing): with ``range(lo,
+    # hi)`` every index went through numba's negative-index check and stayed scalar.
+    k0, k1, k2, k3 = K[0, lo:hi], K[1, lo:hi], K[2, lo:hi], K[3, lo:hi]
+    k4, k5, k6 = K[4, lo:hi], K[5, lo:hi], K[6, lo:hi]
+    zz = z[lo:hi]
+    out = zi[lo:hi]
+    for i in range(hi - lo):
+        out[i] = zz[i] + h * (
+            b1 * k0[i] + b2 * k1[i] + b3 * k2[i] + b4 * k3[i] + b5 * k4[i] + b6 * k5[i] + b7 * k6[i]
         )
 
 
@@ -536,17 +542,50 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
 
     # ---- work arrays: the only allocations of the solve ----
     nz = N_Y * (1 + ns)
-    z = np.empty(nz)
-    znew = np.empty(nz)
-    zs = np.empty(nz)
-    zi = np.empty(nz)
-    K = np.empty((8, nz))
-    az = np.empty(nz)
-    Jw = np.zeros((N_Y, N_Y))
-    M = np.empty((N_Y, N_Y))
-    piv = np.empty(N_Y, dtype=np.int64)
-    u = u0.copy()
-    pos = np.full(N_P, -1, dtype=np.int64)
+    fwork = np.empty(13 * nz + 2 * N_Y * N_Y + N_U + N_Y * N_P)
+    iwork = np.empty(N_Y + N_P, dtype=np.int64)
+    return _integrate(p, free, u0, t0, t_out, events, options, outputs, fwork, iwork)
+
+
+@njit(**_JIT)
+def _integrate(p, free, u0, t0, t_out, events, options, outputs, fwork, iwork):
+    """The integration of :func:`_solve_impl` (checked inputs, ``n_t > 0``) in the work
+    arrays ``fwork`` (float64) and ``iwork`` (int64) it allocated.
+
+    Every work array is a view of ``fwork`` or ``iwork`` through :func:`_borrow`, which
+    takes no reference count: the stage loops make views of them (``K[1]``, ``z[:N_Y]``,
+    the reshapes in ``rhs_sens``) thousands of times per solve, and each took and dropped
+    a reference with an atomic instruction (15 % of a 10-parameter gradient's time).
+    ``fwork`` and ``iwork`` themselves, arguments of this call, keep the memory alive.
+    """
+    ev_t, ev_kind, ev_target, ev_value, ev_scale = events
+    rtol, atol, max_steps, method = options
+    Y, O, dO = outputs
+    n_t = t_out.shape[0]
+    ns = free.shape[0]
+    nz = N_Y * (1 + ns)
+    fw = _borrow(fwork)
+    iw = _borrow(iwork)
+    z = fw[0:nz]
+    znew = fw[nz : 2 * nz]
+    zs = fw[2 * nz : 3 * nz]
+    zi = fw[3 * nz : 4 * nz]
+    az = fw[4 * nz : 5 * nz]
+    K = fw[5 * nz : 13 * nz].reshape((8, nz))
+    o = 13 * nz
+    Jw = fw[o : o + N_Y * N_Y].reshape((N_Y, N_Y))
+    o += N_Y * N_Y
+    M = fw[o : o + N_Y * N_Y].reshape((N_Y, N_Y))
+    o += N_Y * N_Y
+    u = fw[o : o + N_U]
+    o += N_U
+    Y0p = fw[o : o + N_Y * N_P].reshape((N_Y, N_P))
+    piv = iw[0:N_Y]
+    pos = iw[N_Y : N_Y + N_P]
+    Jw[:, :] = 0.0  # jac_y writes only its structural nonzeros
+    for i in range(N_U):
+        u[i] = u0[i]
+    pos[:] = -1
     for k in range(ns):
         pos[free[k]] = k
     for i in range(N_Y):
@@ -557,7 +596,6 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
     # ---- initial condition ----
     init(p, z[:N_Y])
     if ns > 0:
-        Y0p = np.empty((N_Y, N_P))
         init_jac_p(p, Y0p)
         for k in range(ns):
             c = free[k]
