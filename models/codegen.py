@@ -313,6 +313,7 @@ def _sens_function(
     p: Sequence[sp.Symbol],
     printer: PythonCodePrinter,
     pre: _Preprocess,
+    lanes: int = 0,
 ) -> str:
     """A forward-sensitivity function with the derivatives as scalars.
 
@@ -328,6 +329,16 @@ def _sens_function(
     derivative, and every subexpression only such derivatives use, is evaluated only
     when that parameter is free. One common-subexpression elimination covers the
     outputs and every derivative; nothing goes through a matrix in memory.
+
+    ``lanes`` > 0: ``ns`` is a multiple of ``lanes`` and the product is written for
+    ``lanes`` columns at a time, every load of the block before any store, which the
+    SLP vectoriser packs into vector registers (one broadcast coefficient times a
+    vector of ``lanes`` columns; numba runs that vectoriser only when asked, which the
+    solver template does while it compiles). Written as one loop over ``k``, LLVM kept
+    it scalar: the output rows lie ``ns`` apart, unknown at compile time, so it could
+    not prove that a store leaves the next column's loads alone. ``lanes`` = 0: one column per
+    iteration, over the columns of ``R`` (``R.shape[1]``, which may be fewer than
+    ``ns``: ``dO`` has no padding).
     """
     import sympy as sp
 
@@ -377,10 +388,24 @@ def _sens_function(
     body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
     if define_out:
         body.append(f"    {define_out}")
-    body.append("    for k in range(ns):")
-    body += [f"        v_{j} = zS[{j}, k]" for j in used]
-    for i in range(n_rows):
-        body.append(f"        {out}[{i}, k] = " + (" + ".join(by_row[i]) or "0.0"))
+    if lanes:
+        # Unsigned column indices: numba checks a signed index for a negative value
+        # (and wraps it), and with those selects between them the SLP vectoriser did
+        # not see the columns of a block as adjacent.
+        body.append(f"    for kb in range(ns // {lanes}):")
+        body.append(f"        k = np.uint64({lanes} * kb)")
+        col = ["k"] + [f"k{q}" for q in range(1, lanes)]
+        body += [f"        k{q} = k + np.uint64({q})" for q in range(1, lanes)]
+        body += [f"        v_{j}_{q} = zS[{j}, {c}]" for j in used for q, c in enumerate(col)]
+        for i in range(n_rows):
+            for q, c in enumerate(col):
+                terms = [f"{a}_{q}" for a in by_row[i]]
+                body.append(f"        {out}[{i}, {c}] = " + (" + ".join(terms) or "0.0"))
+    else:
+        body.append(f"    for k in range({out}.shape[1]):")
+        body += [f"        v_{j} = zS[{j}, k]" for j in used]
+        for i in range(n_rows):
+            body.append(f"        {out}[{i}, k] = " + (" + ".join(by_row[i]) or "0.0"))
     by_param: dict[int, list[tuple[int, sp.Expr]]] = {}
     for (i, c, _), r in zip(param, red_param, strict=True):
         by_param.setdefault(c, []).append((i, r))
@@ -487,6 +512,7 @@ def _numba_source(model: Model, pre: _Preprocess) -> str:
             p,
             pr,
             pre,
+            lanes=2,
         ),
         _sens_function(
             "observe_sens",
