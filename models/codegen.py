@@ -385,7 +385,7 @@ def _sens_function(
     # run-time overlap check per pair of rows. Forming the rows in a constant-stride
     # matrix on the stack did vectorise it, but spilled its 164 coefficients and was no
     # faster over a whole gradient (1629 vs 1608 us CPU, same process).
-    body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
+    body.append("    zS = _matrix(z, N_Y, N_Y, ns)")
     if define_out:
         body.append(f"    {define_out}")
     if lanes:
@@ -451,6 +451,8 @@ def _numba_source(model: Model, pre: _Preprocess) -> str:
         "import numpy as np",
         "from numba import njit",
         "",
+        "from carthema.models.solver_kernels import matrix as _matrix",
+        "",
         f"N_Y = {model.n_y}",
         f"N_P = {model.n_p}",
         f"N_U = {model.n_u}",
@@ -505,7 +507,7 @@ def _numba_source(model: Model, pre: _Preprocess) -> str:
             "rhs_sens",
             "t, z, p, u, pos, ns, fz",
             [(f"fz[{i}]", e) for i, e in enumerate(f)],
-            ("fS", model.n_y, "fS = fz[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))"),
+            ("fS", model.n_y, "fS = _matrix(fz, N_Y, N_Y, ns)"),
             jy,
             jp,
             {"z": y, "p": p, "u": u},
