@@ -786,18 +786,28 @@ SOLVE_SIGNATURE = types.int64(
 )  # fmt: skip
 
 
-# numba turns LLVM's SLP vectoriser off by default (NUMBA_SLP_VECTORIZE=0); it is what
-# packs rhs_sens' pairs of sensitivity columns into vector registers (the loop
-# vectoriser cannot: see codegen._sens_function). It is on while solve_c compiles, which
-# compiles every function of the solver; numba reads the setting per compilation (and
-# holds its compiler lock meanwhile, so at worst another thread's compile gets SLP too).
-# solve_c's machine code is cached like the rest. FIT solve + gradient, 10 parameters:
-# 1194 against 1355 us (1.13x), 1546 us with the same code and SLP off.
-_slp_default = _numba_config.SLP_VECTORIZE
-_numba_config.SLP_VECTORIZE = 1
+def _cfunc_with_slp(fn):
+    """``cfunc(SOLVE_SIGNATURE)(fn)`` compiled with LLVM's SLP vectoriser on, then
+    numba's setting as it was.
+
+    numba turns the SLP vectoriser off by default (NUMBA_SLP_VECTORIZE=0); it is what
+    packs rhs_sens' pairs of sensitivity columns into vector registers (the loop
+    vectoriser cannot: see codegen._sens_function). It is on while solve_c compiles,
+    which compiles every function of the solver; numba reads the setting per
+    compilation (and holds its compiler lock meanwhile, so at worst another thread's
+    compile gets SLP too). solve_c's machine code is cached like the rest. FIT solve +
+    gradient, 10 parameters: 1194 against 1355 us (1.13x), 1546 us with the same code
+    and SLP off.
+    """
+    before = _numba_config.SLP_VECTORIZE
+    _numba_config.SLP_VECTORIZE = 1
+    try:
+        return cfunc(SOLVE_SIGNATURE, **_JIT)(fn)
+    finally:
+        _numba_config.SLP_VECTORIZE = before
 
 
-@cfunc(SOLVE_SIGNATURE, **_JIT)
+@_cfunc_with_slp
 def solve_c(
     p_, free_, n_free, u0_, t0, t_out_, n_t, ev_t_, ev_kind_, ev_target_, ev_value_,
     ev_scale_, n_ev, rtol, atol, max_steps, method, Y_, O_, dO_, n_steps_,
@@ -828,9 +838,6 @@ def solve_c(
     )
     n_steps_[0] = n_steps
     return status
-
-
-_numba_config.SLP_VECTORIZE = _slp_default
 
 
 #: One symbol per generated module (its name carries the module's cache key).
