@@ -38,9 +38,10 @@ Model contract (names the generated source must define before this text)
     The augmented right-hand side: ``fz[:N_Y] = rhs(t, z[:N_Y])`` and, with ``S`` the
     (N_Y, ns) row-major matrix at ``z[N_Y:]``, ``fz[N_Y:]`` the same layout of
     ``J_y S + Jp[:, free] * p[free]``; ``pos[c]`` is the column of parameter ``c``
-    (-1 when it is not free).
+    (-1 when it is not free). ``ns`` is even (see Sensitivities).
 ``observe_sens(t, z, p, pos, ns, dO)`` : njit function
-    ``dO`` (N_OBS, ns) ``= Oy S + Op[:, free] * p[free]`` at the state ``z``.
+    ``dO`` (N_OBS, n_free) ``= Oy S + Op[:, free] * p[free]`` at the state ``z``, with
+    ``S`` the (N_Y, ns) matrix at ``z[N_Y:]`` (``ns >= n_free``).
 
 Events
 ------
@@ -88,7 +89,12 @@ Sensitivities
 -------------
 ``S[i, k] = d y_i / d log p[free[k]]`` is integrated together with the states as one
 augmented system ``z = [y, S.ravel()]`` (S row-major, so that loops over the
-sensitivity columns are contiguous)::
+sensitivity columns are contiguous). ``S`` is stored with ``ns = _stride(n_free)``
+columns, ``n_free`` rounded up to an even number; an extra column starts at 0 and
+stays 0 (its derivative is ``J_y 0``), and the error norm divides by the number of
+components without it, so the padding changes no step. It lets ``rhs_sens`` form
+``J_y S`` two columns at a time in vector registers (``codegen._sens_function``; see
+"The one compiled entry point" for the vectoriser this needs)::
 
     dS/dt = J_y S + Jp[:, free] * p[free],   S(t0) = init_jac_p[:, free] * p[free]
 
@@ -150,6 +156,7 @@ sensitivities are separate functions within it.
 import math
 
 import llvmlite.binding as _llvm
+import numba.core.config as _numba_config
 import numpy as np
 from numba import carray, cfunc, njit, prange, types
 
@@ -172,6 +179,7 @@ _all_finite = _k.all_finite
 _lu_factor = _k.lu_factor
 _lu_solve = _k.lu_solve
 _lu_solve_rows = _k.lu_solve_rows
+_borrow = _k.borrow
 
 STATUS_OK = 0
 STATUS_MAX_STEPS = 1
@@ -217,6 +225,16 @@ _R_E1, _R_E2, _R_E3, _R_E4 = (float(e) for e in _k.ROS_E)
 # Building blocks
 # ---------------------------------------------------------------------------------
 @njit(**_JIT)
+def _stride(nf):
+    """Columns of the stored sensitivity matrix ``S`` for ``nf`` free parameters: ``nf``
+    rounded up to an even number, a padding column zero. ``rhs_sens`` computes ``J_y S``
+    two columns at a time in vector registers (see the module docstring). Four at a
+    time (padding 10 columns to 12) was slower: 1261 against 1194 us for a 10-parameter
+    gradient, the padding's extra work in every stage loop and more spilled registers."""
+    return (nf + 1) // 2 * 2
+
+
+@njit(**_JIT)
 def _f_aug(t, z, p, u, ns, pos, fz):
     """Right-hand side of the augmented system ``z = [y, S]`` into ``fz``.
 
@@ -231,7 +249,7 @@ def _f_aug(t, z, p, u, ns, pos, fz):
 
 
 @njit(**_JIT)
-def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
+def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, nn, order):
     """Initial step size (Hairer, Norsett & Wanner, Solving ODEs I, II.4 ``HINIT``)."""
     d0 = 0.0
     d1 = 0.0
@@ -239,8 +257,8 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
         sk = az[i] + rtol * abs(z[i])
         d0 += (z[i] / sk) ** 2
         d1 += (f0[i] / sk) ** 2
-    d0 = math.sqrt(d0 / nz)
-    d1 = math.sqrt(d1 / nz)
+    d0 = math.sqrt(d0 / nn)
+    d1 = math.sqrt(d1 / nn)
     if d0 < 1e-5 or d1 < 1e-5:
         h0 = 1e-6
     else:
@@ -253,7 +271,7 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
     for i in range(nz):
         sk = az[i] + rtol * abs(z[i])
         d2 += ((f1[i] - f0[i]) / sk) ** 2
-    d2 = math.sqrt(d2 / nz) / h0
+    d2 = math.sqrt(d2 / nn) / h0
     if not math.isfinite(d2):
         # The Euler probe already left the domain: start cautiously, let control grow h.
         return min(0.01 * h0, hmax)
@@ -266,7 +284,7 @@ def _hinit(t, hmax, z, f0, z1, f1, p, u, ns, pos, az, rtol, nz, order):
 
 
 @njit(**_FAST)
-def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
+def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, nn, want_rho):
     """One Tsit5 attempt from ``(t, z)`` with ``K[0] = f(t, z)``.
 
     Writes stages to ``K[1:7]`` (``K[6] = f(t + h, znew)``) and the solution to ``znew``.
@@ -274,56 +292,61 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
     ``want_rho``, Hairer's stiffness estimate ``h * |k7 - k6| / |y_new - g6|``
     on the state components.
     """
+    # One 1-D view per stage (free: K is borrowed, see _integrate). Indexed as K[s, i],
+    # LLVM vectorised one of the stage loops with gathers and scatters behind a
+    # negative-index check (a tenth of a 10-parameter gradient's time in perf); through
+    # the row views every loop gets contiguous vector loads (1.10x faster gradient).
+    k0 = K[0]
+    k1 = K[1]
+    k2 = K[2]
+    k3 = K[3]
+    k4 = K[4]
+    k5 = K[5]
+    k6 = K[6]
     for i in range(nz):
-        zs[i] = z[i] + h * _T_A21 * K[0, i]
-    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, K[1])
+        zs[i] = z[i] + h * _T_A21 * k0[i]
+    _f_aug(t + _T_C2 * h, zs, p, u, ns, pos, k1)
     for i in range(nz):
-        zs[i] = z[i] + h * (_T_A31 * K[0, i] + _T_A32 * K[1, i])
-    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, K[2])
+        zs[i] = z[i] + h * (_T_A31 * k0[i] + _T_A32 * k1[i])
+    _f_aug(t + _T_C3 * h, zs, p, u, ns, pos, k2)
     for i in range(nz):
-        zs[i] = z[i] + h * (_T_A41 * K[0, i] + _T_A42 * K[1, i] + _T_A43 * K[2, i])
-    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, K[3])
+        zs[i] = z[i] + h * (_T_A41 * k0[i] + _T_A42 * k1[i] + _T_A43 * k2[i])
+    _f_aug(t + _T_C4 * h, zs, p, u, ns, pos, k3)
+    for i in range(nz):
+        zs[i] = z[i] + h * (_T_A51 * k0[i] + _T_A52 * k1[i] + _T_A53 * k2[i] + _T_A54 * k3[i])
+    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, k4)
     for i in range(nz):
         zs[i] = z[i] + h * (
-            _T_A51 * K[0, i] + _T_A52 * K[1, i] + _T_A53 * K[2, i] + _T_A54 * K[3, i]
+            _T_A61 * k0[i] + _T_A62 * k1[i] + _T_A63 * k2[i] + _T_A64 * k3[i] + _T_A65 * k4[i]
         )
-    _f_aug(t + _T_C5 * h, zs, p, u, ns, pos, K[4])
-    for i in range(nz):
-        zs[i] = z[i] + h * (
-            _T_A61 * K[0, i]
-            + _T_A62 * K[1, i]
-            + _T_A63 * K[2, i]
-            + _T_A64 * K[3, i]
-            + _T_A65 * K[4, i]
-        )
-    _f_aug(t + h, zs, p, u, ns, pos, K[5])
+    _f_aug(t + h, zs, p, u, ns, pos, k5)
     for i in range(nz):
         znew[i] = z[i] + h * (
-            _T_B1 * K[0, i]
-            + _T_B2 * K[1, i]
-            + _T_B3 * K[2, i]
-            + _T_B4 * K[3, i]
-            + _T_B5 * K[4, i]
-            + _T_B6 * K[5, i]
+            _T_B1 * k0[i]
+            + _T_B2 * k1[i]
+            + _T_B3 * k2[i]
+            + _T_B4 * k3[i]
+            + _T_B5 * k4[i]
+            + _T_B6 * k5[i]
         )
-    _f_aug(t + h, znew, p, u, ns, pos, K[6])
+    _f_aug(t + h, znew, p, u, ns, pos, k6)
     s = 0.0
     chk = 0.0
     for i in range(nz):
         e = h * (
-            _T_E1 * K[0, i]
-            + _T_E2 * K[1, i]
-            + _T_E3 * K[2, i]
-            + _T_E4 * K[3, i]
-            + _T_E5 * K[4, i]
-            + _T_E6 * K[5, i]
-            + _T_E7 * K[6, i]
+            _T_E1 * k0[i]
+            + _T_E2 * k1[i]
+            + _T_E3 * k2[i]
+            + _T_E4 * k3[i]
+            + _T_E5 * k4[i]
+            + _T_E6 * k5[i]
+            + _T_E7 * k6[i]
         )
         sc = az[i] + rtol * max(abs(z[i]), abs(znew[i]))
         q = e / sc
         s += q * q
         chk += znew[i] * 0.0
-    err = math.sqrt(s / nz) + chk
+    err = math.sqrt(s / nn) + chk
     hrho = 0.0
     if want_rho:
         num = 0.0
@@ -333,7 +356,7 @@ def _tsit5_step(t, h, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, want_rho):
         # underestimated.
         for i in range(N_Y):
             w = 1.0 / (az[i] + rtol * abs(znew[i]))
-            num += ((K[6, i] - K[5, i]) * w) ** 2
+            num += ((k6[i] - k5[i]) * w) ** 2
             den += ((znew[i] - zs[i]) * w) ** 2
         if den > 0.0:
             hrho = h * math.sqrt(num / den)
@@ -364,20 +387,20 @@ def _tsit5_interp(theta, h, z, K, zi, ns):
 def _interp_range(b, h, z, K, zi, lo, hi):
     """``zi[lo:hi]`` of the dense output with the weights ``b`` (7,) at one ``theta``."""
     b1, b2, b3, b4, b5, b6, b7 = b
-    for i in range(lo, hi):
-        zi[i] = z[i] + h * (
-            b1 * K[0, i]
-            + b2 * K[1, i]
-            + b3 * K[2, i]
-            + b4 * K[3, i]
-            + b5 * K[4, i]
-            + b6 * K[5, i]
-            + b7 * K[6, i]
+    # Slices indexed from 0 (views of borrowed arrays cost nothing): with ``range(lo,
+    # hi)`` every index went through numba's negative-index check and stayed scalar.
+    k0, k1, k2, k3 = K[0, lo:hi], K[1, lo:hi], K[2, lo:hi], K[3, lo:hi]
+    k4, k5, k6 = K[4, lo:hi], K[5, lo:hi], K[6, lo:hi]
+    zz = z[lo:hi]
+    out = zi[lo:hi]
+    for i in range(hi - lo):
+        out[i] = zz[i] + h * (
+            b1 * k0[i] + b2 * k1[i] + b3 * k2[i] + b4 * k3[i] + b5 * k4[i] + b6 * k5[i] + b7 * k6[i]
         )
 
 
 @njit(**_FAST)
-def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz):
+def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz, nn):
     """One ROS34PW2 attempt from ``(t, z)`` with ``K[0] = f(t, z)``, ``Jw = J_y(t, y)``.
 
     Stage increments go to ``K[1:5]``, ``K[5]`` is scratch, and on success
@@ -430,7 +453,7 @@ def _ros_step(t, h, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz):
         q = e / sc
         s += q * q
         chk += znew[i] * 0.0
-    err = math.sqrt(s / nz) + chk
+    err = math.sqrt(s / nn) + chk
     if err <= 1.0:
         _f_aug(t + h, znew, p, u, ns, pos, K[7])
         if not _all_finite(K[7], nz):
@@ -535,19 +558,54 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
         return STATUS_OK, 0
 
     # ---- work arrays: the only allocations of the solve ----
+    nz = N_Y * (1 + _stride(ns))
+    fwork = np.empty(13 * nz + 2 * N_Y * N_Y + N_U + N_Y * N_P)
+    iwork = np.empty(N_Y + N_P, dtype=np.int64)
+    return _integrate(p, free, u0, t0, t_out, events, options, outputs, fwork, iwork)
+
+
+@njit(**_JIT)
+def _integrate(p, free, u0, t0, t_out, events, options, outputs, fwork, iwork):
+    """The integration of :func:`_solve_impl` (checked inputs, ``n_t > 0``) in the work
+    arrays ``fwork`` (float64) and ``iwork`` (int64) it allocated.
+
+    Every work array is a view of ``fwork`` or ``iwork`` through :func:`_borrow`, which
+    takes no reference count: the stage loops make views of them (``K[1]``, ``z[:N_Y]``,
+    the reshapes in ``rhs_sens``) thousands of times per solve, and each took and dropped
+    a reference with an atomic instruction (15 % of a 10-parameter gradient's time).
+    ``fwork`` and ``iwork`` themselves, arguments of this call, keep the memory alive.
+    """
+    ev_t, ev_kind, ev_target, ev_value, ev_scale = events
+    rtol, atol, max_steps, method = options
+    Y, O, dO = outputs
+    n_t = t_out.shape[0]
+    nf = free.shape[0]
+    ns = _stride(nf)
     nz = N_Y * (1 + ns)
-    z = np.empty(nz)
-    znew = np.empty(nz)
-    zs = np.empty(nz)
-    zi = np.empty(nz)
-    K = np.empty((8, nz))
-    az = np.empty(nz)
-    Jw = np.zeros((N_Y, N_Y))
-    M = np.empty((N_Y, N_Y))
-    piv = np.empty(N_Y, dtype=np.int64)
-    u = u0.copy()
-    pos = np.full(N_P, -1, dtype=np.int64)
-    for k in range(ns):
+    nn = N_Y * (1 + nf)  # the components in the error norm: not the zero padding
+    fw = _borrow(fwork)
+    iw = _borrow(iwork)
+    z = fw[0:nz]
+    znew = fw[nz : 2 * nz]
+    zs = fw[2 * nz : 3 * nz]
+    zi = fw[3 * nz : 4 * nz]
+    az = fw[4 * nz : 5 * nz]
+    K = fw[5 * nz : 13 * nz].reshape((8, nz))
+    o = 13 * nz
+    Jw = fw[o : o + N_Y * N_Y].reshape((N_Y, N_Y))
+    o += N_Y * N_Y
+    M = fw[o : o + N_Y * N_Y].reshape((N_Y, N_Y))
+    o += N_Y * N_Y
+    u = fw[o : o + N_U]
+    o += N_U
+    Y0p = fw[o : o + N_Y * N_P].reshape((N_Y, N_P))
+    piv = iw[0:N_Y]
+    pos = iw[N_Y : N_Y + N_P]
+    Jw[:, :] = 0.0  # jac_y writes only its structural nonzeros
+    for i in range(N_U):
+        u[i] = u0[i]
+    pos[:] = -1
+    for k in range(nf):
         pos[free[k]] = k
     for i in range(N_Y):
         az[i] = atol * ATOL_SCALE[i]
@@ -556,10 +614,10 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
 
     # ---- initial condition ----
     init(p, z[:N_Y])
-    if ns > 0:
-        Y0p = np.empty((N_Y, N_P))
+    z[N_Y:] = 0.0  # the padding columns stay 0 (their derivatives are J_y 0 = 0)
+    if nf > 0:
         init_jac_p(p, Y0p)
-        for k in range(ns):
+        for k in range(nf):
             c = free[k]
             for i in range(N_Y):
                 z[N_Y + i * ns + k] = Y0p[i, c] * p[c]
@@ -612,7 +670,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
             status = STATUS_NONFINITE
             break
         order = 5 if cur == METHOD_TSIT5 else 3
-        h = _hinit(t, t_end - t, z, K[0], zs, K[1], p, u, ns, pos, az, rtol, nz, order)
+        h = _hinit(t, t_end - t, z, K[0], zs, K[1], p, u, ns, pos, az, rtol, nz, nn, order)
         need_jac = True
         errold = 1e-4
         facmax_now = _FACMAX_TSIT5 if cur == METHOD_TSIT5 else _FACMAX_ROS
@@ -643,7 +701,7 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
             n_steps += 1
             if cur == METHOD_TSIT5:
                 err, hrho = _tsit5_step(
-                    t, h_try, z, znew, zs, K, p, u, ns, pos, az, rtol, nz,
+                    t, h_try, z, znew, zs, K, p, u, ns, pos, az, rtol, nz, nn,
                     method == METHOD_AUTO,
                 )  # fmt: skip
                 kexp = 5.0
@@ -651,7 +709,9 @@ def _solve_impl(p, free, u0, t0, t_out, events, options, outputs):
                 if need_jac:
                     jac_y(t, z[:N_Y], p, u, Jw)
                     need_jac = False
-                err = _ros_step(t, h_try, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz)
+                err = _ros_step(
+                    t, h_try, z, znew, zs, K, M, piv, Jw, p, u, ns, pos, az, rtol, nz, nn
+                )
                 hrho = 0.0
                 kexp = 3.0
 
@@ -726,7 +786,28 @@ SOLVE_SIGNATURE = types.int64(
 )  # fmt: skip
 
 
-@cfunc(SOLVE_SIGNATURE, **_JIT)
+def _cfunc_with_slp(fn):
+    """``cfunc(SOLVE_SIGNATURE)(fn)`` compiled with LLVM's SLP vectoriser on, then
+    numba's setting as it was.
+
+    numba turns the SLP vectoriser off by default (NUMBA_SLP_VECTORIZE=0); it is what
+    packs rhs_sens' pairs of sensitivity columns into vector registers (the loop
+    vectoriser cannot: see codegen._sens_function). It is on while solve_c compiles,
+    which compiles every function of the solver; numba reads the setting per
+    compilation (and holds its compiler lock meanwhile, so at worst another thread's
+    compile gets SLP too). solve_c's machine code is cached like the rest. FIT solve +
+    gradient, 10 parameters: 1194 against 1355 us (1.13x), 1546 us with the same code
+    and SLP off.
+    """
+    before = _numba_config.SLP_VECTORIZE
+    _numba_config.SLP_VECTORIZE = 1
+    try:
+        return cfunc(SOLVE_SIGNATURE, **_JIT)(fn)
+    finally:
+        _numba_config.SLP_VECTORIZE = before
+
+
+@_cfunc_with_slp
 def solve_c(
     p_, free_, n_free, u0_, t0, t_out_, n_t, ev_t_, ev_kind_, ev_target_, ev_value_,
     ev_scale_, n_ev, rtol, atol, max_steps, method, Y_, O_, dO_, n_steps_,

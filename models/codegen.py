@@ -114,9 +114,10 @@ class _Preprocess:
       returns for the same arguments, so another thread calling it meanwhile gets the
       same results).
 
-    The generated text is the same as with sympy's own ``cse`` (compared for every
-    component set at two fixed ``PYTHONHASHSEED`` values; the haematopoiesis set's text
-    depends on the hash seed either way). For the full model sympy took 8.2 s CPU here
+    Apart from :meth:`_one_base` (which it adds after ``factor_terms``), the generated
+    text is the same as with sympy's own ``cse`` (compared for every component set at
+    two fixed ``PYTHONHASHSEED`` values; the haematopoiesis set's text depends on the
+    hash seed either way). For the full model sympy took 8.2 s CPU here
     (1.9 s on the equations before the marrow neutrophil reserve and megakaryocyte
     progenitors, 33 states and 57 parameters instead of 37 and 65), 3.5 s with this and
     :func:`_nonzero_derivatives`' shortcut.
@@ -127,6 +128,8 @@ class _Preprocess:
     def __init__(self) -> None:
         self._pre: dict[sp.Basic, sp.Basic] = {}
         self._gcd: dict[tuple, sp.Basic] = {}
+        self._bases: dict[sp.Basic, list[sp.Basic]] = {}
+        self._same: dict[tuple[sp.Basic, sp.Basic], bool] = {}
 
     @contextlib.contextmanager
     def active(self) -> Iterator[_Preprocess]:
@@ -156,11 +159,42 @@ class _Preprocess:
         from sympy.simplify import cse_opts
 
         if e not in self._pre:
-            self._pre[e] = exprtools.factor_terms(cse_opts.sub_pre(e))
+            self._pre[e] = self._one_base(exprtools.factor_terms(cse_opts.sub_pre(e)))
         return self._pre[e]
 
+    def _one_base(self, e: sp.Basic) -> sp.Basic:
+        """``e`` with every power to a symbolic exponent (a Hill coefficient: ``pow()``,
+        the costliest call in the generated code) written over the first base seen for
+        that exponent that is the same rational function.
+
+        The preprocessing can write one base in two forms (the platelet feedback
+        ``((plt0 * space + e) / (plt + e)) ** plt_gamma`` came out once with the signs
+        of a numerator and a denominator flipped), and then common-subexpression
+        elimination evaluates the power twice; one power less was 1.05x on a
+        10-parameter gradient. The values may differ from before in the last bits only.
+        """
+        import sympy as sp
+
+        def pick(b: sp.Basic, x: sp.Basic) -> sp.Basic:
+            seen = self._bases.setdefault(x, [])
+            for r in seen:
+                if r == b:
+                    return r
+                if (b, r) not in self._same:
+                    self._same[(b, r)] = sp.cancel(b - r) == 0
+                if self._same[(b, r)]:
+                    return r
+            seen.append(b)
+            return b
+
+        return e.replace(
+            lambda q: q.is_Pow and not q.exp.is_Number,
+            lambda q: sp.Pow(pick(q.base, q.exp), q.exp, evaluate=False),
+        )
+
     def cse(self, exprs: Sequence[sp.Expr]) -> tuple[list, list]:
-        """``sp.cse(exprs, symbols=c_0, c_1, ..., optimizations="basic")``."""
+        """``sp.cse(exprs, symbols=c_0, c_1, ..., optimizations="basic")``, with the
+        bases of symbolic powers made one (:meth:`_one_base`)."""
         import sympy as sp
         from sympy.simplify import cse_opts
 
@@ -279,6 +313,7 @@ def _sens_function(
     p: Sequence[sp.Symbol],
     printer: PythonCodePrinter,
     pre: _Preprocess,
+    lanes: int = 0,
 ) -> str:
     """A forward-sensitivity function with the derivatives as scalars.
 
@@ -294,6 +329,16 @@ def _sens_function(
     derivative, and every subexpression only such derivatives use, is evaluated only
     when that parameter is free. One common-subexpression elimination covers the
     outputs and every derivative; nothing goes through a matrix in memory.
+
+    ``lanes`` > 0: ``ns`` is a multiple of ``lanes`` and the product is written for
+    ``lanes`` columns at a time, every load of the block before any store, which the
+    SLP vectoriser packs into vector registers (one broadcast coefficient times a
+    vector of ``lanes`` columns; numba runs that vectoriser only when asked, which the
+    solver template does while it compiles). Written as one loop over ``k``, LLVM kept
+    it scalar: the output rows lie ``ns`` apart, unknown at compile time, so it could
+    not prove that a store leaves the next column's loads alone. ``lanes`` = 0: one column per
+    iteration, over the columns of ``R`` (``R.shape[1]``, which may be fewer than
+    ``ns``: ``dO`` has no padding).
     """
     import sympy as sp
 
@@ -340,13 +385,27 @@ def _sens_function(
     # run-time overlap check per pair of rows. Forming the rows in a constant-stride
     # matrix on the stack did vectorise it, but spilled its 164 coefficients and was no
     # faster over a whole gradient (1629 vs 1608 us CPU, same process).
-    body.append("    zS = z[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))")
+    body.append("    zS = _matrix(z, N_Y, N_Y, ns)")
     if define_out:
         body.append(f"    {define_out}")
-    body.append("    for k in range(ns):")
-    body += [f"        v_{j} = zS[{j}, k]" for j in used]
-    for i in range(n_rows):
-        body.append(f"        {out}[{i}, k] = " + (" + ".join(by_row[i]) or "0.0"))
+    if lanes:
+        # Unsigned column indices: numba checks a signed index for a negative value
+        # (and wraps it), and with those selects between them the SLP vectoriser did
+        # not see the columns of a block as adjacent.
+        body.append(f"    for kb in range(ns // {lanes}):")
+        body.append(f"        k = np.uint64({lanes} * kb)")
+        col = ["k"] + [f"k{q}" for q in range(1, lanes)]
+        body += [f"        k{q} = k + np.uint64({q})" for q in range(1, lanes)]
+        body += [f"        v_{j}_{q} = zS[{j}, {c}]" for j in used for q, c in enumerate(col)]
+        for i in range(n_rows):
+            for q, c in enumerate(col):
+                terms = [f"{a}_{q}" for a in by_row[i]]
+                body.append(f"        {out}[{i}, {c}] = " + (" + ".join(terms) or "0.0"))
+    else:
+        body.append(f"    for k in range({out}.shape[1]):")
+        body += [f"        v_{j} = zS[{j}, k]" for j in used]
+        for i in range(n_rows):
+            body.append(f"        {out}[{i}, k] = " + (" + ".join(by_row[i]) or "0.0"))
     by_param: dict[int, list[tuple[int, sp.Expr]]] = {}
     for (i, c, _), r in zip(param, red_param, strict=True):
         by_param.setdefault(c, []).append((i, r))
@@ -391,6 +450,8 @@ def _numba_source(model: Model, pre: _Preprocess) -> str:
         "import math",
         "import numpy as np",
         "from numba import njit",
+        "",
+        "from carthema.models.solver_kernels import matrix as _matrix",
         "",
         f"N_Y = {model.n_y}",
         f"N_P = {model.n_p}",
@@ -446,13 +507,14 @@ def _numba_source(model: Model, pre: _Preprocess) -> str:
             "rhs_sens",
             "t, z, p, u, pos, ns, fz",
             [(f"fz[{i}]", e) for i, e in enumerate(f)],
-            ("fS", model.n_y, "fS = fz[N_Y : N_Y * (1 + ns)].reshape((N_Y, ns))"),
+            ("fS", model.n_y, "fS = _matrix(fz, N_Y, N_Y, ns)"),
             jy,
             jp,
             {"z": y, "p": p, "u": u},
             p,
             pr,
             pre,
+            lanes=2,
         ),
         _sens_function(
             "observe_sens",

@@ -8,6 +8,7 @@ derivative for every (row, variable) pair, on the equations of a real component 
 
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 from sympy.core import exprtools
 
@@ -49,3 +50,32 @@ def test_remembered_preprocessing_gives_sympys_basic_cse():
         assert repl == ref_repl
         assert reduced == ref_reduced
     assert len(got[1][0]) > 10  # there were common subexpressions to find
+
+
+def test_one_base_per_symbolic_power():
+    """The full model's right-hand side: sympy's own cse evaluates one power to a
+    parameter twice (the platelet feedback, whose base the preprocessing writes in two
+    forms with signs flipped); the code generator's evaluates it once, and every
+    equation keeps its value."""
+    m = get_model("full")
+    t, y, p, u = codegen._symbols(m)
+    f = [sp.sympify(e) for e in m.rhs(t, y, p, u, sp)]
+
+    def powers(repl, reduced):
+        found = set()
+        for e in [*(e for _, e in repl), *reduced]:
+            found |= {q for q in e.atoms(sp.Pow) if not q.exp.is_Number}
+        return found
+
+    ref_repl, ref_reduced = sp.cse(f, symbols=sp.numbered_symbols("c_"), optimizations="basic")
+    with codegen._Preprocess().active() as pre:
+        repl, reduced = pre.cse(f)
+    n_ref, n_own = len(powers(ref_repl, ref_reduced)), len(powers(repl, reduced))
+    assert n_own == n_ref - 1
+    assert {q.exp for q in powers(repl, reduced)} == {q.exp for q in powers(ref_repl, ref_reduced)}
+
+    args = [*y, *p, *u]
+    at = [0.5 + 0.1 * i for i in range(m.n_y)] + list(m.default_params()) + [0.0] * m.n_u
+    own = sp.lambdify(args, [e.subs(list(reversed(repl))) for e in reduced])(*at)
+    want = sp.lambdify(args, f)(*at)
+    assert np.allclose(own, want, rtol=1e-12, atol=0.0)

@@ -591,3 +591,20 @@ def test_generated_matrix_functions_store_only_their_nonzeros():
         stores = [ln.strip() for ln in body.splitlines() if ln.strip().startswith(f"{arr}[")]
         assert stores[0] == f"{arr}[:, :] = 0.0"
         assert not [ln for ln in stores[1:] if ln.endswith(("= 0", "= 0.0")) or ":" in ln]
+
+
+def test_loading_a_solver_leaves_numbas_slp_setting_as_it_was(tmp_path, monkeypatch):
+    """The template compiles solve_c with LLVM's SLP vectoriser on (numba's default is
+    off) and must restore numba's setting afterwards, also when that compile fails."""
+    from numba.core import config
+
+    before = config.SLP_VECTORIZE
+    text = numba_source(LINEAR)
+    monkeypatch.setenv("CARTHEMA_CACHE_DIR", str(tmp_path))  # a fresh compile
+    load_numba_module("slp_probe", text)
+    assert config.SLP_VECTORIZE == before
+    # Before the template's text: solve_c's carray of O cannot be typed.
+    broken = text + "\nN_OBS = None\n"
+    with pytest.raises(Exception, match="N_OBS|NoneType|none"):
+        load_numba_module("slp_probe_broken", broken)
+    assert config.SLP_VECTORIZE == before

@@ -235,3 +235,38 @@ def test_tableaux_are_read_only():
         k.TSIT5_A[1, 0] = 0.0
     with pytest.raises(ValueError):
         k.ROS_M[0] = 0.0
+
+
+def test_borrow_shares_the_memory_without_taking_a_reference():
+    from numba import njit
+    from numba.core.unsafe.refcount import get_refcount
+
+    @njit
+    def views(borrowed):
+        a = np.zeros(6)
+        src = k.borrow(a) if borrowed else a
+        kept = (src[1:4], src.reshape((2, 3))[1])  # views alive at the count below
+        kept[0][0] = 7.0  # writes through to a
+        kept[1][2] = 9.0
+        return get_refcount(a), a[1], a[5]
+
+    # A plain view holds a reference (numba counts each one); a borrowed one holds none
+    # and still reads and writes the same memory.
+    assert views(False)[0] > 1
+    assert views(True) == (1, 7.0, 9.0)
+
+
+def test_matrix_is_the_reshaped_slice_and_writes_through():
+    from numba import njit
+
+    @njit
+    def views(a, start, n, m):
+        s = k.matrix(a, start, n, m)
+        ref = a[start : start + n * m].reshape((n, m))
+        same = s.shape == ref.shape and np.all(s == ref)
+        s[n - 1, m - 1] = -1.0
+        return same, a[start + n * m - 1]
+
+    a = np.arange(20.0)
+    for start, n, m in ((0, 4, 5), (3, 2, 7), (19, 1, 1)):
+        assert views(a.copy(), start, n, m) == (True, -1.0)
