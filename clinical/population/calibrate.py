@@ -508,10 +508,13 @@ def target_report(pop: pd.DataFrame, disease: str = "lbcl") -> list[dict]:
     from carthema.clinical.population.natural_history import population_statistics
 
     cache: dict = {}
+    peaks: dict = {}  # one simulation per product serves its Cmax and Tmax rows
     out = []
     for r in _rows(load_calibration_rows(), disease):
         if r["key"] in KINETIC_MEDIANS.values():
-            model_value = _kinetic_median(pop, r["product"], disease, r["key"])
+            if r["product"] not in peaks:
+                peaks[r["product"]] = _peaks(pop, r["product"], disease)
+            model_value = float(np.median(peaks[r["product"]][r["key"]]))
             out.append(
                 {
                     **r,
@@ -552,12 +555,6 @@ def _peaks(pop: pd.DataFrame, product: str, disease: str) -> dict[str, np.ndarra
     out = cart_peaks(DAYS, obs[ok, :, model.index("obs", "cart_copies")])
     out.update(response_per_patient(DAYS, obs[ok, :, model.index("obs", "marrow_blasts")]))
     return out
-
-
-def _kinetic_median(pop: pd.DataFrame, product: str, disease: str, key: str) -> float:
-    """Median CAR-T peak (copies/ug) or peak day of the population under ``product``'s
-    course in ``disease``."""
-    return float(np.median(_peaks(pop, product, disease)[key]))
 
 
 def ratio_report(pop: pd.DataFrame, disease: str) -> list[dict]:

@@ -309,15 +309,6 @@ def draw_plausible(
     return P, pd.DataFrame(info)
 
 
-def simulate_product(
-    model: Model, P: np.ndarray, product: str, days: np.ndarray, disease: str = "lbcl"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(status, anc, platelets) of the patients ``P`` (reference kinetics) under
-    ``product``'s course in ``disease`` and its kinetics."""
-    events = product_events(product, disease=disease)
-    return simulate_counts(model, product_params(model, P, product), events, days)
-
-
 def simulate_obs(
     model: Model,
     P: np.ndarray,
